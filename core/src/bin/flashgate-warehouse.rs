@@ -1,0 +1,90 @@
+//! `flashgate-warehouse`: the warehouse server. See `--help` and the README's configuration
+//! reference.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use flashgate_core::stock::Sale;
+use flashgate_core::warehouse::config::{Cli, DemoSale, StoreKind};
+use flashgate_core::warehouse::server::serve;
+use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.store {
+        StoreKind::Memory => {
+            tracing::warn!(
+                "using the in-memory store: NOT durable, every sale and order is lost when this \
+                 process stops; use --store redis in production"
+            );
+            run(MemoryStore::new(), cli).await
+        }
+        StoreKind::Redis => {
+            let mut config = RedisStoreConfig::new(cli.redis_url.clone());
+            config.prefix = cli.redis_prefix.clone();
+            let store = RedisStore::connect(config)
+                .await
+                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?;
+            run(store, cli).await
+        }
+    }
+}
+
+async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
+    if let Some(demo) = cli.demo_sale {
+        put_demo_sale(&store, demo).await?;
+    }
+    let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}", cli.listen))?;
+    let metrics_listener = match cli.metrics_listen.0 {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?),
+        None => None,
+    };
+    serve(store, cli.server_options(), listener, metrics_listener, shutdown_signal()).await
+}
+
+async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()> {
+    let start_ms = now_ms() + demo.starts_in_s * 1000;
+    store.put_stock(demo.sku, demo.stock.into()).await.context("--demo-sale: putting stock")?;
+    let sale = Sale {
+        id: 1,
+        sku: demo.sku,
+        pool: demo.pool.into(),
+        start_ms,
+        end_ms: start_ms + 3_600_000,
+        per_user_limit: 1,
+        pay_window_ms: 300_000,
+    };
+    store.put_sale(&sale).await.context("--demo-sale: creating the sale")?;
+    tracing::info!(event = 1, sku = demo.sku, pool = demo.pool, start_ms, "demo sale created");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}

@@ -1,0 +1,50 @@
+-- put_event.lua — Admin.PutEvent: define (or redefine) a sale and pre-warm its pool.
+--
+-- KEYS[1]  stock hash of the SKU       ({sku:ID}:stock)
+-- KEYS[2]  the sale's hash             ({sku:ID}:ev:EID: id sku put pool start end limit
+--                                       pay_window seq closed)
+-- KEYS[3]  set of the SKU's sales      ({sku:ID}:events)
+-- KEYS[4]  directory event → SKU       (:events)
+-- KEYS[5]  the SKU's order stream      ({sku:ID}:orders)
+-- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name
+--
+-- `put` is the number of units put in the sale; redefining moves only the difference between
+-- `available` and the pool. A sale's SKU never changes, and a closed sale cannot be redefined.
+-- The order stream's consumer group is created here, so the worker can read from the first win.
+--
+-- Replies: {"OK", pool} | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
+-- Example: available 10, PUT event 1 pool 4 → {"OK","4"}, available 6; PUT again pool 3 →
+-- {"OK","3"}, available 7.
+local event, sku = ARGV[1], ARGV[2]
+local known_sku = redis.call('HGET', KEYS[4], event)
+if known_sku and known_sku ~= sku then
+  return {'FAILED_PRECONDITION', 'event ' .. event .. ' sells sku ' .. known_sku .. '; its sku cannot change'}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'NOT_FOUND', 'sku ' .. sku}
+end
+if redis.call('HGET', KEYS[2], 'closed') == '1' then
+  return {'FAILED_PRECONDITION', 'event ' .. event .. ' has ended and been closed'}
+end
+local put = tonumber(redis.call('HGET', KEYS[2], 'put') or '0')
+local pool = tonumber(redis.call('HGET', KEYS[2], 'pool') or '0')
+local available = tonumber(redis.call('HGET', KEYS[1], 'available'))
+local delta = tonumber(ARGV[3]) - put
+if delta > available then
+  return {'FAILED_PRECONDITION', 'sku ' .. sku .. ' has ' .. available .. ' units available, the pool needs '
+    .. delta .. ' more'}
+end
+if -delta > pool then
+  return {'FAILED_PRECONDITION', 'event ' .. event .. ': only ' .. pool
+    .. ' units are left in the pool, cannot take back ' .. (-delta)}
+end
+redis.call('HINCRBY', KEYS[1], 'available', -delta)
+redis.call('HSET', KEYS[2], 'id', event, 'sku', sku, 'put', ARGV[3], 'pool', pool + delta,
+  'start', ARGV[4], 'end', ARGV[5], 'limit', ARGV[6], 'pay_window', ARGV[7])
+redis.call('HSETNX', KEYS[2], 'seq', 0)
+redis.call('HSETNX', KEYS[2], 'closed', 0)
+redis.call('SADD', KEYS[3], event)
+redis.call('HSET', KEYS[4], event, sku)
+-- BUSYGROUP (the group exists already) is the expected answer on a redefinition.
+redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[8], '0', 'MKSTREAM')
+return {'OK', tostring(pool + delta)}

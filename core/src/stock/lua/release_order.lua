@@ -1,0 +1,54 @@
+-- release_order.lua — Seckill.CancelOrder and the sweeper's expiry: give an order's units back.
+--
+-- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook)
+-- KEYS[2]  payment deadlines       ({sku:ID}:deadlines)
+-- KEYS[3]  stock hash of the SKU   ({sku:ID}:stock)
+-- KEYS[4]  the sale's hash         ({sku:ID}:ev:EID)
+-- KEYS[5]  units held per user     ({sku:ID}:ev:EID:users)
+-- ARGV[1]  order number   ARGV[2] user id ("" for the sweeper)   ARGV[3] now (unix ms)
+-- ARGV[4]  CANCELLED (the user's cancel) or EXPIRED (the sweeper)
+--
+-- Units go back to the sale's pool while the sale runs, to `available` once it has ended, and
+-- the user's per-sale count drops by the same amount. A repeat is OK and changes nothing.
+-- EXPIRED applies only to an order awaiting payment past its deadline; anything else is
+-- SKIPPED (a payment won the race, or the deadline moved).
+--
+-- Replies: {"OK", record JSON} | {"SKIPPED", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …}
+--          | {"FAILED_PRECONDITION", why}
+-- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", {…"CANCELLED"…}}, pool +1.
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return {'NOT_FOUND', 'order ' .. ARGV[1]}
+end
+local order = cjson.decode(raw)
+if ARGV[2] ~= '' and order.user ~= ARGV[2] then
+  return {'NOT_YOURS', ARGV[1]}
+end
+local now = tonumber(ARGV[3])
+if order.status == ARGV[4] then
+  return {'OK', raw}
+end
+if ARGV[4] == 'EXPIRED' then
+  if order.status ~= 'PENDING_PAYMENT' or now <= tonumber(order.deadline) then
+    if order.status ~= 'PENDING_PAYMENT' then
+      redis.call('ZREM', KEYS[2], ARGV[1])
+    end
+    return {'SKIPPED', raw}
+  end
+elseif order.status ~= 'QUEUED' and order.status ~= 'PENDING_PAYMENT' then
+  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. order.status .. ' and cannot be cancelled'}
+end
+local qty = tonumber(order.qty)
+local sale = redis.call('HMGET', KEYS[4], 'end', 'closed')
+redis.call('HINCRBY', KEYS[3], 'locked', -qty)
+if sale[2] ~= '1' and now < tonumber(sale[1]) then
+  redis.call('HINCRBY', KEYS[4], 'pool', qty)
+else
+  redis.call('HINCRBY', KEYS[3], 'available', qty)
+end
+redis.call('HINCRBY', KEYS[5], order.user, -qty)
+order.status = ARGV[4]
+local record = cjson.encode(order)
+redis.call('HSET', KEYS[1], ARGV[1], record)
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {'OK', record}

@@ -1,0 +1,226 @@
+//! The command line of `flashgate-warehouse`: every setting is a flag and an environment
+//! variable (the names are part of the operator interface; keep them stable), parsed once at
+//! start-up into typed values. A bad value stops start-up with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use super::server::ServerOptions;
+use super::worker::WorkerOptions;
+use crate::origin_auth::MIN_KEY_LEN;
+
+/// Environment variable names, declared once.
+pub mod env {
+    /// `--listen`.
+    pub const LISTEN: &str = "FLASHGATE_LISTEN";
+    /// `--metrics-listen`.
+    pub const METRICS_LISTEN: &str = "FLASHGATE_METRICS_LISTEN";
+    /// `--store`.
+    pub const STORE: &str = "FLASHGATE_STORE";
+    /// `--redis-url`.
+    pub const REDIS_URL: &str = "FLASHGATE_REDIS_URL";
+    /// `--redis-prefix`.
+    pub const REDIS_PREFIX: &str = "FLASHGATE_REDIS_PREFIX";
+    /// `--origin-key`.
+    pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
+    /// `--origin-max-skew-ms`.
+    pub const ORIGIN_MAX_SKEW_MS: &str = "FLASHGATE_ORIGIN_MAX_SKEW_MS";
+    /// `--concurrency-per-connection`.
+    pub const CONCURRENCY: &str = "FLASHGATE_CONCURRENCY_PER_CONNECTION";
+    /// `--request-timeout-ms`.
+    pub const REQUEST_TIMEOUT_MS: &str = "FLASHGATE_REQUEST_TIMEOUT_MS";
+    /// `--consumer`.
+    pub const CONSUMER: &str = "FLASHGATE_CONSUMER";
+    /// `--order-worker`.
+    pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
+    /// `--reclaim-idle-ms`.
+    pub const RECLAIM_IDLE_MS: &str = "FLASHGATE_RECLAIM_IDLE_MS";
+    /// `--demo-sale`.
+    pub const DEMO_SALE: &str = "FLASHGATE_DEMO_SALE";
+}
+
+/// Where stock is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In this process only: NOT durable, for a local run and tests.
+    Memory,
+    /// Redis (production): AOF on, see the README.
+    Redis,
+}
+
+/// flashgate's warehouse: takes flash-sale stock atomically and never oversells.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flashgate-warehouse", version, about, long_about = None)]
+pub struct Cli {
+    /// gRPC and gRPC-Web listen address.
+    #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Prometheus metrics listen address (`GET /metrics`); `off` disables it.
+    #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_optional_addr)]
+    pub metrics_listen: OptionalAddr,
+
+    /// Where stock is kept: `memory` (embedded, not durable) or `redis`.
+    #[arg(long, env = env::STORE, value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+
+    /// Redis URL for `--store redis`.
+    #[arg(long, env = env::REDIS_URL, default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
+    pub redis_url: String,
+
+    /// Namespace of every Redis key.
+    #[arg(long, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
+    /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every
+    /// gRPC-Web call is refused.
+    #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = parse_origin_key)]
+    pub origin_key: Option<String>,
+
+    /// Tolerated clock difference between edge and warehouse, ms.
+    #[arg(long, env = env::ORIGIN_MAX_SKEW_MS, default_value_t = 30_000, value_parser = clap::value_parser!(i64).range(1..=600_000))]
+    pub origin_max_skew_ms: i64,
+
+    /// Requests in flight per connection; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = env::CONCURRENCY, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub concurrency_per_connection: u32,
+
+    /// Longest a request may run, ms.
+    #[arg(long, env = env::REQUEST_TIMEOUT_MS, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// This process's name in the order workers' consumer group (unique per process).
+    #[arg(long, env = env::CONSUMER)]
+    pub consumer: Option<String>,
+
+    /// Run the order worker and the sweeper in this process.
+    #[arg(long, env = env::ORDER_WORKER, default_value_t = true, action = clap::ArgAction::Set)]
+    pub order_worker: bool,
+
+    /// Idle time after which another worker reclaims a delivered, unacknowledged win, ms.
+    #[arg(long, env = env::RECLAIM_IDLE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reclaim_idle_ms: u64,
+
+    /// Create a demo sale at start-up: `SKU:STOCK:POOL:STARTS_IN_SECONDS` (e.g. `1001:100:10:30`),
+    /// event id 1, one unit per user, 5 minutes to pay, one hour long.
+    #[arg(long, env = env::DEMO_SALE, value_parser = parse_demo_sale)]
+    pub demo_sale: Option<DemoSale>,
+}
+
+/// The `--demo-sale` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSale {
+    /// SKU put on sale.
+    pub sku: i64,
+    /// Its on-hand total.
+    pub stock: i32,
+    /// Units in the sale's pool.
+    pub pool: i32,
+    /// Seconds from start-up to the sale's start.
+    pub starts_in_s: i64,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e} (expected HOST:PORT or `off`)"))
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    redis::Client::open(s).map(|_| s.to_owned()).map_err(|e| format!("not a Redis URL: {e}"))
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    ok.then(|| s.to_owned()).ok_or_else(|| "1 to 32 characters of [A-Za-z0-9._-]".into())
+}
+
+fn parse_origin_key(s: &str) -> Result<String, String> {
+    if s.len() < MIN_KEY_LEN {
+        return Err(format!("must be at least {MIN_KEY_LEN} bytes (generate one: openssl rand -hex 32)"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_demo_sale(s: &str) -> Result<DemoSale, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [sku, stock, pool, starts] = parts[..] else {
+        return Err("expected SKU:STOCK:POOL:STARTS_IN_SECONDS".into());
+    };
+    let bad = |what: &str| format!("{what} is not a valid number in {s:?}");
+    let demo = DemoSale {
+        sku: sku.parse().map_err(|_| bad("SKU"))?,
+        stock: stock.parse().map_err(|_| bad("STOCK"))?,
+        pool: pool.parse().map_err(|_| bad("POOL"))?,
+        starts_in_s: starts.parse().map_err(|_| bad("STARTS_IN_SECONDS"))?,
+    };
+    if demo.sku <= 0 || demo.stock < 0 || demo.pool < 0 || demo.pool > demo.stock || demo.starts_in_s < 0 {
+        return Err("need SKU > 0 and 0 <= POOL <= STOCK, STARTS_IN_SECONDS >= 0".into());
+    }
+    Ok(demo)
+}
+
+impl Cli {
+    /// The server options these flags describe.
+    pub fn server_options(&self) -> ServerOptions {
+        let consumer = self
+            .consumer
+            .clone()
+            .unwrap_or_else(|| format!("warehouse-{}", std::process::id()));
+        ServerOptions {
+            origin_key: self.origin_key.as_ref().map(|k| k.as_bytes().to_vec()),
+            origin_max_skew_ms: self.origin_max_skew_ms,
+            concurrency_per_connection: self.concurrency_per_connection as usize,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            worker: self.order_worker.then(|| WorkerOptions {
+                reclaim_idle: Duration::from_millis(self.reclaim_idle_ms),
+                ..WorkerOptions::new(consumer)
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("flashgate-warehouse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (args, setting) in [
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--store", "disk"], "--store"),
+            (&["--redis-url", "http://x"], "--redis-url"),
+            (&["--origin-key", "short"], "--origin-key"),
+            (&["--metrics-listen", "1.2.3.4"], "--metrics-listen"),
+            (&["--demo-sale", "1:2:3"], "--demo-sale"),
+        ] {
+            let err = parse(args).expect_err("bad value accepted").to_string();
+            assert!(err.contains(setting), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(cli.store, StoreKind::Memory);
+        assert_eq!(cli.metrics_listen, OptionalAddr(Some("127.0.0.1:9464".parse().unwrap())));
+        assert!(cli.server_options().worker.is_some());
+        let off = parse(&["--metrics-listen", "off", "--order-worker", "false"]).unwrap();
+        assert_eq!(off.metrics_listen, OptionalAddr(None));
+        assert!(off.server_options().worker.is_none());
+        let demo = parse(&["--demo-sale", "1001:100:10:30"]).unwrap().demo_sale.unwrap();
+        assert_eq!(demo, DemoSale { sku: 1001, stock: 100, pool: 10, starts_in_s: 30 });
+    }
+}

@@ -1,0 +1,18 @@
+//! The warehouse: flashgate's native backend (feature `warehouse`).
+//!
+//! A tonic server that keeps the seed's `warehouse.Warehouse` contract and adds `flashsale.Admin`
+//! and `flashsale.Seckill`, over a [`store::Store`]: Redis in production (every stock movement one
+//! Lua script, so nothing is ever oversold), or the in-process memory store for a local run and as
+//! the oracle of the Redis store's tests. Wins go through an order stream to the order worker;
+//! the sweeper expires unpaid orders and closes ended sales.
+//!
+//! What it does not do: decide edge policy (bots, rate limits per user, links) — that is the
+//! edge's, in the sans-IO core — or trust a gRPC-Web caller without the origin signature.
+
+pub mod config;
+pub mod metrics;
+pub mod origin;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,124 @@
+//! The origin-signature gate in front of gRPC-Web: the edge's path into the warehouse.
+//!
+//! A tower layer placed outside tonic-web. Native gRPC (the shop's back office, the order side)
+//! passes untouched; a request whose content type is `application/grpc-web…` must carry a valid
+//! [`crate::origin_auth`] signature over its method, path, timestamp and body, or it is answered
+//! `UNAUTHENTICATED` without reaching a service. The body is read once, bounded, to digest it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body_util::{BodyExt, Full, Limited};
+use tonic::body::Body;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::metrics::Metrics;
+use super::service::now_ms;
+use crate::origin_auth::{self, OriginAuthError};
+
+/// Largest gRPC-Web request body accepted (the edge sends one small message).
+pub const MAX_GRPC_WEB_BODY: usize = 64 * 1024;
+
+/// Adds the origin check to a service stack.
+#[derive(Clone)]
+pub struct OriginAuthLayer {
+    key: Arc<[u8]>,
+    max_skew_ms: i64,
+    metrics: Metrics,
+}
+
+impl OriginAuthLayer {
+    /// Checks gRPC-Web calls against `key`, tolerating `max_skew_ms` of clock difference.
+    pub fn new(key: &[u8], max_skew_ms: i64, metrics: Metrics) -> Self {
+        Self { key: key.into(), max_skew_ms, metrics }
+    }
+}
+
+impl<S> Layer<S> for OriginAuthLayer {
+    type Service = OriginAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OriginAuth { inner, config: self.clone() }
+    }
+}
+
+/// The service [`OriginAuthLayer`] makes.
+#[derive(Clone)]
+pub struct OriginAuth<S> {
+    inner: S,
+    config: OriginAuthLayer,
+}
+
+fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc-web"))
+}
+
+fn refuse<B: Default>(metrics: &Metrics, reason: &'static str, message: String) -> http::Response<B> {
+    metrics.origin_refusals.with_label_values(&[reason]).inc();
+    let mut response = Status::unauthenticated(message).into_http::<B>();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc-web+proto"),
+    );
+    response
+}
+
+impl<S, ResBody> Service<http::Request<Body>> for OriginAuth<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !is_grpc_web(request.headers()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The ready service must be the one called; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let bytes = match Limited::new(body, MAX_GRPC_WEB_BODY).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return Ok(refuse(&config.metrics, "body", "request body unreadable or too large".into()))
+                }
+            };
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            let verdict = origin_auth::verify(
+                &config.key,
+                parts.method.as_str(),
+                parts.uri.path(),
+                header(origin_auth::TIMESTAMP_HEADER),
+                header(origin_auth::SIGNATURE_HEADER),
+                &bytes,
+                now_ms(),
+                config.max_skew_ms,
+            );
+            if let Err(e) = verdict {
+                let reason = match e {
+                    OriginAuthError::Missing => "missing",
+                    OriginAuthError::Malformed => "malformed",
+                    OriginAuthError::Stale { .. } => "stale",
+                    OriginAuthError::BadSignature => "bad_signature",
+                };
+                return Ok(refuse(&config.metrics, reason, format!("gRPC-Web call refused: {e}")));
+            }
+            inner.call(http::Request::from_parts(parts, Body::new(Full::new(bytes)))).await
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Where stock lives: the [`Store`] trait and its two implementations.
+//!
+//! The trait is shaped around the atomic operations of the domain (`buy`, `lock`, `pay`, …), not
+//! around get/set, so each operation is one Lua script in [`RedisStore`] and one critical section
+//! in [`MemoryStore`]. Both implement the same semantics; the model-based tests hold them to it.
+//! Time comes in as an argument (`now_ms`) so the stores never read a clock for decisions.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisStore, RedisStoreConfig};
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::stock::{
+    BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, StockError, Win,
+};
+
+/// A failed store operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The request does not fit the stock's state: the caller's to fix.
+    #[error(transparent)]
+    Refused(#[from] StockError),
+    /// The backend cannot be reached or did not answer in time.
+    #[error("stock store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something the protocol does not allow.
+    #[error("stock store answered unexpectedly: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The warehouse's stock operations, each atomic.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Sets a SKU's on-hand total; returns its available units.
+    fn put_stock(&self, sku: i64, total: i64) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Available units of each SKU, `None` for unknown SKUs.
+    fn available(&self, skus: &[i64]) -> impl Future<Output = StoreResult<Vec<Option<i64>>>> + Send;
+    /// A SKU's counts in every place, `None` when unknown.
+    fn ledger(&self, sku: i64) -> impl Future<Output = StoreResult<Option<Ledger>>> + Send;
+    /// Every SKU that has stock.
+    fn skus(&self) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+    /// Creates or redefines a sale and moves units between available and its pool.
+    fn put_sale(&self, sale: &Sale) -> impl Future<Output = StoreResult<SaleState>> + Send;
+    /// A sale, `None` when unknown.
+    fn sale(&self, event_id: i64) -> impl Future<Output = StoreResult<Option<SaleState>>> + Send;
+    /// The sales of a SKU.
+    fn sales_of(&self, sku: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+    /// Seed contract: locks every SKU of the order or none, idempotent by order id.
+    fn lock(&self, req: &LockRequest) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Seed contract: commits (`finish`) or releases a lock, idempotent.
+    fn unlock(&self, order_id: i64, finish: bool) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One flash-sale buy decision.
+    fn buy(&self, req: &BuyRequest, now_ms: i64) -> impl Future<Output = StoreResult<BuyDecision>> + Send;
+    /// A flash-sale order, `None` when unknown.
+    fn order(&self, order_no: &str) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
+    /// Pays an order awaiting payment (locked → sold).
+    fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> impl Future<Output = StoreResult<Order>> + Send;
+    /// Cancels a queued or unpaid order (locked → pool while the sale runs, else available).
+    fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> impl Future<Output = StoreResult<Order>> + Send;
+    /// Expires up to `limit` orders unpaid past their deadline; returns their numbers.
+    fn expire_due(&self, now_ms: i64, limit: usize) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Closes sales that have ended (pool → available); returns their ids.
+    fn close_ended(&self, now_ms: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+    /// Reads up to `count` new wins for `consumer`, waiting up to `block` for the first.
+    fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
+    /// Takes over up to `count` wins delivered to any consumer and unacknowledged for `min_idle`.
+    fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
+    /// Creates the order a win announces, once: `true` when this call created it.
+    fn create_order(&self, win: &Win, now_ms: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Acknowledges a processed win so it is never delivered again.
+    fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
+}

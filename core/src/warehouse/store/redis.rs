@@ -1,0 +1,502 @@
+//! `RedisStore`: stock in Redis, every operation one Lua script (EVALSHA, reloaded on NOSCRIPT).
+//!
+//! The command connection is a redis-rs `ConnectionManager`: multiplexed (one socket carries
+//! every concurrent request) and reconnecting by itself after Redis restarts. The order worker's
+//! blocking `XREADGROUP` gets a connection of its own, so a blocked read never stalls buys.
+//! Key names and reply parsing live in [`crate::stock`]; this file only moves bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::{AsyncCommands, Client, Script};
+use tokio::sync::Mutex;
+
+use super::{Store, StoreError, StoreResult};
+use crate::stock::{
+    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, OrderStatus, Sale,
+    SaleState, StockError, Win, ORDER_GROUP,
+};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// Namespace of every key (isolates deployments and tests sharing one Redis).
+    pub prefix: String,
+    /// How long one command may take before the caller gets `Unavailable`.
+    pub response_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl RedisStoreConfig {
+    /// Defaults for `url`: prefix `fg`, 2 s responses, 1 s connects.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "fg".into(),
+            response_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Scripts {
+    put_stock: Script,
+    put_event: Script,
+    buy: Script,
+    create_order: Script,
+    pay: Script,
+    release_order: Script,
+    close_event: Script,
+    lock: Script,
+    unlock: Script,
+    ledger: Script,
+}
+
+/// A [`Store`] over one Redis (cluster mode comes with the cluster issue).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    client: Client,
+    config: Arc<RedisStoreConfig>,
+    keys: Arc<Keys>,
+    scripts: Arc<Scripts>,
+    /// A sale's SKU never changes, so the directory lookup is cached for the life of the process.
+    sku_of_event: Arc<RwLock<HashMap<i64, i64>>>,
+    /// The worker's blocking reads, on a connection of their own (made on first use).
+    blocking: Arc<Mutex<Option<ConnectionManager>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Splits a script's `{status, …}` reply, turning refusal codes into [`StockError`]s.
+fn status(reply: &[String]) -> StoreResult<&str> {
+    let code = reply.first().ok_or_else(|| corrupt("empty script reply"))?;
+    let detail = reply.get(1).map(String::as_str).unwrap_or("");
+    match stock::refusal(code, detail) {
+        Some(refusal) => Err(StoreError::Refused(refusal)),
+        None => Ok(code),
+    }
+}
+
+fn num(s: &str) -> StoreResult<i64> {
+    s.parse().map_err(|_| corrupt(format!("not a number: {s:?}")))
+}
+
+impl RedisStore {
+    /// Connects (fails fast when Redis cannot be reached) and loads nothing yet: scripts are sent
+    /// on first use and cached by Redis.
+    pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
+        let client = Client::open(config.url.as_str()).map_err(unavailable)?;
+        let conn = Self::manager(&client, &config, config.response_timeout).await?;
+        Ok(Self {
+            conn,
+            client,
+            keys: Arc::new(Keys::new(config.prefix.clone())),
+            config: Arc::new(config),
+            scripts: Arc::new(Scripts {
+                put_stock: Script::new(scripts::PUT_STOCK),
+                put_event: Script::new(scripts::PUT_EVENT),
+                buy: Script::new(scripts::BUY),
+                create_order: Script::new(scripts::CREATE_ORDER),
+                pay: Script::new(scripts::PAY),
+                release_order: Script::new(scripts::RELEASE_ORDER),
+                close_event: Script::new(scripts::CLOSE_EVENT),
+                lock: Script::new(scripts::LOCK),
+                unlock: Script::new(scripts::UNLOCK),
+                ledger: Script::new(scripts::LEDGER),
+            }),
+            sku_of_event: Arc::default(),
+            blocking: Arc::default(),
+        })
+    }
+
+    async fn manager(
+        client: &Client,
+        config: &RedisStoreConfig,
+        response_timeout: Duration,
+    ) -> StoreResult<ConnectionManager> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        ConnectionManager::new_with_config(client.clone(), manager_config).await.map_err(unavailable)
+    }
+
+    /// The key layout this store uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A clone of the command connection, for tools that read Redis directly (the audit, tests).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn run(&self, script: &Script, keys: &[String], args: &[String]) -> StoreResult<Vec<String>> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn sku_of_event(&self, event_id: i64) -> StoreResult<Option<i64>> {
+        if let Some(sku) = self.sku_of_event.read().expect("not poisoned").get(&event_id) {
+            return Ok(Some(*sku));
+        }
+        let mut conn = self.conn.clone();
+        let sku: Option<i64> = conn.hget(self.keys.events(), event_id).await.map_err(unavailable)?;
+        if let Some(sku) = sku {
+            self.sku_of_event.write().expect("not poisoned").insert(event_id, sku);
+        }
+        Ok(sku)
+    }
+
+    async fn sku_of_order(&self, order_no: &str) -> StoreResult<Option<(i64, i64)>> {
+        let Some(event) = stock::event_of_order(order_no) else { return Ok(None) };
+        Ok(self.sku_of_event(event).await?.map(|sku| (event, sku)))
+    }
+
+    fn order_from(&self, order_no: &str, record: &str) -> StoreResult<Order> {
+        stock::parse_order_record(order_no, record)
+            .ok_or_else(|| corrupt(format!("order record {order_no}: {record}")))
+    }
+
+    async fn release(&self, order_no: &str, user_id: &str, now_ms: i64, to: OrderStatus) -> StoreResult<(bool, Order)> {
+        let not_found = || StoreError::Refused(StockError::NotFound(format!("order {order_no}")));
+        let (event, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
+        let k = &self.keys;
+        let reply = self
+            .run(
+                &self.scripts.release_order,
+                &[k.orderbook(sku), k.deadlines(sku), k.stock(sku), k.event(sku, event), k.event_users(sku, event)],
+                &[order_no.into(), user_id.into(), now_ms.to_string(), to.as_str().into()],
+            )
+            .await?;
+        let released = status(&reply)? == "OK";
+        let record = reply.get(1).ok_or_else(|| corrupt("release reply without record"))?;
+        Ok((released, self.order_from(order_no, record)?))
+    }
+
+    async fn lock_skus(&self, order_id: i64) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        conn.hget(self.keys.lock(order_id), "skus").await.map_err(unavailable)
+    }
+
+    async fn blocking_connection(&self) -> StoreResult<ConnectionManager> {
+        let mut slot = self.blocking.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        // Blocking reads wait up to their BLOCK time; give the response timeout that much more.
+        let conn = Self::manager(&self.client, &self.config, self.config.response_timeout + Duration::from_secs(5)).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn order_streams(&self) -> StoreResult<Vec<String>> {
+        Ok(self.skus().await?.into_iter().map(|sku| self.keys.order_stream(sku)).collect())
+    }
+
+    fn wins_of(&self, stream: &str, ids: Vec<redis::streams::StreamId>) -> Vec<Win> {
+        let Some(sku_id) = self.keys.sku_of(stream) else { return Vec::new() };
+        ids.into_iter()
+            .filter_map(|entry| {
+                let order_no: String = entry.get("order")?;
+                Some(Win { sku_id, entry_id: entry.id, order_no })
+            })
+            .collect()
+    }
+}
+
+fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
+    encoded
+        .split(',')
+        .map(|pair| {
+            let (sku, n) = pair.split_once(':').ok_or_else(|| corrupt(format!("lock skus {encoded:?}")))?;
+            Ok((num(sku)?, num(n)?))
+        })
+        .collect()
+}
+
+impl Store for RedisStore {
+    async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
+        let reply = self
+            .run(&self.scripts.put_stock, &[self.keys.stock(sku), self.keys.skus()], &[sku.to_string(), total.to_string()])
+            .await?;
+        status(&reply)?;
+        num(reply.get(1).ok_or_else(|| corrupt("put_stock reply"))?)
+    }
+
+    async fn available(&self, skus: &[i64]) -> StoreResult<Vec<Option<i64>>> {
+        let mut pipe = redis::pipe();
+        for sku in skus {
+            pipe.hget(self.keys.stock(*sku), "available");
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
+        let k = &self.keys;
+        let prefix = format!("{}:{{sku:{sku}}}:ev:", k.prefix());
+        let reply = self.run(&self.scripts.ledger, &[k.stock(sku), k.sku_events(sku)], &[prefix]).await?;
+        if reply.first().map(String::as_str) == Some("NOT_FOUND") {
+            return Ok(None);
+        }
+        let n: Vec<i64> = reply.iter().skip(1).map(|s| num(s)).collect::<StoreResult<_>>()?;
+        let [total, available, pools, locked, sold] = n[..] else { return Err(corrupt("ledger reply")) };
+        Ok(Some(Ledger { total, available, pools, locked, sold }))
+    }
+
+    async fn skus(&self) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn.clone();
+        let mut skus: Vec<i64> = conn.smembers(self.keys.skus()).await.map_err(unavailable)?;
+        skus.sort_unstable();
+        Ok(skus)
+    }
+
+    async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
+        let k = &self.keys;
+        let reply = self
+            .run(
+                &self.scripts.put_event,
+                &[k.stock(sale.sku), k.event(sale.sku, sale.id), k.sku_events(sale.sku), k.events(), k.order_stream(sale.sku)],
+                &[
+                    sale.id.to_string(),
+                    sale.sku.to_string(),
+                    sale.pool.to_string(),
+                    sale.start_ms.to_string(),
+                    sale.end_ms.to_string(),
+                    sale.per_user_limit.to_string(),
+                    sale.pay_window_ms.to_string(),
+                    ORDER_GROUP.into(),
+                ],
+            )
+            .await?;
+        status(&reply)?;
+        self.sku_of_event.write().expect("not poisoned").insert(sale.id, sale.sku);
+        self.sale(sale.id).await?.ok_or_else(|| corrupt("sale vanished after put"))
+    }
+
+    async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
+        let Some(sku) = self.sku_of_event(event_id).await? else { return Ok(None) };
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> =
+            conn.hgetall(self.keys.event(sku, event_id)).await.map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        stock::parse_sale(&fields).map(Some).ok_or_else(|| corrupt(format!("sale {event_id}: {fields:?}")))
+    }
+
+    async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<i64> = conn.smembers(self.keys.sku_events(sku)).await.map_err(unavailable)?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
+        let mut keys = vec![self.keys.lock(req.order_id)];
+        let mut args = vec![
+            req.order_id.to_string(),
+            stock::encode_sku_nums(&req.sku_nums),
+            req.order_no.clone(),
+            req.consignee.clone(),
+            req.phone.clone(),
+            req.address.clone(),
+            req.note.clone(),
+        ];
+        for (sku, n) in &req.sku_nums {
+            keys.push(self.keys.stock(*sku));
+            args.extend([sku.to_string(), n.to_string()]);
+        }
+        let reply = self.run(&self.scripts.lock, &keys, &args).await?;
+        status(&reply).map(drop)
+    }
+
+    async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
+        let not_found = || StoreError::Refused(StockError::NotFound(format!("lock of order_id {order_id}")));
+        let encoded = self.lock_skus(order_id).await?.ok_or_else(not_found)?;
+        let sku_nums = parse_sku_nums(&encoded)?;
+        let mut keys = vec![self.keys.lock(order_id)];
+        let mut args = vec![if finish { "1" } else { "0" }.to_owned(), encoded];
+        for (sku, n) in &sku_nums {
+            keys.push(self.keys.stock(*sku));
+            args.extend([sku.to_string(), n.to_string()]);
+        }
+        let reply = self.run(&self.scripts.unlock, &keys, &args).await?;
+        match status(&reply) {
+            Err(StoreError::Refused(StockError::NotFound(_))) => Err(not_found()),
+            Err(StoreError::Refused(StockError::FailedPrecondition(why))) => Err(StoreError::Refused(
+                StockError::FailedPrecondition(format!("order_id {order_id} {why}")),
+            )),
+            other => other.map(drop),
+        }
+    }
+
+    async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
+        let Some(sku) = self.sku_of_event(req.event_id).await? else { return Ok(BuyDecision::UnknownEvent) };
+        let (k, e) = (&self.keys, req.event_id);
+        let reply = self
+            .run(
+                &self.scripts.buy,
+                &[k.event(sku, e), k.event_users(sku, e), k.event_requests(sku, e), k.stock(sku), k.orderbook(sku), k.order_stream(sku)],
+                &[e.to_string(), req.user_id.clone(), req.qty.to_string(), req.request_id.clone(), now_ms.to_string()],
+            )
+            .await?;
+        let [outcome, order_no, remaining] = &reply[..] else { return Err(corrupt(format!("buy reply {reply:?}"))) };
+        stock::parse_buy(outcome, order_no, num(remaining)?).ok_or_else(|| corrupt(format!("buy outcome {outcome}")))
+    }
+
+    async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
+        let Some((_, sku)) = self.sku_of_order(order_no).await? else { return Ok(None) };
+        let mut conn = self.conn.clone();
+        let record: Option<String> = conn.hget(self.keys.orderbook(sku), order_no).await.map_err(unavailable)?;
+        record.map(|r| self.order_from(order_no, &r)).transpose()
+    }
+
+    async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+        let not_found = || StoreError::Refused(StockError::NotFound(format!("order {order_no}")));
+        let (_, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
+        let k = &self.keys;
+        let reply = self
+            .run(&self.scripts.pay, &[k.orderbook(sku), k.deadlines(sku), k.stock(sku)], &[order_no.into(), user_id.into(), now_ms.to_string()])
+            .await?;
+        status(&reply)?;
+        self.order_from(order_no, reply.get(1).ok_or_else(|| corrupt("pay reply"))?)
+    }
+
+    async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+        Ok(self.release(order_no, user_id, now_ms, OrderStatus::Cancelled).await?.1)
+    }
+
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
+        let mut expired = Vec::new();
+        for sku in self.skus().await? {
+            if expired.len() >= limit {
+                break;
+            }
+            let mut conn = self.conn.clone();
+            let due: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.deadlines(sku))
+                .arg("-inf")
+                .arg(format!("({now_ms}"))
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit - expired.len())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for order_no in due {
+                if self.release(&order_no, "", now_ms, OrderStatus::Expired).await?.0 {
+                    expired.push(order_no);
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
+        let mut closed = Vec::new();
+        for sku in self.skus().await? {
+            for event in self.sales_of(sku).await? {
+                let reply = self
+                    .run(&self.scripts.close_event, &[self.keys.event(sku, event), self.keys.stock(sku)], &[now_ms.to_string()])
+                    .await?;
+                if status(&reply)? == "CLOSED" {
+                    closed.push(event);
+                }
+            }
+        }
+        Ok(closed)
+    }
+
+    async fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> StoreResult<Vec<Win>> {
+        let streams = self.order_streams().await?;
+        if streams.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
+        }
+        let mut conn = self.blocking_connection().await?;
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(ORDER_GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&streams)
+            .arg(vec![">"; streams.len()])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| self.wins_of(&k.key, k.ids)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> StoreResult<Vec<Win>> {
+        let mut wins = Vec::new();
+        for stream in self.order_streams().await? {
+            let mut conn = self.conn.clone();
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(ORDER_GROUP)
+                .arg(consumer)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            wins.extend(self.wins_of(&stream, reply.claimed));
+        }
+        Ok(wins)
+    }
+
+    async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
+        let event = stock::event_of_order(&win.order_no).ok_or_else(|| corrupt(format!("win {win:?}")))?;
+        let (k, sku) = (&self.keys, win.sku_id);
+        let reply = self
+            .run(&self.scripts.create_order, &[k.orderbook(sku), k.deadlines(sku), k.event(sku, event)], &[win.order_no.clone(), now_ms.to_string()])
+            .await?;
+        Ok(status(&reply)? == "CREATED")
+    }
+
+    async fn ack_win(&self, win: &Win) -> StoreResult<()> {
+        let stream = self.keys.order_stream(win.sku_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().xack(&stream, ORDER_GROUP, &[&win.entry_id]).ignore().xdel(&stream, &[&win.entry_id]).ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+}

@@ -1,0 +1,137 @@
+//! The order side of the queue (队列削峰) and the sweeper.
+//!
+//! The order worker reads wins from the order streams through a consumer group, turns each into
+//! an order awaiting payment (exactly once: the store's `create_order` changes only a QUEUED
+//! order) and acknowledges it only afterwards, so a worker that dies between reading and
+//! acknowledging loses nothing: another worker reclaims the entry once it has been idle long
+//! enough, and creating it again is a no-op. It goes at its own pace; buyers never wait for it.
+//!
+//! The sweeper expires orders unpaid past their deadline and closes sales that have ended.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+use super::service::now_ms;
+use super::store::{Store, StoreResult};
+use crate::stock::Win;
+
+/// How the order worker and the sweeper pace themselves.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// This process's consumer name in the group (unique per process).
+    pub consumer: String,
+    /// Wins read per batch.
+    pub batch: usize,
+    /// How long one read waits for new wins.
+    pub block: Duration,
+    /// How long a delivered, unacknowledged win must idle before another consumer takes it.
+    pub reclaim_idle: Duration,
+    /// How often the sweeper runs.
+    pub sweep_every: Duration,
+}
+
+impl WorkerOptions {
+    /// Defaults for a consumer named `consumer`.
+    pub fn new(consumer: impl Into<String>) -> Self {
+        Self {
+            consumer: consumer.into(),
+            batch: 128,
+            block: Duration::from_millis(500),
+            reclaim_idle: Duration::from_secs(10),
+            sweep_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Creates the orders of `wins` and acknowledges each once it is created (or was already).
+/// Returns how many this call created. A win whose creation fails stays unacknowledged, so it is
+/// retried by a reclaim.
+pub async fn process_wins<S: Store>(store: &S, wins: &[Win], metrics: &Metrics) -> StoreResult<usize> {
+    let mut created = 0;
+    for win in wins {
+        if store.create_order(win, now_ms()).await? {
+            created += 1;
+            metrics.worker.with_label_values(&["created"]).inc();
+        } else {
+            metrics.worker.with_label_values(&["duplicate"]).inc();
+        }
+        store.ack_win(win).await?;
+    }
+    Ok(created)
+}
+
+/// Runs the order worker until `shutdown` turns true.
+pub async fn run_order_worker<S: Store>(
+    store: S,
+    options: WorkerOptions,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reclaim = tokio::time::interval(options.reclaim_idle.max(Duration::from_millis(100)) / 2);
+    let mut backoff = Duration::from_millis(50);
+    while !*shutdown.borrow() {
+        let step = async {
+            tokio::select! {
+                biased;
+                _ = reclaim.tick() => {
+                    let wins = store.reclaim_wins(&options.consumer, options.reclaim_idle, options.batch).await?;
+                    if !wins.is_empty() {
+                        metrics.worker.with_label_values(&["reclaimed"]).inc_by(wins.len() as u64);
+                        tracing::info!(count = wins.len(), "reclaimed wins left by another consumer");
+                    }
+                    process_wins(&store, &wins, &metrics).await
+                }
+                wins = store.read_wins(&options.consumer, options.batch, options.block) => {
+                    process_wins(&store, &wins?, &metrics).await
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            result = step => match result {
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "order worker step failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            },
+        }
+    }
+}
+
+/// Runs the sweeper until `shutdown` turns true.
+pub async fn run_sweeper<S: Store>(
+    store: S,
+    every: Duration,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        match store.expire_due(now, 1000).await {
+            Ok(expired) if !expired.is_empty() => {
+                metrics.worker.with_label_values(&["expired"]).inc_by(expired.len() as u64);
+                tracing::info!(count = expired.len(), "expired unpaid orders");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeper could not expire orders"),
+        }
+        match store.close_ended(now).await {
+            Ok(closed) if !closed.is_empty() => {
+                metrics.worker.with_label_values(&["closed"]).inc_by(closed.len() as u64);
+                tracing::info!(events = ?closed, "closed ended sales; their pools returned to available");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeper could not close sales"),
+        }
+    }
+}
