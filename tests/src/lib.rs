@@ -1,1 +1,261 @@
-//! Test support (in progress).
+//! Support for flashgate's cross-process tests: a real Redis per test (or `REDIS_URL`), the
+//! warehouse started in-process on `127.0.0.1:0` with real tonic clients, key prefixes that keep
+//! tests sharing one Redis apart, and polling with a deadline instead of sleeps.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
+use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
+use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The origin key the test servers accept.
+pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
+
+/// A free TCP port on loopback (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A Redis for one test: `REDIS_URL` when set, else a `redis-server` of its own on a free port,
+/// killed when dropped.
+pub struct TestRedis {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// Starts (or borrows) a Redis and waits until it answers PING.
+    pub async fn start() -> Self {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return Self { url, child: None };
+        }
+        Self::spawn(&[]).await
+    }
+
+    /// Always starts a `redis-server` of its own, with extra arguments (e.g. AOF settings).
+    pub async fn spawn(extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)");
+        let redis = Self { url: format!("redis://127.0.0.1:{port}"), child: Some(child) };
+        let client = redis::Client::open(redis.url.as_str()).expect("valid url");
+        eventually("redis-server to answer PING", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+            }
+        })
+        .await;
+        redis
+    }
+
+    /// A Redis store under a key prefix no other test uses.
+    pub async fn store(&self) -> RedisStore {
+        let mut config = RedisStoreConfig::new(self.url.clone());
+        config.prefix = unique_prefix();
+        RedisStore::connect(config).await.expect("connect to the test Redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A key prefix unique to this process and call.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A warehouse served in-process on `127.0.0.1:0`, stopped (gracefully) when dropped.
+pub struct TestWarehouse {
+    /// Where it listens for gRPC and gRPC-Web.
+    pub addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics_addr: SocketAddr,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWarehouse {
+    /// Serves `store` with test defaults (origin key [`TEST_ORIGIN_KEY`], worker on).
+    pub async fn start<S: Store>(store: S) -> Self {
+        let mut options = ServerOptions { origin_key: Some(TEST_ORIGIN_KEY.to_vec()), ..ServerOptions::default() };
+        if let Some(worker) = options.worker.as_mut() {
+            worker.consumer = unique_prefix();
+        }
+        Self::start_with(store, options).await
+    }
+
+    /// Serves `store` with `options`.
+    pub async fn start_with<S: Store>(store: S, options: ServerOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics_addr = metrics_listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(store, options, listener, Some(metrics_listener), async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the test warehouse");
+        Self { addr, metrics_addr, channel, stop: Some(stop), task: Some(task) }
+    }
+
+    /// The seed contract's client.
+    pub fn warehouse(&self) -> WarehouseClient<Channel> {
+        WarehouseClient::new(self.channel.clone())
+    }
+
+    /// The sale administration client.
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// The buying client.
+    pub fn seckill(&self) -> SeckillClient<Channel> {
+        SeckillClient::new(self.channel.clone())
+    }
+
+    /// A fresh connection (its own HTTP/2 connection, so its own concurrency limit).
+    pub async fn new_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").await
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("running").await?
+    }
+}
+
+impl Drop for TestWarehouse {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback, returning the body (tests only; no client crate needed).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let response = http1_request(addr, "GET", path, &[], &[]).await;
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+/// An HTTP/1.1 response as the tests read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header of that (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
+pub async fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    parse_http1(&raw)
+}
+
+fn parse_http1(raw: &[u8]) -> HttpResponse {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = out;
+    }
+    HttpResponse { status, headers, body }
+}
