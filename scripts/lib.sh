@@ -1,0 +1,48 @@
+# Shared helpers for flashgate's scripts (sourced, not run).
+# Every installer here is idempotent: it checks first, says what it does, and caches long
+# installs outside the work tree (under $FLASHGATE_CACHE, default ~/.cache/flashgate).
+
+FLASHGATE_CACHE="${FLASHGATE_CACHE:-$HOME/.cache/flashgate}"
+export FLASHGATE_CACHE
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf '\033[33mwarning: %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# Runs a command as root (directly when we are root, else through sudo).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+_apt_updated=""
+# apt_install PKG... — installs the Debian packages not installed yet (apt-get update once).
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "need Debian packages ${missing[*]} but apt-get is not available"
+  if [ -z "$_apt_updated" ]; then
+    say "apt-get update (once)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _apt_updated=1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# need_cmd CMD PKG — makes sure CMD is on PATH, installing Debian package PKG when it is not.
+need_cmd() {
+  command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+  command -v "$1" >/dev/null 2>&1 || die "$1 still missing after installing $2"
+}
+
+# need_rust — cargo and rustc (the machines ship rustup's; a bare Debian gets Debian's).
+need_rust() {
+  [ -d "$HOME/.cargo/bin" ] && case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH="$HOME/.cargo/bin:$PATH" ;; esac
+  if ! command -v cargo >/dev/null 2>&1; then
+    apt_install cargo rustc
+  fi
+  export PATH
+}

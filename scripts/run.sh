@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The main command: a local flash sale. Installs/builds what is missing, starts a Redis of its
+# own (AOF on, in a fresh data directory) — or, when no Redis can be had, the warehouse's embedded
+# memory store — and the warehouse with a demo sale that opens 30 s after start. Ctrl-C stops
+# everything cleanly.
+#
+# Settings (environment): FLASHGATE_LISTEN (127.0.0.1:50051), FLASHGATE_METRICS_LISTEN
+# (127.0.0.1:9464), FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_rust
+need_cmd cc build-essential
+redis_ok=1
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server || redis_ok=0
+command -v redis-server >/dev/null 2>&1 || redis_ok=0
+
+say "building the warehouse (release; the first build takes a few minutes)"
+cargo build --release -p flashgate-core --features warehouse --bin flashgate-warehouse
+
+listen="${FLASHGATE_LISTEN:-127.0.0.1:50051}"
+metrics="${FLASHGATE_METRICS_LISTEN:-127.0.0.1:9464}"
+demo="${FLASHGATE_DEMO_SALE:-1001:100:10:30}"
+run_dir="$FLASHGATE_CACHE/run"
+mkdir -p "$run_dir"
+# A development origin key, generated per run: never committed, never reused in production.
+origin_key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf 'FLASHGATE_ORIGIN_KEY=%s\n' "$origin_key" > "$run_dir/origin.env"
+chmod 600 "$run_dir/origin.env"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  say "stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+store_args=(--store memory)
+if [ "$redis_ok" = 1 ]; then
+  port="${FLASHGATE_RUN_REDIS_PORT:-6390}"
+  data="$run_dir/redis"
+  rm -rf "$data" && mkdir -p "$data"
+  say "starting redis-server on 127.0.0.1:$port (AOF on, data in $data)"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$data" --appendonly yes --appendfsync everysec \
+    --save "" --maxmemory-policy noeviction --logfile "$run_dir/redis.log" &
+  pids+=($!)
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || die "redis-server did not start (see $run_dir/redis.log)"
+  store_args=(--store redis --redis-url "redis://127.0.0.1:$port")
+else
+  warn "no redis-server could be installed: using the warehouse's embedded memory store (not durable)"
+fi
+
+say "starting the warehouse on $listen (metrics on http://$metrics/metrics)"
+FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
+  --listen "$listen" --metrics-listen "$metrics" "${store_args[@]}" --demo-sale "$demo" &
+pids+=($!)
+
+IFS=: read -r sku stock pool starts <<<"$demo"
+cat <<MSG
+
+  flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units,
+  opening in ${starts}s, one unit per user, 5 minutes to pay.
+
+  Try it (grpcurl, with server reflection):
+    grpcurl -plaintext -d '{"id":1}' $listen flashsale.Admin/GetEvent
+    grpcurl -plaintext -d '{"event_id":1,"user_id":"ann","qty":1,"request_id":"r1"}' $listen flashsale.Seckill/Buy
+    grpcurl -plaintext -d '{"order_no":"1-1","user_id":"ann"}' $listen flashsale.Seckill/PayOrder
+    grpcurl -plaintext -d '{"id":$sku}' $listen warehouse.Warehouse/GetSkuStock
+  Metrics: curl -s http://$metrics/metrics | grep flashgate_
+
+  Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing flashgate needs, skipping what is there:
+# a Rust toolchain, a C compiler, redis-server (tests start their own on free ports) and the
+# wasm toolchain the shared core's wasm builds need. Safe to run again; fast when warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_rust
+need_cmd cc build-essential
+need_cmd redis-server redis-server
+need_cmd redis-cli redis-tools
+if [ "${1:-}" != "--native-only" ]; then
+  bash scripts/wasm-toolchain.sh
+fi
+say "setup done (cache: $FLASHGATE_CACHE)"

@@ -1,0 +1,258 @@
+//! `flashgate-bench-warehouse`: Buy decisions per second through the warehouse, against the two
+//! numbers that frame it, all measured in the same run on the same machine:
+//!
+//! - the ceiling: `redis-benchmark -c N` running EVALSHA of the very same Buy script on the same
+//!   Redis (what the warehouse would reach if gRPC, validation and the network cost nothing);
+//! - the peer: the SQL way to take stock, `UPDATE … SET stock = stock - 1 WHERE id = $1 AND
+//!   stock >= 1` on one hot row, with pgbench at the same concurrency.
+//!
+//! It starts its own Redis and the release warehouse binary on the Redis store (order worker off,
+//! so the CPU figure is the Buy path's), and reads the warehouse's CPU time from /proc.
+//! Run it with `scripts/bench-warehouse.sh`; the README and BENCHMARKS.md say more.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use flashgate_core::proto::flashsale::{
+    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, PutSkuStockReq, SkuLedgerReq,
+};
+use flashgate_core::stock::{scripts, Keys};
+use flashgate_core::warehouse::service::now_ms;
+use flashgate_tests::{eventually, free_port, TestRedis};
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark Buy decisions through the warehouse against Redis and SQL baselines")]
+struct Args {
+    /// Concurrent clients (each on its own connection).
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Seconds of measured load per phase.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// The warehouse binary (default: the release build beside this one).
+    #[arg(long)]
+    warehouse_bin: Option<PathBuf>,
+    /// PostgreSQL connection for the SQL baseline (libpq URL); `off` skips it.
+    #[arg(long, default_value = "postgresql://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+}
+
+const SKU: i64 = 1;
+const EVENT: i64 = 1;
+const POOL: i32 = 50_000_000;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// User + system CPU time of a process so far, from /proc (the same figures as its rusage).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = 100; // USER_HZ on Linux
+    Ok(Duration::from_millis(ticks * 1000 / hz))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct LoadResult {
+    decisions: u64,
+    queued: u64,
+    other: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+async fn load(addr: &str, clients: usize, run_for: Duration, tag: &str) -> anyhow::Result<LoadResult> {
+    let mut channels = Vec::new();
+    for _ in 0..clients {
+        channels.push(Channel::from_shared(addr.to_owned())?.connect().await?);
+    }
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let tag = Arc::new(tag.to_owned());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, channel) in channels.into_iter().enumerate() {
+        let tag = tag.clone();
+        tasks.spawn(async move {
+            let mut client = SeckillClient::new(channel);
+            let (mut queued, mut other, mut errors, mut lat) = (0u64, 0u64, 0u64, Vec::with_capacity(200_000));
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let req = BuyReq { event_id: EVENT, user_id: format!("{tag}-{c}-{i}"), qty: 1, request_id: "r".into() };
+                let t = Instant::now();
+                match client.buy(req).await {
+                    Ok(r) if r.get_ref().outcome() == BuyOutcome::Queued => queued += 1,
+                    Ok(_) => other += 1,
+                    Err(_) => errors += 1,
+                }
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            (queued, other, errors, lat)
+        });
+    }
+    let mut result = LoadResult { decisions: 0, queued: 0, other: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    while let Some(joined) = tasks.join_next().await {
+        let (q, o, e, lat) = joined?;
+        result.queued += q;
+        result.other += o;
+        result.errors += e;
+        result.latencies_us.extend(lat);
+    }
+    result.elapsed = started.elapsed();
+    result.decisions = result.queued + result.other;
+    result.latencies_us.sort_unstable();
+    Ok(result)
+}
+
+/// `redis-benchmark` of EVALSHA buy.lua: requests per second.
+fn redis_ceiling(port: u16, sha: &str, clients: usize, requests: u64, pipeline: u32) -> anyhow::Result<f64> {
+    let keys = Keys::new("fg");
+    let mut args: Vec<String> = vec![
+        "-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string(),
+        "-c".into(), clients.to_string(), "-n".into(), requests.to_string(),
+        "-P".into(), pipeline.to_string(), "-r".into(), "1000000000".into(), "--csv".into(),
+        "EVALSHA".into(), sha.into(), "6".into(),
+    ];
+    args.extend([
+        keys.event(SKU, EVENT), keys.event_users(SKU, EVENT), keys.event_requests(SKU, EVENT),
+        keys.stock(SKU), keys.orderbook(SKU), keys.order_stream(SKU),
+    ]);
+    args.extend([EVENT.to_string(), "rb-__rand_int__".into(), "1".into(), "r".into(), now_ms().to_string()]);
+    let out = Command::new("redis-benchmark").args(&args).output().context("run redis-benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // CSV: "test","rps",...
+    let line = text.lines().find(|l| l.starts_with("\"EVALSHA")).with_context(|| format!("redis-benchmark said: {text}"))?;
+    let rps = line.split(',').nth(1).context("csv")?.trim_matches('"').parse()?;
+    Ok(rps)
+}
+
+/// pgbench on one hot row: transactions per second, or why it was skipped.
+fn sql_baseline(url: &str, clients: usize, seconds: u64) -> Result<f64, String> {
+    let setup = "DROP TABLE IF EXISTS flashgate_bench_stock; \
+        CREATE TABLE flashgate_bench_stock (id int PRIMARY KEY, stock int NOT NULL); \
+        INSERT INTO flashgate_bench_stock VALUES (1, 2000000000);";
+    let psql = Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", setup]).output().map_err(|e| format!("psql: {e}"))?;
+    if !psql.status.success() {
+        return Err(format!("psql: {}", String::from_utf8_lossy(&psql.stderr).trim()));
+    }
+    let script = std::env::temp_dir().join(format!("flashgate-bench-{}.sql", std::process::id()));
+    std::fs::write(&script, "UPDATE flashgate_bench_stock SET stock = stock - 1 WHERE id = 1 AND stock >= 1;\n")
+        .map_err(|e| e.to_string())?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("pgbench said: {}{}", text, String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match args.warehouse_bin.clone() {
+        Some(bin) => bin,
+        None => std::env::current_exe()?.with_file_name("flashgate-warehouse"),
+    };
+    if !bin.exists() {
+        bail!("{} not found: build it with `cargo build --release -p flashgate-core --features warehouse`", bin.display());
+    }
+    eprintln!("starting redis-server and {} …", bin.display());
+    let redis = TestRedis::spawn(&[]).await;
+    let redis_port: u16 = redis.url.rsplit(':').next().context("port")?.parse()?;
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let warehouse = Killed(
+        Command::new(&bin)
+            .args(["--store", "redis", "--redis-url", &redis.url, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "off", "--order-worker", "false"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start the warehouse")?,
+    );
+    let channel = eventually("the warehouse to accept connections", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { Channel::from_shared(addr).ok()?.connect().await.ok() }
+    })
+    .await;
+    let mut admin = AdminClient::new(channel);
+    admin.put_sku_stock(PutSkuStockReq { sku_id: SKU, num: POOL + 1_000 }).await?;
+    let start_ms = now_ms() - 1_000;
+    admin
+        .put_event(Event { id: EVENT, sku_id: SKU, pool: POOL, start_ms, end_ms: start_ms + 3_600_000, per_user_limit: 1, pay_window_ms: 300_000 })
+        .await?;
+
+    let run_for = Duration::from_secs(args.seconds);
+    eprintln!("warming up (1 s) …");
+    let warm = load(&addr, args.clients, Duration::from_secs(1), "warm").await?;
+    eprintln!("measuring Buy through the warehouse: {} clients for {} s …", args.clients, args.seconds);
+    let cpu_before = cpu_time(warehouse.0.id())?;
+    let buys = load(&addr, args.clients, run_for, "bench").await?;
+    let cpu = cpu_time(warehouse.0.id())?.saturating_sub(cpu_before);
+
+    // No oversell: every QUEUED answer left the pool for `locked`, and nothing else moved.
+    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: SKU }).await?.into_inner();
+    let queued_total = (warm.queued + buys.queued) as i64;
+    let conserved = ledger.available + ledger.pools + ledger.locked + ledger.sold == ledger.total;
+    let oversold = (ledger.locked - queued_total).abs() + i64::from(!conserved) + (i64::from(POOL) - ledger.pools - ledger.locked).abs();
+
+    eprintln!("measuring the Redis ceiling with redis-benchmark …");
+    let mut conn = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(scripts::BUY).query_async(&mut conn).await?;
+    let ceiling_requests = (buys.decisions.max(20_000) * 2).min(2_000_000);
+    let ceiling = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests, 1)?;
+    let ceiling_p16 = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests * 3, 16)?;
+    drop(warehouse);
+
+    eprintln!("measuring the SQL hot-row baseline with pgbench …");
+    let sql = if args.postgres == "off" { Err("--postgres off".into()) } else { sql_baseline(&args.postgres, args.clients, args.seconds) };
+
+    let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
+    let lat = &buys.latencies_us;
+    println!();
+    println!("flashgate warehouse benchmark: {} clients, {} s, Redis store, order worker off", args.clients, args.seconds);
+    println!("  Buy through the warehouse (gRPC) : {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
+        percentile(lat, 0.50), percentile(lat, 0.99), buys.queued, buys.other, buys.errors);
+    println!("  warehouse CPU per Buy            : {:>10.1} µs  ({:.2} s CPU over {:.2} s)",
+        cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64, cpu.as_secs_f64(), buys.elapsed.as_secs_f64());
+    println!("  Redis ceiling, EVALSHA buy.lua   : {ceiling:>10.0} /s  (redis-benchmark -c {} -P 1; -P 16: {ceiling_p16:.0} /s)", args.clients);
+    match &sql {
+        Ok(tps) => println!("  SQL hot row, UPDATE … stock >= 1 : {tps:>10.0} TPS  (pgbench -c {} -j 2)", args.clients),
+        Err(why) => println!("  SQL hot row                      : skipped ({why})"),
+    }
+    println!("  ratio warehouse / Redis ceiling  : {:>10.2}  (target >= 0.5)", rate / ceiling);
+    if let Ok(tps) = sql {
+        println!("  ratio warehouse / SQL hot row    : {:>10.1}  (target >= 10)", rate / tps);
+    }
+    println!("  oversold units                   : {oversold:>10}  (must be 0)");
+    if oversold != 0 || buys.errors > 0 {
+        bail!("the benchmark saw oversold units or errors: ledger {ledger:?}, errors {}", buys.errors);
+    }
+    Ok(())
+}
