@@ -57,7 +57,11 @@ pub struct BotPolicy {
 
 impl Default for BotPolicy {
     fn default() -> Self {
-        BotPolicy { deny: Vec::new(), challenge_at: 30, block_at: 80 }
+        BotPolicy {
+            deny: Vec::new(),
+            challenge_at: 30,
+            block_at: 80,
+        }
     }
 }
 
@@ -134,7 +138,10 @@ impl BotPolicy {
     /// Scores a request and applies the thresholds.
     pub fn assess(&self, signals: &BotSignals<'_>) -> Assessment {
         if signals.client_ip.is_some_and(|ip| self.denied(ip)) {
-            return Assessment { score: 100, verdict: BotVerdict::Block };
+            return Assessment {
+                score: 100,
+                verdict: BotVerdict::Block,
+            };
         }
         let score = score(signals);
         let verdict = if score >= self.block_at {
@@ -151,7 +158,11 @@ impl BotPolicy {
 /// The header-based score, 0..=100, with the platform score folded in.
 pub fn score(signals: &BotSignals<'_>) -> u8 {
     let mut score: u32 = 0;
-    match signals.user_agent.map(str::trim).filter(|ua| !ua.is_empty()) {
+    match signals
+        .user_agent
+        .map(str::trim)
+        .filter(|ua| !ua.is_empty())
+    {
         None => score += 60,
         Some(ua) => {
             let ua = ua.to_ascii_lowercase();
@@ -197,46 +208,108 @@ mod tests {
     #[test]
     fn a_browser_is_allowed() {
         let a = BotPolicy::default().assess(&browser());
-        assert_eq!(a, Assessment { score: 0, verdict: BotVerdict::Allow });
+        assert_eq!(
+            a,
+            Assessment {
+                score: 0,
+                verdict: BotVerdict::Allow
+            }
+        );
     }
 
     #[test]
     fn automation_agents_are_blocked_and_bare_requests_challenged_or_blocked() {
         let policy = BotPolicy::default();
-        for ua in ["curl/8.5.0", "python-requests/2.32", "Go-http-client/1.1", "Wget/1.21",
-            "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/120.0 Safari/537.36"]
-        {
-            let bare = BotSignals { user_agent: Some(ua), ..Default::default() };
+        for ua in [
+            "curl/8.5.0",
+            "python-requests/2.32",
+            "Go-http-client/1.1",
+            "Wget/1.21",
+            "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/120.0 Safari/537.36",
+        ] {
+            let bare = BotSignals {
+                user_agent: Some(ua),
+                ..Default::default()
+            };
             assert_eq!(policy.assess(&bare).verdict, BotVerdict::Block, "{ua}");
-            let dressed = BotSignals { user_agent: Some(ua), ..browser() };
-            assert_eq!(policy.assess(&dressed).verdict, BotVerdict::Challenge, "{ua}");
+            let dressed = BotSignals {
+                user_agent: Some(ua),
+                ..browser()
+            };
+            assert_eq!(
+                policy.assess(&dressed).verdict,
+                BotVerdict::Challenge,
+                "{ua}"
+            );
         }
-        let no_headers = BotSignals { user_agent: Some(CHROME), ..Default::default() };
-        assert_eq!(policy.assess(&no_headers), Assessment { score: 35, verdict: BotVerdict::Challenge });
-        assert_eq!(policy.assess(&BotSignals::default()).verdict, BotVerdict::Block);
+        let no_headers = BotSignals {
+            user_agent: Some(CHROME),
+            ..Default::default()
+        };
+        assert_eq!(
+            policy.assess(&no_headers),
+            Assessment {
+                score: 35,
+                verdict: BotVerdict::Challenge
+            }
+        );
+        assert_eq!(
+            policy.assess(&BotSignals::default()).verdict,
+            BotVerdict::Block
+        );
     }
 
     #[test]
     fn the_platform_score_only_raises() {
         let policy = BotPolicy::default();
-        let flagged = BotSignals { platform_score: Some(2), ..browser() };
-        assert_eq!(policy.assess(&flagged), Assessment { score: 98, verdict: BotVerdict::Block });
-        let human = BotSignals { platform_score: Some(99), user_agent: Some("curl/8"), ..browser() };
+        let flagged = BotSignals {
+            platform_score: Some(2),
+            ..browser()
+        };
+        assert_eq!(
+            policy.assess(&flagged),
+            Assessment {
+                score: 98,
+                verdict: BotVerdict::Block
+            }
+        );
+        let human = BotSignals {
+            platform_score: Some(99),
+            user_agent: Some("curl/8"),
+            ..browser()
+        };
         assert_eq!(policy.assess(&human).score, 70);
-        let unscored = BotSignals { platform_score: Some(0), ..browser() };
+        let unscored = BotSignals {
+            platform_score: Some(0),
+            ..browser()
+        };
         assert_eq!(policy.assess(&unscored).score, 0);
     }
 
     #[test]
     fn deny_lists_cover_ipv4_ipv6_and_mapped_addresses() {
         let deny = BotPolicy::parse_deny_list("198.51.100.0/24, 2001:db8::/32 192.0.2.7").unwrap();
-        let policy = BotPolicy { deny, ..BotPolicy::default() };
-        for ip in ["198.51.100.200", "2001:db8:1::5", "192.0.2.7", "::ffff:198.51.100.1"] {
-            let s = BotSignals { client_ip: Some(ip.parse().unwrap()), ..browser() };
+        let policy = BotPolicy {
+            deny,
+            ..BotPolicy::default()
+        };
+        for ip in [
+            "198.51.100.200",
+            "2001:db8:1::5",
+            "192.0.2.7",
+            "::ffff:198.51.100.1",
+        ] {
+            let s = BotSignals {
+                client_ip: Some(ip.parse().unwrap()),
+                ..browser()
+            };
             assert_eq!(policy.assess(&s).verdict, BotVerdict::Block, "{ip}");
         }
         for ip in ["198.51.101.1", "2001:db9::1", "192.0.2.8"] {
-            let s = BotSignals { client_ip: Some(ip.parse().unwrap()), ..browser() };
+            let s = BotSignals {
+                client_ip: Some(ip.parse().unwrap()),
+                ..browser()
+            };
             assert_eq!(policy.assess(&s).verdict, BotVerdict::Allow, "{ip}");
         }
         assert_eq!(

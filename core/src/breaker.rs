@@ -44,7 +44,7 @@ impl Default for BreakerConfig {
 }
 
 /// The breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Breaker {
     /// Calls flow; outcomes are counted.
     Closed {
@@ -75,7 +75,12 @@ pub enum Breaker {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker::Closed { window_start_ms: 0, calls: 0, failures: 0, consecutive: 0 }
+        Breaker::Closed {
+            window_start_ms: 0,
+            calls: 0,
+            failures: 0,
+            consecutive: 0,
+        }
     }
 }
 
@@ -123,28 +128,51 @@ impl Breaker {
     pub fn admit(self, now_ms: i64, config: &BreakerConfig) -> (Admission, Breaker) {
         match self {
             Breaker::Closed { .. } => (Admission::Forward, self),
-            Breaker::Open { until_ms } if now_ms < until_ms => {
-                (Admission::FailFast { retry_after_ms: wait(until_ms, now_ms) }, self)
+            Breaker::Open { until_ms } if now_ms < until_ms => (
+                Admission::FailFast {
+                    retry_after_ms: wait(until_ms, now_ms),
+                },
+                self,
+            ),
+            Breaker::Open { .. } => Breaker::HalfOpen {
+                since_ms: now_ms,
+                admitted: 0,
+                succeeded: 0,
             }
-            Breaker::Open { .. } => {
-                Breaker::HalfOpen { since_ms: now_ms, admitted: 0, succeeded: 0 }
-                    .admit(now_ms, config)
-            }
-            Breaker::HalfOpen { since_ms, admitted, .. }
-                if admitted >= config.probes
-                    && now_ms >= since_ms.saturating_add(config.cooldown_ms) =>
+            .admit(now_ms, config),
+            Breaker::HalfOpen {
+                since_ms, admitted, ..
+            } if admitted >= config.probes
+                && now_ms >= since_ms.saturating_add(config.cooldown_ms) =>
             {
                 // The probes' outcomes were lost: write them off and probe afresh.
-                Breaker::HalfOpen { since_ms: now_ms, admitted: 0, succeeded: 0 }
-                    .admit(now_ms, config)
+                Breaker::HalfOpen {
+                    since_ms: now_ms,
+                    admitted: 0,
+                    succeeded: 0,
+                }
+                .admit(now_ms, config)
             }
-            Breaker::HalfOpen { since_ms, admitted, succeeded } => {
+            Breaker::HalfOpen {
+                since_ms,
+                admitted,
+                succeeded,
+            } => {
                 if admitted < config.probes {
-                    let next = Breaker::HalfOpen { since_ms, admitted: admitted + 1, succeeded };
+                    let next = Breaker::HalfOpen {
+                        since_ms,
+                        admitted: admitted + 1,
+                        succeeded,
+                    };
                     (Admission::Probe, next)
                 } else {
                     let until = since_ms.saturating_add(config.cooldown_ms);
-                    (Admission::FailFast { retry_after_ms: wait(until, now_ms) }, self)
+                    (
+                        Admission::FailFast {
+                            retry_after_ms: wait(until, now_ms),
+                        },
+                        self,
+                    )
                 }
             }
         }
@@ -152,12 +180,25 @@ impl Breaker {
 
     /// Records the outcome of a call made at `now_ms`.
     pub fn record(self, outcome: Outcome, now_ms: i64, config: &BreakerConfig) -> Breaker {
-        let open = Breaker::Open { until_ms: now_ms.saturating_add(config.cooldown_ms) };
+        let open = Breaker::Open {
+            until_ms: now_ms.saturating_add(config.cooldown_ms),
+        };
         match (self, outcome) {
-            (Breaker::Closed { window_start_ms, calls, failures, consecutive }, _) => {
+            (
+                Breaker::Closed {
+                    window_start_ms,
+                    calls,
+                    failures,
+                    consecutive,
+                },
+                _,
+            ) => {
                 let fresh = now_ms.saturating_sub(window_start_ms) >= config.window_ms;
-                let (window_start_ms, calls, failures) =
-                    if fresh { (now_ms, 0, 0) } else { (window_start_ms, calls, failures) };
+                let (window_start_ms, calls, failures) = if fresh {
+                    (now_ms, 0, 0)
+                } else {
+                    (window_start_ms, calls, failures)
+                };
                 let calls = calls.saturating_add(1);
                 let (failures, consecutive) = match outcome {
                     Outcome::Success => (failures, 0),
@@ -171,18 +212,39 @@ impl Breaker {
                 {
                     open
                 } else {
-                    Breaker::Closed { window_start_ms, calls, failures, consecutive }
+                    Breaker::Closed {
+                        window_start_ms,
+                        calls,
+                        failures,
+                        consecutive,
+                    }
                 }
             }
             // Late outcomes of calls made before the breaker opened change nothing.
             (Breaker::Open { .. }, _) => self,
             (Breaker::HalfOpen { .. }, Outcome::Failure) => open,
-            (Breaker::HalfOpen { since_ms, admitted, succeeded }, Outcome::Success) => {
+            (
+                Breaker::HalfOpen {
+                    since_ms,
+                    admitted,
+                    succeeded,
+                },
+                Outcome::Success,
+            ) => {
                 let succeeded = succeeded.saturating_add(1);
                 if succeeded >= config.probes.max(1) {
-                    Breaker::Closed { window_start_ms: now_ms, calls: 0, failures: 0, consecutive: 0 }
+                    Breaker::Closed {
+                        window_start_ms: now_ms,
+                        calls: 0,
+                        failures: 0,
+                        consecutive: 0,
+                    }
                 } else {
-                    Breaker::HalfOpen { since_ms, admitted, succeeded }
+                    Breaker::HalfOpen {
+                        since_ms,
+                        admitted,
+                        succeeded,
+                    }
                 }
             }
         }
@@ -213,23 +275,44 @@ mod tests {
         assert!(b.is_closed());
         b = fail(b, 2);
         assert_eq!(b, Breaker::Open { until_ms: 2_002 });
-        assert_eq!(b.admit(1_000, &CFG).0, Admission::FailFast { retry_after_ms: 1_002 });
+        assert_eq!(
+            b.admit(1_000, &CFG).0,
+            Admission::FailFast {
+                retry_after_ms: 1_002
+            }
+        );
         let (a1, b1) = b.admit(2_002, &CFG);
         let (a2, b2) = b1.admit(2_003, &CFG);
         let (a3, b3) = b2.admit(2_004, &CFG);
         assert_eq!((a1, a2), (Admission::Probe, Admission::Probe));
-        assert_eq!(a3, Admission::FailFast { retry_after_ms: 2_000 - 2 });
+        assert_eq!(
+            a3,
+            Admission::FailFast {
+                retry_after_ms: 2_000 - 2
+            }
+        );
         let b4 = b3.record(Outcome::Success, 2_100, &CFG);
         assert!(matches!(b4, Breaker::HalfOpen { succeeded: 1, .. }));
         assert!(b4.record(Outcome::Success, 2_101, &CFG).is_closed());
-        assert_eq!(b4.record(Outcome::Failure, 2_101, &CFG), Breaker::Open { until_ms: 4_101 });
+        assert_eq!(
+            b4.record(Outcome::Failure, 2_101, &CFG),
+            Breaker::Open { until_ms: 4_101 }
+        );
     }
 
     #[test]
     fn a_failure_ratio_opens_it_only_after_enough_calls() {
         let mut b = Breaker::default();
         for i in 0..9 {
-            b = b.record(if i % 2 == 0 { Outcome::Failure } else { Outcome::Success }, i, &CFG);
+            b = b.record(
+                if i % 2 == 0 {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                },
+                i,
+                &CFG,
+            );
         }
         assert!(b.is_closed(), "9 calls are below min_calls");
         b = b.record(Outcome::Success, 9, &CFG);
@@ -242,19 +325,41 @@ mod tests {
     fn the_window_forgets_old_failures() {
         let mut b = Breaker::default();
         for i in 0..9 {
-            b = b.record(if i % 3 == 0 { Outcome::Success } else { Outcome::Failure }, i, &CFG);
+            b = b.record(
+                if i % 3 == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                i,
+                &CFG,
+            );
         }
         b = b.record(Outcome::Success, 1_500, &CFG);
         b = fail(b, 1_501);
         assert!(b.is_closed());
-        assert!(matches!(b, Breaker::Closed { calls: 2, failures: 1, .. }));
+        assert!(matches!(
+            b,
+            Breaker::Closed {
+                calls: 2,
+                failures: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn lost_probes_are_written_off_after_a_cooldown() {
-        let b = Breaker::HalfOpen { since_ms: 0, admitted: 2, succeeded: 0 };
+        let b = Breaker::HalfOpen {
+            since_ms: 0,
+            admitted: 2,
+            succeeded: 0,
+        };
         assert!(!b.admit(1_999, &CFG).0.forwards());
         assert_eq!(b.admit(2_000, &CFG).0, Admission::Probe);
-        assert_eq!(Breaker::Open { until_ms: 5 }.record(Outcome::Success, 1, &CFG), Breaker::Open { until_ms: 5 });
+        assert_eq!(
+            Breaker::Open { until_ms: 5 }.record(Outcome::Success, 1, &CFG),
+            Breaker::Open { until_ms: 5 }
+        );
     }
 }

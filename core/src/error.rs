@@ -119,9 +119,10 @@ impl Reason {
             Reason::NotFound | Reason::UnknownResource => 404,
             Reason::MethodNotAllowed => 405,
             Reason::LimitReached | Reason::Conflict => 409,
-            Reason::ChallengeExpired | Reason::LinkExpired | Reason::SaleEnded | Reason::SoldOut => {
-                410
-            }
+            Reason::ChallengeExpired
+            | Reason::LinkExpired
+            | Reason::SaleEnded
+            | Reason::SoldOut => 410,
             Reason::TooLarge => 413,
             Reason::TooEarly => 425,
             Reason::RateLimited => 429,
@@ -176,12 +177,18 @@ struct Body<'a> {
 impl Refusal {
     /// A refusal for which waiting does not help.
     pub const fn new(reason: Reason) -> Self {
-        Refusal { reason, retry_after_ms: None }
+        Refusal {
+            reason,
+            retry_after_ms: None,
+        }
     }
 
     /// A refusal that a retry after `wait_ms` may get past.
     pub const fn after(reason: Reason, wait_ms: u64) -> Self {
-        Refusal { reason, retry_after_ms: Some(wait_ms) }
+        Refusal {
+            reason,
+            retry_after_ms: Some(wait_ms),
+        }
     }
 
     /// The HTTP status.
@@ -221,7 +228,12 @@ mod tests {
         let codes: HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), Reason::ALL.len());
         for r in Reason::ALL {
-            assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{r:?}");
+            assert!(
+                r.code()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{r:?}"
+            );
             assert!([400, 401, 403, 404, 405, 409, 410, 413, 425, 429, 503].contains(&r.status()));
             assert!(!r.message().is_empty());
         }
@@ -239,6 +251,9 @@ mod tests {
             limited.to_json(),
             r#"{"code":"rate_limited","message":"Too many requests; slow down.","retry_after":2}"#
         );
-        assert_eq!(Refusal::after(Reason::Unavailable, 0).retry_after_secs(), Some(1));
+        assert_eq!(
+            Refusal::after(Reason::Unavailable, 0).retry_after_secs(),
+            Some(1)
+        );
     }
 }

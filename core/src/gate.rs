@@ -40,16 +40,16 @@
 //! What it deliberately does not do: I/O, clock reads, randomness, or persistence. State is
 //! mutated in place and the caller stores it; [`GateState::prune`] drops what no longer matters.
 
-use crate::breaker::{Admission, Breaker, BreakerConfig, Outcome};
 use crate::bot::{BotPolicy, BotSignals, BotVerdict};
+use crate::breaker::{Admission, Breaker, BreakerConfig, Outcome};
 use crate::error::{Reason, Refusal};
-use crate::grpc_web::{self, Code, GrpcWebError, Reply, StatusHeaders};
+use crate::grpc_web::{self, Code, Reply, StatusHeaders};
 use crate::identity::{Identity, IdentityVerdict, User};
 use crate::limit::{self, Decision, LimitKey, Quota, Tat};
 use crate::link::{self, Expect, KeyRing, LinkClaims, LinkVerdict};
 use crate::pow::{self, DifficultyPolicy, PowVerdict};
 use crate::proto::flashsale::{
-    BuyOutcome, BuyReply, BuyReq, EventReq, EventState, EventStatus, Order, OrderReq, OrderStatus,
+    BuyOutcome, BuyReply, BuyReq, EventReq, EventState, Order, OrderReq, OrderStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -217,29 +217,44 @@ impl GateConfig {
             get(name)
                 .map(|v| v.trim().parse::<T>())
                 .transpose()
-                .map_err(|e| ConfigError::Invalid { name, why: e.to_string() })
+                .map_err(|e| ConfigError::Invalid {
+                    name,
+                    why: e.to_string(),
+                })
         }
         let required = |name: &'static str| {
-            get(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(name))
         };
         let secret = |name: &'static str| {
             let value = required(name)?;
             if value.len() < crate::origin_auth::MIN_KEY_LEN {
-                return Err(ConfigError::Invalid { name, why: "shorter than 16 bytes".into() });
+                return Err(ConfigError::Invalid {
+                    name,
+                    why: "shorter than 16 bytes".into(),
+                });
             }
             Ok(value.into_bytes())
         };
         let ring = |name: &'static str, text: String| {
-            KeyRing::parse(&text).map_err(|e| ConfigError::Invalid { name, why: e.to_string() })
+            KeyRing::parse(&text).map_err(|e| ConfigError::Invalid {
+                name,
+                why: e.to_string(),
+            })
         };
         let link_keys = ring(vars::LINK_KEYS, required(vars::LINK_KEYS)?)?;
-        let mut config =
-            GateConfig::new(link_keys, &secret(vars::USER_TOKEN_KEY)?, &secret(vars::ORIGIN_KEY)?);
+        let mut config = GateConfig::new(
+            link_keys,
+            &secret(vars::USER_TOKEN_KEY)?,
+            &secret(vars::ORIGIN_KEY)?,
+        );
         if let Some(text) = get(vars::POW_KEYS).filter(|t| !t.is_empty()) {
             config.pow_keys = ring(vars::POW_KEYS, text)?;
         }
         let demo = get(vars::DEMO_MODE).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-        config.identity = Identity::new(&secret(vars::USER_TOKEN_KEY)?, config.token_leeway_ms, demo);
+        config.identity =
+            Identity::new(&secret(vars::USER_TOKEN_KEY)?, config.token_leeway_ms, demo);
         let limits = &mut config.limits;
         for (name, slot) in [
             (vars::LIMIT_IP, &mut limits.ip),
@@ -253,8 +268,11 @@ impl GateConfig {
             }
         }
         if let Some(text) = get(vars::BOT_DENY) {
-            config.bot.deny = BotPolicy::parse_deny_list(&text)
-                .map_err(|e| ConfigError::Invalid { name: vars::BOT_DENY, why: e.to_string() })?;
+            config.bot.deny =
+                BotPolicy::parse_deny_list(&text).map_err(|e| ConfigError::Invalid {
+                    name: vars::BOT_DENY,
+                    why: e.to_string(),
+                })?;
         }
         if let Some(v) = parse(&get, vars::BOT_CHALLENGE_AT)? {
             config.bot.challenge_at = v;
@@ -346,7 +364,9 @@ pub enum Route<'a> {
 
 fn order_no(text: &str) -> Option<&str> {
     let ok = (1..=64).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     ok.then_some(text)
 }
 
@@ -383,7 +403,7 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Reason> {
 }
 
 /// A sale as the edge caches it (from the warehouse's `EventState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sale {
     /// Event id.
     pub id: i64,
@@ -420,7 +440,7 @@ impl Sale {
 }
 
 /// A cached sale view: the sale, or the knowledge that there is none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleEntry {
     /// `None`: the warehouse said there is no such sale.
     pub sale: Option<Sale>,
@@ -429,7 +449,7 @@ pub struct SaleEntry {
 }
 
 /// Recent request rate, from two one-second windows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateMeter {
     window_start_ms: i64,
     current: u32,
@@ -446,7 +466,11 @@ impl RateMeter {
     fn roll(&mut self, now_ms: i64) {
         let elapsed = now_ms.saturating_sub(self.window_start_ms);
         if elapsed >= 2_000 {
-            *self = RateMeter { window_start_ms: now_ms, current: 0, previous: 0 };
+            *self = RateMeter {
+                window_start_ms: now_ms,
+                current: 0,
+                previous: 0,
+            };
         } else if elapsed >= 1_000 {
             *self = RateMeter {
                 window_start_ms: self.window_start_ms + 1_000,
@@ -466,8 +490,9 @@ impl RateMeter {
     }
 }
 
-/// The state the gate reads and updates; the adapter owns and stores it.
-#[derive(Debug, Clone, Default)]
+/// The state the gate reads and updates; the adapter owns and stores it. It serialises with
+/// serde (e.g. to JSON) for runtimes that keep state between requests only in a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateState {
     /// Rate-limit buckets by [`LimitKey`] storage key.
     pub limits: HashMap<String, Tat>,
@@ -484,11 +509,14 @@ impl GateState {
     /// `sale_ttl_ms`; call now and then to bound memory.
     pub fn prune(&mut self, now_ms: i64, sale_ttl_ms: i64) {
         self.limits.retain(|_, tat| tat.is_live(now_ms));
-        self.sales.retain(|_, e| now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms);
+        self.sales
+            .retain(|_, e| now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms);
     }
 
     fn fresh_sale(&self, id: i64, now_ms: i64, ttl_ms: i64) -> Option<&SaleEntry> {
-        self.sales.get(&id).filter(|e| now_ms.saturating_sub(e.fetched_ms) < ttl_ms)
+        self.sales
+            .get(&id)
+            .filter(|e| now_ms.saturating_sub(e.fetched_ms) < ttl_ms)
     }
 }
 
@@ -668,7 +696,8 @@ impl Gate {
 
     /// Decides one request, updating `state`.
     pub fn decide(&self, req: &Request<'_>, state: &mut GateState) -> Verdict {
-        self.decide_steps(req, state).unwrap_or_else(|verdict| verdict)
+        self.decide_steps(req, state)
+            .unwrap_or_else(|verdict| verdict)
     }
 
     fn decide_steps(&self, req: &Request<'_>, state: &mut GateState) -> Step<Verdict> {
@@ -703,7 +732,12 @@ impl Gate {
             Route::Guest => return self.guest(req),
             _ => self.identify(req)?,
         };
-        self.limit(state, LimitKey::User(&user.id), &self.config.limits.user, now)?;
+        self.limit(
+            state,
+            LimitKey::User(&user.id),
+            &self.config.limits.user,
+            now,
+        )?;
         // 5. The route's own checks.
         match route {
             Route::Challenge(id) => self.challenge(req, state, &user, id, bot),
@@ -724,9 +758,10 @@ impl Gate {
                 state.limits.insert(key, next);
                 Ok(())
             }
-            (Decision::Deny { retry_after_ms }, _) => {
-                Err(Verdict::Refuse(Refusal::after(Reason::RateLimited, retry_after_ms)))
-            }
+            (Decision::Deny { retry_after_ms }, _) => Err(Verdict::Refuse(Refusal::after(
+                Reason::RateLimited,
+                retry_after_ms,
+            ))),
         }
     }
 
@@ -742,9 +777,19 @@ impl Gate {
     /// The cached sale, or a refresh forward if the cache has nothing fresh.
     fn sale(&self, state: &mut GateState, id: i64, now: i64) -> Step<Sale> {
         match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
-            Some(SaleEntry { sale: Some(sale), .. }) => Ok(*sale),
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) => Ok(*sale),
             Some(SaleEntry { sale: None, .. }) => Err(refuse(Reason::UnknownResource)),
-            None => Err(self.forward(state, Call::GetEvent { event_id: id, answer: false }, &EventReq { id }, now)),
+            None => Err(self.forward(
+                state,
+                Call::GetEvent {
+                    event_id: id,
+                    answer: false,
+                },
+                &EventReq { id },
+                now,
+            )),
         }
     }
 
@@ -777,24 +822,45 @@ impl Gate {
         let path = call.path();
         let body = grpc_web::encode_request(message);
         let sig = crate::origin_auth::sign(&self.config.origin_key, "POST", path, now, &body);
-        let mut headers: Vec<(&'static str, String)> =
-            grpc_web::REQUEST_HEADERS.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut headers: Vec<(&'static str, String)> = grpc_web::REQUEST_HEADERS
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
         headers.push((crate::origin_auth::TIMESTAMP_HEADER, sig.timestamp));
         headers.push((crate::origin_auth::SIGNATURE_HEADER, sig.signature));
-        Verdict::Forward(Forward { call, path, headers, body })
+        Verdict::Forward(Forward {
+            call,
+            path,
+            headers,
+            body,
+        })
     }
 
     fn event(&self, state: &mut GateState, id: i64, now: i64) -> Step<Verdict> {
         match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
-            Some(SaleEntry { sale: Some(sale), .. }) => Ok(Verdict::Respond(sale_response(sale, now))),
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) => Ok(Verdict::Respond(sale_response(sale, now))),
             Some(SaleEntry { sale: None, .. }) => Err(refuse(Reason::UnknownResource)),
-            None => Ok(self.forward(state, Call::GetEvent { event_id: id, answer: true }, &EventReq { id }, now)),
+            None => Ok(self.forward(
+                state,
+                Call::GetEvent {
+                    event_id: id,
+                    answer: true,
+                },
+                &EventReq { id },
+                now,
+            )),
         }
     }
 
     fn guest(&self, req: &Request<'_>) -> Step<Verdict> {
         let id = hex(&req.entropy[..12]);
-        match self.config.identity.mint_guest(&id, req.now_ms, self.config.guest_ttl_ms) {
+        match self
+            .config
+            .identity
+            .mint_guest(&id, req.now_ms, self.config.guest_ttl_ms)
+        {
             Ok((user, token)) => {
                 #[derive(Serialize)]
                 struct Guest<'a> {
@@ -802,7 +868,11 @@ impl Gate {
                     user_id: &'a str,
                     expires_ms: i64,
                 }
-                let body = Guest { token: &token, user_id: &user.id, expires_ms: user.expires_ms };
+                let body = Guest {
+                    token: &token,
+                    user_id: &user.id,
+                    expires_ms: user.expires_ms,
+                };
                 Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
             }
             Err(_) => Err(refuse(Reason::NotFound)),
@@ -810,8 +880,16 @@ impl Gate {
     }
 
     fn required_bits(&self, bot: BotVerdict) -> u8 {
-        let extra = if bot == BotVerdict::Challenge { self.config.bot_extra_bits } else { 0 };
-        self.config.difficulty.floor_bits.saturating_add(extra).min(pow::MAX_BITS)
+        let extra = if bot == BotVerdict::Challenge {
+            self.config.bot_extra_bits
+        } else {
+            0
+        };
+        self.config
+            .difficulty
+            .floor_bits
+            .saturating_add(extra)
+            .min(pow::MAX_BITS)
     }
 
     fn challenge(
@@ -826,16 +904,22 @@ impl Gate {
         self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
         let sale = self.sale(state, id, now)?;
         Self::open_sale(&sale, now, true)?;
-        let load = self.config.difficulty.bits(state.traffic.rate(now), sale.remaining, sale.pool);
+        let load = self
+            .config
+            .difficulty
+            .bits(state.traffic.rate(now), sale.remaining, sale.pool);
         let bits = load.max(self.required_bits(bot));
         let challenge = pow::Challenge {
             event_id: id,
             user_id: user.id.clone(),
             seed: req.entropy[..16].try_into().expect("16 bytes"),
             bits,
-            expires_ms: now.max(sale.start_ms).saturating_add(self.config.challenge_ttl_ms),
+            expires_ms: now
+                .max(sale.start_ms)
+                .saturating_add(self.config.challenge_ttl_ms),
         };
-        let token = pow::issue(&self.config.pow_keys, &challenge).ok_or_else(|| refuse(Reason::BadRequest))?;
+        let token = pow::issue(&self.config.pow_keys, &challenge)
+            .ok_or_else(|| refuse(Reason::BadRequest))?;
         #[derive(Serialize)]
         struct Issued<'a> {
             challenge: &'a str,
@@ -843,7 +927,12 @@ impl Gate {
             expires_ms: i64,
             starts_ms: i64,
         }
-        let body = Issued { challenge: &token, bits, expires_ms: challenge.expires_ms, starts_ms: sale.start_ms };
+        let body = Issued {
+            challenge: &token,
+            bits,
+            expires_ms: challenge.expires_ms,
+            starts_ms: sale.start_ms,
+        };
         Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
     }
 
@@ -907,7 +996,13 @@ impl Gate {
         Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
     }
 
-    fn buy(&self, req: &Request<'_>, state: &mut GateState, user: &User, token: &str) -> Step<Verdict> {
+    fn buy(
+        &self,
+        req: &Request<'_>,
+        state: &mut GateState,
+        user: &User,
+        token: &str,
+    ) -> Step<Verdict> {
         let now = req.now_ms;
         let body: BuyBody = if req.body.iter().all(u8::is_ascii_whitespace) {
             BuyBody::default()
@@ -915,7 +1010,11 @@ impl Gate {
             serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?
         };
         let qty = body.qty.unwrap_or(1);
-        let expect = Expect { user_id: &user.id, event_id: None, qty };
+        let expect = Expect {
+            user_id: &user.id,
+            event_id: None,
+            qty,
+        };
         let claims = match link::verify(&self.config.link_keys, token, &expect, now) {
             LinkVerdict::Valid(claims) => claims,
             LinkVerdict::NotYetValid { wait_ms } => {
@@ -925,11 +1024,24 @@ impl Gate {
             LinkVerdict::QtyTooLarge => return Err(refuse(Reason::QtyTooLarge)),
             _ => return Err(refuse(Reason::BadLink)),
         };
-        self.limit(state, LimitKey::Event(claims.event_id), &self.config.limits.event, now)?;
-        self.limit(state, LimitKey::Sku(claims.sku_id), &self.config.limits.sku, now)?;
+        self.limit(
+            state,
+            LimitKey::Event(claims.event_id),
+            &self.config.limits.event,
+            now,
+        )?;
+        self.limit(
+            state,
+            LimitKey::Sku(claims.sku_id),
+            &self.config.limits.sku,
+            now,
+        )?;
         // The sold-out flag: only a cached view is consulted; a missing one is no reason to
         // stop a buyer holding a valid link.
-        if let Some(SaleEntry { sale: Some(sale), .. }) = state.sales.get(&claims.event_id) {
+        if let Some(SaleEntry {
+            sale: Some(sale), ..
+        }) = state.sales.get(&claims.event_id)
+        {
             Self::open_sale(sale, now, false)?;
         }
         let message = BuyReq {
@@ -939,11 +1051,28 @@ impl Gate {
             // One link, one purchase: a retried buy returns the same order.
             request_id: format!("link-{}", hex(&claims.nonce)),
         };
-        Ok(self.forward(state, Call::Buy { event_id: claims.event_id }, &message, now))
+        Ok(self.forward(
+            state,
+            Call::Buy {
+                event_id: claims.event_id,
+            },
+            &message,
+            now,
+        ))
     }
 
-    fn order(&self, req: &Request<'_>, state: &mut GateState, user: &User, no: &str, call: Call) -> Step<Verdict> {
-        let message = OrderReq { order_no: no.to_owned(), user_id: user.id.clone() };
+    fn order(
+        &self,
+        req: &Request<'_>,
+        state: &mut GateState,
+        user: &User,
+        no: &str,
+        call: Call,
+    ) -> Step<Verdict> {
+        let message = OrderReq {
+            order_no: no.to_owned(),
+            user_id: user.id.clone(),
+        };
         Ok(self.forward(state, call, &message, req.now_ms))
     }
 
@@ -966,7 +1095,7 @@ impl Gate {
                 match parsed.map(|(s, g, b)| grpc_web::parse_response::<$t>(s, g, b, max)) {
                     Some(Ok(Reply::Message(m))) => Ok(m),
                     Some(Ok(Reply::Status(status))) => Err(Some(status)),
-                    Some(Err(GrpcWebError { .. })) | None => Err(None),
+                    Some(Err(_)) | None => Err(None),
                 }
             };
         }
@@ -974,15 +1103,29 @@ impl Gate {
             Call::GetEvent { event_id, answer } => match parse!(EventState) {
                 Ok(event) => {
                     let sale = Sale::from_state(&event);
-                    state.sales.insert(*event_id, SaleEntry { sale, fetched_ms: now_ms });
+                    state.sales.insert(
+                        *event_id,
+                        SaleEntry {
+                            sale,
+                            fetched_ms: now_ms,
+                        },
+                    );
                     Ok(match sale {
                         Some(sale) if *answer => sale_response(&sale, now_ms),
-                        Some(_) => return self.settle(state, Outcome::Success, now_ms, Completion::Retry),
+                        Some(_) => {
+                            return self.settle(state, Outcome::Success, now_ms, Completion::Retry)
+                        }
                         None => Refusal::new(Reason::UnknownResource).into(),
                     })
                 }
                 Err(Some(status)) if status.code == Code::NotFound => {
-                    state.sales.insert(*event_id, SaleEntry { sale: None, fetched_ms: now_ms });
+                    state.sales.insert(
+                        *event_id,
+                        SaleEntry {
+                            sale: None,
+                            fetched_ms: now_ms,
+                        },
+                    );
                     Err(Some(status))
                 }
                 Err(e) => Err(e),
@@ -996,10 +1139,20 @@ impl Gate {
             }
         };
         match result {
-            Ok(response) => self.settle(state, Outcome::Success, now_ms, Completion::Respond(response)),
+            Ok(response) => self.settle(
+                state,
+                Outcome::Success,
+                now_ms,
+                Completion::Respond(response),
+            ),
             Err(None) => {
                 let refusal = Refusal::after(Reason::Unavailable, 1_000);
-                self.settle(state, Outcome::Failure, now_ms, Completion::Respond(refusal.into()))
+                self.settle(
+                    state,
+                    Outcome::Failure,
+                    now_ms,
+                    Completion::Respond(refusal.into()),
+                )
             }
             Err(Some(status)) => {
                 let (outcome, refusal) = status_refusal(status.code);
@@ -1008,16 +1161,27 @@ impl Gate {
         }
     }
 
-    fn settle(&self, state: &mut GateState, outcome: Outcome, now: i64, done: Completion) -> Completion {
+    fn settle(
+        &self,
+        state: &mut GateState,
+        outcome: Outcome,
+        now: i64,
+        done: Completion,
+    ) -> Completion {
         state.breaker = state.breaker.record(outcome, now, &self.config.breaker);
         done
     }
 
     fn observe_buy(&self, state: &mut GateState, event_id: i64, reply: &BuyReply) {
-        if let Some(SaleEntry { sale: Some(sale), .. }) = state.sales.get_mut(&event_id) {
+        if let Some(SaleEntry {
+            sale: Some(sale), ..
+        }) = state.sales.get_mut(&event_id)
+        {
             sale.remaining = reply.remaining.max(0) as u32;
             let outcome = BuyOutcome::try_from(reply.outcome).unwrap_or(BuyOutcome::Unspecified);
-            if outcome == BuyOutcome::SoldOut || (outcome == BuyOutcome::Queued && reply.remaining <= 0) {
+            if outcome == BuyOutcome::SoldOut
+                || (outcome == BuyOutcome::Queued && reply.remaining <= 0)
+            {
                 sale.sold_out = true;
             }
         }
@@ -1053,7 +1217,15 @@ fn sale_response(sale: &Sale, now: i64) -> Response {
     } else {
         "running"
     };
-    ok_json(200, &View { sale, status, server_time_ms: now }, SALE_CACHE)
+    ok_json(
+        200,
+        &View {
+            sale,
+            status,
+            server_time_ms: now,
+        },
+        SALE_CACHE,
+    )
 }
 
 fn buy_response(reply: &BuyReply) -> Response {
@@ -1066,7 +1238,11 @@ fn buy_response(reply: &BuyReply) -> Response {
                 order_no: &'a str,
                 remaining: i32,
             }
-            let body = Queued { outcome: "queued", order_no: &reply.order_no, remaining: reply.remaining };
+            let body = Queued {
+                outcome: "queued",
+                order_no: &reply.order_no,
+                remaining: reply.remaining,
+            };
             return ok_json(202, &body, NO_STORE);
         }
         BuyOutcome::SoldOut => Reason::SoldOut,
@@ -1113,9 +1289,6 @@ impl<'a> From<&'a Order> for OrderView<'a> {
     }
 }
 
-// Silence "unused" for the status enum re-export used only in docs of `Sale`.
-const _: Option<EventStatus> = None;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1123,20 +1296,35 @@ mod tests {
     #[test]
     fn routes_parse_into_typed_values() {
         assert_eq!(route("GET", "/api/events/7"), Ok(Route::Event(7)));
-        assert_eq!(route("POST", "/api/events/7/challenge"), Ok(Route::Challenge(7)));
+        assert_eq!(
+            route("POST", "/api/events/7/challenge"),
+            Ok(Route::Challenge(7))
+        );
         assert_eq!(route("post", "/api/events/7/link?x=1"), Ok(Route::Link(7)));
         assert_eq!(route("POST", "/api/buy/abc"), Ok(Route::Buy("abc")));
         assert_eq!(route("GET", "/api/orders/O-1"), Ok(Route::Order("O-1")));
         assert_eq!(route("POST", "/api/orders/O-1/pay"), Ok(Route::Pay("O-1")));
-        assert_eq!(route("POST", "/api/orders/O-1/cancel"), Ok(Route::Cancel("O-1")));
+        assert_eq!(
+            route("POST", "/api/orders/O-1/cancel"),
+            Ok(Route::Cancel("O-1"))
+        );
         assert_eq!(route("POST", "/api/session/guest"), Ok(Route::Guest));
-        assert_eq!(route("POST", "/api/events/7"), Err(Reason::MethodNotAllowed));
+        assert_eq!(
+            route("POST", "/api/events/7"),
+            Err(Reason::MethodNotAllowed)
+        );
         assert_eq!(route("GET", "/api/events/x"), Err(Reason::BadRequest));
         assert_eq!(route("GET", "/api/events/0"), Err(Reason::BadRequest));
-        assert_eq!(route("GET", "/api/events/99999999999999999999"), Err(Reason::BadRequest));
+        assert_eq!(
+            route("GET", "/api/events/99999999999999999999"),
+            Err(Reason::BadRequest)
+        );
         assert_eq!(route("GET", "/api/orders/a b"), Err(Reason::BadRequest));
         assert_eq!(route("GET", "/index.html"), Err(Reason::NotFound));
-        assert_eq!(route("GET", "/api/events/7/extra/parts"), Err(Reason::NotFound));
+        assert_eq!(
+            route("GET", "/api/events/7/extra/parts"),
+            Err(Reason::NotFound)
+        );
     }
 
     #[test]

@@ -25,12 +25,16 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 const DATA: u8 = 0x00;
 const TRAILER: u8 = 0x80;
 const COMPRESSED: u8 = 0x01;
-/// What gRPC percent-encodes in `grpc-message`: anything outside printable ASCII, and `%`.
-const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+/// What gRPC percent-encodes in `grpc-message`: anything outside printable ASCII, and `%`; and
+/// spaces too, since HTTP strips them from the ends of header values.
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
 
 /// The headers a gRPC-Web request needs besides the origin signature.
-pub const REQUEST_HEADERS: [(&str, &str); 3] =
-    [("content-type", CONTENT_TYPE), ("x-grpc-web", "1"), ("te", "trailers")];
+pub const REQUEST_HEADERS: [(&str, &str); 3] = [
+    ("content-type", CONTENT_TYPE),
+    ("x-grpc-web", "1"),
+    ("te", "trailers"),
+];
 
 /// Frames `message` as a gRPC-Web request body.
 pub fn encode_request<M: Message>(message: &M) -> Vec<u8> {
@@ -86,11 +90,28 @@ impl Code {
     pub fn from_i32(value: i32) -> Code {
         use Code::*;
         const ALL: [Code; 17] = [
-            Ok, Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
-            PermissionDenied, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
-            Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated,
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
         ];
-        usize::try_from(value).ok().and_then(|i| ALL.get(i).copied()).unwrap_or(Unknown)
+        usize::try_from(value)
+            .ok()
+            .and_then(|i| ALL.get(i).copied())
+            .unwrap_or(Unknown)
     }
 }
 
@@ -161,9 +182,16 @@ pub struct StatusHeaders<'a> {
 fn status_from(status: &str, message: Option<&str>) -> Result<Status, GrpcWebError> {
     let code: i32 = status.trim().parse().map_err(|_| GrpcWebError::BadStatus)?;
     let message = message
-        .map(|m| percent_decode_str(m.trim()).decode_utf8_lossy().into_owned())
+        .map(|m| {
+            percent_decode_str(m.trim())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
-    Ok(Status { code: Code::from_i32(code), message })
+    Ok(Status {
+        code: Code::from_i32(code),
+        message,
+    })
 }
 
 fn trailer_fields(payload: &[u8]) -> (Option<&str>, Option<&str>) {
@@ -197,9 +225,17 @@ pub fn parse_response<M: Message + Default>(
         if status.is_some() {
             return Err(GrpcWebError::AfterTrailers);
         }
-        let header: [u8; 5] = rest.get(..5).ok_or(GrpcWebError::Truncated)?.try_into().expect("5");
+        let header: [u8; 5] = rest
+            .get(..5)
+            .ok_or(GrpcWebError::Truncated)?
+            .try_into()
+            .expect("5");
         let len = u32::from_be_bytes(header[1..].try_into().expect("4")) as usize;
-        let limit = if header[0] == TRAILER { 8 * 1024 } else { max_message };
+        let limit = if header[0] == TRAILER {
+            8 * 1024
+        } else {
+            max_message
+        };
         if len > limit {
             return Err(GrpcWebError::Oversized { len, max: limit });
         }
@@ -209,7 +245,10 @@ pub fn parse_response<M: Message + Default>(
             DATA => messages.push(payload),
             TRAILER => {
                 let (code, message) = trailer_fields(payload);
-                status = Some(status_from(code.ok_or(GrpcWebError::MissingStatus)?, message)?);
+                status = Some(status_from(
+                    code.ok_or(GrpcWebError::MissingStatus)?,
+                    message,
+                )?);
             }
             flag if flag & COMPRESSED != 0 => return Err(GrpcWebError::UnsupportedFlag(flag)),
             flag => return Err(GrpcWebError::UnsupportedFlag(flag)),
@@ -227,7 +266,9 @@ pub fn parse_response<M: Message + Default>(
         return Ok(Reply::Status(status));
     }
     match messages.as_slice() {
-        [one] => M::decode(*one).map(Reply::Message).map_err(|e| GrpcWebError::Decode(e.to_string())),
+        [one] => M::decode(*one)
+            .map(Reply::Message)
+            .map_err(|e| GrpcWebError::Decode(e.to_string())),
         other => Err(GrpcWebError::MessageCount(other.len())),
     }
 }
@@ -254,7 +295,11 @@ mod tests {
     use crate::proto::flashsale::{BuyOutcome, BuyReply, BuyReq};
 
     fn reply() -> BuyReply {
-        BuyReply { outcome: BuyOutcome::Queued as i32, order_no: "O-1".into(), remaining: 9 }
+        BuyReply {
+            outcome: BuyOutcome::Queued as i32,
+            order_no: "O-1".into(),
+            remaining: 9,
+        }
     }
 
     fn parse(body: &[u8]) -> Result<Reply<BuyReply>, GrpcWebError> {
@@ -263,10 +308,18 @@ mod tests {
 
     #[test]
     fn a_request_is_one_length_prefixed_frame() {
-        let req = BuyReq { event_id: 7, user_id: "alice".into(), qty: 1, request_id: "r".into() };
+        let req = BuyReq {
+            event_id: 7,
+            user_id: "alice".into(),
+            qty: 1,
+            request_id: "r".into(),
+        };
         let body = encode_request(&req);
         assert_eq!(body[0], 0);
-        assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize, body.len() - 5);
+        assert_eq!(
+            u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize,
+            body.len() - 5
+        );
         assert_eq!(BuyReq::decode(&body[5..]).unwrap(), req);
     }
 
@@ -281,25 +334,40 @@ mod tests {
         let body = encode_response::<BuyReply>(None, 14, "warehouse down: 100% busy\r\n");
         assert_eq!(
             parse(&body),
-            Ok(Reply::Status(Status { code: Code::Unavailable, message: "warehouse down: 100% busy\r\n".into() }))
+            Ok(Reply::Status(Status {
+                code: Code::Unavailable,
+                message: "warehouse down: 100% busy\r\n".into()
+            }))
         );
         let raw = b"\x80\x00\x00\x00\x2dgrpc-status: 5\r\ngrpc-message: no%20such%20order\r\n";
         let mut framed = raw.to_vec();
         framed[4] = (raw.len() - 5) as u8;
         assert_eq!(
             parse(&framed),
-            Ok(Reply::Status(Status { code: Code::NotFound, message: "no such order".into() }))
+            Ok(Reply::Status(Status {
+                code: Code::NotFound,
+                message: "no such order".into()
+            }))
         );
     }
 
     #[test]
     fn trailers_only_responses_take_the_status_from_headers() {
-        let headers = StatusHeaders { grpc_status: Some("16"), grpc_message: Some("bad%20signature") };
+        let headers = StatusHeaders {
+            grpc_status: Some("16"),
+            grpc_message: Some("bad%20signature"),
+        };
         assert_eq!(
             parse_response::<BuyReply>(200, headers, b"", 1024),
-            Ok(Reply::Status(Status { code: Code::Unauthenticated, message: "bad signature".into() }))
+            Ok(Reply::Status(Status {
+                code: Code::Unauthenticated,
+                message: "bad signature".into()
+            }))
         );
-        assert_eq!(parse_response::<BuyReply>(502, StatusHeaders::default(), b"", 1024), Err(GrpcWebError::Http(502)));
+        assert_eq!(
+            parse_response::<BuyReply>(502, StatusHeaders::default(), b"", 1024),
+            Err(GrpcWebError::Http(502))
+        );
         assert_eq!(parse(b""), Err(GrpcWebError::MissingStatus));
     }
 
@@ -309,8 +377,17 @@ mod tests {
         for cut in 1..good.len() {
             assert!(parse(&good[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(parse(&[0, 0xff, 0xff, 0xff, 0xff]), Err(GrpcWebError::Oversized { len: u32::MAX as usize, max: DEFAULT_MAX_MESSAGE }));
-        assert_eq!(parse(&[1, 0, 0, 0, 0]), Err(GrpcWebError::UnsupportedFlag(1)));
+        assert_eq!(
+            parse(&[0, 0xff, 0xff, 0xff, 0xff]),
+            Err(GrpcWebError::Oversized {
+                len: u32::MAX as usize,
+                max: DEFAULT_MAX_MESSAGE
+            })
+        );
+        assert_eq!(
+            parse(&[1, 0, 0, 0, 0]),
+            Err(GrpcWebError::UnsupportedFlag(1))
+        );
         let mut twice = good.clone();
         twice.extend_from_slice(&good);
         assert_eq!(parse(&twice), Err(GrpcWebError::AfterTrailers));

@@ -98,13 +98,20 @@ fn utc(ms: i64) -> DateTime<Utc> {
 pub fn bearer(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?.trim();
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl Identity {
     /// A verifier for tokens MACed with `key`, tolerating `leeway_ms` of clock skew.
     pub fn new(key: &[u8], leeway_ms: i64, demo_mode: bool) -> Self {
-        Identity { key: Hs256Key::new(key), leeway_ms: leeway_ms.max(0), demo_mode }
+        Identity {
+            key: Hs256Key::new(key),
+            leeway_ms: leeway_ms.max(0),
+            demo_mode,
+        }
     }
 
     /// Whether guest tokens may be minted.
@@ -114,7 +121,9 @@ impl Identity {
 
     /// Verifies `token` (`None` when the request carried none) at `now_ms`.
     pub fn verify(&self, token: Option<&str>, now_ms: i64) -> IdentityVerdict {
-        let Some(token) = token else { return IdentityVerdict::Missing };
+        let Some(token) = token else {
+            return IdentityVerdict::Missing;
+        };
         if token.len() > MAX_TOKEN_LEN {
             return IdentityVerdict::Malformed;
         }
@@ -129,9 +138,12 @@ impl Identity {
             Err(_) => return IdentityVerdict::Malformed,
         };
         let claims = token.claims();
-        let options =
-            TimeOptions::new(chrono::Duration::milliseconds(self.leeway_ms), || utc(now_ms));
-        let Some(expiration) = claims.expiration else { return IdentityVerdict::Malformed };
+        let options = TimeOptions::new(chrono::Duration::milliseconds(self.leeway_ms), || {
+            utc(now_ms)
+        });
+        let Some(expiration) = claims.expiration else {
+            return IdentityVerdict::Malformed;
+        };
         if claims.validate_expiration(&options).is_err() {
             return IdentityVerdict::Expired;
         }
@@ -152,7 +164,9 @@ impl Identity {
     /// Mints a token for `sub` valid from `now_ms` for `ttl_ms`; the shop's own login does this
     /// in production, so this is for tests, tools and [`Identity::mint_guest`].
     pub fn mint(&self, sub: &str, now_ms: i64, ttl_ms: i64) -> String {
-        let mut claims = Claims::new(Subject { sub: sub.to_owned() });
+        let mut claims = Claims::new(Subject {
+            sub: sub.to_owned(),
+        });
         claims.issued_at = Some(utc(now_ms));
         claims.expiration = Some(utc(now_ms.saturating_add(ttl_ms)));
         Hs256
@@ -172,14 +186,23 @@ impl Identity {
             return Err(GuestRefusal::DemoModeOff);
         }
         let ok = (8..=64).contains(&random_id.len())
-            && random_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && random_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(GuestRefusal::BadId);
         }
         let id = format!("{GUEST_PREFIX}{random_id}");
         let token = self.mint(&id, now_ms, ttl_ms);
         let expires_ms = now_ms.saturating_add(ttl_ms) / 1000 * 1000;
-        Ok((User { id, guest: true, expires_ms }, token))
+        Ok((
+            User {
+                id,
+                guest: true,
+                expires_ms,
+            },
+            token,
+        ))
     }
 }
 
@@ -200,35 +223,64 @@ mod tests {
         let IdentityVerdict::Valid(user) = identity().verify(Some(&token), NOW + 1) else {
             panic!("valid token refused")
         };
-        assert_eq!((user.id.as_str(), user.guest, user.expires_ms), ("alice", false, NOW + 60_000));
-        assert!(matches!(identity().verify(Some(&token), NOW + 65_000), IdentityVerdict::Valid(_)));
-        assert_eq!(identity().verify(Some(&token), NOW + 65_001), IdentityVerdict::Expired);
+        assert_eq!(
+            (user.id.as_str(), user.guest, user.expires_ms),
+            ("alice", false, NOW + 60_000)
+        );
+        assert!(matches!(
+            identity().verify(Some(&token), NOW + 65_000),
+            IdentityVerdict::Valid(_)
+        ));
+        assert_eq!(
+            identity().verify(Some(&token), NOW + 65_001),
+            IdentityVerdict::Expired
+        );
     }
 
     #[test]
     fn forged_missing_and_malformed_tokens_are_told_apart() {
         let token = identity().mint("alice", NOW, 60_000);
         let other = Identity::new(b"another-key-0123456789", 0, false);
-        assert_eq!(other.verify(Some(&token), NOW), IdentityVerdict::BadSignature);
+        assert_eq!(
+            other.verify(Some(&token), NOW),
+            IdentityVerdict::BadSignature
+        );
         assert_eq!(identity().verify(None, NOW), IdentityVerdict::Missing);
-        assert_eq!(identity().verify(Some("a.b.c"), NOW), IdentityVerdict::Malformed);
-        assert_eq!(identity().verify(Some(&"x".repeat(5000)), NOW), IdentityVerdict::Malformed);
+        assert_eq!(
+            identity().verify(Some("a.b.c"), NOW),
+            IdentityVerdict::Malformed
+        );
+        assert_eq!(
+            identity().verify(Some(&"x".repeat(5000)), NOW),
+            IdentityVerdict::Malformed
+        );
         // alg "none", a classic downgrade: header {"alg":"none"} and an empty signature.
         let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
-        assert_eq!(identity().verify(Some(none), NOW), IdentityVerdict::Malformed);
+        assert_eq!(
+            identity().verify(Some(none), NOW),
+            IdentityVerdict::Malformed
+        );
     }
 
     #[test]
     fn tokens_without_exp_or_sub_are_malformed_and_nbf_is_honoured() {
         let key = Hs256Key::new(KEY);
-        let mut no_exp = Claims::new(Subject { sub: "alice".into() });
+        let mut no_exp = Claims::new(Subject {
+            sub: "alice".into(),
+        });
         let t = Hs256.token(&Header::empty(), &no_exp, &key).unwrap();
         assert_eq!(identity().verify(Some(&t), NOW), IdentityVerdict::Malformed);
         no_exp.expiration = Some(utc(NOW + 60_000));
         no_exp.not_before = Some(utc(NOW + 30_000));
         let t = Hs256.token(&Header::empty(), &no_exp, &key).unwrap();
-        assert_eq!(identity().verify(Some(&t), NOW), IdentityVerdict::NotYetValid);
-        assert!(matches!(identity().verify(Some(&t), NOW + 25_000), IdentityVerdict::Valid(_)));
+        assert_eq!(
+            identity().verify(Some(&t), NOW),
+            IdentityVerdict::NotYetValid
+        );
+        assert!(matches!(
+            identity().verify(Some(&t), NOW + 25_000),
+            IdentityVerdict::Valid(_)
+        ));
         let empty = Claims::new(Subject { sub: String::new() }).set_not_before(utc(0));
         let mut empty = empty;
         empty.expiration = Some(utc(NOW + 60_000));
@@ -238,10 +290,19 @@ mod tests {
 
     #[test]
     fn guests_are_minted_only_in_demo_mode() {
-        assert_eq!(identity().mint_guest("abcdefgh1234", NOW, 60_000), Err(GuestRefusal::DemoModeOff));
+        assert_eq!(
+            identity().mint_guest("abcdefgh1234", NOW, 60_000),
+            Err(GuestRefusal::DemoModeOff)
+        );
         let demo = Identity::new(KEY, 0, true);
-        assert_eq!(demo.mint_guest("short", NOW, 60_000), Err(GuestRefusal::BadId));
-        assert_eq!(demo.mint_guest("has space 123", NOW, 60_000), Err(GuestRefusal::BadId));
+        assert_eq!(
+            demo.mint_guest("short", NOW, 60_000),
+            Err(GuestRefusal::BadId)
+        );
+        assert_eq!(
+            demo.mint_guest("has space 123", NOW, 60_000),
+            Err(GuestRefusal::BadId)
+        );
         let (user, token) = demo.mint_guest("abcdefgh1234", NOW, 60_000).unwrap();
         assert_eq!(user.id, "guest:abcdefgh1234");
         assert_eq!(demo.verify(Some(&token), NOW), IdentityVerdict::Valid(user));

@@ -9,7 +9,7 @@
 //! it builds for `wasm32-unknown-unknown`, `wasm32-wasip2` and native alike, and its tests run
 //! with a fake clock.
 //!
-//! With the `warehouse` feature it also holds the native backend ([`warehouse`]): the tonic
+//! With the `warehouse` feature it also holds the native backend (module `warehouse`): the tonic
 //! service over Redis that takes stock, and the `flashgate-warehouse` binary.
 //!
 //! What the core deliberately does not do: hold storage, talk to a network, or know which
@@ -24,14 +24,15 @@ pub mod stock;
 
 // --- edge policy modules (the shared-core issue) ---
 // (each `pub mod` line is added once its module compiles)
-pub mod error;
-pub mod link;
-pub mod identity;
-pub mod pow;
 pub mod bot;
-pub mod limit;
 pub mod breaker;
+pub mod error;
+pub mod gate;
 pub mod grpc_web;
+pub mod identity;
+pub mod limit;
+pub mod link;
+pub mod pow;
 // --- end edge policy modules ---
 
 #[cfg(feature = "warehouse")]

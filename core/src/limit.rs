@@ -16,6 +16,7 @@
 //! What it deliberately does not do: share state between edge instances (the caller stores TATs
 //! where its runtime can, e.g. a Durable Object), or read a clock.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -72,7 +73,10 @@ impl FromStr for Quota {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || BadQuota(text.to_owned());
         let mut words = text.split_whitespace();
-        let (rate, unit) = words.next().and_then(|w| w.split_once('/')).ok_or_else(bad)?;
+        let (rate, unit) = words
+            .next()
+            .and_then(|w| w.split_once('/'))
+            .ok_or_else(bad)?;
         let rate: u32 = rate.parse().map_err(|_| bad())?;
         let period_ms = match unit {
             "ms" => 1,
@@ -94,7 +98,10 @@ impl FromStr for Quota {
 /// The stored state of one bucket: the theoretical arrival time, nanoseconds since the epoch.
 /// `Tat::default()` is a fresh bucket; a TAT at or before `now` is equivalent to a fresh one, so
 /// callers may drop such entries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Tat(pub u64);
 
 impl Tat {
@@ -133,7 +140,12 @@ pub fn check_ns(state: Tat, now_ns: u64, quota: &Quota) -> (Decision, Tat) {
         (Decision::Allow, Tat(next))
     } else {
         let wait_ns = next - allowed_until;
-        (Decision::Deny { retry_after_ms: wait_ns.div_ceil(NS_PER_MS) }, state)
+        (
+            Decision::Deny {
+                retry_after_ms: wait_ns.div_ceil(NS_PER_MS),
+            },
+            state,
+        )
     }
 }
 
@@ -184,7 +196,16 @@ mod tests {
         assert_eq!((q.interval_ns(), q.burst()), (100_000_000, 600));
         let q: Quota = "3/s".parse().unwrap();
         assert_eq!(q.interval_ns(), 333_333_334);
-        for bad in ["", "20", "20/fortnight", "0/s", "20/s burst", "20/s burst 0", "20/s bust 4", "x/s"] {
+        for bad in [
+            "",
+            "20",
+            "20/fortnight",
+            "0/s",
+            "20/s burst",
+            "20/s burst 0",
+            "20/s bust 4",
+            "x/s",
+        ] {
             assert!(bad.parse::<Quota>().is_err(), "{bad}");
         }
     }
@@ -200,9 +221,17 @@ mod tests {
             tat = next;
         }
         let (d, same) = check(tat, now, &q);
-        assert_eq!(d, Decision::Deny { retry_after_ms: 100 });
+        assert_eq!(
+            d,
+            Decision::Deny {
+                retry_after_ms: 100
+            }
+        );
         assert_eq!(same, tat, "a refusal does not consume");
-        assert_eq!(check(tat, now + 99, &q).0, Decision::Deny { retry_after_ms: 1 });
+        assert_eq!(
+            check(tat, now + 99, &q).0,
+            Decision::Deny { retry_after_ms: 1 }
+        );
         assert_eq!(check(tat, now + 100, &q).0, Decision::Allow);
         assert!(!tat.is_live(now + 300) && tat.is_live(now + 299));
     }
@@ -210,12 +239,18 @@ mod tests {
     #[test]
     fn keys_render_stably_and_group_ipv6_by_64() {
         assert_eq!(LimitKey::User("alice").to_string(), "rl:user:alice");
-        assert_eq!(LimitKey::Ip("203.0.113.9".parse().unwrap()).to_string(), "rl:ip:203.0.113.9");
+        assert_eq!(
+            LimitKey::Ip("203.0.113.9".parse().unwrap()).to_string(),
+            "rl:ip:203.0.113.9"
+        );
         let a = LimitKey::Ip("2001:db8:1:2:aaaa::1".parse().unwrap()).to_string();
         let b = LimitKey::Ip("2001:db8:1:2:bbbb::9".parse().unwrap()).to_string();
         assert_eq!(a, "rl:ip:2001:db8:1:2::/64");
         assert_eq!(a, b);
-        assert_eq!(LimitKey::Ip("::ffff:203.0.113.9".parse().unwrap()).to_string(), "rl:ip:203.0.113.9");
+        assert_eq!(
+            LimitKey::Ip("::ffff:203.0.113.9".parse().unwrap()).to_string(),
+            "rl:ip:203.0.113.9"
+        );
         assert_eq!(LimitKey::Event(7).to_string(), "rl:event:7");
         assert_eq!(LimitKey::Sku(42).to_string(), "rl:sku:42");
         assert_eq!(LimitKey::Global.to_string(), "rl:global");

@@ -61,7 +61,10 @@ impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
         let ids: Vec<u32> = self.keys.iter().map(|(id, _)| *id).collect();
-        f.debug_struct("KeyRing").field("signing", &self.signing).field("ids", &ids).finish()
+        f.debug_struct("KeyRing")
+            .field("signing", &self.signing)
+            .field("ids", &ids)
+            .finish()
     }
 }
 
@@ -116,7 +119,10 @@ impl KeyRing {
                 .map_err(|_| KeyRingError::Malformed)?;
             keys.push((id, key));
         }
-        let signing = keys.first().map(|(id, _)| *id).ok_or(KeyRingError::Malformed)?;
+        let signing = keys
+            .first()
+            .map(|(id, _)| *id)
+            .ok_or(KeyRingError::Malformed)?;
         KeyRing::new(signing, keys)
     }
 
@@ -126,7 +132,10 @@ impl KeyRing {
     }
 
     fn key(&self, id: u32) -> Option<&[u8]> {
-        self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key.as_slice())
+        self.keys
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, key)| key.as_slice())
     }
 
     fn mac(&self, id: u32, domain: &[u8], body: &[u8]) -> Option<Hmac<Sha256>> {
@@ -141,7 +150,9 @@ impl KeyRing {
     /// Appends the MAC of `body` (whose bytes 1..5 must hold the signing key id) under the
     /// signing key and encodes the whole. Shared by links and PoW challenges.
     pub(crate) fn seal(&self, domain: &[u8], mut body: Vec<u8>) -> String {
-        let tag = self.mac(self.signing, domain, &body).expect("signing key is in the ring");
+        let tag = self
+            .mac(self.signing, domain, &body)
+            .expect("signing key is in the ring");
         body.extend_from_slice(&tag.finalize().into_bytes());
         URL_SAFE_NO_PAD.encode(body)
     }
@@ -157,7 +168,9 @@ impl KeyRing {
         if token.len() > max_len {
             return Err(Unsealed::Malformed);
         }
-        let mut bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| Unsealed::Malformed)?;
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| Unsealed::Malformed)?;
         if bytes.len() < 5 + MAC_LEN || bytes[0] != version {
             return Err(Unsealed::Malformed);
         }
@@ -310,9 +323,13 @@ pub fn verify(ring: &KeyRing, token: &str, expect: &Expect<'_>, now_ms: i64) -> 
         Err(Unsealed::BadSignature) => return LinkVerdict::BadSignature,
     };
     // A MACed body that does not decode was made by a buggy minter, not an attacker.
-    let Some(claims) = decode(&body) else { return LinkVerdict::Malformed };
+    let Some(claims) = decode(&body) else {
+        return LinkVerdict::Malformed;
+    };
     if now_ms < claims.not_before_ms {
-        return LinkVerdict::NotYetValid { wait_ms: claims.not_before_ms.abs_diff(now_ms) };
+        return LinkVerdict::NotYetValid {
+            wait_ms: claims.not_before_ms.abs_diff(now_ms),
+        };
     }
     if now_ms >= claims.expires_ms {
         return LinkVerdict::Expired;
@@ -334,8 +351,14 @@ mod tests {
     use super::*;
 
     fn ring() -> KeyRing {
-        KeyRing::new(2, vec![(1, b"old-key-0123456789".to_vec()), (2, b"new-key-0123456789".to_vec())])
-            .unwrap()
+        KeyRing::new(
+            2,
+            vec![
+                (1, b"old-key-0123456789".to_vec()),
+                (2, b"new-key-0123456789".to_vec()),
+            ],
+        )
+        .unwrap()
     }
 
     fn claims() -> LinkClaims {
@@ -350,15 +373,28 @@ mod tests {
         }
     }
 
-    const ALICE: Expect<'static> = Expect { user_id: "alice", event_id: Some(7), qty: 1 };
+    const ALICE: Expect<'static> = Expect {
+        user_id: "alice",
+        event_id: Some(7),
+        qty: 1,
+    };
 
     #[test]
     fn a_minted_link_verifies_within_its_window() {
         let token = mint(&ring(), &claims(), 1_000).unwrap();
         assert!(token.len() <= 288);
-        assert_eq!(verify(&ring(), &token, &ALICE, 1_000), LinkVerdict::Valid(claims()));
-        assert_eq!(verify(&ring(), &token, &ALICE, 60_999), LinkVerdict::Valid(claims()));
-        assert_eq!(verify(&ring(), &token, &ALICE, 61_000), LinkVerdict::Expired);
+        assert_eq!(
+            verify(&ring(), &token, &ALICE, 1_000),
+            LinkVerdict::Valid(claims())
+        );
+        assert_eq!(
+            verify(&ring(), &token, &ALICE, 60_999),
+            LinkVerdict::Valid(claims())
+        );
+        assert_eq!(
+            verify(&ring(), &token, &ALICE, 61_000),
+            LinkVerdict::Expired
+        );
     }
 
     #[test]
@@ -368,16 +404,31 @@ mod tests {
             Err(MintRefusal::SaleNotStarted { wait_ms: 600 })
         );
         let token = mint(&ring(), &claims(), 1_000).unwrap();
-        assert_eq!(verify(&ring(), &token, &ALICE, 999), LinkVerdict::NotYetValid { wait_ms: 1 });
+        assert_eq!(
+            verify(&ring(), &token, &ALICE, 999),
+            LinkVerdict::NotYetValid { wait_ms: 1 }
+        );
     }
 
     #[test]
     fn mint_refuses_claims_it_cannot_encode() {
         for bad in [
-            LinkClaims { user_id: String::new(), ..claims() },
-            LinkClaims { user_id: "x".repeat(129), ..claims() },
-            LinkClaims { max_qty: 0, ..claims() },
-            LinkClaims { expires_ms: 1_000, ..claims() },
+            LinkClaims {
+                user_id: String::new(),
+                ..claims()
+            },
+            LinkClaims {
+                user_id: "x".repeat(129),
+                ..claims()
+            },
+            LinkClaims {
+                max_qty: 0,
+                ..claims()
+            },
+            LinkClaims {
+                expires_ms: 1_000,
+                ..claims()
+            },
         ] {
             assert_eq!(mint(&ring(), &bad, 1_000), Err(MintRefusal::InvalidClaims));
         }
@@ -387,28 +438,66 @@ mod tests {
     fn the_binding_is_checked() {
         let token = mint(&ring(), &claims(), 1_000).unwrap();
         let check = |e: Expect<'_>| verify(&ring(), &token, &e, 2_000);
-        assert_eq!(check(Expect { user_id: "bob", ..ALICE }), LinkVerdict::WrongUser);
-        assert_eq!(check(Expect { event_id: Some(8), ..ALICE }), LinkVerdict::WrongEvent);
+        assert_eq!(
+            check(Expect {
+                user_id: "bob",
+                ..ALICE
+            }),
+            LinkVerdict::WrongUser
+        );
+        assert_eq!(
+            check(Expect {
+                event_id: Some(8),
+                ..ALICE
+            }),
+            LinkVerdict::WrongEvent
+        );
         assert_eq!(check(Expect { qty: 3, ..ALICE }), LinkVerdict::QtyTooLarge);
         assert_eq!(check(Expect { qty: 0, ..ALICE }), LinkVerdict::QtyTooLarge);
-        assert_eq!(check(Expect { event_id: None, qty: 2, ..ALICE }), LinkVerdict::Valid(claims()));
+        assert_eq!(
+            check(Expect {
+                event_id: None,
+                qty: 2,
+                ..ALICE
+            }),
+            LinkVerdict::Valid(claims())
+        );
     }
 
     #[test]
     fn keys_rotate_by_id() {
         let old = KeyRing::new(1, vec![(1, b"old-key-0123456789".to_vec())]).unwrap();
         let token = mint(&old, &claims(), 1_000).unwrap();
-        assert!(matches!(verify(&ring(), &token, &ALICE, 1_000), LinkVerdict::Valid(_)));
+        assert!(matches!(
+            verify(&ring(), &token, &ALICE, 1_000),
+            LinkVerdict::Valid(_)
+        ));
         let retired = KeyRing::new(2, vec![(2, b"new-key-0123456789".to_vec())]).unwrap();
-        assert_eq!(verify(&retired, &token, &ALICE, 1_000), LinkVerdict::UnknownKey);
+        assert_eq!(
+            verify(&retired, &token, &ALICE, 1_000),
+            LinkVerdict::UnknownKey
+        );
         let forged = KeyRing::new(1, vec![(1, b"forged-key-0123456".to_vec())]).unwrap();
-        assert_eq!(verify(&forged, &token, &ALICE, 1_000), LinkVerdict::BadSignature);
+        assert_eq!(
+            verify(&forged, &token, &ALICE, 1_000),
+            LinkVerdict::BadSignature
+        );
     }
 
     #[test]
     fn junk_and_oversized_tokens_are_malformed() {
-        for junk in ["", "*", "AQ", &"A".repeat(513), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-            assert_eq!(verify(&ring(), junk, &ALICE, 1_000), LinkVerdict::Malformed, "{junk}");
+        for junk in [
+            "",
+            "*",
+            "AQ",
+            &"A".repeat(513),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(
+                verify(&ring(), junk, &ALICE, 1_000),
+                LinkVerdict::Malformed,
+                "{junk}"
+            );
         }
     }
 
@@ -422,10 +511,19 @@ mod tests {
         let parsed = KeyRing::parse(&text).unwrap();
         assert_eq!(parsed.signing_id(), 2);
         let token = mint(&parsed, &claims(), 1_000).unwrap();
-        assert!(matches!(verify(&ring(), &token, &ALICE, 1_000), LinkVerdict::Valid(_)));
-        assert_eq!(KeyRing::parse("1:c2hvcnQ").unwrap_err(), KeyRingError::ShortKey(1));
+        assert!(matches!(
+            verify(&ring(), &token, &ALICE, 1_000),
+            LinkVerdict::Valid(_)
+        ));
+        assert_eq!(
+            KeyRing::parse("1:c2hvcnQ").unwrap_err(),
+            KeyRingError::ShortKey(1)
+        );
         assert_eq!(KeyRing::parse("").unwrap_err(), KeyRingError::Malformed);
-        assert_eq!(KeyRing::parse("x:abc").unwrap_err(), KeyRingError::Malformed);
+        assert_eq!(
+            KeyRing::parse("x:abc").unwrap_err(),
+            KeyRingError::Malformed
+        );
         assert!(!format!("{parsed:?}").contains("key-0123"));
     }
 }

@@ -67,7 +67,11 @@ fn mac(key: &[u8], method: &str, path: &str, timestamp_ms: i64, body: &[u8]) -> 
     let digest = Sha256::digest(body);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
     mac.update(DOMAIN.as_bytes());
-    for part in [method.as_bytes(), path.as_bytes(), timestamp_ms.to_string().as_bytes()] {
+    for part in [
+        method.as_bytes(),
+        path.as_bytes(),
+        timestamp_ms.to_string().as_bytes(),
+    ] {
         mac.update(b"\n");
         mac.update(part);
     }
@@ -127,7 +131,16 @@ mod tests {
     const PATH: &str = "/flashsale.Seckill/Buy";
 
     fn check(sig: &OriginSignature, body: &[u8], now: i64) -> Result<(), OriginAuthError> {
-        verify(KEY, "POST", PATH, Some(&sig.timestamp), Some(&sig.signature), body, now, 30_000)
+        verify(
+            KEY,
+            "POST",
+            PATH,
+            Some(&sig.timestamp),
+            Some(&sig.signature),
+            body,
+            now,
+            30_000,
+        )
     }
 
     #[test]
@@ -139,19 +152,41 @@ mod tests {
     #[test]
     fn stale_and_future_timestamps_are_refused() {
         let sig = sign(KEY, "POST", PATH, 1_000_000, b"body");
-        assert_eq!(check(&sig, b"body", 1_030_001), Err(OriginAuthError::Stale { skew_ms: 30_001 }));
-        assert_eq!(check(&sig, b"body", 969_999), Err(OriginAuthError::Stale { skew_ms: -30_001 }));
+        assert_eq!(
+            check(&sig, b"body", 1_030_001),
+            Err(OriginAuthError::Stale { skew_ms: 30_001 })
+        );
+        assert_eq!(
+            check(&sig, b"body", 969_999),
+            Err(OriginAuthError::Stale { skew_ms: -30_001 })
+        );
     }
 
     #[test]
     fn missing_and_malformed_headers_are_told_apart() {
         let sig = sign(KEY, "POST", PATH, 1_000, b"");
-        let verify_with = |ts: Option<&str>, s: Option<&str>| verify(KEY, "POST", PATH, ts, s, b"", 1_000, 10);
-        assert_eq!(verify_with(None, Some(&sig.signature)), Err(OriginAuthError::Missing));
-        assert_eq!(verify_with(Some("1000"), None), Err(OriginAuthError::Missing));
-        assert_eq!(verify_with(Some("soon"), Some(&sig.signature)), Err(OriginAuthError::Malformed));
-        assert_eq!(verify_with(Some("1000"), Some("v2=abc")), Err(OriginAuthError::Malformed));
-        assert_eq!(verify_with(Some("1000"), Some("v1=***")), Err(OriginAuthError::Malformed));
+        let verify_with =
+            |ts: Option<&str>, s: Option<&str>| verify(KEY, "POST", PATH, ts, s, b"", 1_000, 10);
+        assert_eq!(
+            verify_with(None, Some(&sig.signature)),
+            Err(OriginAuthError::Missing)
+        );
+        assert_eq!(
+            verify_with(Some("1000"), None),
+            Err(OriginAuthError::Missing)
+        );
+        assert_eq!(
+            verify_with(Some("soon"), Some(&sig.signature)),
+            Err(OriginAuthError::Malformed)
+        );
+        assert_eq!(
+            verify_with(Some("1000"), Some("v2=abc")),
+            Err(OriginAuthError::Malformed)
+        );
+        assert_eq!(
+            verify_with(Some("1000"), Some("v1=***")),
+            Err(OriginAuthError::Malformed)
+        );
     }
 
     proptest! {

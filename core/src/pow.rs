@@ -116,7 +116,9 @@ fn decode(body: &[u8]) -> Option<Challenge> {
 
 /// Leading zero bits of SHA-256(`challenge` ‖ `nonce`): the work an answer proves.
 pub fn work(challenge: &str, nonce: u64) -> u32 {
-    let hash = Sha256::new().chain_update(challenge.as_bytes()).chain_update(nonce.to_be_bytes());
+    let hash = Sha256::new()
+        .chain_update(challenge.as_bytes())
+        .chain_update(nonce.to_be_bytes());
     leading_zero_bits(&hash.finalize())
 }
 
@@ -149,7 +151,9 @@ pub fn verify(
         Err(Unsealed::UnknownKey) => return PowVerdict::UnknownKey,
         Err(Unsealed::BadSignature) => return PowVerdict::BadSignature,
     };
-    let Some(challenge) = decode(&body) else { return PowVerdict::Malformed };
+    let Some(challenge) = decode(&body) else {
+        return PowVerdict::Malformed;
+    };
     if now_ms >= challenge.expires_ms {
         return PowVerdict::Expired;
     }
@@ -173,10 +177,12 @@ pub fn verify(
 /// generator. Expected cost: 2^bits hashes.
 pub fn solve(token: &str, bits: u8, start: u64, max_attempts: u64) -> Option<u64> {
     let prefix = Sha256::new().chain_update(token.as_bytes());
-    (0..max_attempts).map(|i| start.wrapping_add(i)).find(|nonce| {
-        let hash = prefix.clone().chain_update(nonce.to_be_bytes()).finalize();
-        leading_zero_bits(&hash) >= u32::from(bits)
-    })
+    (0..max_attempts)
+        .map(|i| start.wrapping_add(i))
+        .find(|nonce| {
+            let hash = prefix.clone().chain_update(nonce.to_be_bytes()).finalize();
+            leading_zero_bits(&hash) >= u32::from(bits)
+        })
 }
 
 /// Maps load and scarcity to difficulty bits.
@@ -195,7 +201,12 @@ pub struct DifficultyPolicy {
 impl Default for DifficultyPolicy {
     fn default() -> Self {
         // 14 bits ≈ 16k hashes ≈ tens of ms in a browser; 22 bits ≈ seconds.
-        DifficultyPolicy { floor_bits: 14, cap_bits: 22, calm_rate_per_s: 200, scarcity_bits: 4 }
+        DifficultyPolicy {
+            floor_bits: 14,
+            cap_bits: 22,
+            calm_rate_per_s: 200,
+            scarcity_bits: 4,
+        }
     }
 }
 
@@ -204,7 +215,11 @@ impl DifficultyPolicy {
     /// (`pool` 0 means unknown: no scarcity term).
     pub fn bits(&self, rate_per_s: u32, remaining: u32, pool: u32) -> u8 {
         let calm = self.calm_rate_per_s.max(1);
-        let load = if rate_per_s > calm { (rate_per_s / calm).ilog2() + 1 } else { 0 };
+        let load = if rate_per_s > calm {
+            (rate_per_s / calm).ilog2() + 1
+        } else {
+            0
+        };
         let scarcity = if pool == 0 {
             0
         } else {
@@ -212,7 +227,9 @@ impl DifficultyPolicy {
             (u64::from(self.scarcity_bits) * u64::from(sold)).div_ceil(u64::from(pool)) as u32
         };
         let cap = self.cap_bits.min(MAX_BITS).max(self.floor_bits);
-        let bits = u32::from(self.floor_bits).saturating_add(load).saturating_add(scarcity);
+        let bits = u32::from(self.floor_bits)
+            .saturating_add(load)
+            .saturating_add(scarcity);
         bits.min(u32::from(cap)) as u8
     }
 }
@@ -226,7 +243,13 @@ mod tests {
     }
 
     fn challenge(bits: u8) -> Challenge {
-        Challenge { event_id: 7, user_id: "alice".into(), seed: [3; 16], bits, expires_ms: 10_000 }
+        Challenge {
+            event_id: 7,
+            user_id: "alice".into(),
+            seed: [3; 16],
+            bits,
+            expires_ms: 10_000,
+        }
     }
 
     #[test]
@@ -248,18 +271,39 @@ mod tests {
     fn a_wrong_nonce_is_insufficient() {
         let token = issue(&ring(), &challenge(16)).unwrap();
         let bad = (0..).find(|n| work(&token, *n) < 16).unwrap();
-        assert_eq!(verify(&ring(), &token, bad, "alice", 7, 0, 0), PowVerdict::Insufficient);
+        assert_eq!(
+            verify(&ring(), &token, bad, "alice", 7, 0, 0),
+            PowVerdict::Insufficient
+        );
     }
 
     #[test]
     fn forged_challenges_are_refused() {
         let token = issue(&ring(), &challenge(0)).unwrap();
         let other = KeyRing::single(b"other-key-0123456789abc").unwrap();
-        assert_eq!(verify(&other, &token, 0, "alice", 7, 0, 0), PowVerdict::BadSignature);
+        assert_eq!(
+            verify(&other, &token, 0, "alice", 7, 0, 0),
+            PowVerdict::BadSignature
+        );
         let rotated = KeyRing::new(2, vec![(2, b"other-key-0123456789abc".to_vec())]).unwrap();
-        assert_eq!(verify(&rotated, &token, 0, "alice", 7, 0, 0), PowVerdict::UnknownKey);
-        assert_eq!(verify(&ring(), "nope", 0, "alice", 7, 0, 0), PowVerdict::Malformed);
-        assert_eq!(issue(&ring(), &Challenge { user_id: String::new(), ..challenge(1) }), None);
+        assert_eq!(
+            verify(&rotated, &token, 0, "alice", 7, 0, 0),
+            PowVerdict::UnknownKey
+        );
+        assert_eq!(
+            verify(&ring(), "nope", 0, "alice", 7, 0, 0),
+            PowVerdict::Malformed
+        );
+        assert_eq!(
+            issue(
+                &ring(),
+                &Challenge {
+                    user_id: String::new(),
+                    ..challenge(1)
+                }
+            ),
+            None
+        );
     }
 
     #[test]
@@ -281,7 +325,12 @@ mod tests {
 
     #[test]
     fn difficulty_rises_with_load_and_scarcity_within_floor_and_cap() {
-        let p = DifficultyPolicy { floor_bits: 10, cap_bits: 18, calm_rate_per_s: 100, scarcity_bits: 4 };
+        let p = DifficultyPolicy {
+            floor_bits: 10,
+            cap_bits: 18,
+            calm_rate_per_s: 100,
+            scarcity_bits: 4,
+        };
         assert_eq!(p.bits(0, 100, 100), 10);
         assert_eq!(p.bits(100, 100, 100), 10);
         assert_eq!(p.bits(200, 100, 100), 12);

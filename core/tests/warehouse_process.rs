@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_flashgate-warehouse");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -23,7 +27,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     Some(text)
@@ -33,10 +41,18 @@ fn get(port: u16, path: &str) -> Option<String> {
 fn bad_settings_stop_start_up_naming_the_setting() {
     for (args, env, setting) in [
         (&["--listen", "nowhere"][..], &[][..], "--listen"),
-        (&[], &[("FLASHGATE_ORIGIN_KEY", "short")][..], "--origin-key"),
+        (
+            &[],
+            &[("FLASHGATE_ORIGIN_KEY", "short")][..],
+            "--origin-key",
+        ),
         (&["--store", "disk"], &[], "--store"),
         (&["--redis-url", "mysql://x"], &[], "--redis-url"),
-        (&["--concurrency-per-connection", "0"], &[], "--concurrency-per-connection"),
+        (
+            &["--concurrency-per-connection", "0"],
+            &[],
+            "--concurrency-per-connection",
+        ),
     ] {
         let out = run(args, env);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -49,10 +65,23 @@ fn bad_settings_stop_start_up_naming_the_setting() {
 fn an_unreachable_redis_stops_start_up_naming_the_url() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let out = run(&["--store", "redis", "--redis-url", &url, "--metrics-listen", "off"], &[]);
+    let out = run(
+        &[
+            "--store",
+            "redis",
+            "--redis-url",
+            &url,
+            "--metrics-listen",
+            "off",
+        ],
+        &[],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("--redis-url") && stderr.contains(&url), "{stderr}");
+    assert!(
+        stderr.contains("--redis-url") && stderr.contains(&url),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -74,16 +103,39 @@ fn serves_a_demo_sale_and_stops_gracefully_on_sigterm() {
         assert!(Instant::now() < deadline, "metrics never came up");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(metrics.contains(r#"flashgate_stock_units{place="pools",sku="1001"} 10"#), "{metrics}");
-    assert!(metrics.contains(r#"flashgate_stock_units{place="available",sku="1001"} 90"#), "{metrics}");
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "gRPC port open");
+    assert!(
+        metrics.contains(r#"flashgate_stock_units{place="pools",sku="1001"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"flashgate_stock_units{place="available",sku="1001"} 90"#),
+        "{metrics}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "gRPC port open"
+    );
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "exit {status:?}: {stderr}");
-    assert!(stderr.contains("NOT durable"), "the memory store warns: {stderr}");
-    assert!(stderr.contains("shutdown requested") && stderr.contains("warehouse stopped"), "{stderr}");
+    assert!(
+        stderr.contains("NOT durable"),
+        "the memory store warns: {stderr}"
+    );
+    assert!(
+        stderr.contains("shutdown requested") && stderr.contains("warehouse stopped"),
+        "{stderr}"
+    );
 }

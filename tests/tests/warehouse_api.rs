@@ -108,12 +108,12 @@ async fn validation_names_the_field() {
     assert_refused(admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: -1 }).await, invalid, "num");
     let ev = sale(1, 1, 1, now_ms());
     for (req, field) in [
-        (Event { id: 0, ..ev.clone() }, "id"),
-        (Event { sku_id: 0, ..ev.clone() }, "sku_id"),
-        (Event { pool: -1, ..ev.clone() }, "pool"),
-        (Event { end_ms: ev.start_ms, ..ev.clone() }, "end_ms"),
-        (Event { per_user_limit: 0, ..ev.clone() }, "per_user_limit"),
-        (Event { pay_window_ms: 0, ..ev.clone() }, "pay_window_ms"),
+        (Event { id: 0, ..ev }, "id"),
+        (Event { sku_id: 0, ..ev }, "sku_id"),
+        (Event { pool: -1, ..ev }, "pool"),
+        (Event { end_ms: ev.start_ms, ..ev }, "end_ms"),
+        (Event { per_user_limit: 0, ..ev }, "per_user_limit"),
+        (Event { pay_window_ms: 0, ..ev }, "pay_window_ms"),
     ] {
         assert_refused(admin.put_event(req).await, invalid, field);
     }

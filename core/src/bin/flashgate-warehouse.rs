@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.store {
@@ -41,17 +43,33 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
     if let Some(demo) = cli.demo_sale {
         put_demo_sale(&store, demo).await?;
     }
-    let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("--listen {}", cli.listen))?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("--listen {}", cli.listen))?;
     let metrics_listener = match cli.metrics_listen.0 {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?,
+        ),
         None => None,
     };
-    serve(store, cli.server_options(), listener, metrics_listener, shutdown_signal()).await
+    serve(
+        store,
+        cli.server_options(),
+        listener,
+        metrics_listener,
+        shutdown_signal(),
+    )
+    .await
 }
 
 async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()> {
     let start_ms = now_ms() + demo.starts_in_s * 1000;
-    store.put_stock(demo.sku, demo.stock.into()).await.context("--demo-sale: putting stock")?;
+    store
+        .put_stock(demo.sku, demo.stock.into())
+        .await
+        .context("--demo-sale: putting stock")?;
     let sale = Sale {
         id: 1,
         sku: demo.sku,
@@ -61,8 +79,17 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
         per_user_limit: 1,
         pay_window_ms: 300_000,
     };
-    store.put_sale(&sale).await.context("--demo-sale: creating the sale")?;
-    tracing::info!(event = 1, sku = demo.sku, pool = demo.pool, start_ms, "demo sale created");
+    store
+        .put_sale(&sale)
+        .await
+        .context("--demo-sale: creating the sale")?;
+    tracing::info!(
+        event = 1,
+        sku = demo.sku,
+        pool = demo.pool,
+        start_ms,
+        "demo sale created"
+    );
     Ok(())
 }
 

@@ -49,7 +49,9 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (for example `"fg"`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     /// The prefix these keys live under.
@@ -145,7 +147,9 @@ impl Ledger {
     /// The invariant: every unit put in is in exactly one place, and no place is negative.
     pub fn is_conserved(&self) -> bool {
         self.available + self.pools + self.locked + self.sold == self.total
-            && [self.available, self.pools, self.locked, self.sold].iter().all(|n| *n >= 0)
+            && [self.available, self.pools, self.locked, self.sold]
+                .iter()
+                .all(|n| *n >= 0)
     }
 }
 
@@ -404,7 +408,11 @@ pub fn event_of_order(order_no: &str) -> Option<i64> {
 
 /// Encodes a lock's SKU map as the scripts take it: `sku:num,sku:num` in SKU order.
 pub fn encode_sku_nums(sku_nums: &BTreeMap<i64, i64>) -> String {
-    sku_nums.iter().map(|(sku, n)| format!("{sku}:{n}")).collect::<Vec<_>>().join(",")
+    sku_nums
+        .iter()
+        .map(|(sku, n)| format!("{sku}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses a Lua error or refusal reply of the form `CODE detail` into a [`StockError`].
@@ -423,7 +431,10 @@ pub fn refusal(code: &str, detail: &str) -> Option<StockError> {
 /// Parses `Buy`'s reply `{outcome, order_no, remaining}`.
 pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDecision> {
     Some(match outcome {
-        "QUEUED" | "DUPLICATE" => BuyDecision::Queued { order_no: order_no.to_owned(), remaining },
+        "QUEUED" | "DUPLICATE" => BuyDecision::Queued {
+            order_no: order_no.to_owned(),
+            remaining,
+        },
         "SOLD_OUT" => BuyDecision::SoldOut { remaining },
         "LIMIT_REACHED" => BuyDecision::LimitReached { remaining },
         "NOT_STARTED" => BuyDecision::NotStarted,
@@ -489,7 +500,10 @@ mod tests {
             k.order_stream(7),
             k.deadlines(7),
         ] {
-            let tag = key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(t, _)| t);
+            let tag = key
+                .split_once('{')
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .map(|(t, _)| t);
             assert_eq!(tag, Some("sku:7"), "{key}");
         }
         assert_eq!(k.stock(7), "fg:{sku:7}:stock");
@@ -502,32 +516,59 @@ mod tests {
     fn order_numbers_name_their_sale() {
         assert_eq!(order_no(12, 5), "12-5");
         assert_eq!(event_of_order("12-5"), Some(12));
-        for bad in ["", "12", "-5", "12-", "x-1", "0-1", "12-0", "12-5-1", "-12-5"] {
+        for bad in [
+            "", "12", "-5", "12-", "x-1", "0-1", "12-0", "12-5-1", "-12-5",
+        ] {
             assert_eq!(event_of_order(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn ledger_conservation_catches_a_lost_unit_and_a_negative_place() {
-        let ok = Ledger { total: 10, available: 4, pools: 3, locked: 2, sold: 1 };
+        let ok = Ledger {
+            total: 10,
+            available: 4,
+            pools: 3,
+            locked: 2,
+            sold: 1,
+        };
         assert!(ok.is_conserved());
         assert!(!Ledger { sold: 2, ..ok }.is_conserved());
-        assert!(!Ledger { available: -1, pools: 8, ..ok }.is_conserved());
+        assert!(!Ledger {
+            available: -1,
+            pools: 8,
+            ..ok
+        }
+        .is_conserved());
     }
 
     #[test]
     fn replies_parse_into_domain_values() {
         assert_eq!(
             parse_buy("DUPLICATE", "1-1", 4),
-            Some(BuyDecision::Queued { order_no: "1-1".into(), remaining: 4 })
+            Some(BuyDecision::Queued {
+                order_no: "1-1".into(),
+                remaining: 4
+            })
         );
-        assert_eq!(parse_buy("SOLD_OUT", "", 0), Some(BuyDecision::SoldOut { remaining: 0 }));
+        assert_eq!(
+            parse_buy("SOLD_OUT", "", 0),
+            Some(BuyDecision::SoldOut { remaining: 0 })
+        );
         assert_eq!(parse_buy("???", "", 0), None);
-        assert_eq!(refusal("NOT_YOURS", "1-1"), Some(StockError::NotYours("1-1".into())));
+        assert_eq!(
+            refusal("NOT_YOURS", "1-1"),
+            Some(StockError::NotYours("1-1".into()))
+        );
         assert_eq!(refusal("OK", ""), None);
         let fields: BTreeMap<String, String> = [
-            ("event", "1"), ("sku", "2"), ("user", "u"), ("qty", "1"),
-            ("status", "PENDING_PAYMENT"), ("deadline", "99"), ("created", "9"),
+            ("event", "1"),
+            ("sku", "2"),
+            ("user", "u"),
+            ("qty", "1"),
+            ("status", "PENDING_PAYMENT"),
+            ("deadline", "99"),
+            ("created", "9"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -535,6 +576,9 @@ mod tests {
         let order = parse_order("1-1", &fields).unwrap();
         assert_eq!(order.status, OrderStatus::PendingPayment);
         assert_eq!(order.deadline_ms, 99);
-        assert_eq!(encode_sku_nums(&[(2, 1), (1, 3)].into_iter().collect()), "1:3,2:1");
+        assert_eq!(
+            encode_sku_nums(&[(2, 1), (1, 3)].into_iter().collect()),
+            "1:3,2:1"
+        );
     }
 }

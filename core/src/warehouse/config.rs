@@ -130,21 +130,31 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(OptionalAddr(None));
     }
-    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e} (expected HOST:PORT or `off`)"))
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{e} (expected HOST:PORT or `off`)"))
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {
-    redis::Client::open(s).map(|_| s.to_owned()).map_err(|e| format!("not a Redis URL: {e}"))
+    redis::Client::open(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a Redis URL: {e}"))
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    ok.then(|| s.to_owned()).ok_or_else(|| "1 to 32 characters of [A-Za-z0-9._-]".into())
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| "1 to 32 characters of [A-Za-z0-9._-]".into())
 }
 
 fn parse_origin_key(s: &str) -> Result<String, String> {
     if s.len() < MIN_KEY_LEN {
-        return Err(format!("must be at least {MIN_KEY_LEN} bytes (generate one: openssl rand -hex 32)"));
+        return Err(format!(
+            "must be at least {MIN_KEY_LEN} bytes (generate one: openssl rand -hex 32)"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -161,7 +171,12 @@ fn parse_demo_sale(s: &str) -> Result<DemoSale, String> {
         pool: pool.parse().map_err(|_| bad("POOL"))?,
         starts_in_s: starts.parse().map_err(|_| bad("STARTS_IN_SECONDS"))?,
     };
-    if demo.sku <= 0 || demo.stock < 0 || demo.pool < 0 || demo.pool > demo.stock || demo.starts_in_s < 0 {
+    if demo.sku <= 0
+        || demo.stock < 0
+        || demo.pool < 0
+        || demo.pool > demo.stock
+        || demo.starts_in_s < 0
+    {
         return Err("need SKU > 0 and 0 <= POOL <= STOCK, STARTS_IN_SECONDS >= 0".into());
     }
     Ok(demo)
@@ -215,12 +230,26 @@ mod tests {
         let cli = parse(&[]).unwrap();
         assert_eq!(cli.listen, "127.0.0.1:50051".parse().unwrap());
         assert_eq!(cli.store, StoreKind::Memory);
-        assert_eq!(cli.metrics_listen, OptionalAddr(Some("127.0.0.1:9464".parse().unwrap())));
+        assert_eq!(
+            cli.metrics_listen,
+            OptionalAddr(Some("127.0.0.1:9464".parse().unwrap()))
+        );
         assert!(cli.server_options().worker.is_some());
         let off = parse(&["--metrics-listen", "off", "--order-worker", "false"]).unwrap();
         assert_eq!(off.metrics_listen, OptionalAddr(None));
         assert!(off.server_options().worker.is_none());
-        let demo = parse(&["--demo-sale", "1001:100:10:30"]).unwrap().demo_sale.unwrap();
-        assert_eq!(demo, DemoSale { sku: 1001, stock: 100, pool: 10, starts_in_s: 30 });
+        let demo = parse(&["--demo-sale", "1001:100:10:30"])
+            .unwrap()
+            .demo_sale
+            .unwrap();
+        assert_eq!(
+            demo,
+            DemoSale {
+                sku: 1001,
+                stock: 100,
+                pool: 10,
+                starts_in_s: 30
+            }
+        );
     }
 }

@@ -55,42 +55,73 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
-        let buy_outcomes =
-            IntCounterVec::new(Opts::new("buy_outcomes_total", "Buy decisions by outcome"), &["outcome"])
-                .expect("valid metric");
+        let buy_outcomes = IntCounterVec::new(
+            Opts::new("buy_outcomes_total", "Buy decisions by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let origin_refusals = IntCounterVec::new(
-            Opts::new("origin_refusals_total", "gRPC-Web calls refused for their origin signature"),
+            Opts::new(
+                "origin_refusals_total",
+                "gRPC-Web calls refused for their origin signature",
+            ),
             &["reason"],
         )
         .expect("valid metric");
         let worker = IntCounterVec::new(
-            Opts::new("order_worker_total", "order worker events (created, duplicate, reclaimed, expired, closed)"),
+            Opts::new(
+                "order_worker_total",
+                "order worker events (created, duplicate, reclaimed, expired, closed)",
+            ),
             &["event"],
         )
         .expect("valid metric");
         let stock = IntGaugeVec::new(
-            Opts::new("stock_units", "units of a SKU by place (available, pools, locked, sold, total)"),
+            Opts::new(
+                "stock_units",
+                "units of a SKU by place (available, pools, locked, sold, total)",
+            ),
             &["sku", "place"],
         )
         .expect("valid metric");
         for c in [&requests, &buy_outcomes, &origin_refusals, &worker] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
-        registry.register(Box::new(latency.clone())).expect("unique metric");
-        registry.register(Box::new(stock.clone())).expect("unique metric");
-        Self { registry, requests, latency, buy_outcomes, origin_refusals, worker, stock }
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(stock.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            latency,
+            buy_outcomes,
+            origin_refusals,
+            worker,
+            stock,
+        }
     }
 
     /// Records one finished RPC.
     pub fn observe(&self, method: &str, code: tonic::Code, elapsed: Duration) {
-        self.requests.with_label_values(&[method, code_name(code)]).inc();
-        self.latency.with_label_values(&[method]).observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        self.latency
+            .with_label_values(&[method])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 
@@ -146,10 +177,17 @@ pub async fn serve<S: Store>(
 ) -> std::io::Result<()> {
     async fn scrape<S: Store>(State((metrics, store)): State<(Metrics, S)>) -> impl IntoResponse {
         metrics.refresh_stock(&store).await;
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            metrics.render(),
+        )
     }
-    let app = Router::new().route("/metrics", get(scrape::<S>)).with_state((metrics, store));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let app = Router::new()
+        .route("/metrics", get(scrape::<S>))
+        .with_state((metrics, store));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Where the metrics listener ended up (for logs and tests binding port 0).

@@ -31,7 +31,11 @@ pub struct OriginAuthLayer {
 impl OriginAuthLayer {
     /// Checks gRPC-Web calls against `key`, tolerating `max_skew_ms` of clock difference.
     pub fn new(key: &[u8], max_skew_ms: i64, metrics: Metrics) -> Self {
-        Self { key: key.into(), max_skew_ms, metrics }
+        Self {
+            key: key.into(),
+            max_skew_ms,
+            metrics,
+        }
     }
 }
 
@@ -39,7 +43,10 @@ impl<S> Layer<S> for OriginAuthLayer {
     type Service = OriginAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        OriginAuth { inner, config: self.clone() }
+        OriginAuth {
+            inner,
+            config: self.clone(),
+        }
     }
 }
 
@@ -57,7 +64,11 @@ fn is_grpc_web(headers: &http::HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc-web"))
 }
 
-fn refuse<B: Default>(metrics: &Metrics, reason: &'static str, message: String) -> http::Response<B> {
+fn refuse<B: Default>(
+    metrics: &Metrics,
+    reason: &'static str,
+    message: String,
+) -> http::Response<B> {
     metrics.origin_refusals.with_label_values(&[reason]).inc();
     let mut response = Status::unauthenticated(message).into_http::<B>();
     response.headers_mut().insert(
@@ -76,7 +87,9 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -95,7 +108,11 @@ where
             let bytes = match Limited::new(body, MAX_GRPC_WEB_BODY).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
-                    return Ok(refuse(&config.metrics, "body", "request body unreadable or too large".into()))
+                    return Ok(refuse(
+                        &config.metrics,
+                        "body",
+                        "request body unreadable or too large".into(),
+                    ))
                 }
             };
             let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -116,9 +133,18 @@ where
                     OriginAuthError::Stale { .. } => "stale",
                     OriginAuthError::BadSignature => "bad_signature",
                 };
-                return Ok(refuse(&config.metrics, reason, format!("gRPC-Web call refused: {e}")));
+                return Ok(refuse(
+                    &config.metrics,
+                    reason,
+                    format!("gRPC-Web call refused: {e}"),
+                ));
             }
-            inner.call(http::Request::from_parts(parts, Body::new(Full::new(bytes)))).await
+            inner
+                .call(http::Request::from_parts(
+                    parts,
+                    Body::new(Full::new(bytes)),
+                ))
+                .await
         })
     }
 }

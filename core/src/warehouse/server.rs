@@ -58,9 +58,15 @@ pub async fn serve<S: Store>(
     let metrics = Metrics::new();
     let service = WarehouseService::new(store.clone(), metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<WarehouseServer<WarehouseService<S>>>().await;
-    health.set_serving::<SeckillServer<WarehouseService<S>>>().await;
-    health.set_serving::<AdminServer<WarehouseService<S>>>().await;
+    health
+        .set_serving::<WarehouseServer<WarehouseService<S>>>()
+        .await;
+    health
+        .set_serving::<SeckillServer<WarehouseService<S>>>()
+        .await;
+    health
+        .set_serving::<AdminServer<WarehouseService<S>>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -73,8 +79,18 @@ pub async fn serve<S: Store>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(worker) = options.worker.clone() {
-        tasks.spawn(run_order_worker(store.clone(), worker.clone(), metrics.clone(), stop_rx.clone()));
-        tasks.spawn(run_sweeper(store.clone(), worker.sweep_every, metrics.clone(), stop_rx.clone()));
+        tasks.spawn(run_order_worker(
+            store.clone(),
+            worker.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(run_sweeper(
+            store.clone(),
+            worker.sweep_every,
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(listener) = metrics_listener {
         tracing::info!(url = %metrics::describe(listener.local_addr()?), "metrics listening");
@@ -101,7 +117,11 @@ pub async fn serve<S: Store>(
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .load_shed(true)
         .timeout(options.request_timeout)
-        .layer(OriginAuthLayer::new(&origin_key, options.origin_max_skew_ms, metrics.clone()))
+        .layer(OriginAuthLayer::new(
+            &origin_key,
+            options.origin_max_skew_ms,
+            metrics.clone(),
+        ))
         .layer(GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -24,7 +24,8 @@ use crate::proto::warehouse::{
     SkusStockReply,
 };
 use crate::stock::{
-    BuyDecision, BuyRequest, LockRequest, Order, OrderStatus, Sale, SalePhase, SaleState, StockError,
+    BuyDecision, BuyRequest, LockRequest, Order, OrderStatus, Sale, SalePhase, SaleState,
+    StockError,
 };
 
 /// Most SKU ids one `BatchSkusStock` may ask for.
@@ -36,7 +37,9 @@ pub const MAX_BUY_QTY: i32 = 100;
 
 /// The unix-millisecond wall clock the warehouse decides with.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The services' shared state: the store and the metrics.
@@ -60,7 +63,9 @@ impl<S: Store> WarehouseService<S> {
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = body.await;
-        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
         self.metrics.observe(method, code, started.elapsed());
         result.map(Response::new)
     }
@@ -69,10 +74,16 @@ impl<S: Store> WarehouseService<S> {
 /// Maps a store failure to its gRPC status. Backend details are logged, never sent.
 pub fn status_of(err: StoreError) -> Status {
     match err {
-        StoreError::Refused(StockError::NotFound(what)) => Status::not_found(format!("{what} not found")),
-        StoreError::Refused(StockError::FailedPrecondition(why)) => Status::failed_precondition(why),
+        StoreError::Refused(StockError::NotFound(what)) => {
+            Status::not_found(format!("{what} not found"))
+        }
+        StoreError::Refused(StockError::FailedPrecondition(why)) => {
+            Status::failed_precondition(why)
+        }
         StoreError::Refused(StockError::AlreadyExists(why)) => Status::already_exists(why),
-        StoreError::Refused(e @ StockError::NotYours(_)) => Status::permission_denied(e.to_string()),
+        StoreError::Refused(e @ StockError::NotYours(_)) => {
+            Status::permission_denied(e.to_string())
+        }
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "stock store unavailable");
             Status::unavailable("stock store unavailable; retry with backoff")
@@ -101,7 +112,10 @@ fn positive(field: &str, n: i64) -> Result<i64, Status> {
 fn text<'a>(field: &str, s: &'a str, min: usize, max: usize) -> Result<&'a str, Status> {
     let len = s.chars().count();
     if len < min {
-        return Err(invalid(field, &format!("must be at least {min} characters")));
+        return Err(invalid(
+            field,
+            &format!("must be at least {min} characters"),
+        ));
     }
     if len > max {
         return Err(invalid(field, &format!("must be at most {max} characters")));
@@ -123,7 +137,10 @@ fn lock_request(req: SkuStockLockReq) -> Result<LockRequest, Status> {
         return Err(invalid("sku_nums", "must have at least 1 entry"));
     }
     if req.sku_nums.len() > MAX_LOCK_SKUS {
-        return Err(invalid("sku_nums", &format!("must have at most {MAX_LOCK_SKUS} entries")));
+        return Err(invalid(
+            "sku_nums",
+            &format!("must have at most {MAX_LOCK_SKUS} entries"),
+        ));
     }
     let mut sku_nums = BTreeMap::new();
     for (sku, num) in &req.sku_nums {
@@ -131,7 +148,10 @@ fn lock_request(req: SkuStockLockReq) -> Result<LockRequest, Status> {
             return Err(invalid("sku_nums", &format!("sku id {sku} must be > 0")));
         }
         if *num <= 0 {
-            return Err(invalid("sku_nums", &format!("num of sku {sku} must be > 0")));
+            return Err(invalid(
+                "sku_nums",
+                &format!("num of sku {sku} must be > 0"),
+            ));
         }
         sku_nums.insert(*sku, i64::from(*num));
     }
@@ -219,12 +239,18 @@ fn order_msg(o: Order) -> OrderMsg {
 }
 
 fn order_req(req: &OrderReq) -> Result<(&str, &str), Status> {
-    Ok((text("order_no", &req.order_no, 3, 64)?, text("user_id", &req.user_id, 1, 128)?))
+    Ok((
+        text("order_no", &req.order_no, 3, 64)?,
+        text("user_id", &req.user_id, 1, 128)?,
+    ))
 }
 
 #[tonic::async_trait]
 impl<S: Store> Warehouse for WarehouseService<S> {
-    async fn get_sku_stock(&self, request: Request<SkuIdReq>) -> Result<Response<SkuStockReply>, Status> {
+    async fn get_sku_stock(
+        &self,
+        request: Request<SkuIdReq>,
+    ) -> Result<Response<SkuStockReply>, Status> {
         self.track("GetSkuStock", async {
             let id = positive("id", request.get_ref().id)?;
             let available = self.store.available(&[id]).await.map_err(status_of)?;
@@ -236,14 +262,20 @@ impl<S: Store> Warehouse for WarehouseService<S> {
         .await
     }
 
-    async fn batch_skus_stock(&self, request: Request<SkusReq>) -> Result<Response<SkusStockReply>, Status> {
+    async fn batch_skus_stock(
+        &self,
+        request: Request<SkusReq>,
+    ) -> Result<Response<SkusStockReply>, Status> {
         self.track("BatchSkusStock", async {
             let ids = &request.get_ref().ids;
             if ids.is_empty() {
                 return Err(invalid("ids", "must not be empty"));
             }
             if ids.len() > MAX_BATCH_IDS {
-                return Err(invalid("ids", &format!("must have at most {MAX_BATCH_IDS} entries")));
+                return Err(invalid(
+                    "ids",
+                    &format!("must have at most {MAX_BATCH_IDS} entries"),
+                ));
             }
             if let Some(bad) = ids.iter().find(|id| **id <= 0) {
                 return Err(invalid("ids", &format!("id {bad} must be > 0")));
@@ -259,7 +291,10 @@ impl<S: Store> Warehouse for WarehouseService<S> {
         .await
     }
 
-    async fn s_ku_stock_lock(&self, request: Request<SkuStockLockReq>) -> Result<Response<()>, Status> {
+    async fn s_ku_stock_lock(
+        &self,
+        request: Request<SkuStockLockReq>,
+    ) -> Result<Response<()>, Status> {
         self.track("SKuStockLock", async {
             let lock = lock_request(request.into_inner())?;
             self.store.lock(&lock).await.map_err(status_of)
@@ -267,11 +302,17 @@ impl<S: Store> Warehouse for WarehouseService<S> {
         .await
     }
 
-    async fn sku_stock_unlock(&self, request: Request<SkuStockUnlockReq>) -> Result<Response<()>, Status> {
+    async fn sku_stock_unlock(
+        &self,
+        request: Request<SkuStockUnlockReq>,
+    ) -> Result<Response<()>, Status> {
         self.track("SkuStockUnlock", async {
             let req = request.get_ref();
             let order_id = positive("order_id", req.order_id)?;
-            self.store.unlock(order_id, req.finish).await.map_err(status_of)
+            self.store
+                .unlock(order_id, req.finish)
+                .await
+                .map_err(status_of)
         })
         .await
     }
@@ -279,15 +320,24 @@ impl<S: Store> Warehouse for WarehouseService<S> {
 
 #[tonic::async_trait]
 impl<S: Store> Admin for WarehouseService<S> {
-    async fn put_sku_stock(&self, request: Request<PutSkuStockReq>) -> Result<Response<SkuStockReply>, Status> {
+    async fn put_sku_stock(
+        &self,
+        request: Request<PutSkuStockReq>,
+    ) -> Result<Response<SkuStockReply>, Status> {
         self.track("PutSkuStock", async {
             let req = request.get_ref();
             let sku = positive("sku_id", req.sku_id)?;
             if req.num < 0 {
                 return Err(invalid("num", "must be >= 0"));
             }
-            let available = self.store.put_stock(sku, req.num.into()).await.map_err(status_of)?;
-            Ok(SkuStockReply { num: clamp(available) })
+            let available = self
+                .store
+                .put_stock(sku, req.num.into())
+                .await
+                .map_err(status_of)?;
+            Ok(SkuStockReply {
+                num: clamp(available),
+            })
         })
         .await
     }
@@ -312,7 +362,10 @@ impl<S: Store> Admin for WarehouseService<S> {
         .await
     }
 
-    async fn get_sku_ledger(&self, request: Request<SkuLedgerReq>) -> Result<Response<SkuLedger>, Status> {
+    async fn get_sku_ledger(
+        &self,
+        request: Request<SkuLedgerReq>,
+    ) -> Result<Response<SkuLedger>, Status> {
         self.track("GetSkuLedger", async {
             let sku = positive("sku_id", request.get_ref().sku_id)?;
             match self.store.ledger(sku).await.map_err(status_of)? {
@@ -347,15 +400,29 @@ impl<S: Store> Seckill for WarehouseService<S> {
             }
             let decision = self.store.buy(&buy, now_ms()).await.map_err(status_of)?;
             let (outcome, order_no, remaining) = match decision {
-                BuyDecision::Queued { order_no, remaining } => (BuyOutcome::Queued, order_no, remaining),
-                BuyDecision::SoldOut { remaining } => (BuyOutcome::SoldOut, String::new(), remaining),
-                BuyDecision::LimitReached { remaining } => (BuyOutcome::LimitReached, String::new(), remaining),
+                BuyDecision::Queued {
+                    order_no,
+                    remaining,
+                } => (BuyOutcome::Queued, order_no, remaining),
+                BuyDecision::SoldOut { remaining } => {
+                    (BuyOutcome::SoldOut, String::new(), remaining)
+                }
+                BuyDecision::LimitReached { remaining } => {
+                    (BuyOutcome::LimitReached, String::new(), remaining)
+                }
                 BuyDecision::NotStarted => (BuyOutcome::NotStarted, String::new(), 0),
                 BuyDecision::Ended => (BuyOutcome::Ended, String::new(), 0),
                 BuyDecision::UnknownEvent => (BuyOutcome::UnknownEvent, String::new(), 0),
             };
-            self.metrics.buy_outcomes.with_label_values(&[outcome.as_str_name()]).inc();
-            Ok(BuyReply { outcome: outcome.into(), order_no, remaining: clamp(remaining) })
+            self.metrics
+                .buy_outcomes
+                .with_label_values(&[outcome.as_str_name()])
+                .inc();
+            Ok(BuyReply {
+                outcome: outcome.into(),
+                order_no,
+                remaining: clamp(remaining),
+            })
         })
         .await
     }
@@ -375,7 +442,11 @@ impl<S: Store> Seckill for WarehouseService<S> {
     async fn pay_order(&self, request: Request<OrderReq>) -> Result<Response<OrderMsg>, Status> {
         self.track("PayOrder", async {
             let (order_no, user) = order_req(request.get_ref())?;
-            self.store.pay(order_no, user, now_ms()).await.map(order_msg).map_err(status_of)
+            self.store
+                .pay(order_no, user, now_ms())
+                .await
+                .map(order_msg)
+                .map_err(status_of)
         })
         .await
     }
@@ -383,7 +454,11 @@ impl<S: Store> Seckill for WarehouseService<S> {
     async fn cancel_order(&self, request: Request<OrderReq>) -> Result<Response<OrderMsg>, Status> {
         self.track("CancelOrder", async {
             let (order_no, user) = order_req(request.get_ref())?;
-            self.store.cancel(order_no, user, now_ms()).await.map(order_msg).map_err(status_of)
+            self.store
+                .cancel(order_no, user, now_ms())
+                .await
+                .map(order_msg)
+                .map_err(status_of)
         })
         .await
     }

@@ -48,7 +48,11 @@ impl WorkerOptions {
 /// Creates the orders of `wins` and acknowledges each once it is created (or was already).
 /// Returns how many this call created. A win whose creation fails stays unacknowledged, so it is
 /// retried by a reclaim.
-pub async fn process_wins<S: Store>(store: &S, wins: &[Win], metrics: &Metrics) -> StoreResult<usize> {
+pub async fn process_wins<S: Store>(
+    store: &S,
+    wins: &[Win],
+    metrics: &Metrics,
+) -> StoreResult<usize> {
     let mut created = 0;
     for win in wins {
         if store.create_order(win, now_ms()).await? {
@@ -69,7 +73,8 @@ pub async fn run_order_worker<S: Store>(
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reclaim = tokio::time::interval(options.reclaim_idle.max(Duration::from_millis(100)) / 2);
+    let mut reclaim =
+        tokio::time::interval(options.reclaim_idle.max(Duration::from_millis(100)) / 2);
     let mut backoff = Duration::from_millis(50);
     while !*shutdown.borrow() {
         let step = async {
@@ -119,7 +124,10 @@ pub async fn run_sweeper<S: Store>(
         let now = now_ms();
         match store.expire_due(now, 1000).await {
             Ok(expired) if !expired.is_empty() => {
-                metrics.worker.with_label_values(&["expired"]).inc_by(expired.len() as u64);
+                metrics
+                    .worker
+                    .with_label_values(&["expired"])
+                    .inc_by(expired.len() as u64);
                 tracing::info!(count = expired.len(), "expired unpaid orders");
             }
             Ok(_) => {}
@@ -127,7 +135,10 @@ pub async fn run_sweeper<S: Store>(
         }
         match store.close_ended(now).await {
             Ok(closed) if !closed.is_empty() => {
-                metrics.worker.with_label_values(&["closed"]).inc_by(closed.len() as u64);
+                metrics
+                    .worker
+                    .with_label_values(&["closed"])
+                    .inc_by(closed.len() as u64);
                 tracing::info!(events = ?closed, "closed ended sales; their pools returned to available");
             }
             Ok(_) => {}

@@ -73,7 +73,9 @@ impl MemoryStore {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves no half-applied operation (each one checks before
         // it writes), so the data is still consistent: keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -84,8 +86,16 @@ impl Inner {
 
     /// The release step shared by cancel and expiry (release_order.lua).
     fn release(&mut self, order_no: &str, status: OrderStatus, now_ms: i64) -> Order {
-        let order = self.orders.get_mut(order_no).expect("caller checked the order");
-        let (sku, event, qty, user) = (order.sku_id, order.event_id, order.qty, order.user_id.clone());
+        let order = self
+            .orders
+            .get_mut(order_no)
+            .expect("caller checked the order");
+        let (sku, event, qty, user) = (
+            order.sku_id,
+            order.event_id,
+            order.qty,
+            order.user_id.clone(),
+        );
         order.status = status;
         let order = order.clone();
         self.deadlines.retain(|(_, no)| no != order_no);
@@ -122,7 +132,10 @@ impl Store for MemoryStore {
 
     async fn available(&self, skus: &[i64]) -> StoreResult<Vec<Option<i64>>> {
         let inner = self.inner();
-        Ok(skus.iter().map(|s| inner.skus.get(s).map(|c| c.available)).collect())
+        Ok(skus
+            .iter()
+            .map(|s| inner.skus.get(s).map(|c| c.available))
+            .collect())
     }
 
     async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
@@ -180,7 +193,11 @@ impl Store for MemoryStore {
         counts.available -= delta;
         counts.sales.insert(sale.id);
         let record = inner.sales.entry(sale.id).or_insert_with(|| SaleRecord {
-            state: SaleState { sale: sale.clone(), remaining: 0, closed: false },
+            state: SaleState {
+                sale: sale.clone(),
+                remaining: 0,
+                closed: false,
+            },
             seq: 0,
             held: HashMap::new(),
             requests: HashMap::new(),
@@ -195,7 +212,12 @@ impl Store for MemoryStore {
     }
 
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
-        Ok(self.inner().skus.get(&sku).map(|c| c.sales.iter().copied().collect()).unwrap_or_default())
+        Ok(self
+            .inner()
+            .skus
+            .get(&sku)
+            .map(|c| c.sales.iter().copied().collect())
+            .unwrap_or_default())
     }
 
     async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
@@ -225,7 +247,10 @@ impl Store for MemoryStore {
         }
         inner.locks.insert(
             req.order_id,
-            LockRecord { sku_nums: req.sku_nums.clone(), status: LockStatus::Locked },
+            LockRecord {
+                sku_nums: req.sku_nums.clone(),
+                status: LockStatus::Locked,
+            },
         );
         Ok(())
     }
@@ -235,7 +260,11 @@ impl Store for MemoryStore {
         let Some(lock) = inner.locks.get_mut(&order_id) else {
             return refused(StockError::NotFound(format!("lock of order_id {order_id}")));
         };
-        let target = if finish { LockStatus::Finished } else { LockStatus::Released };
+        let target = if finish {
+            LockStatus::Finished
+        } else {
+            LockStatus::Released
+        };
         if lock.status == target {
             return Ok(());
         }
@@ -267,7 +296,10 @@ impl Store for MemoryStore {
         let remaining = record.state.remaining;
         let request = (req.user_id.clone(), req.request_id.clone());
         if let Some(order_no) = record.requests.get(&request) {
-            return Ok(BuyDecision::Queued { order_no: order_no.clone(), remaining });
+            return Ok(BuyDecision::Queued {
+                order_no: order_no.clone(),
+                remaining,
+            });
         }
         let sale = &record.state.sale;
         if now_ms < sale.start_ms {
@@ -305,10 +337,17 @@ impl Store for MemoryStore {
         );
         inner.next_entry += 1;
         let entry_id = inner.next_entry.to_string();
-        inner.queue.push_back(Win { sku_id: sku, entry_id, order_no: order_no.clone() });
+        inner.queue.push_back(Win {
+            sku_id: sku,
+            entry_id,
+            order_no: order_no.clone(),
+        });
         drop(inner);
         self.new_win.notify_waiters();
-        Ok(BuyDecision::Queued { order_no, remaining })
+        Ok(BuyDecision::Queued {
+            order_no,
+            remaining,
+        })
     }
 
     async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
@@ -413,7 +452,12 @@ impl Store for MemoryStore {
         Ok(closed)
     }
 
-    async fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> StoreResult<Vec<Win>> {
+    async fn read_wins(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<Win>> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
             let notified = self.new_win.notified();
@@ -426,7 +470,11 @@ impl Store for MemoryStore {
                         let entry: u64 = win.entry_id.parse().expect("numbered by buy");
                         inner.pending.insert(
                             entry,
-                            Delivery { consumer: consumer.to_owned(), since: Instant::now(), win: win.clone() },
+                            Delivery {
+                                consumer: consumer.to_owned(),
+                                since: Instant::now(),
+                                win: win.clone(),
+                            },
                         );
                     }
                     return Ok(wins);
@@ -438,7 +486,12 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> StoreResult<Vec<Win>> {
+    async fn reclaim_wins(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<Win>> {
         let mut inner = self.inner();
         let now = Instant::now();
         let mut wins = Vec::new();
@@ -464,7 +517,10 @@ impl Store for MemoryStore {
             return Ok(false);
         }
         let window = inner.sales[&order.event_id].state.sale.pay_window_ms;
-        let order = inner.orders.get_mut(&win.order_no).expect("looked up above");
+        let order = inner
+            .orders
+            .get_mut(&win.order_no)
+            .expect("looked up above");
         order.status = OrderStatus::PendingPayment;
         order.deadline_ms = now_ms + window;
         let key = (order.deadline_ms, win.order_no.clone());

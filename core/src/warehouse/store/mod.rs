@@ -40,7 +40,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Sets a SKU's on-hand total; returns its available units.
     fn put_stock(&self, sku: i64, total: i64) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Available units of each SKU, `None` for unknown SKUs.
-    fn available(&self, skus: &[i64]) -> impl Future<Output = StoreResult<Vec<Option<i64>>>> + Send;
+    fn available(&self, skus: &[i64])
+        -> impl Future<Output = StoreResult<Vec<Option<i64>>>> + Send;
     /// A SKU's counts in every place, `None` when unknown.
     fn ledger(&self, sku: i64) -> impl Future<Output = StoreResult<Option<Ledger>>> + Send;
     /// Every SKU that has stock.
@@ -56,23 +57,55 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Seed contract: commits (`finish`) or releases a lock, idempotent.
     fn unlock(&self, order_id: i64, finish: bool) -> impl Future<Output = StoreResult<()>> + Send;
     /// One flash-sale buy decision.
-    fn buy(&self, req: &BuyRequest, now_ms: i64) -> impl Future<Output = StoreResult<BuyDecision>> + Send;
+    fn buy(
+        &self,
+        req: &BuyRequest,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<BuyDecision>> + Send;
     /// A flash-sale order, `None` when unknown.
     fn order(&self, order_no: &str) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
     /// Pays an order awaiting payment (locked → sold).
-    fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> impl Future<Output = StoreResult<Order>> + Send;
+    fn pay(
+        &self,
+        order_no: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Order>> + Send;
     /// Cancels a queued or unpaid order (locked → pool while the sale runs, else available).
-    fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> impl Future<Output = StoreResult<Order>> + Send;
+    fn cancel(
+        &self,
+        order_no: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Order>> + Send;
     /// Expires up to `limit` orders unpaid past their deadline; returns their numbers.
-    fn expire_due(&self, now_ms: i64, limit: usize) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    fn expire_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Closes sales that have ended (pool → available); returns their ids.
     fn close_ended(&self, now_ms: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
     /// Reads up to `count` new wins for `consumer`, waiting up to `block` for the first.
-    fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
+    fn read_wins(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
     /// Takes over up to `count` wins delivered to any consumer and unacknowledged for `min_idle`.
-    fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
+    fn reclaim_wins(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
     /// Creates the order a win announces, once: `true` when this call created it.
-    fn create_order(&self, win: &Win, now_ms: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn create_order(
+        &self,
+        win: &Win,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Acknowledges a processed win so it is never delivered again.
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
 }

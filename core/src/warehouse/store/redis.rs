@@ -74,7 +74,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,8 @@ fn status(reply: &[String]) -> StoreResult<&str> {
 }
 
 fn num(s: &str) -> StoreResult<i64> {
-    s.parse().map_err(|_| corrupt(format!("not a number: {s:?}")))
+    s.parse()
+        .map_err(|_| corrupt(format!("not a number: {s:?}")))
 }
 
 impl RedisStore {
@@ -138,7 +141,9 @@ impl RedisStore {
             .set_connection_timeout(Some(config.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        ConnectionManager::new_with_config(client.clone(), manager_config).await.map_err(unavailable)
+        ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(unavailable)
     }
 
     /// The key layout this store uses.
@@ -151,7 +156,12 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    async fn run(&self, script: &Script, keys: &[String], args: &[String]) -> StoreResult<Vec<String>> {
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> StoreResult<Vec<String>> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -160,23 +170,39 @@ impl RedisStore {
             invocation.arg(arg);
         }
         let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(unavailable)
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     async fn sku_of_event(&self, event_id: i64) -> StoreResult<Option<i64>> {
-        if let Some(sku) = self.sku_of_event.read().expect("not poisoned").get(&event_id) {
+        if let Some(sku) = self
+            .sku_of_event
+            .read()
+            .expect("not poisoned")
+            .get(&event_id)
+        {
             return Ok(Some(*sku));
         }
         let mut conn = self.conn.clone();
-        let sku: Option<i64> = conn.hget(self.keys.events(), event_id).await.map_err(unavailable)?;
+        let sku: Option<i64> = conn
+            .hget(self.keys.events(), event_id)
+            .await
+            .map_err(unavailable)?;
         if let Some(sku) = sku {
-            self.sku_of_event.write().expect("not poisoned").insert(event_id, sku);
+            self.sku_of_event
+                .write()
+                .expect("not poisoned")
+                .insert(event_id, sku);
         }
         Ok(sku)
     }
 
     async fn sku_of_order(&self, order_no: &str) -> StoreResult<Option<(i64, i64)>> {
-        let Some(event) = stock::event_of_order(order_no) else { return Ok(None) };
+        let Some(event) = stock::event_of_order(order_no) else {
+            return Ok(None);
+        };
         Ok(self.sku_of_event(event).await?.map(|sku| (event, sku)))
     }
 
@@ -185,25 +211,46 @@ impl RedisStore {
             .ok_or_else(|| corrupt(format!("order record {order_no}: {record}")))
     }
 
-    async fn release(&self, order_no: &str, user_id: &str, now_ms: i64, to: OrderStatus) -> StoreResult<(bool, Order)> {
+    async fn release(
+        &self,
+        order_no: &str,
+        user_id: &str,
+        now_ms: i64,
+        to: OrderStatus,
+    ) -> StoreResult<(bool, Order)> {
         let not_found = || StoreError::Refused(StockError::NotFound(format!("order {order_no}")));
         let (event, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
         let k = &self.keys;
         let reply = self
             .run(
                 &self.scripts.release_order,
-                &[k.orderbook(sku), k.deadlines(sku), k.stock(sku), k.event(sku, event), k.event_users(sku, event)],
-                &[order_no.into(), user_id.into(), now_ms.to_string(), to.as_str().into()],
+                &[
+                    k.orderbook(sku),
+                    k.deadlines(sku),
+                    k.stock(sku),
+                    k.event(sku, event),
+                    k.event_users(sku, event),
+                ],
+                &[
+                    order_no.into(),
+                    user_id.into(),
+                    now_ms.to_string(),
+                    to.as_str().into(),
+                ],
             )
             .await?;
         let released = status(&reply)? == "OK";
-        let record = reply.get(1).ok_or_else(|| corrupt("release reply without record"))?;
+        let record = reply
+            .get(1)
+            .ok_or_else(|| corrupt("release reply without record"))?;
         Ok((released, self.order_from(order_no, record)?))
     }
 
     async fn lock_skus(&self, order_id: i64) -> StoreResult<Option<String>> {
         let mut conn = self.conn.clone();
-        conn.hget(self.keys.lock(order_id), "skus").await.map_err(unavailable)
+        conn.hget(self.keys.lock(order_id), "skus")
+            .await
+            .map_err(unavailable)
     }
 
     async fn blocking_connection(&self) -> StoreResult<ConnectionManager> {
@@ -212,21 +259,37 @@ impl RedisStore {
             return Ok(conn.clone());
         }
         // Blocking reads wait up to their BLOCK time; give the response timeout that much more.
-        let conn = Self::manager(&self.client, &self.config, self.config.response_timeout + Duration::from_secs(5)).await?;
+        let conn = Self::manager(
+            &self.client,
+            &self.config,
+            self.config.response_timeout + Duration::from_secs(5),
+        )
+        .await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
 
     async fn order_streams(&self) -> StoreResult<Vec<String>> {
-        Ok(self.skus().await?.into_iter().map(|sku| self.keys.order_stream(sku)).collect())
+        Ok(self
+            .skus()
+            .await?
+            .into_iter()
+            .map(|sku| self.keys.order_stream(sku))
+            .collect())
     }
 
     fn wins_of(&self, stream: &str, ids: Vec<redis::streams::StreamId>) -> Vec<Win> {
-        let Some(sku_id) = self.keys.sku_of(stream) else { return Vec::new() };
+        let Some(sku_id) = self.keys.sku_of(stream) else {
+            return Vec::new();
+        };
         ids.into_iter()
             .filter_map(|entry| {
                 let order_no: String = entry.get("order")?;
-                Some(Win { sku_id, entry_id: entry.id, order_no })
+                Some(Win {
+                    sku_id,
+                    entry_id: entry.id,
+                    order_no,
+                })
             })
             .collect()
     }
@@ -236,7 +299,9 @@ fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
     encoded
         .split(',')
         .map(|pair| {
-            let (sku, n) = pair.split_once(':').ok_or_else(|| corrupt(format!("lock skus {encoded:?}")))?;
+            let (sku, n) = pair
+                .split_once(':')
+                .ok_or_else(|| corrupt(format!("lock skus {encoded:?}")))?;
             Ok((num(sku)?, num(n)?))
         })
         .collect()
@@ -245,7 +310,11 @@ fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
 impl Store for RedisStore {
     async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
         let reply = self
-            .run(&self.scripts.put_stock, &[self.keys.stock(sku), self.keys.skus()], &[sku.to_string(), total.to_string()])
+            .run(
+                &self.scripts.put_stock,
+                &[self.keys.stock(sku), self.keys.skus()],
+                &[sku.to_string(), total.to_string()],
+            )
             .await?;
         status(&reply)?;
         num(reply.get(1).ok_or_else(|| corrupt("put_stock reply"))?)
@@ -263,13 +332,31 @@ impl Store for RedisStore {
     async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
         let k = &self.keys;
         let prefix = format!("{}:{{sku:{sku}}}:ev:", k.prefix());
-        let reply = self.run(&self.scripts.ledger, &[k.stock(sku), k.sku_events(sku)], &[prefix]).await?;
+        let reply = self
+            .run(
+                &self.scripts.ledger,
+                &[k.stock(sku), k.sku_events(sku)],
+                &[prefix],
+            )
+            .await?;
         if reply.first().map(String::as_str) == Some("NOT_FOUND") {
             return Ok(None);
         }
-        let n: Vec<i64> = reply.iter().skip(1).map(|s| num(s)).collect::<StoreResult<_>>()?;
-        let [total, available, pools, locked, sold] = n[..] else { return Err(corrupt("ledger reply")) };
-        Ok(Some(Ledger { total, available, pools, locked, sold }))
+        let n: Vec<i64> = reply
+            .iter()
+            .skip(1)
+            .map(|s| num(s))
+            .collect::<StoreResult<_>>()?;
+        let [total, available, pools, locked, sold] = n[..] else {
+            return Err(corrupt("ledger reply"));
+        };
+        Ok(Some(Ledger {
+            total,
+            available,
+            pools,
+            locked,
+            sold,
+        }))
     }
 
     async fn skus(&self) -> StoreResult<Vec<i64>> {
@@ -284,7 +371,13 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.scripts.put_event,
-                &[k.stock(sale.sku), k.event(sale.sku, sale.id), k.sku_events(sale.sku), k.events(), k.order_stream(sale.sku)],
+                &[
+                    k.stock(sale.sku),
+                    k.event(sale.sku, sale.id),
+                    k.sku_events(sale.sku),
+                    k.events(),
+                    k.order_stream(sale.sku),
+                ],
                 &[
                     sale.id.to_string(),
                     sale.sku.to_string(),
@@ -298,24 +391,38 @@ impl Store for RedisStore {
             )
             .await?;
         status(&reply)?;
-        self.sku_of_event.write().expect("not poisoned").insert(sale.id, sale.sku);
-        self.sale(sale.id).await?.ok_or_else(|| corrupt("sale vanished after put"))
+        self.sku_of_event
+            .write()
+            .expect("not poisoned")
+            .insert(sale.id, sale.sku);
+        self.sale(sale.id)
+            .await?
+            .ok_or_else(|| corrupt("sale vanished after put"))
     }
 
     async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
-        let Some(sku) = self.sku_of_event(event_id).await? else { return Ok(None) };
+        let Some(sku) = self.sku_of_event(event_id).await? else {
+            return Ok(None);
+        };
         let mut conn = self.conn.clone();
-        let fields: BTreeMap<String, String> =
-            conn.hgetall(self.keys.event(sku, event_id)).await.map_err(unavailable)?;
+        let fields: BTreeMap<String, String> = conn
+            .hgetall(self.keys.event(sku, event_id))
+            .await
+            .map_err(unavailable)?;
         if fields.is_empty() {
             return Ok(None);
         }
-        stock::parse_sale(&fields).map(Some).ok_or_else(|| corrupt(format!("sale {event_id}: {fields:?}")))
+        stock::parse_sale(&fields)
+            .map(Some)
+            .ok_or_else(|| corrupt(format!("sale {event_id}: {fields:?}")))
     }
 
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
         let mut conn = self.conn.clone();
-        let mut ids: Vec<i64> = conn.smembers(self.keys.sku_events(sku)).await.map_err(unavailable)?;
+        let mut ids: Vec<i64> = conn
+            .smembers(self.keys.sku_events(sku))
+            .await
+            .map_err(unavailable)?;
         ids.sort_unstable();
         Ok(ids)
     }
@@ -340,7 +447,8 @@ impl Store for RedisStore {
     }
 
     async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
-        let not_found = || StoreError::Refused(StockError::NotFound(format!("lock of order_id {order_id}")));
+        let not_found =
+            || StoreError::Refused(StockError::NotFound(format!("lock of order_id {order_id}")));
         let encoded = self.lock_skus(order_id).await?.ok_or_else(not_found)?;
         let sku_nums = parse_sku_nums(&encoded)?;
         let mut keys = vec![self.keys.lock(order_id)];
@@ -352,31 +460,56 @@ impl Store for RedisStore {
         let reply = self.run(&self.scripts.unlock, &keys, &args).await?;
         match status(&reply) {
             Err(StoreError::Refused(StockError::NotFound(_))) => Err(not_found()),
-            Err(StoreError::Refused(StockError::FailedPrecondition(why))) => Err(StoreError::Refused(
-                StockError::FailedPrecondition(format!("order_id {order_id} {why}")),
-            )),
+            Err(StoreError::Refused(StockError::FailedPrecondition(why))) => {
+                Err(StoreError::Refused(StockError::FailedPrecondition(
+                    format!("order_id {order_id} {why}"),
+                )))
+            }
             other => other.map(drop),
         }
     }
 
     async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
-        let Some(sku) = self.sku_of_event(req.event_id).await? else { return Ok(BuyDecision::UnknownEvent) };
+        let Some(sku) = self.sku_of_event(req.event_id).await? else {
+            return Ok(BuyDecision::UnknownEvent);
+        };
         let (k, e) = (&self.keys, req.event_id);
         let reply = self
             .run(
                 &self.scripts.buy,
-                &[k.event(sku, e), k.event_users(sku, e), k.event_requests(sku, e), k.stock(sku), k.orderbook(sku), k.order_stream(sku)],
-                &[e.to_string(), req.user_id.clone(), req.qty.to_string(), req.request_id.clone(), now_ms.to_string()],
+                &[
+                    k.event(sku, e),
+                    k.event_users(sku, e),
+                    k.event_requests(sku, e),
+                    k.stock(sku),
+                    k.orderbook(sku),
+                    k.order_stream(sku),
+                ],
+                &[
+                    e.to_string(),
+                    req.user_id.clone(),
+                    req.qty.to_string(),
+                    req.request_id.clone(),
+                    now_ms.to_string(),
+                ],
             )
             .await?;
-        let [outcome, order_no, remaining] = &reply[..] else { return Err(corrupt(format!("buy reply {reply:?}"))) };
-        stock::parse_buy(outcome, order_no, num(remaining)?).ok_or_else(|| corrupt(format!("buy outcome {outcome}")))
+        let [outcome, order_no, remaining] = &reply[..] else {
+            return Err(corrupt(format!("buy reply {reply:?}")));
+        };
+        stock::parse_buy(outcome, order_no, num(remaining)?)
+            .ok_or_else(|| corrupt(format!("buy outcome {outcome}")))
     }
 
     async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
-        let Some((_, sku)) = self.sku_of_order(order_no).await? else { return Ok(None) };
+        let Some((_, sku)) = self.sku_of_order(order_no).await? else {
+            return Ok(None);
+        };
         let mut conn = self.conn.clone();
-        let record: Option<String> = conn.hget(self.keys.orderbook(sku), order_no).await.map_err(unavailable)?;
+        let record: Option<String> = conn
+            .hget(self.keys.orderbook(sku), order_no)
+            .await
+            .map_err(unavailable)?;
         record.map(|r| self.order_from(order_no, &r)).transpose()
     }
 
@@ -385,14 +518,21 @@ impl Store for RedisStore {
         let (_, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
         let k = &self.keys;
         let reply = self
-            .run(&self.scripts.pay, &[k.orderbook(sku), k.deadlines(sku), k.stock(sku)], &[order_no.into(), user_id.into(), now_ms.to_string()])
+            .run(
+                &self.scripts.pay,
+                &[k.orderbook(sku), k.deadlines(sku), k.stock(sku)],
+                &[order_no.into(), user_id.into(), now_ms.to_string()],
+            )
             .await?;
         status(&reply)?;
         self.order_from(order_no, reply.get(1).ok_or_else(|| corrupt("pay reply"))?)
     }
 
     async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
-        Ok(self.release(order_no, user_id, now_ms, OrderStatus::Cancelled).await?.1)
+        Ok(self
+            .release(order_no, user_id, now_ms, OrderStatus::Cancelled)
+            .await?
+            .1)
     }
 
     async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
@@ -414,7 +554,11 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
             for order_no in due {
-                if self.release(&order_no, "", now_ms, OrderStatus::Expired).await?.0 {
+                if self
+                    .release(&order_no, "", now_ms, OrderStatus::Expired)
+                    .await?
+                    .0
+                {
                     expired.push(order_no);
                 }
             }
@@ -427,7 +571,11 @@ impl Store for RedisStore {
         for sku in self.skus().await? {
             for event in self.sales_of(sku).await? {
                 let reply = self
-                    .run(&self.scripts.close_event, &[self.keys.event(sku, event), self.keys.stock(sku)], &[now_ms.to_string()])
+                    .run(
+                        &self.scripts.close_event,
+                        &[self.keys.event(sku, event), self.keys.stock(sku)],
+                        &[now_ms.to_string()],
+                    )
                     .await?;
                 if status(&reply)? == "CLOSED" {
                     closed.push(event);
@@ -437,7 +585,12 @@ impl Store for RedisStore {
         Ok(closed)
     }
 
-    async fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> StoreResult<Vec<Win>> {
+    async fn read_wins(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<Win>> {
         let streams = self.order_streams().await?;
         if streams.is_empty() {
             tokio::time::sleep(block).await;
@@ -459,11 +612,21 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| self.wins_of(&k.key, k.ids)).collect())
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| self.wins_of(&k.key, k.ids))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
-    async fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> StoreResult<Vec<Win>> {
+    async fn reclaim_wins(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<Win>> {
         let mut wins = Vec::new();
         for stream in self.order_streams().await? {
             let mut conn = self.conn.clone();
@@ -484,10 +647,15 @@ impl Store for RedisStore {
     }
 
     async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
-        let event = stock::event_of_order(&win.order_no).ok_or_else(|| corrupt(format!("win {win:?}")))?;
+        let event =
+            stock::event_of_order(&win.order_no).ok_or_else(|| corrupt(format!("win {win:?}")))?;
         let (k, sku) = (&self.keys, win.sku_id);
         let reply = self
-            .run(&self.scripts.create_order, &[k.orderbook(sku), k.deadlines(sku), k.event(sku, event)], &[win.order_no.clone(), now_ms.to_string()])
+            .run(
+                &self.scripts.create_order,
+                &[k.orderbook(sku), k.deadlines(sku), k.event(sku, event)],
+                &[win.order_no.clone(), now_ms.to_string()],
+            )
             .await?;
         Ok(status(&reply)? == "CREATED")
     }
@@ -495,7 +663,11 @@ impl Store for RedisStore {
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
         let stream = self.keys.order_stream(win.sku_id);
         let mut pipe = redis::pipe();
-        pipe.atomic().xack(&stream, ORDER_GROUP, &[&win.entry_id]).ignore().xdel(&stream, &[&win.entry_id]).ignore();
+        pipe.atomic()
+            .xack(&stream, ORDER_GROUP, &[&win.entry_id])
+            .ignore()
+            .xdel(&stream, &[&win.entry_id])
+            .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
