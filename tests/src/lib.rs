@@ -22,7 +22,10 @@ pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
 
 /// A free TCP port on loopback (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
@@ -37,7 +40,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -64,21 +70,40 @@ impl TestRedis {
     pub async fn spawn(extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (the test command installs it)");
-        let redis = Self { url: format!("redis://127.0.0.1:{port}"), child: Some(child) };
+        let redis = Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child: Some(child),
+        };
         let client = redis::Client::open(redis.url.as_str()).expect("valid url");
-        eventually("redis-server to answer PING", Duration::from_secs(10), || {
-            let client = client.clone();
-            async move {
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
-            }
-        })
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let client = client.clone();
+                async move {
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await;
         redis
     }
@@ -87,7 +112,9 @@ impl TestRedis {
     pub async fn store(&self) -> RedisStore {
         let mut config = RedisStoreConfig::new(self.url.clone());
         config.prefix = unique_prefix();
-        RedisStore::connect(config).await.expect("connect to the test Redis")
+        RedisStore::connect(config)
+            .await
+            .expect("connect to the test Redis")
     }
 }
 
@@ -103,7 +130,11 @@ impl Drop for TestRedis {
 /// A key prefix unique to this process and call.
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A warehouse served in-process on `127.0.0.1:0`, stopped (gracefully) when dropped.
@@ -120,7 +151,10 @@ pub struct TestWarehouse {
 impl TestWarehouse {
     /// Serves `store` with test defaults (origin key [`TEST_ORIGIN_KEY`], worker on).
     pub async fn start<S: Store>(store: S) -> Self {
-        let mut options = ServerOptions { origin_key: Some(TEST_ORIGIN_KEY.to_vec()), ..ServerOptions::default() };
+        let mut options = ServerOptions {
+            origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+            ..ServerOptions::default()
+        };
         if let Some(worker) = options.worker.as_mut() {
             worker.consumer = unique_prefix();
         }
@@ -134,15 +168,27 @@ impl TestWarehouse {
         let addr = listener.local_addr().expect("addr");
         let metrics_addr = metrics_listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(store, options, listener, Some(metrics_listener), async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve(
+            store,
+            options,
+            listener,
+            Some(metrics_listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("valid uri")
             .connect()
             .await
             .expect("connect to the test warehouse");
-        Self { addr, metrics_addr, channel, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            metrics_addr,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// The seed contract's client.
@@ -162,7 +208,11 @@ impl TestWarehouse {
 
     /// A fresh connection (its own HTTP/2 connection, so its own concurrency limit).
     pub async fn new_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
     }
 
     /// The metrics text.
@@ -207,7 +257,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header of that (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -221,7 +274,10 @@ pub async fn http1_request(
 ) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -234,21 +290,31 @@ pub async fn http1_request(
 }
 
 fn parse_http1(raw: &[u8]) -> HttpResponse {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("complete response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
+                .unwrap_or(0);
             if size == 0 {
                 break;
             }
@@ -257,5 +323,9 @@ fn parse_http1(raw: &[u8]) -> HttpResponse {
         }
         body = out;
     }
-    HttpResponse { status, headers, body }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }

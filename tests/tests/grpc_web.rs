@@ -46,13 +46,25 @@ fn grpc_status(response: &HttpResponse) -> String {
 }
 
 async fn post(w: &TestWarehouse, body: &[u8], signature: Option<(String, String)>) -> HttpResponse {
-    let mut headers = vec![("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")];
+    post_to(w, BUY_PATH, body, signature).await
+}
+
+async fn post_to(
+    w: &TestWarehouse,
+    path: &str,
+    body: &[u8],
+    signature: Option<(String, String)>,
+) -> HttpResponse {
+    let mut headers = vec![
+        ("content-type", "application/grpc-web+proto"),
+        ("x-grpc-web", "1"),
+    ];
     let signature = signature.unwrap_or_default();
     if !signature.0.is_empty() {
         headers.push((TIMESTAMP_HEADER, &signature.0));
         headers.push((SIGNATURE_HEADER, &signature.1));
     }
-    http1_request(w.addr, "POST", BUY_PATH, &headers, body).await
+    http1_request(w.addr, "POST", path, &headers, body).await
 }
 
 fn signed(body: &[u8], at_ms: i64) -> Option<(String, String)> {
@@ -62,10 +74,21 @@ fn signed(body: &[u8], at_ms: i64) -> Option<(String, String)> {
 
 async fn warehouse_with_sale() -> TestWarehouse {
     let w = TestWarehouse::start(MemoryStore::new()).await;
-    w.admin().put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 }).await.unwrap();
+    w.admin()
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 })
+        .await
+        .unwrap();
     let start_ms = now_ms() - 1_000;
     w.admin()
-        .put_event(Event { id: 1, sku_id: 1, pool: 5, start_ms, end_ms: start_ms + 60_000, per_user_limit: 1, pay_window_ms: 60_000 })
+        .put_event(Event {
+            id: 1,
+            sku_id: 1,
+            pool: 5,
+            start_ms,
+            end_ms: start_ms + 60_000,
+            per_user_limit: 1,
+            pay_window_ms: 60_000,
+        })
         .await
         .unwrap();
     w
@@ -74,23 +97,50 @@ async fn warehouse_with_sale() -> TestWarehouse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_grpc_web_buy_is_served_over_http1() {
     let w = warehouse_with_sale().await;
-    let body = frame(&BuyReq { event_id: 1, user_id: "ann".into(), qty: 1, request_id: "r1".into() });
+    let body = frame(&BuyReq {
+        event_id: 1,
+        user_id: "ann".into(),
+        qty: 1,
+        request_id: "r1".into(),
+    });
     let response = post(&w, &body, signed(&body, now_ms())).await;
     assert_eq!(response.status, 200);
-    assert!(response.header("content-type").unwrap().starts_with("application/grpc-web"));
+    assert!(response
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/grpc-web"));
     assert_eq!(grpc_status(&response), "0");
     let (data, _) = unframe(&response.body);
     let reply = BuyReply::decode(&data[0][..]).unwrap();
-    assert_eq!((reply.outcome(), reply.order_no.as_str(), reply.remaining), (BuyOutcome::Queued, "1-1", 4));
+    assert_eq!(
+        (reply.outcome(), reply.order_no.as_str(), reply.remaining),
+        (BuyOutcome::Queued, "1-1", 4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_stale_forged_or_altered_calls_are_unauthenticated() {
     let w = warehouse_with_sale().await;
-    let body = frame(&BuyReq { event_id: 1, user_id: "ann".into(), qty: 1, request_id: "r1".into() });
-    let other = frame(&BuyReq { event_id: 1, user_id: "bob".into(), qty: 1, request_id: "r1".into() });
+    let body = frame(&BuyReq {
+        event_id: 1,
+        user_id: "ann".into(),
+        qty: 1,
+        request_id: "r1".into(),
+    });
+    let other = frame(&BuyReq {
+        event_id: 1,
+        user_id: "bob".into(),
+        qty: 1,
+        request_id: "r1".into(),
+    });
     let forged = {
-        let s = origin_auth::sign(b"not-the-origin-key-but-long-enough", "POST", BUY_PATH, now_ms(), &body);
+        let s = origin_auth::sign(
+            b"not-the-origin-key-but-long-enough",
+            "POST",
+            BUY_PATH,
+            now_ms(),
+            &body,
+        );
         Some((s.timestamp, s.signature))
     };
     for (name, body, signature) in [
@@ -98,17 +148,35 @@ async fn unsigned_stale_forged_or_altered_calls_are_unauthenticated() {
         ("stale", &body, signed(&body, now_ms() - 120_000)),
         ("forged", &body, forged),
         ("altered body", &other, signed(&body, now_ms())),
-        ("malformed", &body, Some(("yesterday".to_owned(), "v1=abc".to_owned()))),
+        (
+            "malformed",
+            &body,
+            Some(("yesterday".to_owned(), "v1=abc".to_owned())),
+        ),
     ] {
         let response = post(&w, body, signature).await;
-        assert_eq!(grpc_status(&response), "16", "{name}: UNAUTHENTICATED expected");
+        assert_eq!(
+            grpc_status(&response),
+            "16",
+            "{name}: UNAUTHENTICATED expected"
+        );
     }
     // None of them reached the service: the pool is whole.
-    let event = w.admin().get_event(flashgate_core::proto::flashsale::EventReq { id: 1 }).await.unwrap().into_inner();
+    let event = w
+        .admin()
+        .get_event(flashgate_core::proto::flashsale::EventReq { id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(event.remaining, 5);
     let metrics = w.metrics().await;
     for reason in ["missing", "stale", "bad_signature", "malformed"] {
-        assert!(metrics.contains(&format!("flashgate_origin_refusals_total{{reason=\"{reason}\"}}")), "{reason}: {metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "flashgate_origin_refusals_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
     }
 }
 
@@ -117,9 +185,50 @@ async fn native_grpc_needs_no_origin_signature() {
     let w = warehouse_with_sale().await;
     let reply = w
         .seckill()
-        .buy(BuyReq { event_id: 1, user_id: "ann".into(), qty: 1, request_id: "r1".into() })
+        .buy(BuyReq {
+            event_id: 1,
+            user_id: "ann".into(),
+            qty: 1,
+            request_id: "r1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(reply.outcome(), BuyOutcome::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_edge_cannot_reach_administration_or_the_seed_contract() {
+    let w = warehouse_with_sale().await;
+    for path in [
+        "/flashsale.Admin/PutSkuStock",
+        "/flashsale.Admin/PutEvent",
+        "/warehouse.Warehouse/SKuStockLock",
+    ] {
+        let body = frame(&PutSkuStockReq {
+            sku_id: 1,
+            num: 1_000_000,
+        });
+        let s = origin_auth::sign(TEST_ORIGIN_KEY, "POST", path, now_ms(), &body);
+        let response = post_to(&w, path, &body, Some((s.timestamp, s.signature))).await;
+        assert_eq!(
+            grpc_status(&response),
+            "7",
+            "{path}: PERMISSION_DENIED expected"
+        );
+    }
+    let ledger = w
+        .admin()
+        .get_sku_ledger(flashgate_core::proto::flashsale::SkuLedgerReq { sku_id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(ledger.into_inner().total, 5, "stock unchanged");
+    // The sale view the edge caches is allowed.
+    let body = frame(&flashgate_core::proto::flashsale::EventReq { id: 1 });
+    let path = "/flashsale.Admin/GetEvent";
+    let s = origin_auth::sign(TEST_ORIGIN_KEY, "POST", path, now_ms(), &body);
+    assert_eq!(
+        grpc_status(&post_to(&w, path, &body, Some((s.timestamp, s.signature))).await),
+        "0"
+    );
 }

@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::PutSkuStockReq;
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
-use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, Win};
+use flashgate_core::stock::{
+    BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, Win,
+};
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::store::{MemoryStore, Store, StoreResult};
 use flashgate_tests::{TestRedis, TestWarehouse};
 use tokio::sync::Semaphore;
 use tonic::Code;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 use tonic_reflection::pb::v1::{
     server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
     server_reflection_response::MessageResponse, ServerReflectionRequest,
@@ -31,7 +35,11 @@ struct GatedStore {
 
 impl GatedStore {
     fn new() -> Self {
-        Self { inner: MemoryStore::new(), gate: Arc::new(Semaphore::new(0)), entered: Arc::default() }
+        Self {
+            inner: MemoryStore::new(),
+            gate: Arc::new(Semaphore::new(0)),
+            entered: Arc::default(),
+        }
     }
 }
 
@@ -83,10 +91,20 @@ impl Store for GatedStore {
     async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
         self.inner.close_ended(now_ms).await
     }
-    async fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> StoreResult<Vec<Win>> {
+    async fn read_wins(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<Win>> {
         self.inner.read_wins(consumer, count, block).await
     }
-    async fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> StoreResult<Vec<Win>> {
+    async fn reclaim_wins(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<Win>> {
         self.inner.reclaim_wins(consumer, min_idle, count).await
     }
     async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
@@ -101,11 +119,27 @@ impl Store for GatedStore {
 async fn health_reports_every_service_serving() {
     let w = TestWarehouse::start(MemoryStore::new()).await;
     let mut health = HealthClient::new(w.new_channel().await);
-    for service in ["warehouse.Warehouse", "flashsale.Seckill", "flashsale.Admin", ""] {
-        let reply = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+    for service in [
+        "warehouse.Warehouse",
+        "flashsale.Seckill",
+        "flashsale.Admin",
+        "",
+    ] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
     }
-    let unknown = health.check(HealthCheckRequest { service: "nope.Nope".into() }).await.unwrap_err();
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope.Nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
@@ -114,24 +148,45 @@ async fn reflection_lists_and_describes_every_service() {
     let w = TestWarehouse::start(MemoryStore::new()).await;
     let mut reflection = ServerReflectionClient::new(w.new_channel().await);
     let ask = |request: MessageRequest| {
-        tokio_stream::iter(vec![ServerReflectionRequest { host: String::new(), message_request: Some(request) }])
+        tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        }])
     };
-    let mut replies = reflection.server_reflection_info(ask(MessageRequest::ListServices(String::new()))).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = replies.message().await.unwrap().unwrap().message_response else {
+    let mut replies = reflection
+        .server_reflection_info(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a service list");
     };
     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
-    for expected in ["flashsale.Admin", "flashsale.Seckill", "grpc.health.v1.Health", "warehouse.Warehouse"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "flashsale.Admin",
+        "flashsale.Seckill",
+        "grpc.health.v1.Health",
+        "warehouse.Warehouse",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
     // grpcurl needs the file behind each symbol, including the seed's oddly cased method.
     let mut replies = reflection
-        .server_reflection_info(ask(MessageRequest::FileContainingSymbol("warehouse.Warehouse.SKuStockLock".into())))
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            "warehouse.Warehouse.SKuStockLock".into(),
+        )))
         .await
         .unwrap()
         .into_inner();
-    let Some(MessageResponse::FileDescriptorResponse(files)) = replies.message().await.unwrap().unwrap().message_response else {
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
         panic!("expected file descriptors");
     };
     assert!(!files.file_descriptor_proto.is_empty());
@@ -141,50 +196,97 @@ async fn reflection_lists_and_describes_every_service() {
 async fn a_connection_over_its_concurrency_limit_is_shed_with_resource_exhausted() {
     let store = GatedStore::new();
     let (gate, entered) = (store.gate.clone(), store.entered.clone());
-    let options = ServerOptions { concurrency_per_connection: 1, ..ServerOptions::default() };
+    let options = ServerOptions {
+        concurrency_per_connection: 1,
+        ..ServerOptions::default()
+    };
     let w = TestWarehouse::start_with(store, options).await;
-    w.admin().put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 }).await.unwrap();
+    w.admin()
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 })
+        .await
+        .unwrap();
 
     let channel = w.new_channel().await;
     let mut held = WarehouseClient::new(channel.clone());
     let first = tokio::spawn(async move { held.get_sku_stock(SkuIdReq { id: 1 }).await });
     // Wait (bounded) until the first call is inside the store, holding the connection's one slot.
-    flashgate_tests::eventually("the first call to hold its slot", Duration::from_secs(5), || {
-        let inside = entered.load(Ordering::SeqCst) == 1;
-        async move { inside.then_some(()) }
-    })
+    flashgate_tests::eventually(
+        "the first call to hold its slot",
+        Duration::from_secs(5),
+        || {
+            let inside = entered.load(Ordering::SeqCst) == 1;
+            async move { inside.then_some(()) }
+        },
+    )
     .await;
-    let second = WarehouseClient::new(channel.clone()).get_sku_stock(SkuIdReq { id: 1 }).await;
+    let second = WarehouseClient::new(channel.clone())
+        .get_sku_stock(SkuIdReq { id: 1 })
+        .await;
     let shed = second.expect_err("a second call on a full connection must be shed");
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
     gate.add_permits(100);
-    assert_eq!(first.await.unwrap().unwrap().into_inner().num, 3, "the held call still completes");
+    assert_eq!(
+        first.await.unwrap().unwrap().into_inner().num,
+        3,
+        "the held call still completes"
+    );
     // Another connection has its own limit.
-    let other = WarehouseClient::new(w.new_channel().await).get_sku_stock(SkuIdReq { id: 1 }).await.unwrap();
+    let other = WarehouseClient::new(w.new_channel().await)
+        .get_sku_stock(SkuIdReq { id: 1 })
+        .await
+        .unwrap();
     assert_eq!(other.into_inner().num, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_the_timeout_is_cut_off() {
     let store = GatedStore::new();
-    let options = ServerOptions { request_timeout: Duration::from_millis(200), ..ServerOptions::default() };
+    let options = ServerOptions {
+        request_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
     let w = TestWarehouse::start_with(store, options).await;
-    w.admin().put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 }).await.unwrap();
+    w.admin()
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 })
+        .await
+        .unwrap();
     let started = Instant::now();
-    let status = w.warehouse().get_sku_stock(SkuIdReq { id: 1 }).await.unwrap_err();
+    let status = w
+        .warehouse()
+        .get_sku_stock(SkuIdReq { id: 1 })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Cancelled, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "cut off near the timeout, took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off near the timeout, took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_gone_answers_unavailable_fast() {
     let redis = TestRedis::spawn(&[]).await;
     let w = TestWarehouse::start(redis.store().await).await;
-    w.admin().put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 }).await.unwrap();
+    w.admin()
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 })
+        .await
+        .unwrap();
     drop(redis); // kills this test's redis-server
     let started = Instant::now();
-    let status = w.warehouse().get_sku_stock(SkuIdReq { id: 1 }).await.unwrap_err();
+    let status = w
+        .warehouse()
+        .get_sku_stock(SkuIdReq { id: 1 })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(!status.message().contains("redis://"), "backend details stay in the log: {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(4), "answered in {:?}", started.elapsed());
+    assert!(
+        !status.message().contains("redis://"),
+        "backend details stay in the log: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered in {:?}",
+        started.elapsed()
+    );
 }

@@ -34,22 +34,46 @@ fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
 }
 
 fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
-    Event { id, sku_id: sku, pool, start_ms, end_ms: start_ms + 3_600_000, per_user_limit: 2, pay_window_ms: 60_000 }
+    Event {
+        id,
+        sku_id: sku,
+        pool,
+        start_ms,
+        end_ms: start_ms + 3_600_000,
+        per_user_limit: 2,
+        pay_window_ms: 60_000,
+    }
 }
 
 fn buy(event_id: i64, user: &str, qty: i32, request_id: &str) -> BuyReq {
-    BuyReq { event_id, user_id: user.into(), qty, request_id: request_id.into() }
+    BuyReq {
+        event_id,
+        user_id: user.into(),
+        qty,
+        request_id: request_id.into(),
+    }
 }
 
 fn order_req(order_no: &str, user: &str) -> OrderReq {
-    OrderReq { order_no: order_no.into(), user_id: user.into() }
+    OrderReq {
+        order_no: order_no.into(),
+        user_id: user.into(),
+    }
 }
 
 /// Asserts a call failed with `code` and a message naming `field`.
-fn assert_refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, code: Code, field: &str) {
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
     let status = result.expect_err("call should fail");
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(field), "message {:?} should name {field}", status.message());
+    assert!(
+        status.message().contains(field),
+        "message {:?} should name {field}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,21 +81,83 @@ async fn stock_reads_and_puts_follow_the_seed_contract() {
     let (_redis, w) = warehouse().await;
     let (mut admin, mut wh) = (w.admin(), w.warehouse());
 
-    assert_refused(wh.get_sku_stock(SkuIdReq { id: 1 }).await, Code::NotFound, "sku 1");
-    assert_eq!(admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: 10 }).await.unwrap().into_inner().num, 10);
-    assert_eq!(admin.put_sku_stock(PutSkuStockReq { sku_id: 2, num: 3 }).await.unwrap().into_inner().num, 3);
-    assert_eq!(wh.get_sku_stock(SkuIdReq { id: 1 }).await.unwrap().into_inner().num, 10);
+    assert_refused(
+        wh.get_sku_stock(SkuIdReq { id: 1 }).await,
+        Code::NotFound,
+        "sku 1",
+    );
+    assert_eq!(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 10 })
+            .await
+            .unwrap()
+            .into_inner()
+            .num,
+        10
+    );
+    assert_eq!(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 2, num: 3 })
+            .await
+            .unwrap()
+            .into_inner()
+            .num,
+        3
+    );
+    assert_eq!(
+        wh.get_sku_stock(SkuIdReq { id: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .num,
+        10
+    );
 
-    let batch = wh.batch_skus_stock(SkusReq { ids: vec![1, 2, 99] }).await.unwrap().into_inner();
-    assert_eq!(batch.sku_nums, HashMap::from([(1, 10), (2, 3)]), "unknown ids are absent");
+    let batch = wh
+        .batch_skus_stock(SkusReq {
+            ids: vec![1, 2, 99],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.sku_nums,
+        HashMap::from([(1, 10), (2, 3)]),
+        "unknown ids are absent"
+    );
 
     // Lowering the total takes from available only; it cannot drop below what is committed.
     wh.s_ku_stock_lock(lock_req(7, &[(1, 4)])).await.unwrap();
-    assert_eq!(admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 }).await.unwrap().into_inner().num, 1);
-    assert_refused(admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 }).await, Code::FailedPrecondition, "sku 1");
-    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: 1 }).await.unwrap().into_inner();
-    assert_eq!((ledger.total, ledger.available, ledger.locked, ledger.sold), (5, 1, 4, 0));
-    assert_refused(admin.get_sku_ledger(SkuLedgerReq { sku_id: 404 }).await, Code::NotFound, "sku 404");
+    assert_eq!(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 })
+            .await
+            .unwrap()
+            .into_inner()
+            .num,
+        1
+    );
+    assert_refused(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 3 })
+            .await,
+        Code::FailedPrecondition,
+        "sku 1",
+    );
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ledger.total, ledger.available, ledger.locked, ledger.sold),
+        (5, 1, 4, 0)
+    );
+    assert_refused(
+        admin.get_sku_ledger(SkuLedgerReq { sku_id: 404 }).await,
+        Code::NotFound,
+        "sku 404",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,39 +167,165 @@ async fn validation_names_the_field() {
     let invalid = Code::InvalidArgument;
 
     assert_refused(wh.get_sku_stock(SkuIdReq { id: 0 }).await, invalid, "id");
-    assert_refused(wh.batch_skus_stock(SkusReq { ids: vec![] }).await, invalid, "ids");
-    assert_refused(wh.batch_skus_stock(SkusReq { ids: vec![1, -2] }).await, invalid, "ids");
-    assert_refused(wh.batch_skus_stock(SkusReq { ids: (1..=1001).collect() }).await, invalid, "ids");
-    assert!(wh.batch_skus_stock(SkusReq { ids: (1..=1000).collect() }).await.is_ok(), "1000 ids are allowed");
+    assert_refused(
+        wh.batch_skus_stock(SkusReq { ids: vec![] }).await,
+        invalid,
+        "ids",
+    );
+    assert_refused(
+        wh.batch_skus_stock(SkusReq { ids: vec![1, -2] }).await,
+        invalid,
+        "ids",
+    );
+    assert_refused(
+        wh.batch_skus_stock(SkusReq {
+            ids: (1..=1001).collect(),
+        })
+        .await,
+        invalid,
+        "ids",
+    );
+    assert!(
+        wh.batch_skus_stock(SkusReq {
+            ids: (1..=1000).collect()
+        })
+        .await
+        .is_ok(),
+        "1000 ids are allowed"
+    );
 
     let ok = lock_req(1, &[(1, 1)]);
     for (req, field) in [
-        (SkuStockLockReq { order_id: 0, ..ok.clone() }, "order_id"),
-        (SkuStockLockReq { order_no: "ab".into(), ..ok.clone() }, "order_no"),
-        (SkuStockLockReq { consignee: "张".into(), ..ok.clone() }, "consignee"),
-        (SkuStockLockReq { phone: "12".into(), ..ok.clone() }, "phone"),
-        (SkuStockLockReq { address: "ab".into(), ..ok.clone() }, "address"),
-        (SkuStockLockReq { address: "x".repeat(257), ..ok.clone() }, "address"),
-        (SkuStockLockReq { note: "x".repeat(513), ..ok.clone() }, "note"),
-        (SkuStockLockReq { order_no: "NO\n1".into(), ..ok.clone() }, "order_no"),
-        (SkuStockLockReq { sku_nums: HashMap::new(), ..ok.clone() }, "sku_nums"),
-        (SkuStockLockReq { sku_nums: HashMap::from([(1, 0)]), ..ok.clone() }, "sku_nums"),
-        (SkuStockLockReq { sku_nums: HashMap::from([(0, 1)]), ..ok.clone() }, "sku_nums"),
+        (
+            SkuStockLockReq {
+                order_id: 0,
+                ..ok.clone()
+            },
+            "order_id",
+        ),
+        (
+            SkuStockLockReq {
+                order_no: "ab".into(),
+                ..ok.clone()
+            },
+            "order_no",
+        ),
+        (
+            SkuStockLockReq {
+                consignee: "张".into(),
+                ..ok.clone()
+            },
+            "consignee",
+        ),
+        (
+            SkuStockLockReq {
+                phone: "12".into(),
+                ..ok.clone()
+            },
+            "phone",
+        ),
+        (
+            SkuStockLockReq {
+                address: "ab".into(),
+                ..ok.clone()
+            },
+            "address",
+        ),
+        (
+            SkuStockLockReq {
+                address: "x".repeat(257),
+                ..ok.clone()
+            },
+            "address",
+        ),
+        (
+            SkuStockLockReq {
+                note: "x".repeat(513),
+                ..ok.clone()
+            },
+            "note",
+        ),
+        (
+            SkuStockLockReq {
+                order_no: "NO\n1".into(),
+                ..ok.clone()
+            },
+            "order_no",
+        ),
+        (
+            SkuStockLockReq {
+                sku_nums: HashMap::new(),
+                ..ok.clone()
+            },
+            "sku_nums",
+        ),
+        (
+            SkuStockLockReq {
+                sku_nums: HashMap::from([(1, 0)]),
+                ..ok.clone()
+            },
+            "sku_nums",
+        ),
+        (
+            SkuStockLockReq {
+                sku_nums: HashMap::from([(0, 1)]),
+                ..ok.clone()
+            },
+            "sku_nums",
+        ),
     ] {
         assert_refused(wh.s_ku_stock_lock(req).await, invalid, field);
     }
-    assert_refused(wh.sku_stock_unlock(SkuStockUnlockReq { order_id: -1, finish: true }).await, invalid, "order_id");
+    assert_refused(
+        wh.sku_stock_unlock(SkuStockUnlockReq {
+            order_id: -1,
+            finish: true,
+        })
+        .await,
+        invalid,
+        "order_id",
+    );
 
-    assert_refused(admin.put_sku_stock(PutSkuStockReq { sku_id: 0, num: 1 }).await, invalid, "sku_id");
-    assert_refused(admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: -1 }).await, invalid, "num");
+    assert_refused(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 0, num: 1 })
+            .await,
+        invalid,
+        "sku_id",
+    );
+    assert_refused(
+        admin
+            .put_sku_stock(PutSkuStockReq { sku_id: 1, num: -1 })
+            .await,
+        invalid,
+        "num",
+    );
     let ev = sale(1, 1, 1, now_ms());
     for (req, field) in [
         (Event { id: 0, ..ev }, "id"),
         (Event { sku_id: 0, ..ev }, "sku_id"),
         (Event { pool: -1, ..ev }, "pool"),
-        (Event { end_ms: ev.start_ms, ..ev }, "end_ms"),
-        (Event { per_user_limit: 0, ..ev }, "per_user_limit"),
-        (Event { pay_window_ms: 0, ..ev }, "pay_window_ms"),
+        (
+            Event {
+                end_ms: ev.start_ms,
+                ..ev
+            },
+            "end_ms",
+        ),
+        (
+            Event {
+                per_user_limit: 0,
+                ..ev
+            },
+            "per_user_limit",
+        ),
+        (
+            Event {
+                pay_window_ms: 0,
+                ..ev
+            },
+            "pay_window_ms",
+        ),
     ] {
         assert_refused(admin.put_event(req).await, invalid, field);
     }
@@ -137,79 +349,237 @@ async fn validation_names_the_field() {
 async fn a_lock_takes_every_sku_or_none_and_is_idempotent() {
     let (_redis, w) = warehouse().await;
     let (mut admin, mut wh) = (w.admin(), w.warehouse());
-    admin.put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 }).await.unwrap();
-    admin.put_sku_stock(PutSkuStockReq { sku_id: 2, num: 1 }).await.unwrap();
-    let stock = |wh: &mut flashgate_core::proto::warehouse::warehouse_client::WarehouseClient<_>| {
-        let mut wh = wh.clone();
-        async move { wh.batch_skus_stock(SkusReq { ids: vec![1, 2] }).await.unwrap().into_inner().sku_nums }
-    };
+    admin
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 })
+        .await
+        .unwrap();
+    admin
+        .put_sku_stock(PutSkuStockReq { sku_id: 2, num: 1 })
+        .await
+        .unwrap();
+    let stock =
+        |wh: &mut flashgate_core::proto::warehouse::warehouse_client::WarehouseClient<_>| {
+            let mut wh = wh.clone();
+            async move {
+                wh.batch_skus_stock(SkusReq { ids: vec![1, 2] })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .sku_nums
+            }
+        };
 
     // SKU 2 lacks units: refused naming it, and SKU 1 is untouched.
-    assert_refused(wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 2)])).await, Code::FailedPrecondition, "sku 2");
+    assert_refused(
+        wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 2)])).await,
+        Code::FailedPrecondition,
+        "sku 2",
+    );
     assert_eq!(stock(&mut wh).await, HashMap::from([(1, 5), (2, 1)]));
-    assert_refused(wh.s_ku_stock_lock(lock_req(10, &[(3, 1)])).await, Code::FailedPrecondition, "sku 3");
+    assert_refused(
+        wh.s_ku_stock_lock(lock_req(10, &[(3, 1)])).await,
+        Code::FailedPrecondition,
+        "sku 3",
+    );
 
-    wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 1)])).await.unwrap();
+    wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 1)]))
+        .await
+        .unwrap();
     assert_eq!(stock(&mut wh).await, HashMap::from([(1, 3), (2, 0)]));
     // The same request again: OK, nothing changes.
-    wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 1)])).await.unwrap();
+    wh.s_ku_stock_lock(lock_req(10, &[(1, 2), (2, 1)]))
+        .await
+        .unwrap();
     assert_eq!(stock(&mut wh).await, HashMap::from([(1, 3), (2, 0)]));
     // The same order id with other SKUs: a conflict.
-    assert_refused(wh.s_ku_stock_lock(lock_req(10, &[(1, 1)])).await, Code::AlreadyExists, "order_id 10");
+    assert_refused(
+        wh.s_ku_stock_lock(lock_req(10, &[(1, 1)])).await,
+        Code::AlreadyExists,
+        "order_id 10",
+    );
 
     // Release: locked → available; a repeat is OK; finishing it afterwards is refused.
-    wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 10, finish: false }).await.unwrap();
+    wh.sku_stock_unlock(SkuStockUnlockReq {
+        order_id: 10,
+        finish: false,
+    })
+    .await
+    .unwrap();
     assert_eq!(stock(&mut wh).await, HashMap::from([(1, 5), (2, 1)]));
-    wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 10, finish: false }).await.unwrap();
+    wh.sku_stock_unlock(SkuStockUnlockReq {
+        order_id: 10,
+        finish: false,
+    })
+    .await
+    .unwrap();
     assert_eq!(stock(&mut wh).await, HashMap::from([(1, 5), (2, 1)]));
-    assert_refused(wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 10, finish: true }).await, Code::FailedPrecondition, "order_id 10");
+    assert_refused(
+        wh.sku_stock_unlock(SkuStockUnlockReq {
+            order_id: 10,
+            finish: true,
+        })
+        .await,
+        Code::FailedPrecondition,
+        "order_id 10",
+    );
 
     // Finish: locked → sold; releasing afterwards is refused.
     wh.s_ku_stock_lock(lock_req(11, &[(1, 1)])).await.unwrap();
-    wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 11, finish: true }).await.unwrap();
-    wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 11, finish: true }).await.unwrap();
-    assert_refused(wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 11, finish: false }).await, Code::FailedPrecondition, "order_id 11");
-    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: 1 }).await.unwrap().into_inner();
-    assert_eq!((ledger.total, ledger.available, ledger.locked, ledger.sold), (5, 4, 0, 1));
+    wh.sku_stock_unlock(SkuStockUnlockReq {
+        order_id: 11,
+        finish: true,
+    })
+    .await
+    .unwrap();
+    wh.sku_stock_unlock(SkuStockUnlockReq {
+        order_id: 11,
+        finish: true,
+    })
+    .await
+    .unwrap();
+    assert_refused(
+        wh.sku_stock_unlock(SkuStockUnlockReq {
+            order_id: 11,
+            finish: false,
+        })
+        .await,
+        Code::FailedPrecondition,
+        "order_id 11",
+    );
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ledger.total, ledger.available, ledger.locked, ledger.sold),
+        (5, 4, 0, 1)
+    );
 
-    assert_refused(wh.sku_stock_unlock(SkuStockUnlockReq { order_id: 404, finish: true }).await, Code::NotFound, "order_id 404");
+    assert_refused(
+        wh.sku_stock_unlock(SkuStockUnlockReq {
+            order_id: 404,
+            finish: true,
+        })
+        .await,
+        Code::NotFound,
+        "order_id 404",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_from_pre_warm_to_payment() {
     let (_redis, w) = warehouse().await;
     let (mut admin, mut sk) = (w.admin(), w.seckill());
-    admin.put_sku_stock(PutSkuStockReq { sku_id: 5, num: 10 }).await.unwrap();
+    admin
+        .put_sku_stock(PutSkuStockReq { sku_id: 5, num: 10 })
+        .await
+        .unwrap();
 
     // Pre-warm: 3 units move available → pool; redefining moves only the difference.
-    let state = admin.put_event(sale(1, 5, 4, now_ms() - 1_000)).await.unwrap().into_inner();
-    assert_eq!((state.remaining, state.sold_out, state.status()), (4, false, EventStatus::Running));
-    let state = admin.put_event(sale(1, 5, 3, now_ms() - 1_000)).await.unwrap().into_inner();
+    let state = admin
+        .put_event(sale(1, 5, 4, now_ms() - 1_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (state.remaining, state.sold_out, state.status()),
+        (4, false, EventStatus::Running)
+    );
+    let state = admin
+        .put_event(sale(1, 5, 3, now_ms() - 1_000))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(state.remaining, 3);
-    assert_refused(admin.put_event(sale(1, 6, 3, now_ms())).await, Code::FailedPrecondition, "sku");
-    assert_refused(admin.put_event(sale(2, 77, 3, now_ms())).await, Code::NotFound, "sku 77");
-    assert_refused(admin.put_event(sale(2, 5, 8, now_ms())).await, Code::FailedPrecondition, "available");
-    assert_refused(admin.get_event(EventReq { id: 404 }).await, Code::NotFound, "event 404");
-    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: 5 }).await.unwrap().into_inner();
+    assert_refused(
+        admin.put_event(sale(1, 6, 3, now_ms())).await,
+        Code::FailedPrecondition,
+        "sku",
+    );
+    assert_refused(
+        admin.put_event(sale(2, 77, 3, now_ms())).await,
+        Code::NotFound,
+        "sku 77",
+    );
+    assert_refused(
+        admin.put_event(sale(2, 5, 8, now_ms())).await,
+        Code::FailedPrecondition,
+        "available",
+    );
+    assert_refused(
+        admin.get_event(EventReq { id: 404 }).await,
+        Code::NotFound,
+        "event 404",
+    );
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: 5 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((ledger.available, ledger.pools), (7, 3));
 
     // Upcoming and unknown sales.
-    admin.put_event(sale(2, 5, 1, now_ms() + 60_000)).await.unwrap();
-    assert_eq!(sk.buy(buy(2, "ann", 1, "r0")).await.unwrap().into_inner().outcome(), BuyOutcome::NotStarted);
-    assert_eq!(sk.buy(buy(404, "ann", 1, "r0")).await.unwrap().into_inner().outcome(), BuyOutcome::UnknownEvent);
+    admin
+        .put_event(sale(2, 5, 1, now_ms() + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        sk.buy(buy(2, "ann", 1, "r0"))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome(),
+        BuyOutcome::NotStarted
+    );
+    assert_eq!(
+        sk.buy(buy(404, "ann", 1, "r0"))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome(),
+        BuyOutcome::UnknownEvent
+    );
 
     // A win, a retry of it, the per-user limit, and the pool running out.
     let won = sk.buy(buy(1, "ann", 2, "r1")).await.unwrap().into_inner();
     assert_eq!((won.outcome(), won.remaining), (BuyOutcome::Queued, 1));
     let retry = sk.buy(buy(1, "ann", 2, "r1")).await.unwrap().into_inner();
-    assert_eq!((retry.outcome(), retry.order_no.as_str(), retry.remaining), (BuyOutcome::Queued, won.order_no.as_str(), 1));
-    assert_eq!(sk.buy(buy(1, "ann", 1, "r2")).await.unwrap().into_inner().outcome(), BuyOutcome::LimitReached);
-    assert_eq!(sk.buy(buy(1, "bob", 2, "r3")).await.unwrap().into_inner().outcome(), BuyOutcome::SoldOut);
+    assert_eq!(
+        (retry.outcome(), retry.order_no.as_str(), retry.remaining),
+        (BuyOutcome::Queued, won.order_no.as_str(), 1)
+    );
+    assert_eq!(
+        sk.buy(buy(1, "ann", 1, "r2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome(),
+        BuyOutcome::LimitReached
+    );
+    assert_eq!(
+        sk.buy(buy(1, "bob", 2, "r3"))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome(),
+        BuyOutcome::SoldOut
+    );
     let last = sk.buy(buy(1, "bob", 1, "r4")).await.unwrap().into_inner();
     assert_eq!((last.outcome(), last.remaining), (BuyOutcome::Queued, 0));
     let sold_out = sk.buy(buy(1, "cid", 1, "r5")).await.unwrap().into_inner();
-    assert_eq!((sold_out.outcome(), sold_out.remaining), (BuyOutcome::SoldOut, 0));
-    assert!(admin.get_event(EventReq { id: 1 }).await.unwrap().into_inner().sold_out);
+    assert_eq!(
+        (sold_out.outcome(), sold_out.remaining),
+        (BuyOutcome::SoldOut, 0)
+    );
+    assert!(
+        admin
+            .get_event(EventReq { id: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .sold_out
+    );
 
     // The order worker turns each win into an order awaiting payment.
     let pending = eventually("ann's order to be created", Duration::from_secs(10), || {
@@ -225,76 +595,202 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
     assert!(pending.deadline_ms > now_ms(), "deadline in the future");
 
     // Only the order's own user sees, pays or cancels it.
-    assert_refused(sk.get_order(order_req(&won.order_no, "bob")).await, Code::PermissionDenied, &won.order_no);
-    assert_refused(sk.pay_order(order_req(&won.order_no, "bob")).await, Code::PermissionDenied, &won.order_no);
-    assert_refused(sk.get_order(order_req("1-999", "ann")).await, Code::NotFound, "1-999");
-    assert_refused(sk.pay_order(order_req("999-1", "ann")).await, Code::NotFound, "999-1");
+    assert_refused(
+        sk.get_order(order_req(&won.order_no, "bob")).await,
+        Code::PermissionDenied,
+        &won.order_no,
+    );
+    assert_refused(
+        sk.pay_order(order_req(&won.order_no, "bob")).await,
+        Code::PermissionDenied,
+        &won.order_no,
+    );
+    assert_refused(
+        sk.get_order(order_req("1-999", "ann")).await,
+        Code::NotFound,
+        "1-999",
+    );
+    assert_refused(
+        sk.pay_order(order_req("999-1", "ann")).await,
+        Code::NotFound,
+        "999-1",
+    );
 
-    let paid = sk.pay_order(order_req(&won.order_no, "ann")).await.unwrap().into_inner();
+    let paid = sk
+        .pay_order(order_req(&won.order_no, "ann"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(paid.status(), OrderStatus::Paid);
-    assert_eq!(sk.pay_order(order_req(&won.order_no, "ann")).await.unwrap().into_inner().status(), OrderStatus::Paid);
-    assert_refused(sk.cancel_order(order_req(&won.order_no, "ann")).await, Code::FailedPrecondition, "PAID");
+    assert_eq!(
+        sk.pay_order(order_req(&won.order_no, "ann"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status(),
+        OrderStatus::Paid
+    );
+    assert_refused(
+        sk.cancel_order(order_req(&won.order_no, "ann")).await,
+        Code::FailedPrecondition,
+        "PAID",
+    );
 
     // Bob cancels: his unit goes back to the running sale's pool and his limit frees up.
     eventually("bob's order to be created", Duration::from_secs(10), || {
         let mut sk = sk.clone();
         let no = last.order_no.clone();
-        async move { (sk.get_order(order_req(&no, "bob")).await.ok()?.into_inner().status() == OrderStatus::PendingPayment).then_some(()) }
+        async move {
+            (sk.get_order(order_req(&no, "bob"))
+                .await
+                .ok()?
+                .into_inner()
+                .status()
+                == OrderStatus::PendingPayment)
+                .then_some(())
+        }
     })
     .await;
-    let cancelled = sk.cancel_order(order_req(&last.order_no, "bob")).await.unwrap().into_inner();
+    let cancelled = sk
+        .cancel_order(order_req(&last.order_no, "bob"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(cancelled.status(), OrderStatus::Cancelled);
-    assert_eq!(sk.cancel_order(order_req(&last.order_no, "bob")).await.unwrap().into_inner().status(), OrderStatus::Cancelled);
-    assert_refused(sk.pay_order(order_req(&last.order_no, "bob")).await, Code::FailedPrecondition, "CANCELLED");
-    assert_eq!(admin.get_event(EventReq { id: 1 }).await.unwrap().into_inner().remaining, 1);
+    assert_eq!(
+        sk.cancel_order(order_req(&last.order_no, "bob"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status(),
+        OrderStatus::Cancelled
+    );
+    assert_refused(
+        sk.pay_order(order_req(&last.order_no, "bob")).await,
+        Code::FailedPrecondition,
+        "CANCELLED",
+    );
+    assert_eq!(
+        admin
+            .get_event(EventReq { id: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .remaining,
+        1
+    );
 
-    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: 5 }).await.unwrap().into_inner();
-    assert_eq!((ledger.total, ledger.available, ledger.pools, ledger.locked, ledger.sold), (10, 6, 2, 0, 2));
-    assert_eq!(ledger.available + ledger.pools + ledger.locked + ledger.sold, ledger.total);
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            ledger.total,
+            ledger.available,
+            ledger.pools,
+            ledger.locked,
+            ledger.sold
+        ),
+        (10, 6, 2, 0, 2)
+    );
+    assert_eq!(
+        ledger.available + ledger.pools + ledger.locked + ledger.sold,
+        ledger.total
+    );
 
     // Requests and outcomes are counted by method, code and outcome.
     let metrics = w.metrics().await;
-    assert!(metrics.contains(r#"flashgate_buy_outcomes_total{outcome="SOLD_OUT"} 2"#), "{metrics}");
-    assert!(metrics.contains(r#"flashgate_requests_total{code="PERMISSION_DENIED",method="PayOrder"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"flashgate_stock_units{place="sold",sku="5"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"flashgate_buy_outcomes_total{outcome="SOLD_OUT"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"flashgate_requests_total{code="PERMISSION_DENIED",method="PayOrder"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"flashgate_stock_units{place="sold",sku="5"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
     let (_redis, w) = warehouse().await;
     let (mut admin, mut sk) = (w.admin(), w.seckill());
-    admin.put_sku_stock(PutSkuStockReq { sku_id: 9, num: 5 }).await.unwrap();
+    admin
+        .put_sku_stock(PutSkuStockReq { sku_id: 9, num: 5 })
+        .await
+        .unwrap();
     let start = now_ms() - 1_000;
     // A sale that ends soon with a payment window of 1 ms: the sweeper expires the order, then
     // closes the sale, and every unit ends up available again.
     admin
-        .put_event(Event { id: 3, sku_id: 9, pool: 3, start_ms: start, end_ms: now_ms() + 1_500, per_user_limit: 1, pay_window_ms: 1 })
+        .put_event(Event {
+            id: 3,
+            sku_id: 9,
+            pool: 3,
+            start_ms: start,
+            end_ms: now_ms() + 1_500,
+            per_user_limit: 1,
+            pay_window_ms: 1,
+        })
         .await
         .unwrap();
     let won = sk.buy(buy(3, "dee", 1, "r")).await.unwrap().into_inner();
     assert_eq!(won.outcome(), BuyOutcome::Queued);
-    let expired = eventually("the unpaid order to expire", Duration::from_secs(10), || {
-        let mut sk = sk.clone();
-        let no = won.order_no.clone();
-        async move {
-            let o = sk.get_order(order_req(&no, "dee")).await.ok()?.into_inner();
-            (o.status() == OrderStatus::Expired).then_some(o)
-        }
-    })
+    let expired = eventually(
+        "the unpaid order to expire",
+        Duration::from_secs(10),
+        || {
+            let mut sk = sk.clone();
+            let no = won.order_no.clone();
+            async move {
+                let o = sk.get_order(order_req(&no, "dee")).await.ok()?.into_inner();
+                (o.status() == OrderStatus::Expired).then_some(o)
+            }
+        },
+    )
     .await;
     assert_eq!(expired.qty, 1);
-    assert_refused(sk.pay_order(order_req(&won.order_no, "dee")).await, Code::FailedPrecondition, "EXPIRED");
+    assert_refused(
+        sk.pay_order(order_req(&won.order_no, "dee")).await,
+        Code::FailedPrecondition,
+        "EXPIRED",
+    );
     let ledger = eventually("the ended sale to close", Duration::from_secs(10), || {
         let mut admin = admin.clone();
         async move {
-            let l = admin.get_sku_ledger(SkuLedgerReq { sku_id: 9 }).await.ok()?.into_inner();
+            let l = admin
+                .get_sku_ledger(SkuLedgerReq { sku_id: 9 })
+                .await
+                .ok()?
+                .into_inner();
             (l.pools == 0 && l.available == 5).then_some(l)
         }
     })
     .await;
     assert_eq!((ledger.locked, ledger.sold, ledger.total), (0, 0, 5));
-    let state = admin.get_event(EventReq { id: 3 }).await.unwrap().into_inner();
+    let state = admin
+        .get_event(EventReq { id: 3 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(state.status(), EventStatus::Ended);
-    assert_eq!(sk.buy(buy(3, "eve", 1, "r")).await.unwrap().into_inner().outcome(), BuyOutcome::Ended);
-    assert_refused(admin.put_event(sale(3, 9, 1, start)).await, Code::FailedPrecondition, "ended");
+    assert_eq!(
+        sk.buy(buy(3, "eve", 1, "r"))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome(),
+        BuyOutcome::Ended
+    );
+    assert_refused(
+        admin.put_event(sale(3, 9, 1, start)).await,
+        Code::FailedPrecondition,
+        "ended",
+    );
 }

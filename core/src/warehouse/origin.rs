@@ -20,6 +20,16 @@ use crate::origin_auth::{self, OriginAuthError};
 /// Largest gRPC-Web request body accepted (the edge sends one small message).
 pub const MAX_GRPC_WEB_BODY: usize = 64 * 1024;
 
+/// The only methods the edge may call. Even with a valid signature, gRPC-Web cannot reach the
+/// seed contract or sale administration: a leaked edge key cannot put stock or define sales.
+pub const EDGE_METHODS: &[&str] = &[
+    "/flashsale.Seckill/Buy",
+    "/flashsale.Seckill/GetOrder",
+    "/flashsale.Seckill/PayOrder",
+    "/flashsale.Seckill/CancelOrder",
+    "/flashsale.Admin/GetEvent",
+];
+
 /// Adds the origin check to a service stack.
 #[derive(Clone)]
 pub struct OriginAuthLayer {
@@ -70,7 +80,12 @@ fn refuse<B: Default>(
     message: String,
 ) -> http::Response<B> {
     metrics.origin_refusals.with_label_values(&[reason]).inc();
-    let mut response = Status::unauthenticated(message).into_http::<B>();
+    grpc_web_status(Status::unauthenticated(message))
+}
+
+/// A trailers-only gRPC-Web answer carrying `status`.
+fn grpc_web_status<B: Default>(status: Status) -> http::Response<B> {
+    let mut response = status.into_http::<B>();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc-web+proto"),
@@ -139,12 +154,19 @@ where
                     format!("gRPC-Web call refused: {e}"),
                 ));
             }
-            inner
-                .call(http::Request::from_parts(
-                    parts,
-                    Body::new(Full::new(bytes)),
-                ))
-                .await
+            let path = parts.uri.path();
+            if !EDGE_METHODS.contains(&path) {
+                config
+                    .metrics
+                    .origin_refusals
+                    .with_label_values(&["method"])
+                    .inc();
+                let status =
+                    Status::permission_denied(format!("{path} is not callable over gRPC-Web"));
+                return Ok(grpc_web_status(status));
+            }
+            let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+            inner.call(request).await
         })
     }
 }

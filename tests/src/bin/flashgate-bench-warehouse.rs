@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use flashgate_core::proto::flashsale::{
-    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, PutSkuStockReq, SkuLedgerReq,
+    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event,
+    PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::stock::{scripts, Keys};
 use flashgate_core::warehouse::service::now_ms;
@@ -81,7 +82,12 @@ struct LoadResult {
     elapsed: Duration,
 }
 
-async fn load(addr: &str, clients: usize, run_for: Duration, tag: &str) -> anyhow::Result<LoadResult> {
+async fn load(
+    addr: &str,
+    clients: usize,
+    run_for: Duration,
+    tag: &str,
+) -> anyhow::Result<LoadResult> {
     let mut channels = Vec::new();
     for _ in 0..clients {
         channels.push(Channel::from_shared(addr.to_owned())?.connect().await?);
@@ -94,11 +100,17 @@ async fn load(addr: &str, clients: usize, run_for: Duration, tag: &str) -> anyho
         let tag = tag.clone();
         tasks.spawn(async move {
             let mut client = SeckillClient::new(channel);
-            let (mut queued, mut other, mut errors, mut lat) = (0u64, 0u64, 0u64, Vec::with_capacity(200_000));
+            let (mut queued, mut other, mut errors, mut lat) =
+                (0u64, 0u64, 0u64, Vec::with_capacity(200_000));
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
-                let req = BuyReq { event_id: EVENT, user_id: format!("{tag}-{c}-{i}"), qty: 1, request_id: "r".into() };
+                let req = BuyReq {
+                    event_id: EVENT,
+                    user_id: format!("{tag}-{c}-{i}"),
+                    qty: 1,
+                    request_id: "r".into(),
+                };
                 let t = Instant::now();
                 match client.buy(req).await {
                     Ok(r) if r.get_ref().outcome() == BuyOutcome::Queued => queued += 1,
@@ -110,7 +122,14 @@ async fn load(addr: &str, clients: usize, run_for: Duration, tag: &str) -> anyho
             (queued, other, errors, lat)
         });
     }
-    let mut result = LoadResult { decisions: 0, queued: 0, other: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    let mut result = LoadResult {
+        decisions: 0,
+        queued: 0,
+        other: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
     while let Some(joined) = tasks.join_next().await {
         let (q, o, e, lat) = joined?;
         result.queued += q;
@@ -125,24 +144,63 @@ async fn load(addr: &str, clients: usize, run_for: Duration, tag: &str) -> anyho
 }
 
 /// `redis-benchmark` of EVALSHA buy.lua: requests per second.
-fn redis_ceiling(port: u16, sha: &str, clients: usize, requests: u64, pipeline: u32) -> anyhow::Result<f64> {
+fn redis_ceiling(
+    port: u16,
+    sha: &str,
+    clients: usize,
+    requests: u64,
+    pipeline: u32,
+) -> anyhow::Result<f64> {
     let keys = Keys::new("fg");
     let mut args: Vec<String> = vec![
-        "-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string(),
-        "-c".into(), clients.to_string(), "-n".into(), requests.to_string(),
-        "-P".into(), pipeline.to_string(), "-r".into(), "1000000000".into(), "--csv".into(),
-        "EVALSHA".into(), sha.into(), "6".into(),
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-c".into(),
+        clients.to_string(),
+        "-n".into(),
+        requests.to_string(),
+        "-P".into(),
+        pipeline.to_string(),
+        "-r".into(),
+        "1000000000".into(),
+        "--csv".into(),
+        "EVALSHA".into(),
+        sha.into(),
+        "6".into(),
     ];
     args.extend([
-        keys.event(SKU, EVENT), keys.event_users(SKU, EVENT), keys.event_requests(SKU, EVENT),
-        keys.stock(SKU), keys.orderbook(SKU), keys.order_stream(SKU),
+        keys.event(SKU, EVENT),
+        keys.event_users(SKU, EVENT),
+        keys.event_requests(SKU, EVENT),
+        keys.stock(SKU),
+        keys.orderbook(SKU),
+        keys.order_stream(SKU),
     ]);
-    args.extend([EVENT.to_string(), "rb-__rand_int__".into(), "1".into(), "r".into(), now_ms().to_string()]);
-    let out = Command::new("redis-benchmark").args(&args).output().context("run redis-benchmark")?;
+    args.extend([
+        EVENT.to_string(),
+        "rb-__rand_int__".into(),
+        "1".into(),
+        "r".into(),
+        now_ms().to_string(),
+    ]);
+    let out = Command::new("redis-benchmark")
+        .args(&args)
+        .output()
+        .context("run redis-benchmark")?;
     let text = String::from_utf8_lossy(&out.stdout);
     // CSV: "test","rps",...
-    let line = text.lines().find(|l| l.starts_with("\"EVALSHA")).with_context(|| format!("redis-benchmark said: {text}"))?;
-    let rps = line.split(',').nth(1).context("csv")?.trim_matches('"').parse()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("\"EVALSHA"))
+        .with_context(|| format!("redis-benchmark said: {text}"))?;
+    let rps = line
+        .split(',')
+        .nth(1)
+        .context("csv")?
+        .trim_matches('"')
+        .parse()?;
     Ok(rps)
 }
 
@@ -151,15 +209,33 @@ fn sql_baseline(url: &str, clients: usize, seconds: u64) -> Result<f64, String> 
     let setup = "DROP TABLE IF EXISTS flashgate_bench_stock; \
         CREATE TABLE flashgate_bench_stock (id int PRIMARY KEY, stock int NOT NULL); \
         INSERT INTO flashgate_bench_stock VALUES (1, 2000000000);";
-    let psql = Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", setup]).output().map_err(|e| format!("psql: {e}"))?;
+    let psql = Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", setup])
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
     if !psql.status.success() {
-        return Err(format!("psql: {}", String::from_utf8_lossy(&psql.stderr).trim()));
+        return Err(format!(
+            "psql: {}",
+            String::from_utf8_lossy(&psql.stderr).trim()
+        ));
     }
     let script = std::env::temp_dir().join(format!("flashgate-bench-{}.sql", std::process::id()));
-    std::fs::write(&script, "UPDATE flashgate_bench_stock SET stock = stock - 1 WHERE id = 1 AND stock >= 1;\n")
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &script,
+        "UPDATE flashgate_bench_stock SET stock = stock - 1 WHERE id = 1 AND stock >= 1;\n",
+    )
+    .map_err(|e| e.to_string())?;
     let out = Command::new("pgbench")
-        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(url)
         .output()
@@ -169,7 +245,13 @@ fn sql_baseline(url: &str, clients: usize, seconds: u64) -> Result<f64, String> 
     text.lines()
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l["tps = ".len()..].split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("pgbench said: {}{}", text, String::from_utf8_lossy(&out.stderr)))
+        .ok_or_else(|| {
+            format!(
+                "pgbench said: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 #[tokio::main]
@@ -189,70 +271,131 @@ async fn main() -> anyhow::Result<()> {
     let addr = format!("http://127.0.0.1:{port}");
     let warehouse = Killed(
         Command::new(&bin)
-            .args(["--store", "redis", "--redis-url", &redis.url, "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--store",
+                "redis",
+                "--redis-url",
+                &redis.url,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .args(["--metrics-listen", "off", "--order-worker", "false"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .context("start the warehouse")?,
     );
-    let channel = eventually("the warehouse to accept connections", Duration::from_secs(20), || {
-        let addr = addr.clone();
-        async move { Channel::from_shared(addr).ok()?.connect().await.ok() }
-    })
+    let channel = eventually(
+        "the warehouse to accept connections",
+        Duration::from_secs(20),
+        || {
+            let addr = addr.clone();
+            async move { Channel::from_shared(addr).ok()?.connect().await.ok() }
+        },
+    )
     .await;
     let mut admin = AdminClient::new(channel);
-    admin.put_sku_stock(PutSkuStockReq { sku_id: SKU, num: POOL + 1_000 }).await?;
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: SKU,
+            num: POOL + 1_000,
+        })
+        .await?;
     let start_ms = now_ms() - 1_000;
     admin
-        .put_event(Event { id: EVENT, sku_id: SKU, pool: POOL, start_ms, end_ms: start_ms + 3_600_000, per_user_limit: 1, pay_window_ms: 300_000 })
+        .put_event(Event {
+            id: EVENT,
+            sku_id: SKU,
+            pool: POOL,
+            start_ms,
+            end_ms: start_ms + 3_600_000,
+            per_user_limit: 1,
+            pay_window_ms: 300_000,
+        })
         .await?;
 
     let run_for = Duration::from_secs(args.seconds);
     eprintln!("warming up (1 s) …");
     let warm = load(&addr, args.clients, Duration::from_secs(1), "warm").await?;
-    eprintln!("measuring Buy through the warehouse: {} clients for {} s …", args.clients, args.seconds);
+    eprintln!(
+        "measuring Buy through the warehouse: {} clients for {} s …",
+        args.clients, args.seconds
+    );
     let cpu_before = cpu_time(warehouse.0.id())?;
     let buys = load(&addr, args.clients, run_for, "bench").await?;
     let cpu = cpu_time(warehouse.0.id())?.saturating_sub(cpu_before);
 
     // No oversell: every QUEUED answer left the pool for `locked`, and nothing else moved.
-    let ledger = admin.get_sku_ledger(SkuLedgerReq { sku_id: SKU }).await?.into_inner();
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: SKU })
+        .await?
+        .into_inner();
     let queued_total = (warm.queued + buys.queued) as i64;
     let conserved = ledger.available + ledger.pools + ledger.locked + ledger.sold == ledger.total;
-    let oversold = (ledger.locked - queued_total).abs() + i64::from(!conserved) + (i64::from(POOL) - ledger.pools - ledger.locked).abs();
+    let oversold = (ledger.locked - queued_total).abs()
+        + i64::from(!conserved)
+        + (i64::from(POOL) - ledger.pools - ledger.locked).abs();
 
     eprintln!("measuring the Redis ceiling with redis-benchmark …");
-    let mut conn = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
-    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(scripts::BUY).query_async(&mut conn).await?;
+    let mut conn = redis::Client::open(redis.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(scripts::BUY)
+        .query_async(&mut conn)
+        .await?;
     let ceiling_requests = (buys.decisions.max(20_000) * 2).min(2_000_000);
     let ceiling = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests, 1)?;
     let ceiling_p16 = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests * 3, 16)?;
     drop(warehouse);
 
     eprintln!("measuring the SQL hot-row baseline with pgbench …");
-    let sql = if args.postgres == "off" { Err("--postgres off".into()) } else { sql_baseline(&args.postgres, args.clients, args.seconds) };
+    let sql = if args.postgres == "off" {
+        Err("--postgres off".into())
+    } else {
+        sql_baseline(&args.postgres, args.clients, args.seconds)
+    };
 
     let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
     let lat = &buys.latencies_us;
     println!();
-    println!("flashgate warehouse benchmark: {} clients, {} s, Redis store, order worker off", args.clients, args.seconds);
+    println!(
+        "flashgate warehouse benchmark: {} clients, {} s, Redis store, order worker off",
+        args.clients, args.seconds
+    );
     println!("  Buy through the warehouse (gRPC) : {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
         percentile(lat, 0.50), percentile(lat, 0.99), buys.queued, buys.other, buys.errors);
-    println!("  warehouse CPU per Buy            : {:>10.1} µs  ({:.2} s CPU over {:.2} s)",
-        cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64, cpu.as_secs_f64(), buys.elapsed.as_secs_f64());
+    println!(
+        "  warehouse CPU per Buy            : {:>10.1} µs  ({:.2} s CPU over {:.2} s)",
+        cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64,
+        cpu.as_secs_f64(),
+        buys.elapsed.as_secs_f64()
+    );
     println!("  Redis ceiling, EVALSHA buy.lua   : {ceiling:>10.0} /s  (redis-benchmark -c {} -P 1; -P 16: {ceiling_p16:.0} /s)", args.clients);
     match &sql {
-        Ok(tps) => println!("  SQL hot row, UPDATE … stock >= 1 : {tps:>10.0} TPS  (pgbench -c {} -j 2)", args.clients),
+        Ok(tps) => println!(
+            "  SQL hot row, UPDATE … stock >= 1 : {tps:>10.0} TPS  (pgbench -c {} -j 2)",
+            args.clients
+        ),
         Err(why) => println!("  SQL hot row                      : skipped ({why})"),
     }
-    println!("  ratio warehouse / Redis ceiling  : {:>10.2}  (target >= 0.5)", rate / ceiling);
+    println!(
+        "  ratio warehouse / Redis ceiling  : {:>10.2}  (target >= 0.5)",
+        rate / ceiling
+    );
     if let Ok(tps) = sql {
-        println!("  ratio warehouse / SQL hot row    : {:>10.1}  (target >= 10)", rate / tps);
+        println!(
+            "  ratio warehouse / SQL hot row    : {:>10.1}  (target >= 10)",
+            rate / tps
+        );
     }
     println!("  oversold units                   : {oversold:>10}  (must be 0)");
     if oversold != 0 || buys.errors > 0 {
-        bail!("the benchmark saw oversold units or errors: ledger {ledger:?}, errors {}", buys.errors);
+        bail!(
+            "the benchmark saw oversold units or errors: ledger {ledger:?}, errors {}",
+            buys.errors
+        );
     }
     Ok(())
 }
