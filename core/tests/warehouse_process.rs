@@ -139,3 +139,104 @@ fn serves_a_demo_sale_and_stops_gracefully_on_sigterm() {
         "{stderr}"
     );
 }
+
+/// A `redis-server` of the test's own, killed on drop.
+struct Redis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Self::cli(port, &["PING"]).contains("PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+
+    fn cli(port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn audit_checks_a_redis_store_and_fails_on_a_violation() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let port = free_port();
+    let mut warehouse = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            "off",
+        ])
+        .args([
+            "--store",
+            "redis",
+            "--redis-url",
+            &url,
+            "--demo-sale",
+            "1001:100:10:0",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // The demo sale is in place before the port opens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "warehouse never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &warehouse.id().to_string()])
+        .status()
+        .unwrap();
+    warehouse.wait().unwrap();
+
+    let clean = run(&["audit", "--store", "redis", "--redis-url", &url], &[]);
+    let text = String::from_utf8_lossy(&clean.stdout);
+    assert!(clean.status.success(), "{text}");
+    assert!(
+        text.contains("1 SKUs, 1 sales, 0 orders, 0 locks: clean"),
+        "{text}"
+    );
+
+    Redis::cli(redis.port, &["HINCRBY", "fg:{sku:1001}:stock", "sold", "1"]);
+    let broken = run(&["audit", "--store", "redis", "--redis-url", &url], &[]);
+    let text = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("VIOLATIONS") && text.contains("sku 1001"),
+        "{text}"
+    );
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::PutSkuStockReq;
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
+use flashgate_core::stock::audit::{LockSnapshot, SkuSnapshot};
 use flashgate_core::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, Win,
 };
@@ -112,6 +113,12 @@ impl Store for GatedStore {
     }
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
         self.inner.ack_win(win).await
+    }
+    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        self.inner.snapshot(sku).await
+    }
+    async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
+        self.inner.locks().await
     }
 }
 

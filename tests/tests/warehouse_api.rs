@@ -9,16 +9,23 @@ use flashgate_core::proto::flashsale::{
     SkuLedgerReq,
 };
 use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq, SkusReq};
+use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::RedisStore;
 use flashgate_tests::{eventually, TestRedis, TestWarehouse};
 use std::time::Duration;
 use tonic::Code;
 
 async fn warehouse() -> (TestRedis, TestWarehouse) {
+    let (redis, _, warehouse) = warehouse_and_store().await;
+    (redis, warehouse)
+}
+
+async fn warehouse_and_store() -> (TestRedis, RedisStore, TestWarehouse) {
     let redis = TestRedis::start().await;
     let store = redis.store().await;
-    let warehouse = TestWarehouse::start(store).await;
-    (redis, warehouse)
+    let warehouse = TestWarehouse::start(store.clone()).await;
+    (redis, store, warehouse)
 }
 
 fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
@@ -469,7 +476,7 @@ async fn a_lock_takes_every_sku_or_none_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_from_pre_warm_to_payment() {
-    let (_redis, w) = warehouse().await;
+    let (_redis, store, w) = warehouse_and_store().await;
     let (mut admin, mut sk) = (w.admin(), w.seckill());
     admin
         .put_sku_stock(PutSkuStockReq { sku_id: 5, num: 10 })

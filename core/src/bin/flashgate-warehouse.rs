@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use flashgate_core::stock::Sale;
-use flashgate_core::warehouse::config::{Cli, DemoSale, StoreKind};
+use flashgate_core::warehouse::audit;
+use flashgate_core::warehouse::config::{Cli, Command, DemoSale, StoreKind};
 use flashgate_core::warehouse::server::serve;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
@@ -20,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let auditing = cli.command == Some(Command::Audit);
     match cli.store {
+        StoreKind::Memory if auditing => run(MemoryStore::new(), cli).await,
         StoreKind::Memory => {
             tracing::warn!(
                 "using the in-memory store: NOT durable, every sale and order is lost when this \
@@ -40,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
+    if cli.command == Some(Command::Audit) {
+        let report = audit::run(&store)
+            .await
+            .context("audit: reading the store")?;
+        print!("{}", audit::render(&report));
+        std::process::exit(if report.is_clean() { 0 } else { 1 });
+    }
     if let Some(demo) = cli.demo_sale {
         put_demo_sale(&store, demo).await?;
     }

@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod audit;
+
 /// The Lua scripts, each headed by its KEYS / ARGV / reply contract and a worked example.
 pub mod scripts {
     /// `Admin.PutSkuStock`.
@@ -38,6 +40,8 @@ pub mod scripts {
     pub const UNLOCK: &str = include_str!("lua/unlock.lua");
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     pub const LEDGER: &str = include_str!("lua/ledger.lua");
+    /// Read-only: everything the audit needs about one SKU, at one instant.
+    pub const SNAPSHOT: &str = include_str!("lua/snapshot.lua");
 }
 
 /// Key names. `prefix` namespaces one deployment (and isolates tests sharing a Redis).
@@ -114,6 +118,11 @@ impl Keys {
     pub fn sku_of(&self, key: &str) -> Option<i64> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{sku:")?;
         rest.split_once('}')?.0.parse().ok()
+    }
+
+    /// SCAN pattern matching every seed-contract lock record.
+    pub fn lock_pattern(&self) -> String {
+        format!("{}:lock:*", self.prefix)
     }
 
     /// Hash of one seed-contract lock (`SKuStockLock`), keyed by order id.

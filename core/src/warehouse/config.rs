@@ -54,6 +54,10 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flashgate-warehouse", version, about, long_about = None)]
 pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// gRPC and gRPC-Web listen address.
     #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -63,15 +67,15 @@ pub struct Cli {
     pub metrics_listen: OptionalAddr,
 
     /// Where stock is kept: `memory` (embedded, not durable) or `redis`.
-    #[arg(long, env = env::STORE, value_enum, default_value_t = StoreKind::Memory)]
+    #[arg(long, global = true, env = env::STORE, value_enum, default_value_t = StoreKind::Memory)]
     pub store: StoreKind,
 
     /// Redis URL for `--store redis`.
-    #[arg(long, env = env::REDIS_URL, default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
+    #[arg(long, global = true, env = env::REDIS_URL, default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
     pub redis_url: String,
 
     /// Namespace of every Redis key.
-    #[arg(long, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
+    #[arg(long, global = true, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
     /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every
@@ -107,6 +111,16 @@ pub struct Cli {
     /// event id 1, one unit per user, 5 minutes to pay, one hour long.
     #[arg(long, env = env::DEMO_SALE, value_parser = parse_demo_sale)]
     pub demo_sale: Option<DemoSale>,
+}
+
+/// What the binary does.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC and gRPC-Web (the default).
+    Serve,
+    /// Check that the store's stock adds up (read-only; safe on a live Redis). Exits 1 on any
+    /// violation.
+    Audit,
 }
 
 /// The `--demo-sale` setting.

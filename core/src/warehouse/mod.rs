@@ -9,6 +9,7 @@
 //! What it does not do: decide edge policy (bots, rate limits per user, links) — that is the
 //! edge's, in the sans-IO core — or trust a gRPC-Web caller without the origin signature.
 
+pub mod audit;
 pub mod config;
 pub mod metrics;
 pub mod origin;

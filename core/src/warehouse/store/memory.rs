@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{Store, StoreError, StoreResult};
+use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
     self, BuyDecision, BuyRequest, Ledger, LockRequest, LockStatus, Order, OrderStatus, Sale,
     SaleState, StockError, Win,
@@ -533,6 +534,57 @@ impl Store for MemoryStore {
             self.inner().pending.remove(&entry);
         }
         Ok(())
+    }
+
+    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        let inner = self.inner();
+        let Some(counts) = inner.skus.get(&sku) else {
+            return Ok(None);
+        };
+        let sales = counts
+            .sales
+            .iter()
+            .map(|id| {
+                let r = &inner.sales[id];
+                SaleSnapshot {
+                    state: r.state.clone(),
+                    seq: r.seq,
+                    held: r.held.iter().map(|(u, n)| (u.clone(), *n)).collect(),
+                    requests: r.requests.clone().into_iter().collect(),
+                }
+            })
+            .collect();
+        Ok(Some(SkuSnapshot {
+            sku,
+            counters: Counters {
+                total: counts.total,
+                available: counts.available,
+                locked: counts.locked,
+                sold: counts.sold,
+            },
+            sales,
+            orders: inner
+                .orders
+                .values()
+                .filter(|o| o.sku_id == sku)
+                .cloned()
+                .collect(),
+        }))
+    }
+
+    async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
+        let inner = self.inner();
+        let mut locks: Vec<LockSnapshot> = inner
+            .locks
+            .iter()
+            .map(|(id, l)| LockSnapshot {
+                order_id: *id,
+                sku_nums: l.sku_nums.clone(),
+                status: l.status,
+            })
+            .collect();
+        locks.sort_by_key(|l| l.order_id);
+        Ok(locks)
     }
 }
 

@@ -14,6 +14,7 @@ pub use self::redis::{RedisStore, RedisStoreConfig};
 use std::future::Future;
 use std::time::Duration;
 
+use crate::stock::audit::{LockSnapshot, SkuSnapshot};
 use crate::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, StockError, Win,
 };
@@ -108,4 +109,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Acknowledges a processed win so it is never delivered again.
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
+    fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
+    /// Every seed-contract lock.
+    fn locks(&self) -> impl Future<Output = StoreResult<Vec<LockSnapshot>>> + Send;
 }

@@ -15,9 +15,10 @@ use redis::{AsyncCommands, Client, Script};
 use tokio::sync::Mutex;
 
 use super::{Store, StoreError, StoreResult};
+use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
-    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, OrderStatus, Sale,
-    SaleState, StockError, Win, ORDER_GROUP,
+    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, LockStatus, Order,
+    OrderStatus, Sale, SaleState, StockError, Win, ORDER_GROUP,
 };
 
 /// How to reach Redis.
@@ -56,6 +57,7 @@ struct Scripts {
     lock: Script,
     unlock: Script,
     ledger: Script,
+    snapshot: Script,
 }
 
 /// A [`Store`] over one Redis (cluster mode comes with the cluster issue).
@@ -125,6 +127,7 @@ impl RedisStore {
                 lock: Script::new(scripts::LOCK),
                 unlock: Script::new(scripts::UNLOCK),
                 ledger: Script::new(scripts::LEDGER),
+                snapshot: Script::new(scripts::SNAPSHOT),
             }),
             sku_of_event: Arc::default(),
             blocking: Arc::default(),
@@ -293,6 +296,73 @@ impl RedisStore {
             })
             .collect()
     }
+}
+
+#[derive(serde::Deserialize)]
+struct RawSnapshot {
+    stock: BTreeMap<String, String>,
+    sales: BTreeMap<String, RawSale>,
+    orders: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawSale {
+    sale: BTreeMap<String, String>,
+    users: BTreeMap<String, String>,
+    req: BTreeMap<String, String>,
+}
+
+fn parse_snapshot(sku: i64, json: &str) -> StoreResult<SkuSnapshot> {
+    // cjson encodes an empty Lua table as `{}`, which is also an empty map here.
+    let raw: RawSnapshot =
+        serde_json::from_str(json).map_err(|e| corrupt(format!("snapshot of sku {sku}: {e}")))?;
+    let counter = |k: &str| raw.stock.get(k).map_or(Ok(0), |v| num(v));
+    let mut sales = Vec::new();
+    for sale in raw.sales.into_values() {
+        let state = stock::parse_sale(&sale.sale)
+            .ok_or_else(|| corrupt(format!("sale hash {:?}", sale.sale)))?;
+        let held = sale
+            .users
+            .iter()
+            .map(|(u, n)| Ok((u.clone(), num(n)?)))
+            .collect::<StoreResult<_>>()?;
+        let requests = sale
+            .req
+            .into_iter()
+            .map(|(field, order_no)| {
+                let (user, request) = field
+                    .split_once(stock::FIELD_SEP)
+                    .ok_or_else(|| corrupt(format!("request field {field:?}")))?;
+                Ok(((user.to_owned(), request.to_owned()), order_no))
+            })
+            .collect::<StoreResult<_>>()?;
+        let seq = sale.sale.get("seq").map_or(Ok(0), |v| num(v))?;
+        sales.push(SaleSnapshot {
+            state,
+            seq,
+            held,
+            requests,
+        });
+    }
+    let orders = raw
+        .orders
+        .iter()
+        .map(|(no, record)| {
+            stock::parse_order_record(no, record)
+                .ok_or_else(|| corrupt(format!("order record {no}: {record}")))
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(SkuSnapshot {
+        sku,
+        counters: Counters {
+            total: counter("total")?,
+            available: counter("available")?,
+            locked: counter("locked")?,
+            sold: counter("sold")?,
+        },
+        sales,
+        orders,
+    })
 }
 
 fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
@@ -670,5 +740,68 @@ impl Store for RedisStore {
             .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        let k = &self.keys;
+        let prefix = format!("{}:{{sku:{sku}}}:ev:", k.prefix());
+        let mut invocation = self.scripts.snapshot.prepare_invoke();
+        invocation
+            .key(k.stock(sku))
+            .key(k.sku_events(sku))
+            .key(k.orderbook(sku))
+            .arg(prefix);
+        let mut conn = self.conn.clone();
+        let json: String = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if json.is_empty() {
+            return Ok(None);
+        }
+        parse_snapshot(sku, &json).map(Some)
+    }
+
+    async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
+        // SCAN with a pattern, in batches: safe on a live Redis (no KEYS, no long block).
+        let pattern = self.keys.lock_pattern();
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut locks = Vec::new();
+        for key in keys {
+            let order_id = num(key.rsplit(':').next().unwrap_or_default())?;
+            let fields: BTreeMap<String, String> = conn.hgetall(&key).await.map_err(unavailable)?;
+            let (Some(skus), Some(status)) = (fields.get("skus"), fields.get("status")) else {
+                continue;
+            };
+            let status = LockStatus::parse(status)
+                .ok_or_else(|| corrupt(format!("lock status {status:?}")))?;
+            locks.push(LockSnapshot {
+                order_id,
+                sku_nums: parse_sku_nums(skus)?,
+                status,
+            });
+        }
+        locks.sort_by_key(|l| l.order_id);
+        Ok(locks)
     }
 }
