@@ -722,6 +722,35 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         metrics.contains(r#"flashgate_stock_units{place="sold",sku="5"} 2"#),
         "{metrics}"
     );
+
+    // The audit agrees, with a seed-contract lock on the same SKU in the mix.
+    w.warehouse()
+        .s_ku_stock_lock(lock_req(50, &[(5, 1)]))
+        .await
+        .unwrap();
+    let report = audit::run(&store).await.unwrap();
+    assert!(report.is_clean(), "{}", audit::render(&report));
+    assert_eq!(
+        (report.skus, report.sales, report.orders, report.locks),
+        (1, 2, 2, 1)
+    );
+
+    // A unit conjured out of nothing is caught.
+    let mut conn = store.connection();
+    redis::cmd("HINCRBY")
+        .arg(store.keys().stock(5))
+        .arg("available")
+        .arg(1)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    let report = audit::run(&store).await.unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        audit::render(&report).contains("sku 5: available"),
+        "{}",
+        audit::render(&report)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
