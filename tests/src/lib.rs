@@ -329,3 +329,153 @@ fn parse_http1(raw: &[u8]) -> HttpResponse {
         body,
     }
 }
+
+/// The `flashgate-warehouse` binary of this workspace's debug build (`FLASHGATE_WAREHOUSE_BIN`
+/// overrides). `scripts/test.sh` builds it before the tests run.
+pub fn warehouse_bin() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("FLASHGATE_WAREHOUSE_BIN") {
+        return bin.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/flashgate-warehouse");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p flashgate-core --features warehouse --bin flashgate-warehouse` \
+         (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `flashgate-warehouse` process on a fixed port, killed when dropped.
+pub struct WarehouseProcess {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its gRPC port.
+    pub port: u16,
+    child: Child,
+}
+
+impl WarehouseProcess {
+    /// Starts the binary with `args` on `port` and waits until it accepts connections.
+    pub async fn start(port: u16, args: &[&str]) -> Self {
+        let child = Command::new(warehouse_bin())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                "off",
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn flashgate-warehouse");
+        let url = format!("http://127.0.0.1:{port}");
+        let process = Self {
+            url: url.clone(),
+            port,
+            child,
+        };
+        eventually(
+            "the warehouse process to listen",
+            Duration::from_secs(20),
+            || {
+                let url = url.clone();
+                async move {
+                    Channel::from_shared(url)
+                        .ok()?
+                        .connect()
+                        .await
+                        .ok()
+                        .map(drop)
+                }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// A new connection to it.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// `kill -9`: no graceful anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for WarehouseProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestRedis {
+    /// The port this Redis listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("url with a port")
+    }
+
+    /// Stops this test's own `redis-server` (SHUTDOWN, so AOF is flushed) and starts it again on
+    /// the same port with the same arguments, waiting until it answers again.
+    pub async fn restart(&mut self, extra: &[&str]) {
+        let port = self.port();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "shutdown"])
+            .output();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart redis-server");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).expect("valid url");
+        eventually(
+            "redis-server to answer PING after a restart",
+            Duration::from_secs(20),
+            || {
+                let client = client.clone();
+                async move {
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+}

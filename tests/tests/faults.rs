@@ -1,0 +1,414 @@
+//! Faults in the middle of a flash sale: the warehouse killed with `kill -9`, Redis restarted,
+//! and a late payment racing the sweeper. Each ends with the audit. The promise under test: no
+//! unit sold twice, no acknowledged win lost, a retried buy answers the same order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flashgate_core::proto::flashsale::{
+    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, OrderReq,
+    OrderStatus as OrderStatusMsg, PutSkuStockReq,
+};
+use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, StockError};
+use flashgate_core::warehouse::audit;
+use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use flashgate_tests::{
+    eventually, free_port, unique_prefix, TestRedis, TestWarehouse, WarehouseProcess,
+};
+use tonic::transport::Channel;
+
+const POOL: i32 = 2_000;
+/// Concurrent buyers' connections during the spike.
+const CLIENTS: usize = 16;
+/// Answers seen before the fault is injected, and after it before the spike stops.
+const BEFORE_FAULT: usize = 100;
+const AFTER_FAULT: usize = 200;
+
+fn buy_req(i: usize) -> BuyReq {
+    BuyReq {
+        event_id: 1,
+        user_id: format!("u{i}"),
+        qty: 1,
+        request_id: format!("r{i}"),
+    }
+}
+
+async fn put_sale(channel: Channel) {
+    let mut admin = AdminClient::new(channel);
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: 1,
+            num: 5_000,
+        })
+        .await
+        .unwrap();
+    let start_ms = now_ms() - 1_000;
+    admin
+        .put_event(Event {
+            id: 1,
+            sku_id: 1,
+            pool: POOL,
+            start_ms,
+            end_ms: start_ms + 3_600_000,
+            per_user_limit: 1,
+            pay_window_ms: 3_600_000,
+        })
+        .await
+        .unwrap();
+}
+
+/// Each buyer's first attempt: the answer, or `None` when the call failed.
+type Attempts = BTreeMap<usize, Option<(BuyOutcome, String)>>;
+
+/// A crowd of new buyers arriving without pause on `CLIENTS` connections; `fault` runs once
+/// `BEFORE_FAULT` buys have been answered, and the crowd stops once `AFTER_FAULT` more have been
+/// answered after it (so the fault lands in the middle of traffic, and the system recovered).
+async fn spike<F, Fut>(channels: Vec<Channel>, fault: F) -> Attempts
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let attempts: Arc<Mutex<Attempts>> = Arc::default();
+    let (next, answered, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let mut client = SeckillClient::new(channels[c % channels.len()].clone());
+        let (attempts, next, answered, stop) = (
+            attempts.clone(),
+            next.clone(),
+            answered.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let answer = client.buy(buy_req(i)).await.ok().map(|r| {
+                    let r = r.into_inner();
+                    (r.outcome(), r.order_no)
+                });
+                if answer.is_some() {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+                attempts.lock().unwrap().insert(i, answer);
+            }
+        });
+    }
+    let reached = |n: usize| {
+        let answered = answered.clone();
+        move || {
+            let done = answered.load(Ordering::SeqCst) >= n;
+            async move { done.then_some(()) }
+        }
+    };
+    eventually(
+        "the spike to be under way",
+        Duration::from_secs(20),
+        reached(BEFORE_FAULT),
+    )
+    .await;
+    fault().await;
+    let mark = answered.load(Ordering::SeqCst);
+    eventually(
+        "buys to be answered again after the fault",
+        Duration::from_secs(30),
+        reached(mark + AFTER_FAULT),
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    while tasks.join_next().await.is_some() {}
+    let attempts = attempts.lock().unwrap().clone();
+    let failed = attempts.values().filter(|a| a.is_none()).count();
+    eprintln!(
+        "spike: {} buyers, {failed} calls failed during the fault",
+        attempts.len()
+    );
+    assert!(failed > 0, "the fault must hit traffic in flight");
+    attempts
+}
+
+/// Retries every buyer with the same request id until each gets a definite answer.
+async fn settle(attempts: &Attempts, channel: Channel) -> BTreeMap<usize, (BuyOutcome, String)> {
+    let mut finals = BTreeMap::new();
+    for &i in attempts.keys() {
+        let client = SeckillClient::new(channel.clone());
+        let reply = eventually(
+            &format!("buyer {i}'s retry to be answered"),
+            Duration::from_secs(30),
+            || {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .buy(buy_req(i))
+                        .await
+                        .ok()
+                        .map(tonic::Response::into_inner)
+                }
+            },
+        )
+        .await;
+        finals.insert(i, (reply.outcome(), reply.order_no));
+    }
+    finals
+}
+
+/// The promise, checked after any fault: a retry answers exactly what was answered before, every
+/// unit taken belongs to exactly one winner (no oversell), every win became exactly one order,
+/// and the audit is clean.
+async fn assert_nothing_lost(
+    attempts: &Attempts,
+    finals: &BTreeMap<usize, (BuyOutcome, String)>,
+    channel: Channel,
+    store: &RedisStore,
+) {
+    for (i, answer) in attempts {
+        if let Some(answer) = answer {
+            if answer.0 == BuyOutcome::Queued {
+                assert_eq!(
+                    &finals[i], answer,
+                    "buyer {i}: a retry must answer the same order"
+                );
+            }
+        }
+    }
+    let winners: Vec<(&usize, &String)> = finals
+        .iter()
+        .filter(|(_, (o, _))| *o == BuyOutcome::Queued)
+        .map(|(i, (_, no))| (i, no))
+        .collect();
+    let distinct: BTreeSet<&String> = winners.iter().map(|(_, no)| *no).collect();
+    assert_eq!(distinct.len(), winners.len(), "one order number per winner");
+    let ledger = store.ledger(1).await.unwrap().unwrap();
+    assert_eq!(
+        ledger.locked,
+        winners.len() as i64,
+        "every unit taken belongs to a winner"
+    );
+    assert_eq!(
+        ledger.pools + ledger.locked,
+        i64::from(POOL),
+        "nothing left the sale uncounted"
+    );
+    let seckill = SeckillClient::new(channel);
+    for (i, order_no) in &winners {
+        let (user, no) = (format!("u{i}"), (*order_no).clone());
+        eventually(
+            &format!("order {no} to be created"),
+            Duration::from_secs(30),
+            || {
+                let mut seckill = seckill.clone();
+                let req = OrderReq {
+                    order_no: no.clone(),
+                    user_id: user.clone(),
+                };
+                async move {
+                    let order = seckill.get_order(req).await.ok()?.into_inner();
+                    (order.status() == OrderStatusMsg::PendingPayment).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let report = audit::run(store).await.unwrap();
+    assert!(report.is_clean(), "{}", audit::render(&report));
+    assert_eq!(report.orders, winners.len());
+}
+
+async fn fg_store(url: &str) -> RedisStore {
+    // The binary's default prefix, so the test reads what the warehouse wrote.
+    RedisStore::connect(RedisStoreConfig::new(url))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_warehouse_mid_spike_loses_no_acknowledged_win() {
+    let redis = TestRedis::spawn(&[]).await;
+    let port = free_port();
+    let args = |consumer: &'static str| {
+        [
+            "--store",
+            "redis",
+            "--redis-url",
+            redis.url.as_str(),
+            "--reclaim-idle-ms",
+            "300",
+            "--consumer",
+            consumer,
+        ]
+        .map(str::to_owned)
+    };
+    let first_args = args("first");
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let first = WarehouseProcess::start(port, &first_args).await;
+    put_sale(first.channel().await).await;
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(first.channel().await);
+    }
+
+    let second_args = args("second");
+    let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let second: Arc<Mutex<Option<WarehouseProcess>>> = Arc::default();
+    let slot = second.clone();
+    let attempts = spike(channels, || async move {
+        first.kill9();
+        let restarted = WarehouseProcess::start(port, &second_args).await;
+        *slot.lock().unwrap() = Some(restarted);
+    })
+    .await;
+    let second = second.lock().unwrap().take().expect("restarted");
+    let finals = settle(&attempts, second.channel().await).await;
+    assert_nothing_lost(
+        &attempts,
+        &finals,
+        second.channel().await,
+        &fg_store(&redis.url).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_spike_loses_nothing_acknowledged() {
+    let dir = std::env::temp_dir().join(format!("flashgate-aof-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let aof = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir_arg.as_str(),
+    ];
+    let mut redis = TestRedis::spawn(&aof).await;
+    let store = fg_store(&redis.url).await;
+    let w = TestWarehouse::start(store.clone()).await;
+    put_sale(w.new_channel().await).await;
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(w.new_channel().await);
+    }
+
+    let attempts = spike(channels, || redis.restart(&aof)).await;
+
+    // The warehouse reconnects by itself: no restart, no new store.
+    let finals = settle(&attempts, w.new_channel().await).await;
+    assert_nothing_lost(&attempts, &finals, w.new_channel().await, &store).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_payment_and_the_sweeper_never_both_win() {
+    let redis = TestRedis::start().await;
+    let store = redis.store().await;
+    let now = 1_000_000;
+    let orders = 120;
+    store.put_stock(1, 500).await.unwrap();
+    let sale = Sale {
+        id: 1,
+        sku: 1,
+        pool: 200,
+        start_ms: 0,
+        end_ms: 10_000_000,
+        per_user_limit: 1,
+        pay_window_ms: 1_000,
+    };
+    store.put_sale(&sale).await.unwrap();
+    let mut buyers = BTreeMap::new();
+    for i in 0..orders {
+        let req = BuyRequest {
+            event_id: 1,
+            user_id: format!("u{i}"),
+            qty: 1,
+            request_id: "r".into(),
+        };
+        let BuyDecision::Queued { order_no, .. } = store.buy(&req, now).await.unwrap() else {
+            panic!("pool has room")
+        };
+        buyers.insert(order_no, req.user_id);
+    }
+    let mut created = 0;
+    while created < orders {
+        for win in store
+            .read_wins("worker", 64, Duration::from_millis(5))
+            .await
+            .unwrap()
+        {
+            assert!(store.create_order(&win, now).await.unwrap());
+            store.ack_win(&win).await.unwrap();
+            created += 1;
+        }
+    }
+    let deadline = now + 1_000;
+
+    // Every payment arrives at the last allowed millisecond while the sweeper, one millisecond
+    // later by its clock, expires whatever is still unpaid.
+    let mut payments = tokio::task::JoinSet::new();
+    for (order_no, user) in buyers.clone() {
+        let store = store.clone();
+        payments.spawn(async move {
+            (
+                order_no.clone(),
+                store.pay(&order_no, &user, deadline).await,
+            )
+        });
+    }
+    let mut sweeps = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        sweeps.spawn(async move { store.expire_due(deadline + 1, 1_000).await.unwrap() });
+    }
+    let mut paid = BTreeSet::new();
+    while let Some(joined) = payments.join_next().await {
+        match joined.unwrap() {
+            (no, Ok(order)) => {
+                assert_eq!(order.status, OrderStatus::Paid);
+                paid.insert(no);
+            }
+            (_, Err(StoreError::Refused(StockError::FailedPrecondition(_)))) => {}
+            (no, Err(e)) => panic!("payment of {no} failed unexpectedly: {e}"),
+        }
+    }
+    let mut expired = BTreeSet::new();
+    while let Some(joined) = sweeps.join_next().await {
+        for no in joined.unwrap() {
+            assert!(expired.insert(no.clone()), "{no} expired twice");
+        }
+    }
+    assert!(
+        paid.is_disjoint(&expired),
+        "an order both paid and expired: {:?}",
+        paid.intersection(&expired).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        paid.len() + expired.len(),
+        orders,
+        "every order ends paid or expired"
+    );
+    for (no, user) in &buyers {
+        let order = store.order(no).await.unwrap().unwrap();
+        let expected = if paid.contains(no) {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::Expired
+        };
+        assert_eq!(order.status, expected, "{no} of {user}");
+    }
+    let ledger = store.ledger(1).await.unwrap().unwrap();
+    assert_eq!(ledger.sold, paid.len() as i64);
+    assert_eq!(ledger.locked, 0);
+    assert_eq!(
+        ledger.pools,
+        200 - orders as i64 + expired.len() as i64,
+        "expired units went back to the running sale"
+    );
+    let report = audit::run(&store).await.unwrap();
+    assert!(report.is_clean(), "{}", audit::render(&report));
+}
