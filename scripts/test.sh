@@ -23,6 +23,9 @@ bash scripts/check-core-wasm.sh
 say "fuzz smoke run"
 bash scripts/fuzz-smoke.sh
 
+say "building the warehouse binary the process and fault tests run"
+cargo build -q -p flashgate-core --features warehouse --bin flashgate-warehouse
+
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast
