@@ -1,0 +1,459 @@
+//! `flashgate-load`: plays a flash-sale crowd — buyers and bots — against the warehouse (gRPC)
+//! or an edge (HTTP, the Worker's or the Spin component's API), shows progress while it runs,
+//! and ends with a table (or `--json`): requests, outcomes by kind, throughput, latency
+//! percentiles, origin calls per edge request, and oversold units, which must be 0.
+//!
+//! Buyers: in warehouse mode one `Seckill.Buy` each (retried with the same request id when the
+//! call fails, as a real client would); in edge mode the whole browser path — guest identity,
+//! proof-of-work challenge solved here, purchase link, buy. Bots: in warehouse mode a user firing
+//! several buys with different request ids (the per-user limit must hold); in edge mode an
+//! automation client posting forged purchase links (the edge must refuse it).
+//!
+//! Arrival: `spike` lets everyone in at once (bounded by `--concurrency`), `steady` admits
+//! `--rate` actors per second.
+
+mod report;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use flashgate_core::pow;
+use flashgate_core::proto::flashsale::{
+    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, EventReq,
+    SkuLedgerReq,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use report::Tally;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Arrival {
+    /// Everyone arrives at once.
+    Spike,
+    /// `--rate` actors per second.
+    Steady,
+}
+
+/// Plays a flash-sale crowd against the warehouse or an edge.
+#[derive(Debug, Parser)]
+#[command(name = "flashgate-load", version)]
+struct Args {
+    /// `grpc://HOST:PORT` (the warehouse) or `http://HOST:PORT` (an edge).
+    #[arg(long, default_value = "grpc://127.0.0.1:50051")]
+    target: String,
+    /// The sale to buy from.
+    #[arg(long, default_value_t = 1)]
+    event: i64,
+    /// Buyers in the crowd.
+    #[arg(long, default_value_t = 1000)]
+    buyers: usize,
+    /// Bots in the crowd.
+    #[arg(long, default_value_t = 100)]
+    bots: usize,
+    /// Requests a bot fires.
+    #[arg(long, default_value_t = 5)]
+    bot_requests: usize,
+    /// How the crowd arrives.
+    #[arg(long, value_enum, default_value_t = Arrival::Spike)]
+    arrival: Arrival,
+    /// Actors admitted per second with `--arrival steady`.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Actors in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The warehouse's native gRPC address, for the sale's ledger (oversold units). In warehouse
+    /// mode it defaults to the target.
+    #[arg(long)]
+    admin: Option<String>,
+    /// The warehouse's metrics URL, for origin calls per edge request.
+    #[arg(long)]
+    warehouse_metrics: Option<String>,
+    /// A run label: user ids are `LABEL-buyer-N`, so runs against one sale do not collide.
+    #[arg(long, default_value = "crowd")]
+    label: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone)]
+enum Target {
+    Warehouse(Channel),
+    Edge {
+        base: String,
+        http: Box<Client<HttpConnector, Full<Bytes>>>,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Actor {
+    Buyer(usize),
+    Bot(usize),
+}
+
+async fn grpc_channel(url: &str) -> anyhow::Result<Channel> {
+    let http = url.replace("grpc://", "http://");
+    Channel::from_shared(http.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connect to {http}"))
+}
+
+/// One HTTP exchange with the edge: status, JSON body (or `null`), latency.
+async fn http(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Headers a browser sends (the edge scores their absence).
+const BROWSER: &[(&str, &str)] = &[
+    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
+    ("accept-language", "en-GB,en;q=0.9"),
+    ("sec-fetch-site", "same-origin"),
+    ("sec-fetch-mode", "cors"),
+    ("sec-fetch-dest", "empty"),
+];
+
+async fn buyer(target: &Target, args: &Args, n: usize, tally: &Tally) {
+    let user = format!("{}-buyer-{n}", args.label);
+    match target {
+        Target::Warehouse(channel) => {
+            let mut client = SeckillClient::new(channel.clone());
+            let req = BuyReq {
+                event_id: args.event,
+                user_id: user,
+                qty: 1,
+                request_id: format!("req-{n}"),
+            };
+            for attempt in 0..3 {
+                let started = Instant::now();
+                match client.buy(req.clone()).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        tally.record(outcome_name(reply.outcome()), started.elapsed(), true);
+                        if reply.outcome() == BuyOutcome::Queued {
+                            tally.won(1);
+                        }
+                        return;
+                    }
+                    Err(status) => {
+                        tally.record(
+                            &format!("grpc {:?}", status.code()),
+                            started.elapsed(),
+                            attempt == 2,
+                        );
+                    }
+                }
+            }
+        }
+        Target::Edge { base, http: client } => {
+            if let Err(e) = edge_buyer(client, base, args.event, tally).await {
+                tally.record(&format!("error: {e}"), Duration::ZERO, true);
+            }
+        }
+    }
+}
+
+/// The browser's path through the edge: guest identity, challenge, proof of work, link, buy.
+async fn edge_buyer(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    event: i64,
+    tally: &Tally,
+) -> anyhow::Result<()> {
+    let step = |name: &'static str, status: u16, body: &serde_json::Value| -> Option<String> {
+        (status >= 300).then(|| {
+            let code = body.get("code").and_then(|c| c.as_str()).unwrap_or("-");
+            format!("{name} {status} {code}")
+        })
+    };
+    let started = Instant::now();
+    let (status, guest) = http(
+        client,
+        "POST",
+        &format!("{base}/api/session/guest"),
+        BROWSER,
+        "{}",
+    )
+    .await?;
+    tally.record_step(started.elapsed());
+    if let Some(refusal) = step("guest", status, &guest) {
+        tally.record(&refusal, Duration::ZERO, true);
+        return Ok(());
+    }
+    let token = guest["token"].as_str().context("guest token")?.to_owned();
+    let auth = format!("Bearer {token}");
+    let mut headers = BROWSER.to_vec();
+    headers.push(("authorization", auth.as_str()));
+
+    let started = Instant::now();
+    let (status, challenge) = http(
+        client,
+        "POST",
+        &format!("{base}/api/events/{event}/challenge"),
+        &headers,
+        "{}",
+    )
+    .await?;
+    tally.record_step(started.elapsed());
+    if let Some(refusal) = step("challenge", status, &challenge) {
+        tally.record(&refusal, Duration::ZERO, true);
+        return Ok(());
+    }
+    let puzzle = challenge["challenge"]
+        .as_str()
+        .context("challenge")?
+        .to_owned();
+    let bits = challenge["bits"].as_u64().context("bits")? as u8;
+    let nonce = tokio::task::spawn_blocking(move || pow::solve(&puzzle, bits, 0, 1 << 32))
+        .await?
+        .context("proof of work not found")?;
+    let answer =
+        serde_json::json!({ "challenge": challenge["challenge"], "nonce": nonce }).to_string();
+
+    let started = Instant::now();
+    let (status, link) = http(
+        client,
+        "POST",
+        &format!("{base}/api/events/{event}/link"),
+        &headers,
+        &answer,
+    )
+    .await?;
+    tally.record_step(started.elapsed());
+    if let Some(refusal) = step("link", status, &link) {
+        tally.record(&refusal, Duration::ZERO, true);
+        return Ok(());
+    }
+    let path = link["path"].as_str().context("link path")?;
+
+    let started = Instant::now();
+    let (status, bought) = http(client, "POST", &format!("{base}{path}"), &headers, "{}").await?;
+    let name = match status {
+        202 => "QUEUED".to_owned(),
+        _ => format!(
+            "buy {status} {}",
+            bought.get("code").and_then(|c| c.as_str()).unwrap_or("-")
+        ),
+    };
+    if status == 202 {
+        tally.won(1);
+    }
+    tally.record(&name, started.elapsed(), true);
+    Ok(())
+}
+
+async fn bot(target: &Target, args: &Args, n: usize, tally: &Tally) {
+    for r in 0..args.bot_requests {
+        let started = Instant::now();
+        match target {
+            Target::Warehouse(channel) => {
+                // One user, many request ids: the per-user limit must hold.
+                let req = BuyReq {
+                    event_id: args.event,
+                    user_id: format!("{}-bot-{n}", args.label),
+                    qty: 1,
+                    request_id: format!("bot-{r}"),
+                };
+                match SeckillClient::new(channel.clone()).buy(req).await {
+                    Ok(reply) => {
+                        let outcome = reply.into_inner().outcome();
+                        if outcome == BuyOutcome::Queued {
+                            tally.won(1);
+                        }
+                        tally.record(
+                            &format!("bot {}", outcome_name(outcome)),
+                            started.elapsed(),
+                            true,
+                        );
+                    }
+                    Err(status) => tally.record(
+                        &format!("bot grpc {:?}", status.code()),
+                        started.elapsed(),
+                        true,
+                    ),
+                }
+            }
+            Target::Edge { base, http: client } => {
+                let forged = format!("{base}/api/buy/AAAA{n}x{r}");
+                let headers = [("user-agent", "python-requests/2.31.0")];
+                let name = match http(client, "POST", &forged, &headers, "{}").await {
+                    Ok((status, body)) => {
+                        format!(
+                            "bot {status} {}",
+                            body.get("code").and_then(|c| c.as_str()).unwrap_or("-")
+                        )
+                    }
+                    Err(e) => format!("bot error: {e}"),
+                };
+                tally.record(&name, started.elapsed(), true);
+            }
+        }
+    }
+}
+
+fn outcome_name(outcome: BuyOutcome) -> &'static str {
+    outcome.as_str_name()
+}
+
+/// The sum of the warehouse's request counters, from its metrics text.
+async fn origin_requests(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+) -> anyhow::Result<f64> {
+    let request = http::Request::get(url).body(Full::new(Bytes::new()))?;
+    let body = client
+        .request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("flashgate_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let http_client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let target = if args.target.starts_with("grpc://") {
+        Target::Warehouse(grpc_channel(&args.target).await?)
+    } else if args.target.starts_with("http://") {
+        Target::Edge {
+            base: args.target.trim_end_matches('/').to_owned(),
+            http: Box::new(http_client.clone()),
+        }
+    } else {
+        bail!("--target must start with grpc:// (the warehouse) or http:// (an edge)");
+    };
+    let admin_url = args
+        .admin
+        .clone()
+        .or_else(|| matches!(target, Target::Warehouse(_)).then(|| args.target.clone()));
+    let admin = match &admin_url {
+        Some(url) => Some(AdminClient::new(grpc_channel(url).await?)),
+        None => None,
+    };
+    let origin_before = match &args.warehouse_metrics {
+        Some(url) => Some(origin_requests(&http_client, url).await?),
+        None => None,
+    };
+
+    let mut actors: Vec<Actor> = (0..args.buyers).map(Actor::Buyer).collect();
+    actors.extend((0..args.bots).map(Actor::Bot));
+    // Interleave bots with buyers, as a real crowd would be: a fixed stride, so runs repeat.
+    actors.sort_by_key(|a| match a {
+        Actor::Buyer(n) => n * (args.bots + 1),
+        Actor::Bot(n) => n * (args.buyers + 1) + 1,
+    });
+
+    let bar = ProgressBar::new(actors.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} actors  {per_sec}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let tally = Tally::default();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, actor) in actors.into_iter().enumerate() {
+        if args.arrival == Arrival::Steady {
+            let due = started + Duration::from_secs_f64(i as f64 / f64::from(args.rate.max(1)));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = gate.clone().acquire_owned().await.expect("semaphore open");
+        let (target, args, tally, bar) = (target.clone(), args.clone(), tally.clone(), bar.clone());
+        tasks.spawn(async move {
+            match actor {
+                Actor::Buyer(n) => buyer(&target, &args, n, &tally).await,
+                Actor::Bot(n) => bot(&target, &args, n, &tally).await,
+            }
+            bar.inc(1);
+            bar.set_message(format!("{} won", tally.wins()));
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+
+    let origin_calls = match (&args.warehouse_metrics, origin_before) {
+        (Some(url), Some(before)) => Some(origin_requests(&http_client, url).await? - before),
+        _ => None,
+    };
+    let mut report = tally.report(elapsed, args.buyers, args.bots, origin_calls);
+    if let Some(mut admin) = admin {
+        let event = admin
+            .get_event(EventReq { id: args.event })
+            .await?
+            .into_inner();
+        let sale = event.event.context("event definition")?;
+        let ledger = admin
+            .get_sku_ledger(SkuLedgerReq {
+                sku_id: sale.sku_id,
+            })
+            .await?
+            .into_inner();
+        let conserved =
+            ledger.available + ledger.pools + ledger.locked + ledger.sold == ledger.total;
+        // Units this run won beyond what the sale had left is overselling; so is a broken ledger.
+        let won = report.won as i64;
+        let taken = i64::from(sale.pool) - i64::from(event.remaining);
+        report.oversold = Some((won - taken).max(0) + i64::from(!conserved) * won.max(1));
+        report.sale = Some(BTreeMap::from([
+            ("pool".to_owned(), i64::from(sale.pool)),
+            ("remaining".to_owned(), i64::from(event.remaining)),
+            ("locked".to_owned(), ledger.locked),
+            ("sold".to_owned(), ledger.sold),
+            ("conserved".to_owned(), i64::from(conserved)),
+        ]));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render(&args.target));
+    }
+    if report.oversold.unwrap_or(0) != 0 {
+        bail!("oversold units: {:?}", report.oversold);
+    }
+    Ok(())
+}
