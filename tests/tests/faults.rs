@@ -412,3 +412,175 @@ async fn a_late_payment_and_the_sweeper_never_both_win() {
     let report = audit::run(&store).await.unwrap();
     assert!(report.is_clean(), "{}", audit::render(&report));
 }
+
+/// A small deterministic generator (xorshift64*), so a soak's fault schedule replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Mixed traffic (buys, payments, cancellations, order reads) for `SOAK_SECONDS` (default 8;
+/// `scripts/soak.sh` runs minutes), with the warehouse killed and Redis restarted at moments drawn
+/// from `SOAK_SEED` (printed, so a failure replays). Ends with every failed buy retried and the
+/// audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_with_faults_at_random_moments() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let seed: u64 = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::try_from(now_ms()).unwrap_or(1) | 1);
+    eprintln!("soak: {seconds} s, SOAK_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let dir = std::env::temp_dir().join(format!("flashgate-soak-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let aof = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir_arg.as_str(),
+    ];
+    let mut redis = TestRedis::spawn(&aof).await;
+    let port = free_port();
+    let url = redis.url.clone();
+    let args = [
+        "--store",
+        "redis",
+        "--redis-url",
+        url.as_str(),
+        "--reclaim-idle-ms",
+        "300",
+    ];
+    let mut warehouse = Some(WarehouseProcess::start(port, &args).await);
+    put_sale(warehouse.as_ref().unwrap().channel().await).await;
+    let channel = warehouse.as_ref().unwrap().channel().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts: Arc<Mutex<Attempts>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut traffic = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS as u64 {
+        let (stop, attempts, next, channel) = (
+            stop.clone(),
+            attempts.clone(),
+            next.clone(),
+            channel.clone(),
+        );
+        let mut rng = Rng(seed ^ (c + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        traffic.spawn(async move {
+            let mut seckill = SeckillClient::new(channel);
+            let mut mine: Vec<(String, String)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match rng.below(10) {
+                    // Pay, cancel or look at one of this client's orders; failures are fine here,
+                    // the audit judges the end state.
+                    0..=2 if !mine.is_empty() => {
+                        let (no, user) = mine[rng.below(mine.len() as u64) as usize].clone();
+                        let req = OrderReq {
+                            order_no: no,
+                            user_id: user,
+                        };
+                        let _ = match rng.below(3) {
+                            0 => seckill.pay_order(req).await,
+                            1 => seckill.cancel_order(req).await,
+                            _ => seckill.get_order(req).await,
+                        };
+                    }
+                    _ => {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let answer = seckill.buy(buy_req(i)).await.ok().map(|r| {
+                            let r = r.into_inner();
+                            (r.outcome(), r.order_no)
+                        });
+                        if let Some((BuyOutcome::Queued, no)) = &answer {
+                            mine.push((no.clone(), format!("u{i}")));
+                        }
+                        attempts.lock().unwrap().insert(i, answer);
+                    }
+                }
+            }
+        });
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut faults = Vec::new();
+    loop {
+        let pause = Duration::from_millis(500 + rng.below(1_500));
+        if tokio::time::Instant::now() + pause >= deadline {
+            break;
+        }
+        // Faults happen at drawn moments: this wait is the schedule, not a wait for a result.
+        tokio::time::sleep(pause).await;
+        if rng.below(2) == 0 {
+            warehouse.take().expect("running").kill9();
+            warehouse = Some(WarehouseProcess::start(port, &args).await);
+            faults.push("kill -9 warehouse");
+        } else {
+            redis.restart(&aof).await;
+            faults.push("restart redis");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    while traffic.join_next().await.is_some() {}
+    eprintln!("soak: faults injected: {faults:?}");
+
+    let attempts = attempts.lock().unwrap().clone();
+    let channel = warehouse.as_ref().unwrap().channel().await;
+    let finals = settle(&attempts, channel.clone()).await;
+    for (i, answer) in &attempts {
+        if let Some(answer @ (BuyOutcome::Queued, _)) = answer {
+            assert_eq!(
+                &finals[i], answer,
+                "buyer {i} (SOAK_SEED={seed}): a retry must answer the same order"
+            );
+        }
+    }
+    let seckill = SeckillClient::new(channel);
+    for (i, (outcome, no)) in &finals {
+        if *outcome != BuyOutcome::Queued {
+            continue;
+        }
+        let (user, no) = (format!("u{i}"), no.clone());
+        eventually(
+            &format!("order {no} to leave the queue (SOAK_SEED={seed})"),
+            Duration::from_secs(30),
+            || {
+                let mut seckill = seckill.clone();
+                let req = OrderReq {
+                    order_no: no.clone(),
+                    user_id: user.clone(),
+                };
+                async move {
+                    let order = seckill.get_order(req).await.ok()?.into_inner();
+                    (order.status() != OrderStatusMsg::Queued).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let report = audit::run(&fg_store(&redis.url).await).await.unwrap();
+    assert!(
+        report.is_clean(),
+        "SOAK_SEED={seed}\n{}",
+        audit::render(&report)
+    );
+    drop(warehouse);
+    let _ = std::fs::remove_dir_all(&dir);
+}
