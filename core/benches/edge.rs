@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate_core::gate::{
-    Gate, GateConfig, GateState, Headers, Request, Sale, SaleEntry, Verdict,
+    Gate, GateConfig, GateState, Headers, NetworkLimit, Request, Sale, SaleEntry, Verdict,
 };
 use flashgate_core::identity::Identity;
 use flashgate_core::link::{self, Expect, KeyRing, LinkClaims};
@@ -116,6 +116,7 @@ fn gate_verdict(c: &mut Criterion) {
         },
         client_ip: Some("203.0.113.5".parse().unwrap()),
         platform_bot_score: None,
+        network_limit: NetworkLimit::Local,
         body: br#"{"qty":1}"#,
         now_ms,
         entropy: [3; 32],

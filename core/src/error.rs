@@ -115,14 +115,15 @@ impl Reason {
         match self {
             Reason::BadRequest | Reason::QtyTooLarge => 400,
             Reason::Unauthenticated | Reason::TokenExpired => 401,
-            Reason::Blocked | Reason::ChallengeRequired | Reason::BadLink => 403,
+            // An expired link is refused like a forged one (issue 4: every link that does not
+            // verify is 403); its own code tells the client to fetch a new one.
+            Reason::Blocked | Reason::ChallengeRequired | Reason::BadLink | Reason::LinkExpired => {
+                403
+            }
             Reason::NotFound | Reason::UnknownResource => 404,
             Reason::MethodNotAllowed => 405,
             Reason::LimitReached | Reason::Conflict => 409,
-            Reason::ChallengeExpired
-            | Reason::LinkExpired
-            | Reason::SaleEnded
-            | Reason::SoldOut => 410,
+            Reason::ChallengeExpired | Reason::SaleEnded | Reason::SoldOut => 410,
             Reason::TooLarge => 413,
             Reason::TooEarly => 425,
             Reason::RateLimited => 429,

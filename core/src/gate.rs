@@ -97,6 +97,16 @@ pub mod vars {
     pub const MAX_BODY: &str = "FLASHGATE_MAX_BODY";
     /// Breaker cooldown, ms.
     pub const BREAKER_COOLDOWN_MS: &str = "FLASHGATE_BREAKER_COOLDOWN_MS";
+    /// The warehouse's gRPC-Web base URL, e.g. `https://origin.example.com` (required by the
+    /// adapters; the gate itself never sends anything).
+    pub const ORIGIN_URL: &str = "FLASHGATE_ORIGIN_URL";
+    /// How long an adapter waits for the warehouse before counting the call failed, ms.
+    pub const ORIGIN_TIMEOUT_MS: &str = "FLASHGATE_ORIGIN_TIMEOUT_MS";
+    /// The window of the platform's per-network limiter (e.g. the Workers rate-limit binding's
+    /// `period`), ms: the Retry-After of its refusals.
+    pub const PLATFORM_LIMIT_WINDOW_MS: &str = "FLASHGATE_PLATFORM_LIMIT_WINDOW_MS";
+    /// How long a sale view (and with it the sold-out flag) is remembered for buys, ms.
+    pub const SALE_MEMORY_MS: &str = "FLASHGATE_SALE_MEMORY_MS";
 }
 
 /// The rate limits the gate applies.
@@ -163,6 +173,14 @@ pub struct GateConfig {
     pub sale_ttl_ms: i64,
     /// Tolerated user-token clock skew.
     pub token_leeway_ms: i64,
+    /// How long an adapter waits for the warehouse before it reports [`OriginReply::Failed`].
+    pub origin_timeout_ms: i64,
+    /// The window of the platform's per-network limiter, for the Retry-After of its refusals
+    /// (see [`NetworkLimit`]).
+    pub platform_limit_window_ms: i64,
+    /// How long a sale view is remembered for the buy path's sold-out flag and window check
+    /// (the challenge, link and sale routes refresh after [`GateConfig::sale_ttl_ms`]).
+    pub sale_memory_ms: i64,
 }
 
 /// Why the configuration could not be built.
@@ -201,6 +219,9 @@ impl GateConfig {
             guest_ttl_ms: 3_600_000,
             sale_ttl_ms: 1_000,
             token_leeway_ms: 5_000,
+            origin_timeout_ms: 3_000,
+            platform_limit_window_ms: 10_000,
+            sale_memory_ms: 10_000,
         }
     }
 
@@ -301,6 +322,15 @@ impl GateConfig {
         if let Some(v) = parse(&get, vars::BREAKER_COOLDOWN_MS)? {
             config.breaker.cooldown_ms = v;
         }
+        if let Some(v) = parse(&get, vars::ORIGIN_TIMEOUT_MS)? {
+            config.origin_timeout_ms = v;
+        }
+        if let Some(v) = parse(&get, vars::PLATFORM_LIMIT_WINDOW_MS)? {
+            config.platform_limit_window_ms = v;
+        }
+        if let Some(v) = parse(&get, vars::SALE_MEMORY_MS)? {
+            config.sale_memory_ms = v;
+        }
         Ok(config)
     }
 }
@@ -320,6 +350,23 @@ pub struct Headers<'a> {
     pub sec_fetch_mode: Option<&'a str>,
 }
 
+/// Who limits requests per client network.
+///
+/// A platform with a limiter of its own that every instance of a location shares (the Workers
+/// rate-limit binding) asks it under the key [`Gate::network_key`] gives, before deciding, and
+/// says what it answered; elsewhere the gate keeps a GCRA bucket per network in its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkLimit {
+    /// No platform limiter: the gate limits networks itself ([`Limits::ip`]).
+    #[default]
+    Local,
+    /// The platform's limiter let the request through.
+    Allowed,
+    /// The platform's limiter refused it: answered with a Retry-After of its window
+    /// ([`GateConfig::platform_limit_window_ms`]).
+    Exceeded,
+}
+
 /// One request, as the adapter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -333,6 +380,8 @@ pub struct Request<'a> {
     pub client_ip: Option<IpAddr>,
     /// The platform's bot score (1 automated … 99 human), if it gives one.
     pub platform_bot_score: Option<u8>,
+    /// What the platform's per-network limiter said, if it has one.
+    pub network_limit: NetworkLimit,
     /// The body (read up to [`GateConfig::max_body`] + 1 bytes; the gate refuses longer ones).
     pub body: &'a [u8],
     /// Unix ms, read once by the adapter.
@@ -502,6 +551,9 @@ pub struct GateState {
     pub sales: HashMap<i64, SaleEntry>,
     /// Recent `/api` request rate, for proof-of-work difficulty.
     pub traffic: RateMeter,
+    /// When [`Gate::housekeep`] last pruned, unix ms.
+    #[serde(default)]
+    pub pruned_ms: i64,
 }
 
 impl GateState {
@@ -700,15 +752,20 @@ impl Gate {
             .unwrap_or_else(|verdict| verdict)
     }
 
-    fn decide_steps(&self, req: &Request<'_>, state: &mut GateState) -> Step<Verdict> {
-        let now = req.now_ms;
-        // 1. Route and shape.
+    /// The key to ask the platform's per-network limiter with (see [`NetworkLimit`]), or `None`
+    /// when the request is refused before any limit is consulted (unknown route, oversized,
+    /// a bot) or carries no client address. Pure: it decides nothing and changes no state.
+    pub fn network_key(&self, req: &Request<'_>) -> Option<String> {
+        self.screen(req).ok()?;
+        req.client_ip.map(|ip| LimitKey::Ip(ip).to_string())
+    }
+
+    /// Steps 1 and 2: route and shape, then bot rules.
+    fn screen<'r>(&self, req: &Request<'r>) -> Step<(Route<'r>, BotVerdict)> {
         if req.path.len() > self.config.max_path || req.body.len() > self.config.max_body {
             return Err(refuse(Reason::TooLarge));
         }
         let route = route(req.method, req.path).map_err(refuse)?;
-        state.traffic.tick(now);
-        // 2. Bot rules.
         let signals = BotSignals {
             user_agent: req.headers.user_agent,
             accept_language: req.headers.accept_language,
@@ -721,9 +778,35 @@ impl Gate {
         if bot == BotVerdict::Block {
             return Err(refuse(Reason::Blocked));
         }
+        Ok((route, bot))
+    }
+
+    /// Bounds the state's memory: drops spent rate-limit buckets and sale views older than
+    /// [`GateConfig::sale_memory_ms`], at most once a second. Adapters call it per request.
+    pub fn housekeep(&self, state: &mut GateState, now_ms: i64) {
+        if now_ms.saturating_sub(state.pruned_ms) >= 1_000 {
+            state.prune(now_ms, self.config.sale_memory_ms);
+            state.pruned_ms = now_ms;
+        }
+    }
+
+    fn decide_steps(&self, req: &Request<'_>, state: &mut GateState) -> Step<Verdict> {
+        let now = req.now_ms;
+        // 1. Route and shape; 2. bot rules.
+        let (route, bot) = self.screen(req)?;
+        state.traffic.tick(now);
         // 3. Per-network and global limits.
-        if let Some(ip) = req.client_ip {
-            self.limit(state, LimitKey::Ip(ip), &self.config.limits.ip, now)?;
+        match req.network_limit {
+            NetworkLimit::Local => {
+                if let Some(ip) = req.client_ip {
+                    self.limit(state, LimitKey::Ip(ip), &self.config.limits.ip, now)?;
+                }
+            }
+            NetworkLimit::Allowed => {}
+            NetworkLimit::Exceeded => {
+                let wait = self.config.platform_limit_window_ms.max(0) as u64;
+                return Err(Verdict::Refuse(Refusal::after(Reason::RateLimited, wait)));
+            }
         }
         self.limit(state, LimitKey::Global, &self.config.limits.global, now)?;
         // 4. Identity (every route but the public sale view and the guest door).
@@ -1036,13 +1119,22 @@ impl Gate {
             &self.config.limits.sku,
             now,
         )?;
-        // The sold-out flag: only a cached view is consulted; a missing one is no reason to
-        // stop a buyer holding a valid link.
-        if let Some(SaleEntry {
-            sale: Some(sale), ..
-        }) = state.sales.get(&claims.event_id)
-        {
-            Self::open_sale(sale, now, false)?;
+        // The sold-out flag and the window: any remembered view will do (views are dropped
+        // after `sale_memory_ms`); with none, fetch it first, so that a sold-out sale is known
+        // again from one cheap `GetEvent` and its buyers never reach `Buy`.
+        match state.sales.get(&claims.event_id) {
+            // A link binds its sale's SKU: one minted for another definition of the sale is
+            // not this sale's.
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) if sale.sku_id != claims.sku_id => return Err(refuse(Reason::BadLink)),
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) => Self::open_sale(sale, now, false)?,
+            Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
+            None => {
+                self.sale(state, claims.event_id, now)?;
+            }
         }
         let message = BuyReq {
             event_id: claims.event_id,

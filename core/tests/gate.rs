@@ -4,8 +4,8 @@
 
 use flashgate_core::error::Reason;
 use flashgate_core::gate::{
-    Completion, Forward, Gate, GateConfig, GateState, Headers, OriginReply, Request, Response,
-    Verdict,
+    Completion, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, OriginReply, Request,
+    Response, Verdict,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::link::KeyRing;
@@ -87,6 +87,7 @@ impl Shopper {
             },
             client_ip: Some(self.ip.parse().unwrap()),
             platform_bot_score: None,
+            network_limit: NetworkLimit::Local,
             body,
             now_ms: now,
             entropy: [self.counter; 32],
@@ -700,4 +701,83 @@ fn state_survives_a_round_trip_through_a_store() {
     assert_eq!(loaded, state);
     assert!(loaded.limits.contains_key("rl:ip:2001:db8::/64"));
     assert_eq!(loaded.sales[&7].sale.map(|s| s.remaining), Some(3));
+}
+
+#[test]
+fn a_platform_limiter_replaces_the_per_network_bucket() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut shopper = Shopper::new("alice", "203.0.113.5", now);
+    let req = shopper.request("GET", "/api/events/9", b"", now);
+    // The key the adapter asks its platform's limiter with: the network, as the gate names it.
+    assert_eq!(gate.network_key(&req).as_deref(), Some("rl:ip:203.0.113.5"));
+    // Nothing is asked for requests refused before any limit: unknown routes, bots.
+    let unknown = shopper.request("GET", "/api/nope", b"", now);
+    assert_eq!(gate.network_key(&unknown), None);
+    let mut bot = shopper.request("GET", "/api/events/9", b"", now);
+    bot.headers.user_agent = Some("python-requests/2.32");
+    bot.headers.accept_language = None;
+    assert_eq!(gate.network_key(&bot), None);
+
+    let mut refused_by_platform = shopper.request("GET", "/api/events/9", b"", now);
+    refused_by_platform.network_limit = NetworkLimit::Exceeded;
+    let Verdict::Refuse(r) = gate.decide(&refused_by_platform, &mut state) else {
+        panic!("the platform's refusal was ignored")
+    };
+    assert_eq!(
+        (r.reason, r.retry_after_secs()),
+        (Reason::RateLimited, Some(10))
+    );
+    // Allowed by the platform: the gate keeps no bucket of its own for the network.
+    for _ in 0..60 {
+        let mut req = shopper.request("GET", "/api/events/9", b"", now);
+        req.network_limit = NetworkLimit::Allowed;
+        assert!(!matches!(gate.decide(&req, &mut state), Verdict::Refuse(_)));
+    }
+    assert!(!state.limits.contains_key("rl:ip:203.0.113.5"));
+}
+
+#[test]
+fn a_forgotten_sold_out_sale_is_relearned_without_a_buy() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    let issued = respond(decide_with_sale(
+        &gate,
+        &mut state,
+        &alice.request("POST", "/api/events/7/challenge", b"", now),
+        1,
+    ));
+    let challenge = issued["challenge"].as_str().unwrap();
+    let nonce = pow::solve(
+        challenge,
+        issued["bits"].as_u64().unwrap() as u8,
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    let answer = serde_json::json!({ "challenge": challenge, "nonce": nonce }).to_string();
+    let minted = respond(gate.decide(
+        &alice.request("POST", "/api/events/7/link", answer.as_bytes(), now),
+        &mut state,
+    ));
+    let path = minted["path"].as_str().unwrap().to_owned();
+    // The isolate forgets its sale views (housekeeping after `sale_memory_ms`).
+    let later = now + gate.config().sale_memory_ms;
+    gate.housekeep(&mut state, later);
+    assert!(state.sales.is_empty());
+    // A buy with no view fetches it first; the view says sold out; no Buy is sent.
+    let refresh = forward(gate.decide(&alice.request("POST", &path, b"", later), &mut state));
+    assert_eq!(refresh.path, "/flashsale.Admin/GetEvent");
+    let body = ok(&sale_state(0));
+    assert_eq!(
+        gate.complete(&mut state, &refresh, http(&body), later),
+        Completion::Retry
+    );
+    assert_eq!(
+        refused(&gate.decide(&alice.request("POST", &path, b"", later), &mut state)),
+        Reason::SoldOut
+    );
 }

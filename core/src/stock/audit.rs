@@ -466,13 +466,13 @@ mod tests {
             status: LockStatus::Released,
             ..locks[0].clone()
         }];
-        assert!(audit(std::slice::from_ref(&snap), &released_lock).violations.contains(
-            &Violation::LockedMismatch {
+        assert!(audit(std::slice::from_ref(&snap), &released_lock)
+            .violations
+            .contains(&Violation::LockedMismatch {
                 sku: 1,
                 counter: 3,
                 held: 2
-            }
-        ));
+            }));
 
         let mut no_deadline = snap;
         no_deadline.orders[0].deadline_ms = 0;

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use super::service::now_ms;
@@ -67,30 +68,48 @@ pub async fn process_wins<S: Store>(
 }
 
 /// Runs the order worker until `shutdown` turns true.
+///
+/// Reclaiming and reading take turns, never race: a blocking read dropped half-way would leave
+/// Redis delivering the next wins to a read nobody listens to, stranding them until a reclaim.
+/// So each read blocks at most until the next reclaim is due.
 pub async fn run_order_worker<S: Store>(
     store: S,
     options: WorkerOptions,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reclaim =
-        tokio::time::interval(options.reclaim_idle.max(Duration::from_millis(100)) / 2);
+    let reclaim_every = (options.reclaim_idle / 2).max(Duration::from_millis(50));
+    let mut next_reclaim = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !*shutdown.borrow() {
         let step = async {
-            tokio::select! {
-                biased;
-                _ = reclaim.tick() => {
-                    let wins = store.reclaim_wins(&options.consumer, options.reclaim_idle, options.batch).await?;
-                    if !wins.is_empty() {
-                        metrics.worker.with_label_values(&["reclaimed"]).inc_by(wins.len() as u64);
-                        tracing::info!(count = wins.len(), "reclaimed wins left by another consumer");
-                    }
-                    process_wins(&store, &wins, &metrics).await
+            let now = Instant::now();
+            if now >= next_reclaim {
+                next_reclaim = now + reclaim_every;
+                let wins = store
+                    .reclaim_wins(&options.consumer, options.reclaim_idle, options.batch)
+                    .await?;
+                if !wins.is_empty() {
+                    metrics
+                        .worker
+                        .with_label_values(&["reclaimed"])
+                        .inc_by(wins.len() as u64);
+                    tracing::info!(
+                        count = wins.len(),
+                        "reclaimed wins left by another consumer"
+                    );
                 }
-                wins = store.read_wins(&options.consumer, options.batch, options.block) => {
-                    process_wins(&store, &wins?, &metrics).await
-                }
+                process_wins(&store, &wins, &metrics).await
+            } else {
+                // Never zero: to Redis, BLOCK 0 waits forever.
+                let block = options
+                    .block
+                    .min(next_reclaim - now)
+                    .max(Duration::from_millis(1));
+                let wins = store
+                    .read_wins(&options.consumer, options.batch, block)
+                    .await?;
+                process_wins(&store, &wins, &metrics).await
             }
         };
         tokio::select! {

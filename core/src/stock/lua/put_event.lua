@@ -38,7 +38,10 @@ if -delta > pool then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ': only ' .. pool
     .. ' units are left in the pool, cannot take back ' .. (-delta)}
 end
-redis.call('HINCRBY', KEYS[1], 'available', -delta)
+if delta ~= 0 then
+  -- (Lua prints -0 as "-0", which HINCRBY refuses.)
+  redis.call('HINCRBY', KEYS[1], 'available', -delta)
+end
 redis.call('HSET', KEYS[2], 'id', event, 'sku', sku, 'put', ARGV[3], 'pool', pool + delta,
   'start', ARGV[4], 'end', ARGV[5], 'limit', ARGV[6], 'pay_window', ARGV[7])
 redis.call('HSETNX', KEYS[2], 'seq', 0)

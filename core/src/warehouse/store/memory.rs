@@ -464,9 +464,20 @@ impl Store for MemoryStore {
             let notified = self.new_win.notified();
             {
                 let mut inner = self.inner();
-                let take = count.min(inner.queue.len());
-                if take > 0 {
-                    let wins: Vec<Win> = inner.queue.drain(..take).collect();
+                if !inner.queue.is_empty() {
+                    // Up to `count` per SKU, in arrival order, as XREADGROUP over streams does.
+                    let mut per_sku: BTreeMap<i64, usize> = BTreeMap::new();
+                    let mut wins = Vec::new();
+                    inner.queue.retain(|win| {
+                        let taken = per_sku.entry(win.sku_id).or_default();
+                        if *taken < count {
+                            *taken += 1;
+                            wins.push(win.clone());
+                            false
+                        } else {
+                            true
+                        }
+                    });
                     for win in &wins {
                         let entry: u64 = win.entry_id.parse().expect("numbered by buy");
                         inner.pending.insert(

@@ -87,14 +87,18 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Closes sales that have ended (pool → available); returns their ids.
     fn close_ended(&self, now_ms: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
-    /// Reads up to `count` new wins for `consumer`, waiting up to `block` for the first.
+    /// Reads up to `count` new wins per SKU for `consumer`, waiting up to `block` for the
+    /// first (`block` must not be zero: to Redis, `BLOCK 0` is forever). Per SKU, because one
+    /// XREADGROUP over several streams applies COUNT to each; trimming afterwards would strand
+    /// delivered entries until a reclaim.
     fn read_wins(
         &self,
         consumer: &str,
         count: usize,
         block: Duration,
     ) -> impl Future<Output = StoreResult<Vec<Win>>> + Send;
-    /// Takes over up to `count` wins delivered to any consumer and unacknowledged for `min_idle`.
+    /// Takes over up to `count` wins (in total) delivered to any consumer and unacknowledged for
+    /// `min_idle`.
     fn reclaim_wins(
         &self,
         consumer: &str,

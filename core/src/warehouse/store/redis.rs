@@ -272,10 +272,15 @@ impl RedisStore {
         Ok(conn)
     }
 
+    /// The order streams to read: those of SKUs with a sale (the consumer group is created with
+    /// the sale; a SKU sold only through the seed contract has no stream, and naming it would
+    /// fail the whole read with NOGROUP).
     async fn order_streams(&self) -> StoreResult<Vec<String>> {
-        Ok(self
-            .skus()
-            .await?
+        let mut conn = self.conn.clone();
+        let mut skus: Vec<i64> = conn.hvals(self.keys.events()).await.map_err(unavailable)?;
+        skus.sort_unstable();
+        skus.dedup();
+        Ok(skus
             .into_iter()
             .map(|sku| self.keys.order_stream(sku))
             .collect())
@@ -599,6 +604,12 @@ impl Store for RedisStore {
     }
 
     async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+        // An empty user is how the sweeper asks release_order.lua for any user's order.
+        if user_id.is_empty() {
+            return Err(StoreError::Refused(StockError::NotYours(
+                order_no.to_owned(),
+            )));
+        }
         Ok(self
             .release(order_no, user_id, now_ms, OrderStatus::Cancelled)
             .await?
@@ -699,6 +710,9 @@ impl Store for RedisStore {
     ) -> StoreResult<Vec<Win>> {
         let mut wins = Vec::new();
         for stream in self.order_streams().await? {
+            if wins.len() >= count {
+                break;
+            }
             let mut conn = self.conn.clone();
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
@@ -707,7 +721,7 @@ impl Store for RedisStore {
                 .arg(min_idle.as_millis() as u64)
                 .arg("0-0")
                 .arg("COUNT")
-                .arg(count)
+                .arg(count - wins.len())
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
