@@ -55,13 +55,22 @@ pub struct TestRedis {
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     child: Option<Child>,
+    /// The arguments it was started with, for a restart.
+    extra: Vec<String>,
+    /// Its own data directory, removed on drop (durable Redis only).
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl TestRedis {
     /// Starts (or borrows) a Redis and waits until it answers PING.
     pub async fn start() -> Self {
         if let Ok(url) = std::env::var("REDIS_URL") {
-            return Self { url, child: None };
+            return Self {
+                url,
+                child: None,
+                extra: Vec::new(),
+                data_dir: None,
+            };
         }
         Self::spawn(&[]).await
     }
@@ -69,10 +78,45 @@ impl TestRedis {
     /// Always starts a `redis-server` of its own, with extra arguments (e.g. AOF settings).
     pub async fn spawn(extra: &[&str]) -> Self {
         let port = free_port();
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut redis = Self {
+            url,
+            child: None,
+            extra,
+            data_dir: None,
+        };
+        redis.launch().await;
+        redis
+    }
+
+    /// A `redis-server` of its own that loses nothing acknowledged: AOF with `appendfsync
+    /// always`, in a fresh data directory removed on drop. [`TestRedis::restart`] keeps the data.
+    pub async fn spawn_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("flashgate-redis-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).expect("create the Redis data directory");
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let aof = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir_arg,
+        ];
+        let mut redis = Self::spawn(&aof).await;
+        redis.data_dir = Some(dir);
+        redis
+    }
+
+    /// Starts `redis-server` on this Redis's port (no persistence unless `extra` asks for it)
+    /// and waits until it answers PING.
+    async fn launch(&mut self) {
+        let port = self.port().to_string();
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &port.to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -80,19 +124,16 @@ impl TestRedis {
                 "--appendonly",
                 "no",
             ])
-            .args(extra)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (the test command installs it)");
-        let redis = Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            child: Some(child),
-        };
-        let client = redis::Client::open(redis.url.as_str()).expect("valid url");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).expect("valid url");
         eventually(
             "redis-server to answer PING",
-            Duration::from_secs(10),
+            Duration::from_secs(20),
             || {
                 let client = client.clone();
                 async move {
@@ -105,7 +146,6 @@ impl TestRedis {
             },
         )
         .await;
-        redis
     }
 
     /// A Redis store under a key prefix no other test uses.
@@ -123,6 +163,9 @@ impl Drop for TestRedis {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -437,8 +480,8 @@ impl TestRedis {
     }
 
     /// Stops this test's own `redis-server` (SHUTDOWN, so AOF is flushed) and starts it again on
-    /// the same port with the same arguments, waiting until it answers again.
-    pub async fn restart(&mut self, extra: &[&str]) {
+    /// the same port with the same arguments and data, waiting until it answers again.
+    pub async fn restart(&mut self) {
         let port = self.port();
         let _ = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "shutdown"])
@@ -446,36 +489,6 @@ impl TestRedis {
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart redis-server");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url.as_str()).expect("valid url");
-        eventually(
-            "redis-server to answer PING after a restart",
-            Duration::from_secs(20),
-            || {
-                let client = client.clone();
-                async move {
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .ok()
-                }
-            },
-        )
-        .await;
+        self.launch().await;
     }
 }

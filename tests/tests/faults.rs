@@ -15,9 +15,7 @@ use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, StockErr
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
-use flashgate_tests::{
-    eventually, free_port, unique_prefix, TestRedis, TestWarehouse, WarehouseProcess,
-};
+use flashgate_tests::{eventually, free_port, TestRedis, TestWarehouse, WarehouseProcess};
 use tonic::transport::Channel;
 
 const POOL: i32 = 2_000;
@@ -276,18 +274,7 @@ async fn kill_9_of_the_warehouse_mid_spike_loses_no_acknowledged_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_spike_loses_nothing_acknowledged() {
-    let dir = std::env::temp_dir().join(format!("flashgate-aof-{}", unique_prefix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let aof = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        dir_arg.as_str(),
-    ];
-    let mut redis = TestRedis::spawn(&aof).await;
+    let mut redis = TestRedis::spawn_durable().await;
     let store = fg_store(&redis.url).await;
     let w = TestWarehouse::start(store.clone()).await;
     put_sale(w.new_channel().await).await;
@@ -296,12 +283,11 @@ async fn a_redis_restart_mid_spike_loses_nothing_acknowledged() {
         channels.push(w.new_channel().await);
     }
 
-    let attempts = spike(channels, || redis.restart(&aof)).await;
+    let attempts = spike(channels, || redis.restart()).await;
 
     // The warehouse reconnects by itself: no restart, no new store.
     let finals = settle(&attempts, w.new_channel().await).await;
     assert_nothing_lost(&attempts, &finals, w.new_channel().await, &store).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,18 +432,7 @@ async fn soak_with_faults_at_random_moments() {
     eprintln!("soak: {seconds} s, SOAK_SEED={seed}");
     let mut rng = Rng(seed);
 
-    let dir = std::env::temp_dir().join(format!("flashgate-soak-{}", unique_prefix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let aof = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        dir_arg.as_str(),
-    ];
-    let mut redis = TestRedis::spawn(&aof).await;
+    let mut redis = TestRedis::spawn_durable().await;
     let port = free_port();
     let url = redis.url.clone();
     let args = [
@@ -533,7 +508,7 @@ async fn soak_with_faults_at_random_moments() {
             warehouse = Some(WarehouseProcess::start(port, &args).await);
             faults.push("kill -9 warehouse");
         } else {
-            redis.restart(&aof).await;
+            redis.restart().await;
             faults.push("restart redis");
         }
     }
@@ -582,5 +557,4 @@ async fn soak_with_faults_at_random_moments() {
         audit::render(&report)
     );
     drop(warehouse);
-    let _ = std::fs::remove_dir_all(&dir);
 }
