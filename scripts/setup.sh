@@ -12,5 +12,6 @@ need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
 if [ "${1:-}" != "--native-only" ]; then
   bash scripts/wasm-toolchain.sh
+  bash scripts/worker-toolchain.sh
 fi
 say "setup done (cache: $FLASHGATE_CACHE)"

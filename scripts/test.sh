@@ -26,6 +26,9 @@ bash scripts/fuzz-smoke.sh
 say "building the warehouse binary the process and fault tests run"
 cargo build -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 
+say "the Cloudflare Worker (edge/worker) builds for wrangler"
+bash scripts/build-worker.sh
+
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast

@@ -138,6 +138,23 @@ fn gate_verdict(c: &mut Criterion) {
     c.bench_function("gate verdict (bot blocked)", |b| {
         b.iter(|| black_box(gate.decide(&blocked, &mut state)))
     });
+    // A valid link for a sale the edge knows is sold out: refused from the cached flag.
+    if let Some(SaleEntry {
+        sale: Some(sale), ..
+    }) = state.sales.get_mut(&7)
+    {
+        sale.sold_out = true;
+    }
+    assert!(matches!(
+        gate.decide(&request(now), &mut state),
+        Verdict::Refuse(_)
+    ));
+    c.bench_function("gate verdict (sold out)", |b| {
+        b.iter(|| {
+            now += 1;
+            black_box(gate.decide(&request(now), &mut state))
+        })
+    });
 }
 
 criterion_group!(benches, link_verify, pow_verify, gate_verdict);

@@ -2,6 +2,8 @@
 //! warehouse started in-process on `127.0.0.1:0` with real tonic clients, key prefixes that keep
 //! tests sharing one Redis apart, and polling with a deadline instead of sleeps.
 
+pub mod edge;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::process::{Child, Command, Stdio};

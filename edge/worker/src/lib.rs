@@ -1,0 +1,268 @@
+//! flashgate's Cloudflare Worker: a thin adapter between the Workers runtime and the shared
+//! core's `flashgate_core::gate`.
+//!
+//! Per `/api` request it reads the clock once, draws 32 bytes from `crypto.getRandomValues`,
+//! reads at most `max_body + 1` bytes of the body, asks the rate-limit binding about the client's
+//! network (under the key the gate names), asks the gate, and acts on the verdict: answer, or send
+//! the ready gRPC-Web call to the warehouse and hand the reply back to the gate. Static files
+//! never reach this code: `[assets]` in `wrangler.toml` serves `web/` from the CDN.
+//!
+//! Where state lives, and why:
+//! - **per-network limits**: the `[[ratelimits]]` binding (`IP_LIMITER`), shared by every
+//!   isolate of a location, so a crowd from one network cannot spread over isolates;
+//! - **per-user, per-sale, hot-SKU and global GCRA buckets, the breaker, the sale views with the
+//!   sold-out flag**: the gate's `GateState` in isolate memory. They are read on every request
+//!   and must cost nothing; a buyer's requests arrive at one location, and a sold-out flag that
+//!   one isolate has not seen yet costs at most one cheap `GetEvent` (never a `Buy`) before that
+//!   isolate knows too. The Cache API would make the flag colo-wide, but at the price of an extra
+//!   asynchronous lookup on every buy before the sale sells out — the very requests that must be
+//!   fast — to save a handful of `GetEvent` calls after it. Views are remembered for
+//!   `FLASHGATE_SALE_MEMORY_MS` and refreshed, so units coming back (cancelled, expired orders)
+//!   reopen the sale.
+//!
+//! What it deliberately does not do: decide anything. Every refusal, limit, status code and
+//! cache header comes from the core; the only thing this file knows is how to talk to workerd.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use flashgate_core::error::{Reason, Refusal};
+use flashgate_core::gate::{
+    self, Completion, Forward, Gate, GateConfig, GateState, NetworkLimit, OriginReply,
+};
+use flashgate_core::grpc_web::StatusHeaders;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use worker::wasm_bindgen::JsCast;
+use worker::{event, js_sys, AbortController, Context, Delay, Env, Fetch, Headers, Method};
+
+/// The `[[ratelimits]]` binding that limits requests per client network.
+pub const IP_LIMITER: &str = "FLASHGATE_IP_LIMITER";
+
+/// What is built once per isolate from the environment.
+struct Edge {
+    gate: Gate,
+    /// The warehouse's gRPC-Web base URL, without a trailing slash.
+    origin: String,
+}
+
+thread_local! {
+    // A Worker isolate is single-threaded; borrows never cross an `.await`.
+    static EDGE: RefCell<Option<Rc<Edge>>> = const { RefCell::new(None) };
+    static STATE: RefCell<GateState> = RefCell::new(GateState::default());
+}
+
+fn edge(env: &Env) -> Result<Rc<Edge>, String> {
+    if let Some(edge) = EDGE.with(|e| e.borrow().clone()) {
+        return Ok(edge);
+    }
+    // Vars (`[vars]`) and secrets (`wrangler secret`, `.dev.vars`) are both strings on `env`.
+    let lookup = |name: &str| {
+        js_sys::Reflect::get(env.as_ref(), &name.into())
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let config = GateConfig::from_lookup(lookup).map_err(|e| e.to_string())?;
+    let origin = lookup(gate::vars::ORIGIN_URL)
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| format!("{} is not set", gate::vars::ORIGIN_URL))?
+        .trim_end_matches('/')
+        .to_owned();
+    let edge = Rc::new(Edge {
+        gate: Gate::new(config),
+        origin,
+    });
+    EDGE.with(|e| *e.borrow_mut() = Some(edge.clone()));
+    Ok(edge)
+}
+
+fn with_state<T>(f: impl FnOnce(&mut GateState) -> T) -> T {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+#[event(fetch)]
+async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let edge = match edge(&env) {
+        Ok(edge) => edge,
+        Err(why) => {
+            // An operator's mistake: say so in the log, never to the client.
+            worker::console_error!("flashgate: configuration: {why}");
+            return respond(Refusal::after(Reason::Unavailable, 5_000).into());
+        }
+    };
+    respond(handle(&edge, req, &env).await?)
+}
+
+async fn handle(
+    edge: &Edge,
+    mut req: worker::Request,
+    env: &Env,
+) -> worker::Result<gate::Response> {
+    let now_ms = js_sys::Date::now() as i64;
+    let method = req.method().to_string();
+    let path = req.path();
+    let body = read_body(&mut req, edge.gate.config().max_body).await;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let (authorization, user_agent, accept_language) = (
+        header("authorization"),
+        header("user-agent"),
+        header("accept-language"),
+    );
+    let (sec_fetch_site, sec_fetch_mode) = (header("sec-fetch-site"), header("sec-fetch-mode"));
+    let client_ip = header("cf-connecting-ip").and_then(|ip| ip.parse::<IpAddr>().ok());
+    let platform_bot_score = req
+        .cf()
+        .and_then(|cf| cf.bot_management())
+        .map(|bm| bm.score().min(99) as u8);
+    let mut request = gate::Request {
+        method: &method,
+        path: &path,
+        headers: gate::Headers {
+            authorization: authorization.as_deref(),
+            user_agent: user_agent.as_deref(),
+            accept_language: accept_language.as_deref(),
+            sec_fetch_site: sec_fetch_site.as_deref(),
+            sec_fetch_mode: sec_fetch_mode.as_deref(),
+        },
+        client_ip,
+        platform_bot_score,
+        network_limit: NetworkLimit::Local,
+        body: &body,
+        now_ms,
+        entropy: entropy()?,
+    };
+    if let Some(key) = edge.gate.network_key(&request) {
+        request.network_limit = match env.rate_limiter(IP_LIMITER) {
+            Ok(limiter) => match limiter.limit(key).await {
+                Ok(outcome) if outcome.success => NetworkLimit::Allowed,
+                Ok(_) => NetworkLimit::Exceeded,
+                // The limiter failing is no reason to refuse buyers: fall back to the gate's own.
+                Err(_) => NetworkLimit::Local,
+            },
+            Err(_) => NetworkLimit::Local,
+        };
+    }
+
+    let mut verdict = with_state(|state| {
+        edge.gate.housekeep(state, now_ms);
+        edge.gate.decide(&request, state)
+    });
+    let mut retried = false;
+    loop {
+        let call = match verdict.into_response() {
+            Ok(response) => return Ok(response),
+            Err(call) => call,
+        };
+        let reply = send(&edge.origin, &call, edge.gate.config().origin_timeout_ms).await;
+        let done_ms = js_sys::Date::now() as i64;
+        let completion = with_state(|state| {
+            let reply = match &reply {
+                Some((status, grpc_status, grpc_message, body)) => OriginReply::Http {
+                    status: *status,
+                    grpc: StatusHeaders {
+                        grpc_status: grpc_status.as_deref(),
+                        grpc_message: grpc_message.as_deref(),
+                    },
+                    body,
+                },
+                None => OriginReply::Failed,
+            };
+            edge.gate.complete(state, &call, reply, done_ms)
+        });
+        match completion {
+            Completion::Respond(response) => return Ok(response),
+            // A sale view was missing and is now cached: decide once more (the core promises
+            // this happens at most once; the guard keeps a broken promise from looping).
+            Completion::Retry if !retried => {
+                retried = true;
+                verdict = with_state(|state| edge.gate.decide(&request, state));
+            }
+            Completion::Retry => return Ok(Refusal::after(Reason::Unavailable, 1_000).into()),
+        }
+    }
+}
+
+/// The body, read up to one byte past `max`: enough for the gate to refuse it as too large
+/// without the Worker buffering whatever a client cares to send.
+async fn read_body(req: &mut worker::Request, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    if matches!(req.method(), Method::Get | Method::Head) {
+        return body;
+    }
+    let Ok(mut stream) = req.stream() else {
+        return body;
+    };
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > max {
+            body.truncate(max + 1);
+            break;
+        }
+    }
+    body
+}
+
+fn entropy() -> worker::Result<[u8; 32]> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())?;
+    let get_random_values: js_sys::Function =
+        js_sys::Reflect::get(&crypto, &"getRandomValues".into())?.dyn_into()?;
+    let buffer = js_sys::Uint8Array::new_with_length(32);
+    get_random_values.call1(&crypto, &buffer)?;
+    let mut out = [0u8; 32];
+    buffer.copy_to(&mut out);
+    Ok(out)
+}
+
+/// The origin's answer: HTTP status, `grpc-status`, `grpc-message`, body.
+type Reply = (u16, Option<String>, Option<String>, Vec<u8>);
+
+/// Sends the gate's call to the warehouse; `None` when it cannot be reached in time.
+async fn send(origin: &str, call: &Forward, timeout_ms: i64) -> Option<Reply> {
+    let headers = Headers::new();
+    for (name, value) in &call.headers {
+        headers.set(name, value).ok()?;
+    }
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(js_sys::Uint8Array::from(call.body.as_slice()).into()));
+    let request = worker::Request::new_with_init(&format!("{origin}{}", call.path), &init).ok()?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let timeout = Delay::from(Duration::from_millis(timeout_ms.max(1) as u64));
+    let exchange = async {
+        let mut response = Fetch::Request(request)
+            .send_with_signal(&signal)
+            .await
+            .ok()?;
+        let status = response.status_code();
+        let grpc_status = response.headers().get("grpc-status").ok().flatten();
+        let grpc_message = response.headers().get("grpc-message").ok().flatten();
+        let body = response.bytes().await.ok()?;
+        Some((status, grpc_status, grpc_message, body))
+    };
+    let reply = match select(Box::pin(exchange), timeout).await {
+        Either::Left((reply, _)) => reply,
+        Either::Right(((), _)) => {
+            controller.abort();
+            None
+        }
+    };
+    reply
+}
+
+fn respond(response: gate::Response) -> worker::Result<worker::Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("cache-control", response.cache_control)?;
+    headers.set("x-content-type-options", "nosniff")?;
+    if let Some(seconds) = response.retry_after_s {
+        headers.set("retry-after", &seconds.to_string())?;
+    }
+    Ok(worker::Response::ok(response.body)?
+        .with_status(response.status)
+        .with_headers(headers))
+}

