@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # The main command: a local flash sale. Installs/builds what is missing, starts a Redis of its
 # own (AOF on, in a fresh data directory) — or, when no Redis can be had, the warehouse's embedded
-# memory store — and the warehouse with a demo sale that opens 30 s after start. Ctrl-C stops
-# everything cleanly.
+# memory store — the warehouse with a demo sale that opens 30 s after start, and the Cloudflare
+# Worker under `wrangler dev` in front of it (static page + /api). Ctrl-C stops everything.
 #
 # Settings (environment): FLASHGATE_LISTEN (127.0.0.1:50051), FLASHGATE_METRICS_LISTEN
-# (127.0.0.1:9464), FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30).
+# (127.0.0.1:9464), FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30),
+# FLASHGATE_EDGE_PORT (8787).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 need_rust
 need_cmd cc build-essential
+need_cmd curl curl
 redis_ok=1
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server || redis_ok=0
 command -v redis-server >/dev/null 2>&1 || redis_ok=0
 
+say "installing the edge toolchain (wasm target, worker-build, wrangler) where missing"
+bash scripts/wasm-toolchain.sh >/dev/null
+bash scripts/worker-toolchain.sh
+
 say "building the warehouse (release; the first build takes a few minutes)"
 cargo build --release -p flashgate-core --features warehouse --bin flashgate-warehouse
+say "building the Cloudflare Worker"
+bash scripts/build-worker.sh
 
 listen="${FLASHGATE_LISTEN:-127.0.0.1:50051}"
 metrics="${FLASHGATE_METRICS_LISTEN:-127.0.0.1:9464}"
@@ -59,13 +67,37 @@ FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
   --listen "$listen" --metrics-listen "$metrics" "${store_args[@]}" --demo-sale "$demo" &
 pids+=($!)
 
+edge_port="${FLASHGATE_EDGE_PORT:-8787}"
+# The Worker's secrets for wrangler dev: random, git-ignored, with this run's origin key.
+bash scripts/dev-vars.sh "$origin_key" >/dev/null
+say "starting the Cloudflare Worker under wrangler dev on http://127.0.0.1:$edge_port"
+PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
+  node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$edge_port" \
+  --var "FLASHGATE_ORIGIN_URL:http://$listen" > "$run_dir/wrangler.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  curl -fs "http://127.0.0.1:$edge_port/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$edge_port/" >/dev/null 2>&1 \
+  || die "wrangler dev did not come up (see $run_dir/wrangler.log)"
+
 IFS=: read -r sku stock pool starts <<<"$demo"
 cat <<MSG
 
   flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units,
   opening in ${starts}s, one unit per user, 5 minutes to pay.
 
-  Try it (grpcurl, with server reflection):
+  Open http://127.0.0.1:$edge_port/ in a browser (the storefront, served by the Worker).
+  Through the edge, as a browser would:
+    browser=(-H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0' -H 'Accept-Language: en' -H 'Sec-Fetch-Mode: cors')
+    curl -s "\${browser[@]}" http://127.0.0.1:$edge_port/api/events/1
+    curl -s "\${browser[@]}" -X POST http://127.0.0.1:$edge_port/api/session/guest   # a demo user token
+  A crowd through the edge:
+    cargo run --release -p flashgate-load -- --target http://127.0.0.1:$edge_port --event 1 \\
+      --admin grpc://$listen --warehouse-metrics http://$metrics/metrics --buyers 200 --bots 50
+
+  The warehouse directly (grpcurl, with server reflection):
     grpcurl -plaintext -d '{"id":1}' $listen flashsale.Admin/GetEvent
     grpcurl -plaintext -d '{"event_id":1,"user_id":"ann","qty":1,"request_id":"r1"}' $listen flashsale.Seckill/Buy
     grpcurl -plaintext -d '{"order_no":"1-1","user_id":"ann"}' $listen flashsale.Seckill/PayOrder

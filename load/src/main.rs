@@ -78,6 +78,11 @@ struct Args {
     /// The warehouse's metrics URL, for origin calls per edge request.
     #[arg(long)]
     warehouse_metrics: Option<String>,
+    /// Edge mode against a local `wrangler dev`: give buyers this many distinct client addresses
+    /// (`CF-Connecting-IP` from the benchmarking range 198.18.0.0/15), as a real crowd comes from
+    /// many networks; 0 sends none (every buyer is this machine, one per-IP limit for all).
+    #[arg(long, default_value_t = 0)]
+    client_ips: u32,
     /// A run label: user ids are `LABEL-buyer-N`, so runs against one sale do not collide.
     #[arg(long, default_value = "crowd")]
     label: String,
@@ -175,11 +180,32 @@ async fn buyer(target: &Target, args: &Args, n: usize, tally: &Tally) {
             }
         }
         Target::Edge { base, http: client } => {
-            if let Err(e) = edge_buyer(client, base, args.event, tally).await {
+            if let Err(e) = edge_buyer(
+                client,
+                base,
+                args.event,
+                client_ip(args, n).as_deref(),
+                tally,
+            )
+            .await
+            {
                 tally.record(&format!("error: {e}"), Duration::ZERO, true);
             }
         }
     }
+}
+
+/// Buyer `n`'s client address with `--client-ips`, from 198.18.0.0/15.
+fn client_ip(args: &Args, n: usize) -> Option<String> {
+    (args.client_ips > 0).then(|| {
+        let k = n as u32 % args.client_ips;
+        format!(
+            "198.{}.{}.{}",
+            18 + (k >> 16) % 2,
+            (k >> 8) & 0xff,
+            k & 0xff
+        )
+    })
 }
 
 /// The browser's path through the edge: guest identity, challenge, proof of work, link, buy.
@@ -187,8 +213,13 @@ async fn edge_buyer(
     client: &Client<HttpConnector, Full<Bytes>>,
     base: &str,
     event: i64,
+    client_ip: Option<&str>,
     tally: &Tally,
 ) -> anyhow::Result<()> {
+    let mut browser = BROWSER.to_vec();
+    if let Some(ip) = client_ip {
+        browser.push(("cf-connecting-ip", ip));
+    }
     let step = |name: &'static str, status: u16, body: &serde_json::Value| -> Option<String> {
         (status >= 300).then(|| {
             let code = body.get("code").and_then(|c| c.as_str()).unwrap_or("-");
@@ -200,7 +231,7 @@ async fn edge_buyer(
         client,
         "POST",
         &format!("{base}/api/session/guest"),
-        BROWSER,
+        &browser,
         "{}",
     )
     .await?;
@@ -211,7 +242,7 @@ async fn edge_buyer(
     }
     let token = guest["token"].as_str().context("guest token")?.to_owned();
     let auth = format!("Bearer {token}");
-    let mut headers = BROWSER.to_vec();
+    let mut headers = browser.clone();
     headers.push(("authorization", auth.as_str()));
 
     let started = Instant::now();
