@@ -216,7 +216,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_guards_the_warehouse_end_to_end() {
-    let redis = TestRedis::spawn(&[]).await;
+    let mut redis = TestRedis::spawn(&[]).await;
     let mut config = flashgate_core::warehouse::store::RedisStoreConfig::new(redis.url.clone());
     config.prefix = unique_prefix();
     let store = RedisStore::connect(config).await.expect("connect redis");
@@ -257,7 +257,8 @@ async fn the_worker_guards_the_warehouse_end_to_end() {
     a_sell_out_stops_buyers_at_the_edge(&world).await;
     eprintln!("sell-out ok ({:?})", started.elapsed());
     unsigned_grpc_web_is_refused_by_the_warehouse(&world).await;
-    an_origin_outage_trips_the_breaker_and_it_recovers(world, order).await;
+    let world = an_origin_outage_trips_the_breaker_and_it_recovers(world, order).await;
+    redis_unreachable_is_a_503_at_the_edge(&world, &mut redis).await;
     eprintln!("all scenarios ok ({:?})", started.elapsed());
 }
 
@@ -648,7 +649,7 @@ async fn unsigned_grpc_web_is_refused_by_the_warehouse(world: &World) {
 async fn an_origin_outage_trips_the_breaker_and_it_recovers(
     mut world: World,
     (alice, order_no): (Browser, String),
-) {
+) -> World {
     let order = format!("/api/orders/{order_no}");
     // Olga's requests trip the breaker (a user of her own, so no earlier scenario has spent her
     // per-user limit); the breaker is the edge's, so it stops Alice too.
@@ -691,6 +692,37 @@ async fn an_origin_outage_trips_the_breaker_and_it_recovers(
     for _ in 0..3 {
         assert_eq!(alice.get(&order).await.status(), 200);
     }
+    world
+}
+
+/// Redis gone behind a running warehouse: the warehouse answers UNAVAILABLE fast and the edge
+/// turns that into a 503 with Retry-After (and counts it against the breaker).
+async fn redis_unreachable_is_a_503_at_the_edge(world: &World, redis: &mut TestRedis) {
+    let rita = world.browser("rita", "198.18.9.1");
+    let lookup = "/api/orders/1-434343";
+    assert_eq!(
+        rita.get(lookup).await.status(),
+        404,
+        "Redis up: an unknown order"
+    );
+    let _ = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "shutdown", "nosave"])
+        .output();
+    let started = Instant::now();
+    let r = rita.get(lookup).await;
+    assert_eq!((r.status(), r.code()), (503, "unavailable"), "{}", r.json);
+    assert!(r.retry_after().is_some_and(|s| s >= 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let metrics = world.origin.metrics().await;
+    assert!(
+        metrics.contains(r#"flashgate_requests_total{code="UNAVAILABLE",method="GetOrder"}"#),
+        "the warehouse answered UNAVAILABLE, not the edge guessing: {metrics}"
+    );
+    redis.restart().await;
 }
 
 #[test]
