@@ -193,11 +193,28 @@ async fn assert_nothing_lost(
         i64::from(POOL),
         "nothing left the sale uncounted"
     );
+    let winners_ = winners.iter().map(|(i, no)| (**i, (*no).clone()));
+    await_orders(channel, winners_, "created", |s| {
+        s == OrderStatusMsg::PendingPayment
+    })
+    .await;
+    let report = audit::run(store).await.unwrap();
+    assert!(report.is_clean(), "{}", audit::render(&report));
+    assert_eq!(report.orders, winners.len());
+}
+
+/// Waits (bounded) until each `(buyer, order number)` has an order whose status passes `done`.
+async fn await_orders(
+    channel: Channel,
+    orders: impl Iterator<Item = (usize, String)>,
+    what: &str,
+    done: fn(OrderStatusMsg) -> bool,
+) {
     let seckill = SeckillClient::new(channel);
-    for (i, order_no) in &winners {
-        let (user, no) = (format!("u{i}"), (*order_no).clone());
+    for (i, no) in orders {
+        let user = format!("u{i}");
         eventually(
-            &format!("order {no} to be created"),
+            &format!("order {no} to be {what}"),
             Duration::from_secs(30),
             || {
                 let mut seckill = seckill.clone();
@@ -207,15 +224,12 @@ async fn assert_nothing_lost(
                 };
                 async move {
                     let order = seckill.get_order(req).await.ok()?.into_inner();
-                    (order.status() == OrderStatusMsg::PendingPayment).then_some(())
+                    done(order.status()).then_some(())
                 }
             },
         )
         .await;
     }
-    let report = audit::run(store).await.unwrap();
-    assert!(report.is_clean(), "{}", audit::render(&report));
-    assert_eq!(report.orders, winners.len());
 }
 
 async fn fg_store(url: &str) -> RedisStore {
@@ -527,29 +541,14 @@ async fn soak_with_faults_at_random_moments() {
             );
         }
     }
-    let seckill = SeckillClient::new(channel);
-    for (i, (outcome, no)) in &finals {
-        if *outcome != BuyOutcome::Queued {
-            continue;
-        }
-        let (user, no) = (format!("u{i}"), no.clone());
-        eventually(
-            &format!("order {no} to leave the queue (SOAK_SEED={seed})"),
-            Duration::from_secs(30),
-            || {
-                let mut seckill = seckill.clone();
-                let req = OrderReq {
-                    order_no: no.clone(),
-                    user_id: user.clone(),
-                };
-                async move {
-                    let order = seckill.get_order(req).await.ok()?.into_inner();
-                    (order.status() != OrderStatusMsg::Queued).then_some(())
-                }
-            },
-        )
-        .await;
-    }
+    let won = finals
+        .iter()
+        .filter(|(_, (o, _))| *o == BuyOutcome::Queued)
+        .map(|(i, (_, no))| (*i, no.clone()));
+    await_orders(channel, won, "out of the queue", |s| {
+        s != OrderStatusMsg::Queued
+    })
+    .await;
     let report = audit::run(&fg_store(&redis.url).await).await.unwrap();
     assert!(
         report.is_clean(),
