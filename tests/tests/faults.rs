@@ -193,8 +193,8 @@ async fn assert_nothing_lost(
         i64::from(POOL),
         "nothing left the sale uncounted"
     );
-    let winners_ = winners.iter().map(|(i, no)| (**i, (*no).clone()));
-    await_orders(channel, winners_, "created", |s| {
+    let won = winners.iter().map(|(i, no)| (**i, (*no).clone()));
+    await_orders(channel, won, "created", |s| {
         s == OrderStatusMsg::PendingPayment
     })
     .await;
