@@ -83,12 +83,19 @@ curl -fs "http://127.0.0.1:$edge_port/" >/dev/null 2>&1 \
   || die "wrangler dev did not come up (see $run_dir/wrangler.log)"
 
 IFS=: read -r sku stock pool starts <<<"$demo"
+# A demo user token (demo mode mints guest identities; the page mints its own per tab).
+token="$(curl -s -X POST -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0' \
+  -H 'Accept-Language: en' -H 'Sec-Fetch-Site: same-origin' -H 'Sec-Fetch-Mode: cors' \
+  "http://127.0.0.1:$edge_port/api/session/guest" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
 cat <<MSG
 
   flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units,
   opening in ${starts}s, one unit per user, 5 minutes to pay.
 
-  Open http://127.0.0.1:$edge_port/ in a browser (the storefront, served by the Worker).
+  Open http://127.0.0.1:$edge_port/?event=1 in a browser: the storefront counts down on the
+  server's clock, solves its proof-of-work puzzle in the background and lets you buy at the start
+  (a guest identity is minted per tab).
+  A demo user token: $token
   Through the edge, as a browser would:
     browser=(-H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0' -H 'Accept-Language: en' -H 'Sec-Fetch-Mode: cors')
     curl -s "\${browser[@]}" http://127.0.0.1:$edge_port/api/events/1

@@ -13,5 +13,7 @@ need_cmd redis-cli redis-tools
 if [ "${1:-}" != "--native-only" ]; then
   bash scripts/wasm-toolchain.sh
   bash scripts/worker-toolchain.sh
+  bash scripts/spin-toolchain.sh
+  bash scripts/browser-toolchain.sh
 fi
 say "setup done (cache: $FLASHGATE_CACHE)"

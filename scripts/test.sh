@@ -29,6 +29,9 @@ cargo build -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 say "the Cloudflare Worker (edge/worker) builds for wrangler"
 bash scripts/build-worker.sh
 
+say "the Spin component (edge/spin) builds for wasmtime serve and Spin"
+bash scripts/build-spin.sh
+
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast

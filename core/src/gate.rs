@@ -27,6 +27,9 @@
 //! }
 //! ```
 //!
+//! [`Exchange`] is that loop, ready for adapters, and [`Response::headers`] what goes with an
+//! answer, so the Worker and the Spin component share them instead of each writing its own.
+//!
 //! Order of checks: route and shape (path, body and token sizes) → bot rules (deny list,
 //! automation) → per-IP and global rate limits → user token → per-user rate limit → the route's
 //! own checks (purchase link, then per-sale and hot-SKU limits; proof-of-work for a link) →
@@ -585,6 +588,22 @@ pub struct Response {
     pub cache_control: &'static str,
 }
 
+impl Response {
+    /// The headers an edge sends with the response, besides its status and body: the JSON
+    /// content type, `Cache-Control`, `nosniff`, and `Retry-After` where waiting helps.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("content-type", "application/json; charset=utf-8".to_owned()),
+            ("cache-control", self.cache_control.to_owned()),
+            ("x-content-type-options", "nosniff".to_owned()),
+        ];
+        if let Some(seconds) = self.retry_after_s {
+            headers.push(("retry-after", seconds.to_string()));
+        }
+        headers
+    }
+}
+
 /// `Cache-Control` for anything personal or one-off.
 pub const NO_STORE: &str = "no-store";
 /// `Cache-Control` for a sale's public state: a crowd polling it costs the origin once a second.
@@ -705,6 +724,75 @@ pub enum Completion {
     Respond(Response),
     /// A sale view was refreshed: call [`Gate::decide`] again for the same request.
     Retry,
+}
+
+/// What an adapter does next for one request (see [`Exchange`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send this to the client: the request is done.
+    Respond(Response),
+    /// Send this call to the warehouse and hand its reply to [`Exchange::reply`].
+    Send(Forward),
+}
+
+/// One request's way through the gate: housekeeping and a decision, then for each forward the
+/// warehouse's reply, until there is a response. It is the adapter loop of the module docs,
+/// kept here so that no adapter carries it; it borrows no state between steps, so an adapter
+/// may release its state (a thread-local, a key-value entry) while the call is in flight.
+///
+/// ```text
+/// let mut exchange = Exchange::default();
+/// let mut next = exchange.start(&gate, &request, &mut state);
+/// let response = loop {
+///     match next {
+///         Next::Respond(response) => break response,
+///         Next::Send(call) => {
+///             let reply = /* POST origin + call.path, call.headers, call.body */;
+///             next = exchange.reply(&gate, &request, &mut state, &call, reply, now_ms);
+///         }
+///     }
+/// };
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exchange {
+    retried: bool,
+}
+
+impl Exchange {
+    /// Housekeeps `state` ([`Gate::housekeep`]) and decides `req`.
+    pub fn start(&mut self, gate: &Gate, req: &Request<'_>, state: &mut GateState) -> Next {
+        gate.housekeep(state, req.now_ms);
+        Self::next(gate.decide(req, state))
+    }
+
+    /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
+    /// once more when a refreshed sale view asks for it. The core promises that happens at most
+    /// once; a second time is answered `503` rather than looping.
+    pub fn reply(
+        &mut self,
+        gate: &Gate,
+        req: &Request<'_>,
+        state: &mut GateState,
+        call: &Forward,
+        reply: OriginReply<'_>,
+        now_ms: i64,
+    ) -> Next {
+        match gate.complete(state, call, reply, now_ms) {
+            Completion::Respond(response) => Next::Respond(response),
+            Completion::Retry if !self.retried => {
+                self.retried = true;
+                Self::next(gate.decide(req, state))
+            }
+            Completion::Retry => Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into()),
+        }
+    }
+
+    fn next(verdict: Verdict) -> Next {
+        match verdict.into_response() {
+            Ok(response) => Next::Respond(response),
+            Err(call) => Next::Send(call),
+        }
+    }
 }
 
 type Step<T> = Result<T, Verdict>;

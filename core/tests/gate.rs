@@ -781,3 +781,61 @@ fn a_forgotten_sold_out_sale_is_relearned_without_a_buy() {
         Reason::SoldOut
     );
 }
+
+/// The adapters' loop, as the core runs it for them: a buy with no sale view cached asks the
+/// origin for the sale once, decides again and forwards the buy; a second refresh request for
+/// the same request (a broken promise) is answered 503, never looped on.
+#[test]
+fn an_exchange_refreshes_the_sale_once_then_forwards() {
+    use flashgate_core::gate::{Exchange, Next};
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let clock = Clock(START - 1_000);
+    let mut alice = Shopper::new("alice", "203.0.113.9", clock.now());
+    let req = alice.request("GET", "/api/events/7", b"", clock.now());
+    let mut exchange = Exchange::default();
+    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
+        panic!("the sale is not cached: the origin is asked");
+    };
+    assert_eq!(call.path, "/flashsale.Admin/GetEvent");
+    let body = ok(&sale_state(10));
+    let Next::Respond(response) =
+        exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now())
+    else {
+        panic!("the sale route answers with the view");
+    };
+    assert_eq!(response.status, 200);
+    let headers = response.headers();
+    assert!(headers.contains(&("cache-control", "public, max-age=1".to_owned())));
+    assert!(headers.contains(&("content-type", "application/json; charset=utf-8".to_owned())));
+
+    // A challenge with the sale uncached: GetEvent (answer: false), then Retry, then decided.
+    let mut state = GateState::default();
+    let req = alice.request("POST", "/api/events/7/challenge", b"", clock.now());
+    let mut exchange = Exchange::default();
+    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
+        panic!("the origin is asked for the sale");
+    };
+    let next = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
+    let Next::Respond(issued) = next else {
+        panic!("decided again from the cached view: {next:?}")
+    };
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    // Were the gate to ask for a refresh again, the exchange answers 503 instead of looping.
+    let mut state = GateState::default();
+    let mut exchange = Exchange::default();
+    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
+        panic!("the origin is asked for the sale");
+    };
+    let _ = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
+    let mut state = GateState::default();
+    let again = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
+    let Next::Respond(refused) = again else {
+        panic!("a second retry is not decided again: {again:?}")
+    };
+    assert_eq!(refused.status, 503);
+    assert!(refused
+        .headers()
+        .iter()
+        .any(|(name, _)| *name == "retry-after"));
+}

@@ -3,6 +3,9 @@
 //! tests sharing one Redis apart, and polling with a deadline instead of sleeps.
 
 pub mod edge;
+pub mod scenarios;
+pub mod spin;
+pub mod storefront;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use flashgate_core::error::{Reason, Refusal};
 use flashgate_core::gate::{
-    self, Completion, Forward, Gate, GateConfig, GateState, NetworkLimit, OriginReply,
+    self, Exchange, Forward, Gate, GateConfig, GateState, NetworkLimit, Next, OriginReply,
 };
 use flashgate_core::grpc_web::StatusHeaders;
 use futures_util::future::{select, Either};
@@ -146,19 +146,16 @@ async fn handle(
         };
     }
 
-    let mut verdict = with_state(|state| {
-        edge.gate.housekeep(state, now_ms);
-        edge.gate.decide(&request, state)
-    });
-    let mut retried = false;
+    let mut exchange = Exchange::default();
+    let mut next = with_state(|state| exchange.start(&edge.gate, &request, state));
     loop {
-        let call = match verdict.into_response() {
-            Ok(response) => return Ok(response),
-            Err(call) => call,
+        let call = match next {
+            Next::Respond(response) => return Ok(response),
+            Next::Send(call) => call,
         };
         let reply = send(&edge.origin, &call, edge.gate.config().origin_timeout_ms).await;
         let done_ms = js_sys::Date::now() as i64;
-        let completion = with_state(|state| {
+        next = with_state(|state| {
             let reply = match &reply {
                 Some((status, grpc_status, grpc_message, body)) => OriginReply::Http {
                     status: *status,
@@ -170,18 +167,8 @@ async fn handle(
                 },
                 None => OriginReply::Failed,
             };
-            edge.gate.complete(state, &call, reply, done_ms)
+            exchange.reply(&edge.gate, &request, state, &call, reply, done_ms)
         });
-        match completion {
-            Completion::Respond(response) => return Ok(response),
-            // A sale view was missing and is now cached: decide once more (the core promises
-            // this happens at most once; the guard keeps a broken promise from looping).
-            Completion::Retry if !retried => {
-                retried = true;
-                verdict = with_state(|state| edge.gate.decide(&request, state));
-            }
-            Completion::Retry => return Ok(Refusal::after(Reason::Unavailable, 1_000).into()),
-        }
     }
 }
 
@@ -256,11 +243,8 @@ async fn send(origin: &str, call: &Forward, timeout_ms: i64) -> Option<Reply> {
 
 fn respond(response: gate::Response) -> worker::Result<worker::Response> {
     let headers = Headers::new();
-    headers.set("content-type", "application/json; charset=utf-8")?;
-    headers.set("cache-control", response.cache_control)?;
-    headers.set("x-content-type-options", "nosniff")?;
-    if let Some(seconds) = response.retry_after_s {
-        headers.set("retry-after", &seconds.to_string())?;
+    for (name, value) in response.headers() {
+        headers.set(name, &value)?;
     }
     Ok(worker::Response::ok(response.body)?
         .with_status(response.status)

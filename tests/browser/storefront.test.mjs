@@ -1,0 +1,242 @@
+// The storefront in headless chromium (Debian's, driven by playwright-core) against the real
+// Worker, warehouse and Redis that tests/tests/storefront_browser.rs starts. It passes:
+//   FLASHGATE_URL          the edge (wrangler dev), e.g. http://127.0.0.1:8787
+//   FLASHGATE_EVENT_BUY    a sale starting in ~25 s (the whole purchase)
+//   FLASHGATE_EVENT_RACE   a sale of pool 1 starting in ~25 s (two visitors, one unit)
+//   FLASHGATE_EVENT_EARLY  a sale starting in 10 min (a link asked for too early)
+//   FLASHGATE_RESULTS      where to write what was bought, for the warehouse check
+//   FLASHGATE_CHROMIUM     the browser (default /usr/bin/chromium)
+//   FLASHGATE_ARTIFACTS    where screenshots go (default tests/artifacts/)
+// Nothing sleeps: every wait is a Playwright wait with a timeout.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const URL_ = process.env.FLASHGATE_URL;
+const EVENTS = {
+  buy: process.env.FLASHGATE_EVENT_BUY,
+  race: process.env.FLASHGATE_EVENT_RACE,
+  early: process.env.FLASHGATE_EVENT_EARLY,
+};
+const CHROMIUM = process.env.FLASHGATE_CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = process.env.FLASHGATE_ARTIFACTS || new URL('../artifacts/', import.meta.url).pathname;
+// The sales start ~25 s after they are created, and the countdown is waited out.
+const SALE_WAIT = 90_000;
+const STEP = 20_000;
+// Headless chromium says "HeadlessChrome" in its user agent, which the edge's bot rules block
+// (as they should): the visitors present the user agent of the same browser with a head.
+const USER_AGENT =
+  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0 Safari/537.36';
+const PHONE = { width: 390, height: 844 };
+
+assert.ok(URL_, 'FLASHGATE_URL is not set: run these through `cargo test -p flashgate-tests --test storefront_browser`');
+assert.ok(
+  existsSync(CHROMIUM),
+  `chromium is not installed (${CHROMIUM} is missing): run scripts/setup.sh`,
+);
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+const results = {};
+let visitors = 0;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (process.env.FLASHGATE_RESULTS) writeFileSync(process.env.FLASHGATE_RESULTS, JSON.stringify(results, null, 2));
+});
+
+// A visitor: a browser context of its own (its own sessionStorage, so its own guest), from a
+// network of its own (CF-Connecting-IP, which local workerd passes through, as the edge's
+// platform would set it), reporting page errors.
+async function visitor(event, viewport = { width: 1024, height: 800 }) {
+  visitors += 1;
+  const context = await browser.newContext({
+    userAgent: USER_AGENT,
+    locale: 'en-US',
+    viewport,
+    extraHTTPHeaders: { 'cf-connecting-ip': `198.18.7.${visitors}` },
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // The refusals the scenarios provoke are logged by chromium as failed loads: not errors.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(m.text());
+  });
+  page.errors = errors;
+  await page.goto(`${URL_}/?event=${event}`);
+  return { context, page };
+}
+
+const text = (page, selector) => page.locator(selector).innerText();
+const seen = (page, selector, timeout = STEP) => page.locator(selector).waitFor({ state: 'visible', timeout });
+const userId = (page) =>
+  page.evaluate(() => JSON.parse(sessionStorage.getItem('flashgate.session') || '{}').user_id);
+
+describe('the storefront', { concurrency: true }, () => {
+  test('the page and its hashed assets are static files with their cache rules', async () => {
+    const page = await fetch(`${URL_}/`);
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get('cache-control'), 'no-cache');
+    const html = await page.text();
+    const assets = [...html.matchAll(/"(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+    assert.equal(assets.length, 2, html);
+    for (const asset of assets) {
+      const response = await fetch(`${URL_}${asset}`);
+      assert.equal(response.status, 200, asset);
+      assert.equal(response.headers.get('cache-control'), 'public, max-age=31536000, immutable', asset);
+    }
+    // The sources the assets are built from are not served.
+    assert.equal((await fetch(`${URL_}/src/app.js`)).status, 404);
+  });
+
+  test('a visitor waits out the countdown, proves work, buys, pays, and may not buy twice', { timeout: 150_000 }, async () => {
+    const { context, page } = await visitor(EVENTS.buy, PHONE);
+    // The visitor's own clock is an hour fast: the countdown follows the shop's clock anyway.
+    await page.clock.install({ time: Date.now() + 3_600_000 });
+    await page.reload();
+
+    await seen(page, '#phase:text("Opens in")');
+    const clock = await text(page, '#clock');
+    const m = /^(\d\d):(\d\d)$/.exec(clock);
+    assert.ok(m, `countdown "${clock}"`);
+    const left = Number(m[1]) * 60 + Number(m[2]);
+    assert.ok(left > 0 && left <= 30, `the countdown follows the server's clock: ${clock}`);
+    assert.equal(await page.locator('#buy').isDisabled(), true, 'no buying before the start');
+    assert.match(await text(page, '#stock'), /^5 of 5 left$/);
+
+    // The proof-of-work runs in a Web Worker ahead of the start, with its progress shown.
+    await seen(page, '#pow[data-state="done"]');
+    assert.match(await text(page, '#pow-text'), /Puzzle solved \([\d,]+ tries\)/);
+    await page.screenshot({ path: join(ARTIFACTS, 'storefront-countdown.png'), fullPage: true });
+
+    // At the start the button opens; the buyer uses the keyboard.
+    await seen(page, '#buy:enabled:text("Buy now")', SALE_WAIT);
+    await page.locator('#buy').focus();
+    await page.keyboard.press('Enter');
+    await seen(page, '#order[data-status="pending_payment"]');
+    const orderNo = await text(page, '#order-no');
+    assert.ok(orderNo.length > 0);
+    assert.match(await text(page, '#order-detail'), /^Pay within \d\d:\d\d /);
+    await seen(page, '#stock:text("4 of 5 left")');
+    await page.screenshot({ path: join(ARTIFACTS, 'storefront-pending.png'), fullPage: true });
+
+    // Focus moved to the order: the keyboard reaches "Pay now" with one Tab.
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'order-title');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'pay');
+    await page.keyboard.press('Enter');
+    await seen(page, '#order[data-status="paid"]');
+    assert.equal(await text(page, '#order-status'), 'Paid — thank you!');
+    assert.equal(await page.locator('#pay').isVisible(), false);
+    await page.screenshot({ path: join(ARTIFACTS, 'storefront-paid.png'), fullPage: true });
+
+    // A reload keeps the order (sessionStorage), and the edge still says paid.
+    await page.reload();
+    await seen(page, '#order[data-status="paid"]');
+    results.paid = { order_no: orderNo, user_id: await userId(page) };
+
+    // The same shopper in a fresh tab (the session, not the order, carried over) tries again:
+    // one per customer, said in plain words.
+    await page.evaluate((event) => sessionStorage.removeItem(`flashgate.order.${event}`), EVENTS.buy);
+    await page.reload();
+    await seen(page, '#pow[data-state="done"]');
+    await page.locator('#buy:enabled').click();
+    await seen(page, '#notice[data-code="limit_reached"]');
+    assert.equal(await text(page, '#notice'), 'You already have the most this sale allows per customer.');
+    assert.equal(await userId(page), results.paid.user_id);
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  });
+
+  test('two visitors, one unit: one wins, the other sees sold out; the winner cancels', { timeout: 150_000 }, async () => {
+    const a = await visitor(EVENTS.race);
+    const b = await visitor(EVENTS.race);
+    await Promise.all([a, b].map(({ page }) => seen(page, '#pow[data-state="done"]')));
+    await Promise.all([a, b].map(({ page }) => seen(page, '#buy:enabled:text("Buy now")', SALE_WAIT)));
+    await Promise.all([a, b].map(({ page }) => page.locator('#buy').click()));
+
+    const outcome = ({ page }) =>
+      page.locator('#order[data-status="pending_payment"], #notice[data-code="sold_out"]')
+        .first().waitFor({ state: 'visible', timeout: STEP })
+        .then(() => page.locator('#order[data-status="pending_payment"]').isVisible());
+    const won = await Promise.all([a, b].map(outcome));
+    assert.equal(won.filter(Boolean).length, 1, `exactly one winner: ${won}`);
+    const winner = won[0] ? a : b;
+    const loser = won[0] ? b : a;
+
+    assert.match(await text(loser.page, '#notice'), /^Sold out — every unit has been taken/);
+    await seen(loser.page, '#buy:disabled:text("Sold out")');
+    await seen(loser.page, '#phase:text("Sold out")');
+    assert.equal(await loser.page.locator('#order').isVisible(), false);
+    await loser.page.screenshot({ path: join(ARTIFACTS, 'storefront-sold-out.png'), fullPage: true });
+
+    results.race_winner = {
+      order_no: await text(winner.page, '#order-no'),
+      user_id: await userId(winner.page),
+    };
+    // The winner's page, too, now says none are left; then the winner changes their mind, and
+    // the unit goes back on sale.
+    await seen(winner.page, '#stock:text("None left")');
+    await winner.page.locator('#cancel').click();
+    await seen(winner.page, '#order[data-status="cancelled"]');
+    assert.equal(await text(winner.page, '#order-status'), 'Cancelled');
+    await seen(winner.page, '#stock:text("1 of 1 left")');
+    assert.deepEqual([...a.page.errors, ...b.page.errors], []);
+    await a.context.close();
+    await b.context.close();
+  });
+
+  test('a purchase link asked for before the start is refused as too early', { timeout: 60_000 }, async () => {
+    const { context, page } = await visitor(EVENTS.early);
+    await seen(page, '#phase:text("Opens in")');
+    // A visitor whose page believes the sale has begun (a stale or doctored view of it): the
+    // edge, not the page, decides, and says to come back later.
+    await page.route(`**/api/events/${EVENTS.early}`, async (route) => {
+      const response = await route.fetch();
+      const sale = await response.json();
+      sale.start_ms = sale.server_time_ms - 1000;
+      sale.status = 'running';
+      await route.fulfill({ response, json: sale });
+    });
+    await seen(page, '#pow[data-state="done"]');
+    await seen(page, '#buy:enabled:text("Buy now")');
+    await page.locator('#buy').click();
+    await seen(page, '#notice[data-code="too_early"]');
+    const message = await text(page, '#notice');
+    const wait = /^Not yet — the sale has not started\. Try again in (\d+) seconds\.$/.exec(message);
+    assert.ok(wait, `message: ${message}`);
+    assert.ok(Number(wait[1]) > 500 && Number(wait[1]) <= 600, `retry after ${wait[1]} s`);
+    assert.equal(await page.locator('#buy').isDisabled(), true, 'the button waits as told');
+    assert.equal(await page.locator('#order').isVisible(), false);
+    await page.screenshot({ path: join(ARTIFACTS, 'storefront-too-early.png'), fullPage: true });
+
+    // The rest of the edge's refusals a shopper can meet (core/src/error.rs), in plain words,
+    // with the wait where the edge gives one.
+    const words = await page.evaluate(() => Object.fromEntries([
+      'unauthenticated', 'token_expired', 'blocked', 'challenge_required', 'challenge_expired',
+      'bad_link', 'link_expired', 'qty_too_large', 'too_early', 'sale_ended', 'sold_out',
+      'limit_reached', 'conflict', 'unknown', 'rate_limited', 'unavailable',
+    ].map((code) => [code, explain(code, 3, 'FALLBACK')])));
+    for (const [code, message] of Object.entries(words)) {
+      assert.notEqual(message, 'FALLBACK', `${code} has no words of its own`);
+    }
+    assert.equal(words.rate_limited, 'Too many requests — please slow down. Try again in 3 seconds.');
+    assert.equal(words.unavailable, 'The shop is very busy right now. Try again in 3 seconds.');
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  });
+});

@@ -1,0 +1,207 @@
+//! The storefront in a real browser: headless Debian chromium, driven by playwright-core from
+//! Node's test runner (`tests/browser/*.test.mjs`), against the real Worker under `wrangler dev`,
+//! the warehouse on a Redis of the test's own, in demo mode (the page mints a guest identity).
+//!
+//! This test starts the world and creates the sales; the Node files drive the page and write
+//! what they bought to a results file; then this test asks the warehouse whether it agrees.
+//! Screenshots land in `tests/artifacts/` (git-ignored).
+
+use std::time::Duration;
+
+use flashgate_core::proto::flashsale::{
+    seckill_client::SeckillClient, Event, OrderReq, OrderStatus, PutSkuStockReq, SkuLedgerReq,
+};
+use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
+use flashgate_tests::edge::{Origin, Scratch, Wrangler};
+use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
+use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// `1:` + base64url("flashgate-test-link-key-0123456789").
+const LINK_KEYS: &str = "1:Zmxhc2hnYXRlLXRlc3QtbGluay1rZXktMDEyMzQ1Njc4OQ";
+const USER_KEY: &str = "flashgate-test-user-token-key-0123";
+
+/// The sales of the scenarios: (event, sku, stock, pool, starts in ms).
+const BUY: (i64, i64, i32, i32, i64) = (1, 2001, 20, 5, 25_000);
+const RACE: (i64, i64, i32, i32, i64) = (2, 2002, 5, 1, 25_000);
+const EARLY: (i64, i64, i32, i32, i64) = (3, 2003, 5, 5, 600_000);
+
+async fn put_sale(origin: &Origin<RedisStore>, sale: (i64, i64, i32, i32, i64)) -> Event {
+    let (id, sku, stock, pool, starts_in) = sale;
+    let mut admin = origin.admin().await;
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: sku,
+            num: stock,
+        })
+        .await
+        .expect("put stock");
+    let start = now_ms() + starts_in;
+    let event = Event {
+        id,
+        sku_id: sku,
+        pool,
+        start_ms: start,
+        end_ms: start + 3_600_000,
+        per_user_limit: 1,
+        pay_window_ms: 300_000,
+    };
+    admin.put_event(event).await.expect("put event");
+    event
+}
+
+/// The warehouse's question for an order the browser tests reported: `{order_no, user_id}`.
+fn order_req(reported: &Value) -> OrderReq {
+    let field = |name: &str| {
+        reported[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("the browser tests reported no {name}: {reported}"))
+            .to_owned()
+    };
+    OrderReq {
+        order_no: field("order_no"),
+        user_id: field("user_id"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storefront_sells_in_a_real_browser() {
+    // Fail fast, before the slow start, when the browser side is missing.
+    chromium_path();
+    assert_playwright_installed();
+
+    let redis = TestRedis::spawn(&[]).await;
+    let mut config = RedisStoreConfig::new(redis.url.clone());
+    config.prefix = unique_prefix();
+    let store = RedisStore::connect(config).await.expect("connect redis");
+    let mut options = ServerOptions {
+        origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+        ..ServerOptions::default()
+    };
+    if let Some(worker) = options.worker.as_mut() {
+        worker.consumer = unique_prefix();
+    }
+    let origin = Origin::start(store, options).await;
+    let vars = [
+        ("FLASHGATE_ORIGIN_URL", format!("http://{}", origin.addr)),
+        (
+            "FLASHGATE_ORIGIN_KEY",
+            String::from_utf8(TEST_ORIGIN_KEY.to_vec()).unwrap(),
+        ),
+        ("FLASHGATE_USER_TOKEN_KEY", USER_KEY.to_owned()),
+        ("FLASHGATE_LINK_KEYS", LINK_KEYS.to_owned()),
+        ("FLASHGATE_DEMO_MODE", "1".to_owned()),
+        ("FLASHGATE_POW_FLOOR_BITS", "12".to_owned()),
+        ("FLASHGATE_POW_CAP_BITS", "16".to_owned()),
+    ];
+    let edge = Wrangler::start(&vars).await;
+
+    // The sales start once the browser is up (the countdown is waited out, not skipped).
+    let buy = put_sale(&origin, BUY).await;
+    let race = put_sale(&origin, RACE).await;
+    let early = put_sale(&origin, EARLY).await;
+
+    let scratch = Scratch::new("storefront");
+    let results = scratch.0.join("results.json");
+    let env = [
+        ("FLASHGATE_URL", format!("http://{}", edge.addr)),
+        ("FLASHGATE_EVENT_BUY", buy.id.to_string()),
+        ("FLASHGATE_EVENT_RACE", race.id.to_string()),
+        ("FLASHGATE_EVENT_EARLY", early.id.to_string()),
+        ("FLASHGATE_RESULTS", results.display().to_string()),
+    ];
+    let node = tokio::task::spawn_blocking(move || {
+        run_node_tests(
+            &[
+                "tests/browser/assets.test.mjs",
+                "tests/browser/storefront.test.mjs",
+            ],
+            &env,
+        )
+    })
+    .await
+    .expect("join node");
+    let stdout = String::from_utf8_lossy(&node.stdout);
+    let stderr = String::from_utf8_lossy(&node.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(
+        node.status.success(),
+        "the browser tests failed ({}):\n{stdout}\n{stderr}\nwrangler's log:\n{}",
+        node.status,
+        edge.log_tail()
+    );
+
+    // The warehouse agrees with what the browsers saw.
+    let results: Value = serde_json::from_slice(
+        &std::fs::read(&results).expect("the browser tests wrote their results"),
+    )
+    .expect("results are JSON");
+    let mut admin = origin.admin().await;
+    let channel = Channel::from_shared(format!("http://{}", origin.addr))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect");
+    let mut seckill = SeckillClient::new(channel);
+
+    let order = seckill
+        .get_order(order_req(&results["paid"]))
+        .await
+        .expect("the paid order exists")
+        .into_inner();
+    assert_eq!(order.status, OrderStatus::Paid as i32, "{order:?}");
+    assert_eq!(order.event_id, buy.id);
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq { sku_id: buy.sku_id })
+        .await
+        .expect("ledger")
+        .into_inner();
+    assert_eq!((ledger.sold, ledger.locked), (1, 0), "{ledger:?}");
+    assert_eq!(
+        ledger.available + ledger.pools + ledger.locked + ledger.sold,
+        ledger.total
+    );
+
+    let order = seckill
+        .get_order(order_req(&results["race_winner"]))
+        .await
+        .expect("the winner's order exists")
+        .into_inner();
+    assert_eq!(order.event_id, race.id);
+    assert_eq!(order.status, OrderStatus::Cancelled as i32, "{order:?}");
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq {
+            sku_id: race.sku_id,
+        })
+        .await
+        .expect("ledger")
+        .into_inner();
+    // Sold once, cancelled while the sale runs: the unit is back in the sale's pool.
+    assert_eq!(
+        (ledger.pools, ledger.locked, ledger.sold),
+        (1, 0, 0),
+        "{ledger:?}"
+    );
+    assert_eq!(
+        ledger.available + ledger.pools + ledger.locked + ledger.sold,
+        ledger.total
+    );
+
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq {
+            sku_id: early.sku_id,
+        })
+        .await
+        .expect("ledger")
+        .into_inner();
+    assert_eq!(
+        (ledger.pools, ledger.locked, ledger.sold),
+        (5, 0, 0),
+        "nothing sold early"
+    );
+    drop(edge);
+}
