@@ -18,6 +18,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/lib.sh
+# The storefront Spin's file server serves: hashed assets built from web/src (git-ignored output).
+bash scripts/build-web.sh
 
 need_rust
 which="${1:-all}"

@@ -15,6 +15,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/lib.sh
+# The storefront the Worker serves: hashed assets built from web/src (git-ignored output).
+bash scripts/build-web.sh
 
 need_rust
 lock_version() {
