@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
+use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
 use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -252,6 +254,34 @@ impl<S: Store> Origin<S> {
             .await
             .expect("connect to the warehouse");
         AdminClient::new(channel)
+    }
+
+    /// Puts `stock` units of `sku` on hand and a sale `id` of `pool` of them, starting
+    /// `starts_in_ms` from now, one hour long, one unit per user, `pay_window_ms` to pay.
+    pub async fn put_sale(
+        &self,
+        (id, sku, stock, pool): (i64, i64, i32, i32),
+        starts_in_ms: i64,
+        pay_window_ms: i64,
+    ) -> Event {
+        let mut admin = self.admin().await;
+        let stock = PutSkuStockReq {
+            sku_id: sku,
+            num: stock,
+        };
+        admin.put_sku_stock(stock).await.expect("put stock");
+        let start_ms = now_ms() + starts_in_ms;
+        let event = Event {
+            id,
+            sku_id: sku,
+            pool,
+            start_ms,
+            end_ms: start_ms + 3_600_000,
+            per_user_limit: 1,
+            pay_window_ms,
+        };
+        admin.put_event(event).await.expect("put event");
+        event
     }
 
     /// The metrics text.

@@ -14,7 +14,7 @@ use flashgate_core::identity::Identity;
 use flashgate_core::link::{self, KeyRing, LinkClaims};
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
-    admin_client::AdminClient, BuyReq, Event, PutSkuStockReq, SkuLedger, SkuLedgerReq,
+    admin_client::AdminClient, BuyReq, Event, SkuLedger, SkuLedgerReq,
 };
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::now_ms;
@@ -276,26 +276,9 @@ impl World {
 
     /// A sale of `pool` units of `sku` (out of `stock`), starting `starts_in_ms` from now.
     pub async fn sale(&self, id: i64, sku: i64, stock: i32, pool: i32, starts_in_ms: i64) -> Event {
-        let mut admin = self.admin().await;
-        admin
-            .put_sku_stock(PutSkuStockReq {
-                sku_id: sku,
-                num: stock,
-            })
+        self.origin
+            .put_sale((id, sku, stock, pool), starts_in_ms, 600_000)
             .await
-            .expect("put stock");
-        let start = now_ms() + starts_in_ms;
-        let event = Event {
-            id,
-            sku_id: sku,
-            pool,
-            start_ms: start,
-            end_ms: start + 3_600_000,
-            per_user_limit: 1,
-            pay_window_ms: 600_000,
-        };
-        admin.put_event(event).await.expect("put event");
-        event
     }
 
     /// The SKU's ledger.

@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use flashgate_core::proto::flashsale::{
-    seckill_client::SeckillClient, Event, OrderReq, OrderStatus, PutSkuStockReq, SkuLedgerReq,
+    seckill_client::SeckillClient, Event, OrderReq, OrderStatus, SkuLedgerReq,
 };
 use flashgate_core::warehouse::server::ServerOptions;
-use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
 use flashgate_tests::edge::{Origin, Scratch, Wrangler};
 use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
@@ -31,26 +30,9 @@ const EARLY: (i64, i64, i32, i32, i64) = (3, 2003, 5, 5, 600_000);
 
 async fn put_sale(origin: &Origin<RedisStore>, sale: (i64, i64, i32, i32, i64)) -> Event {
     let (id, sku, stock, pool, starts_in) = sale;
-    let mut admin = origin.admin().await;
-    admin
-        .put_sku_stock(PutSkuStockReq {
-            sku_id: sku,
-            num: stock,
-        })
+    origin
+        .put_sale((id, sku, stock, pool), starts_in, 300_000)
         .await
-        .expect("put stock");
-    let start = now_ms() + starts_in;
-    let event = Event {
-        id,
-        sku_id: sku,
-        pool,
-        start_ms: start,
-        end_ms: start + 3_600_000,
-        per_user_limit: 1,
-        pay_window_ms: 300_000,
-    };
-    admin.put_event(event).await.expect("put event");
-    event
 }
 
 /// The warehouse's question for an order the browser tests reported: `{order_no, user_id}`.
