@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         StoreKind::Redis => {
             let mut config = RedisStoreConfig::new(cli.redis_url.clone());
             config.prefix = cli.redis_prefix.clone();
+            config.cluster = cli.redis_cluster;
             let store = RedisStore::connect(config)
                 .await
                 .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?;

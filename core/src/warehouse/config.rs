@@ -21,6 +21,8 @@ pub mod env {
     pub const STORE: &str = "FLASHGATE_STORE";
     /// `--redis-url`.
     pub const REDIS_URL: &str = "FLASHGATE_REDIS_URL";
+    /// `--redis-cluster`.
+    pub const REDIS_CLUSTER: &str = "FLASHGATE_REDIS_CLUSTER";
     /// `--redis-prefix`.
     pub const REDIS_PREFIX: &str = "FLASHGATE_REDIS_PREFIX";
     /// `--origin-key`.
@@ -70,9 +72,14 @@ pub struct Cli {
     #[arg(long, global = true, env = env::STORE, value_enum, default_value_t = StoreKind::Memory)]
     pub store: StoreKind,
 
-    /// Redis URL for `--store redis`.
+    /// Redis URL for `--store redis`; for a Redis Cluster, one or more seed nodes separated by
+    /// commas.
     #[arg(long, global = true, env = env::REDIS_URL, default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
     pub redis_url: String,
+
+    /// Talk to a Redis Cluster (implied when `--redis-url` names several nodes).
+    #[arg(long, global = true, env = env::REDIS_CLUSTER, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redis_cluster: bool,
 
     /// Namespace of every Redis key.
     #[arg(long, global = true, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
@@ -95,7 +102,8 @@ pub struct Cli {
     #[arg(long, env = env::REQUEST_TIMEOUT_MS, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout_ms: u64,
 
-    /// This process's name in the order workers' consumer group (unique per process).
+    /// This process's name in the order workers' consumer group, unique per process
+    /// (default `HOST-PID`).
     #[arg(long, env = env::CONSUMER)]
     pub consumer: Option<String>,
 
@@ -150,9 +158,14 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {
-    redis::Client::open(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("not a Redis URL: {e}"))
+    let mut urls = s.split(',').map(str::trim).filter(|u| !u.is_empty()).peekable();
+    if urls.peek().is_none() {
+        return Err("no Redis URL".into());
+    }
+    for url in urls {
+        redis::Client::open(url).map_err(|e| format!("{url:?} is not a Redis URL: {e}"))?;
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -196,13 +209,23 @@ fn parse_demo_sale(s: &str) -> Result<DemoSale, String> {
     Ok(demo)
 }
 
+/// `HOST-PID`: unique among the warehouses sharing one Redis, on one machine or several.
+fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "warehouse".into());
+    format!("{host}-{}", std::process::id())
+}
+
 impl Cli {
     /// The server options these flags describe.
     pub fn server_options(&self) -> ServerOptions {
         let consumer = self
             .consumer
             .clone()
-            .unwrap_or_else(|| format!("warehouse-{}", std::process::id()));
+            .unwrap_or_else(default_consumer);
         ServerOptions {
             origin_key: self.origin_key.as_ref().map(|k| k.as_bytes().to_vec()),
             origin_max_skew_ms: self.origin_max_skew_ms,
@@ -230,6 +253,8 @@ mod tests {
             (&["--listen", "nowhere"][..], "--listen"),
             (&["--store", "disk"], "--store"),
             (&["--redis-url", "http://x"], "--redis-url"),
+            (&["--redis-url", "redis://a:1,http://x"], "--redis-url"),
+            (&["--redis-url", " , "], "--redis-url"),
             (&["--origin-key", "short"], "--origin-key"),
             (&["--metrics-listen", "1.2.3.4"], "--metrics-listen"),
             (&["--demo-sale", "1:2:3"], "--demo-sale"),
@@ -249,6 +274,9 @@ mod tests {
             OptionalAddr(Some("127.0.0.1:9464".parse().unwrap()))
         );
         assert!(cli.server_options().worker.is_some());
+        assert!(!cli.redis_cluster);
+        let cluster = parse(&["--redis-cluster", "--redis-url", "redis://a:1,redis://b:2"]).unwrap();
+        assert!(cluster.redis_cluster);
         let off = parse(&["--metrics-listen", "off", "--order-worker", "false"]).unwrap();
         assert_eq!(off.metrics_listen, OptionalAddr(None));
         assert!(off.server_options().worker.is_none());

@@ -4,22 +4,19 @@
 -- KEYS[2]  the sale's hash             ({sku:ID}:ev:EID: id sku put pool start end limit
 --                                       pay_window seq closed)
 -- KEYS[3]  set of the SKU's sales      ({sku:ID}:events)
--- KEYS[4]  directory event → SKU       (:events)
--- KEYS[5]  the SKU's order stream      ({sku:ID}:orders)
+-- KEYS[4]  the SKU's order stream      ({sku:ID}:orders)
 -- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name
 --
 -- `put` is the number of units put in the sale; redefining moves only the difference between
--- `available` and the pool. A sale's SKU never changes, and a closed sale cannot be redefined.
+-- `available` and the pool. A closed sale cannot be redefined. Every key is in the SKU's slot:
+-- the caller claims the event id in the directory event → SKU (another slot) beforehand, which
+-- is where "a sale's SKU never changes" is enforced.
 -- The order stream's consumer group is created here, so the worker can read from the first win.
 --
 -- Replies: {"OK", pool} | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
 -- Example: available 10, PUT event 1 pool 4 → {"OK","4"}, available 6; PUT again pool 3 →
 -- {"OK","3"}, available 7.
 local event, sku = ARGV[1], ARGV[2]
-local known_sku = redis.call('HGET', KEYS[4], event)
-if known_sku and known_sku ~= sku then
-  return {'FAILED_PRECONDITION', 'event ' .. event .. ' sells sku ' .. known_sku .. '; its sku cannot change'}
-end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'NOT_FOUND', 'sku ' .. sku}
 end
@@ -47,7 +44,6 @@ redis.call('HSET', KEYS[2], 'id', event, 'sku', sku, 'put', ARGV[3], 'pool', poo
 redis.call('HSETNX', KEYS[2], 'seq', 0)
 redis.call('HSETNX', KEYS[2], 'closed', 0)
 redis.call('SADD', KEYS[3], event)
-redis.call('HSET', KEYS[4], event, sku)
 -- BUSYGROUP (the group exists already) is the expected answer on a redefinition.
-redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[8], '0', 'MKSTREAM')
+redis.pcall('XGROUP', 'CREATE', KEYS[4], ARGV[8], '0', 'MKSTREAM')
 return {'OK', tostring(pool + delta)}

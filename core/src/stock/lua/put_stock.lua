@@ -1,12 +1,12 @@
 -- put_stock.lua — Admin.PutSkuStock: set a SKU's on-hand total.
 --
 -- KEYS[1]  stock hash of the SKU      ({sku:ID}:stock: total available locked sold)
--- KEYS[2]  directory set of SKUs      (:skus)
 -- ARGV[1]  SKU id
 -- ARGV[2]  the new total (>= 0)
 --
 -- The difference to the old total goes to (or comes from) `available`; pooled, locked and sold
--- units are never touched, so the total cannot drop below them.
+-- units are never touched, so the total cannot drop below them. The caller lists the SKU in the
+-- directory of SKUs (another slot) beforehand.
 --
 -- Replies: {"OK", available} | {"FAILED_PRECONDITION", why}
 -- Example: total 10, available 4 (6 pooled/locked/sold); PUT 8 → {"OK","2"}; PUT 5 → refused.
@@ -21,5 +21,4 @@ end
 redis.call('HSET', KEYS[1], 'total', new_total, 'available', next_available)
 redis.call('HSETNX', KEYS[1], 'locked', 0)
 redis.call('HSETNX', KEYS[1], 'sold', 0)
-redis.call('SADD', KEYS[2], ARGV[1])
 return {'OK', tostring(next_available)}

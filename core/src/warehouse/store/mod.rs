@@ -9,7 +9,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisStoreConfig};
+pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig};
 
 use std::future::Future;
 use std::time::Duration;

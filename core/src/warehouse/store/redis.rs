@@ -1,18 +1,25 @@
 //! `RedisStore`: stock in Redis, every operation one Lua script (EVALSHA, reloaded on NOSCRIPT).
 //!
-//! The command connection is a redis-rs `ConnectionManager`: multiplexed (one socket carries
-//! every concurrent request) and reconnecting by itself after Redis restarts. The order worker's
-//! blocking `XREADGROUP` gets a connection of its own, so a blocked read never stalls buys.
-//! Key names and reply parsing live in [`crate::stock`]; this file only moves bytes.
+//! One Redis or a Redis Cluster, the same code: every command and every script names keys of one
+//! hash slot (a SKU's keys share the tag `{sku:ID}`), so no CROSSSLOT error can occur. On one
+//! Redis the connection is a redis-rs `ConnectionManager`; on a cluster a `ClusterConnection`
+//! that follows slot moves and failovers. Both are multiplexed (one socket per node carries every
+//! concurrent request) and reconnect by themselves. Nothing blocks a connection: the order
+//! worker reads each order stream without `BLOCK` and waits between empty rounds (see
+//! [`RedisStore::read_wins`](super::Store::read_wins)), because one `XREADGROUP` may not name
+//! streams of different slots. Key names and reply parsing live in [`crate::stock`]; this file
+//! only moves bytes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-use redis::{AsyncCommands, Client, Script};
-use tokio::sync::Mutex;
+use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{Store, StoreError, StoreResult};
 use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
@@ -24,8 +31,11 @@ use crate::stock::{
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
-    /// `redis://host:port/db` (or `rediss://`).
+    /// `redis://host:port/db` (or `rediss://`); for a cluster, one or more seed nodes separated
+    /// by commas (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`).
     pub url: String,
+    /// Talk to a Redis Cluster (implied by a `url` naming several nodes).
+    pub cluster: bool,
     /// Namespace of every key (isolates deployments and tests sharing one Redis).
     pub prefix: String,
     /// How long one command may take before the caller gets `Unavailable`.
@@ -39,9 +49,62 @@ impl RedisStoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: false,
             prefix: "fg".into(),
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The node URLs `url` names.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Whether this configuration reaches a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster || self.urls().len() > 1
+    }
+}
+
+/// The command connection: one Redis or a Redis Cluster. Either way every command it carries
+/// names keys of one hash slot.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands go to the master serving their slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -60,18 +123,18 @@ struct Scripts {
     snapshot: Script,
 }
 
-/// A [`Store`] over one Redis (cluster mode comes with the cluster issue).
+/// How long the order worker waits between rounds that found no new win.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// A [`Store`] over one Redis or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    client: Client,
+    conn: RedisConnection,
     config: Arc<RedisStoreConfig>,
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
     /// A sale's SKU never changes, so the directory lookup is cached for the life of the process.
     sku_of_event: Arc<RwLock<HashMap<i64, i64>>>,
-    /// The worker's blocking reads, on a connection of their own (made on first use).
-    blocking: Arc<Mutex<Option<ConnectionManager>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -109,11 +172,9 @@ impl RedisStore {
     /// Connects (fails fast when Redis cannot be reached) and loads nothing yet: scripts are sent
     /// on first use and cached by Redis.
     pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
-        let client = Client::open(config.url.as_str()).map_err(unavailable)?;
-        let conn = Self::manager(&client, &config, config.response_timeout).await?;
+        let conn = Self::open(&config).await?;
         Ok(Self {
             conn,
-            client,
             keys: Arc::new(Keys::new(config.prefix.clone())),
             config: Arc::new(config),
             scripts: Arc::new(Scripts {
@@ -130,22 +191,33 @@ impl RedisStore {
                 snapshot: Script::new(scripts::SNAPSHOT),
             }),
             sku_of_event: Arc::default(),
-            blocking: Arc::default(),
         })
     }
 
-    async fn manager(
-        client: &Client,
-        config: &RedisStoreConfig,
-        response_timeout: Duration,
-    ) -> StoreResult<ConnectionManager> {
+    async fn open(config: &RedisStoreConfig) -> StoreResult<RedisConnection> {
+        if config.is_cluster() {
+            // Retries ride out a failover: the client refreshes its slot map on MOVED and on
+            // connection errors, and retries the command against the new master.
+            let client = ClusterClientBuilder::new(config.urls())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(6)
+                .min_retry_wait(50)
+                .max_retry_wait(1_000)
+                .build()
+                .map_err(unavailable)?;
+            let conn = client.get_async_connection().await.map_err(unavailable)?;
+            return Ok(RedisConnection::Cluster(conn));
+        }
+        let client = Client::open(config.url.as_str()).map_err(unavailable)?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
+            .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        ConnectionManager::new_with_config(client.clone(), manager_config)
+        ConnectionManager::new_with_config(client, manager_config)
             .await
+            .map(RedisConnection::Single)
             .map_err(unavailable)
     }
 
@@ -155,7 +227,7 @@ impl RedisStore {
     }
 
     /// A clone of the command connection, for tools that read Redis directly (the audit, tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -256,22 +328,6 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    async fn blocking_connection(&self) -> StoreResult<ConnectionManager> {
-        let mut slot = self.blocking.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        // Blocking reads wait up to their BLOCK time; give the response timeout that much more.
-        let conn = Self::manager(
-            &self.client,
-            &self.config,
-            self.config.response_timeout + Duration::from_secs(5),
-        )
-        .await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
     /// The order streams to read: those of SKUs with a sale (the consumer group is created with
     /// the sale; a SKU sold only through the seed contract has no stream, and naming it would
     /// fail the whole read with NOGROUP).
@@ -284,6 +340,44 @@ impl RedisStore {
             .into_iter()
             .map(|sku| self.keys.order_stream(sku))
             .collect())
+    }
+
+    /// One round over every order stream, each its own `XREADGROUP` (streams live in different
+    /// slots), sent concurrently. A stream whose group does not exist yet (a sale being defined
+    /// right now) is skipped.
+    async fn read_round(&self, consumer: &str, count: usize) -> StoreResult<Vec<Win>> {
+        let streams = self.order_streams().await?;
+        let reads = streams.iter().map(|stream| async move {
+            let mut conn = self.conn.clone();
+            let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(ORDER_GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(reply) => Ok(reply
+                    .map(|r| {
+                        r.keys
+                            .into_iter()
+                            .flat_map(|k| self.wins_of(&k.key, k.ids))
+                            .collect()
+                    })
+                    .unwrap_or_default()),
+                Err(e) if e.code() == Some("NOGROUP") => Ok(Vec::new()),
+                Err(e) => Err(unavailable(e)),
+            }
+        });
+        Ok(try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<Win>>())
     }
 
     fn wins_of(&self, stream: &str, ids: Vec<redis::streams::StreamId>) -> Vec<Win> {
@@ -384,10 +478,17 @@ fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
 
 impl Store for RedisStore {
     async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
+        // The directory first (a listed SKU without stock is skipped by its readers; a SKU with
+        // stock missing from the directory would escape the sweeper and the audit). It lives in
+        // another slot than the SKU, so it is a command of its own.
+        let mut conn = self.conn.clone();
+        conn.sadd::<_, _, ()>(self.keys.skus(), sku)
+            .await
+            .map_err(unavailable)?;
         let reply = self
             .run(
                 &self.scripts.put_stock,
-                &[self.keys.stock(sku), self.keys.skus()],
+                &[self.keys.stock(sku)],
                 &[sku.to_string(), total.to_string()],
             )
             .await?;
@@ -396,12 +497,13 @@ impl Store for RedisStore {
     }
 
     async fn available(&self, skus: &[i64]) -> StoreResult<Vec<Option<i64>>> {
-        let mut pipe = redis::pipe();
-        for sku in skus {
-            pipe.hget(self.keys.stock(*sku), "available");
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await.map_err(unavailable)
+        // One read per SKU, concurrently: the SKUs live in different slots.
+        try_join_all(skus.iter().map(|sku| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.stock(*sku);
+            async move { conn.hget(key, "available").await.map_err(unavailable) }
+        }))
+        .await
     }
 
     async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
@@ -443,6 +545,25 @@ impl Store for RedisStore {
 
     async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
         let k = &self.keys;
+        // Claim the event id for this SKU in the directory (another slot, so a command of its
+        // own) before the sale exists: a sale's SKU never changes.
+        let mut conn = self.conn.clone();
+        let claimed: bool = conn
+            .hset_nx(k.events(), sale.id, sale.sku)
+            .await
+            .map_err(unavailable)?;
+        if !claimed {
+            let known: i64 = conn
+                .hget(k.events(), sale.id)
+                .await
+                .map_err(unavailable)?;
+            if known != sale.sku {
+                return Err(StoreError::Refused(StockError::FailedPrecondition(format!(
+                    "event {} sells sku {known}; its sku cannot change",
+                    sale.id
+                ))));
+            }
+        }
         let reply = self
             .run(
                 &self.scripts.put_event,
@@ -450,7 +571,6 @@ impl Store for RedisStore {
                     k.stock(sale.sku),
                     k.event(sale.sku, sale.id),
                     k.sku_events(sale.sku),
-                    k.events(),
                     k.order_stream(sale.sku),
                 ],
                 &[
@@ -465,7 +585,15 @@ impl Store for RedisStore {
                 ],
             )
             .await?;
-        status(&reply)?;
+        if let Err(refused) = status(&reply) {
+            if claimed {
+                // Refused, so nothing was defined: release the claim so the id stays free.
+                conn.hdel::<_, _, ()>(k.events(), sale.id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Err(refused);
+        }
         self.sku_of_event
             .write()
             .expect("not poisoned")
@@ -672,34 +800,15 @@ impl Store for RedisStore {
         count: usize,
         block: Duration,
     ) -> StoreResult<Vec<Win>> {
-        let streams = self.order_streams().await?;
-        if streams.is_empty() {
-            tokio::time::sleep(block).await;
-            return Ok(Vec::new());
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let wins = self.read_round(consumer, count).await?;
+            let now = tokio::time::Instant::now();
+            if !wins.is_empty() || now >= deadline {
+                return Ok(wins);
+            }
+            tokio::time::sleep(IDLE_POLL.min(deadline - now)).await;
         }
-        let mut conn = self.blocking_connection().await?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(ORDER_GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&streams)
-            .arg(vec![">"; streams.len()])
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .flat_map(|k| self.wins_of(&k.key, k.ids))
-                    .collect()
-            })
-            .unwrap_or_default())
     }
 
     async fn reclaim_wins(
@@ -714,7 +823,7 @@ impl Store for RedisStore {
                 break;
             }
             let mut conn = self.conn.clone();
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let reply: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(ORDER_GROUP)
                 .arg(consumer)
@@ -723,9 +832,12 @@ impl Store for RedisStore {
                 .arg("COUNT")
                 .arg(count - wins.len())
                 .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            wins.extend(self.wins_of(&stream, reply.claimed));
+                .await;
+            match reply {
+                Ok(reply) => wins.extend(self.wins_of(&stream, reply.claimed)),
+                Err(e) if e.code() == Some("NOGROUP") => {}
+                Err(e) => return Err(unavailable(e)),
+            }
         }
         Ok(wins)
     }
