@@ -105,6 +105,7 @@ fn sale_state(remaining: i32) -> EventState {
             end_ms: START + 600_000,
             per_user_limit: 2,
             pay_window_ms: 900_000,
+            subpools: 0,
         }),
         remaining,
         sold_out: remaining == 0,

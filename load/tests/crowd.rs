@@ -27,6 +27,7 @@ async fn sale(w: &TestWarehouse, pool: i32) {
             end_ms: start_ms + 600_000,
             per_user_limit: 1,
             pay_window_ms: 600_000,
+            subpools: 0,
         })
         .await
         .unwrap();

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
                 // The forwarded-buy bench repeats one link: the same idempotent purchase.
                 per_user_limit: 1,
                 pay_window_ms: 600_000,
+                subpools: 0,
             })
             .await?;
     }

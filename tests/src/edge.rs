@@ -279,6 +279,7 @@ impl<S: Store> Origin<S> {
             end_ms: start_ms + 3_600_000,
             per_user_limit: 1,
             pay_window_ms,
+            subpools: 0,
         };
         admin.put_event(event).await.expect("put event");
         event

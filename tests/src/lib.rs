@@ -2,6 +2,7 @@
 //! warehouse started in-process on `127.0.0.1:0` with real tonic clients, key prefixes that keep
 //! tests sharing one Redis apart, and polling with a deadline instead of sleeps.
 
+pub mod cluster;
 pub mod edge;
 pub mod scenarios;
 pub mod spin;
@@ -21,6 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+/// Names a running Redis Cluster (its seed URLs, separated by commas) that every test taking
+/// [`TestRedis::start`] then runs against; the test command sets it for its cluster pass.
+pub const CLUSTER_ENV: &str = "FLASHGATE_TEST_REDIS_CLUSTER";
 
 /// The origin key the test servers accept.
 pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
@@ -54,11 +59,13 @@ where
     }
 }
 
-/// A Redis for one test: `REDIS_URL` when set, else a `redis-server` of its own on a free port,
-/// killed when dropped.
+/// A Redis for one test: the Redis Cluster named by [`CLUSTER_ENV`] when set, else `REDIS_URL`
+/// when set, else a `redis-server` of its own on a free port, killed when dropped.
 pub struct TestRedis {
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (a cluster: its seed nodes, separated by commas).
     pub url: String,
+    /// Whether `url` is a Redis Cluster.
+    pub cluster: bool,
     child: Option<Child>,
     /// The arguments it was started with, for a restart.
     extra: Vec<String>,
@@ -69,9 +76,19 @@ pub struct TestRedis {
 impl TestRedis {
     /// Starts (or borrows) a Redis and waits until it answers PING.
     pub async fn start() -> Self {
+        if let Ok(url) = std::env::var(CLUSTER_ENV) {
+            return Self {
+                url,
+                cluster: true,
+                child: None,
+                extra: Vec::new(),
+                data_dir: None,
+            };
+        }
         if let Ok(url) = std::env::var("REDIS_URL") {
             return Self {
                 url,
+                cluster: false,
                 child: None,
                 extra: Vec::new(),
                 data_dir: None,
@@ -87,6 +104,7 @@ impl TestRedis {
         let url = format!("redis://127.0.0.1:{port}");
         let mut redis = Self {
             url,
+            cluster: false,
             child: None,
             extra,
             data_dir: None,
@@ -156,6 +174,7 @@ impl TestRedis {
     /// A Redis store under a key prefix no other test uses.
     pub async fn store(&self) -> RedisStore {
         let mut config = RedisStoreConfig::new(self.url.clone());
+        config.cluster = self.cluster;
         config.prefix = unique_prefix();
         RedisStore::connect(config)
             .await

@@ -53,6 +53,7 @@ async fn put_sale(channel: Channel) {
             end_ms: start_ms + 3_600_000,
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
+            subpools: 0,
         })
         .await
         .unwrap();
@@ -319,6 +320,7 @@ async fn a_late_payment_and_the_sweeper_never_both_win() {
         end_ms: 10_000_000,
         per_user_limit: 1,
         pay_window_ms: 1_000,
+        subpools: 1,
     };
     store.put_sale(&sale).await.unwrap();
     let mut buyers = BTreeMap::new();

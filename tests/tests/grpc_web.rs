@@ -88,6 +88,7 @@ async fn warehouse_with_sale() -> TestWarehouse {
             end_ms: start_ms + 60_000,
             per_user_limit: 1,
             pay_window_ms: 60_000,
+            subpools: 0,
         })
         .await
         .unwrap();

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use flashgate_core::stock::audit::{audit, SkuSnapshot};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, StockError, Win};
-use flashgate_core::warehouse::store::{MemoryStore, RedisStore, Store, StoreError, StoreResult};
+use flashgate_core::warehouse::store::{
+    MemoryStore, RedisConnection, RedisStore, Store, StoreError, StoreResult,
+};
 use flashgate_tests::TestRedis;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -353,6 +355,7 @@ impl Pair {
                     end_ms: start_ms + duration,
                     per_user_limit: *limit,
                     pay_window_ms: *pay_window,
+                    subpools: 1,
                 };
                 let (r, m) = both!(self, s => s.put_sale(&sale));
                 prop_assert_eq!(r, m, "{:?}", sale);
@@ -512,6 +515,11 @@ fn canonical(mut snapshot: SkuSnapshot) -> SkuSnapshot {
 /// Deletes a case's keys, so a shared Redis (`REDIS_URL`) does not fill up with cases.
 async fn forget(store: &RedisStore) {
     let mut conn = store.connection();
+    if matches!(conn, RedisConnection::Cluster(_)) {
+        // SCAN reaches one node and DEL one slot: a cluster pass keeps its cases' keys (each
+        // under a prefix of its own) until the test cluster is thrown away.
+        return;
+    }
     let pattern = format!("{}:*", store.keys().prefix());
     let mut cursor: u64 = 0;
     loop {
@@ -602,6 +610,7 @@ async fn sales_that_move_no_units<S: Store>(store: S) {
         end_ms: START_MS + 1_000,
         per_user_limit: 1,
         pay_window_ms: 1_000,
+        subpools: 1,
     };
     store.put_sale(&sale).await.expect("define");
     let longer = Sale {
@@ -658,6 +667,7 @@ async fn a_cancel_without_a_user_is_not_yours<S: Store>(store: S) {
         end_ms: 10_000,
         per_user_limit: 1,
         pay_window_ms: 1_000,
+        subpools: 1,
     };
     store.put_sale(&sale).await.unwrap();
     let req = BuyRequest {

@@ -39,6 +39,7 @@ fn running_sale(id: i64, sku: i64, pool: i64, per_user_limit: i64) -> Sale {
         end_ms: now + 3_600_000,
         per_user_limit,
         pay_window_ms: PAY_WINDOW_MS,
+        subpools: 1,
     }
 }
 
@@ -51,6 +52,7 @@ fn event(sale: &Sale) -> Event {
         end_ms: sale.end_ms,
         per_user_limit: sale.per_user_limit as i32,
         pay_window_ms: sale.pay_window_ms,
+        subpools: 0,
     }
 }
 

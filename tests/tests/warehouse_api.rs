@@ -49,6 +49,7 @@ fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
         end_ms: start_ms + 3_600_000,
         per_user_limit: 2,
         pay_window_ms: 60_000,
+        subpools: 0,
     }
 }
 
@@ -329,6 +330,7 @@ async fn validation_names_the_field() {
         (
             Event {
                 pay_window_ms: 0,
+                subpools: 0,
                 ..ev
             },
             "pay_window_ms",
@@ -773,6 +775,7 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
             end_ms: now_ms() + 1_500,
             per_user_limit: 1,
             pay_window_ms: 1,
+            subpools: 0,
         })
         .await
         .unwrap();

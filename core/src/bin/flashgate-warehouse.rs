@@ -89,6 +89,7 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
         end_ms: start_ms + 3_600_000,
         per_user_limit: 1,
         pay_window_ms: 300_000,
+        subpools: 1,
     };
     store
         .put_sale(&sale)

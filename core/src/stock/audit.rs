@@ -6,12 +6,19 @@
 //! each user's per-sale count matches their live orders, and that no order is both paid and
 //! released (the `sold` counter would disagree with the paid orders).
 //!
+//! Seed-contract locks are checked through their per-SKU parts ([`super::lock`]): the counters
+//! must equal the parts that hold units, and the parts must agree with their lock's journal (a
+//! LOCKED journal has every SKU's part LOCKED at its attempt, a FINISHED one every part
+//! FINISHED, a RELEASED or ABORTED one none holding units). A lock stopped between steps is
+//! reported until a repair finishes it.
+//!
 //! What it does not do: read the stores (the warehouse's `audit` module takes the snapshots) or
 //! repair anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::lock::{JournalStatus, LockRecords, Part, PartState};
 use super::{Ledger, LockStatus, Order, OrderStatus, SaleState};
 
 /// The stored counters of one SKU (pools are summed from its sales).
@@ -27,12 +34,15 @@ pub struct Counters {
     pub sold: i64,
 }
 
-/// One sale as stored.
+/// One sale as stored in one shard (a sale split in sub-pools has one per sub-pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleSnapshot {
-    /// Definition and pool.
+    /// Definition and pool (of this shard).
     pub state: SaleState,
-    /// Wins numbered so far (order numbers `1..=seq`).
+    /// The sub-pool this shard holds (0: the SKU's own shard).
+    pub sub: u32,
+    /// Wins numbered so far (order numbers `1..=seq` on this sub-pool's track, see
+    /// [`order_seq`](super::order_seq)).
     pub seq: i64,
     /// Units held per user.
     pub held: BTreeMap<String, i64>,
@@ -51,6 +61,8 @@ pub struct SkuSnapshot {
     pub sales: Vec<SaleSnapshot>,
     /// Its flash-sale orders.
     pub orders: Vec<Order>,
+    /// Pool units on their way between two shards (a transfer journaled and not yet landed).
+    pub moving: i64,
 }
 
 impl SkuSnapshot {
@@ -59,7 +71,7 @@ impl SkuSnapshot {
         Ledger {
             total: self.counters.total,
             available: self.counters.available,
-            pools: self.sales.iter().map(|s| s.state.remaining).sum(),
+            pools: self.sales.iter().map(|s| s.state.remaining).sum::<i64>() + self.moving,
             locked: self.counters.locked,
             sold: self.counters.sold,
         }
@@ -142,6 +154,27 @@ pub enum Violation {
         /// The order.
         order_no: String,
     },
+    /// A seed-contract lock stopped between its per-SKU steps: in flight on a live store, else
+    /// interrupted by a crash and waiting for a repair (`audit --repair`, or any warehouse's
+    /// sweeper).
+    LockInFlight {
+        /// The order id.
+        order_id: i64,
+        /// Its journal's state.
+        status: JournalStatus,
+    },
+    /// A SKU's part of a lock disagrees with the lock's journal: units held that no lock
+    /// accounts for, or a lock missing units it should hold.
+    LockPartMismatch {
+        /// The order id.
+        order_id: i64,
+        /// The SKU.
+        sku: i64,
+        /// The part the journal implies (`None`: none holding units).
+        expected: Option<Part>,
+        /// The part stored (`None`: none, or none holding units).
+        found: Option<Part>,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -175,6 +208,20 @@ impl fmt::Display for Violation {
             Self::NoDeadline { order_no } => {
                 write!(f, "order {order_no}: awaiting payment without a deadline")
             }
+            Self::LockInFlight { order_id, status } => write!(
+                f,
+                "lock of order_id {order_id} is {} (in flight, or interrupted: run audit --repair)",
+                status.as_str()
+            ),
+            Self::LockPartMismatch { order_id, sku, expected, found } => {
+                let show = |p: &Option<Part>| p.map_or("nothing held".to_owned(), |p| p.to_string());
+                write!(
+                    f,
+                    "lock of order_id {order_id} on sku {sku}: expected {}, found {}",
+                    show(expected),
+                    show(found)
+                )
+            }
         }
     }
 }
@@ -201,14 +248,25 @@ impl AuditReport {
     }
 }
 
-/// Checks the snapshots of every SKU and every lock.
+/// Checks the snapshots of every SKU and every lock of a store whose lock is one atomic step
+/// (its parts are implied, see [`LockRecords::implied_by`]).
 pub fn audit(skus: &[SkuSnapshot], locks: &[LockSnapshot]) -> AuditReport {
+    audit_records(skus, &LockRecords::implied_by(locks))
+}
+
+/// Checks the snapshots of every SKU against every lock's journal and per-SKU parts.
+pub fn audit_records(skus: &[SkuSnapshot], records: &LockRecords) -> AuditReport {
     let mut report = AuditReport {
         skus: skus.len(),
-        locks: locks.len(),
+        locks: records
+            .journals
+            .iter()
+            .filter(|j| j.status != JournalStatus::Aborted)
+            .count(),
         ..AuditReport::default()
     };
     let v = &mut report.violations;
+    audit_lock_parts(records, v);
     for snap in skus {
         report.sales += snap.sales.len();
         report.orders += snap.orders.len();
@@ -219,11 +277,12 @@ pub fn audit(skus: &[SkuSnapshot], locks: &[LockSnapshot]) -> AuditReport {
                 ledger,
             });
         }
-        let lock_units = |status: LockStatus| -> i64 {
-            locks
+        let lock_units = |state: PartState| -> i64 {
+            records
+                .parts
                 .iter()
-                .filter(|l| l.status == status)
-                .filter_map(|l| l.sku_nums.get(&snap.sku))
+                .filter(|p| p.sku == snap.sku && p.part.state == state)
+                .map(|p| p.part.num)
                 .sum()
         };
         let order_units = |keep: fn(OrderStatus) -> bool| -> i64 {
@@ -233,7 +292,7 @@ pub fn audit(skus: &[SkuSnapshot], locks: &[LockSnapshot]) -> AuditReport {
                 .map(|o| o.qty)
                 .sum()
         };
-        let held = order_units(OrderStatus::holds_units) + lock_units(LockStatus::Locked);
+        let held = order_units(OrderStatus::holds_units) + lock_units(PartState::Locked);
         if held != snap.counters.locked {
             v.push(Violation::LockedMismatch {
                 sku: snap.sku,
@@ -241,7 +300,7 @@ pub fn audit(skus: &[SkuSnapshot], locks: &[LockSnapshot]) -> AuditReport {
                 held,
             });
         }
-        let accounted = order_units(|s| s == OrderStatus::Paid) + lock_units(LockStatus::Finished);
+        let accounted = order_units(|s| s == OrderStatus::Paid) + lock_units(PartState::Finished);
         if accounted != snap.counters.sold {
             v.push(Violation::SoldMismatch {
                 sku: snap.sku,
@@ -263,12 +322,84 @@ pub fn audit(skus: &[SkuSnapshot], locks: &[LockSnapshot]) -> AuditReport {
     report
 }
 
+/// Each journal against its parts that hold units, and parts no journal accounts for.
+fn audit_lock_parts(records: &LockRecords, v: &mut Vec<Violation>) {
+    let mut live: BTreeMap<(i64, i64), Part> = BTreeMap::new();
+    for p in records.parts.iter().filter(|p| p.part.is_live()) {
+        live.insert((p.order_id, p.sku), p.part);
+    }
+    let mut journaled = BTreeSet::new();
+    for j in &records.journals {
+        journaled.insert(j.order_id);
+        if j.status.is_in_flight() {
+            v.push(Violation::LockInFlight {
+                order_id: j.order_id,
+                status: j.status,
+            });
+        }
+        let state = match j.status {
+            JournalStatus::Locked => Some(PartState::Locked),
+            JournalStatus::Finished => Some(PartState::Finished),
+            _ => None,
+        };
+        let of_order = live.range((j.order_id, i64::MIN)..=(j.order_id, i64::MAX));
+        let skus: BTreeSet<i64> = j
+            .sku_nums
+            .keys()
+            .copied()
+            .chain(of_order.map(|((_, sku), _)| *sku))
+            .collect();
+        for sku in skus {
+            let found = live.get(&(j.order_id, sku)).copied();
+            let expected = match (state, j.sku_nums.get(&sku)) {
+                (Some(state), Some(&num)) => Some(Part {
+                    attempt: j.attempt,
+                    num,
+                    state,
+                }),
+                _ => None,
+            };
+            // Between steps a part may be in the state before or after the step of its attempt
+            // (the in-flight journal itself is reported above).
+            let ours = |p: &Part| p.attempt == j.attempt && j.sku_nums.get(&sku) == Some(&p.num);
+            let fits = match j.status {
+                JournalStatus::Pending | JournalStatus::Aborting | JournalStatus::Releasing => {
+                    found.is_none_or(|p| ours(&p) && p.state == PartState::Locked)
+                }
+                JournalStatus::Finishing => found.is_some_and(|p| ours(&p)),
+                _ => found == expected,
+            };
+            if !fits {
+                v.push(Violation::LockPartMismatch {
+                    order_id: j.order_id,
+                    sku,
+                    expected,
+                    found,
+                });
+            }
+        }
+    }
+    for (&(order_id, sku), &part) in &live {
+        if !journaled.contains(&order_id) {
+            v.push(Violation::LockPartMismatch {
+                order_id,
+                sku,
+                expected: None,
+                found: Some(part),
+            });
+        }
+    }
+}
+
 fn audit_sale(snap: &SkuSnapshot, sale: &SaleSnapshot, v: &mut Vec<Violation>) {
     let event = sale.state.sale.id;
+    let subpools = sale.state.sale.subpools;
     let orders: BTreeMap<&str, &Order> = snap
         .orders
         .iter()
-        .filter(|o| o.event_id == event)
+        .filter(|o| {
+            o.event_id == event && super::subpool_of_order(&o.order_no, subpools) == Some(sale.sub)
+        })
         .map(|o| (o.order_no.as_str(), o))
         .collect();
     let mut buys: BTreeMap<&str, usize> = BTreeMap::new();
@@ -291,7 +422,7 @@ fn audit_sale(snap: &SkuSnapshot, sale: &SaleSnapshot, v: &mut Vec<Violation>) {
         }
     }
     for seq in 1..=sale.seq {
-        let order_no = super::order_no(event, seq);
+        let order_no = super::order_no(event, super::order_seq(seq, sale.sub, subpools));
         if !orders.contains_key(order_no.as_str()) {
             v.push(Violation::MissingOrder { event, order_no });
         }
@@ -351,10 +482,12 @@ mod tests {
                     end_ms: 10,
                     per_user_limit: 2,
                     pay_window_ms: 5,
+                    subpools: 1,
                 },
                 remaining: 1,
                 closed: false,
             },
+            sub: 0,
             seq: 2,
             held: [("ann".to_owned(), 2), ("bob".to_owned(), 1)]
                 .into_iter()
@@ -379,6 +512,7 @@ mod tests {
                 order("7-1", "ann", 2, OrderStatus::PendingPayment),
                 order("7-2", "bob", 1, OrderStatus::Paid),
             ],
+            moving: 0,
         };
         let locks = vec![LockSnapshot {
             order_id: 1,

@@ -24,6 +24,12 @@ pub mod scripts {
     pub const PUT_STOCK: &str = include_str!("lua/put_stock.lua");
     /// `Admin.PutEvent`: define a sale and pre-warm its pool.
     pub const PUT_EVENT: &str = include_str!("lua/put_event.lua");
+    /// `Admin.PutEvent` of a split sale: define it in one sub-pool's shard.
+    pub const PUT_SUBPOOL: &str = include_str!("lua/put_subpool.lua");
+    /// A transfer between two shards, step one: take units out and journal them.
+    pub const MOVE_OUT: &str = include_str!("lua/move_out.lua");
+    /// A transfer between two shards, step two: credit them once.
+    pub const MOVE_IN: &str = include_str!("lua/move_in.lua");
     /// `Seckill.Buy`: the whole decision, one script.
     pub const BUY: &str = include_str!("lua/buy.lua");
     /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.
@@ -44,6 +50,43 @@ pub mod scripts {
     pub const SNAPSHOT: &str = include_str!("lua/snapshot.lua");
 }
 
+/// One hash-tag shard of a SKU: the SKU's own keys (`sub` 0, tag `{sku:ID}`) or those of one
+/// sub-pool of a sale split in several (`sub` ≥ 1, tag `{sku:ID:SUB}`), which land on other
+/// cluster slots. Each shard has the same key layout, so every script runs unchanged on any of
+/// them; a shard's `stock` hash counts only what passed through it (`locked`, `sold`, and
+/// `available` units waiting to be drained back to the SKU's own shard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shard {
+    /// The SKU.
+    pub sku: i64,
+    /// 0 for the SKU's own shard, else the sub-pool's number.
+    pub sub: u32,
+}
+
+impl Shard {
+    /// Sub-pool `sub` of `sku` (0 is the SKU's own shard).
+    pub fn new(sku: i64, sub: u32) -> Self {
+        Self { sku, sub }
+    }
+
+    /// The hash tag, without braces: `sku:ID` or `sku:ID:SUB`.
+    pub fn tag(&self) -> String {
+        match self.sub {
+            0 => format!("sku:{}", self.sku),
+            sub => format!("sku:{}:{sub}", self.sku),
+        }
+    }
+}
+
+impl From<i64> for Shard {
+    fn from(sku: i64) -> Self {
+        Self { sku, sub: 0 }
+    }
+}
+
+/// The most sub-pools a sale may be split in.
+pub const MAX_SUBPOOLS: u32 = 64;
+
 /// Key names. `prefix` namespaces one deployment (and isolates tests sharing a Redis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -63,48 +106,70 @@ impl Keys {
         &self.prefix
     }
 
-    /// Hash `total available locked sold` of one SKU.
-    pub fn stock(&self, sku: i64) -> String {
-        format!("{}:{{sku:{sku}}}:stock", self.prefix)
+    fn in_shard(&self, shard: impl Into<Shard>, name: &str) -> String {
+        format!("{}:{{{}}}:{name}", self.prefix, shard.into().tag())
     }
 
-    /// Set of the event ids selling this SKU (for the ledger's sum of pools).
-    pub fn sku_events(&self, sku: i64) -> String {
-        format!("{}:{{sku:{sku}}}:events", self.prefix)
+    /// Hash `total available locked sold` of one SKU (of a sub-pool shard: what passed through
+    /// it; `total` stays 0 there).
+    pub fn stock(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "stock")
     }
 
-    /// Hash of one sale: its definition, `pool` (units left), `put` (units put in), `seq`, `closed`.
-    pub fn event(&self, sku: i64, event: i64) -> String {
-        format!("{}:{{sku:{sku}}}:ev:{event}", self.prefix)
+    /// Set of the event ids with a pool in this shard (for the ledger's sum of pools).
+    pub fn sku_events(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "events")
+    }
+
+    /// Hash of one sale in one shard: its definition, `pool` (units left), `put` (units put in;
+    /// kept on the SKU's own shard), `seq`, `closed`, `subpools`, `sub`.
+    pub fn event(&self, shard: impl Into<Shard>, event: i64) -> String {
+        self.in_shard(shard, &format!("ev:{event}"))
+    }
+
+    /// The prefix of a shard's sale keys (`event` is this followed by the event id).
+    pub fn event_prefix(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "ev:")
     }
 
     /// Hash user id → units the user holds in the sale (the per-user limit).
-    pub fn event_users(&self, sku: i64, event: i64) -> String {
-        format!("{}:{{sku:{sku}}}:ev:{event}:users", self.prefix)
+    pub fn event_users(&self, shard: impl Into<Shard>, event: i64) -> String {
+        self.in_shard(shard, &format!("ev:{event}:users"))
     }
 
     /// Hash `user \x1f request id` → order number (Buy's idempotency).
-    pub fn event_requests(&self, sku: i64, event: i64) -> String {
-        format!("{}:{{sku:{sku}}}:ev:{event}:req", self.prefix)
+    pub fn event_requests(&self, shard: impl Into<Shard>, event: i64) -> String {
+        self.in_shard(shard, &format!("ev:{event}:req"))
     }
 
-    /// Hash order number → order record (JSON) of every flash-sale order of the SKU. One key per
-    /// SKU, so the scripts declare every key they touch.
-    pub fn orderbook(&self, sku: i64) -> String {
-        format!("{}:{{sku:{sku}}}:orderbook", self.prefix)
+    /// Hash order number → order record (JSON) of every flash-sale order of the shard. One key
+    /// per shard, so the scripts declare every key they touch.
+    pub fn orderbook(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "orderbook")
     }
 
     /// Stream of wins waiting for the order worker.
-    pub fn order_stream(&self, sku: i64) -> String {
-        format!("{}:{{sku:{sku}}}:orders", self.prefix)
+    pub fn order_stream(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "orders")
     }
 
     /// Sorted set order number → payment deadline (ms), for the sweeper.
-    pub fn deadlines(&self, sku: i64) -> String {
-        format!("{}:{{sku:{sku}}}:deadlines", self.prefix)
+    pub fn deadlines(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "deadlines")
     }
 
-    /// Directory hash event id → SKU id (a sale's SKU never changes, so callers cache it).
+    /// Hash transfer id → units on their way out of this shard (see the `move_*` scripts).
+    pub fn moves(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "moves")
+    }
+
+    /// Set of the transfer ids this shard has been credited with (a transfer lands once).
+    pub fn received(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "received")
+    }
+
+    /// Directory hash event id → `SKU` or `SKU/SUBPOOLS` (a sale's SKU and split never change,
+    /// so callers cache it).
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
@@ -114,10 +179,19 @@ impl Keys {
         format!("{}:skus", self.prefix)
     }
 
+    /// The shard whose hash tag a key carries, if it is one of this prefix's SKU keys.
+    pub fn shard_of(&self, key: &str) -> Option<Shard> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{sku:")?;
+        let tag = rest.split_once('}')?.0;
+        Some(match tag.split_once(':') {
+            None => Shard::new(tag.parse().ok()?, 0),
+            Some((sku, sub)) => Shard::new(sku.parse().ok()?, sub.parse().ok().filter(|s| *s > 0)?),
+        })
+    }
+
     /// The SKU whose hash tag a key carries, if it is one of this prefix's SKU keys.
     pub fn sku_of(&self, key: &str) -> Option<i64> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{sku:")?;
-        rest.split_once('}')?.0.parse().ok()
+        self.shard_of(key).map(|s| s.sku)
     }
 
     /// SCAN pattern matching every seed-contract lock record.
@@ -129,6 +203,49 @@ impl Keys {
     pub fn lock(&self, order_id: i64) -> String {
         format!("{}:lock:{order_id}", self.prefix)
     }
+}
+
+/// A directory entry `SKU` or `SKU/SUBPOOLS` → (SKU, sub-pools).
+pub fn parse_event_entry(entry: &str) -> Option<(i64, u32)> {
+    match entry.split_once('/') {
+        None => Some((entry.parse().ok()?, 1)),
+        Some((sku, k)) => Some((sku.parse().ok()?, k.parse().ok().filter(|k| *k >= 1)?)),
+    }
+}
+
+/// The directory entry of a sale of `sku` split in `subpools`.
+pub fn event_entry(sku: i64, subpools: u32) -> String {
+    if subpools <= 1 {
+        sku.to_string()
+    } else {
+        format!("{sku}/{subpools}")
+    }
+}
+
+/// The sub-pool a user buys from first: a stable hash (FNV-1a) of the user id, so a user's
+/// per-sale count and request ids stay in one shard.
+pub fn home_subpool(user_id: &str, subpools: u32) -> u32 {
+    if subpools <= 1 {
+        return 0;
+    }
+    let hash = user_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % u64::from(subpools)) as u32
+}
+
+/// The number of the `seq`-th win of sub-pool `sub` of a sale split in `subpools`: sub-pools
+/// number their wins on interleaved tracks (`(seq - 1) * subpools + sub + 1`), so order numbers
+/// stay `EVENT-N`, unique, and name their shard. With one pool it is `seq`.
+pub fn order_seq(seq: i64, sub: u32, subpools: u32) -> i64 {
+    (seq - 1) * i64::from(subpools) + i64::from(sub) + 1
+}
+
+/// The sub-pool whose track order number `EVENT-N` is on.
+pub fn subpool_of_order(order_no: &str, subpools: u32) -> Option<u32> {
+    event_of_order(order_no)?;
+    let n: i64 = order_no.split_once('-')?.1.parse().ok()?;
+    Some(((n - 1) % i64::from(subpools.max(1))) as u32)
 }
 
 /// The consumer group the order workers share on every order stream.
@@ -179,6 +296,9 @@ pub struct Sale {
     pub per_user_limit: i64,
     /// How long an order waits for payment, ms.
     pub pay_window_ms: i64,
+    /// Sub-pools the pool is split in (1: one pool). A very hot sale on a Redis Cluster spreads
+    /// its pool over several slots; see [`home_subpool`].
+    pub subpools: u32,
 }
 
 /// A sale with its live figures.
@@ -437,6 +557,36 @@ pub fn refusal(code: &str, detail: &str) -> Option<StockError> {
     })
 }
 
+/// A transfer journaled by `move_out.lua` and not yet known to have landed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Move {
+    /// Units on their way.
+    #[serde(deserialize_with = "number_string")]
+    pub n: i64,
+    /// The field they left (`pool` or `available`).
+    pub from: String,
+    /// The destination hash.
+    pub to: String,
+    /// The destination field.
+    pub field: String,
+    /// The destination shard's received set.
+    pub received: String,
+    /// The destination shard's stock hash.
+    pub fallback: String,
+}
+
+fn number_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl Move {
+    /// Parses a journal entry.
+    pub fn parse(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+}
+
 /// Parses `Buy`'s reply `{outcome, order_no, remaining}`.
 pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDecision> {
     Some(match outcome {
@@ -486,6 +636,7 @@ pub fn parse_sale(fields: &BTreeMap<String, String>) -> Option<SaleState> {
             end_ms: num("end")?,
             per_user_limit: num("limit")?,
             pay_window_ms: num("pay_window")?,
+            subpools: num("subpools").map_or(Ok(1), u32::try_from).ok()?.max(1),
         },
         remaining: num("pool")?,
         closed: num("closed").unwrap_or(0) == 1,
@@ -519,6 +670,39 @@ mod tests {
         assert_ne!(k.stock(7), k.stock(70));
         assert_eq!(k.sku_of(&k.order_stream(70)), Some(70));
         assert_eq!(k.sku_of("other:{sku:70}:orders"), None);
+        let sub = Shard::new(7, 3);
+        assert_eq!(k.stock(sub), "fg:{sku:7:3}:stock");
+        assert_eq!(k.event(sub, 2), "fg:{sku:7:3}:ev:2");
+        assert_eq!(k.event_prefix(sub) + "2", k.event(sub, 2));
+        assert_eq!(k.shard_of(&k.order_stream(sub)), Some(sub));
+        assert_eq!(k.shard_of(&k.order_stream(7)), Some(Shard::new(7, 0)));
+        assert_eq!(k.shard_of("fg:{sku:7:0}:orders"), None);
+        assert_eq!(k.shard_of("fg:{sku:7:x}:orders"), None);
+    }
+
+    #[test]
+    fn sub_pools_number_orders_on_interleaved_tracks() {
+        for k in 1..=5u32 {
+            let mut seen = std::collections::BTreeSet::new();
+            for sub in 0..k {
+                for seq in 1..=20 {
+                    let no = order_no(9, order_seq(seq, sub, k));
+                    assert!(seen.insert(no.clone()), "{no} twice");
+                    assert_eq!(subpool_of_order(&no, k), Some(sub), "{no}");
+                }
+            }
+        }
+        assert_eq!(order_seq(5, 0, 1), 5);
+        assert_eq!(parse_event_entry("12"), Some((12, 1)));
+        assert_eq!(parse_event_entry("12/4"), Some((12, 4)));
+        assert_eq!(parse_event_entry(&event_entry(12, 4)), Some((12, 4)));
+        assert_eq!(parse_event_entry("12/0"), None);
+        assert_eq!(event_entry(12, 1), "12");
+        let homes: std::collections::BTreeSet<u32> = (0..100)
+            .map(|u| home_subpool(&format!("user-{u}"), 4))
+            .collect();
+        assert_eq!(homes.len(), 4, "a hundred users spread over every sub-pool");
+        assert_eq!(home_subpool("anyone", 1), 0);
     }
 
     #[test]

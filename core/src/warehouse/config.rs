@@ -158,7 +158,11 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {
-    let mut urls = s.split(',').map(str::trim).filter(|u| !u.is_empty()).peekable();
+    let mut urls = s
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .peekable();
     if urls.peek().is_none() {
         return Err("no Redis URL".into());
     }
@@ -222,10 +226,7 @@ fn default_consumer() -> String {
 impl Cli {
     /// The server options these flags describe.
     pub fn server_options(&self) -> ServerOptions {
-        let consumer = self
-            .consumer
-            .clone()
-            .unwrap_or_else(default_consumer);
+        let consumer = self.consumer.clone().unwrap_or_else(default_consumer);
         ServerOptions {
             origin_key: self.origin_key.as_ref().map(|k| k.as_bytes().to_vec()),
             origin_max_skew_ms: self.origin_max_skew_ms,
@@ -275,7 +276,8 @@ mod tests {
         );
         assert!(cli.server_options().worker.is_some());
         assert!(!cli.redis_cluster);
-        let cluster = parse(&["--redis-cluster", "--redis-url", "redis://a:1,redis://b:2"]).unwrap();
+        let cluster =
+            parse(&["--redis-cluster", "--redis-url", "redis://a:1,redis://b:2"]).unwrap();
         assert!(cluster.redis_cluster);
         let off = parse(&["--metrics-listen", "off", "--order-worker", "false"]).unwrap();
         assert_eq!(off.metrics_listen, OptionalAddr(None));

@@ -25,7 +25,7 @@ use crate::proto::warehouse::{
 };
 use crate::stock::{
     BuyDecision, BuyRequest, LockRequest, Order, OrderStatus, Sale, SalePhase, SaleState,
-    StockError,
+    StockError, MAX_SUBPOOLS,
 };
 
 /// Most SKU ids one `BatchSkusStock` may ask for.
@@ -178,6 +178,16 @@ fn sale_of(e: &Event) -> Result<Sale, Status> {
     }
     positive("per_user_limit", e.per_user_limit.into())?;
     positive("pay_window_ms", e.pay_window_ms)?;
+    let subpools = match e.subpools {
+        0 => 1,
+        n if n < 0 || n as u32 > MAX_SUBPOOLS => {
+            return Err(invalid(
+                "subpools",
+                &format!("must be 0 or 1 (one pool) up to {MAX_SUBPOOLS}"),
+            ))
+        }
+        n => n as u32,
+    };
     Ok(Sale {
         id: e.id,
         sku: e.sku_id,
@@ -186,6 +196,7 @@ fn sale_of(e: &Event) -> Result<Sale, Status> {
         end_ms: e.end_ms,
         per_user_limit: e.per_user_limit.into(),
         pay_window_ms: e.pay_window_ms,
+        subpools,
     })
 }
 
@@ -205,6 +216,7 @@ fn event_state(state: SaleState, now: i64) -> EventState {
             end_ms: s.end_ms,
             per_user_limit: clamp(s.per_user_limit),
             pay_window_ms: s.pay_window_ms,
+            subpools: s.subpools.try_into().unwrap_or(i32::MAX),
         }),
         remaining: clamp(state.remaining),
         sold_out: state.remaining == 0,

@@ -311,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
             end_ms: start_ms + 3_600_000,
             per_user_limit: 1,
             pay_window_ms: 300_000,
+            subpools: 0,
         })
         .await?;
 

@@ -7,6 +7,10 @@
 -- KEYS[5]  the SKU's orders           ({sku:ID}:orderbook: order number → JSON record)
 -- KEYS[6]  the SKU's order stream     ({sku:ID}:orders)
 -- ARGV[1]  event id   ARGV[2] user id   ARGV[3] qty   ARGV[4] request id   ARGV[5] now (unix ms)
+-- ARGV[6]  sub-pools of the sale (1: one pool)   ARGV[7] this shard's sub-pool number (0…)
+--
+-- On a sale split in sub-pools every key is the buyer's home sub-pool's ({sku:ID:SUB}); the
+-- order number is then on the sub-pool's track: EID-((seq-1)*subpools + sub + 1).
 --
 -- Order of checks: a retried request first (it must answer the same order and take nothing),
 -- then the window, then the per-user limit, then the pool; only then does anything change.
@@ -44,7 +48,9 @@ end
 redis.call('HINCRBY', KEYS[1], 'pool', -qty)
 redis.call('HINCRBY', KEYS[4], 'locked', qty)
 redis.call('HINCRBY', KEYS[2], ARGV[2], qty)
-local order_no = ARGV[1] .. '-' .. redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local subpools, sub = tonumber(ARGV[6] or '1'), tonumber(ARGV[7] or '0')
+local order_no = ARGV[1] .. '-' .. string.format('%d', (seq - 1) * subpools + sub + 1)
 redis.call('HSET', KEYS[3], request, order_no)
 redis.call('HSET', KEYS[5], order_no, cjson.encode({
   event = ARGV[1], sku = ev[6], user = ARGV[2], qty = ARGV[3], status = 'QUEUED',

@@ -5,7 +5,8 @@
 --                                       pay_window seq closed)
 -- KEYS[3]  set of the SKU's sales      ({sku:ID}:events)
 -- KEYS[4]  the SKU's order stream      ({sku:ID}:orders)
--- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name
+-- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name,
+--          sub-pools (1: one pool; with more, the caller then spreads the pool with move_*.lua)
 --
 -- `put` is the number of units put in the sale; redefining moves only the difference between
 -- `available` and the pool. A closed sale cannot be redefined. Every key is in the SKU's slot:
@@ -40,7 +41,8 @@ if delta ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'available', -delta)
 end
 redis.call('HSET', KEYS[2], 'id', event, 'sku', sku, 'put', ARGV[3], 'pool', pool + delta,
-  'start', ARGV[4], 'end', ARGV[5], 'limit', ARGV[6], 'pay_window', ARGV[7])
+  'start', ARGV[4], 'end', ARGV[5], 'limit', ARGV[6], 'pay_window', ARGV[7],
+  'subpools', ARGV[9] or '1', 'sub', 0)
 redis.call('HSETNX', KEYS[2], 'seq', 0)
 redis.call('HSETNX', KEYS[2], 'closed', 0)
 redis.call('SADD', KEYS[3], event)

@@ -163,6 +163,12 @@ impl Store for MemoryStore {
                     sale.id, existing.state.sale.sku
                 )));
             }
+            if existing.state.sale.subpools != sale.subpools {
+                return refused(StockError::FailedPrecondition(format!(
+                    "event {} is split in {} sub-pools; that cannot change",
+                    sale.id, existing.state.sale.subpools
+                )));
+            }
         }
         let Some(available) = inner.skus.get(&sale.sku).map(|c| c.available) else {
             return refused(StockError::NotFound(format!("sku {}", sale.sku)));
@@ -558,7 +564,15 @@ impl Store for MemoryStore {
             .map(|id| {
                 let r = &inner.sales[id];
                 SaleSnapshot {
-                    state: r.state.clone(),
+                    // One pool here whatever the split: its orders are numbered 1, 2, …
+                    state: SaleState {
+                        sale: Sale {
+                            subpools: 1,
+                            ..r.state.sale.clone()
+                        },
+                        ..r.state.clone()
+                    },
+                    sub: 0,
                     seq: r.seq,
                     held: r.held.iter().map(|(u, n)| (u.clone(), *n)).collect(),
                     requests: r.requests.clone().into_iter().collect(),
@@ -580,6 +594,7 @@ impl Store for MemoryStore {
                 .filter(|o| o.sku_id == sku)
                 .cloned()
                 .collect(),
+            moving: 0,
         }))
     }
 

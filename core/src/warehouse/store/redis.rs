@@ -11,6 +11,7 @@
 //! only moves bytes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 use super::{Store, StoreError, StoreResult};
 use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
-    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, LockStatus, Order,
-    OrderStatus, Sale, SaleState, StockError, Win, ORDER_GROUP,
+    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, LockStatus, Move, Order,
+    OrderStatus, Sale, SaleState, Shard, StockError, Win, ORDER_GROUP,
 };
 
 /// How to reach Redis.
@@ -112,6 +113,9 @@ impl ConnectionLike for RedisConnection {
 struct Scripts {
     put_stock: Script,
     put_event: Script,
+    put_subpool: Script,
+    move_out: Script,
+    move_in: Script,
     buy: Script,
     create_order: Script,
     pay: Script,
@@ -133,8 +137,40 @@ pub struct RedisStore {
     config: Arc<RedisStoreConfig>,
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
-    /// A sale's SKU never changes, so the directory lookup is cached for the life of the process.
-    sku_of_event: Arc<RwLock<HashMap<i64, i64>>>,
+    /// A sale's SKU and split never change, so the directory lookup is cached for the life of
+    /// the process.
+    sale_entries: Arc<RwLock<HashMap<i64, (i64, u32)>>>,
+    /// Names this process's transfers between shards.
+    transfer_ids: Arc<TransferIds>,
+}
+
+/// Transfer ids unique across processes and machines: `HOST-PID-STARTNS-N`.
+struct TransferIds {
+    token: String,
+    next: AtomicU64,
+}
+
+impl TransferIds {
+    fn new() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            token: format!("{host}-{}-{started}", std::process::id()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.token,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -180,6 +216,9 @@ impl RedisStore {
             scripts: Arc::new(Scripts {
                 put_stock: Script::new(scripts::PUT_STOCK),
                 put_event: Script::new(scripts::PUT_EVENT),
+                put_subpool: Script::new(scripts::PUT_SUBPOOL),
+                move_out: Script::new(scripts::MOVE_OUT),
+                move_in: Script::new(scripts::MOVE_IN),
                 buy: Script::new(scripts::BUY),
                 create_order: Script::new(scripts::CREATE_ORDER),
                 pay: Script::new(scripts::PAY),
@@ -190,7 +229,8 @@ impl RedisStore {
                 ledger: Script::new(scripts::LEDGER),
                 snapshot: Script::new(scripts::SNAPSHOT),
             }),
-            sku_of_event: Arc::default(),
+            sale_entries: Arc::default(),
+            transfer_ids: Arc::new(TransferIds::new()),
         })
     }
 
@@ -251,34 +291,242 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    async fn sku_of_event(&self, event_id: i64) -> StoreResult<Option<i64>> {
-        if let Some(sku) = self
-            .sku_of_event
+    /// A sale's SKU and the sub-pools it is split in, from the directory (cached).
+    async fn sale_entry(&self, event_id: i64) -> StoreResult<Option<(i64, u32)>> {
+        if let Some(entry) = self
+            .sale_entries
             .read()
             .expect("not poisoned")
             .get(&event_id)
         {
-            return Ok(Some(*sku));
+            return Ok(Some(*entry));
         }
         let mut conn = self.conn.clone();
-        let sku: Option<i64> = conn
+        let raw: Option<String> = conn
             .hget(self.keys.events(), event_id)
             .await
             .map_err(unavailable)?;
-        if let Some(sku) = sku {
-            self.sku_of_event
-                .write()
-                .expect("not poisoned")
-                .insert(event_id, sku);
-        }
-        Ok(sku)
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let entry = stock::parse_event_entry(&raw)
+            .ok_or_else(|| corrupt(format!("directory entry of event {event_id}: {raw:?}")))?;
+        self.sale_entries
+            .write()
+            .expect("not poisoned")
+            .insert(event_id, entry);
+        Ok(Some(entry))
     }
 
-    async fn sku_of_order(&self, order_no: &str) -> StoreResult<Option<(i64, i64)>> {
+    /// The sale of an order number and the shard holding the order.
+    async fn shard_of_order(&self, order_no: &str) -> StoreResult<Option<(i64, Shard)>> {
         let Some(event) = stock::event_of_order(order_no) else {
             return Ok(None);
         };
-        Ok(self.sku_of_event(event).await?.map(|sku| (event, sku)))
+        let Some((sku, subpools)) = self.sale_entry(event).await? else {
+            return Ok(None);
+        };
+        let sub = stock::subpool_of_order(order_no, subpools)
+            .ok_or_else(|| corrupt(format!("order number {order_no}")))?;
+        Ok(Some((event, Shard::new(sku, sub))))
+    }
+
+    /// The shard of a win's order.
+    async fn shard_of_win(&self, win: &Win) -> StoreResult<(i64, Shard)> {
+        self.shard_of_order(&win.order_no)
+            .await?
+            .ok_or_else(|| corrupt(format!("win of an unknown sale: {win:?}")))
+    }
+
+    /// The shards of a SKU: its own and every sub-pool of its sales.
+    async fn shards_of(&self, sku: i64) -> StoreResult<Vec<Shard>> {
+        let mut shards = vec![Shard::from(sku)];
+        for event in self.sales_of(sku).await? {
+            if let Some((_, subpools)) = self.sale_entry(event).await? {
+                shards.extend((1..subpools).map(|sub| Shard::new(sku, sub)));
+            }
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        Ok(shards)
+    }
+
+    /// Units left in a sale's pools, summed over its sub-pools (read concurrently).
+    async fn pools_left(&self, sku: i64, event: i64, subpools: u32) -> StoreResult<i64> {
+        let reads = (0..subpools).map(|sub| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.event(Shard::new(sku, sub), event);
+            async move {
+                let pool: Option<i64> = conn.hget(key, "pool").await.map_err(unavailable)?;
+                Ok::<_, StoreError>(pool.unwrap_or(0))
+            }
+        });
+        Ok(try_join_all(reads).await?.into_iter().sum())
+    }
+
+    /// Moves up to `want` units from `from_field` of `from_key` (in shard `from`) to `to_field`
+    /// of `to_key` (in shard `to`), journaled so a crash half-way is completed by whoever finds
+    /// the journal entry (see `move_out.lua`). Returns the units moved.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer(
+        &self,
+        from: Shard,
+        from_key: String,
+        from_field: &str,
+        to: Shard,
+        to_key: String,
+        to_field: &str,
+        want: i64,
+    ) -> StoreResult<i64> {
+        let id = self.transfer_ids.next();
+        let k = &self.keys;
+        let reply = self
+            .run(
+                &self.scripts.move_out,
+                &[from_key, k.moves(from)],
+                &[
+                    id.clone(),
+                    from_field.into(),
+                    want.to_string(),
+                    to_key.clone(),
+                    to_field.into(),
+                    k.received(to),
+                    k.stock(to),
+                ],
+            )
+            .await?;
+        status(&reply)?;
+        let moved = num(reply.get(1).ok_or_else(|| corrupt("move_out reply"))?)?;
+        if moved > 0 {
+            let landing = Move {
+                n: moved,
+                from: from_field.into(),
+                to: to_key,
+                field: to_field.into(),
+                received: k.received(to),
+                fallback: k.stock(to),
+            };
+            self.land(from, &id, &landing).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Credits a journaled transfer at its destination (once) and forgets the journal entry.
+    async fn land(&self, from: Shard, id: &str, landing: &Move) -> StoreResult<()> {
+        let reply = self
+            .run(
+                &self.scripts.move_in,
+                &[
+                    landing.to.clone(),
+                    landing.received.clone(),
+                    landing.fallback.clone(),
+                ],
+                &[id.into(), landing.field.clone(), landing.n.to_string()],
+            )
+            .await?;
+        status(&reply)?;
+        let mut conn = self.conn.clone();
+        conn.hdel::<_, _, ()>(self.keys.moves(from), id)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The transfers journaled in a shard and not yet forgotten.
+    async fn moves_of(&self, shard: Shard) -> StoreResult<Vec<(String, Move)>> {
+        let mut conn = self.conn.clone();
+        let entries: BTreeMap<String, String> = conn
+            .hgetall(self.keys.moves(shard))
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, json)| {
+                let landing =
+                    Move::parse(&json).ok_or_else(|| corrupt(format!("move {id}: {json}")))?;
+                Ok((id, landing))
+            })
+            .collect()
+    }
+
+    /// Completes the transfers a stopped process left half-way in `shard`.
+    async fn land_stranded(&self, shard: Shard) -> StoreResult<()> {
+        for (id, landing) in self.moves_of(shard).await? {
+            self.land(shard, &id, &landing).await?;
+        }
+        Ok(())
+    }
+
+    /// Spreads a split sale's units evenly over its sub-pools (the SKU's own shard gives).
+    async fn spread(&self, sku: i64, event: i64, subpools: u32) -> StoreResult<()> {
+        let k = &self.keys;
+        let main = Shard::from(sku);
+        let mut pools = Vec::new();
+        for sub in 0..subpools {
+            let mut conn = self.conn.clone();
+            let pool: Option<i64> = conn
+                .hget(k.event(Shard::new(sku, sub), event), "pool")
+                .await
+                .map_err(unavailable)?;
+            pools.push(pool.unwrap_or(0));
+        }
+        let total: i64 = pools.iter().sum();
+        let n = i64::from(subpools);
+        for sub in 1..subpools {
+            let target = total / n + i64::from(i64::from(sub) < total % n);
+            let need = target - pools[sub as usize];
+            if need > 0 {
+                let to = Shard::new(sku, sub);
+                self.transfer(
+                    main,
+                    k.event(main, event),
+                    "pool",
+                    to,
+                    k.event(to, event),
+                    "pool",
+                    need,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One `buy.lua` in one shard.
+    async fn buy_in(
+        &self,
+        shard: Shard,
+        subpools: u32,
+        req: &BuyRequest,
+        now_ms: i64,
+    ) -> StoreResult<BuyDecision> {
+        let (k, e) = (&self.keys, req.event_id);
+        let reply = self
+            .run(
+                &self.scripts.buy,
+                &[
+                    k.event(shard, e),
+                    k.event_users(shard, e),
+                    k.event_requests(shard, e),
+                    k.stock(shard),
+                    k.orderbook(shard),
+                    k.order_stream(shard),
+                ],
+                &[
+                    e.to_string(),
+                    req.user_id.clone(),
+                    req.qty.to_string(),
+                    req.request_id.clone(),
+                    now_ms.to_string(),
+                    subpools.to_string(),
+                    shard.sub.to_string(),
+                ],
+            )
+            .await?;
+        let [outcome, order_no, remaining] = &reply[..] else {
+            return Err(corrupt(format!("buy reply {reply:?}")));
+        };
+        stock::parse_buy(outcome, order_no, num(remaining)?)
+            .ok_or_else(|| corrupt(format!("buy outcome {outcome}")))
     }
 
     fn order_from(&self, order_no: &str, record: &str) -> StoreResult<Order> {
@@ -294,17 +542,17 @@ impl RedisStore {
         to: OrderStatus,
     ) -> StoreResult<(bool, Order)> {
         let not_found = || StoreError::Refused(StockError::NotFound(format!("order {order_no}")));
-        let (event, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
+        let (event, shard) = self.shard_of_order(order_no).await?.ok_or_else(not_found)?;
         let k = &self.keys;
         let reply = self
             .run(
                 &self.scripts.release_order,
                 &[
-                    k.orderbook(sku),
-                    k.deadlines(sku),
-                    k.stock(sku),
-                    k.event(sku, event),
-                    k.event_users(sku, event),
+                    k.orderbook(shard),
+                    k.deadlines(shard),
+                    k.stock(shard),
+                    k.event(shard, event),
+                    k.event_users(shard, event),
                 ],
                 &[
                     order_no.into(),
@@ -328,17 +576,21 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// The order streams to read: those of SKUs with a sale (the consumer group is created with
-    /// the sale; a SKU sold only through the seed contract has no stream, and naming it would
-    /// fail the whole read with NOGROUP).
+    /// The order streams to read: those of every shard of every sale (the consumer group is
+    /// created with the sale; a SKU sold only through the seed contract has no stream).
     async fn order_streams(&self) -> StoreResult<Vec<String>> {
         let mut conn = self.conn.clone();
-        let mut skus: Vec<i64> = conn.hvals(self.keys.events()).await.map_err(unavailable)?;
-        skus.sort_unstable();
-        skus.dedup();
-        Ok(skus
+        let entries: Vec<String> = conn.hvals(self.keys.events()).await.map_err(unavailable)?;
+        let mut shards: Vec<Shard> = entries
+            .iter()
+            .filter_map(|e| stock::parse_event_entry(e))
+            .flat_map(|(sku, subpools)| (0..subpools).map(move |sub| Shard::new(sku, sub)))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        Ok(shards
             .into_iter()
-            .map(|sku| self.keys.order_stream(sku))
+            .map(|shard| self.keys.order_stream(shard))
             .collect())
     }
 
@@ -411,7 +663,8 @@ struct RawSale {
     req: BTreeMap<String, String>,
 }
 
-fn parse_snapshot(sku: i64, json: &str) -> StoreResult<SkuSnapshot> {
+fn parse_snapshot(shard: Shard, json: &str) -> StoreResult<SkuSnapshot> {
+    let sku = shard.sku;
     // cjson encodes an empty Lua table as `{}`, which is also an empty map here.
     let raw: RawSnapshot =
         serde_json::from_str(json).map_err(|e| corrupt(format!("snapshot of sku {sku}: {e}")))?;
@@ -438,6 +691,7 @@ fn parse_snapshot(sku: i64, json: &str) -> StoreResult<SkuSnapshot> {
         let seq = sale.sale.get("seq").map_or(Ok(0), |v| num(v))?;
         sales.push(SaleSnapshot {
             state,
+            sub: shard.sub,
             seq,
             held,
             requests,
@@ -461,6 +715,7 @@ fn parse_snapshot(sku: i64, json: &str) -> StoreResult<SkuSnapshot> {
         },
         sales,
         orders,
+        moving: 0,
     })
 }
 
@@ -508,32 +763,43 @@ impl Store for RedisStore {
 
     async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
         let k = &self.keys;
-        let prefix = format!("{}:{{sku:{sku}}}:ev:", k.prefix());
-        let reply = self
-            .run(
-                &self.scripts.ledger,
-                &[k.stock(sku), k.sku_events(sku)],
-                &[prefix],
-            )
-            .await?;
-        if reply.first().map(String::as_str) == Some("NOT_FOUND") {
-            return Ok(None);
+        let mut ledger = Ledger::default();
+        for shard in self.shards_of(sku).await? {
+            let reply = self
+                .run(
+                    &self.scripts.ledger,
+                    &[k.stock(shard), k.sku_events(shard)],
+                    &[k.event_prefix(shard)],
+                )
+                .await?;
+            if reply.first().map(String::as_str) == Some("NOT_FOUND") {
+                if shard.sub == 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let n: Vec<i64> = reply
+                .iter()
+                .skip(1)
+                .map(|s| num(s))
+                .collect::<StoreResult<_>>()?;
+            let [total, available, pools, locked, sold] = n[..] else {
+                return Err(corrupt("ledger reply"));
+            };
+            ledger.total += total;
+            ledger.available += available;
+            ledger.pools += pools;
+            ledger.locked += locked;
+            ledger.sold += sold;
+            // Units between two shards are counted where they are going.
+            for (_, landing) in self.moves_of(shard).await? {
+                match landing.field.as_str() {
+                    "pool" => ledger.pools += landing.n,
+                    _ => ledger.available += landing.n,
+                }
+            }
         }
-        let n: Vec<i64> = reply
-            .iter()
-            .skip(1)
-            .map(|s| num(s))
-            .collect::<StoreResult<_>>()?;
-        let [total, available, pools, locked, sold] = n[..] else {
-            return Err(corrupt("ledger reply"));
-        };
-        Ok(Some(Ledger {
-            total,
-            available,
-            pools,
-            locked,
-            sold,
-        }))
+        Ok(Some(ledger))
     }
 
     async fn skus(&self) -> StoreResult<Vec<i64>> {
@@ -545,33 +811,59 @@ impl Store for RedisStore {
 
     async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
         let k = &self.keys;
-        // Claim the event id for this SKU in the directory (another slot, so a command of its
-        // own) before the sale exists: a sale's SKU never changes.
+        let subpools = sale.subpools.max(1);
+        let main = Shard::from(sale.sku);
+        // Claim the event id for this SKU and split in the directory (another slot, so a
+        // command of its own) before the sale exists: neither ever changes.
         let mut conn = self.conn.clone();
+        let entry = stock::event_entry(sale.sku, subpools);
         let claimed: bool = conn
-            .hset_nx(k.events(), sale.id, sale.sku)
+            .hset_nx(k.events(), sale.id, &entry)
             .await
             .map_err(unavailable)?;
         if !claimed {
-            let known: i64 = conn
-                .hget(k.events(), sale.id)
-                .await
-                .map_err(unavailable)?;
-            if known != sale.sku {
-                return Err(StoreError::Refused(StockError::FailedPrecondition(format!(
-                    "event {} sells sku {known}; its sku cannot change",
+            let known: String = conn.hget(k.events(), sale.id).await.map_err(unavailable)?;
+            let (known_sku, known_subpools) = stock::parse_event_entry(&known)
+                .ok_or_else(|| corrupt(format!("directory entry of event {}", sale.id)))?;
+            let why = if known_sku != sale.sku {
+                format!(
+                    "event {} sells sku {known_sku}; its sku cannot change",
                     sale.id
-                ))));
+                )
+            } else if known_subpools != subpools {
+                format!(
+                    "event {} is split in {known_subpools} sub-pools; that cannot change",
+                    sale.id
+                )
+            } else {
+                String::new()
+            };
+            if !why.is_empty() {
+                return Err(StoreError::Refused(StockError::FailedPrecondition(why)));
+            }
+            // A redefinition works on one pool: gather the sub-pools' units first.
+            for sub in 1..subpools {
+                let from = Shard::new(sale.sku, sub);
+                self.transfer(
+                    from,
+                    k.event(from, sale.id),
+                    "pool",
+                    main,
+                    k.event(main, sale.id),
+                    "pool",
+                    i64::MAX,
+                )
+                .await?;
             }
         }
         let reply = self
             .run(
                 &self.scripts.put_event,
                 &[
-                    k.stock(sale.sku),
-                    k.event(sale.sku, sale.id),
-                    k.sku_events(sale.sku),
-                    k.order_stream(sale.sku),
+                    k.stock(main),
+                    k.event(main, sale.id),
+                    k.sku_events(main),
+                    k.order_stream(main),
                 ],
                 &[
                     sale.id.to_string(),
@@ -582,29 +874,60 @@ impl Store for RedisStore {
                     sale.per_user_limit.to_string(),
                     sale.pay_window_ms.to_string(),
                     ORDER_GROUP.into(),
+                    subpools.to_string(),
                 ],
             )
             .await?;
-        if let Err(refused) = status(&reply) {
-            if claimed {
-                // Refused, so nothing was defined: release the claim so the id stays free.
-                conn.hdel::<_, _, ()>(k.events(), sale.id)
-                    .await
-                    .map_err(unavailable)?;
+        let refused = status(&reply).err();
+        if refused.is_some() && claimed {
+            // Refused, so nothing was defined: release the claim so the id stays free.
+            conn.hdel::<_, _, ()>(k.events(), sale.id)
+                .await
+                .map_err(unavailable)?;
+        }
+        if subpools > 1 && !(refused.is_some() && claimed) {
+            for sub in 1..subpools {
+                let shard = Shard::new(sale.sku, sub);
+                let reply = self
+                    .run(
+                        &self.scripts.put_subpool,
+                        &[
+                            k.stock(shard),
+                            k.event(shard, sale.id),
+                            k.sku_events(shard),
+                            k.order_stream(shard),
+                        ],
+                        &[
+                            sale.id.to_string(),
+                            sale.sku.to_string(),
+                            sale.start_ms.to_string(),
+                            sale.end_ms.to_string(),
+                            sale.per_user_limit.to_string(),
+                            sale.pay_window_ms.to_string(),
+                            subpools.to_string(),
+                            sub.to_string(),
+                            ORDER_GROUP.into(),
+                        ],
+                    )
+                    .await?;
+                status(&reply)?;
             }
+            self.spread(sale.sku, sale.id, subpools).await?;
+        }
+        if let Some(refused) = refused {
             return Err(refused);
         }
-        self.sku_of_event
+        self.sale_entries
             .write()
             .expect("not poisoned")
-            .insert(sale.id, sale.sku);
+            .insert(sale.id, (sale.sku, subpools));
         self.sale(sale.id)
             .await?
             .ok_or_else(|| corrupt("sale vanished after put"))
     }
 
     async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
-        let Some(sku) = self.sku_of_event(event_id).await? else {
+        let Some((sku, subpools)) = self.sale_entry(event_id).await? else {
             return Ok(None);
         };
         let mut conn = self.conn.clone();
@@ -615,9 +938,12 @@ impl Store for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        stock::parse_sale(&fields)
-            .map(Some)
-            .ok_or_else(|| corrupt(format!("sale {event_id}: {fields:?}")))
+        let mut state = stock::parse_sale(&fields)
+            .ok_or_else(|| corrupt(format!("sale {event_id}: {fields:?}")))?;
+        if subpools > 1 {
+            state.remaining = self.pools_left(sku, event_id, subpools).await?;
+        }
+        Ok(Some(state))
     }
 
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
@@ -673,44 +999,66 @@ impl Store for RedisStore {
     }
 
     async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
-        let Some(sku) = self.sku_of_event(req.event_id).await? else {
+        let Some((sku, subpools)) = self.sale_entry(req.event_id).await? else {
             return Ok(BuyDecision::UnknownEvent);
         };
         let (k, e) = (&self.keys, req.event_id);
-        let reply = self
-            .run(
-                &self.scripts.buy,
-                &[
-                    k.event(sku, e),
-                    k.event_users(sku, e),
-                    k.event_requests(sku, e),
-                    k.stock(sku),
-                    k.orderbook(sku),
-                    k.order_stream(sku),
-                ],
-                &[
-                    e.to_string(),
-                    req.user_id.clone(),
-                    req.qty.to_string(),
-                    req.request_id.clone(),
-                    now_ms.to_string(),
-                ],
-            )
-            .await?;
-        let [outcome, order_no, remaining] = &reply[..] else {
-            return Err(corrupt(format!("buy reply {reply:?}")));
-        };
-        stock::parse_buy(outcome, order_no, num(remaining)?)
-            .ok_or_else(|| corrupt(format!("buy outcome {outcome}")))
+        let home = Shard::new(sku, stock::home_subpool(&req.user_id, subpools));
+        loop {
+            let decision = self.buy_in(home, subpools, req, now_ms).await?;
+            if subpools == 1 {
+                return Ok(decision);
+            }
+            let short = match decision {
+                BuyDecision::SoldOut { remaining } => req.qty - remaining,
+                BuyDecision::Queued { order_no, .. } => {
+                    let remaining = self.pools_left(sku, e, subpools).await?;
+                    return Ok(BuyDecision::Queued {
+                        order_no,
+                        remaining,
+                    });
+                }
+                BuyDecision::LimitReached { .. } => {
+                    let remaining = self.pools_left(sku, e, subpools).await?;
+                    return Ok(BuyDecision::LimitReached { remaining });
+                }
+                other => return Ok(other),
+            };
+            // The home sub-pool is short: fetch units from the others, then buy at home again.
+            // Only when no other sub-pool had any is the answer SOLD_OUT. Every round either
+            // moves units toward this buyer or ends, so the loop ends with the pool.
+            let mut moved = 0;
+            for step in 1..subpools {
+                if moved >= short {
+                    break;
+                }
+                let from = Shard::new(sku, (home.sub + step) % subpools);
+                moved += self
+                    .transfer(
+                        from,
+                        k.event(from, e),
+                        "pool",
+                        home,
+                        k.event(home, e),
+                        "pool",
+                        short - moved,
+                    )
+                    .await?;
+            }
+            if moved == 0 {
+                let remaining = self.pools_left(sku, e, subpools).await?;
+                return Ok(BuyDecision::SoldOut { remaining });
+            }
+        }
     }
 
     async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
-        let Some((_, sku)) = self.sku_of_order(order_no).await? else {
+        let Some((_, shard)) = self.shard_of_order(order_no).await? else {
             return Ok(None);
         };
         let mut conn = self.conn.clone();
         let record: Option<String> = conn
-            .hget(self.keys.orderbook(sku), order_no)
+            .hget(self.keys.orderbook(shard), order_no)
             .await
             .map_err(unavailable)?;
         record.map(|r| self.order_from(order_no, &r)).transpose()
@@ -718,12 +1066,12 @@ impl Store for RedisStore {
 
     async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
         let not_found = || StoreError::Refused(StockError::NotFound(format!("order {order_no}")));
-        let (_, sku) = self.sku_of_order(order_no).await?.ok_or_else(not_found)?;
+        let (_, shard) = self.shard_of_order(order_no).await?.ok_or_else(not_found)?;
         let k = &self.keys;
         let reply = self
             .run(
                 &self.scripts.pay,
-                &[k.orderbook(sku), k.deadlines(sku), k.stock(sku)],
+                &[k.orderbook(shard), k.deadlines(shard), k.stock(shard)],
                 &[order_no.into(), user_id.into(), now_ms.to_string()],
             )
             .await?;
@@ -747,28 +1095,30 @@ impl Store for RedisStore {
     async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
         let mut expired = Vec::new();
         for sku in self.skus().await? {
-            if expired.len() >= limit {
-                break;
-            }
-            let mut conn = self.conn.clone();
-            let due: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys.deadlines(sku))
-                .arg("-inf")
-                .arg(format!("({now_ms}"))
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit - expired.len())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            for order_no in due {
-                if self
-                    .release(&order_no, "", now_ms, OrderStatus::Expired)
-                    .await?
-                    .0
-                {
-                    expired.push(order_no);
+            for shard in self.shards_of(sku).await? {
+                if expired.len() >= limit {
+                    return Ok(expired);
+                }
+                let mut conn = self.conn.clone();
+                let due: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(self.keys.deadlines(shard))
+                    .arg("-inf")
+                    .arg(format!("({now_ms}"))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit - expired.len())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                for order_no in due {
+                    if self
+                        .release(&order_no, "", now_ms, OrderStatus::Expired)
+                        .await?
+                        .0
+                    {
+                        expired.push(order_no);
+                    }
                 }
             }
         }
@@ -776,18 +1126,42 @@ impl Store for RedisStore {
     }
 
     async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
+        let k = &self.keys;
         let mut closed = Vec::new();
         for sku in self.skus().await? {
-            for event in self.sales_of(sku).await? {
-                let reply = self
-                    .run(
-                        &self.scripts.close_event,
-                        &[self.keys.event(sku, event), self.keys.stock(sku)],
-                        &[now_ms.to_string()],
+            let main = Shard::from(sku);
+            for shard in self.shards_of(sku).await? {
+                // Transfers a stopped process left half-way land first.
+                self.land_stranded(shard).await?;
+                let mut conn = self.conn.clone();
+                let events: Vec<i64> = conn
+                    .smembers(k.sku_events(shard))
+                    .await
+                    .map_err(unavailable)?;
+                for event in events {
+                    let reply = self
+                        .run(
+                            &self.scripts.close_event,
+                            &[k.event(shard, event), k.stock(shard)],
+                            &[now_ms.to_string()],
+                        )
+                        .await?;
+                    if status(&reply)? == "CLOSED" && shard.sub == 0 {
+                        closed.push(event);
+                    }
+                }
+                if shard.sub > 0 {
+                    // What a sub-pool's shard got back after its sale ended goes home.
+                    self.transfer(
+                        shard,
+                        k.stock(shard),
+                        "available",
+                        main,
+                        k.stock(main),
+                        "available",
+                        i64::MAX,
                     )
                     .await?;
-                if status(&reply)? == "CLOSED" {
-                    closed.push(event);
                 }
             }
         }
@@ -843,13 +1217,16 @@ impl Store for RedisStore {
     }
 
     async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
-        let event =
-            stock::event_of_order(&win.order_no).ok_or_else(|| corrupt(format!("win {win:?}")))?;
-        let (k, sku) = (&self.keys, win.sku_id);
+        let (event, shard) = self.shard_of_win(win).await?;
+        let k = &self.keys;
         let reply = self
             .run(
                 &self.scripts.create_order,
-                &[k.orderbook(sku), k.deadlines(sku), k.event(sku, event)],
+                &[
+                    k.orderbook(shard),
+                    k.deadlines(shard),
+                    k.event(shard, event),
+                ],
                 &[win.order_no.clone(), now_ms.to_string()],
             )
             .await?;
@@ -857,7 +1234,8 @@ impl Store for RedisStore {
     }
 
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
-        let stream = self.keys.order_stream(win.sku_id);
+        let (_, shard) = self.shard_of_win(win).await?;
+        let stream = self.keys.order_stream(shard);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .xack(&stream, ORDER_GROUP, &[&win.entry_id])
@@ -869,23 +1247,51 @@ impl Store for RedisStore {
     }
 
     async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        // One script per shard: each shard is read at one instant, the SKU shard by shard (a
+        // sale split in sub-pools moves units between shards only through journaled transfers,
+        // which are counted below).
         let k = &self.keys;
-        let prefix = format!("{}:{{sku:{sku}}}:ev:", k.prefix());
-        let mut invocation = self.scripts.snapshot.prepare_invoke();
-        invocation
-            .key(k.stock(sku))
-            .key(k.sku_events(sku))
-            .key(k.orderbook(sku))
-            .arg(prefix);
-        let mut conn = self.conn.clone();
-        let json: String = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if json.is_empty() {
-            return Ok(None);
+        let mut merged: Option<SkuSnapshot> = None;
+        for shard in self.shards_of(sku).await? {
+            let mut invocation = self.scripts.snapshot.prepare_invoke();
+            invocation
+                .key(k.stock(shard))
+                .key(k.sku_events(shard))
+                .key(k.orderbook(shard))
+                .arg(k.event_prefix(shard));
+            let mut conn = self.conn.clone();
+            let json: String = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if json.is_empty() {
+                if shard.sub == 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let mut part = parse_snapshot(shard, &json)?;
+            for (_, landing) in self.moves_of(shard).await? {
+                match landing.field.as_str() {
+                    "pool" => part.moving += landing.n,
+                    _ => part.counters.available += landing.n,
+                }
+            }
+            merged = Some(match merged {
+                None => part,
+                Some(mut all) => {
+                    all.counters.total += part.counters.total;
+                    all.counters.available += part.counters.available;
+                    all.counters.locked += part.counters.locked;
+                    all.counters.sold += part.counters.sold;
+                    all.moving += part.moving;
+                    all.sales.extend(part.sales);
+                    all.orders.extend(part.orders);
+                    all
+                }
+            });
         }
-        parse_snapshot(sku, &json).map(Some)
+        Ok(merged)
     }
 
     async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {

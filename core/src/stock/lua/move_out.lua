@@ -1,0 +1,28 @@
+-- move_out.lua — first step of a transfer of units between two shards (two cluster slots):
+-- take up to N units out of a field of this shard and journal them under a transfer id.
+--
+-- KEYS[1]  the source hash        (a sale's hash in a shard, field `pool`; or a shard's stock
+--                                  hash, field `available`)
+-- KEYS[2]  the shard's journal    ({sku:ID…}:moves: transfer id → JSON of the move)
+-- ARGV[1]  transfer id (unique)   ARGV[2] source field   ARGV[3] units wanted (> 0)
+-- ARGV[4]  destination hash   ARGV[5] destination field   ARGV[6] destination's received set
+-- ARGV[7]  destination's stock hash (where pool units go when the destination sale is closed)
+--
+-- Takes min(wanted, present). The journal entry is the transfer's promise: move_in.lua at the
+-- destination credits it exactly once (its received set remembers the id), then the caller
+-- deletes the entry. Whoever finds an entry left behind (a crash between the steps) completes it
+-- the same way: units in a journal are counted where they are going, never lost or doubled.
+--
+-- Replies: {"OK", units moved}
+-- Example: pool 3, want 5 → {"OK","3"}, pool 0, moves["t1"] = {"n":"3","field":"pool",…}.
+local have = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+local n = math.min(tonumber(ARGV[3]), have)
+if n <= 0 then
+  return {'OK', '0'}
+end
+redis.call('HINCRBY', KEYS[1], ARGV[2], -n)
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({
+  n = string.format('%d', n), from = ARGV[2], to = ARGV[4], field = ARGV[5], received = ARGV[6],
+  fallback = ARGV[7],
+}))
+return {'OK', string.format('%d', n)}
