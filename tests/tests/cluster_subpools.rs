@@ -24,7 +24,6 @@ use flashgate_tests::{eventually, unique_prefix, TestWarehouse};
 use redis::AsyncCommands;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
-use tonic::Code;
 
 const SUBPOOLS: u32 = 4;
 
@@ -149,7 +148,10 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
         .zip(&buyers)
         .filter(|((o, _), _)| *o != BuyOutcome::Queued)
         .collect();
-    assert!(refused.is_empty(), "refused while units were left: {refused:?}");
+    assert!(
+        refused.is_empty(),
+        "refused while units were left: {refused:?}"
+    );
     assert_eq!(pools(&store, 9, 1).await, vec![0, 0, 0, 0]);
 
     // A hundred more, from every home: all sold out, with nothing left anywhere.
@@ -180,18 +182,22 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
         }
     );
     // Every win turns into exactly one order, numbered on its sub-pool's track.
-    let orders = eventually("every win to become an order", std::time::Duration::from_secs(20), || {
-        let store = store.clone();
-        async move {
-            let snapshot = store.snapshot(9).await.ok()??;
-            let pending = snapshot
-                .orders
-                .iter()
-                .filter(|o| o.status == OrderStatus::PendingPayment)
-                .count();
-            (pending == 200).then_some(snapshot.orders)
-        }
-    })
+    let orders = eventually(
+        "every win to become an order",
+        std::time::Duration::from_secs(20),
+        || {
+            let store = store.clone();
+            async move {
+                let snapshot = store.snapshot(9).await.ok()??;
+                let pending = snapshot
+                    .orders
+                    .iter()
+                    .filter(|o| o.status == OrderStatus::PendingPayment)
+                    .count();
+                (pending == 200).then_some(snapshot.orders)
+            }
+        },
+    )
     .await;
     let numbers: BTreeSet<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
     assert_eq!(numbers.len(), 200);
@@ -221,12 +227,21 @@ async fn redefining_and_ending_a_split_sale_moves_units_between_shards_without_l
     assert_eq!(pools(&store, 5, 3).await, vec![10, 10, 10, 10]);
 
     // Smaller: the sub-pools are gathered, the difference goes back, the rest is spread again.
-    let smaller = Sale { pool: 30, ..sale.clone() };
-    assert_eq!(store.put_sale(&smaller).await.expect("redefine").remaining, 30);
+    let smaller = Sale {
+        pool: 30,
+        ..sale.clone()
+    };
+    assert_eq!(
+        store.put_sale(&smaller).await.expect("redefine").remaining,
+        30
+    );
     assert_eq!(pools(&store, 5, 3).await, vec![8, 8, 7, 7]);
     let conserved = |l: Ledger| l.is_conserved() && l.total == 100;
     assert!(conserved(store.ledger(5).await.unwrap().unwrap()));
-    let resplit = Sale { subpools: 2, ..smaller.clone() };
+    let resplit = Sale {
+        subpools: 2,
+        ..smaller.clone()
+    };
     match store.put_sale(&resplit).await {
         Err(StoreError::Refused(e)) => assert!(e.to_string().contains("sub-pools"), "{e}"),
         other => panic!("changing the split must be refused, got {other:?}"),
@@ -339,7 +354,11 @@ async fn a_transfer_stopped_half_way_lands_once() {
     assert_audit_clean(&store).await;
 
     // The sweeper lands it (the sale is running: nothing closes).
-    assert!(store.close_ended(START + 1).await.expect("sweep").is_empty());
+    assert!(store
+        .close_ended(START + 1)
+        .await
+        .expect("sweep")
+        .is_empty());
     assert_eq!(pools(&store, 6, 4).await, vec![5, 2, 5, 8]);
     let left: Vec<String> = conn.hkeys(keys.moves(from)).await.expect("journal");
     assert!(left.is_empty(), "{left:?}");

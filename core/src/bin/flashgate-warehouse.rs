@@ -1,6 +1,8 @@
 //! `flashgate-warehouse`: the warehouse server. See `--help` and the README's configuration
 //! reference.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use flashgate_core::stock::Sale;
@@ -21,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let auditing = cli.command == Some(Command::Audit);
+    let auditing = matches!(cli.command, Some(Command::Audit(_)));
     match cli.store {
         StoreKind::Memory if auditing => run(MemoryStore::new(), cli).await,
         StoreKind::Memory => {
@@ -44,7 +46,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
-    if cli.command == Some(Command::Audit) {
+    if let Some(Command::Audit(args)) = &cli.command {
+        if args.repair {
+            let older_than = Duration::from_millis(args.repair_older_than_ms);
+            let repairs = audit::repair(&store, older_than)
+                .await
+                .context("audit --repair: repairing seed-contract locks")?;
+            print!("{}", audit::render_repairs(&repairs));
+        }
         let report = audit::run(&store)
             .await
             .context("audit: reading the store")?;

@@ -616,4 +616,131 @@ mod tests {
                 order_no: "7-1".into()
             }));
     }
+
+    /// The healthy store's lock as the Redis store records it: attempt 2 (attempt 1 failed and
+    /// left a tombstone on sku 1), LOCKED, one part.
+    fn journaled() -> (SkuSnapshot, LockRecords) {
+        use crate::stock::lock::{JournalSnapshot, PartSnapshot};
+        let (snap, _) = healthy();
+        let part = |order_id, attempt, num, state| PartSnapshot {
+            order_id,
+            sku: 1,
+            part: Part {
+                attempt,
+                num,
+                state,
+            },
+        };
+        let records = LockRecords {
+            journals: vec![
+                JournalSnapshot {
+                    order_id: 1,
+                    status: JournalStatus::Locked,
+                    attempt: 2,
+                    sku_nums: [(1, 1)].into_iter().collect(),
+                },
+                JournalSnapshot {
+                    order_id: 2,
+                    status: JournalStatus::Aborted,
+                    attempt: 1,
+                    sku_nums: [(1, 4), (2, 1)].into_iter().collect(),
+                },
+            ],
+            parts: vec![
+                part(1, 2, 1, PartState::Locked),
+                part(2, 1, 4, PartState::Released),
+            ],
+        };
+        (snap, records)
+    }
+
+    #[test]
+    fn lock_parts_that_agree_with_their_journals_are_clean() {
+        let (snap, records) = journaled();
+        let report = audit_records(std::slice::from_ref(&snap), &records);
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert_eq!(report.locks, 1, "an ABORTED lock is no lock");
+    }
+
+    #[test]
+    fn lock_parts_that_disagree_with_their_journals_are_reported() {
+        let (snap, records) = journaled();
+        let snaps = std::slice::from_ref(&snap);
+
+        // A crash between steps: the journal is PENDING while the units are held.
+        let mut pending = records.clone();
+        pending.journals[0].status = JournalStatus::Pending;
+        assert_eq!(
+            audit_records(snaps, &pending).violations,
+            vec![Violation::LockInFlight {
+                order_id: 1,
+                status: JournalStatus::Pending
+            }]
+        );
+
+        // A take that arrived after its attempt was rolled back: units held by an ABORTED lock.
+        let mut leaked = records.clone();
+        leaked.parts[1].part.state = PartState::Locked;
+        let mut counted = snap.clone();
+        counted.counters.locked += 4;
+        counted.counters.available -= 4;
+        let found = audit_records(std::slice::from_ref(&counted), &leaked).violations;
+        assert_eq!(
+            found,
+            vec![Violation::LockPartMismatch {
+                order_id: 2,
+                sku: 1,
+                expected: None,
+                found: Some(leaked.parts[1].part),
+            }]
+        );
+
+        // A LOCKED journal whose part is at another attempt, and the counter that misses it.
+        let mut stale = records.clone();
+        stale.parts[0].part.attempt = 1;
+        assert!(audit_records(snaps, &stale)
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::LockPartMismatch { order_id: 1, .. })));
+        let mut lost = records.clone();
+        lost.parts.remove(0);
+        let found = audit_records(snaps, &lost).violations;
+        assert!(
+            found.contains(&Violation::LockedMismatch {
+                sku: 1,
+                counter: 3,
+                held: 2
+            }),
+            "{found:?}"
+        );
+        assert!(found.contains(&Violation::LockPartMismatch {
+            order_id: 1,
+            sku: 1,
+            expected: Some(records.parts[0].part),
+            found: None,
+        }));
+
+        // Half-way through a commit, a part may be LOCKED or FINISHED, never released.
+        let mut finishing = records.clone();
+        finishing.journals[0].status = JournalStatus::Finishing;
+        assert_eq!(audit_records(snaps, &finishing).violations.len(), 1);
+        finishing.parts[0].part.state = PartState::Released;
+        let mut given_back = snap.clone();
+        given_back.counters.locked -= 1;
+        given_back.counters.available += 1;
+        let found = audit_records(std::slice::from_ref(&given_back), &finishing).violations;
+        assert_eq!(found.len(), 2, "{found:?}");
+
+        // A part nobody journaled.
+        let mut orphan = records;
+        orphan.journals.remove(0);
+        assert!(audit_records(snaps, &orphan)
+            .violations
+            .contains(&Violation::LockPartMismatch {
+                order_id: 1,
+                sku: 1,
+                expected: None,
+                found: Some(orphan.parts[0].part),
+            }));
+    }
 }

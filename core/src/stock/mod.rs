@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 
 pub mod audit;
+pub mod lock;
 
 /// The Lua scripts, each headed by its KEYS / ARGV / reply contract and a worked example.
 pub mod scripts {
@@ -40,10 +41,6 @@ pub mod scripts {
     pub const RELEASE_ORDER: &str = include_str!("lua/release_order.lua");
     /// The sweeper's end of a sale: pool → available.
     pub const CLOSE_EVENT: &str = include_str!("lua/close_event.lua");
-    /// `Warehouse.SKuStockLock`: all SKUs or none, idempotent by order id.
-    pub const LOCK: &str = include_str!("lua/lock.lua");
-    /// `Warehouse.SkuStockUnlock`: commit or release, idempotent.
-    pub const UNLOCK: &str = include_str!("lua/unlock.lua");
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     pub const LEDGER: &str = include_str!("lua/ledger.lua");
     /// Read-only: everything the audit needs about one SKU, at one instant.

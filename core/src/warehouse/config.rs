@@ -39,6 +39,14 @@ pub mod env {
     pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
     /// `--reclaim-idle-ms`.
     pub const RECLAIM_IDLE_MS: &str = "FLASHGATE_RECLAIM_IDLE_MS";
+    /// `--repair-after-ms`.
+    pub const REPAIR_AFTER_MS: &str = "FLASHGATE_REPAIR_AFTER_MS";
+    /// `audit --repair-older-than-ms`.
+    pub const REPAIR_OLDER_THAN_MS: &str = "FLASHGATE_REPAIR_OLDER_THAN_MS";
+    /// Test hook, not a setting: the name of a crash point (`lock.after_take`,
+    /// `unlock.after_step`) where the Redis store aborts the process, so tests can stop a
+    /// seed-contract lock between its per-SKU steps. Unset in production: inert.
+    pub const FAULT_CRASH_AT: &str = "FLASHGATE_FAULT_CRASH_AT";
     /// `--demo-sale`.
     pub const DEMO_SALE: &str = "FLASHGATE_DEMO_SALE";
 }
@@ -115,6 +123,12 @@ pub struct Cli {
     #[arg(long, env = env::RECLAIM_IDLE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub reclaim_idle_ms: u64,
 
+    /// How long a seed-contract lock or unlock must have stood still between its per-SKU steps
+    /// before the sweeper finishes it (rolls a lock back, an unlock forward), ms. Longer than a
+    /// step takes, so a live caller is rarely interrupted (it would be safe anyway: it retries).
+    #[arg(long, env = env::REPAIR_AFTER_MS, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub repair_after_ms: u64,
+
     /// Create a demo sale at start-up: `SKU:STOCK:POOL:STARTS_IN_SECONDS` (e.g. `1001:100:10:30`),
     /// event id 1, one unit per user, 5 minutes to pay, one hour long.
     #[arg(long, env = env::DEMO_SALE, value_parser = parse_demo_sale)]
@@ -126,9 +140,24 @@ pub struct Cli {
 pub enum Command {
     /// Serve gRPC and gRPC-Web (the default).
     Serve,
-    /// Check that the store's stock adds up (read-only; safe on a live Redis). Exits 1 on any
-    /// violation.
-    Audit,
+    /// Check that the store's stock adds up (read-only unless `--repair`; safe on a live Redis).
+    /// Exits 1 on any violation.
+    Audit(AuditArgs),
+}
+
+/// The `audit` subcommand's flags.
+#[derive(Debug, Clone, PartialEq, Eq, Default, clap::Args)]
+pub struct AuditArgs {
+    /// First finish seed-contract locks stopped between their per-SKU steps by a crash (roll a
+    /// lock back, an unlock forward), and print what was repaired. Safe while warehouses run.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// With `--repair` (ignored without it): only locks that have stood still this long, ms.
+    /// The default spares locks a live warehouse is taking right now (the sweeper's default
+    /// lease); 0 repairs every one at once, for a fleet that is stopped.
+    #[arg(long, env = env::REPAIR_OLDER_THAN_MS, default_value_t = 5_000)]
+    pub repair_older_than_ms: u64,
 }
 
 /// The `--demo-sale` setting.
@@ -234,6 +263,7 @@ impl Cli {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             worker: self.order_worker.then(|| WorkerOptions {
                 reclaim_idle: Duration::from_millis(self.reclaim_idle_ms),
+                repair_after: Duration::from_millis(self.repair_after_ms),
                 ..WorkerOptions::new(consumer)
             }),
         }
@@ -279,6 +309,26 @@ mod tests {
         let cluster =
             parse(&["--redis-cluster", "--redis-url", "redis://a:1,redis://b:2"]).unwrap();
         assert!(cluster.redis_cluster);
+        assert_eq!(cli.command, None);
+        assert_eq!(
+            cli.server_options().worker.unwrap().repair_after,
+            Duration::from_secs(5)
+        );
+        let audit = parse(&["audit", "--repair", "--repair-older-than-ms", "0"]).unwrap();
+        assert_eq!(
+            audit.command,
+            Some(Command::Audit(AuditArgs {
+                repair: true,
+                repair_older_than_ms: 0
+            }))
+        );
+        assert_eq!(
+            parse(&["audit"]).unwrap().command,
+            Some(Command::Audit(AuditArgs {
+                repair: false,
+                repair_older_than_ms: 5_000
+            }))
+        );
         let off = parse(&["--metrics-listen", "off", "--order-worker", "false"]).unwrap();
         assert_eq!(off.metrics_listen, OptionalAddr(None));
         assert!(off.server_options().worker.is_none());

@@ -87,7 +87,7 @@ pub async fn serve<S: Store>(
         ));
         tasks.spawn(run_sweeper(
             store.clone(),
-            worker.sweep_every,
+            worker,
             metrics.clone(),
             stop_rx.clone(),
         ));

@@ -6,7 +6,9 @@
 //! acknowledging loses nothing: another worker reclaims the entry once it has been idle long
 //! enough, and creating it again is a no-op. It goes at its own pace; buyers never wait for it.
 //!
-//! The sweeper expires orders unpaid past their deadline and closes sales that have ended.
+//! The sweeper expires orders unpaid past their deadline, closes sales that have ended, and
+//! repairs seed-contract locks a crashed warehouse left between their per-SKU steps (any
+//! warehouse's sweeper repairs any lock, once it has stood still for `repair_after`).
 
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub struct WorkerOptions {
     pub reclaim_idle: Duration,
     /// How often the sweeper runs.
     pub sweep_every: Duration,
+    /// How long a seed-contract lock must stand still between steps before the sweeper repairs
+    /// it (a lease: its own caller is presumed alive until then).
+    pub repair_after: Duration,
 }
 
 impl WorkerOptions {
@@ -42,6 +47,7 @@ impl WorkerOptions {
             block: Duration::from_millis(500),
             reclaim_idle: Duration::from_secs(10),
             sweep_every: Duration::from_millis(500),
+            repair_after: Duration::from_secs(5),
         }
     }
 }
@@ -126,14 +132,14 @@ pub async fn run_order_worker<S: Store>(
     }
 }
 
-/// Runs the sweeper until `shutdown` turns true.
+/// Runs the sweeper every `options.sweep_every` until `shutdown` turns true.
 pub async fn run_sweeper<S: Store>(
     store: S,
-    every: Duration,
+    options: WorkerOptions,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(options.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -162,6 +168,26 @@ pub async fn run_sweeper<S: Store>(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeper could not close sales"),
+        }
+        match store.repair_locks(options.repair_after).await {
+            Ok(repairs) => {
+                let (back, forward) = (repairs.rolled_back.len(), repairs.rolled_forward.len());
+                if back + forward > 0 {
+                    metrics
+                        .worker
+                        .with_label_values(&["lock_repaired"])
+                        .inc_by((back + forward) as u64);
+                    tracing::warn!(
+                        rolled_back = ?repairs.rolled_back,
+                        rolled_forward = ?repairs.rolled_forward,
+                        "repaired seed-contract locks left between steps (a warehouse crashed)"
+                    );
+                }
+                for (order_id, why) in &repairs.failed {
+                    tracing::error!(order_id, why, "a seed-contract lock cannot be repaired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeper could not repair locks"),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::{Store, StoreError, StoreResult};
 use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
+use crate::stock::lock::LockRepairs;
 use crate::stock::{
     self, BuyDecision, BuyRequest, Ledger, LockRequest, LockStatus, Order, OrderStatus, Sale,
     SaleState, StockError, Win,
@@ -611,6 +612,11 @@ impl Store for MemoryStore {
             .collect();
         locks.sort_by_key(|l| l.order_id);
         Ok(locks)
+    }
+
+    async fn repair_locks(&self, _older_than: Duration) -> StoreResult<LockRepairs> {
+        // A lock and an unlock are each one critical section: none is ever left half-way.
+        Ok(LockRepairs::default())
     }
 }
 

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::stock::audit::{LockSnapshot, SkuSnapshot};
+use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, StockError, Win,
 };
@@ -57,6 +58,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn lock(&self, req: &LockRequest) -> impl Future<Output = StoreResult<()>> + Send;
     /// Seed contract: commits (`finish`) or releases a lock, idempotent.
     fn unlock(&self, order_id: i64, finish: bool) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Finishes seed-contract locks and unlocks that stopped between their per-SKU steps (a
+    /// crashed warehouse) and have not moved for `older_than`: a lock still taking its SKUs is
+    /// rolled back, an unlock under way is completed. Safe to run from any number of processes
+    /// at once and while locks are taken (every step is idempotent and fenced); `older_than` only
+    /// spares the work of callers that are alive. A store whose lock is one atomic step (the
+    /// default) has nothing to repair.
+    fn repair_locks(
+        &self,
+        older_than: Duration,
+    ) -> impl Future<Output = StoreResult<LockRepairs>> + Send {
+        let _ = older_than;
+        async { Ok(LockRepairs::default()) }
+    }
     /// One flash-sale buy decision.
     fn buy(
         &self,
@@ -115,6 +129,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
     /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
     fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
-    /// Every seed-contract lock.
+    /// Every seed-contract lock as the contract sees it: a lock that failed (or is still taking
+    /// its SKUs) is not one; an unlock under way has happened.
     fn locks(&self) -> impl Future<Output = StoreResult<Vec<LockSnapshot>>> + Send;
+    /// Every lock's journal and per-SKU parts, for the audit. By default (a store whose lock is
+    /// one atomic step) the records [`locks`](Store::locks) implies.
+    fn lock_records(&self) -> impl Future<Output = StoreResult<LockRecords>> + Send {
+        async move { Ok(LockRecords::implied_by(&self.locks().await?)) }
+    }
 }

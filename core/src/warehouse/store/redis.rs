@@ -10,6 +10,8 @@
 //! streams of different slots. Key names and reply parsing live in [`crate::stock`]; this file
 //! only moves bytes.
 
+mod lock;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,9 +26,10 @@ use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{Store, StoreError, StoreResult};
 use crate::stock::audit::{Counters, LockSnapshot, SaleSnapshot, SkuSnapshot};
+use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
-    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, LockStatus, Move, Order,
-    OrderStatus, Sale, SaleState, Shard, StockError, Win, ORDER_GROUP,
+    self, scripts, BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Move, Order, OrderStatus,
+    Sale, SaleState, Shard, StockError, Win, ORDER_GROUP,
 };
 
 /// How to reach Redis.
@@ -121,8 +124,6 @@ struct Scripts {
     pay: Script,
     release_order: Script,
     close_event: Script,
-    lock: Script,
-    unlock: Script,
     ledger: Script,
     snapshot: Script,
 }
@@ -224,8 +225,6 @@ impl RedisStore {
                 pay: Script::new(scripts::PAY),
                 release_order: Script::new(scripts::RELEASE_ORDER),
                 close_event: Script::new(scripts::CLOSE_EVENT),
-                lock: Script::new(scripts::LOCK),
-                unlock: Script::new(scripts::UNLOCK),
                 ledger: Script::new(scripts::LEDGER),
                 snapshot: Script::new(scripts::SNAPSHOT),
             }),
@@ -569,13 +568,6 @@ impl RedisStore {
         Ok((released, self.order_from(order_no, record)?))
     }
 
-    async fn lock_skus(&self, order_id: i64) -> StoreResult<Option<String>> {
-        let mut conn = self.conn.clone();
-        conn.hget(self.keys.lock(order_id), "skus")
-            .await
-            .map_err(unavailable)
-    }
-
     /// The order streams to read: those of every shard of every sale (the consumer group is
     /// created with the sale; a SKU sold only through the seed contract has no stream).
     async fn order_streams(&self) -> StoreResult<Vec<String>> {
@@ -717,18 +709,6 @@ fn parse_snapshot(shard: Shard, json: &str) -> StoreResult<SkuSnapshot> {
         orders,
         moving: 0,
     })
-}
-
-fn parse_sku_nums(encoded: &str) -> StoreResult<BTreeMap<i64, i64>> {
-    encoded
-        .split(',')
-        .map(|pair| {
-            let (sku, n) = pair
-                .split_once(':')
-                .ok_or_else(|| corrupt(format!("lock skus {encoded:?}")))?;
-            Ok((num(sku)?, num(n)?))
-        })
-        .collect()
 }
 
 impl Store for RedisStore {
@@ -957,45 +937,16 @@ impl Store for RedisStore {
     }
 
     async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
-        let mut keys = vec![self.keys.lock(req.order_id)];
-        let mut args = vec![
-            req.order_id.to_string(),
-            stock::encode_sku_nums(&req.sku_nums),
-            req.order_no.clone(),
-            req.consignee.clone(),
-            req.phone.clone(),
-            req.address.clone(),
-            req.note.clone(),
-        ];
-        for (sku, n) in &req.sku_nums {
-            keys.push(self.keys.stock(*sku));
-            args.extend([sku.to_string(), n.to_string()]);
-        }
-        let reply = self.run(&self.scripts.lock, &keys, &args).await?;
-        status(&reply).map(drop)
+        // Per-SKU steps journaled under the order id: see the `lock` module.
+        self.lock_saga(req).await
     }
 
     async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
-        let not_found =
-            || StoreError::Refused(StockError::NotFound(format!("lock of order_id {order_id}")));
-        let encoded = self.lock_skus(order_id).await?.ok_or_else(not_found)?;
-        let sku_nums = parse_sku_nums(&encoded)?;
-        let mut keys = vec![self.keys.lock(order_id)];
-        let mut args = vec![if finish { "1" } else { "0" }.to_owned(), encoded];
-        for (sku, n) in &sku_nums {
-            keys.push(self.keys.stock(*sku));
-            args.extend([sku.to_string(), n.to_string()]);
-        }
-        let reply = self.run(&self.scripts.unlock, &keys, &args).await?;
-        match status(&reply) {
-            Err(StoreError::Refused(StockError::NotFound(_))) => Err(not_found()),
-            Err(StoreError::Refused(StockError::FailedPrecondition(why))) => {
-                Err(StoreError::Refused(StockError::FailedPrecondition(
-                    format!("order_id {order_id} {why}"),
-                )))
-            }
-            other => other.map(drop),
-        }
+        self.unlock_saga(order_id, finish).await
+    }
+
+    async fn repair_locks(&self, older_than: Duration) -> StoreResult<LockRepairs> {
+        self.repair_saga(older_than).await
     }
 
     async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
@@ -1295,45 +1246,11 @@ impl Store for RedisStore {
     }
 
     async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
-        // SCAN with a pattern, in batches: safe on a live Redis (no KEYS, no long block).
-        let pattern = self.keys.lock_pattern();
-        let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut keys: Vec<String> = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
-        let mut locks = Vec::new();
-        for key in keys {
-            let order_id = num(key.rsplit(':').next().unwrap_or_default())?;
-            let fields: BTreeMap<String, String> = conn.hgetall(&key).await.map_err(unavailable)?;
-            let (Some(skus), Some(status)) = (fields.get("skus"), fields.get("status")) else {
-                continue;
-            };
-            let status = LockStatus::parse(status)
-                .ok_or_else(|| corrupt(format!("lock status {status:?}")))?;
-            locks.push(LockSnapshot {
-                order_id,
-                sku_nums: parse_sku_nums(skus)?,
-                status,
-            });
-        }
-        locks.sort_by_key(|l| l.order_id);
-        Ok(locks)
+        // From the lock directory, not SCAN (which sees one cluster node).
+        self.list_locks().await
+    }
+
+    async fn lock_records(&self) -> StoreResult<LockRecords> {
+        self.lock_records_of().await
     }
 }
