@@ -1,15 +1,19 @@
 //! Stock: the domain types of the warehouse, the Redis key layout and the Lua scripts' contracts.
 //!
 //! Stock of one SKU is counted in places: `available`, each sale's `pool`, `locked` (held by
-//! unpaid orders and seed-contract locks) and `sold`. Every movement between places happens
-//! inside one Lua script, and `available + pools + locked + sold == total` after each of them
-//! (see [`Ledger::is_conserved`]).
+//! unpaid orders and seed-contract locks) and `sold`. Every movement between places within one
+//! hash slot happens inside one Lua script, and `available + pools + locked + sold == total`
+//! after each of them (see [`Ledger::is_conserved`]). The two movements that cross slots on a
+//! Redis Cluster are journaled: units moving between a split sale's sub-pools ([`Shard`], the
+//! `move_*` scripts) are counted where they are going, and a multi-SKU seed-contract lock is a
+//! saga of per-SKU steps (see [`lock`]).
 //!
 //! Everything here is pure: key names, argument packing and reply parsing are functions with unit
 //! tests, so the one place that talks to Redis (the warehouse's `RedisStore`) only moves bytes.
-//! Every key of a SKU carries the hash tag `{sku:ID}`, so each script touches one cluster slot;
-//! the only keys outside a SKU's slot are the directories ([`Keys::events`], [`Keys::skus`]) and
-//! the seed-contract lock records ([`Keys::lock`]).
+//! Every key of a SKU carries the hash tag `{sku:ID}` (a sub-pool's `{sku:ID:SUB}`), so each
+//! script touches one cluster slot; the only keys outside a SKU's slots are the directories
+//! ([`Keys::events`], [`Keys::skus`], the lock directories `{locks:N}`) and the seed-contract
+//! lock journals ([`Keys::lock`]), each written by scripts or commands of their own.
 //!
 //! What it does not do: talk to Redis, read a clock (scripts take `now` as an argument, so tests
 //! and the model-based oracle run on simulated time) or decide policy of the edge.
@@ -189,11 +193,6 @@ impl Keys {
     /// The SKU whose hash tag a key carries, if it is one of this prefix's SKU keys.
     pub fn sku_of(&self, key: &str) -> Option<i64> {
         self.shard_of(key).map(|s| s.sku)
-    }
-
-    /// SCAN pattern matching every seed-contract lock record.
-    pub fn lock_pattern(&self) -> String {
-        format!("{}:lock:*", self.prefix)
     }
 
     /// Hash of one seed-contract lock (`SKuStockLock`), keyed by order id.

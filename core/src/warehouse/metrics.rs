@@ -71,7 +71,7 @@ impl Metrics {
         let worker = IntCounterVec::new(
             Opts::new(
                 "order_worker_total",
-                "order worker events (created, duplicate, reclaimed, expired, closed)",
+                "order worker and sweeper events (created, duplicate, reclaimed, expired, closed, lock_repaired)",
             ),
             &["event"],
         )
