@@ -330,11 +330,12 @@ async fn validation_names_the_field() {
         (
             Event {
                 pay_window_ms: 0,
-                subpools: 0,
                 ..ev
             },
             "pay_window_ms",
         ),
+        (Event { subpools: -1, ..ev }, "subpools"),
+        (Event { subpools: 65, ..ev }, "subpools"),
     ] {
         assert_refused(admin.put_event(req).await, invalid, field);
     }
