@@ -11,6 +11,11 @@
 //!
 //! Arrival: `spike` lets everyone in at once (bounded by `--concurrency`), `steady` admits
 //! `--rate` actors per second.
+//!
+//! Several targets (`--target` with a comma-separated list) share one crowd: actor `i` (in
+//! arrival order) plays against target `i mod n`, as a load balancer in front of several
+//! warehouses or edges would spread it. `--put-sale` creates the sale first, so a benchmark needs
+//! nothing but a running warehouse.
 
 mod report;
 
@@ -23,9 +28,10 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
-    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, EventReq,
-    SkuLedgerReq,
+    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, EventReq,
+    PutSkuStockReq, SkuLedgerReq,
 };
+use flashgate_core::warehouse::service::now_ms;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -47,7 +53,8 @@ enum Arrival {
 #[derive(Debug, Parser)]
 #[command(name = "flashgate-load", version)]
 struct Args {
-    /// `grpc://HOST:PORT` (the warehouse) or `http://HOST:PORT` (an edge).
+    /// `grpc://HOST:PORT` (the warehouse) or `http://HOST:PORT` (an edge); several of one kind,
+    /// separated by commas, share the crowd (actor i goes to target i mod n).
     #[arg(long, default_value = "grpc://127.0.0.1:50051")]
     target: String,
     /// The sale to buy from.
@@ -72,9 +79,14 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// The warehouse's native gRPC address, for the sale's ledger (oversold units). In warehouse
-    /// mode it defaults to the target.
+    /// mode it defaults to the (first) target.
     #[arg(long)]
     admin: Option<String>,
+    /// Before the crowd, create sale `--event` through the admin API: `SKU:POOL:SUBPOOLS` puts
+    /// POOL units of SKU on sale now, for an hour, one per user, split in SUBPOOLS sub-pools
+    /// (1: one pool). The SKU's on-hand total is set to POOL.
+    #[arg(long, value_parser = parse_put_sale)]
+    put_sale: Option<PutSale>,
     /// The warehouse's metrics URL, for origin calls per edge request.
     #[arg(long)]
     warehouse_metrics: Option<String>,
@@ -89,6 +101,61 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The `--put-sale` setting.
+#[derive(Debug, Clone, Copy)]
+struct PutSale {
+    sku: i64,
+    pool: i32,
+    subpools: i32,
+}
+
+fn parse_put_sale(s: &str) -> Result<PutSale, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [sku, pool, subpools] = parts[..] else {
+        return Err("expected SKU:POOL:SUBPOOLS".into());
+    };
+    let bad = |what: &str| format!("{what} is not a valid number in {s:?}");
+    let sale = PutSale {
+        sku: sku.parse().map_err(|_| bad("SKU"))?,
+        pool: pool.parse().map_err(|_| bad("POOL"))?,
+        subpools: subpools.parse().map_err(|_| bad("SUBPOOLS"))?,
+    };
+    if sale.sku <= 0 || sale.pool < 0 || sale.subpools < 1 {
+        return Err("need SKU > 0, POOL >= 0 and SUBPOOLS >= 1".into());
+    }
+    Ok(sale)
+}
+
+/// Creates the sale `--put-sale` describes, open from a second ago for an hour.
+async fn put_sale(
+    admin: &mut AdminClient<Channel>,
+    event: i64,
+    sale: PutSale,
+) -> anyhow::Result<()> {
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: sale.sku,
+            num: sale.pool,
+        })
+        .await
+        .context("--put-sale: putting stock")?;
+    let start_ms = now_ms() - 1_000;
+    admin
+        .put_event(Event {
+            id: event,
+            sku_id: sale.sku,
+            pool: sale.pool,
+            start_ms,
+            end_ms: start_ms + 3_600_000,
+            per_user_limit: 1,
+            pay_window_ms: 3_600_000,
+            subpools: sale.subpools,
+        })
+        .await
+        .context("--put-sale: creating the sale")?;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -381,24 +448,44 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let http_client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let target = if args.target.starts_with("grpc://") {
-        Target::Warehouse(grpc_channel(&args.target).await?)
-    } else if args.target.starts_with("http://") {
-        Target::Edge {
-            base: args.target.trim_end_matches('/').to_owned(),
-            http: Box::new(http_client.clone()),
-        }
-    } else {
-        bail!("--target must start with grpc:// (the warehouse) or http:// (an edge)");
-    };
+    let urls: Vec<&str> = args
+        .target
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let warehouse_mode = urls.iter().all(|u| u.starts_with("grpc://"));
+    if urls.is_empty() || !(warehouse_mode || urls.iter().all(|u| u.starts_with("http://"))) {
+        bail!(
+            "--target must be grpc:// URLs (warehouses) or http:// URLs (edges), \
+             one or several of one kind separated by commas"
+        );
+    }
+    let mut targets = Vec::with_capacity(urls.len());
+    for url in &urls {
+        targets.push(if warehouse_mode {
+            Target::Warehouse(grpc_channel(url).await?)
+        } else {
+            Target::Edge {
+                base: url.trim_end_matches('/').to_owned(),
+                http: Box::new(http_client.clone()),
+            }
+        });
+    }
     let admin_url = args
         .admin
         .clone()
-        .or_else(|| matches!(target, Target::Warehouse(_)).then(|| args.target.clone()));
-    let admin = match &admin_url {
+        .or_else(|| warehouse_mode.then(|| urls[0].to_owned()));
+    let mut admin = match &admin_url {
         Some(url) => Some(AdminClient::new(grpc_channel(url).await?)),
         None => None,
     };
+    if let Some(sale) = args.put_sale {
+        let admin = admin
+            .as_mut()
+            .context("--put-sale needs the warehouse: pass --admin in edge mode")?;
+        put_sale(admin, args.event, sale).await?;
+    }
     let origin_before = match &args.warehouse_metrics {
         Some(url) => Some(origin_requests(&http_client, url).await?),
         None => None,
@@ -426,13 +513,17 @@ async fn main() -> anyhow::Result<()> {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut actors_by_target = vec![0u64; targets.len()];
     for (i, actor) in actors.into_iter().enumerate() {
         if args.arrival == Arrival::Steady {
             let due = started + Duration::from_secs_f64(i as f64 / f64::from(args.rate.max(1)));
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = gate.clone().acquire_owned().await.expect("semaphore open");
-        let (target, args, tally, bar) = (target.clone(), args.clone(), tally.clone(), bar.clone());
+        let lane = i % targets.len();
+        actors_by_target[lane] += 1;
+        let target = targets[lane].clone();
+        let (args, tally, bar) = (args.clone(), tally.clone(), bar.clone());
         tasks.spawn(async move {
             match actor {
                 Actor::Buyer(n) => buyer(&target, &args, n, &tally).await,
@@ -452,6 +543,11 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let mut report = tally.report(elapsed, args.buyers, args.bots, origin_calls);
+    report.actors_by_target = urls
+        .iter()
+        .map(|u| (*u).to_owned())
+        .zip(actors_by_target)
+        .collect();
     if let Some(mut admin) = admin {
         let event = admin
             .get_event(EventReq { id: args.event })

@@ -86,6 +86,7 @@ impl Tally {
             origin_calls_per_request: origin_calls.map(|c| c / (inner.requests.max(1) as f64)),
             oversold: None,
             sale: None,
+            actors_by_target: BTreeMap::new(),
         }
     }
 }
@@ -121,6 +122,8 @@ pub struct Report {
     pub oversold: Option<i64>,
     /// The sale's figures after the run.
     pub sale: Option<BTreeMap<String, i64>>,
+    /// Actors each target played against (the crowd is spread over the targets).
+    pub actors_by_target: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -145,6 +148,14 @@ impl Report {
         let _ = writeln!(out, "  outcomes");
         for (outcome, n) in &self.outcomes {
             let _ = writeln!(out, "    {outcome:<32} {n:>8}");
+        }
+        if self.actors_by_target.len() > 1 {
+            let split: Vec<String> = self
+                .actors_by_target
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            let _ = writeln!(out, "  actors          {}", split.join(", "));
         }
         let _ = writeln!(out, "  units won       {:>10}", self.won);
         if let (Some(calls), Some(per)) = (self.origin_calls, self.origin_calls_per_request) {

@@ -119,3 +119,39 @@ async fn a_steady_crowd_on_the_memory_store_reports_latency() {
     );
     assert!(p50 > 0.0 && p50 <= p99, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_split_over_two_warehouses_buys_from_the_sale_it_put() {
+    let redis = TestRedis::start().await;
+    let store = redis.store().await;
+    let (a, b) = (
+        TestWarehouse::start(store.clone()).await,
+        TestWarehouse::start(store).await,
+    );
+    let targets = format!("grpc://{},grpc://{}", a.addr, b.addr);
+    let (status, report) = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_flashgate-load"))
+            .args(["--target", &targets, "--event", "12", "--json"])
+            .args(["--put-sale", "5:30:2", "--buyers", "200", "--bots", "0"])
+            .output()
+            .expect("run flashgate-load");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status, report)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{report}");
+    assert_eq!(report["won"], 30, "{report}");
+    assert_eq!(report["oversold"], 0, "{report}");
+    assert_eq!(
+        report["sale"]["pool"], 30,
+        "the sale --put-sale made: {report}"
+    );
+    let split = report["actors_by_target"].as_object().unwrap();
+    assert_eq!(split.len(), 2, "{report}");
+    assert!(
+        split.values().all(|n| n == 100),
+        "round robin over the targets: {report}"
+    );
+}
