@@ -960,18 +960,31 @@ impl Store for RedisStore {
             if subpools == 1 {
                 return Ok(decision);
             }
+            // What is left over all sub-pools: while the home sub-pool has units, an estimate
+            // from it (the pool is spread evenly) that costs no read and is never 0; once it is
+            // empty, the sum, read from every sub-pool, so 0 means sold out.
+            let left = |home_left: i64| async move {
+                if home_left > 0 {
+                    Ok(home_left.saturating_mul(i64::from(subpools)))
+                } else {
+                    self.pools_left(sku, e, subpools).await
+                }
+            };
             let short = match decision {
                 BuyDecision::SoldOut { remaining } => req.qty - remaining,
-                BuyDecision::Queued { order_no, .. } => {
-                    let remaining = self.pools_left(sku, e, subpools).await?;
+                BuyDecision::Queued {
+                    order_no,
+                    remaining,
+                } => {
                     return Ok(BuyDecision::Queued {
                         order_no,
-                        remaining,
+                        remaining: left(remaining).await?,
                     });
                 }
-                BuyDecision::LimitReached { .. } => {
-                    let remaining = self.pools_left(sku, e, subpools).await?;
-                    return Ok(BuyDecision::LimitReached { remaining });
+                BuyDecision::LimitReached { remaining } => {
+                    return Ok(BuyDecision::LimitReached {
+                        remaining: left(remaining).await?,
+                    });
                 }
                 other => return Ok(other),
             };
@@ -997,8 +1010,10 @@ impl Store for RedisStore {
                     .await?;
             }
             if moved == 0 {
-                let remaining = self.pools_left(sku, e, subpools).await?;
-                return Ok(BuyDecision::SoldOut { remaining });
+                // Every other sub-pool was just found empty: what is left is the home's.
+                return Ok(BuyDecision::SoldOut {
+                    remaining: req.qty - short,
+                });
             }
         }
     }
