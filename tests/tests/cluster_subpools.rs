@@ -14,7 +14,7 @@ use std::sync::Arc;
 use flashgate_core::proto::flashsale::seckill_client::SeckillClient;
 use flashgate_core::proto::flashsale::{BuyOutcome, BuyReq, Event, EventReq, PutSkuStockReq};
 use flashgate_core::stock::{
-    home_subpool, BuyDecision, BuyRequest, Keys, Ledger, OrderStatus, Sale, Shard,
+    home_subpool, scripts, BuyDecision, BuyRequest, Keys, Ledger, OrderStatus, Sale, Shard,
 };
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
@@ -369,10 +369,167 @@ async fn a_transfer_stopped_half_way_lands_once() {
         .hset(keys.moves(from), "crashed-1", &journal)
         .await
         .expect("journal again");
+    let ledger = store.ledger(6).await.unwrap().unwrap();
+    assert!(
+        ledger.is_conserved() && ledger.pools == 20,
+        "counted twice: {ledger:?}"
+    );
+    assert_audit_clean(&store).await;
     store.close_ended(START + 2).await.expect("sweep again");
     assert_eq!(pools(&store, 6, 4).await, vec![5, 2, 5, 8]);
     let ledger = store.ledger(6).await.unwrap().unwrap();
     assert_eq!(ledger.pools, 20, "{ledger:?}");
+    assert!(ledger.is_conserved());
+    assert_audit_clean(&store).await;
+
+    // A client that lost move_out's answer sends it again with the same transfer id: the
+    // units are taken once.
+    let script = redis::Script::new(scripts::MOVE_OUT);
+    let mut move_out = script.prepare_invoke();
+    move_out
+        .key(keys.event(from, 4))
+        .key(keys.moves(from))
+        .arg("retried-1")
+        .arg("pool")
+        .arg(2)
+        .arg(keys.event(to, 4))
+        .arg("pool")
+        .arg(keys.received(to))
+        .arg(keys.stock(to));
+    for _ in 0..2 {
+        let reply: Vec<String> = move_out.invoke_async(&mut conn).await.expect("move_out");
+        assert_eq!(reply, vec!["OK", "2"]);
+    }
+    assert_eq!(pools(&store, 6, 4).await, vec![5, 0, 5, 8]);
+    store.close_ended(START + 3).await.expect("sweep lands it");
+    assert_eq!(pools(&store, 6, 4).await, vec![5, 0, 5, 10]);
+    assert!(store.ledger(6).await.unwrap().unwrap().is_conserved());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_redefinition_changes_no_sub_pool() {
+    const START: i64 = 1_000_000;
+    let cluster = TestCluster::spawn(3, 0).await;
+    let store = cluster_store(&cluster).await;
+    store.put_stock(8, 50).await.expect("put stock");
+    let sale = Sale {
+        id: 6,
+        sku: 8,
+        pool: 40,
+        start_ms: START,
+        end_ms: START + 60_000,
+        per_user_limit: 1,
+        pay_window_ms: 10_000,
+        subpools: SUBPOOLS,
+    };
+    store.put_sale(&sale).await.expect("put sale");
+    // More units than the SKU has, and a higher per-user limit: refused, all of it.
+    let greedy = Sale {
+        pool: 10_000,
+        per_user_limit: 5,
+        ..sale.clone()
+    };
+    assert!(matches!(
+        store.put_sale(&greedy).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(pools(&store, 8, 6).await, vec![10, 10, 10, 10]);
+    let mut conn = store.connection();
+    for sub in 0..SUBPOOLS {
+        let limit: i64 = conn
+            .hget(store.keys().event(Shard::new(8, sub), 6), "limit")
+            .await
+            .expect("limit");
+        assert_eq!(limit, 1, "sub-pool {sub} took a refused definition");
+    }
+    // A user whose home is a sub-pool still gets one unit, not five.
+    let user = users_at_home(1, 1, "limited").remove(0);
+    let mut won = 0;
+    for r in 0..5 {
+        let decision = store
+            .buy(
+                &BuyRequest {
+                    event_id: 6,
+                    user_id: user.clone(),
+                    qty: 1,
+                    request_id: format!("r{r}"),
+                },
+                START + 1,
+            )
+            .await
+            .expect("buy");
+        won += usize::from(matches!(decision, BuyDecision::Queued { .. }));
+    }
+    assert_eq!(won, 1);
+    assert!(store.ledger(8).await.unwrap().unwrap().is_conserved());
+    assert_audit_clean(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyers_of_two_units_from_every_home_take_exactly_the_pool() {
+    let cluster = TestCluster::spawn(3, 0).await;
+    let store = cluster_store(&cluster).await;
+    let w = TestWarehouse::start(store.clone()).await;
+    let mut admin = w.admin();
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: 11,
+            num: 200,
+        })
+        .await
+        .expect("put stock");
+    let now = now_ms();
+    admin
+        .put_event(Event {
+            id: 2,
+            sku_id: 11,
+            pool: 200,
+            start_ms: now - 1_000,
+            end_ms: now + 3_600_000,
+            per_user_limit: 2,
+            pay_window_ms: 3_600_000,
+            subpools: SUBPOOLS as i32,
+        })
+        .await
+        .expect("put event");
+    // 150 buyers of 2 units for 200 units: 100 win, 50 are told SOLD_OUT, and every unit goes.
+    let users: Vec<String> = (0..150).map(|i| format!("pair-{i}")).collect();
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(w.new_channel().await);
+    }
+    let start = Arc::new(Barrier::new(users.len()));
+    let mut tasks = JoinSet::new();
+    for (i, user) in users.iter().enumerate() {
+        let mut client = SeckillClient::new(channels[i % channels.len()].clone());
+        let (start, user) = (start.clone(), user.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            client
+                .buy(BuyReq {
+                    event_id: 2,
+                    user_id: user.clone(),
+                    qty: 2,
+                    request_id: "r".into(),
+                })
+                .await
+                .unwrap_or_else(|s| panic!("buy of {user} failed: {s:?}"))
+                .into_inner()
+        });
+    }
+    let mut queued = 0;
+    let mut sold_out = 0;
+    while let Some(reply) = tasks.join_next().await {
+        match BuyOutcome::try_from(reply.expect("task").outcome).expect("known outcome") {
+            BuyOutcome::Queued => queued += 1,
+            BuyOutcome::SoldOut => sold_out += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((queued, sold_out), (100, 50));
+    assert_eq!(pools(&store, 11, 2).await, vec![0, 0, 0, 0]);
+    let ledger = store.ledger(11).await.unwrap().unwrap();
+    assert_eq!((ledger.locked, ledger.pools), (200, 0), "{ledger:?}");
     assert!(ledger.is_conserved());
     assert_audit_clean(&store).await;
 }

@@ -241,6 +241,7 @@ pub fn order_seq(seq: i64, sub: u32, subpools: u32) -> i64 {
 pub fn subpool_of_order(order_no: &str, subpools: u32) -> Option<u32> {
     event_of_order(order_no)?;
     let n: i64 = order_no.split_once('-')?.1.parse().ok()?;
+    // (event_of_order accepts any u64; numbers past i64 are no order of ours.)
     Some(((n - 1) % i64::from(subpools.max(1))) as u32)
 }
 
@@ -689,6 +690,7 @@ mod tests {
             }
         }
         assert_eq!(order_seq(5, 0, 1), 5);
+        assert_eq!(subpool_of_order("4-18446744073709551615", 4), None);
         assert_eq!(parse_event_entry("12"), Some((12, 1)));
         assert_eq!(parse_event_entry("12/4"), Some((12, 4)));
         assert_eq!(parse_event_entry(&event_entry(12, 4)), Some((12, 4)));

@@ -14,7 +14,15 @@
 -- the same way: units in a journal are counted where they are going, never lost or doubled.
 --
 -- Replies: {"OK", units moved}
--- Example: pool 3, want 5 → {"OK","3"}, pool 0, moves["t1"] = {"n":"3","field":"pool",…}.
+-- Example: pool 3, want 5 → {"OK","3"}, pool 0, moves["t1"] = {"n":"3","field":"pool",…}; the
+-- same call again → {"OK","3"}, nothing changes. (Once the entry is landed and forgotten, the
+-- id is not reused: ids are unique per process and call.)
+-- A repeat of the same transfer id is a retry (a client re-sends a script whose answer it lost):
+-- answer what the first run moved, take nothing again.
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then
+  return {'OK', cjson.decode(done).n}
+end
 local have = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local n = math.min(tonumber(ARGV[3]), have)
 if n <= 0 then

@@ -128,6 +128,10 @@ struct Scripts {
     snapshot: Script,
 }
 
+/// How many times a buy on a split sale fetches units into its home sub-pool (or waits out
+/// units passing between two others) before it gives up to buyers who keep taking them first.
+const MAX_BUY_ROUNDS: usize = 4;
+
 /// How long the order worker waits between rounds that found no new win.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
@@ -310,10 +314,18 @@ impl RedisStore {
         };
         let entry = stock::parse_event_entry(&raw)
             .ok_or_else(|| corrupt(format!("directory entry of event {event_id}: {raw:?}")))?;
-        self.sale_entries
-            .write()
-            .expect("not poisoned")
-            .insert(event_id, entry);
+        // Cached only once the sale exists: a claim whose definition is refused is released,
+        // and the id may then be claimed for another SKU or split.
+        let defined: bool = conn
+            .exists(self.keys.event(entry.0, event_id))
+            .await
+            .map_err(unavailable)?;
+        if defined {
+            self.sale_entries
+                .write()
+                .expect("not poisoned")
+                .insert(event_id, entry);
+        }
         Ok(Some(entry))
     }
 
@@ -325,9 +337,7 @@ impl RedisStore {
         let Some((sku, subpools)) = self.sale_entry(event).await? else {
             return Ok(None);
         };
-        let sub = stock::subpool_of_order(order_no, subpools)
-            .ok_or_else(|| corrupt(format!("order number {order_no}")))?;
-        Ok(Some((event, Shard::new(sku, sub))))
+        Ok(stock::subpool_of_order(order_no, subpools).map(|sub| (event, Shard::new(sku, sub))))
     }
 
     /// The shard of a win's order.
@@ -361,6 +371,124 @@ impl RedisStore {
             }
         });
         Ok(try_join_all(reads).await?.into_iter().sum())
+    }
+
+    /// The pools of every sub-pool but `home`'s, as `(steps after home, pool)`, read
+    /// concurrently; one that cannot be read counts as empty (and is logged).
+    async fn other_pools(&self, home: Shard, event: i64, subpools: u32) -> Vec<(u32, i64)> {
+        let reads = (1..subpools).map(|step| {
+            let mut conn = self.conn.clone();
+            let key = self
+                .keys
+                .event(Shard::new(home.sku, (home.sub + step) % subpools), event);
+            async move {
+                match conn.hget::<_, _, Option<i64>>(key, "pool").await {
+                    Ok(pool) => (step, pool.unwrap_or(0)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, step, "cannot read a sub-pool; passing it over");
+                        (step, 0)
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(reads).await
+    }
+
+    /// Pool units of a split sale journaled out of one sub-pool and not yet credited to
+    /// another.
+    async fn pool_moves_in_flight(&self, sku: i64, event: i64, subpools: u32) -> StoreResult<i64> {
+        let pools: Vec<String> = (0..subpools)
+            .map(|sub| self.keys.event(Shard::new(sku, sub), event))
+            .collect();
+        let mut total = 0;
+        for sub in 0..subpools {
+            for (id, landing) in self.moves_of(Shard::new(sku, sub)).await? {
+                if pools.contains(&landing.to) && !self.has_landed(&id, &landing).await? {
+                    total += landing.n;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Whether a journaled transfer has been credited at its destination already (it is then
+    /// only waiting to be forgotten, and must not be counted twice).
+    async fn has_landed(&self, id: &str, landing: &Move) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        conn.sismember(&landing.received, id)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The sweeper's expiry in one shard: releases orders unpaid past their deadline.
+    async fn expire_in(
+        &self,
+        shard: Shard,
+        now_ms: i64,
+        limit: usize,
+        expired: &mut Vec<String>,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let due: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.deadlines(shard))
+            .arg("-inf")
+            .arg(format!("({now_ms}"))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit - expired.len())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        for order_no in due {
+            if self
+                .release(&order_no, "", now_ms, OrderStatus::Expired)
+                .await?
+                .0
+            {
+                expired.push(order_no);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sweeper's end of sales in one shard: lands stranded transfers, closes ended sales
+    /// (their ids are pushed to `closed` once, from the SKU's own shard) and sends a sub-pool
+    /// shard's `available` home.
+    async fn close_in(&self, shard: Shard, now_ms: i64, closed: &mut Vec<i64>) -> StoreResult<()> {
+        let k = &self.keys;
+        self.land_stranded(shard).await?;
+        let mut conn = self.conn.clone();
+        let events: Vec<i64> = conn
+            .smembers(k.sku_events(shard))
+            .await
+            .map_err(unavailable)?;
+        for event in events {
+            let reply = self
+                .run(
+                    &self.scripts.close_event,
+                    &[k.event(shard, event), k.stock(shard)],
+                    &[now_ms.to_string()],
+                )
+                .await?;
+            if status(&reply)? == "CLOSED" && shard.sub == 0 {
+                closed.push(event);
+            }
+        }
+        if shard.sub > 0 {
+            let main = Shard::from(shard.sku);
+            self.transfer(
+                shard,
+                k.stock(shard),
+                "available",
+                main,
+                k.stock(main),
+                "available",
+                i64::MAX,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Moves up to `want` units from `from_field` of `from_key` (in shard `from`) to `to_field`
@@ -617,11 +745,27 @@ impl RedisStore {
                 Err(e) => Err(unavailable(e)),
             }
         });
-        Ok(try_join_all(reads)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect::<Vec<Win>>())
+        // A stream that cannot be read (its master failing over) holds up only its own wins.
+        let results = futures_util::future::join_all(reads).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let mut wins = Vec::new();
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(batch) => wins.extend(batch),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if failed == streams.len() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e, failed, "some order streams could not be read");
+                Ok(wins)
+            }
+            None => Ok(wins),
+        }
     }
 
     fn wins_of(&self, stream: &str, ids: Vec<redis::streams::StreamId>) -> Vec<Win> {
@@ -771,8 +915,12 @@ impl Store for RedisStore {
             ledger.pools += pools;
             ledger.locked += locked;
             ledger.sold += sold;
-            // Units between two shards are counted where they are going.
-            for (_, landing) in self.moves_of(shard).await? {
+            // Units between two shards are counted where they are going (once: an entry
+            // already credited there is only waiting to be forgotten).
+            for (id, landing) in self.moves_of(shard).await? {
+                if self.has_landed(&id, &landing).await? {
+                    continue;
+                }
                 match landing.field.as_str() {
                     "pool" => ledger.pools += landing.n,
                     _ => ledger.available += landing.n,
@@ -865,7 +1013,9 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        if subpools > 1 && !(refused.is_some() && claimed) {
+        // Sub-pools take the new definition only when the SKU's own shard did; a refused
+        // redefinition only spreads back what was gathered.
+        if subpools > 1 && refused.is_none() {
             for sub in 1..subpools {
                 let shard = Shard::new(sale.sku, sub);
                 let reply = self
@@ -892,6 +1042,8 @@ impl Store for RedisStore {
                     .await?;
                 status(&reply)?;
             }
+        }
+        if subpools > 1 && !(refused.is_some() && claimed) {
             self.spread(sale.sku, sale.id, subpools).await?;
         }
         if let Some(refused) = refused {
@@ -955,7 +1107,7 @@ impl Store for RedisStore {
         };
         let (k, e) = (&self.keys, req.event_id);
         let home = Shard::new(sku, stock::home_subpool(&req.user_id, subpools));
-        loop {
+        for round in 0..=MAX_BUY_ROUNDS {
             let decision = self.buy_in(home, subpools, req, now_ms).await?;
             if subpools == 1 {
                 return Ok(decision);
@@ -988,16 +1140,24 @@ impl Store for RedisStore {
                 }
                 other => return Ok(other),
             };
-            // The home sub-pool is short: fetch units from the others, then buy at home again.
-            // Only when no other sub-pool had any is the answer SOLD_OUT. Every round either
-            // moves units toward this buyer or ends, so the loop ends with the pool.
+            if round == MAX_BUY_ROUNDS {
+                break;
+            }
+            // The home sub-pool is short: fetch units from the others that have some (read
+            // concurrently; a sub-pool that cannot be reached is passed over), then buy at home
+            // again.
+            let mut others = Vec::new();
+            for (step, pool) in self.other_pools(home, e, subpools).await {
+                others.push(((home.sub + step) % subpools, pool));
+            }
+            others.sort_by_key(|(_, pool)| std::cmp::Reverse(*pool));
             let mut moved = 0;
-            for step in 1..subpools {
+            for (sub, _) in others.iter().filter(|(_, pool)| *pool > 0) {
                 if moved >= short {
                     break;
                 }
-                let from = Shard::new(sku, (home.sub + step) % subpools);
-                moved += self
+                let from = Shard::new(sku, *sub);
+                match self
                     .transfer(
                         from,
                         k.event(from, e),
@@ -1007,15 +1167,35 @@ impl Store for RedisStore {
                         "pool",
                         short - moved,
                     )
-                    .await?;
+                    .await
+                {
+                    Ok(n) => moved += n,
+                    Err(StoreError::Unavailable(why)) => {
+                        tracing::warn!(%why, sub, "a sub-pool is unreachable; buying from the others");
+                    }
+                    Err(other) => return Err(other),
+                }
             }
-            if moved == 0 {
-                // Every other sub-pool was just found empty: what is left is the home's.
+            if moved > 0 {
+                continue;
+            }
+            // Nothing fetched: SOLD_OUT, unless units are passing between two sub-pools right
+            // now (another buyer's transfer), in which case look again (bounded).
+            let home_left = req.qty - short;
+            let in_flight = self.pool_moves_in_flight(sku, e, subpools).await?;
+            let seen: i64 =
+                home_left + others.iter().map(|(_, pool)| pool).sum::<i64>() + in_flight;
+            if in_flight == 0 {
                 return Ok(BuyDecision::SoldOut {
-                    remaining: req.qty - short,
+                    remaining: seen.min(i64::from(i32::MAX)),
                 });
             }
         }
+        // Rounds spent while others kept taking what was fetched: what is left is too little
+        // for this buyer right now.
+        Ok(BuyDecision::SoldOut {
+            remaining: self.pools_left(sku, e, subpools).await?,
+        })
     }
 
     async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
@@ -1060,78 +1240,53 @@ impl Store for RedisStore {
 
     async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
         let mut expired = Vec::new();
+        let mut failure = None;
         for sku in self.skus().await? {
-            for shard in self.shards_of(sku).await? {
+            let shards = match self.shards_of(sku).await {
+                Ok(shards) => shards,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
+            for shard in shards {
                 if expired.len() >= limit {
                     return Ok(expired);
                 }
-                let mut conn = self.conn.clone();
-                let due: Vec<String> = redis::cmd("ZRANGE")
-                    .arg(self.keys.deadlines(shard))
-                    .arg("-inf")
-                    .arg(format!("({now_ms}"))
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit - expired.len())
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                for order_no in due {
-                    if self
-                        .release(&order_no, "", now_ms, OrderStatus::Expired)
-                        .await?
-                        .0
-                    {
-                        expired.push(order_no);
-                    }
+                // A shard that cannot be reached (its master failing over) holds up only itself.
+                if let Err(e) = self.expire_in(shard, now_ms, limit, &mut expired).await {
+                    failure.get_or_insert(e);
                 }
             }
         }
-        Ok(expired)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(expired),
+        }
     }
 
     async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
-        let k = &self.keys;
         let mut closed = Vec::new();
+        let mut failure = None;
         for sku in self.skus().await? {
-            let main = Shard::from(sku);
-            for shard in self.shards_of(sku).await? {
-                // Transfers a stopped process left half-way land first.
-                self.land_stranded(shard).await?;
-                let mut conn = self.conn.clone();
-                let events: Vec<i64> = conn
-                    .smembers(k.sku_events(shard))
-                    .await
-                    .map_err(unavailable)?;
-                for event in events {
-                    let reply = self
-                        .run(
-                            &self.scripts.close_event,
-                            &[k.event(shard, event), k.stock(shard)],
-                            &[now_ms.to_string()],
-                        )
-                        .await?;
-                    if status(&reply)? == "CLOSED" && shard.sub == 0 {
-                        closed.push(event);
-                    }
+            let shards = match self.shards_of(sku).await {
+                Ok(shards) => shards,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
                 }
-                if shard.sub > 0 {
-                    // What a sub-pool's shard got back after its sale ended goes home.
-                    self.transfer(
-                        shard,
-                        k.stock(shard),
-                        "available",
-                        main,
-                        k.stock(main),
-                        "available",
-                        i64::MAX,
-                    )
-                    .await?;
+            };
+            for shard in shards {
+                // A shard that cannot be reached (its master failing over) holds up only itself.
+                if let Err(e) = self.close_in(shard, now_ms, &mut closed).await {
+                    failure.get_or_insert(e);
                 }
             }
         }
-        Ok(closed)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(closed),
+        }
     }
 
     async fn read_wins(
@@ -1237,7 +1392,10 @@ impl Store for RedisStore {
                 continue;
             }
             let mut part = parse_snapshot(shard, &json)?;
-            for (_, landing) in self.moves_of(shard).await? {
+            for (id, landing) in self.moves_of(shard).await? {
+                if self.has_landed(&id, &landing).await? {
+                    continue;
+                }
                 match landing.field.as_str() {
                     "pool" => part.moving += landing.n,
                     _ => part.counters.available += landing.n,
