@@ -64,9 +64,14 @@ fn users_at_home(home: u32, n: usize, tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// Buys once for each user, all in flight together (a barrier), over several connections;
-/// returns the outcomes in user order.
-async fn crowd(w: &TestWarehouse, event_id: i64, users: &[String]) -> Vec<(BuyOutcome, i32)> {
+/// Buys `qty` once for each user, all in flight together (a barrier), over several
+/// connections; returns the outcomes in user order.
+async fn crowd(
+    w: &TestWarehouse,
+    event_id: i64,
+    users: &[String],
+    qty: i32,
+) -> Vec<(BuyOutcome, i32)> {
     let mut channels = Vec::new();
     for _ in 0..8 {
         channels.push(w.new_channel().await);
@@ -82,7 +87,7 @@ async fn crowd(w: &TestWarehouse, event_id: i64, users: &[String]) -> Vec<(BuyOu
                 .buy(BuyReq {
                     event_id,
                     user_id: user.clone(),
-                    qty: 1,
+                    qty,
                     request_id: format!("{user}-r"),
                 })
                 .await
@@ -142,7 +147,7 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
     // Demand equal to supply, all from one home sub-pool (the worst case for fall-over): every
     // buyer must win, since no answer may be SOLD_OUT while any sub-pool has units.
     let buyers = users_at_home(2, 200, "hot");
-    let outcomes = crowd(&w, 1, &buyers).await;
+    let outcomes = crowd(&w, 1, &buyers, 1).await;
     let refused: Vec<_> = outcomes
         .iter()
         .zip(&buyers)
@@ -156,7 +161,7 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
 
     // A hundred more, from every home: all sold out, with nothing left anywhere.
     let late: Vec<String> = (0..100).map(|i| format!("late-{i}")).collect();
-    let outcomes = crowd(&w, 1, &late).await;
+    let outcomes = crowd(&w, 1, &late, 1).await;
     assert!(
         outcomes.iter().all(|o| *o == (BuyOutcome::SoldOut, 0)),
         "{outcomes:?}"
@@ -494,38 +499,9 @@ async fn buyers_of_two_units_from_every_home_take_exactly_the_pool() {
         .expect("put event");
     // 150 buyers of 2 units for 200 units: 100 win, 50 are told SOLD_OUT, and every unit goes.
     let users: Vec<String> = (0..150).map(|i| format!("pair-{i}")).collect();
-    let mut channels = Vec::new();
-    for _ in 0..8 {
-        channels.push(w.new_channel().await);
-    }
-    let start = Arc::new(Barrier::new(users.len()));
-    let mut tasks = JoinSet::new();
-    for (i, user) in users.iter().enumerate() {
-        let mut client = SeckillClient::new(channels[i % channels.len()].clone());
-        let (start, user) = (start.clone(), user.clone());
-        tasks.spawn(async move {
-            start.wait().await;
-            client
-                .buy(BuyReq {
-                    event_id: 2,
-                    user_id: user.clone(),
-                    qty: 2,
-                    request_id: "r".into(),
-                })
-                .await
-                .unwrap_or_else(|s| panic!("buy of {user} failed: {s:?}"))
-                .into_inner()
-        });
-    }
-    let mut queued = 0;
-    let mut sold_out = 0;
-    while let Some(reply) = tasks.join_next().await {
-        match BuyOutcome::try_from(reply.expect("task").outcome).expect("known outcome") {
-            BuyOutcome::Queued => queued += 1,
-            BuyOutcome::SoldOut => sold_out += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let outcomes = crowd(&w, 2, &users, 2).await;
+    let count = |kind| outcomes.iter().filter(|(o, _)| *o == kind).count();
+    let (queued, sold_out) = (count(BuyOutcome::Queued), count(BuyOutcome::SoldOut));
     assert_eq!((queued, sold_out), (100, 50));
     assert_eq!(pools(&store, 11, 2).await, vec![0, 0, 0, 0]);
     let ledger = store.ledger(11).await.unwrap().unwrap();

@@ -618,6 +618,18 @@ impl RedisStore {
         Ok(())
     }
 
+    /// What defining a sale in a shard touches: the shard's stock, the sale, the shard's set of
+    /// sales and its order stream (`put_event.lua`, `put_subpool.lua`).
+    fn sale_keys(&self, shard: Shard, event: i64) -> [String; 4] {
+        let k = &self.keys;
+        [
+            k.stock(shard),
+            k.event(shard, event),
+            k.sku_events(shard),
+            k.order_stream(shard),
+        ]
+    }
+
     /// One `buy.lua` in one shard.
     async fn buy_in(
         &self,
@@ -987,12 +999,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.scripts.put_event,
-                &[
-                    k.stock(main),
-                    k.event(main, sale.id),
-                    k.sku_events(main),
-                    k.order_stream(main),
-                ],
+                &self.sale_keys(main, sale.id),
                 &[
                     sale.id.to_string(),
                     sale.sku.to_string(),
@@ -1021,12 +1028,7 @@ impl Store for RedisStore {
                 let reply = self
                     .run(
                         &self.scripts.put_subpool,
-                        &[
-                            k.stock(shard),
-                            k.event(shard, sale.id),
-                            k.sku_events(shard),
-                            k.order_stream(shard),
-                        ],
+                        &self.sale_keys(shard, sale.id),
                         &[
                             sale.id.to_string(),
                             sale.sku.to_string(),
