@@ -8,17 +8,20 @@ pub mod scenarios;
 pub mod spin;
 pub mod storefront;
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
+use flashgate_core::proto::warehouse::SkuStockLockReq;
 use flashgate_core::warehouse::server::{serve, ServerOptions};
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
 use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -422,56 +425,71 @@ pub struct WarehouseProcess {
     pub url: String,
     /// Its gRPC port.
     pub port: u16,
+    /// Where it serves `/metrics`, if it was given a metrics port.
+    pub metrics_addr: Option<SocketAddr>,
     child: Child,
 }
 
 impl WarehouseProcess {
-    /// Starts the binary with `args` on `port` and waits until it accepts connections.
-    pub async fn start(port: u16, args: &[&str]) -> Self {
+    /// Starts the binary with `args` on `port`, metrics off, and waits until it accepts
+    /// connections.
+    pub async fn start<S: AsRef<OsStr>>(port: u16, args: &[S]) -> Self {
+        Self::spawn(port, args, &[], None).await
+    }
+
+    /// Starts the binary with `args` on `port` and the environment variables `envs` (a fault
+    /// point, say), serving `/metrics` on `metrics_port` if given (else not at all), and waits
+    /// until it accepts connections.
+    pub async fn spawn<S: AsRef<OsStr>>(
+        port: u16,
+        args: &[S],
+        envs: &[(&str, &str)],
+        metrics_port: Option<u16>,
+    ) -> Self {
+        let metrics_addr = metrics_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        let metrics_listen = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
         let child = Command::new(warehouse_bin())
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                "off",
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &metrics_listen])
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn flashgate-warehouse");
-        let url = format!("http://127.0.0.1:{port}");
         let process = Self {
-            url: url.clone(),
+            url: format!("http://127.0.0.1:{port}"),
             port,
+            metrics_addr,
             child,
         };
+        // Generous for a loaded two-core machine; never reached when healthy.
         eventually(
             "the warehouse process to listen",
-            Duration::from_secs(20),
-            || {
-                let url = url.clone();
-                async move {
-                    Channel::from_shared(url)
-                        .ok()?
-                        .connect()
-                        .await
-                        .ok()
-                        .map(drop)
-                }
-            },
+            Duration::from_secs(30),
+            || process.try_channel(),
         )
         .await;
         process
     }
 
-    /// A new connection to it.
-    pub async fn channel(&self) -> Channel {
+    async fn try_channel(&self) -> Option<Channel> {
         Channel::from_shared(self.url.clone())
-            .expect("uri")
+            .ok()?
             .connect()
             .await
-            .expect("connect")
+            .ok()
+    }
+
+    /// A new connection to it.
+    pub async fn channel(&self) -> Channel {
+        self.try_channel().await.expect("connect to the warehouse")
+    }
+
+    /// The metrics text (it must have been started with a metrics port).
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics_addr.expect("started without a metrics port");
+        http_get(addr, "/metrics").await
     }
 
     /// `kill -9`: no graceful anything.
@@ -483,6 +501,14 @@ impl WarehouseProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its exit status if it has exited, else `None`; never blocks. (The test's own kills,
+    /// [`Self::kill9`] and dropping, consume it: a status here means it exited by itself.)
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("wait on the warehouse process")
     }
 }
 
@@ -515,4 +541,45 @@ impl TestRedis {
         }
         self.launch().await;
     }
+}
+
+/// A seed-contract lock request for `order_id` taking `sku_nums` (SKU id, units), every other
+/// field valid and the same on every call, so a repeat of the same request is a duplicate.
+pub fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
+    SkuStockLockReq {
+        order_id,
+        order_no: format!("NO-{order_id}"),
+        consignee: "张三".into(),
+        phone: "13800000000".into(),
+        address: "1 Main Street".into(),
+        note: "leave at the door".into(),
+        sku_nums: sku_nums.iter().copied().collect(),
+    }
+}
+
+/// A runtime on the calling thread alone, for a synchronous `#[test]` that drives async code
+/// with `block_on` (a proptest runner's closure cannot be async).
+pub fn blocking_runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// [`blocking_runtime`] with `workers` threads of its own, for cases whose spawned tasks must
+/// really run in parallel.
+pub fn blocking_runtime_with_workers(workers: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// How many cases a proptest runs: `PROPTEST_CASES` if set to a number, else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
 }

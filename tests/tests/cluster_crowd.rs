@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,84 +27,28 @@ use flashgate_core::stock::{Keys, OrderStatus, Shard};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
 use flashgate_tests::cluster::TestCluster;
-use flashgate_tests::{eventually, free_port, http_get, unique_prefix, warehouse_bin};
+use flashgate_tests::{eventually, free_port, unique_prefix, warehouse_bin, WarehouseProcess};
 use tonic::transport::Channel;
 
 /// The waits of this file: generous for a loaded two-core machine, never reached when healthy.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A `flashgate-warehouse` process on a Redis Cluster, with its metrics served (the test reads
-/// its order worker's counters), killed when dropped.
-struct Warehouse {
-    child: Child,
-    /// Its gRPC port on loopback.
-    port: u16,
-    metrics: std::net::SocketAddr,
+/// Starts a `flashgate-warehouse` process on free ports with the cluster's `seed`, key `prefix`
+/// and consumer name, its metrics served (the test reads its order worker's counters), and
+/// waits until it accepts connections. Reclaims after 500 ms idle, so a win whose order creation
+/// a failover swallowed is taken up again soon.
+async fn start_warehouse(seed: &str, prefix: &str, consumer: &str) -> WarehouseProcess {
+    let mut args = store_flags(seed, prefix);
+    args.extend(["--consumer", consumer, "--reclaim-idle-ms", "500"].map(str::to_owned));
+    WarehouseProcess::spawn(free_port(), &args, &[], Some(free_port())).await
 }
 
-impl Warehouse {
-    /// Starts the binary on free ports with the cluster's `seed`, key `prefix` and consumer
-    /// name, and waits until it accepts connections. Reclaims after 500 ms idle, so a win whose
-    /// order creation a failover swallowed is taken up again soon.
-    async fn start(seed: &str, prefix: &str, consumer: &str) -> Self {
-        let (port, metrics_port) = (free_port(), free_port());
-        let child = Command::new(warehouse_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .args(store_flags(seed, prefix))
-            .args(["--consumer", consumer, "--reclaim-idle-ms", "500"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn flashgate-warehouse");
-        let warehouse = Self {
-            child,
-            port,
-            metrics: ([127, 0, 0, 1], metrics_port).into(),
-        };
-        eventually(
-            &format!("warehouse {consumer} to listen"),
-            PATIENCE,
-            || async { warehouse.try_channel().await },
-        )
-        .await;
-        warehouse
-    }
-
-    async fn try_channel(&self) -> Option<Channel> {
-        Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
-            .ok()?
-            .connect()
-            .await
-            .ok()
-    }
-
-    async fn channel(&self) -> Channel {
-        self.try_channel().await.expect("connect to the warehouse")
-    }
-
-    /// Orders this process's worker created, from its metrics.
-    async fn orders_created(&self) -> u64 {
-        let text = http_get(self.metrics, "/metrics").await;
-        text.lines()
-            .find_map(|l| l.strip_prefix("flashgate_order_worker_total{event=\"created\"} "))
-            .map_or(0, |n| n.trim().parse().expect("a counter"))
-    }
-
-    /// Whether the process is still the one started (it never exited).
-    fn is_running(&mut self) -> bool {
-        self.child
-            .try_wait()
-            .expect("wait on the warehouse")
-            .is_none()
-    }
-}
-
-impl Drop for Warehouse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Orders `warehouse`'s worker created, from its metrics.
+async fn orders_created(warehouse: &WarehouseProcess) -> u64 {
+    let text = warehouse.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("flashgate_order_worker_total{event=\"created\"} "))
+        .map_or(0, |n| n.trim().parse().expect("a counter"))
 }
 
 /// The store flags every process of a test shares: the warehouses and the audit.
@@ -249,8 +192,8 @@ async fn two_warehouse_processes_under_one_crowd_no_oversell_audit_clean() {
     // A split sale whose three sub-pools live on the three masters, so both processes' buys and
     // the transfers between sub-pools cross every master.
     let sku = sku_on_distinct_masters(&cluster, &Keys::new(prefix.clone()), SUBPOOLS).await;
-    let a = Warehouse::start(&seed, &prefix, "a").await;
-    let b = Warehouse::start(&seed, &prefix, "b").await;
+    let a = start_warehouse(&seed, &prefix, "a").await;
+    let b = start_warehouse(&seed, &prefix, "b").await;
     put_sale(a.channel().await, sku, EVENT, POOL, SUBPOOLS as i32).await;
 
     // One crowd, ten times the pool, spread over both processes (actor i to process i mod 2).
@@ -306,7 +249,7 @@ async fn two_warehouse_processes_under_one_crowd_no_oversell_audit_clean() {
     let users: BTreeSet<&String> = orders.iter().map(|(user, _)| user).collect();
     assert_eq!(users.len(), POOL as usize, "one order per winner");
     let created = eventually("both workers' counters to add up", PATIENCE, || async {
-        let created = (a.orders_created().await, b.orders_created().await);
+        let created = (orders_created(&a).await, orders_created(&b).await);
         (created.0 + created.1 == POOL as u64).then_some(created)
     })
     .await;
@@ -423,8 +366,8 @@ async fn a_master_failover_during_load_heals_by_itself_and_the_audit_is_clean() 
     let mut cluster = TestCluster::spawn(3, 1).await;
     let (seed, prefix) = (cluster.seed(), unique_prefix());
     let mut warehouses = [
-        Warehouse::start(&seed, &prefix, "a").await,
-        Warehouse::start(&seed, &prefix, "b").await,
+        start_warehouse(&seed, &prefix, "a").await,
+        start_warehouse(&seed, &prefix, "b").await,
     ];
     put_sale(warehouses[0].channel().await, SKU, 1, POOL, 0).await;
     let doomed = cluster
@@ -474,7 +417,7 @@ async fn a_master_failover_during_load_heals_by_itself_and_the_audit_is_clean() 
     stop.store(true, Ordering::SeqCst);
     while tasks.join_next().await.is_some() {}
     for w in &mut warehouses {
-        assert!(w.is_running(), "a warehouse process exited");
+        assert!(w.try_wait().is_none(), "a warehouse process exited");
     }
     let attempts = attempts.lock().unwrap().clone();
     assert!(

@@ -11,88 +11,39 @@
 //! exists, and once everything has settled the audit is clean.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
-use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq};
+use flashgate_core::proto::warehouse::SkuStockUnlockReq;
 use flashgate_core::stock::lock::JournalStatus;
 use flashgate_core::stock::{Keys, Ledger, LockRequest, LockStatus, StockError};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::config::env::FAULT_CRASH_AT;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use flashgate_tests::cluster::TestCluster;
-use flashgate_tests::{eventually, free_port, unique_prefix, warehouse_bin, TestRedis};
+use flashgate_tests::{
+    blocking_runtime_with_workers, eventually, free_port, lock_req, proptest_cases, unique_prefix,
+    warehouse_bin, TestRedis, WarehouseProcess,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tonic::transport::Channel;
 use tonic::Code;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A `flashgate-warehouse` process with environment variables of its own, killed when dropped.
-/// (`WarehouseProcess` in the support crate sets no environment.)
-struct Warehouse {
-    child: Child,
-    url: String,
-}
-
-impl Warehouse {
-    async fn start(port: u16, args: &[String], envs: &[(&str, &str)]) -> Self {
-        let child = Command::new(warehouse_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "off"])
-            .args(args)
-            .envs(envs.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn flashgate-warehouse");
-        let warehouse = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        eventually("the warehouse process to listen", PATIENCE, || async {
-            Channel::from_shared(warehouse.url.clone())
-                .ok()?
-                .connect()
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
-        warehouse
-    }
-
-    async fn client(&self) -> WarehouseClient<Channel> {
-        let channel = Channel::from_shared(self.url.clone())
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to the warehouse");
-        WarehouseClient::new(channel)
-    }
-
-    /// Waits until the process has died by itself, and asserts it did not exit cleanly.
-    async fn wait_crashed(mut self) {
-        let status = eventually(
-            "the warehouse to crash at its crash point",
-            PATIENCE,
-            || {
-                let exited = self.child.try_wait().expect("try_wait");
-                async move { exited }
-            },
-        )
-        .await;
-        assert!(!status.success(), "the warehouse exited cleanly: {status}");
-    }
-}
-
-impl Drop for Warehouse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until `warehouse` has died by itself, and asserts it did not exit cleanly.
+async fn wait_crashed(mut warehouse: WarehouseProcess) {
+    let status = eventually(
+        "the warehouse to crash at its crash point",
+        PATIENCE,
+        || {
+            let exited = warehouse.try_wait();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(!status.success(), "the warehouse exited cleanly: {status}");
 }
 
 /// A cluster, a key prefix of this test's own, a store on both, and three SKUs whose keys live
@@ -186,18 +137,6 @@ impl Setup {
     }
 }
 
-fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
-    SkuStockLockReq {
-        order_id,
-        order_no: format!("NO-{order_id}"),
-        consignee: "张三".into(),
-        phone: "13800000000".into(),
-        address: "1 Main Street".into(),
-        note: "".into(),
-        sku_nums: sku_nums.iter().copied().collect(),
-    }
-}
-
 fn unlock_req(order_id: i64, finish: bool) -> SkuStockUnlockReq {
     SkuStockUnlockReq { order_id, finish }
 }
@@ -210,15 +149,18 @@ async fn a_lock_killed_after_its_first_take_is_rolled_back_by_the_sweeper_and_re
     let req = lock_req(77, &[(s[0], nums[0]), (s[1], nums[1]), (s[2], nums[2])]);
     let port = free_port();
 
-    let crashing = Warehouse::start(
+    let crashing = WarehouseProcess::spawn(
         port,
         &setup.store_args(),
         &[(FAULT_CRASH_AT, "lock.after_take")],
+        None,
     )
     .await;
-    let died = crashing.client().await.s_ku_stock_lock(req.clone()).await;
+    let died = WarehouseClient::new(crashing.channel().await)
+        .s_ku_stock_lock(req.clone())
+        .await;
     assert!(died.is_err(), "the warehouse answered {died:?}");
-    crashing.wait_crashed().await;
+    wait_crashed(crashing).await;
 
     // Stopped half-way: the first SKU (lowest id) holds its units, the others none.
     let first = s.iter().enumerate().min_by_key(|(_, sku)| **sku).unwrap().0;
@@ -233,7 +175,7 @@ async fn a_lock_killed_after_its_first_take_is_rolled_back_by_the_sweeper_and_re
     // Any warehouse's sweeper rolls it back once it has stood still for the lease.
     let mut args = setup.store_args();
     args.extend(["--repair-after-ms".into(), "50".into()]);
-    let warehouse = Warehouse::start(port, &args, &[]).await;
+    let warehouse = WarehouseProcess::start(port, &args).await;
     eventually("the sweeper to roll the lock back", PATIENCE, || async {
         (setup.journal(77).await == (JournalStatus::Aborted, 1)).then_some(())
     })
@@ -249,7 +191,7 @@ async fn a_lock_killed_after_its_first_take_is_rolled_back_by_the_sweeper_and_re
     );
 
     // The same request again: all three SKUs, at a new attempt; then idempotent.
-    let mut wh = warehouse.client().await;
+    let mut wh = WarehouseClient::new(warehouse.channel().await);
     wh.s_ku_stock_lock(req.clone())
         .await
         .expect("the retry locks");
@@ -285,23 +227,20 @@ async fn an_unlock_killed_after_its_first_step_is_completed_by_audit_repair() {
     let mut args = setup.store_args();
     args.extend(["--order-worker".into(), "false".into()]);
 
-    let warehouse = Warehouse::start(port, &args, &[]).await;
-    warehouse
-        .client()
-        .await
+    let warehouse = WarehouseProcess::start(port, &args).await;
+    WarehouseClient::new(warehouse.channel().await)
         .s_ku_stock_lock(req)
         .await
         .expect("lock");
     drop(warehouse);
 
-    let crashing = Warehouse::start(port, &args, &[(FAULT_CRASH_AT, "unlock.after_step")]).await;
-    let died = crashing
-        .client()
-        .await
+    let crashing =
+        WarehouseProcess::spawn(port, &args, &[(FAULT_CRASH_AT, "unlock.after_step")], None).await;
+    let died = WarehouseClient::new(crashing.channel().await)
         .sku_stock_unlock(unlock_req(88, true))
         .await;
     assert!(died.is_err(), "the warehouse answered {died:?}");
-    crashing.wait_crashed().await;
+    wait_crashed(crashing).await;
 
     // Committed on the first SKU only.
     let first = s.iter().enumerate().min_by_key(|(_, sku)| **sku).unwrap().0;
@@ -331,8 +270,8 @@ async fn an_unlock_killed_after_its_first_step_is_completed_by_audit_repair() {
         "{said}"
     );
 
-    let warehouse = Warehouse::start(port, &args, &[]).await;
-    let mut wh = warehouse.client().await;
+    let warehouse = WarehouseProcess::start(port, &args).await;
+    let mut wh = WarehouseClient::new(warehouse.channel().await);
     wh.sku_stock_unlock(unlock_req(88, true))
         .await
         .expect("finishing again is OK");
@@ -637,18 +576,10 @@ async fn caller(store: RedisStore, ops: Vec<Op>) -> Result<Vec<i64>, String> {
 
 #[test]
 fn repairs_racing_locks_and_unlocks_never_leak_or_take_twice() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = blocking_runtime_with_workers(2);
     let redis = runtime.block_on(TestRedis::start());
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(24);
     let mut runner = TestRunner::new(Config {
-        cases,
+        cases: proptest_cases(24),
         failure_persistence: None,
         ..Config::default()
     });

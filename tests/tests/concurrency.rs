@@ -13,10 +13,9 @@ use flashgate_core::proto::flashsale::{
     BuyOutcome, BuyReq, Event, EventReq, PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
-use flashgate_core::proto::warehouse::SkuStockLockReq;
 use flashgate_core::stock::Ledger;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_tests::{TestRedis, TestWarehouse};
+use flashgate_tests::{lock_req, TestRedis, TestWarehouse};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -207,15 +206,7 @@ async fn five_hundred_concurrent_locks_of_one_unit_on_a_stock_of_50_take_exactly
         tasks.spawn(async move {
             start.wait().await;
             client
-                .s_ku_stock_lock(SkuStockLockReq {
-                    order_id,
-                    order_no: format!("NO-{order_id}"),
-                    consignee: "张三".into(),
-                    phone: "13800000000".into(),
-                    address: "1 Main Street".into(),
-                    note: String::new(),
-                    sku_nums: [(2, 1)].into_iter().collect(),
-                })
+                .s_ku_stock_lock(lock_req(order_id, &[(2, 1)]))
                 .await
                 .map(drop)
         });

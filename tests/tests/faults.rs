@@ -257,9 +257,7 @@ async fn kill_9_of_the_warehouse_mid_spike_loses_no_acknowledged_win() {
         ]
         .map(str::to_owned)
     };
-    let first_args = args("first");
-    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let first = WarehouseProcess::start(port, &first_args).await;
+    let first = WarehouseProcess::start(port, &args("first")).await;
     put_sale(first.channel().await).await;
     let mut channels = Vec::new();
     for _ in 0..8 {
@@ -267,7 +265,6 @@ async fn kill_9_of_the_warehouse_mid_spike_loses_no_acknowledged_win() {
     }
 
     let second_args = args("second");
-    let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
     let second: Arc<Mutex<Option<WarehouseProcess>>> = Arc::default();
     let slot = second.clone();
     let attempts = spike(channels, || async move {

@@ -20,7 +20,7 @@ use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, 
 use flashgate_core::warehouse::store::{
     MemoryStore, RedisConnection, RedisStore, Store, StoreError, StoreResult,
 };
-use flashgate_tests::TestRedis;
+use flashgate_tests::{blocking_runtime, proptest_cases, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
@@ -569,18 +569,11 @@ async fn run_case(redis: &TestRedis, ops: Vec<Op>) -> Result<(), TestCaseError> 
 
 #[test]
 fn redis_store_matches_the_memory_store_and_conserves_stock() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = blocking_runtime();
     let redis = runtime.block_on(TestRedis::start());
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
     // No regression file: the minimal failing sequence is printed instead.
     let config = Config {
-        cases,
+        cases: proptest_cases(DEFAULT_CASES),
         failure_persistence: None,
         ..Config::default()
     };

@@ -12,7 +12,7 @@ use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq, SkusR
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::RedisStore;
-use flashgate_tests::{eventually, TestRedis, TestWarehouse};
+use flashgate_tests::{eventually, lock_req, TestRedis, TestWarehouse};
 use std::time::Duration;
 use tonic::Code;
 
@@ -26,18 +26,6 @@ async fn warehouse_and_store() -> (TestRedis, RedisStore, TestWarehouse) {
     let store = redis.store().await;
     let warehouse = TestWarehouse::start(store.clone()).await;
     (redis, store, warehouse)
-}
-
-fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
-    SkuStockLockReq {
-        order_id,
-        order_no: format!("NO-{order_id}"),
-        consignee: "张三".into(),
-        phone: "13800000000".into(),
-        address: "1 Main Street".into(),
-        note: "leave at the door".into(),
-        sku_nums: sku_nums.iter().copied().collect(),
-    }
 }
 
 fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
