@@ -476,17 +476,7 @@ impl RedisStore {
             }
         }
         if shard.sub > 0 {
-            let main = Shard::from(shard.sku);
-            self.transfer(
-                shard,
-                k.stock(shard),
-                "available",
-                main,
-                k.stock(main),
-                "available",
-                i64::MAX,
-            )
-            .await?;
+            self.send_home(shard).await?;
         }
         Ok(())
     }
@@ -705,7 +695,27 @@ impl RedisStore {
         let record = reply
             .get(1)
             .ok_or_else(|| corrupt("release reply without record"))?;
+        if released && shard.sub > 0 {
+            // After the sale's end the units went to the sub-pool shard's `available`: send
+            // them home now, so the SKU can lock or pool them again (the sweeper would, later).
+            self.send_home(shard).await?;
+        }
         Ok((released, self.order_from(order_no, record)?))
+    }
+
+    /// Moves a sub-pool shard's `available` units to the SKU's own shard.
+    async fn send_home(&self, shard: Shard) -> StoreResult<i64> {
+        let (k, main) = (&self.keys, Shard::from(shard.sku));
+        self.transfer(
+            shard,
+            k.stock(shard),
+            "available",
+            main,
+            k.stock(main),
+            "available",
+            i64::MAX,
+        )
+        .await
     }
 
     /// The order streams to read: those of every shard of every sale (the consumer group is
