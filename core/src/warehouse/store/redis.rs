@@ -400,12 +400,12 @@ impl RedisStore {
         let pools: Vec<String> = (0..subpools)
             .map(|sub| self.keys.event(Shard::new(sku, sub), event))
             .collect();
+        let journals =
+            try_join_all((0..subpools).map(|sub| self.moves_of(Shard::new(sku, sub)))).await?;
         let mut total = 0;
-        for sub in 0..subpools {
-            for (id, landing) in self.moves_of(Shard::new(sku, sub)).await? {
-                if pools.contains(&landing.to) && !self.has_landed(&id, &landing).await? {
-                    total += landing.n;
-                }
+        for (id, landing) in journals.into_iter().flatten() {
+            if pools.contains(&landing.to) && !self.has_landed(&id, &landing).await? {
+                total += landing.n;
             }
         }
         Ok(total)
