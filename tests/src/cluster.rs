@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
-use crate::{eventually, free_port, unique_prefix};
+use crate::{eventually, unique_prefix};
 
 /// The cluster bus listens on the client port plus this (Redis's default).
 const BUS_PORT_OFFSET: u16 = 10_000;
@@ -317,22 +317,35 @@ impl Drop for TestCluster {
     }
 }
 
-/// A free port whose bus port (port + 10000) is free too and that collides with no port (or bus
-/// port) already chosen.
+/// Where node ports are chosen: below the kernel's ephemeral range (32768 and up), bus ports
+/// included. A port picked with `bind(0)` comes from the ephemeral range, so another test's
+/// `redis-server` can never be started on a node's port once this node has been killed (a
+/// cluster client reconnecting there would reach a stranger).
+const NODE_PORTS: std::ops::Range<u16> = 20_000..22_700;
+
+/// A free port in [`NODE_PORTS`] whose bus port (port + 10000) is free too and that collides with
+/// no port (or bus port) already chosen. Starts at a random place so concurrent tests spread out.
 fn node_port(chosen: &[u16]) -> u16 {
-    for _ in 0..1_000 {
-        let port = free_port();
-        let Some(bus) = port.checked_add(BUS_PORT_OFFSET) else {
-            continue;
-        };
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(NODE_PORTS.end - NODE_PORTS.start);
+    let start = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % span;
+    for step in 0..span {
+        let port = NODE_PORTS.start + ((start + step) % span) as u16;
+        let bus = port + BUS_PORT_OFFSET;
         let clash = chosen
             .iter()
-            .any(|&c| c == port || c == bus || c.checked_add(BUS_PORT_OFFSET) == Some(port));
-        if !clash && StdTcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            .any(|&c| c == port || c == bus || c + BUS_PORT_OFFSET == port);
+        if !clash
+            && StdTcpListener::bind(("127.0.0.1", port)).is_ok()
+            && StdTcpListener::bind(("127.0.0.1", bus)).is_ok()
+        {
             return port;
         }
     }
-    panic!("found no free port whose cluster bus port (+{BUS_PORT_OFFSET}) is free too");
+    panic!("found no free port in {NODE_PORTS:?} whose cluster bus port (+{BUS_PORT_OFFSET}) is free too");
 }
 
 /// Starts one cluster-enabled `redis-server` on `port` with its data (nodes file, AOF) in `dir`.
