@@ -6,7 +6,8 @@
 -- KEYS[3]  set of the SKU's sales      ({sku:ID}:events)
 -- KEYS[4]  the SKU's order stream      ({sku:ID}:orders)
 -- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name,
---          sub-pools (1: one pool; with more, the caller then spreads the pool with move_*.lua)
+--          sub-pools (1: one pool; with more, the caller then spreads the pool with move_*.lua),
+--          sub-pool number (always 0 here: the SKU's own shard; put_subpool.lua takes the same list)
 --
 -- `put` is the number of units put in the sale; redefining moves only the difference between
 -- `available` and the pool. A closed sale cannot be redefined. Every key is in the SKU's slot:

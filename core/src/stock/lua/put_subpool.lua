@@ -5,8 +5,9 @@
 -- KEYS[2]  the sale's hash there       ({sku:ID:SUB}:ev:EID)
 -- KEYS[3]  set of the shard's sales    ({sku:ID:SUB}:events)
 -- KEYS[4]  the shard's order stream    ({sku:ID:SUB}:orders)
--- ARGV     event id, SKU id, start ms, end ms, per-user limit, pay window ms, sub-pools, this
---          sub-pool's number, group name
+-- ARGV     event id, SKU id, pool (unused here: units arrive by transfers), start ms, end ms,
+--          per-user limit, pay window ms, group name, sub-pools, this sub-pool's number — the
+--          arguments of put_event.lua plus the number, so one list serves both
 --
 -- Idempotent: a redefinition refreshes the definition and keeps pool, seq and closed. The
 -- order stream's consumer group is created here, so the worker can read from the first win.
@@ -17,8 +18,8 @@
 if redis.call('HGET', KEYS[2], 'closed') == '1' then
   return {'FAILED_PRECONDITION', 'event ' .. ARGV[1] .. ' has ended and been closed'}
 end
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'sku', ARGV[2], 'start', ARGV[3], 'end', ARGV[4],
-  'limit', ARGV[5], 'pay_window', ARGV[6], 'subpools', ARGV[7], 'sub', ARGV[8])
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'sku', ARGV[2], 'start', ARGV[4], 'end', ARGV[5],
+  'limit', ARGV[6], 'pay_window', ARGV[7], 'subpools', ARGV[9], 'sub', ARGV[10])
 for _, field in ipairs({'put', 'pool', 'seq', 'closed'}) do
   redis.call('HSETNX', KEYS[2], field, 0)
 end
@@ -27,5 +28,5 @@ for _, field in ipairs({'total', 'available', 'locked', 'sold'}) do
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 -- BUSYGROUP (the group exists already) is the expected answer on a redefinition.
-redis.pcall('XGROUP', 'CREATE', KEYS[4], ARGV[9], '0', 'MKSTREAM')
+redis.pcall('XGROUP', 'CREATE', KEYS[4], ARGV[8], '0', 'MKSTREAM')
 return {'OK', redis.call('HGET', KEYS[2], 'pool')}

@@ -204,6 +204,22 @@ fn status(reply: &[String]) -> StoreResult<&str> {
     }
 }
 
+/// The arguments of `put_event.lua` and `put_subpool.lua`: a sale's definition in one shard.
+fn sale_args(sale: &Sale, subpools: u32, sub: u32) -> [String; 10] {
+    [
+        sale.id.to_string(),
+        sale.sku.to_string(),
+        sale.pool.to_string(),
+        sale.start_ms.to_string(),
+        sale.end_ms.to_string(),
+        sale.per_user_limit.to_string(),
+        sale.pay_window_ms.to_string(),
+        ORDER_GROUP.into(),
+        subpools.to_string(),
+        sub.to_string(),
+    ]
+}
+
 fn num(s: &str) -> StoreResult<i64> {
     s.parse()
         .map_err(|_| corrupt(format!("not a number: {s:?}")))
@@ -1010,17 +1026,7 @@ impl Store for RedisStore {
             .run(
                 &self.scripts.put_event,
                 &self.sale_keys(main, sale.id),
-                &[
-                    sale.id.to_string(),
-                    sale.sku.to_string(),
-                    sale.pool.to_string(),
-                    sale.start_ms.to_string(),
-                    sale.end_ms.to_string(),
-                    sale.per_user_limit.to_string(),
-                    sale.pay_window_ms.to_string(),
-                    ORDER_GROUP.into(),
-                    subpools.to_string(),
-                ],
+                &sale_args(sale, subpools, 0),
             )
             .await?;
         let refused = status(&reply).err();
@@ -1039,17 +1045,7 @@ impl Store for RedisStore {
                     .run(
                         &self.scripts.put_subpool,
                         &self.sale_keys(shard, sale.id),
-                        &[
-                            sale.id.to_string(),
-                            sale.sku.to_string(),
-                            sale.start_ms.to_string(),
-                            sale.end_ms.to_string(),
-                            sale.per_user_limit.to_string(),
-                            sale.pay_window_ms.to_string(),
-                            subpools.to_string(),
-                            sub.to_string(),
-                            ORDER_GROUP.into(),
-                        ],
+                        &sale_args(sale, subpools, sub),
                     )
                     .await?;
                 status(&reply)?;
