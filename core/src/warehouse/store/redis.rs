@@ -436,6 +436,21 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// Every shard of every SKU, for the sweeper; a SKU whose sales cannot be listed is passed
+    /// over and its error handed back beside the rest.
+    async fn every_shard(&self) -> StoreResult<(Vec<Shard>, Option<StoreError>)> {
+        let (mut shards, mut failure) = (Vec::new(), None);
+        for sku in self.skus().await? {
+            match self.shards_of(sku).await {
+                Ok(of_sku) => shards.extend(of_sku),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        Ok((shards, failure))
+    }
+
     /// The sweeper's expiry in one shard: releases orders unpaid past their deadline.
     async fn expire_in(
         &self,
@@ -1248,53 +1263,29 @@ impl Store for RedisStore {
 
     async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
         let mut expired = Vec::new();
-        let mut failure = None;
-        for sku in self.skus().await? {
-            let shards = match self.shards_of(sku).await {
-                Ok(shards) => shards,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    continue;
-                }
-            };
-            for shard in shards {
-                if expired.len() >= limit {
-                    return Ok(expired);
-                }
-                // A shard that cannot be reached (its master failing over) holds up only itself.
-                if let Err(e) = self.expire_in(shard, now_ms, limit, &mut expired).await {
-                    failure.get_or_insert(e);
-                }
+        let (shards, mut failure) = self.every_shard().await?;
+        for shard in shards {
+            if expired.len() >= limit {
+                return Ok(expired);
+            }
+            // A shard that cannot be reached (its master failing over) holds up only itself.
+            if let Err(e) = self.expire_in(shard, now_ms, limit, &mut expired).await {
+                failure.get_or_insert(e);
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(expired),
-        }
+        failure.map_or(Ok(expired), Err)
     }
 
     async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
         let mut closed = Vec::new();
-        let mut failure = None;
-        for sku in self.skus().await? {
-            let shards = match self.shards_of(sku).await {
-                Ok(shards) => shards,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    continue;
-                }
-            };
-            for shard in shards {
-                // A shard that cannot be reached (its master failing over) holds up only itself.
-                if let Err(e) = self.close_in(shard, now_ms, &mut closed).await {
-                    failure.get_or_insert(e);
-                }
+        let (shards, mut failure) = self.every_shard().await?;
+        for shard in shards {
+            // A shard that cannot be reached (its master failing over) holds up only itself.
+            if let Err(e) = self.close_in(shard, now_ms, &mut closed).await {
+                failure.get_or_insert(e);
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(closed),
-        }
+        failure.map_or(Ok(closed), Err)
     }
 
     async fn read_wins(
