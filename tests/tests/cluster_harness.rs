@@ -74,13 +74,25 @@ async fn a_replica_takes_over_a_killed_master_keeping_its_acknowledged_write() {
         .query_async(&mut direct)
         .await
         .expect("SET on the key's master");
-    let replicas: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(1000)
-        .query_async(&mut direct)
-        .await
-        .expect("WAIT");
-    assert_eq!(replicas, 1, "the master's replica acknowledged the write");
+    // Short WAITs, polled: one WAIT longer than the client's response timeout (500 ms) would
+    // be cut off by the client on a loaded machine before the replica answers.
+    eventually(
+        "the master's replica to acknowledge the write",
+        Duration::from_secs(30),
+        || {
+            let mut direct = direct.clone();
+            async move {
+                let replicas: i64 = redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(200)
+                    .query_async(&mut direct)
+                    .await
+                    .ok()?;
+                (replicas == 1).then_some(())
+            }
+        },
+    )
+    .await;
 
     let killed = Instant::now();
     cluster.kill9(old_master);
