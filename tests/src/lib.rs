@@ -583,3 +583,41 @@ pub fn proptest_cases(default: u32) -> u32 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(default)
 }
+
+/// A store answer with the refusal's message dropped: what the model tests compare (only the
+/// kind of a refusal has to match between two stores).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `NOT_FOUND`.
+    NotFound,
+    /// `FAILED_PRECONDITION`.
+    FailedPrecondition,
+    /// `ALREADY_EXISTS`.
+    AlreadyExists,
+    /// The order is another user's.
+    NotYours,
+    /// Never expected; the message is kept for the failure report.
+    Unavailable(String),
+    /// Never expected either.
+    Corrupt(String),
+}
+
+/// The [`Kind`] of a store error, the value passed through.
+pub fn kind<T>(result: flashgate_core::warehouse::store::StoreResult<T>) -> Result<T, Kind> {
+    result.map_err(|e| match e {
+        flashgate_core::warehouse::store::StoreError::Refused(
+            flashgate_core::stock::StockError::NotFound(_),
+        ) => Kind::NotFound,
+        flashgate_core::warehouse::store::StoreError::Refused(
+            flashgate_core::stock::StockError::FailedPrecondition(_),
+        ) => Kind::FailedPrecondition,
+        flashgate_core::warehouse::store::StoreError::Refused(
+            flashgate_core::stock::StockError::AlreadyExists(_),
+        ) => Kind::AlreadyExists,
+        flashgate_core::warehouse::store::StoreError::Refused(
+            flashgate_core::stock::StockError::NotYours(_),
+        ) => Kind::NotYours,
+        flashgate_core::warehouse::store::StoreError::Unavailable(m) => Kind::Unavailable(m),
+        flashgate_core::warehouse::store::StoreError::Corrupt(m) => Kind::Corrupt(m),
+    })
+}

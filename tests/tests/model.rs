@@ -18,9 +18,9 @@ use std::time::Duration;
 use flashgate_core::stock::audit::{audit, SkuSnapshot};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, StockError, Win};
 use flashgate_core::warehouse::store::{
-    MemoryStore, RedisConnection, RedisStore, Store, StoreError, StoreResult,
+    MemoryStore, RedisConnection, RedisStore, Store, StoreError,
 };
-use flashgate_tests::{blocking_runtime, proptest_cases, TestRedis};
+use flashgate_tests::{blocking_runtime, kind, proptest_cases, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
@@ -211,29 +211,6 @@ fn sequence() -> impl Strategy<Value = Vec<Op>> {
     (setup(), prop::collection::vec(op(), 1..=34)).prop_map(|(mut ops, more)| {
         ops.extend(more);
         ops
-    })
-}
-
-/// A store answer with the refusal's message dropped: only its kind has to match.
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    NotFound,
-    FailedPrecondition,
-    AlreadyExists,
-    NotYours,
-    /// Never expected; the message is kept for the failure report.
-    Unavailable(String),
-    Corrupt(String),
-}
-
-fn kind<T>(result: StoreResult<T>) -> Result<T, Kind> {
-    result.map_err(|e| match e {
-        StoreError::Refused(StockError::NotFound(_)) => Kind::NotFound,
-        StoreError::Refused(StockError::FailedPrecondition(_)) => Kind::FailedPrecondition,
-        StoreError::Refused(StockError::AlreadyExists(_)) => Kind::AlreadyExists,
-        StoreError::Refused(StockError::NotYours(_)) => Kind::NotYours,
-        StoreError::Unavailable(m) => Kind::Unavailable(m),
-        StoreError::Corrupt(m) => Kind::Corrupt(m),
     })
 }
 

@@ -30,11 +30,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flashgate_core::stock::{
-    home_subpool, BuyDecision, BuyRequest, Order, Sale, StockError, Win, MAX_SUBPOOLS,
+    home_subpool, BuyDecision, BuyRequest, Order, Sale, Win, MAX_SUBPOOLS,
 };
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::store::{MemoryStore, RedisStore, Store, StoreError, StoreResult};
-use flashgate_tests::{blocking_runtime, proptest_cases, TestRedis};
+use flashgate_core::warehouse::store::{MemoryStore, RedisStore, Store};
+use flashgate_tests::{blocking_runtime, kind, proptest_cases, Kind, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
@@ -225,29 +225,6 @@ fn case() -> impl Strategy<Value = Case> {
                 Case { subpools, ops }
             },
         )
-}
-
-/// A store answer with the refusal's message dropped: only its kind has to match.
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    NotFound,
-    FailedPrecondition,
-    AlreadyExists,
-    NotYours,
-    /// Never expected; the message is kept for the failure report.
-    Unavailable(String),
-    Corrupt(String),
-}
-
-fn kind<T>(result: StoreResult<T>) -> Result<T, Kind> {
-    result.map_err(|e| match e {
-        StoreError::Refused(StockError::NotFound(_)) => Kind::NotFound,
-        StoreError::Refused(StockError::FailedPrecondition(_)) => Kind::FailedPrecondition,
-        StoreError::Refused(StockError::AlreadyExists(_)) => Kind::AlreadyExists,
-        StoreError::Refused(StockError::NotYours(_)) => Kind::NotYours,
-        StoreError::Unavailable(m) => Kind::Unavailable(m),
-        StoreError::Corrupt(m) => Kind::Corrupt(m),
-    })
 }
 
 /// Runs the same call on both stores: `both!(pair, s => s.put_stock(1, 2))` is
