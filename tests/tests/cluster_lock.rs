@@ -19,7 +19,7 @@ use flashgate_core::proto::warehouse::SkuStockUnlockReq;
 use flashgate_core::stock::lock::JournalStatus;
 use flashgate_core::stock::{Keys, Ledger, LockRequest, LockStatus, StockError};
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::config::env::FAULT_CRASH_AT;
+use flashgate_core::warehouse::env::FAULT_CRASH_AT;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{

@@ -10,7 +10,7 @@
 //! edge's, in the sans-IO core — or trust a gRPC-Web caller without the origin signature.
 
 pub mod audit;
-pub mod config;
+pub mod env;
 pub mod metrics;
 pub mod origin;
 pub mod server;

@@ -46,6 +46,20 @@ impl Default for ServerOptions {
     }
 }
 
+/// Why [`serve`] stopped before its shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the embedded descriptors.
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A listener's address could not be read.
+    #[error("reading a listener's address: {0}")]
+    Listener(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish and
 /// stops the worker and the sweeper.
 pub async fn serve<S: Store>(
@@ -54,7 +68,7 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let service = WarehouseService::new(store.clone(), metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();

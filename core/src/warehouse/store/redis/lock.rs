@@ -41,7 +41,7 @@ use crate::stock::lock::{
     PartSnapshot, Take,
 };
 use crate::stock::{self, LockRequest, StockError};
-use crate::warehouse::config::env::FAULT_CRASH_AT;
+use crate::warehouse::env::FAULT_CRASH_AT;
 use crate::warehouse::store::{Store, StoreError, StoreResult};
 
 /// How many times one call looks again after a repair rolled its attempt back under it.

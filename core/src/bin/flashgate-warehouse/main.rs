@@ -1,5 +1,8 @@
 //! `flashgate-warehouse`: the warehouse server. See `--help` and the README's configuration
-//! reference.
+//! reference. This binary owns the command line ([`cli`]) and turns the library's typed errors
+//! into an exit with a message naming the setting or step that failed (`anyhow` lives here only).
+
+mod cli;
 
 use std::time::Duration;
 
@@ -7,12 +10,13 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use flashgate_core::stock::Sale;
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::config::{Cli, Command, DemoSale, StoreKind};
 use flashgate_core::warehouse::server::serve;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, DemoSale, StoreKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -82,6 +86,7 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
+    .context("serving")
 }
 
 async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()> {

@@ -1,55 +1,18 @@
 //! The command line of `flashgate-warehouse`: every setting is a flag and an environment
-//! variable (the names are part of the operator interface; keep them stable), parsed once at
-//! start-up into typed values. A bad value stops start-up with a message naming the setting.
+//! variable (the names, [`flashgate_core::warehouse::env`], are part of the operator interface;
+//! keep them stable), parsed once at start-up into typed values. A bad value stops start-up with
+//! a message naming the setting. Only the binary parses a command line: the library takes the
+//! typed [`ServerOptions`] this produces.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use super::server::ServerOptions;
-use super::worker::WorkerOptions;
-use crate::origin_auth::MIN_KEY_LEN;
-
-/// Environment variable names, declared once.
-pub mod env {
-    /// `--listen`.
-    pub const LISTEN: &str = "FLASHGATE_LISTEN";
-    /// `--metrics-listen`.
-    pub const METRICS_LISTEN: &str = "FLASHGATE_METRICS_LISTEN";
-    /// `--store`.
-    pub const STORE: &str = "FLASHGATE_STORE";
-    /// `--redis-url`.
-    pub const REDIS_URL: &str = "FLASHGATE_REDIS_URL";
-    /// `--redis-cluster`.
-    pub const REDIS_CLUSTER: &str = "FLASHGATE_REDIS_CLUSTER";
-    /// `--redis-prefix`.
-    pub const REDIS_PREFIX: &str = "FLASHGATE_REDIS_PREFIX";
-    /// `--origin-key`.
-    pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
-    /// `--origin-max-skew-ms`.
-    pub const ORIGIN_MAX_SKEW_MS: &str = "FLASHGATE_ORIGIN_MAX_SKEW_MS";
-    /// `--concurrency-per-connection`.
-    pub const CONCURRENCY: &str = "FLASHGATE_CONCURRENCY_PER_CONNECTION";
-    /// `--request-timeout-ms`.
-    pub const REQUEST_TIMEOUT_MS: &str = "FLASHGATE_REQUEST_TIMEOUT_MS";
-    /// `--consumer`.
-    pub const CONSUMER: &str = "FLASHGATE_CONSUMER";
-    /// `--order-worker`.
-    pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
-    /// `--reclaim-idle-ms`.
-    pub const RECLAIM_IDLE_MS: &str = "FLASHGATE_RECLAIM_IDLE_MS";
-    /// `--repair-after-ms`.
-    pub const REPAIR_AFTER_MS: &str = "FLASHGATE_REPAIR_AFTER_MS";
-    /// `audit --repair-older-than-ms`.
-    pub const REPAIR_OLDER_THAN_MS: &str = "FLASHGATE_REPAIR_OLDER_THAN_MS";
-    /// Test hook, not a setting: the name of a crash point (`lock.after_take`,
-    /// `unlock.after_step`) where the Redis store aborts the process, so tests can stop a
-    /// seed-contract lock between its per-SKU steps. Unset in production: inert.
-    pub const FAULT_CRASH_AT: &str = "FLASHGATE_FAULT_CRASH_AT";
-    /// `--demo-sale`.
-    pub const DEMO_SALE: &str = "FLASHGATE_DEMO_SALE";
-}
+use flashgate_core::origin_auth::MIN_KEY_LEN;
+use flashgate_core::warehouse::env;
+use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::worker::WorkerOptions;
 
 /// Where stock is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
