@@ -5,6 +5,11 @@
 FLASHGATE_CACHE="${FLASHGATE_CACHE:-$HOME/.cache/flashgate}"
 export FLASHGATE_CACHE
 
+# How a redis-server is configured, one file per kind, shared with the tests (tests/src/redis.rs,
+# tests/src/cluster.rs): a scratch one (loopback, nothing on disk) and a cluster node.
+REDIS_SCRATCH_CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/redis/scratch.conf"
+REDIS_CLUSTER_NODE_CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/redis/cluster-node.conf"
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 warn() { printf '\033[33mwarning: %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }

@@ -19,13 +19,13 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server || redis_ok=
 command -v redis-server >/dev/null 2>&1 || redis_ok=0
 
 say "installing the edge toolchain (wasm target, worker-build, wrangler) where missing"
-bash scripts/wasm-toolchain.sh >/dev/null
-bash scripts/worker-toolchain.sh
+bash scripts/toolchain/wasm.sh >/dev/null
+bash scripts/toolchain/worker.sh
 
 say "building the warehouse (release; the first build takes a few minutes)"
 cargo build --release -p flashgate-core --features warehouse --bin flashgate-warehouse
 say "building the Cloudflare Worker"
-bash scripts/build-worker.sh
+bash scripts/build/worker.sh
 
 listen="${FLASHGATE_LISTEN:-127.0.0.1:50051}"
 metrics="${FLASHGATE_METRICS_LISTEN:-127.0.0.1:9464}"
@@ -69,7 +69,7 @@ pids+=($!)
 
 edge_port="${FLASHGATE_EDGE_PORT:-8787}"
 # The Worker's secrets for wrangler dev: random, git-ignored, with this run's origin key.
-bash scripts/dev-vars.sh "$origin_key" >/dev/null
+bash scripts/build/dev-vars.sh "$origin_key" >/dev/null
 say "starting the Cloudflare Worker under wrangler dev on http://127.0.0.1:$edge_port"
 PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
   node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$edge_port" \

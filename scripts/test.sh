@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-bash scripts/setup.sh
+bash scripts/toolchain/setup.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,19 +18,19 @@ say "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps -q
 
 say "the shared core builds for wasm32-unknown-unknown and wasm32-wasip2"
-bash scripts/check-core-wasm.sh
+bash scripts/build/core-wasm.sh
 
 say "fuzz smoke run"
-bash scripts/fuzz-smoke.sh
+bash scripts/test/fuzz-smoke.sh
 
 say "building the warehouse binary the process and fault tests run"
 cargo build -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 
 say "the Cloudflare Worker (edge/worker) builds for wrangler"
-bash scripts/build-worker.sh
+bash scripts/build/worker.sh
 
 say "the Spin component (edge/spin) builds for wasmtime serve and Spin"
-bash scripts/build-spin.sh
+bash scripts/build/spin.sh
 
 # The suites that take their Redis from TestRedis::start run twice: against a Redis of their own,
 # then against a local Redis Cluster (3 masters) that this script starts and stops. The tests
@@ -39,7 +39,7 @@ cluster_suites=(warehouse_api model split_model concurrency order_worker crowd)
 log="$(mktemp)"
 cluster_dir="$(mktemp -d)"
 cleanup() {
-  bash scripts/redis-cluster.sh stop "$cluster_dir/nodes" "$cluster_port" >/dev/null 2>&1 || true
+  bash scripts/redis/cluster.sh stop "$cluster_dir/nodes" "$cluster_port" >/dev/null 2>&1 || true
   rm -rf "$log" "$cluster_dir"
 }
 trap cleanup EXIT
@@ -61,7 +61,7 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   status=0
   cargo nextest run --workspace --all-features --no-fail-fast 2>&1 | tee "$log" || status=1
   say "the warehouse suites again, against a local Redis Cluster of 3 masters (${cluster_suites[*]})"
-  seed="$(bash scripts/redis-cluster.sh start "$cluster_dir/nodes" "$cluster_port" 3 0 | tail -n 1)"
+  seed="$(bash scripts/redis/cluster.sh start "$cluster_dir/nodes" "$cluster_port" 3 0 | tail -n 1)"
   filter="$(printf 'binary(%s) | ' "${cluster_suites[@]}")"
   FLASHGATE_TEST_REDIS_CLUSTER="$seed" cargo nextest run --workspace --all-features --no-fail-fast \
     -E "${filter% | }" 2>&1 | tee -a "$log" || status=1
@@ -73,7 +73,7 @@ else
   say "tests"
   cargo test --workspace --all-features --no-fail-fast
   say "the warehouse suites again, against a local Redis Cluster of 3 masters"
-  seed="$(bash scripts/redis-cluster.sh start "$cluster_dir/nodes" "$cluster_port" 3 0 | tail -n 1)"
+  seed="$(bash scripts/redis/cluster.sh start "$cluster_dir/nodes" "$cluster_port" 3 0 | tail -n 1)"
   suite_args=()
   for suite in "${cluster_suites[@]}"; do suite_args+=(--test "$suite"); done
   FLASHGATE_TEST_REDIS_CLUSTER="$seed" cargo test -p flashgate-tests -p flashgate-load --all-features \

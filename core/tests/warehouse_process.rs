@@ -162,7 +162,7 @@ impl Redis {
             ])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
+            .expect("redis-server (scripts/toolchain/setup.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !Self::cli(port, &["PING"]).contains("PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start");

@@ -1,5 +1,5 @@
 // The storefront's static files: every hashed asset is named after its content (so a year of
-// caching is safe), the page refers only to them, web/ is what scripts/build-web.sh builds from
+// caching is safe), the page refers only to them, web/ is what scripts/build/web.sh builds from
 // web/src/, and nothing is loaded from another origin (no fonts, CDNs or trackers).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,8 +36,8 @@ test('the page refers to existing hashed assets only, all on this origin', () =>
   }
 });
 
-test('web/ is what scripts/build-web.sh builds from web/src/', () => {
-  execFileSync('bash', ['scripts/build-web.sh', '--check'], {
+test('web/ is what scripts/build/web.sh builds from web/src/', () => {
+  execFileSync('bash', ['scripts/build/web.sh', '--check'], {
     cwd: new URL('../../', import.meta.url).pathname,
     stdio: 'inherit',
   });

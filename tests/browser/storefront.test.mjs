@@ -34,7 +34,7 @@ const PHONE = { width: 390, height: 844 };
 assert.ok(URL_, 'FLASHGATE_URL is not set: run these through `cargo test -p flashgate-tests --test storefront_browser`');
 assert.ok(
   existsSync(CHROMIUM),
-  `chromium is not installed (${CHROMIUM} is missing): run scripts/setup.sh`,
+  `chromium is not installed (${CHROMIUM} is missing): run scripts/toolchain/setup.sh`,
 );
 mkdirSync(ARTIFACTS, { recursive: true });
 

@@ -1,4 +1,4 @@
-//! Fixtures for `scripts/bench-worker.sh`: creates two sales at a running warehouse — sale 1
+//! Fixtures for `scripts/bench/edge.sh worker`: creates two sales at a running warehouse — sale 1
 //! open with a large pool, sale 2 open and already sold out — and prints, as shell assignments,
 //! a user token and a purchase link for each, minted with the keys the bench gives the Worker.
 //!

@@ -3,7 +3,7 @@
 //! browser-like HTTP client.
 //!
 //! Nothing here is skipped quietly: without the npm toolchain or the worker build tools, starting
-//! wrangler fails with a message saying to run `scripts/setup.sh`.
+//! wrangler fails with a message saying to run `scripts/toolchain/setup.sh`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ pub fn wrangler_bin() -> PathBuf {
     let bin = root.join("node_modules/.bin/wrangler");
     assert!(
         bin.exists(),
-        "wrangler is not installed ({} is missing): run scripts/setup.sh",
+        "wrangler is not installed ({} is missing): run scripts/toolchain/setup.sh",
         bin.display()
     );
     bin
@@ -93,7 +93,7 @@ pub struct Wrangler {
 impl Wrangler {
     /// Starts `wrangler dev` with `vars` (`--var NAME:VALUE`, which win over `wrangler.toml` and
     /// `.dev.vars`) and waits until the Worker answers; its `[build]` command builds the Worker
-    /// first (a no-op when `scripts/build-worker.sh` has just run).
+    /// first (a no-op when `scripts/build/worker.sh` has just run).
     pub async fn start(vars: &[(&str, String)]) -> Self {
         let scratch = Scratch::new("wrangler");
         let port = free_port();
@@ -125,7 +125,7 @@ impl Wrangler {
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start wrangler ({e}): run scripts/setup.sh"));
+            .unwrap_or_else(|e| panic!("cannot start wrangler ({e}): run scripts/toolchain/setup.sh"));
         let mut wrangler = Wrangler {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,

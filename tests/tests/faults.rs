@@ -429,7 +429,7 @@ impl Rng {
 }
 
 /// Mixed traffic (buys, payments, cancellations, order reads) for `SOAK_SECONDS` (default 8;
-/// `scripts/soak.sh` runs minutes), with the warehouse killed and Redis restarted at moments drawn
+/// `scripts/bench/soak.sh` runs minutes), with the warehouse killed and Redis restarted at moments drawn
 /// from `SOAK_SEED` (printed, so a failure replays). Ends with every failed buy retried and the
 /// audit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

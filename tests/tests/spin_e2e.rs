@@ -151,7 +151,7 @@ fn spin_toml_matches_the_builds() {
     assert_eq!(value("spin_manifest_version"), "2");
     let source = value("source");
     assert_eq!(source, "\"target/spin/flashgate_spin_kv.wasm\"");
-    assert!(value("command").contains("scripts/build-spin.sh kv"));
+    assert!(value("command").contains("scripts/build/spin.sh kv"));
     assert_eq!(value("key_value_stores"), "[\"default\"]");
     let environment = value("environment");
     let origin = environment

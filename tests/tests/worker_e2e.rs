@@ -38,7 +38,7 @@ fn the_worker_is_deployable_as_configured() {
         .args(["deploy", "--dry-run", "--outdir"])
         .arg(&out.0)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run wrangler ({e}): run scripts/setup.sh"));
+        .unwrap_or_else(|e| panic!("cannot run wrangler ({e}): run scripts/toolchain/setup.sh"));
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -1,5 +1,5 @@
 // A local wasi:http@0.3 host for the Spin component's key-value build (tests and by hand):
-// the jco-transpiled component (scripts/build-spin.sh writes build/flashgate_spin_kv.js) served
+// the jco-transpiled component (scripts/build/spin.sh writes build/flashgate_spin_kv.js) served
 // by preview3-shim's HttpServer on 127.0.0.1:$PORT, spin:key-value mapped to ./spin-kv.js (in
 // memory). Settings reach the component as environment variables, as Spin's `environment`
 // gives them. Needs Node with JSPI (Node 26, installed beside this file). It serves one request

@@ -8,7 +8,7 @@
 //!
 //! It starts its own Redis and the release warehouse binary on the Redis store (order worker off,
 //! so the CPU figure is the Buy path's), and reads the warehouse's CPU time from /proc.
-//! Run it with `scripts/bench-warehouse.sh`; the README and BENCHMARKS.md say more.
+//! Run it with `scripts/bench/warehouse.sh`; the README and BENCHMARKS.md say more.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -3,20 +3,20 @@
 # command, also run by scripts/test.sh before the tests. worker-build compiles the crate with the
 # size-tuned `wasm-release` profile into target/worker (its own target dir: the native target/
 # is never rebuilt by it), runs wasm-bindgen, wasm-opt and esbuild — the ones
-# scripts/worker-toolchain.sh installed, never downloads — and writes index.js + index.wasm.
+# scripts/toolchain/worker.sh installed, never downloads — and writes index.js + index.wasm.
 #
 # Fast path: when cargo's wasm is unchanged since the last bundle, it stops after `cargo build`
 # (about a second), so `wrangler dev` starts quickly. FLASHGATE_FORCE_BUILD=1 always bundles.
 #
-# On the Debian wasm route (scripts/wasm-toolchain.sh) it builds std from source with Debian's
+# On the Debian wasm route (scripts/toolchain/wasm.sh) it builds std from source with Debian's
 # rustc (-Zbuild-std) and puts a rustc shim first on PATH that answers worker-build's
 # target-libdir probe (edge/worker/shim/).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 source scripts/lib.sh
 # The storefront the Worker serves: hashed assets built from web/src (git-ignored output).
-bash scripts/build-web.sh
+bash scripts/build/web.sh
 
 need_rust
 lock_version() {
@@ -28,7 +28,7 @@ export WASM_BINDGEN_BIN="$TOOLS/wasm-bindgen-cli-$(lock_version wasm-bindgen)/bi
 export WASM_OPT_BIN="$ROOT/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild"
 for tool in "$WB" "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
-  [ -x "$tool" ] || die "$tool is missing: run scripts/setup.sh (or scripts/worker-toolchain.sh)"
+  [ -x "$tool" ] || die "$tool is missing: run scripts/toolchain/setup.sh (or scripts/toolchain/worker.sh)"
 done
 # wasm-opt is a Node script of binaryen's: give it the Node 22 that npm installed.
 export PATH="$ROOT/node_modules/.bin:$PATH"
@@ -39,7 +39,7 @@ export WASM_BINDGEN_USE_JS_SYS=1
 
 route="$(cat "$FLASHGATE_CACHE/wasm-route" 2>/dev/null || true)"
 if [ -z "$route" ]; then
-  route="$(bash scripts/wasm-toolchain.sh | tail -n1 | sed 's/^wasm route: //')"
+  route="$(bash scripts/toolchain/wasm.sh | tail -n1 | sed 's/^wasm route: //')"
 fi
 if [ "$route" = debian ]; then
   export PATH="$ROOT/edge/worker/shim:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1

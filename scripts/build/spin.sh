@@ -7,23 +7,23 @@
 #   flashgate_spin_kv.wasm   feature `kv`: keeps the gate's state in Spin key-value (Spin only;
 #                            spin.toml deploys this one)
 #
-# and, when scripts/spin-toolchain.sh has installed jco, transpiles the kv build to JS for the
+# and, when scripts/toolchain/spin.sh has installed jco, transpiles the kv build to JS for the
 # local Node host (edge/spin/jco-host/build/, served by edge/spin/jco-host/serve.mjs).
 #
 # `spin build` runs this script (spin.toml's [component.flashgate.build]); scripts/test.sh runs
-# it before the tests. On the Debian wasm route (scripts/wasm-toolchain.sh) it builds std from
+# it before the tests. On the Debian wasm route (scripts/toolchain/wasm.sh) it builds std from
 # source with Debian's rustc and links with wasm-component-ld from the cache.
-# Usage: scripts/build-spin.sh [plain|kv|all]   (default: all)
+# Usage: scripts/build/spin.sh [plain|kv|all]   (default: all)
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 source scripts/lib.sh
 # The storefront Spin's file server serves: hashed assets built from web/src (git-ignored output).
-bash scripts/build-web.sh
+bash scripts/build/web.sh
 
 need_rust
 which="${1:-all}"
-case "$which" in plain|kv|all) ;; *) die "usage: scripts/build-spin.sh [plain|kv|all]" ;; esac
+case "$which" in plain|kv|all) ;; *) die "usage: scripts/build/spin.sh [plain|kv|all]" ;; esac
 export CARGO_TARGET_DIR="$ROOT/target/wasm"
 PROFILE=wasm-release
 TARGET=wasm32-wasip2
@@ -32,7 +32,7 @@ mkdir -p "$out"
 
 route="$(cat "$FLASHGATE_CACHE/wasm-route" 2>/dev/null || true)"
 if [ -z "$route" ]; then
-  route="$(bash scripts/wasm-toolchain.sh | tail -n1 | sed 's/^wasm route: //')"
+  route="$(bash scripts/toolchain/wasm.sh | tail -n1 | sed 's/^wasm route: //')"
 fi
 CARGO=(cargo)
 if [ "$route" = debian ]; then

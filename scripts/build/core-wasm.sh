@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Proves the sans-IO core builds for the edges: `flashgate-core` with default features for
 # wasm32-unknown-unknown (Cloudflare Workers) and wasm32-wasip2 (Spin), in target/wasm so the
-# native target/ is not rebuilt. Uses the toolchain route scripts/wasm-toolchain.sh sets up
+# native target/ is not rebuilt. Uses the toolchain route scripts/toolchain/wasm.sh sets up
 # (rustup targets, or Debian's rustc-web with -Zbuild-std). Extra args go to cargo build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
-route="$(bash scripts/wasm-toolchain.sh | tail -n1 | sed 's/^wasm route: //')"
+route="$(bash scripts/toolchain/wasm.sh | tail -n1 | sed 's/^wasm route: //')"
 CACHE="${FLASHGATE_CACHE:-$HOME/.cache/flashgate}"
 WCL_VERSION="${WASM_COMPONENT_LD_VERSION:-0.5.31}"
 export CARGO_TARGET_DIR="$PWD/target/wasm"

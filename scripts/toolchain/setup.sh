@@ -3,7 +3,7 @@
 # a Rust toolchain, a C compiler, redis-server (tests start their own on free ports) and the
 # wasm toolchain the shared core's wasm builds need. Safe to run again; fast when warm.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 need_rust
@@ -11,9 +11,9 @@ need_cmd cc build-essential
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
 if [ "${1:-}" != "--native-only" ]; then
-  bash scripts/wasm-toolchain.sh
-  bash scripts/worker-toolchain.sh
-  bash scripts/spin-toolchain.sh
-  bash scripts/browser-toolchain.sh
+  bash scripts/toolchain/wasm.sh
+  bash scripts/toolchain/worker.sh
+  bash scripts/toolchain/spin.sh
+  bash scripts/toolchain/browser.sh
 fi
 say "setup done (cache: $FLASHGATE_CACHE)"

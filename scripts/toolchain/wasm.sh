@@ -12,7 +12,7 @@
 # FLASHGATE_WASM_ROUTE=rustup|debian forces a route (e.g. to exercise the Debian one).
 #
 # Writes nothing into the repository. Leaves ~/.cache/flashgate/wasm-route holding the route,
-# which scripts/check-core-wasm.sh reads. Prints `wasm route: <route>` as its last line.
+# which scripts/build/core-wasm.sh reads. Prints `wasm route: <route>` as its last line.
 set -euo pipefail
 
 WCL_VERSION="${WASM_COMPONENT_LD_VERSION:-0.5.31}"

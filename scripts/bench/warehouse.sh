@@ -3,7 +3,7 @@
 # against the Redis ceiling (redis-benchmark EVALSHA of the same script) and the SQL hot-row
 # baseline (pgbench), all in one run. Arguments go to flashgate-bench-warehouse (--help).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 need_cmd redis-server redis-server
 need_cmd redis-benchmark redis-tools

@@ -8,7 +8,7 @@
 # files and names; stale hashed files are removed. `--check` changes nothing and fails when
 # web/ is not what the sources build (tests/browser/assets.test.mjs checks the same).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 check=0
 [ "${1:-}" = "--check" ] && check=1
@@ -40,7 +40,7 @@ fi
 
 if [ "$check" = 1 ]; then
   diff -r "$tmp/assets" "$out" >/dev/null 2>&1 && cmp -s "$tmp/index.html" web/index.html \
-    || { echo "web/ is out of date: run scripts/build-web.sh" >&2; exit 1; }
+    || { echo "web/ is out of date: run scripts/build/web.sh" >&2; exit 1; }
   exit 0
 fi
 mkdir -p "$out"

@@ -8,13 +8,13 @@
 # all in one run on this machine, the same crowd and concurrency each time (flashgate-load, the
 # order workers off so the figures are the Buy path's). Prints req/s, p50/p99, units won, units
 # oversold (must be 0) and the audit of each store, and the ratios b/a, b1/a and b/a3. Every Redis is
-# persisted the same way (AOF, appendfsync everysec, as scripts/redis-cluster.sh runs a cluster).
+# persisted the same way (AOF, appendfsync everysec, as scripts/redis/cluster.sh runs a cluster).
 # Everything listens on loopback on free ports and is stopped on exit.
 #
-#   scripts/bench-cluster.sh [--buyers N] [--bots N] [--pool N] [--concurrency N]
+#   scripts/bench/cluster.sh [--buyers N] [--bots N] [--pool N] [--concurrency N]
 #   (defaults: 40000 buyers, buyers/10 bots of 5 buys each, pool buyers/2, 64 in flight)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 buyers=40000
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --bots) bots="$2" ;;
     --pool) pool="$2" ;;
     --concurrency) concurrency="$2" ;;
-    *) die "usage: scripts/bench-cluster.sh [--buyers N] [--bots N] [--pool N] [--concurrency N]" ;;
+    *) die "usage: scripts/bench/cluster.sh [--buyers N] [--bots N] [--pool N] [--concurrency N]" ;;
   esac
   shift 2
 done
@@ -56,7 +56,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   if [ -n "$cluster_base" ]; then
-    scripts/redis-cluster.sh stop "$work/cluster" "$cluster_base" >/dev/null 2>&1 || true
+    scripts/redis/cluster.sh stop "$work/cluster" "$cluster_base" >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }
@@ -149,7 +149,7 @@ master_of_key() {
 redis_port="$(free_port)"
 mkdir -p "$work/single"
 say "(a) redis-server on 127.0.0.1:$redis_port and one warehouse"
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/single" --save "" \
+redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" --dir "$work/single" \
   --appendonly yes --appendfsync everysec --logfile "$work/single/redis.log" &
 redis_pid=$!
 pids+=("$redis_pid")
@@ -166,7 +166,7 @@ pids=()
 # --- (b) a 3-master cluster, two warehouses -----------------------------------------------
 cluster_base="$(free_base 3)"
 say "(b) a 3-master Redis Cluster on 127.0.0.1:$cluster_base.. and two warehouses"
-seed="$(scripts/redis-cluster.sh start "$work/cluster" "$cluster_base" 3 0 | tail -n 1)"
+seed="$(scripts/redis/cluster.sh start "$work/cluster" "$cluster_base" 3 0 | tail -n 1)"
 # The split sale's SKU: its shards {sku:ID}, {sku:ID:1}, {sku:ID:2} on three masters.
 split_sku=""
 for sku in $(seq 2 500); do

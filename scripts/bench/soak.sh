@@ -4,7 +4,7 @@
 # with the audit. SOAK_SECONDS (default 180) and SOAK_SEED (default: the time, printed) replay a
 # run. The test command runs the same test for 8 seconds.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A local Redis Cluster on loopback, the kind the tests' TestCluster (tests/src/cluster.rs)
 # starts: one redis-server per node on ports BASE_PORT.. (cluster bus on port + 10000), each with
-# its own data directory under DIR (AOF on, appendfsync everysec), joined by
-# `redis-cli --cluster create`, node timeout 1.5 s so a killed master is failed over in seconds.
+# its own data directory under DIR, configured by scripts/redis/cluster-node.conf (the file
+# TestCluster starts its nodes from: AOF on, node timeout 1.5 s), joined by
+# `redis-cli --cluster create`.
 #
-#   scripts/redis-cluster.sh start DIR BASE_PORT [MASTERS] [REPLICAS_PER_MASTER]   (default 3 1)
-#   scripts/redis-cluster.sh stop DIR BASE_PORT [NODES]         (default: the nodes DIR holds)
+#   scripts/redis/cluster.sh start DIR BASE_PORT [MASTERS] [REPLICAS_PER_MASTER]   (default 3 1)
+#   scripts/redis/cluster.sh stop DIR BASE_PORT [NODES]         (default: the nodes DIR holds)
 #
 # start waits until every node reports cluster_state:ok and prints the seed list (the masters'
 # redis:// URLs, separated by commas) as its last line on stdout. It is idempotent: a cluster
@@ -16,12 +17,12 @@ set -euo pipefail
 # Absolute and physical (it is compared with the `dir` each node reports), and resolved before
 # the cd below so a relative DIR means the caller's.
 [ $# -ge 2 ] && dir="$(realpath -m "$2")"
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 usage() {
-  die "usage: scripts/redis-cluster.sh start DIR BASE_PORT [MASTERS] [REPLICAS_PER_MASTER]
-       scripts/redis-cluster.sh stop DIR BASE_PORT [NODES]"
+  die "usage: scripts/redis/cluster.sh start DIR BASE_PORT [MASTERS] [REPLICAS_PER_MASTER]
+       scripts/redis/cluster.sh stop DIR BASE_PORT [NODES]"
 }
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
@@ -106,7 +107,7 @@ start() {
   local port
   for ((port = base; port <= last; port++)); do
     if cli "$port" ping >/dev/null; then
-      die "port $port already runs a Redis, but ports $base..$last are not an ok $node_count-node cluster (a node down?); stop them first (scripts/redis-cluster.sh stop $dir $base)"
+      die "port $port already runs a Redis, but ports $base..$last are not an ok $node_count-node cluster (a node down?); stop them first (scripts/redis/cluster.sh stop $dir $base)"
     fi
   done
 
@@ -115,7 +116,7 @@ start() {
     [ -f "$dir/$port/nodes-$port.conf" ] && kept=$((kept + 1))
   done
   if [ "$kept" -ne 0 ] && [ "$kept" -ne "$node_count" ]; then
-    die "$dir holds the nodes files of $kept of $node_count nodes: not a cluster of this shape; remove it (scripts/redis-cluster.sh stop $dir $base)"
+    die "$dir holds the nodes files of $kept of $node_count nodes: not a cluster of this shape; remove it (scripts/redis/cluster.sh stop $dir $base)"
   fi
   if [ -e "$dir" ] && [ ! -f "$marker" ]; then
     die "$dir exists and was not made by this script: choose another directory"
@@ -126,12 +127,9 @@ start() {
   say "starting $node_count redis-server nodes on 127.0.0.1:$base..$last (data in $dir)"
   for ((port = base; port <= last; port++)); do
     mkdir -p "$dir/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+    redis-server "$REDIS_CLUSTER_NODE_CONF" --port "$port" --daemonize yes \
       --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" \
-      --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
-      --cluster-node-timeout 1500 --cluster-replica-validity-factor 0 \
-      --cluster-allow-reads-when-down no --repl-diskless-sync-delay 0 \
-      --dir "$dir/$port" --save "" --appendonly yes --appendfsync everysec
+      --cluster-config-file "nodes-$port.conf" --dir "$dir/$port"
   done
   for ((port = base; port <= last; port++)); do
     wait_until 100 "redis-server on port $port to answer PING" cli "$port" ping >/dev/null

@@ -14,9 +14,9 @@
 #                     its Node 26 must not replace the Node 22 that wrangler runs on.
 #
 # The Rust side (wasm32-wasip2, and wasm-component-ld on the Debian route) comes from
-# scripts/wasm-toolchain.sh. Prints the wasmtime path as its last line.
+# scripts/toolchain/wasm.sh. Prints the wasmtime path as its last line.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 WASMTIME_VERSION="${WASMTIME_VERSION:-49.0.4}"

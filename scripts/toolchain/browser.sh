@@ -2,9 +2,9 @@
 # Installs what the storefront's browser tests need, skipping what is there: Debian's chromium
 # (driven headless by playwright-core from npm, see tests/browser/; `npx playwright install`
 # cannot download browsers here) and the npm packages of package-lock.json (playwright-core,
-# installed with the Worker's toolchain by `npm ci` in scripts/worker-toolchain.sh).
+# installed with the Worker's toolchain by `npm ci` in scripts/toolchain/worker.sh).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 need_cmd chromium chromium

@@ -9,7 +9,7 @@
 # The same targets also run on every `cargo test` as plain tests over the corpus plus
 # proptest-generated inputs (core/tests/fuzz_corpus.rs), so this script is the deeper pass.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 FUZZ_VERSION="${CARGO_FUZZ_VERSION:-0.13.2}"
 SECONDS_EACH="${FUZZ_SECONDS:-10}"

@@ -9,10 +9,10 @@
 #                      esbuild, into node_modules/ with `npm ci`
 #
 # worker-build would download wasm-bindgen, wasm-opt and esbuild itself, from GitHub, which these
-# machines cannot reach; scripts/build-worker.sh points it at the ones installed here instead.
-# The Rust side for wasm32-unknown-unknown comes from scripts/wasm-toolchain.sh.
+# machines cannot reach; scripts/build/worker.sh points it at the ones installed here instead.
+# The Rust side for wasm32-unknown-unknown comes from scripts/toolchain/wasm.sh.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
 need_rust

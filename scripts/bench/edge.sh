@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Measures one edge runtime with wrk: requests/s and latency percentiles for three paths —
+#   bot       a refused request (automation user agent: 403 at the edge, nothing else runs)
+#   soldout   a buy through a valid link for a sold-out sale (worker: 410 from the edge's memory;
+#             spin's plain build keeps no sold-out flag, so each costs one GetEvent at the
+#             warehouse, never a Buy)
+#   buy       a forwarded buy (link verified, origin-signed gRPC-Web to the warehouse, 202; spin
+#             asks for the sale view with a GetEvent first)
+#
+#   scripts/bench/edge.sh worker   the Cloudflare Worker under `wrangler dev` (workerd), then the
+#                                  core's own CPU cost per decision (criterion, `cargo bench
+#                                  --bench edge`; BENCH_SKIP_CRITERION=1 skips it)
+#   scripts/bench/edge.sh spin     the Spin component (plain build) under `wasmtime serve`, with
+#                                  the host's start-up time to the first 200
+#
+# Starts its own Redis, warehouse (release build) and edge on free ports; each wrk request comes
+# from a random client address (CF-Connecting-IP / spin-client-addr) so the per-network limit does
+# not turn the run into a 429 benchmark; the per-user/sale limits are raised for the same reason.
+# Settings: BENCH_DURATION (10s), BENCH_THREADS (2), BENCH_CONNECTIONS (32).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/lib.sh
+
+edge="${1:-}"
+case "$edge" in
+  worker | spin) ;;
+  *) die "usage: scripts/bench/edge.sh worker|spin" ;;
+esac
+
+need_rust
+need_cmd wrk wrk
+need_cmd redis-server redis-server
+if [ "$edge" = worker ]; then
+  bash scripts/toolchain/worker.sh
+  bash scripts/build/worker.sh
+else
+  wasmtime="$(bash scripts/toolchain/spin.sh | tail -n1)"
+  bash scripts/build/spin.sh plain
+fi
+
+duration="${BENCH_DURATION:-10s}"
+threads="${BENCH_THREADS:-2}"
+conns="${BENCH_CONNECTIONS:-32}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+say "building the warehouse (release) and the bench fixture"
+cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
+cargo build --release -q -p flashgate-tests --example worker_bench_fixture
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+redis_port=$(free_port); grpc_port=$(free_port); metrics_port=$(free_port); edge_port=$(free_port)
+origin_key="$(hex 32)"; user_key="$(hex 32)"
+link_keys="1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+
+setsid redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+FLASHGATE_ORIGIN_KEY="$origin_key" setsid target/release/flashgate-warehouse --store redis \
+  --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
+  --metrics-listen "127.0.0.1:$metrics_port" >"$work/warehouse.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break; sleep 0.1; done
+eval "$(target/release/examples/worker_bench_fixture "127.0.0.1:$grpc_port" "$user_key" "$link_keys")"
+
+# The same settings for either runtime: its own flag spelling is added below.
+lots="1000000/s burst 1000000"
+settings=(
+  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$grpc_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
+  "FLASHGATE_USER_TOKEN_KEY" "$user_key" "FLASHGATE_LINK_KEYS" "$link_keys"
+  "FLASHGATE_LIMIT_USER" "$lots" "FLASHGATE_LIMIT_EVENT" "$lots"
+  "FLASHGATE_LIMIT_SKU" "$lots" "FLASHGATE_LIMIT_GLOBAL" "$lots"
+)
+edge_args=()
+for ((i = 0; i < ${#settings[@]}; i += 2)); do
+  if [ "$edge" = worker ]; then
+    edge_args+=(--var "${settings[i]}:${settings[i + 1]}")
+  else
+    edge_args+=(--env "${settings[i]}=${settings[i + 1]}")
+  fi
+done
+
+source scripts/bench/wrk.sh
+if [ "$edge" = worker ]; then
+  say "starting wrangler dev on 127.0.0.1:$edge_port"
+  PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
+    setsid wrangler dev --ip 127.0.0.1 --port "$edge_port" --inspector-port "$(free_port)" \
+    --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
+    "${edge_args[@]}" >"$work/wrangler.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$edge_port/api/ready" 2>/dev/null)" = 404 ] && break
+    sleep 0.2
+  done
+  wrk_edge_bench cf-connecting-ip '10.%d.%d.%d'
+  echo "wasm: $(stat -c %s edge/worker/build/index_bg.wasm) bytes ($(gzip -9c edge/worker/build/index_bg.wasm | wc -c) gzipped)"
+  if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
+    say "CPU per decision in the core (criterion, native)"
+    cargo bench -q -p flashgate-core --bench edge 2>&1 | grep -E "^gate|^[a-z].*time:|time:" || true
+  fi
+else
+  say "starting wasmtime serve on 127.0.0.1:$edge_port"
+  started_ns=$(date +%s%N)
+  setsid "$wasmtime" serve -S cli --addr "127.0.0.1:$edge_port" "${edge_args[@]}" \
+    target/spin/flashgate_spin.wasm >"$work/wasmtime.log" 2>&1 &
+  pids+=($!)
+  # The first 200: the sale view (the component asks the warehouse for it).
+  for _ in $(seq 1000); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'user-agent: Mozilla/5.0 Chrome/141.0' \
+      -H 'accept-language: en' -H 'sec-fetch-site: same-origin' -H 'sec-fetch-mode: cors' \
+      "http://127.0.0.1:$edge_port/api/events/1" 2>/dev/null)" = 200 ] && break
+    sleep 0.01
+  done
+  startup_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
+  wrk_edge_bench spin-client-addr '10.%d.%d.%d:443'
+  echo "wasmtime serve start-up to the first 200: ${startup_ms} ms"
+  echo "component: $(stat -c %s target/spin/flashgate_spin.wasm) bytes ($(gzip -9c target/spin/flashgate_spin.wasm | wc -c) gzipped)"
+fi
