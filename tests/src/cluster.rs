@@ -17,17 +17,16 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+use crate::process::repo_root;
 use crate::{eventually, unique_prefix};
 
 /// The cluster bus listens on the client port plus this (Redis's default).
 const BUS_PORT_OFFSET: u16 = 10_000;
 /// The hash slots of every Redis Cluster.
 const SLOTS: u32 = 16_384;
-/// `cluster-node-timeout`: how long a silent master has until it is failed over (ms).
-const NODE_TIMEOUT_MS: &str = "1500";
 /// Starting processes and forming the cluster; generous for a loaded two-core machine.
 const START_PATIENCE: Duration = Duration::from_secs(30);
-/// Failure detection (the node timeout) plus the replicas' election, several times over.
+/// Failure detection (`cluster-node-timeout`, 1.5 s in the node config) plus the replicas' election, several times over.
 const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A local Redis Cluster of `redis-server` processes on `127.0.0.1`, killed (and their data
@@ -348,34 +347,18 @@ fn node_port(chosen: &[u16]) -> u16 {
     panic!("found no free port in {NODE_PORTS:?} whose cluster bus port (+{BUS_PORT_OFFSET}) is free too");
 }
 
-/// Starts one cluster-enabled `redis-server` on `port` with its data (nodes file, AOF) in `dir`.
+/// Starts one cluster-enabled `redis-server` on `port` with its data (nodes file, AOF) in `dir`,
+/// configured by `scripts/redis/cluster-node.conf` (the file `scripts/redis/cluster.sh` starts
+/// its nodes from).
 fn start_node(port: u16, dir: &Path) -> Child {
-    let port_arg = port.to_string();
-    let nodes_file = format!("nodes-{port}.conf");
     Command::new("redis-server")
-        .args(["--port", &port_arg, "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes"])
-        .args(["--cluster-config-file", &nodes_file])
-        .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
-        // A replica may always stand for election, however long it was cut off: the tests kill
-        // masters on purpose and want the failover, not a cluster that stays down.
-        .args(["--cluster-replica-validity-factor", "0"])
-        .args(["--cluster-allow-reads-when-down", "no"])
-        // A new replica's first sync starts at once, not after the default 5 s wait for more
-        // replicas to share the transfer.
-        .args(["--repl-diskless-sync-delay", "0"])
+        .arg(repo_root().join("scripts/redis/cluster-node.conf"))
+        .args(["--port", &port.to_string()])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"))
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -6,13 +6,13 @@
 //! wrangler fails with a message saying to run `scripts/toolchain/setup.sh`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
 use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
-use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
@@ -20,34 +20,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::process::{repo_root, LoggedProcess, Scratch};
+use crate::wait::Pace;
 use crate::{eventually, free_port, http1_request, HttpResponse};
-
-/// The repository's root (where `wrangler.toml` is).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// A scratch directory under the system temp dir, removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    /// A fresh, empty directory named after `what`.
-    pub fn new(what: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("flashgate-{what}-{}", crate::unique_prefix()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The npm-installed wrangler, or a panic that says how to get it.
 pub fn wrangler_bin() -> PathBuf {
@@ -85,9 +60,7 @@ pub fn wrangler_command() -> Command {
 pub struct Wrangler {
     /// Where the Worker listens.
     pub addr: SocketAddr,
-    child: Child,
-    log: PathBuf,
-    _scratch: Scratch,
+    process: LoggedProcess,
 }
 
 impl Wrangler {
@@ -97,8 +70,6 @@ impl Wrangler {
     pub async fn start(vars: &[(&str, String)]) -> Self {
         let scratch = Scratch::new("wrangler");
         let port = free_port();
-        let log = scratch.0.join("wrangler.log");
-        let out = std::fs::File::create(&log).expect("create the wrangler log");
         let mut command = wrangler_command();
         command.args([
             "dev",
@@ -119,64 +90,33 @@ impl Wrangler {
         for (name, value) in vars {
             command.arg("--var").arg(format!("{name}:{value}"));
         }
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start wrangler ({e}): run scripts/toolchain/setup.sh"));
-        let mut wrangler = Wrangler {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-            log,
-            _scratch: scratch,
-        };
-        let addr = wrangler.addr;
+        // wrangler runs workerd as a child: the whole process group goes when dropped.
+        let mut process =
+            LoggedProcess::spawn("wrangler dev", command, scratch, "wrangler.log", true);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         // The first start may build the Worker (worker-build, ~1.5 min cold).
-        let deadline = Duration::from_secs(240);
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = wrangler.child.try_wait().expect("wrangler status") {
-                panic!(
-                    "wrangler dev exited ({status}) before serving; its log:\n{}",
-                    wrangler.log_tail()
-                );
-            }
-            if let Ok(Ok(response)) = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::spawn(async move { try_request(addr, "GET", "/api/ready-probe").await }),
+        process
+            .wait_serving(
+                Duration::from_secs(240),
+                Pace::Every(Duration::from_millis(200)),
+                || async move {
+                    let probe =
+                        tokio::spawn(
+                            async move { try_request(addr, "GET", "/api/ready-probe").await },
+                        );
+                    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                        Ok(Ok(Some(response))) if response.status == 404 => Some(()),
+                        _ => None,
+                    }
+                },
             )
-            .await
-            {
-                if response.is_some_and(|r| r.status == 404) {
-                    break;
-                }
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "wrangler dev did not serve within {deadline:?}; its log:\n{}",
-                wrangler.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        wrangler
+            .await;
+        Wrangler { addr, process }
     }
 
     /// The last lines wrangler and workerd wrote (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Wrangler {
-    fn drop(&mut self) {
-        // wrangler runs workerd as a child: signal the whole process group.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let _ = self.child.wait();
+        self.process.log_tail()
     }
 }
 
@@ -195,7 +135,7 @@ pub struct Origin<S: Store> {
     pub metrics_addr: SocketAddr,
     store: S,
     options: ServerOptions,
-    running: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<Result<(), ServeError>>)>,
 }
 
 impl<S: Store> Origin<S> {

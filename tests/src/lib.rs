@@ -1,25 +1,30 @@
-//! Support for flashgate's cross-process tests: a real Redis per test (or `REDIS_URL`), the
-//! warehouse started in-process on `127.0.0.1:0` with real tonic clients, key prefixes that keep
-//! tests sharing one Redis apart, and polling with a deadline instead of sleeps.
+//! Support for flashgate's cross-process tests: a real Redis per test or a cluster
+//! ([`redis_server`], [`cluster`]), the warehouse served in-process on `127.0.0.1:0` with real
+//! tonic clients or run as its binary ([`process`]), the edge runtimes ([`edge`], [`spin`]), key
+//! prefixes that keep tests sharing one Redis apart, and polling with a deadline instead of
+//! sleeps ([`wait`]).
 
 pub mod cluster;
 pub mod edge;
+pub mod process;
+pub mod redis_server;
 pub mod scenarios;
 pub mod spin;
 pub mod storefront;
+pub mod wait;
 
-use std::ffi::OsStr;
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::process::{Child, Command, ExitStatus, Stdio};
+pub use process::{warehouse_bin, WarehouseProcess};
+pub use redis_server::TestRedis;
+pub use wait::{eventually, free_port};
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockLockReq;
-use flashgate_core::warehouse::server::{serve, ServerOptions};
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
+use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
+use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -32,170 +37,6 @@ pub const CLUSTER_ENV: &str = "FLASHGATE_TEST_REDIS_CLUSTER";
 
 /// The origin key the test servers accept.
 pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
-
-/// A free TCP port on loopback (bound and released; the caller binds it next).
-pub fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// A Redis for one test: the Redis Cluster named by [`CLUSTER_ENV`] when set, else `REDIS_URL`
-/// when set, else a `redis-server` of its own on a free port, killed when dropped.
-pub struct TestRedis {
-    /// `redis://127.0.0.1:PORT` (a cluster: its seed nodes, separated by commas).
-    pub url: String,
-    /// Whether `url` is a Redis Cluster.
-    pub cluster: bool,
-    child: Option<Child>,
-    /// The arguments it was started with, for a restart.
-    extra: Vec<String>,
-    /// Its own data directory, removed on drop (durable Redis only).
-    data_dir: Option<std::path::PathBuf>,
-}
-
-impl TestRedis {
-    /// Starts (or borrows) a Redis and waits until it answers PING.
-    pub async fn start() -> Self {
-        if let Ok(url) = std::env::var(CLUSTER_ENV) {
-            return Self {
-                url,
-                cluster: true,
-                child: None,
-                extra: Vec::new(),
-                data_dir: None,
-            };
-        }
-        if let Ok(url) = std::env::var("REDIS_URL") {
-            return Self {
-                url,
-                cluster: false,
-                child: None,
-                extra: Vec::new(),
-                data_dir: None,
-            };
-        }
-        Self::spawn(&[]).await
-    }
-
-    /// Always starts a `redis-server` of its own, with extra arguments (e.g. AOF settings).
-    pub async fn spawn(extra: &[&str]) -> Self {
-        let port = free_port();
-        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
-        let url = format!("redis://127.0.0.1:{port}");
-        let mut redis = Self {
-            url,
-            cluster: false,
-            child: None,
-            extra,
-            data_dir: None,
-        };
-        redis.launch().await;
-        redis
-    }
-
-    /// A `redis-server` of its own that loses nothing acknowledged: AOF with `appendfsync
-    /// always`, in a fresh data directory removed on drop. [`TestRedis::restart`] keeps the data.
-    pub async fn spawn_durable() -> Self {
-        let dir = std::env::temp_dir().join(format!("flashgate-redis-{}", unique_prefix()));
-        std::fs::create_dir_all(&dir).expect("create the Redis data directory");
-        let dir_arg = dir.to_string_lossy().into_owned();
-        let aof = [
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &dir_arg,
-        ];
-        let mut redis = Self::spawn(&aof).await;
-        redis.data_dir = Some(dir);
-        redis
-    }
-
-    /// Starts `redis-server` on this Redis's port (no persistence unless `extra` asks for it)
-    /// and waits until it answers PING.
-    async fn launch(&mut self) {
-        let port = self.port().to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (the test command installs it)");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url.as_str()).expect("valid url");
-        eventually(
-            "redis-server to answer PING",
-            Duration::from_secs(20),
-            || {
-                let client = client.clone();
-                async move {
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .ok()
-                }
-            },
-        )
-        .await;
-    }
-
-    /// A Redis store under a key prefix no other test uses.
-    pub async fn store(&self) -> RedisStore {
-        let mut config = RedisStoreConfig::new(self.url.clone());
-        config.cluster = self.cluster;
-        config.prefix = unique_prefix();
-        RedisStore::connect(config)
-            .await
-            .expect("connect to the test Redis")
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(dir) = &self.data_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
 
 /// A key prefix unique to this process and call.
 pub fn unique_prefix() -> String {
@@ -215,7 +56,7 @@ pub struct TestWarehouse {
     pub metrics_addr: SocketAddr,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
 }
 
 impl TestWarehouse {
@@ -295,7 +136,7 @@ impl TestWarehouse {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.take().expect("running").await?
+        Ok(self.task.take().expect("running").await??)
     }
 }
 
@@ -397,149 +238,6 @@ fn parse_http1(raw: &[u8]) -> HttpResponse {
         status,
         headers,
         body,
-    }
-}
-
-/// The `flashgate-warehouse` binary of this workspace's debug build (`FLASHGATE_WAREHOUSE_BIN`
-/// overrides). `scripts/test.sh` builds it before the tests run.
-pub fn warehouse_bin() -> std::path::PathBuf {
-    if let Ok(bin) = std::env::var("FLASHGATE_WAREHOUSE_BIN") {
-        return bin.into();
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/flashgate-warehouse");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p flashgate-core --features warehouse --bin flashgate-warehouse` \
-         (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-/// A `flashgate-warehouse` process on a fixed port, killed when dropped.
-pub struct WarehouseProcess {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    /// Its gRPC port.
-    pub port: u16,
-    /// Where it serves `/metrics`, if it was given a metrics port.
-    pub metrics_addr: Option<SocketAddr>,
-    child: Child,
-}
-
-impl WarehouseProcess {
-    /// Starts the binary with `args` on `port`, metrics off, and waits until it accepts
-    /// connections.
-    pub async fn start<S: AsRef<OsStr>>(port: u16, args: &[S]) -> Self {
-        Self::spawn(port, args, &[], None).await
-    }
-
-    /// Starts the binary with `args` on `port` and the environment variables `envs` (a fault
-    /// point, say), serving `/metrics` on `metrics_port` if given (else not at all), and waits
-    /// until it accepts connections.
-    pub async fn spawn<S: AsRef<OsStr>>(
-        port: u16,
-        args: &[S],
-        envs: &[(&str, &str)],
-        metrics_port: Option<u16>,
-    ) -> Self {
-        let metrics_addr = metrics_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-        let metrics_listen = metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
-        let child = Command::new(warehouse_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &metrics_listen])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn flashgate-warehouse");
-        let process = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            port,
-            metrics_addr,
-            child,
-        };
-        // Generous for a loaded two-core machine; never reached when healthy.
-        eventually(
-            "the warehouse process to listen",
-            Duration::from_secs(30),
-            || process.try_channel(),
-        )
-        .await;
-        process
-    }
-
-    async fn try_channel(&self) -> Option<Channel> {
-        Channel::from_shared(self.url.clone())
-            .ok()?
-            .connect()
-            .await
-            .ok()
-    }
-
-    /// A new connection to it.
-    pub async fn channel(&self) -> Channel {
-        self.try_channel().await.expect("connect to the warehouse")
-    }
-
-    /// The metrics text (it must have been started with a metrics port).
-    pub async fn metrics(&self) -> String {
-        let addr = self.metrics_addr.expect("started without a metrics port");
-        http_get(addr, "/metrics").await
-    }
-
-    /// `kill -9`: no graceful anything.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Its exit status if it has exited, else `None`; never blocks. (The test's own kills,
-    /// [`Self::kill9`] and dropping, consume it: a status here means it exited by itself.)
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .try_wait()
-            .expect("wait on the warehouse process")
-    }
-}
-
-impl Drop for WarehouseProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TestRedis {
-    /// The port this Redis listens on.
-    pub fn port(&self) -> u16 {
-        self.url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("url with a port")
-    }
-
-    /// Stops this test's own `redis-server` (SHUTDOWN, so AOF is flushed) and starts it again on
-    /// the same port with the same arguments and data, waiting until it answers again.
-    pub async fn restart(&mut self) {
-        let port = self.port();
-        let _ = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "shutdown"])
-            .output();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-        self.launch().await;
     }
 }
 

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 use crate::edge::Origin;
+use crate::wait::{poll_until, Pace};
 use crate::{http1_request, unique_prefix, HttpResponse, TestRedis, TEST_ORIGIN_KEY};
 
 /// What an edge is, as far as the scenarios care.
@@ -235,25 +236,6 @@ impl Browser {
     }
 }
 
-/// Polls `check` every `pace` until it returns `Some`, or panics after `timeout`.
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, pace: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(pace).await;
-    }
-}
-
 pub struct World {
     /// The warehouse, on the test's Redis.
     pub origin: Origin<RedisStore>,
@@ -324,10 +306,10 @@ pub async fn a_whole_purchase(world: &World) -> (Browser, String) {
     assert!(early.retry_after().is_some_and(|s| (1..=3).contains(&s)));
 
     // From the start the same answer buys a link.
-    let minted = poll(
+    let minted = poll_until(
         "the sale to open",
         Duration::from_secs(15),
-        Duration::from_millis(250),
+        Pace::Every(Duration::from_millis(250)),
         || {
             let (alice, answer) = (alice.clone(), answer.clone());
             async move {
@@ -352,10 +334,10 @@ pub async fn a_whole_purchase(world: &World) -> (Browser, String) {
         (202, Some(order_no.as_str()))
     );
 
-    let pending = poll(
+    let pending = poll_until(
         "the order to reach PENDING_PAYMENT",
         Duration::from_secs(15),
-        Duration::from_millis(250),
+        Pace::Every(Duration::from_millis(250)),
         || {
             let (alice, no) = (alice.clone(), order_no.clone());
             async move {
@@ -750,10 +732,10 @@ pub async fn an_origin_outage_trips_the_breaker_and_it_recovers(
     );
     assert!(r.retry_after().is_some_and(|s| s >= 1));
     // After the cooldown a probe goes through and closes it.
-    let back = poll(
+    let back = poll_until(
         "the breaker to close",
         Duration::from_secs(15),
-        Duration::from_millis(300),
+        Pace::Every(Duration::from_millis(300)),
         || {
             let alice = alice.clone();
             let order = order.clone();

@@ -11,14 +11,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::edge::{repo_root, Scratch};
+use crate::process::{repo_root, LoggedProcess, Scratch};
+use crate::wait::Pace;
 use crate::{free_port, http1_request};
 
 /// The wasmtime version `scripts/toolchain/spin.sh` installs.
@@ -78,9 +79,7 @@ pub struct SpinHost {
     pub addr: SocketAddr,
     /// From spawning the host to the first answer.
     pub started_in: Duration,
-    child: Child,
-    log: PathBuf,
-    _scratch: Scratch,
+    process: LoggedProcess,
 }
 
 impl SpinHost {
@@ -126,67 +125,39 @@ impl SpinHost {
         Self::start("the Node kv host", command, port).await
     }
 
-    async fn start(what: &str, mut command: Command, port: u16) -> Self {
-        let scratch = Scratch::new("spin-host");
-        let log = scratch.0.join("host.log");
-        let out = std::fs::File::create(&log).expect("create the host log");
+    async fn start(what: &str, command: Command, port: u16) -> Self {
         let spawned = Instant::now();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/toolchain/setup.sh"));
-        let mut host = SpinHost {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            started_in: Duration::ZERO,
-            child,
-            log,
-            _scratch: scratch,
+        let mut process =
+            LoggedProcess::spawn(what, command, Scratch::new("spin-host"), "host.log", false);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let probe = process
+            .wait_serving(
+                Duration::from_secs(60),
+                Pace::Every(Duration::from_millis(20)),
+                || async move {
+                    tokio::net::TcpStream::connect(addr).await.ok()?;
+                    Some(http1_request(addr, "GET", "/api/ready-probe", &[], &[]).await)
+                },
+            )
+            .await;
+        let host = SpinHost {
+            addr,
+            started_in: spawned.elapsed(),
+            process,
         };
-        let addr = host.addr;
-        let deadline = Duration::from_secs(60);
-        loop {
-            if let Some(status) = host.child.try_wait().expect("host status") {
-                panic!(
-                    "{what} exited ({status}) before serving; its log:\n{}",
-                    host.log_tail()
-                );
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                let probe = http1_request(addr, "GET", "/api/ready-probe", &[], &[]).await;
-                assert_eq!(
-                    probe.status,
-                    404,
-                    "{what}: the component's first answer: {}\n{}",
-                    String::from_utf8_lossy(&probe.body),
-                    host.log_tail()
-                );
-                break;
-            }
-            assert!(
-                spawned.elapsed() < deadline,
-                "{what} did not serve within {deadline:?}; its log:\n{}",
-                host.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        host.started_in = spawned.elapsed();
+        assert_eq!(
+            probe.status,
+            404,
+            "{what}: the component's first answer: {}\n{}",
+            String::from_utf8_lossy(&probe.body),
+            host.log_tail()
+        );
         host
     }
 
     /// The last lines the host and the component wrote (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for SpinHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_tail()
     }
 }
 

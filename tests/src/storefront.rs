@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use crate::edge::repo_root;
+use crate::process::repo_root;
 
 /// The chromium the tests drive (`FLASHGATE_CHROMIUM` overrides `/usr/bin/chromium`), or a panic
 /// that says how to get it.

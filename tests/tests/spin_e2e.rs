@@ -138,7 +138,7 @@ async fn an_origin_writing_head_and_body_separately_is_read_whole() {
 /// kv build names `spin:key-value`.
 #[test]
 fn spin_toml_matches_the_builds() {
-    let root = flashgate_tests::edge::repo_root();
+    let root = flashgate_tests::process::repo_root();
     let manifest = std::fs::read_to_string(root.join("spin.toml")).expect("spin.toml");
     let value = |key: &str| {
         manifest

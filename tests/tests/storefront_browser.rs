@@ -13,7 +13,8 @@ use flashgate_core::proto::flashsale::{
 };
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
-use flashgate_tests::edge::{Origin, Scratch, Wrangler};
+use flashgate_tests::edge::{Origin, Wrangler};
+use flashgate_tests::process::Scratch;
 use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
 use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY};
 use serde_json::Value;

@@ -6,7 +6,8 @@
 //! local workerd passes through), so their limits do not meet. A second test proves the Worker
 //! deploys as configured (`wrangler deploy --dry-run`).
 
-use flashgate_tests::edge::{wrangler_command, Scratch, Wrangler};
+use flashgate_tests::edge::{wrangler_command, Wrangler};
+use flashgate_tests::process::Scratch;
 use flashgate_tests::scenarios::{self, EdgeProfile, World};
 use flashgate_tests::TestRedis;
 

@@ -1,0 +1,169 @@
+//! A real Redis for each test: a `redis-server` of the test's own on a free port (configured by
+//! `scripts/redis/scratch.conf`, the file the scripts start theirs from), or the Redis or Redis
+//! Cluster the environment names. Never a mock: every store test talks to a real server.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
+
+use crate::process::repo_root;
+use crate::wait::{eventually, free_port};
+use crate::{unique_prefix, CLUSTER_ENV};
+
+/// `scripts/redis/scratch.conf`: loopback only, nothing on disk unless the caller adds it.
+pub fn scratch_conf() -> PathBuf {
+    repo_root().join("scripts/redis/scratch.conf")
+}
+
+/// A Redis for one test: the Redis Cluster named by [`CLUSTER_ENV`] when set, else `REDIS_URL`
+/// when set, else a `redis-server` of its own on a free port, killed when dropped.
+pub struct TestRedis {
+    /// `redis://127.0.0.1:PORT` (a cluster: its seed nodes, separated by commas).
+    pub url: String,
+    /// Whether `url` is a Redis Cluster.
+    pub cluster: bool,
+    child: Option<Child>,
+    /// The arguments it was started with, for a restart.
+    extra: Vec<String>,
+    /// Its own data directory, removed on drop (durable Redis only).
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl TestRedis {
+    /// Starts (or borrows) a Redis and waits until it answers PING.
+    pub async fn start() -> Self {
+        if let Ok(url) = std::env::var(CLUSTER_ENV) {
+            return Self {
+                url,
+                cluster: true,
+                child: None,
+                extra: Vec::new(),
+                data_dir: None,
+            };
+        }
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return Self {
+                url,
+                cluster: false,
+                child: None,
+                extra: Vec::new(),
+                data_dir: None,
+            };
+        }
+        Self::spawn(&[]).await
+    }
+
+    /// Always starts a `redis-server` of its own, with extra arguments (e.g. AOF settings).
+    pub async fn spawn(extra: &[&str]) -> Self {
+        let port = free_port();
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut redis = Self {
+            url,
+            cluster: false,
+            child: None,
+            extra,
+            data_dir: None,
+        };
+        redis.launch().await;
+        redis
+    }
+
+    /// A `redis-server` of its own that loses nothing acknowledged: AOF with `appendfsync
+    /// always`, in a fresh data directory removed on drop. [`TestRedis::restart`] keeps the data.
+    pub async fn spawn_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("flashgate-redis-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).expect("create the Redis data directory");
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let aof = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir_arg,
+        ];
+        let mut redis = Self::spawn(&aof).await;
+        redis.data_dir = Some(dir);
+        redis
+    }
+
+    /// Starts `redis-server` on this Redis's port (no persistence unless `extra` asks for it)
+    /// and waits until it answers PING.
+    async fn launch(&mut self) {
+        let port = self.port().to_string();
+        let child = Command::new("redis-server")
+            .arg(scratch_conf())
+            .args(["--port", &port])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).expect("valid url");
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(20),
+            || {
+                let client = client.clone();
+                async move {
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// A Redis store under a key prefix no other test uses.
+    pub async fn store(&self) -> RedisStore {
+        let mut config = RedisStoreConfig::new(self.url.clone());
+        config.cluster = self.cluster;
+        config.prefix = unique_prefix();
+        RedisStore::connect(config)
+            .await
+            .expect("connect to the test Redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl TestRedis {
+    /// The port this Redis listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("url with a port")
+    }
+
+    /// Stops this test's own `redis-server` (SHUTDOWN, so AOF is flushed) and starts it again on
+    /// the same port with the same arguments and data, waiting until it answers again.
+    pub async fn restart(&mut self) {
+        let port = self.port();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "shutdown"])
+            .output();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.launch().await;
+    }
+}
