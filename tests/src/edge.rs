@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
 use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
-use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
+use flashgate_core::warehouse::server::{serve, ServerOptions};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::process::{repo_root, LoggedProcess, Scratch};
 use crate::wait::Pace;
-use crate::{eventually, free_port, http1_request, HttpResponse};
+use crate::{eventually, free_port, http1_request, HttpResponse, ServeTask};
 
 /// The npm-installed wrangler, or a panic that says how to get it.
 pub fn wrangler_bin() -> PathBuf {
@@ -135,7 +134,7 @@ pub struct Origin<S: Store> {
     pub metrics_addr: SocketAddr,
     store: S,
     options: ServerOptions,
-    running: Option<(oneshot::Sender<()>, JoinHandle<Result<(), ServeError>>)>,
+    running: Option<(oneshot::Sender<()>, ServeTask)>,
 }
 
 impl<S: Store> Origin<S> {

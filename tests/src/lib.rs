@@ -38,6 +38,9 @@ pub const CLUSTER_ENV: &str = "FLASHGATE_TEST_REDIS_CLUSTER";
 /// The origin key the test servers accept.
 pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
 
+/// A warehouse served in-process: the task running [`serve`].
+pub type ServeTask = JoinHandle<Result<(), ServeError>>;
+
 /// A key prefix unique to this process and call.
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -56,7 +59,7 @@ pub struct TestWarehouse {
     pub metrics_addr: SocketAddr,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
+    task: Option<ServeTask>,
 }
 
 impl TestWarehouse {
