@@ -23,8 +23,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockLockReq;
+use flashgate_core::stock::Ledger;
 use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
 use flashgate_core::warehouse::store::Store;
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -277,12 +280,50 @@ pub fn blocking_runtime_with_workers(workers: usize) -> Runtime {
         .expect("runtime")
 }
 
+/// The ledger of `sku` in `store`, asserted to exist and to be conserved (every unit in exactly
+/// one place, none negative); returned for the test's own checks.
+pub async fn assert_ledger<S: Store>(store: &S, sku: i64) -> Ledger {
+    let ledger = store
+        .ledger(sku)
+        .await
+        .unwrap_or_else(|e| panic!("sku {sku}: reading the ledger: {e}"))
+        .unwrap_or_else(|| panic!("sku {sku}: no such SKU"));
+    assert!(
+        ledger.is_conserved(),
+        "sku {sku}: not conserved: {ledger:?}"
+    );
+    ledger
+}
+
 /// How many cases a proptest runs: `PROPTEST_CASES` if set to a number, else `default`.
 pub fn proptest_cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(default)
+}
+
+/// The one way the Redis-backed property tests run: [`proptest_cases`]`(default_cases)` cases of
+/// `strategy`, no regression file (the cases drive a real Redis, so the minimal failing input is
+/// printed instead, to be pinned as a named regression test), and a panic naming `what` failed.
+pub fn run_property<S, F>(what: &str, default_cases: u32, strategy: &S, test: F)
+where
+    S: Strategy,
+    S::Value: std::fmt::Debug,
+    F: Fn(S::Value) -> Result<(), TestCaseError>,
+{
+    let mut runner = TestRunner::new(Config {
+        cases: proptest_cases(default_cases),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    match runner.run(strategy, test) {
+        Ok(()) => {}
+        Err(TestError::Fail(why, input)) => {
+            panic!("{what}: {why}\nminimal failing input: {input:#?}")
+        }
+        Err(e) => panic!("{what}: {e}"),
+    }
 }
 
 /// A store answer with the refusal's message dropped: what the model tests compare (only the

@@ -27,7 +27,9 @@ use flashgate_core::stock::{Keys, OrderStatus, Shard};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
 use flashgate_tests::cluster::TestCluster;
-use flashgate_tests::{eventually, free_port, unique_prefix, warehouse_bin, WarehouseProcess};
+use flashgate_tests::{
+    assert_ledger, eventually, free_port, unique_prefix, warehouse_bin, WarehouseProcess,
+};
 use tonic::transport::Channel;
 
 /// The waits of this file: generous for a loaded two-core machine, never reached when healthy.
@@ -487,8 +489,7 @@ async fn a_master_failover_during_load_heals_by_itself_and_the_audit_is_clean() 
         orders, winners,
         "every win is exactly one order, and only those"
     );
-    let ledger = store.ledger(SKU).await.unwrap().expect("the sku");
-    assert!(ledger.is_conserved(), "{ledger:?}");
+    let ledger = assert_ledger(&store, SKU).await;
     assert_eq!(ledger.locked, winners.len() as i64, "{ledger:?}");
     assert_eq!(ledger.pools + ledger.locked, i64::from(POOL), "{ledger:?}");
 

@@ -23,11 +23,10 @@ use flashgate_core::warehouse::env::FAULT_CRASH_AT;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{
-    blocking_runtime_with_workers, eventually, free_port, lock_req, proptest_cases, unique_prefix,
-    warehouse_bin, TestRedis, WarehouseProcess,
+    assert_ledger, blocking_runtime_with_workers, eventually, free_port, lock_req, run_property,
+    unique_prefix, warehouse_bin, TestRedis, WarehouseProcess,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use tonic::Code;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -98,14 +97,7 @@ impl Setup {
     async fn ledgers(&self) -> Vec<Ledger> {
         let mut ledgers = Vec::new();
         for &sku in &self.skus {
-            let ledger = self
-                .store
-                .ledger(sku)
-                .await
-                .expect("ledger")
-                .expect("known");
-            assert!(ledger.is_conserved(), "sku {sku}: {ledger:?}");
-            ledgers.push(ledger);
+            ledgers.push(assert_ledger(&self.store, sku).await);
         }
         ledgers
     }
@@ -325,8 +317,7 @@ async fn one_redis_with_stock() -> (TestRedis, RedisStore) {
 async fn held(store: &RedisStore) -> Vec<(i64, i64, i64)> {
     let mut held = Vec::new();
     for sku in 1..=3 {
-        let l = store.ledger(sku).await.unwrap().unwrap();
-        assert!(l.is_conserved(), "sku {sku}: {l:?}");
+        let l = assert_ledger(store, sku).await;
         held.push((l.available, l.locked, l.sold));
     }
     held
@@ -578,13 +569,8 @@ async fn caller(store: RedisStore, ops: Vec<Op>) -> Result<Vec<i64>, String> {
 fn repairs_racing_locks_and_unlocks_never_leak_or_take_twice() {
     let runtime = blocking_runtime_with_workers(2);
     let redis = runtime.block_on(TestRedis::start());
-    let mut runner = TestRunner::new(Config {
-        cases: proptest_cases(24),
-        failure_persistence: None,
-        ..Config::default()
-    });
     let callers = proptest::collection::vec(proptest::collection::vec(op(), 1..12), 3);
-    let result = runner.run(&callers, |callers| {
+    run_property("racing repairs", 24, &callers, |callers| {
         runtime.block_on(async {
             let store = redis.store().await;
             for sku in 1..=3 {
@@ -618,7 +604,4 @@ fn repairs_racing_locks_and_unlocks_never_leak_or_take_twice() {
             Ok(())
         })
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

@@ -20,7 +20,7 @@ use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use flashgate_tests::cluster::TestCluster;
-use flashgate_tests::{eventually, unique_prefix, TestWarehouse};
+use flashgate_tests::{assert_ledger, eventually, unique_prefix, TestWarehouse};
 use redis::AsyncCommands;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -241,8 +241,7 @@ async fn redefining_and_ending_a_split_sale_moves_units_between_shards_without_l
         30
     );
     assert_eq!(pools(&store, 5, 3).await, vec![8, 8, 7, 7]);
-    let conserved = |l: Ledger| l.is_conserved() && l.total == 100;
-    assert!(conserved(store.ledger(5).await.unwrap().unwrap()));
+    assert_eq!(assert_ledger(&store, 5).await.total, 100);
     let resplit = Sale {
         subpools: 2,
         ..smaller.clone()
@@ -294,7 +293,7 @@ async fn redefining_and_ending_a_split_sale_moves_units_between_shards_without_l
     }
     assert_eq!(created, 11, "the cancelled order is not created");
     store.pay(order_no, user, START + 40).await.expect("pay");
-    assert!(conserved(store.ledger(5).await.unwrap().unwrap()));
+    assert_eq!(assert_ledger(&store, 5).await.total, 100);
     assert_audit_clean(&store).await;
 
     // The end: every sub-pool's units go home, unpaid orders expire, everything adds up.
@@ -354,8 +353,8 @@ async fn a_transfer_stopped_half_way_lands_once() {
         .await
         .expect("journal");
     // In flight, the units are counted where they are going.
-    let ledger = store.ledger(6).await.unwrap().unwrap();
-    assert!(ledger.is_conserved() && ledger.pools == 20, "{ledger:?}");
+    let ledger = assert_ledger(&store, 6).await;
+    assert_eq!(ledger.pools, 20, "{ledger:?}");
     assert_audit_clean(&store).await;
 
     // The sweeper lands it (the sale is running: nothing closes).
@@ -374,17 +373,13 @@ async fn a_transfer_stopped_half_way_lands_once() {
         .hset(keys.moves(from), "crashed-1", &journal)
         .await
         .expect("journal again");
-    let ledger = store.ledger(6).await.unwrap().unwrap();
-    assert!(
-        ledger.is_conserved() && ledger.pools == 20,
-        "counted twice: {ledger:?}"
-    );
+    let ledger = assert_ledger(&store, 6).await;
+    assert_eq!(ledger.pools, 20, "counted twice: {ledger:?}");
     assert_audit_clean(&store).await;
     store.close_ended(START + 2).await.expect("sweep again");
     assert_eq!(pools(&store, 6, 4).await, vec![5, 2, 5, 8]);
-    let ledger = store.ledger(6).await.unwrap().unwrap();
+    let ledger = assert_ledger(&store, 6).await;
     assert_eq!(ledger.pools, 20, "{ledger:?}");
-    assert!(ledger.is_conserved());
     assert_audit_clean(&store).await;
 
     // A client that lost move_out's answer sends it again with the same transfer id: the
@@ -408,7 +403,7 @@ async fn a_transfer_stopped_half_way_lands_once() {
     assert_eq!(pools(&store, 6, 4).await, vec![5, 0, 5, 8]);
     store.close_ended(START + 3).await.expect("sweep lands it");
     assert_eq!(pools(&store, 6, 4).await, vec![5, 0, 5, 10]);
-    assert!(store.ledger(6).await.unwrap().unwrap().is_conserved());
+    assert_ledger(&store, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +461,7 @@ async fn a_refused_redefinition_changes_no_sub_pool() {
         won += usize::from(matches!(decision, BuyDecision::Queued { .. }));
     }
     assert_eq!(won, 1);
-    assert!(store.ledger(8).await.unwrap().unwrap().is_conserved());
+    assert_ledger(&store, 8).await;
     assert_audit_clean(&store).await;
 }
 
@@ -504,8 +499,7 @@ async fn buyers_of_two_units_from_every_home_take_exactly_the_pool() {
     let (queued, sold_out) = (count(BuyOutcome::Queued), count(BuyOutcome::SoldOut));
     assert_eq!((queued, sold_out), (100, 50));
     assert_eq!(pools(&store, 11, 2).await, vec![0, 0, 0, 0]);
-    let ledger = store.ledger(11).await.unwrap().unwrap();
+    let ledger = assert_ledger(&store, 11).await;
     assert_eq!((ledger.locked, ledger.pools), (200, 0), "{ledger:?}");
-    assert!(ledger.is_conserved());
     assert_audit_clean(&store).await;
 }

@@ -20,9 +20,9 @@ use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, 
 use flashgate_core::warehouse::store::{
     MemoryStore, RedisConnection, RedisStore, Store, StoreError,
 };
-use flashgate_tests::{blocking_runtime, kind, proptest_cases, TestRedis};
+use flashgate_tests::{blocking_runtime, kind, run_property, TestRedis};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 /// SKUs that may get stock; 4 never does (locks of it are refused).
 const SKUS: [i64; 4] = [1, 2, 3, 4];
@@ -548,22 +548,10 @@ async fn run_case(redis: &TestRedis, ops: Vec<Op>) -> Result<(), TestCaseError> 
 fn redis_store_matches_the_memory_store_and_conserves_stock() {
     let runtime = blocking_runtime();
     let redis = runtime.block_on(TestRedis::start());
-    // No regression file: the minimal failing sequence is printed instead.
-    let config = Config {
-        cases: proptest_cases(DEFAULT_CASES),
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&sequence(), |ops| runtime.block_on(run_case(&redis, ops)));
+    run_property("the stores disagree", DEFAULT_CASES, &sequence(), |ops| {
+        runtime.block_on(run_case(&redis, ops))
+    });
     drop(redis);
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(why, ops)) => {
-            panic!("the stores disagree: {why}\nminimal sequence: {ops:#?}")
-        }
-        Err(e) => panic!("{e}"),
-    }
 }
 
 // Regression tests for bugs the model found; each names its bug.

@@ -34,9 +34,9 @@ use flashgate_core::stock::{
 };
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::store::{MemoryStore, RedisStore, Store};
-use flashgate_tests::{blocking_runtime, kind, proptest_cases, Kind, TestRedis};
+use flashgate_tests::{blocking_runtime, kind, run_property, Kind, TestRedis};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 /// The one SKU, and the one sale of it that is split.
 const SKU: i64 = 1;
@@ -704,22 +704,10 @@ async fn run_case(redis: &TestRedis, case: Case) -> Result<(), TestCaseError> {
 fn a_sale_split_in_sub_pools_on_redis_matches_one_pool_in_memory() {
     let runtime = blocking_runtime();
     let redis = runtime.block_on(TestRedis::start());
-    // No regression file: the minimal failing case is printed instead.
-    let config = Config {
-        cases: proptest_cases(DEFAULT_CASES),
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&case(), |case| runtime.block_on(run_case(&redis, case)));
+    run_property("the stores disagree", DEFAULT_CASES, &case(), |case| {
+        runtime.block_on(run_case(&redis, case))
+    });
     drop(redis);
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(why, case)) => {
-            panic!("the stores disagree: {why}\nminimal case: {case:#?}")
-        }
-        Err(e) => panic!("{e}"),
-    }
 }
 
 /// The domain's buyers reach every sub-pool of every split the model tries, so each sub-pool is
