@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Redis Cluster benchmark (issue 8): one crowd's Buy throughput against
+# The Redis Cluster benchmark: one crowd's Buy throughput against
 #   (a)  one Redis and one warehouse, the sale in one pool;
 #   (a3) the same, the sale split in 3 sub-pools (all on that one Redis: the split's own cost);
 #   (b)  a 3-master Redis Cluster (no replicas) and two warehouse processes sharing the crowd,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak (issue 7): minutes of mixed traffic against the warehouse binary on Redis (AOF
+# The soak: minutes of mixed traffic against the warehouse binary on Redis (AOF
 # always), with the warehouse killed and Redis restarted at moments drawn from a seed, ending
 # with the audit. SOAK_SECONDS (default 180) and SOAK_SEED (default: the time, printed) replay a
 # run. The test command runs the same test for 8 seconds.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The warehouse benchmark (issue 2): Buy decisions/s, p50/p99 and CPU per Buy at 50 clients,
+# The warehouse benchmark: Buy decisions/s, p50/p99 and CPU per Buy at 50 clients,
 # against the Redis ceiling (redis-benchmark EVALSHA of the same script) and the SQL hot-row
 # baseline (pgbench), all in one run. Arguments go to flashgate-bench-warehouse (--help).
 set -euo pipefail

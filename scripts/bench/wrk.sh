@@ -1,4 +1,4 @@
-# The wrk part of the edge benchmarks (sourced by bench-worker.sh and bench-spin.sh): three runs —
+# The wrk part of the edge benchmarks (sourced by scripts/bench/edge.sh): three runs —
 # a bot refused, a sold-out buy, a forwarded buy — against http://127.0.0.1:$edge_port, each
 # request from a random client address, and a table plus the warehouse's Buy calls per phase.
 # Needs: threads conns duration work edge_port metrics_port BUY_PATH BUY_TOKEN SOLDOUT_PATH

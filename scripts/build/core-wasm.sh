@@ -13,10 +13,10 @@ export CARGO_TARGET_DIR="$PWD/target/wasm"
 
 build() {
     local target="$1"; shift
-    echo "check-core-wasm: $route route: building flashgate-core for $target"
+    echo "core-wasm: $route route: building flashgate-core for $target"
     local started=$SECONDS
     "$@" build -p flashgate-core --target "$target" "${EXTRA[@]}"
-    echo "check-core-wasm: $target ok in $((SECONDS - started)) s"
+    echo "core-wasm: $target ok in $((SECONDS - started)) s"
 }
 
 EXTRA=("$@")
@@ -35,8 +35,8 @@ debian)
         build wasm32-wasip2 /usr/bin/cargo
     ;;
 *)
-    echo "check-core-wasm: unknown route '$route'" >&2
+    echo "core-wasm: unknown route '$route'" >&2
     exit 1
     ;;
 esac
-echo "check-core-wasm: flashgate-core builds for wasm32-unknown-unknown and wasm32-wasip2"
+echo "core-wasm: flashgate-core builds for wasm32-unknown-unknown and wasm32-wasip2"

@@ -2,7 +2,7 @@
 # Builds the storefront's hashed assets: web/src/{pow.js,app.js,style.css} → web/assets/
 # NAME.<first 10 hex of SHA-256>.EXT, and web/src/index.html → web/index.html with those names
 # (web/_headers caches /assets/* for a year, immutable; the page itself always revalidates).
-# The output is git-ignored: build-worker.sh and build-spin.sh run this first, so every way the
+# The output is git-ignored: build/worker.sh and build/spin.sh run this first, so every way the
 # page is served (wrangler dev/deploy, spin build, run.sh, the tests) builds it from the sources.
 # pow.js is named first because app.js refers to it. Idempotent: unchanged sources give the same
 # files and names; stale hashed files are removed. `--check` changes nothing and fails when

@@ -1,4 +1,4 @@
-//! Two `flashgate-warehouse` processes on one Redis Cluster under one crowd (issue 8): no unit
+//! Two `flashgate-warehouse` processes on one Redis Cluster under one crowd: no unit
 //! oversold, every win exactly one order whichever process's worker made it, the audit clean;
 //! and a master killed with `kill -9` mid-crowd, its replica taking over, the warehouses healing
 //! by themselves.
