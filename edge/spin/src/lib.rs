@@ -40,11 +40,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use flashgate_core::error::{Reason, Refusal};
 use flashgate_core::gate::{
     self, Exchange, Forward, Gate, GateConfig, GateState, NetworkLimit, Next, OriginReply,
 };
 use flashgate_core::grpc_web::StatusHeaders;
+use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
 use http_body_util::BodyExt;
 use spin_sdk::http::{IntoResponse, Request, Response};

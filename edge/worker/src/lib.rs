@@ -29,11 +29,11 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use flashgate_core::error::{Reason, Refusal};
 use flashgate_core::gate::{
     self, Exchange, Forward, Gate, GateConfig, GateState, NetworkLimit, Next, OriginReply,
 };
 use flashgate_core::grpc_web::StatusHeaders;
+use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::wasm_bindgen::JsCast;
