@@ -105,6 +105,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Who asks, once the shared checks have passed: the request, the verified user, and what the
+/// bot rules made of it.
+struct Shopper<'r> {
+    req: &'r Request<'r>,
+    user: User,
+    bot: BotVerdict,
+}
+
 /// The gate: the configuration, and the decisions.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -198,13 +206,14 @@ impl Gate {
             now,
         )?;
         // 5. The route's own checks.
+        let shopper = Shopper { req, user, bot };
         match route {
-            Route::Challenge(id) => self.challenge(req, state, &user, id, bot),
-            Route::Link(id) => self.link(req, state, &user, id, bot),
-            Route::Buy(token) => self.buy(req, state, &user, token),
-            Route::Order(no) => self.order(req, state, &user, no, Call::GetOrder),
-            Route::Pay(no) => self.order(req, state, &user, no, Call::PayOrder),
-            Route::Cancel(no) => self.order(req, state, &user, no, Call::CancelOrder),
+            Route::Challenge(id) => self.challenge(state, &shopper, id),
+            Route::Link(id) => self.link(state, &shopper, id),
+            Route::Buy(token) => self.buy(state, &shopper, token),
+            Route::Order(no) => self.order(state, &shopper, no, Call::GetOrder),
+            Route::Pay(no) => self.order(state, &shopper, no, Call::PayOrder),
+            Route::Cancel(no) => self.order(state, &shopper, no, Call::CancelOrder),
             Route::Event(_) | Route::Guest => unreachable!("answered above"),
         }
     }
@@ -233,8 +242,9 @@ impl Gate {
         }
     }
 
-    /// The cached sale, or a refresh forward if the cache has nothing fresh.
-    fn sale(&self, state: &mut GateState, id: i64, now: i64) -> Step<Sale> {
+    /// The cached sale, or a refresh forward if the cache has nothing fresh; `answer`: whether
+    /// the refreshed view answers the client (the sale route) or the request is decided again.
+    fn sale(&self, state: &mut GateState, id: i64, now: i64, answer: bool) -> Step<Sale> {
         match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
             Some(SaleEntry {
                 sale: Some(sale), ..
@@ -244,7 +254,7 @@ impl Gate {
                 state,
                 Call::GetEvent {
                     event_id: id,
-                    answer: false,
+                    answer,
                 },
                 &EventReq { id },
                 now,

@@ -8,14 +8,13 @@
 
 use super::origin::Call;
 use super::response::{ok_json, sale_response, NO_STORE};
-use super::state::{GateState, SaleEntry};
-use super::{hex, refuse, Gate, Request, Step, Verdict};
+use super::state::{GateState, Sale, SaleEntry};
+use super::{hex, refuse, Gate, Request, Shopper, Step, Verdict};
 use crate::bot::BotVerdict;
-use crate::identity::User;
 use crate::limit::LimitKey;
 use crate::link::{self, Expect, LinkClaims, LinkVerdict};
 use crate::pow::{self, PowVerdict};
-use crate::proto::flashsale::{BuyReq, EventReq, OrderReq};
+use crate::proto::flashsale::{BuyReq, OrderReq};
 use crate::refusal::{Reason, Refusal};
 use serde::{Deserialize, Serialize};
 
@@ -31,24 +30,16 @@ struct BuyBody {
     qty: Option<u32>,
 }
 
+/// A `200` for this user only.
+fn private(body: &impl Serialize) -> Step<Verdict> {
+    Ok(Verdict::Respond(ok_json(200, body, NO_STORE)))
+}
+
 impl Gate {
     /// `GET /api/events/{id}`: the cached view, or a forward that answers with the fresh one.
     pub(super) fn event(&self, state: &mut GateState, id: i64, now: i64) -> Step<Verdict> {
-        match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
-            Some(SaleEntry {
-                sale: Some(sale), ..
-            }) => Ok(Verdict::Respond(sale_response(sale, now))),
-            Some(SaleEntry { sale: None, .. }) => Err(refuse(Reason::UnknownResource)),
-            None => Ok(self.forward(
-                state,
-                Call::GetEvent {
-                    event_id: id,
-                    answer: true,
-                },
-                &EventReq { id },
-                now,
-            )),
-        }
+        let sale = self.sale(state, id, now, true)?;
+        Ok(Verdict::Respond(sale_response(&sale, now)))
     }
 
     /// `POST /api/session/guest`: a guest identity, in demo mode only.
@@ -71,10 +62,25 @@ impl Gate {
                     user_id: &user.id,
                     expires_ms: user.expires_ms,
                 };
-                Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
+                private(&body)
             }
             Err(_) => Err(refuse(Reason::NotFound)),
         }
+    }
+
+    /// The per-sale limit, then the sale (cached or fetched first), open or (for a challenge)
+    /// upcoming.
+    fn open_sale_of(
+        &self,
+        state: &mut GateState,
+        id: i64,
+        now: i64,
+        allow_upcoming: bool,
+    ) -> Step<Sale> {
+        self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
+        let sale = self.sale(state, id, now, false)?;
+        Self::open_sale(&sale, now, allow_upcoming)?;
+        Ok(sale)
     }
 
     fn required_bits(&self, bot: BotVerdict) -> u8 {
@@ -91,23 +97,15 @@ impl Gate {
     }
 
     /// `POST /api/events/{id}/challenge`: a proof-of-work challenge, harder under load.
-    pub(super) fn challenge(
-        &self,
-        req: &Request<'_>,
-        state: &mut GateState,
-        user: &User,
-        id: i64,
-        bot: BotVerdict,
-    ) -> Step<Verdict> {
+    pub(super) fn challenge(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
-        self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
-        let sale = self.sale(state, id, now)?;
-        Self::open_sale(&sale, now, true)?;
+        let sale = self.open_sale_of(state, id, now, true)?;
         let load = self
             .config
             .difficulty
             .bits(state.traffic.rate(now), sale.remaining, sale.pool);
-        let bits = load.max(self.required_bits(bot));
+        let bits = load.max(self.required_bits(who.bot));
         let challenge = pow::Challenge {
             event_id: id,
             user_id: user.id.clone(),
@@ -132,31 +130,23 @@ impl Gate {
             expires_ms: challenge.expires_ms,
             starts_ms: sale.start_ms,
         };
-        Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
+        private(&body)
     }
 
     /// `POST /api/events/{id}/link`: a solved challenge for a purchase link.
-    pub(super) fn link(
-        &self,
-        req: &Request<'_>,
-        state: &mut GateState,
-        user: &User,
-        id: i64,
-        bot: BotVerdict,
-    ) -> Step<Verdict> {
+    pub(super) fn link(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
         let answer: LinkBody<'_> =
             serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?;
-        self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
-        let sale = self.sale(state, id, now)?;
-        Self::open_sale(&sale, now, false)?;
+        let sale = self.open_sale_of(state, id, now, false)?;
         let verdict = pow::verify(
             &self.config.pow_keys,
             answer.challenge,
             answer.nonce,
             &user.id,
             id,
-            self.required_bits(bot),
+            self.required_bits(who.bot),
             now,
         );
         match verdict {
@@ -193,18 +183,13 @@ impl Gate {
             max_qty: claims.max_qty,
             expires_ms: claims.expires_ms,
         };
-        Ok(Verdict::Respond(ok_json(200, &body, NO_STORE)))
+        private(&body)
     }
 
     /// `POST /api/buy/{token}`: a purchase through a link, forwarded unless the sale is known to
     /// be sold out, over or not yet open.
-    pub(super) fn buy(
-        &self,
-        req: &Request<'_>,
-        state: &mut GateState,
-        user: &User,
-        token: &str,
-    ) -> Step<Verdict> {
+    pub(super) fn buy(&self, state: &mut GateState, who: &Shopper, token: &str) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
         let body: BuyBody = if req.body.iter().all(u8::is_ascii_whitespace) {
             BuyBody::default()
@@ -226,18 +211,9 @@ impl Gate {
             LinkVerdict::QtyTooLarge => return Err(refuse(Reason::QtyTooLarge)),
             _ => return Err(refuse(Reason::BadLink)),
         };
-        self.limit(
-            state,
-            LimitKey::Event(claims.event_id),
-            &self.config.limits.event,
-            now,
-        )?;
-        self.limit(
-            state,
-            LimitKey::Sku(claims.sku_id),
-            &self.config.limits.sku,
-            now,
-        )?;
+        let limits = &self.config.limits;
+        self.limit(state, LimitKey::Event(claims.event_id), &limits.event, now)?;
+        self.limit(state, LimitKey::Sku(claims.sku_id), &limits.sku, now)?;
         // The sold-out flag and the window: any remembered view will do (views are dropped
         // after `sale_memory_ms`); with none, fetch it first, so that a sold-out sale is known
         // again from one cheap `GetEvent` and its buyers never reach `Buy`.
@@ -252,7 +228,7 @@ impl Gate {
             }) => Self::open_sale(sale, now, false)?,
             Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
             None => {
-                self.sale(state, claims.event_id, now)?;
+                self.sale(state, claims.event_id, now, false)?;
             }
         }
         let message = BuyReq {
@@ -275,16 +251,15 @@ impl Gate {
     /// `GET /api/orders/{no}` and its `pay` and `cancel`: forwarded as the user's own.
     pub(super) fn order(
         &self,
-        req: &Request<'_>,
         state: &mut GateState,
-        user: &User,
+        who: &Shopper,
         no: &str,
         call: Call,
     ) -> Step<Verdict> {
         let message = OrderReq {
             order_no: no.to_owned(),
-            user_id: user.id.clone(),
+            user_id: who.user.id.clone(),
         };
-        Ok(self.forward(state, call, &message, req.now_ms))
+        Ok(self.forward(state, call, &message, who.req.now_ms))
     }
 }
