@@ -46,50 +46,51 @@ pub fn encode_request<M: Message>(message: &M) -> Vec<u8> {
     body
 }
 
-/// A gRPC status code (the numeric values of the gRPC spec).
+/// A gRPC status code; each variant's discriminant is its numeric value in the gRPC spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
 pub enum Code {
     /// 0
-    Ok,
+    Ok = 0,
     /// 1
-    Cancelled,
+    Cancelled = 1,
     /// 2
-    Unknown,
+    Unknown = 2,
     /// 3
-    InvalidArgument,
+    InvalidArgument = 3,
     /// 4
-    DeadlineExceeded,
+    DeadlineExceeded = 4,
     /// 5
-    NotFound,
+    NotFound = 5,
     /// 6
-    AlreadyExists,
+    AlreadyExists = 6,
     /// 7
-    PermissionDenied,
+    PermissionDenied = 7,
     /// 8
-    ResourceExhausted,
+    ResourceExhausted = 8,
     /// 9
-    FailedPrecondition,
+    FailedPrecondition = 9,
     /// 10
-    Aborted,
+    Aborted = 10,
     /// 11
-    OutOfRange,
+    OutOfRange = 11,
     /// 12
-    Unimplemented,
+    Unimplemented = 12,
     /// 13
-    Internal,
+    Internal = 13,
     /// 14
-    Unavailable,
+    Unavailable = 14,
     /// 15
-    DataLoss,
+    DataLoss = 15,
     /// 16
-    Unauthenticated,
+    Unauthenticated = 16,
 }
 
 impl Code {
-    /// The code for a numeric value; values outside the spec are `Unknown`, as the spec says.
-    pub fn from_i32(value: i32) -> Code {
+    /// Every code, in numeric order.
+    pub const ALL: [Code; 17] = {
         use Code::*;
-        const ALL: [Code; 17] = [
+        [
             Ok,
             Cancelled,
             Unknown,
@@ -107,11 +108,15 @@ impl Code {
             Unavailable,
             DataLoss,
             Unauthenticated,
-        ];
-        usize::try_from(value)
-            .ok()
-            .and_then(|i| ALL.get(i).copied())
-            .unwrap_or(Unknown)
+        ]
+    };
+
+    /// The code for a numeric value; values outside the spec are `Unknown`, as the spec says.
+    pub fn from_i32(value: i32) -> Code {
+        Code::ALL
+            .into_iter()
+            .find(|code| *code as i32 == value)
+            .unwrap_or(Code::Unknown)
     }
 }
 
@@ -397,5 +402,13 @@ mod tests {
         assert_eq!(parse(bad_status), Err(GrpcWebError::BadStatus));
         assert_eq!(Code::from_i32(99), Code::Unknown);
         assert_eq!(Code::from_i32(-1), Code::Unknown);
+    }
+
+    #[test]
+    fn codes_round_trip_through_their_numbers() {
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(code as i32, i as i32);
+            assert_eq!(Code::from_i32(code as i32), code);
+        }
     }
 }

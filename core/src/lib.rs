@@ -26,13 +26,13 @@ pub mod stock;
 // (each `pub mod` line is added once its module compiles)
 pub mod bot;
 pub mod breaker;
-pub mod error;
 pub mod gate;
 pub mod grpc_web;
 pub mod identity;
 pub mod limit;
 pub mod link;
 pub mod pow;
+pub mod refusal;
 // --- end edge policy modules ---
 
 #[cfg(feature = "warehouse")]

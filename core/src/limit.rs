@@ -11,7 +11,8 @@
 //!
 //! Quotas read like `"20/s burst 40"`, `"600/min"` (burst defaults to one period's worth).
 //! [`LimitKey`] names the buckets the gate uses: per user, per IP (IPv6 by /64, since one
-//! subscriber holds a whole /64), per sale, global, and the hot SKU under sale.
+//! subscriber holds a whole /64), per sale, global, and the hot SKU under sale. [`RateMeter`]
+//! measures the recent request rate the same way: a small stored value, `now` passed in.
 //!
 //! What it deliberately does not do: share state between edge instances (the caller stores TATs
 //! where its runtime can, e.g. a Durable Object), or read a clock.
@@ -184,6 +185,49 @@ impl fmt::Display for LimitKey<'_> {
     }
 }
 
+/// Recent request rate, from two one-second windows: what the proof-of-work difficulty reads
+/// as "load". Like the buckets above, it is a value the caller stores and `now` is passed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateMeter {
+    window_start_ms: i64,
+    current: u32,
+    previous: u32,
+}
+
+impl RateMeter {
+    /// Counts one request at `now_ms`.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.roll(now_ms);
+        self.current = self.current.saturating_add(1);
+    }
+
+    fn roll(&mut self, now_ms: i64) {
+        let elapsed = now_ms.saturating_sub(self.window_start_ms);
+        if elapsed >= 2_000 {
+            *self = RateMeter {
+                window_start_ms: now_ms,
+                current: 0,
+                previous: 0,
+            };
+        } else if elapsed >= 1_000 {
+            *self = RateMeter {
+                window_start_ms: self.window_start_ms + 1_000,
+                current: 0,
+                previous: self.current,
+            };
+        }
+    }
+
+    /// Requests per second at `now_ms`: the previous window weighted by how much of it still
+    /// overlaps the last second, plus the current one.
+    pub fn rate(&self, now_ms: i64) -> u32 {
+        let mut m = *self;
+        m.roll(now_ms);
+        let into = now_ms.saturating_sub(m.window_start_ms).clamp(0, 1_000) as u64;
+        (u64::from(m.previous) * (1_000 - into) / 1_000 + u64::from(m.current)) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +298,17 @@ mod tests {
         assert_eq!(LimitKey::Event(7).to_string(), "rl:event:7");
         assert_eq!(LimitKey::Sku(42).to_string(), "rl:sku:42");
         assert_eq!(LimitKey::Global.to_string(), "rl:global");
+    }
+
+    #[test]
+    fn the_rate_meter_weights_the_previous_second() {
+        let mut m = RateMeter::default();
+        for i in 0..100 {
+            m.tick(10_000 + i * 10);
+        }
+        assert_eq!(m.rate(10_999), 100);
+        assert_eq!(m.rate(11_500), 50);
+        assert_eq!(m.rate(12_000), 0);
+        assert_eq!(m.rate(20_000), 0);
     }
 }

@@ -2,7 +2,6 @@
 //! in gRPC-Web: a shopper's path from the sale page to an order, and what bots, crowds and a
 //! failing warehouse meet on the way.
 
-use flashgate_core::error::Reason;
 use flashgate_core::gate::{
     Completion, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, OriginReply, Request,
     Response, Verdict,
@@ -14,6 +13,7 @@ use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
     BuyOutcome, BuyReply, BuyReq, Event, EventState, Order, OrderReq, OrderStatus,
 };
+use flashgate_core::refusal::Reason;
 use prost::Message;
 use serde_json::Value;
 
@@ -618,6 +618,7 @@ fn config_is_read_from_named_variables() {
             vars::LINK_KEYS => Some("2:bmV3LWtleS0wMTIzNDU2Nzg5,1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
             vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
             vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
+            vars::ORIGIN_URL => Some("https://origin.example.com".into()),
             vars::LIMIT_IP => Some("5/s burst 10".into()),
             vars::DEMO_MODE => Some("1".into()),
             vars::BOT_DENY => Some("10.0.0.0/8, 2001:db8::/32".into()),

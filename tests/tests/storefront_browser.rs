@@ -11,6 +11,7 @@ use std::time::Duration;
 use flashgate_core::proto::flashsale::{
     seckill_client::SeckillClient, Event, OrderReq, OrderStatus, SkuLedgerReq,
 };
+use flashgate_core::refusal::Reason;
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
 use flashgate_tests::edge::{Origin, Wrangler};
@@ -23,6 +24,12 @@ use tonic::transport::Channel;
 /// `1:` + base64url("flashgate-test-link-key-0123456789").
 const LINK_KEYS: &str = "1:Zmxhc2hnYXRlLXRlc3QtbGluay1rZXktMDEyMzQ1Njc4OQ";
 const USER_KEY: &str = "flashgate-test-user-token-key-0123";
+
+/// Every refusal code of the core's catalogue, as a JSON array.
+fn refusal_codes() -> String {
+    let codes: Vec<&str> = Reason::ALL.iter().map(|reason| reason.code()).collect();
+    serde_json::to_string(&codes).expect("strings serialise")
+}
 
 /// The sales of the scenarios: (event, sku, stock, pool, starts in ms).
 const BUY: (i64, i64, i32, i32, i64) = (1, 2001, 20, 5, 25_000);
@@ -95,6 +102,8 @@ async fn the_storefront_sells_in_a_real_browser() {
         ("FLASHGATE_EVENT_RACE", race.id.to_string()),
         ("FLASHGATE_EVENT_EARLY", early.id.to_string()),
         ("FLASHGATE_RESULTS", results.display().to_string()),
+        // The refusal catalogue, so the page is checked against every code the edge can send.
+        ("FLASHGATE_REFUSAL_CODES", refusal_codes()),
     ];
     let node = tokio::task::spawn_blocking(move || {
         run_node_tests(

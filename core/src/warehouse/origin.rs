@@ -15,20 +15,24 @@ use tower::{Layer, Service};
 
 use super::metrics::Metrics;
 use super::service::now_ms;
+use crate::gate::Rpc;
 use crate::origin_auth::{self, OriginAuthError};
 
 /// Largest gRPC-Web request body accepted (the edge sends one small message).
 pub const MAX_GRPC_WEB_BODY: usize = 64 * 1024;
 
-/// The only methods the edge may call. Even with a valid signature, gRPC-Web cannot reach the
+/// The only methods the edge may call: the gate's [`Rpc::ALL`], so what the edge sends and what
+/// this layer lets through are one list. Even with a valid signature, gRPC-Web cannot reach the
 /// seed contract or sale administration: a leaked edge key cannot put stock or define sales.
-pub const EDGE_METHODS: &[&str] = &[
-    "/flashsale.Seckill/Buy",
-    "/flashsale.Seckill/GetOrder",
-    "/flashsale.Seckill/PayOrder",
-    "/flashsale.Seckill/CancelOrder",
-    "/flashsale.Admin/GetEvent",
-];
+pub const EDGE_METHODS: [&str; Rpc::ALL.len()] = {
+    let mut paths = [""; Rpc::ALL.len()];
+    let mut i = 0;
+    while i < paths.len() {
+        paths[i] = Rpc::ALL[i].path();
+        i += 1;
+    }
+    paths
+};
 
 /// Adds the origin check to a service stack.
 #[derive(Clone)]

@@ -2,9 +2,10 @@
 //! serve`) and the shared core's `flashgate_core::gate`, answering the same routes, statuses
 //! and JSON as the Cloudflare Worker through the same core calls.
 //!
-//! Per `/api` request it reads the wall clock once, draws 32 bytes from `wasi:random`, reads at
-//! most `max_body + 1` bytes of the body, and runs the core's `gate::Exchange`: answer, or send the
-//! ready gRPC-Web call to the warehouse and hand the reply back. Anything outside `/api/` is the
+//! Per `/api` request it reads the wall clock once, draws 32 bytes from `wasi:random`, reads the
+//! headers the core names and as much of the body as the core's `gate::BoundedBody` wants, and
+//! runs the core's `gate::Exchange`: answer, or send the ready gRPC-Web call to the origin the
+//! core's configuration validated, and hand the reply back as a `gate::OriginResponse`. Anything outside `/api/` is the
 //! storefront: Spin serves `web/` with its static-file component (`spin.toml`), and this
 //! component answers such paths with the gate's `404` JSON.
 //!
@@ -20,8 +21,10 @@
 //!   proof of work, bot rules, user tokens and input limits hold (they need no memory); rate
 //!   limits, the breaker and the sold-out flag do not, so the warehouse's own limits carry the
 //!   load: its per-connection concurrency limit and load shedding, request timeout, the
-//!   per-user limit and `SOLD_OUT` in the Buy script. After a sell-out each buy still costs the
-//!   warehouse one cheap `Buy` that the pool refuses.
+//!   per-user limit and `SOLD_OUT` in the Buy script. With no sale view in an empty state, every
+//!   buy first costs the warehouse one cheap `GetEvent`: after a sell-out that is all it costs
+//!   (the fresh view says sold out and the gate refuses the buy itself, never sending `Buy`);
+//!   before it, the `Buy` follows.
 //! - **`kv` build** (imports `spin:key-value`; Spin only): the `GateState` is kept as JSON in
 //!   the component's `default` key-value store, loaded before each step and stored after it
 //!   (never held across the origin call). Concurrent requests still race between a load and its
@@ -40,11 +43,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use flashgate_core::error::{Reason, Refusal};
 use flashgate_core::gate::{
-    self, Exchange, Forward, Gate, GateConfig, GateState, NetworkLimit, Next, OriginReply,
+    self, BoundedBody, Exchange, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, Next,
+    OriginResponse,
 };
-use flashgate_core::grpc_web::StatusHeaders;
+use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
 use http_body_util::BodyExt;
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -52,78 +55,35 @@ use spin_sdk::http_service;
 use spin_sdk::wasip3;
 use wasip3::http::types::{self as wasi, Fields, Method, RequestOptions, Scheme};
 
-/// What is built from the environment, per instance (so, on Spin, per request).
-struct Edge {
-    gate: Gate,
-    origin: Origin,
-}
-
-/// The warehouse's gRPC-Web base URL, split the way `wasi:http` wants it.
-struct Origin {
-    scheme: Scheme,
-    authority: String,
-    /// Path prefix without a trailing slash (usually empty).
-    base_path: String,
-}
-
-impl Origin {
-    fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (Scheme::Https, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (Scheme::Http, rest)
-        } else {
-            return Err(format!(
-                "{} must start with http:// or https://",
-                gate::vars::ORIGIN_URL
-            ));
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() {
-            return Err(format!("{} has no host", gate::vars::ORIGIN_URL));
-        }
-        Ok(Origin {
-            scheme,
-            authority: authority.to_owned(),
-            base_path: format!("/{path}").trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-fn edge() -> Result<Edge, String> {
+/// The gate, built from the environment per instance (so, on Spin, per request).
+fn gate() -> Result<Gate, String> {
     let env: HashMap<String, String> = wasip3::cli::environment::get_environment()
         .into_iter()
         .collect();
-    let lookup = |name: &str| env.get(name).cloned();
-    let config = GateConfig::from_lookup(lookup).map_err(|e| e.to_string())?;
-    let url = lookup(gate::vars::ORIGIN_URL)
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| format!("{} is not set", gate::vars::ORIGIN_URL))?;
-    Ok(Edge {
-        gate: Gate::new(config),
-        origin: Origin::parse(url.trim())?,
-    })
+    let config =
+        GateConfig::from_lookup(|name| env.get(name).cloned()).map_err(|e| e.to_string())?;
+    Ok(Gate::new(config))
 }
 
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let edge = match edge() {
-        Ok(edge) => edge,
+    let gate = match gate() {
+        Ok(gate) => gate,
         Err(why) => {
             // An operator's mistake: say so in the log, never to the client.
             eprintln!("flashgate: configuration: {why}");
             return Ok(respond(Refusal::after(Reason::Unavailable, 5_000).into()));
         }
     };
-    Ok(respond(serve(&edge, req).await))
+    Ok(respond(serve(&gate, req).await))
 }
 
-async fn serve(edge: &Edge, req: Request) -> gate::Response {
+async fn serve(gate: &Gate, req: Request) -> gate::Response {
     let started_ms = now_ms();
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
-    let body = read_body(&method, body, edge.gate.config().max_body).await;
+    let body = read_body(&method, body, gate.config().max_body).await;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let client_ip = header("spin-client-addr").and_then(|addr| {
         addr.parse::<SocketAddr>()
@@ -134,13 +94,7 @@ async fn serve(edge: &Edge, req: Request) -> gate::Response {
     let request = gate::Request {
         method: &method,
         path: &path,
-        headers: gate::Headers {
-            authorization: header("authorization"),
-            user_agent: header("user-agent"),
-            accept_language: header("accept-language"),
-            sec_fetch_site: header("sec-fetch-site"),
-            sec_fetch_mode: header("sec-fetch-mode"),
-        },
+        headers: Headers::from_lookup(header),
         client_ip,
         platform_bot_score: None,
         network_limit: NetworkLimit::Local,
@@ -151,7 +105,7 @@ async fn serve(edge: &Edge, req: Request) -> gate::Response {
 
     let mut state = state::load().await;
     let mut exchange = Exchange::default();
-    let mut next = exchange.start(&edge.gate, &request, &mut state);
+    let mut next = exchange.start(gate, &request, &mut state);
     let response = loop {
         let call = match next {
             Next::Respond(response) => break response,
@@ -160,22 +114,12 @@ async fn serve(edge: &Edge, req: Request) -> gate::Response {
         // Stored before the call: a request that waits on the origin does not hold back the
         // limits and the breaker its own decision updated.
         state::store(&state).await;
-        let reply = send(&edge.origin, &call, edge.gate.config().origin_timeout_ms).await;
-        let reply = match &reply {
-            Some(reply) => OriginReply::Http {
-                status: reply.status,
-                grpc: StatusHeaders {
-                    grpc_status: reply.grpc_status.as_deref(),
-                    grpc_message: reply.grpc_message.as_deref(),
-                },
-                body: &reply.body,
-            },
-            None => OriginReply::Failed,
-        };
+        let reply = send(gate, &call).await;
         // Loaded again: what other requests stored while this one waited is kept, not
         // overwritten by the copy this one loaded before the call.
         state = state::load().await;
-        next = exchange.reply(&edge.gate, &request, &mut state, &call, reply, now_ms());
+        let reply = OriginResponse::reply(reply.as_ref());
+        next = exchange.reply(gate, &request, &mut state, &call, reply, now_ms());
     };
     state::store(&state).await;
     response
@@ -237,42 +181,32 @@ fn entropy() -> [u8; 32] {
     out
 }
 
-/// The body, read up to one byte past `max`: enough for the gate to refuse it as too large
-/// without buffering whatever a client cares to send.
+/// The body, read as far as the gate's [`BoundedBody`] wants it.
 async fn read_body<B>(method: &str, mut body: B, max: usize) -> Vec<u8>
 where
     B: http_body::Body + Unpin,
     B::Data: AsRef<[u8]>,
 {
-    let mut out = Vec::new();
-    if matches!(method, "GET" | "HEAD") {
-        return out;
-    }
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            out.extend_from_slice(data.as_ref());
-            if out.len() > max {
-                out.truncate(max + 1);
-                break;
+    let mut out = BoundedBody::new(method, max);
+    while out.wants_more() {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    out.push(data.as_ref());
+                }
             }
+            _ => break,
         }
     }
-    out
-}
-
-/// The origin's answer.
-struct Reply {
-    status: u16,
-    grpc_status: Option<String>,
-    grpc_message: Option<String>,
-    body: Vec<u8>,
+    out.into_bytes()
 }
 
 /// Sends the gate's call to the warehouse over the raw `wasi:http/client`; `None` when it
-/// cannot be reached within `timeout_ms`.
-async fn send(origin: &Origin, call: &Forward, timeout_ms: i64) -> Option<Reply> {
+/// cannot be reached within the configured timeout.
+async fn send(gate: &Gate, call: &Forward) -> Option<OriginResponse> {
+    let timeout_ms = gate.config().origin_timeout_ms;
     let timeout_ns = u64::try_from(timeout_ms.max(1)).unwrap_or(1) * 1_000_000;
-    let call = Box::pin(post(origin, call, timeout_ns));
+    let call = Box::pin(post(gate, call, timeout_ns));
     let timer = Box::pin(wasip3::clocks::monotonic_clock::wait_for(timeout_ns));
     match select(call, timer).await {
         Either::Left((reply, _)) => reply,
@@ -281,7 +215,8 @@ async fn send(origin: &Origin, call: &Forward, timeout_ms: i64) -> Option<Reply>
 }
 
 /// One POST to the origin, read whole.
-async fn post(origin: &Origin, call: &Forward, timeout_ns: u64) -> Option<Reply> {
+async fn post(gate: &Gate, call: &Forward, timeout_ns: u64) -> Option<OriginResponse> {
+    let origin = &gate.config().origin;
     let entries: Vec<(String, Vec<u8>)> = call
         .headers
         .iter()
@@ -303,11 +238,16 @@ async fn post(origin: &Origin, call: &Forward, timeout_ns: u64) -> Option<Reply>
         trailers_reader,
         Some(options),
     );
+    let scheme = if origin.is_https() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     request.set_method(&Method::Post).ok()?;
-    request.set_scheme(Some(&origin.scheme)).ok()?;
-    request.set_authority(Some(&origin.authority)).ok()?;
+    request.set_scheme(Some(&scheme)).ok()?;
+    request.set_authority(Some(origin.authority())).ok()?;
     request
-        .set_path_with_query(Some(&format!("{}{}", origin.base_path, call.path)))
+        .set_path_with_query(Some(&origin.path_for(call.path)))
         .ok()?;
     let body = call.body.clone();
     let write = async move {
@@ -318,19 +258,17 @@ async fn post(origin: &Origin, call: &Forward, timeout_ns: u64) -> Option<Reply>
     let (response, ()) =
         futures_util::future::join(wasip3::http::client::send(request), write).await;
     let response: wasi::Response = response.ok()?;
-    let status = response.get_status_code();
     let headers = response.get_headers();
-    let first = |name: &str| {
+    let mut reply = OriginResponse::head(response.get_status_code(), |name| {
         headers
             .get(name)
             .into_iter()
             .next()
             .and_then(|v| String::from_utf8(v).ok())
-    };
-    let (grpc_status, grpc_message) = (first("grpc-status"), first("grpc-message"));
+    });
     drop(headers);
     let response: Response = wasip3::http_compat::http_from_wasi_response(response).ok()?;
-    let body = response
+    reply.body = response
         .into_body()
         .collect()
         .await
@@ -338,12 +276,7 @@ async fn post(origin: &Origin, call: &Forward, timeout_ns: u64) -> Option<Reply>
         .to_bytes()
         .to_vec();
     drop(transmitted);
-    Some(Reply {
-        status,
-        grpc_status,
-        grpc_message,
-        body,
-    })
+    Some(reply)
 }
 
 fn respond(response: gate::Response) -> Response<String> {

@@ -2,9 +2,10 @@
 //! core's `flashgate_core::gate`.
 //!
 //! Per `/api` request it reads the clock once, draws 32 bytes from `crypto.getRandomValues`,
-//! reads at most `max_body + 1` bytes of the body, asks the rate-limit binding about the client's
-//! network (under the key the gate names), asks the gate, and acts on the verdict: answer, or send
-//! the ready gRPC-Web call to the warehouse and hand the reply back to the gate. Static files
+//! reads the headers the core names and as much of the body as the core's `gate::BoundedBody`
+//! wants, asks the rate-limit binding about the client's network (under the key the gate names),
+//! and runs the core's `gate::Exchange`: answer, or send the ready gRPC-Web call to the origin
+//! the core's configuration validated, and hand the reply back as a `gate::OriginResponse`. Static files
 //! never reach this code: `[assets]` in `wrangler.toml` serves `web/` from the CDN.
 //!
 //! Where state lives, and why:
@@ -29,11 +30,11 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use flashgate_core::error::{Reason, Refusal};
 use flashgate_core::gate::{
-    self, Exchange, Forward, Gate, GateConfig, GateState, NetworkLimit, Next, OriginReply,
+    self, BoundedBody, Exchange, Forward, Gate, GateConfig, GateState, HeaderValues, NetworkLimit,
+    Next, OriginResponse,
 };
-use flashgate_core::grpc_web::StatusHeaders;
+use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::wasm_bindgen::JsCast;
@@ -42,22 +43,16 @@ use worker::{event, js_sys, AbortController, Context, Delay, Env, Fetch, Headers
 /// The `[[ratelimits]]` binding that limits requests per client network.
 pub const IP_LIMITER: &str = "FLASHGATE_IP_LIMITER";
 
-/// What is built once per isolate from the environment.
-struct Edge {
-    gate: Gate,
-    /// The warehouse's gRPC-Web base URL, without a trailing slash.
-    origin: String,
-}
-
 thread_local! {
     // A Worker isolate is single-threaded; borrows never cross an `.await`.
-    static EDGE: RefCell<Option<Rc<Edge>>> = const { RefCell::new(None) };
+    static GATE: RefCell<Option<Rc<Gate>>> = const { RefCell::new(None) };
     static STATE: RefCell<GateState> = RefCell::new(GateState::default());
 }
 
-fn edge(env: &Env) -> Result<Rc<Edge>, String> {
-    if let Some(edge) = EDGE.with(|e| e.borrow().clone()) {
-        return Ok(edge);
+/// The gate, built once per isolate from the environment.
+fn gate(env: &Env) -> Result<Rc<Gate>, String> {
+    if let Some(gate) = GATE.with(|g| g.borrow().clone()) {
+        return Ok(gate);
     }
     // Vars (`[vars]`) and secrets (`wrangler secret`, `.dev.vars`) are both strings on `env`.
     let lookup = |name: &str| {
@@ -66,17 +61,9 @@ fn edge(env: &Env) -> Result<Rc<Edge>, String> {
             .and_then(|v| v.as_string())
     };
     let config = GateConfig::from_lookup(lookup).map_err(|e| e.to_string())?;
-    let origin = lookup(gate::vars::ORIGIN_URL)
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| format!("{} is not set", gate::vars::ORIGIN_URL))?
-        .trim_end_matches('/')
-        .to_owned();
-    let edge = Rc::new(Edge {
-        gate: Gate::new(config),
-        origin,
-    });
-    EDGE.with(|e| *e.borrow_mut() = Some(edge.clone()));
-    Ok(edge)
+    let gate = Rc::new(Gate::new(config));
+    GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
+    Ok(gate)
 }
 
 fn with_state<T>(f: impl FnOnce(&mut GateState) -> T) -> T {
@@ -85,33 +72,28 @@ fn with_state<T>(f: impl FnOnce(&mut GateState) -> T) -> T {
 
 #[event(fetch)]
 async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
-    let edge = match edge(&env) {
-        Ok(edge) => edge,
+    let gate = match gate(&env) {
+        Ok(gate) => gate,
         Err(why) => {
             // An operator's mistake: say so in the log, never to the client.
             worker::console_error!("flashgate: configuration: {why}");
             return respond(Refusal::after(Reason::Unavailable, 5_000).into());
         }
     };
-    respond(handle(&edge, req, &env).await?)
+    respond(handle(&gate, req, &env).await?)
 }
 
 async fn handle(
-    edge: &Edge,
+    gate: &Gate,
     mut req: worker::Request,
     env: &Env,
 ) -> worker::Result<gate::Response> {
     let now_ms = js_sys::Date::now() as i64;
     let method = req.method().to_string();
     let path = req.path();
-    let body = read_body(&mut req, edge.gate.config().max_body).await;
+    let body = read_body(&mut req, &method, gate.config().max_body).await;
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    let (authorization, user_agent, accept_language) = (
-        header("authorization"),
-        header("user-agent"),
-        header("accept-language"),
-    );
-    let (sec_fetch_site, sec_fetch_mode) = (header("sec-fetch-site"), header("sec-fetch-mode"));
+    let headers = HeaderValues::read(header);
     let client_ip = header("cf-connecting-ip").and_then(|ip| ip.parse::<IpAddr>().ok());
     let platform_bot_score = req
         .cf()
@@ -120,13 +102,7 @@ async fn handle(
     let mut request = gate::Request {
         method: &method,
         path: &path,
-        headers: gate::Headers {
-            authorization: authorization.as_deref(),
-            user_agent: user_agent.as_deref(),
-            accept_language: accept_language.as_deref(),
-            sec_fetch_site: sec_fetch_site.as_deref(),
-            sec_fetch_mode: sec_fetch_mode.as_deref(),
-        },
+        headers: headers.headers(),
         client_ip,
         platform_bot_score,
         network_limit: NetworkLimit::Local,
@@ -134,7 +110,7 @@ async fn handle(
         now_ms,
         entropy: entropy()?,
     };
-    if let Some(key) = edge.gate.network_key(&request) {
+    if let Some(key) = gate.network_key(&request) {
         request.network_limit = match env.rate_limiter(IP_LIMITER) {
             Ok(limiter) => match limiter.limit(key).await {
                 Ok(outcome) if outcome.success => NetworkLimit::Allowed,
@@ -147,49 +123,37 @@ async fn handle(
     }
 
     let mut exchange = Exchange::default();
-    let mut next = with_state(|state| exchange.start(&edge.gate, &request, state));
+    let mut next = with_state(|state| exchange.start(gate, &request, state));
     loop {
         let call = match next {
             Next::Respond(response) => return Ok(response),
             Next::Send(call) => call,
         };
-        let reply = send(&edge.origin, &call, edge.gate.config().origin_timeout_ms).await;
+        let reply = send(gate, &call).await;
         let done_ms = js_sys::Date::now() as i64;
         next = with_state(|state| {
-            let reply = match &reply {
-                Some((status, grpc_status, grpc_message, body)) => OriginReply::Http {
-                    status: *status,
-                    grpc: StatusHeaders {
-                        grpc_status: grpc_status.as_deref(),
-                        grpc_message: grpc_message.as_deref(),
-                    },
-                    body,
-                },
-                None => OriginReply::Failed,
-            };
-            exchange.reply(&edge.gate, &request, state, &call, reply, done_ms)
+            let reply = OriginResponse::reply(reply.as_ref());
+            exchange.reply(gate, &request, state, &call, reply, done_ms)
         });
     }
 }
 
-/// The body, read up to one byte past `max`: enough for the gate to refuse it as too large
-/// without the Worker buffering whatever a client cares to send.
-async fn read_body(req: &mut worker::Request, max: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    if matches!(req.method(), Method::Get | Method::Head) {
-        return body;
+/// The body, read as far as the gate's [`BoundedBody`] wants it.
+async fn read_body(req: &mut worker::Request, method: &str, max: usize) -> Vec<u8> {
+    let mut body = BoundedBody::new(method, max);
+    if !body.wants_more() {
+        return body.into_bytes();
     }
     let Ok(mut stream) = req.stream() else {
-        return body;
+        return body.into_bytes();
     };
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() > max {
-            body.truncate(max + 1);
-            break;
+    while body.wants_more() {
+        match stream.next().await {
+            Some(Ok(chunk)) => body.push(&chunk),
+            _ => break,
         }
     }
-    body
+    body.into_bytes()
 }
 
 fn entropy() -> worker::Result<[u8; 32]> {
@@ -203,11 +167,9 @@ fn entropy() -> worker::Result<[u8; 32]> {
     Ok(out)
 }
 
-/// The origin's answer: HTTP status, `grpc-status`, `grpc-message`, body.
-type Reply = (u16, Option<String>, Option<String>, Vec<u8>);
-
 /// Sends the gate's call to the warehouse; `None` when it cannot be reached in time.
-async fn send(origin: &str, call: &Forward, timeout_ms: i64) -> Option<Reply> {
+async fn send(gate: &Gate, call: &Forward) -> Option<OriginResponse> {
+    let config = gate.config();
     let headers = Headers::new();
     for (name, value) in &call.headers {
         headers.set(name, value).ok()?;
@@ -216,20 +178,20 @@ async fn send(origin: &str, call: &Forward, timeout_ms: i64) -> Option<Reply> {
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(js_sys::Uint8Array::from(call.body.as_slice()).into()));
-    let request = worker::Request::new_with_init(&format!("{origin}{}", call.path), &init).ok()?;
+    let request = worker::Request::new_with_init(&config.origin.url(call.path), &init).ok()?;
     let controller = AbortController::default();
     let signal = controller.signal();
-    let timeout = Delay::from(Duration::from_millis(timeout_ms.max(1) as u64));
+    let timeout = Delay::from(Duration::from_millis(config.origin_timeout_ms.max(1) as u64));
     let exchange = async {
         let mut response = Fetch::Request(request)
             .send_with_signal(&signal)
             .await
             .ok()?;
-        let status = response.status_code();
-        let grpc_status = response.headers().get("grpc-status").ok().flatten();
-        let grpc_message = response.headers().get("grpc-message").ok().flatten();
-        let body = response.bytes().await.ok()?;
-        Some((status, grpc_status, grpc_message, body))
+        let mut reply = OriginResponse::head(response.status_code(), |name| {
+            response.headers().get(name).ok().flatten()
+        });
+        reply.body = response.bytes().await.ok()?;
+        Some(reply)
     };
     let reply = match select(Box::pin(exchange), timeout).await {
         Either::Left((reply, _)) => reply,

@@ -115,8 +115,8 @@ impl Reason {
         match self {
             Reason::BadRequest | Reason::QtyTooLarge => 400,
             Reason::Unauthenticated | Reason::TokenExpired => 401,
-            // An expired link is refused like a forged one (issue 4: every link that does not
-            // verify is 403); its own code tells the client to fetch a new one.
+            // An expired link is refused like a forged one: every link that does not verify is
+            // 403; its own code tells the client to fetch a new one.
             Reason::Blocked | Reason::ChallengeRequired | Reason::BadLink | Reason::LinkExpired => {
                 403
             }

@@ -1,0 +1,398 @@
+//! What the gate is configured with: the variable names the adapters read ([`vars`]), the rate
+//! limits, and [`GateConfig`], built once per adapter instance from a lookup function.
+//!
+//! Every optional variable is a row of one table (its name and how its text lands in the
+//! configuration), so adding a setting is one line and every setting is refused the same way:
+//! a [`ConfigError`] naming the variable, including a negative duration. The required keys and
+//! the origin URL are read once, before the table.
+//!
+//! What it deliberately does not do: read an environment itself (the adapter passes its env or
+//! bindings in as a function), or hold runtime state.
+
+use super::origin::OriginUrl;
+use crate::bot::BotPolicy;
+use crate::breaker::BreakerConfig;
+use crate::identity::Identity;
+use crate::limit::Quota;
+use crate::link::KeyRing;
+use crate::pow::DifficultyPolicy;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Names of the environment variables / bindings the adapters read, declared once.
+pub mod vars {
+    /// Purchase-link key ring, `id:base64url,…`, first signs (required).
+    pub const LINK_KEYS: &str = "FLASHGATE_LINK_KEYS";
+    /// Proof-of-work key ring, same form (defaults to the link ring).
+    pub const POW_KEYS: &str = "FLASHGATE_POW_KEYS";
+    /// The shop's HS256 user-token key, raw text (required).
+    pub const USER_TOKEN_KEY: &str = "FLASHGATE_USER_TOKEN_KEY";
+    /// The origin-signature key shared with the warehouse, raw text (required).
+    pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
+    /// `1`/`true`: guests may mint their own identity.
+    pub const DEMO_MODE: &str = "FLASHGATE_DEMO_MODE";
+    /// Quota per client network, e.g. `20/s burst 40`.
+    pub const LIMIT_IP: &str = "FLASHGATE_LIMIT_IP";
+    /// Quota per user.
+    pub const LIMIT_USER: &str = "FLASHGATE_LIMIT_USER";
+    /// Quota per sale (challenge, link and buy requests).
+    pub const LIMIT_EVENT: &str = "FLASHGATE_LIMIT_EVENT";
+    /// Quota for buys of the SKU under sale (the hot key).
+    pub const LIMIT_SKU: &str = "FLASHGATE_LIMIT_SKU";
+    /// Quota over everything.
+    pub const LIMIT_GLOBAL: &str = "FLASHGATE_LIMIT_GLOBAL";
+    /// Denied networks, comma separated CIDRs.
+    pub const BOT_DENY: &str = "FLASHGATE_BOT_DENY";
+    /// Bot score from which a harder challenge is required.
+    pub const BOT_CHALLENGE_AT: &str = "FLASHGATE_BOT_CHALLENGE_AT";
+    /// Bot score from which requests are blocked.
+    pub const BOT_BLOCK_AT: &str = "FLASHGATE_BOT_BLOCK_AT";
+    /// Proof-of-work floor bits.
+    pub const POW_FLOOR_BITS: &str = "FLASHGATE_POW_FLOOR_BITS";
+    /// Proof-of-work cap bits.
+    pub const POW_CAP_BITS: &str = "FLASHGATE_POW_CAP_BITS";
+    /// Requests per second below which load adds no difficulty.
+    pub const POW_CALM_RATE: &str = "FLASHGATE_POW_CALM_RATE";
+    /// Purchase-link lifetime, ms.
+    pub const LINK_TTL_MS: &str = "FLASHGATE_LINK_TTL_MS";
+    /// Challenge lifetime, ms.
+    pub const CHALLENGE_TTL_MS: &str = "FLASHGATE_CHALLENGE_TTL_MS";
+    /// Largest accepted request body, bytes.
+    pub const MAX_BODY: &str = "FLASHGATE_MAX_BODY";
+    /// Breaker cooldown, ms.
+    pub const BREAKER_COOLDOWN_MS: &str = "FLASHGATE_BREAKER_COOLDOWN_MS";
+    /// The warehouse's gRPC-Web base URL, e.g. `https://origin.example.com` (required: every
+    /// adapter sends the gate's calls there; the gate itself never sends anything).
+    pub const ORIGIN_URL: &str = "FLASHGATE_ORIGIN_URL";
+    /// How long an adapter waits for the warehouse before counting the call failed, ms.
+    pub const ORIGIN_TIMEOUT_MS: &str = "FLASHGATE_ORIGIN_TIMEOUT_MS";
+    /// The window of the platform's per-network limiter (e.g. the Workers rate-limit binding's
+    /// `period`), ms: the Retry-After of its refusals.
+    pub const PLATFORM_LIMIT_WINDOW_MS: &str = "FLASHGATE_PLATFORM_LIMIT_WINDOW_MS";
+    /// How long a sale view (and with it the sold-out flag) is remembered for buys, ms.
+    pub const SALE_MEMORY_MS: &str = "FLASHGATE_SALE_MEMORY_MS";
+}
+
+/// The rate limits the gate applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per client network.
+    pub ip: Quota,
+    /// Per user.
+    pub user: Quota,
+    /// Per sale.
+    pub event: Quota,
+    /// Buys of the SKU under sale.
+    pub sku: Quota,
+    /// Over everything this state sees.
+    pub global: Quota,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let q = |text: &str| text.parse::<Quota>().expect("default quotas parse");
+        Limits {
+            ip: q("20/s burst 40"),
+            user: q("5/s burst 10"),
+            event: q("2000/s burst 4000"),
+            sku: q("1000/s burst 2000"),
+            global: q("5000/s burst 10000"),
+        }
+    }
+}
+
+/// Everything the gate is configured with; adapters fill it once, e.g. with
+/// [`GateConfig::from_lookup`].
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Signs and verifies purchase links.
+    pub link_keys: KeyRing,
+    /// Signs and verifies proof-of-work challenges.
+    pub pow_keys: KeyRing,
+    /// Verifies user tokens (and mints guests in demo mode).
+    pub identity: Identity,
+    /// Signs forwarded requests for the warehouse.
+    pub origin_key: Vec<u8>,
+    /// Where the adapter sends the gate's forwards (validated; the gate never sends anything).
+    pub origin: OriginUrl,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Bot rules.
+    pub bot: BotPolicy,
+    /// Proof-of-work difficulty.
+    pub difficulty: DifficultyPolicy,
+    /// Bits added for requests the bot rules want challenged.
+    pub bot_extra_bits: u8,
+    /// The breaker in front of the origin.
+    pub breaker: BreakerConfig,
+    /// Largest accepted body, bytes.
+    pub max_body: usize,
+    /// Longest accepted path, bytes.
+    pub max_path: usize,
+    /// Purchase-link lifetime (never past the sale's end).
+    pub link_ttl_ms: i64,
+    /// Challenge lifetime (counted from the sale's start if issued before it).
+    pub challenge_ttl_ms: i64,
+    /// Guest token lifetime.
+    pub guest_ttl_ms: i64,
+    /// How long a cached sale view is trusted.
+    pub sale_ttl_ms: i64,
+    /// Tolerated user-token clock skew.
+    pub token_leeway_ms: i64,
+    /// How long an adapter waits for the warehouse before it reports
+    /// [`OriginReply::Failed`](super::OriginReply::Failed).
+    pub origin_timeout_ms: i64,
+    /// The window of the platform's per-network limiter, for the Retry-After of its refusals
+    /// (see [`NetworkLimit`](super::NetworkLimit)).
+    pub platform_limit_window_ms: i64,
+    /// How long a sale view is remembered for the buy path's sold-out flag and window check
+    /// (the challenge, link and sale routes refresh after [`GateConfig::sale_ttl_ms`]).
+    pub sale_memory_ms: i64,
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is absent.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable does not parse.
+    #[error("{name} is invalid: {why}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+/// How one optional variable's text lands in the configuration; the error is the reason only,
+/// the table loop names the variable.
+type Apply = fn(&mut GateConfig, &str) -> Result<(), String>;
+
+/// Every optional variable: absent ones keep [`GateConfig::new`]'s defaults. One row per
+/// setting, so it stays a table rather than a wrapped list.
+#[rustfmt::skip]
+const SETTINGS: &[(&str, Apply)] = &[
+    (vars::POW_KEYS, pow_keys),
+    (vars::LIMIT_IP, |c, t| parse(&mut c.limits.ip, t)),
+    (vars::LIMIT_USER, |c, t| parse(&mut c.limits.user, t)),
+    (vars::LIMIT_EVENT, |c, t| parse(&mut c.limits.event, t)),
+    (vars::LIMIT_SKU, |c, t| parse(&mut c.limits.sku, t)),
+    (vars::LIMIT_GLOBAL, |c, t| parse(&mut c.limits.global, t)),
+    (vars::BOT_DENY, bot_deny),
+    (vars::BOT_CHALLENGE_AT, |c, t| parse(&mut c.bot.challenge_at, t)),
+    (vars::BOT_BLOCK_AT, |c, t| parse(&mut c.bot.block_at, t)),
+    (vars::POW_FLOOR_BITS, |c, t| parse(&mut c.difficulty.floor_bits, t)),
+    (vars::POW_CAP_BITS, |c, t| parse(&mut c.difficulty.cap_bits, t)),
+    (vars::POW_CALM_RATE, |c, t| parse(&mut c.difficulty.calm_rate_per_s, t)),
+    (vars::LINK_TTL_MS, |c, t| duration(&mut c.link_ttl_ms, t)),
+    (vars::CHALLENGE_TTL_MS, |c, t| duration(&mut c.challenge_ttl_ms, t)),
+    (vars::MAX_BODY, |c, t| parse(&mut c.max_body, t)),
+    (vars::BREAKER_COOLDOWN_MS, |c, t| duration(&mut c.breaker.cooldown_ms, t)),
+    (vars::ORIGIN_TIMEOUT_MS, |c, t| duration(&mut c.origin_timeout_ms, t)),
+    (vars::PLATFORM_LIMIT_WINDOW_MS, |c, t| duration(&mut c.platform_limit_window_ms, t)),
+    (vars::SALE_MEMORY_MS, |c, t| duration(&mut c.sale_memory_ms, t)),
+];
+
+/// An empty proof-of-work ring keeps the default, the link ring.
+fn pow_keys(config: &mut GateConfig, text: &str) -> Result<(), String> {
+    if !text.is_empty() {
+        config.pow_keys = KeyRing::parse(text).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn bot_deny(config: &mut GateConfig, text: &str) -> Result<(), String> {
+    config.bot.deny = BotPolicy::parse_deny_list(text).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Parses `text` (trimmed) into `slot`.
+fn parse<T: FromStr>(slot: &mut T, text: &str) -> Result<(), String>
+where
+    T::Err: Display,
+{
+    *slot = text.trim().parse().map_err(|e: T::Err| e.to_string())?;
+    Ok(())
+}
+
+/// Parses a duration in ms into `slot`; a negative one would silently mean "never" or "always"
+/// depending on where it is used, so it is refused.
+fn duration(slot: &mut i64, text: &str) -> Result<(), String> {
+    let mut ms = 0_i64;
+    parse(&mut ms, text)?;
+    if ms < 0 {
+        return Err(format!("a duration must not be negative (got {ms} ms)"));
+    }
+    *slot = ms;
+    Ok(())
+}
+
+impl GateConfig {
+    /// A configuration with defaults for everything but the keys; the origin is the local
+    /// warehouse of the development setup (`http://127.0.0.1:50051`).
+    pub fn new(link_keys: KeyRing, user_token_key: &[u8], origin_key: &[u8]) -> Self {
+        GateConfig {
+            pow_keys: link_keys.clone(),
+            link_keys,
+            identity: Identity::new(user_token_key, 5_000, false),
+            origin_key: origin_key.to_vec(),
+            origin: OriginUrl::parse("http://127.0.0.1:50051").expect("a valid URL"),
+            limits: Limits::default(),
+            bot: BotPolicy::default(),
+            difficulty: DifficultyPolicy::default(),
+            bot_extra_bits: 4,
+            breaker: BreakerConfig::default(),
+            max_body: 4 * 1024,
+            max_path: 1024,
+            link_ttl_ms: 60_000,
+            challenge_ttl_ms: 120_000,
+            guest_ttl_ms: 3_600_000,
+            sale_ttl_ms: 1_000,
+            token_leeway_ms: 5_000,
+            origin_timeout_ms: 3_000,
+            platform_limit_window_ms: 10_000,
+            sale_memory_ms: 10_000,
+        }
+    }
+
+    /// Builds the configuration from variables named in [`vars`], looked up with `get` (the
+    /// adapter's env or bindings). The keys and the origin URL are required; absent optional
+    /// variables keep their defaults.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let invalid = |name: &'static str| move |why: String| ConfigError::Invalid { name, why };
+        let secret = |name: &'static str| {
+            let value = required(name)?;
+            if value.len() < crate::origin_auth::MIN_KEY_LEN {
+                return Err(invalid(name)("shorter than 16 bytes".into()));
+            }
+            Ok(value.into_bytes())
+        };
+        let link_keys = KeyRing::parse(&required(vars::LINK_KEYS)?)
+            .map_err(|e| invalid(vars::LINK_KEYS)(e.to_string()))?;
+        let user_token_key = secret(vars::USER_TOKEN_KEY)?;
+        let mut config = GateConfig::new(link_keys, &user_token_key, &secret(vars::ORIGIN_KEY)?);
+        config.origin = OriginUrl::parse(&required(vars::ORIGIN_URL)?)
+            .map_err(|e| invalid(vars::ORIGIN_URL)(e.to_string()))?;
+        let demo = get(vars::DEMO_MODE).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        config.identity = Identity::new(&user_token_key, config.token_leeway_ms, demo);
+        for (name, apply) in SETTINGS {
+            if let Some(text) = get(name) {
+                apply(&mut config, &text).map_err(invalid(name))?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIRED: [(&str, &str); 4] = [
+        (vars::LINK_KEYS, "1:b2xkLWtleS0wMTIzNDU2Nzg5"),
+        (vars::USER_TOKEN_KEY, "shop-session-key-0123456789"),
+        (vars::ORIGIN_KEY, "origin-key-0123456789abcdef"),
+        (vars::ORIGIN_URL, "https://origin.example.com/"),
+    ];
+
+    /// The required variables, with `extra` added or overriding them.
+    fn lookup(extra: &[(&str, &str)]) -> Result<GateConfig, ConfigError> {
+        GateConfig::from_lookup(|name| {
+            extra
+                .iter()
+                .chain(&REQUIRED)
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn every_setting_in_the_table_is_applied() {
+        let config = lookup(&[
+            (vars::LIMIT_SKU, "7/s burst 9"),
+            (vars::BOT_CHALLENGE_AT, " 40 "),
+            (vars::POW_CALM_RATE, "123"),
+            (vars::MAX_BODY, "100"),
+            (vars::BREAKER_COOLDOWN_MS, "777"),
+            (vars::SALE_MEMORY_MS, "0"),
+        ])
+        .unwrap();
+        assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
+        assert_eq!(config.bot.challenge_at, 40);
+        assert_eq!(config.difficulty.calm_rate_per_s, 123);
+        assert_eq!(config.max_body, 100);
+        assert_eq!(config.breaker.cooldown_ms, 777);
+        assert_eq!(config.sale_memory_ms, 0);
+        assert_eq!(config.origin.url("/x"), "https://origin.example.com/x");
+        // Untouched settings keep their defaults.
+        assert_eq!(config.link_ttl_ms, 60_000);
+        assert_eq!(config.limits.ip, Limits::default().ip);
+    }
+
+    #[test]
+    fn the_table_names_each_setting_once() {
+        let mut names: Vec<&str> = SETTINGS.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn a_negative_duration_is_refused_naming_the_setting() {
+        for name in [
+            vars::LINK_TTL_MS,
+            vars::CHALLENGE_TTL_MS,
+            vars::BREAKER_COOLDOWN_MS,
+            vars::ORIGIN_TIMEOUT_MS,
+            vars::PLATFORM_LIMIT_WINDOW_MS,
+            vars::SALE_MEMORY_MS,
+        ] {
+            let err = lookup(&[(name, "-1")]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(name) && text.contains("negative"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_origin_url_is_required_and_validated() {
+        let without = lookup(&[(vars::ORIGIN_URL, "")]);
+        assert_eq!(without.unwrap_err(), ConfigError::Missing(vars::ORIGIN_URL));
+        let bad = lookup(&[(vars::ORIGIN_URL, "ftp://origin")]);
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: vars::ORIGIN_URL,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_unparsable_setting_names_itself() {
+        let err = lookup(&[(vars::POW_CAP_BITS, "many")]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: vars::POW_CAP_BITS,
+                ..
+            }
+        ));
+        // An empty proof-of-work ring keeps the link ring, as before.
+        let config = lookup(&[(vars::POW_KEYS, "")]).unwrap();
+        assert_eq!(config.pow_keys.signing_id(), config.link_keys.signing_id());
+    }
+}

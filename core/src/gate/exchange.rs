@@ -1,0 +1,81 @@
+//! One request's way through the gate, as a small state machine adapters drive: decide, then
+//! for each forward the warehouse's reply, until there is a response.
+//!
+//! It is the adapter loop of the [`gate`](super) module docs, kept here so that no adapter
+//! carries it. What it deliberately does not do: hold the state or send anything; it borrows no
+//! state between steps, so an adapter may release its state (a thread-local, a key-value entry)
+//! while the call is in flight.
+
+use super::origin::{Completion, Forward, OriginReply};
+use super::request::Request;
+use super::response::Response;
+use super::state::GateState;
+use super::{Gate, Verdict};
+use crate::refusal::{Reason, Refusal};
+
+/// What an adapter does next for one request (see [`Exchange`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send this to the client: the request is done.
+    Respond(Response),
+    /// Send this call to the warehouse and hand its reply to [`Exchange::reply`].
+    Send(Forward),
+}
+
+/// One request's way through the gate: housekeeping and a decision, then for each forward the
+/// warehouse's reply, until there is a response.
+///
+/// ```text
+/// let mut exchange = Exchange::default();
+/// let mut next = exchange.start(&gate, &request, &mut state);
+/// let response = loop {
+///     match next {
+///         Next::Respond(response) => break response,
+///         Next::Send(call) => {
+///             let reply = /* POST origin + call.path, call.headers, call.body */;
+///             next = exchange.reply(&gate, &request, &mut state, &call, reply, now_ms);
+///         }
+///     }
+/// };
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exchange {
+    retried: bool,
+}
+
+impl Exchange {
+    /// Housekeeps `state` ([`Gate::housekeep`]) and decides `req`.
+    pub fn start(&mut self, gate: &Gate, req: &Request<'_>, state: &mut GateState) -> Next {
+        gate.housekeep(state, req.now_ms);
+        Self::next(gate.decide(req, state))
+    }
+
+    /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
+    /// once more when a refreshed sale view asks for it. The core promises that happens at most
+    /// once; a second time is answered `503` rather than looping.
+    pub fn reply(
+        &mut self,
+        gate: &Gate,
+        req: &Request<'_>,
+        state: &mut GateState,
+        call: &Forward,
+        reply: OriginReply<'_>,
+        now_ms: i64,
+    ) -> Next {
+        match gate.complete(state, call, reply, now_ms) {
+            Completion::Respond(response) => Next::Respond(response),
+            Completion::Retry if !self.retried => {
+                self.retried = true;
+                Self::next(gate.decide(req, state))
+            }
+            Completion::Retry => Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into()),
+        }
+    }
+
+    fn next(verdict: Verdict) -> Next {
+        match verdict.into_response() {
+            Ok(response) => Next::Respond(response),
+            Err(call) => Next::Send(call),
+        }
+    }
+}

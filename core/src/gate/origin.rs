@@ -1,0 +1,462 @@
+//! The gate's side of the warehouse: which calls the edge makes ([`Rpc`], [`Call`]), the ready,
+//! origin-signed [`Forward`], where it goes ([`OriginUrl`]), what came back ([`OriginResponse`],
+//! [`OriginReply`]), and [`Gate::complete`], which feeds the breaker and the sale cache from the
+//! reply and maps it to the client's answer.
+//!
+//! Both adapters send a forward the same way because everything but the sending is here: the
+//! URL is validated once in the configuration, the response headers the gate needs are named
+//! once, and the reply is one owned type whatever the platform's HTTP client returns.
+//!
+//! What it deliberately does not do: send anything, or time a call out (the adapter does both,
+//! and reports a call that got no answer as [`OriginReply::Failed`]).
+
+use super::response::{buy_response, ok_json, sale_response, OrderView, Response, NO_STORE};
+use super::state::{GateState, Sale, SaleEntry};
+use super::{Gate, Verdict};
+use crate::breaker::{Admission, Outcome};
+use crate::grpc_web::{self, Code, Reply, StatusHeaders};
+use crate::proto::flashsale::{BuyOutcome, BuyReply, EventState, Order};
+use crate::refusal::{Reason, Refusal};
+
+/// A warehouse method the edge may call. The warehouse's gRPC-Web gate lets exactly these
+/// through ([`Rpc::ALL`]), so the two lists cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rpc {
+    /// `flashsale.Seckill/Buy`.
+    Buy,
+    /// `flashsale.Seckill/GetOrder`.
+    GetOrder,
+    /// `flashsale.Seckill/PayOrder`.
+    PayOrder,
+    /// `flashsale.Seckill/CancelOrder`.
+    CancelOrder,
+    /// `flashsale.Admin/GetEvent`.
+    GetEvent,
+}
+
+impl Rpc {
+    /// Every method the edge calls.
+    pub const ALL: [Rpc; 5] = [
+        Rpc::Buy,
+        Rpc::GetOrder,
+        Rpc::PayOrder,
+        Rpc::CancelOrder,
+        Rpc::GetEvent,
+    ];
+
+    /// The gRPC method path.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Rpc::GetEvent => "/flashsale.Admin/GetEvent",
+            Rpc::Buy => "/flashsale.Seckill/Buy",
+            Rpc::GetOrder => "/flashsale.Seckill/GetOrder",
+            Rpc::PayOrder => "/flashsale.Seckill/PayOrder",
+            Rpc::CancelOrder => "/flashsale.Seckill/CancelOrder",
+        }
+    }
+}
+
+/// Which warehouse call a [`Forward`] is, with what [`Gate::complete`] needs to read its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `flashsale.Admin/GetEvent`; `answer`: whether the reply answers the client (the event
+    /// route) or only refreshes the cache before deciding again.
+    GetEvent {
+        /// The sale.
+        event_id: i64,
+        /// Answer the client with it.
+        answer: bool,
+    },
+    /// `flashsale.Seckill/Buy`.
+    Buy {
+        /// The sale (for the sold-out flag).
+        event_id: i64,
+    },
+    /// `flashsale.Seckill/GetOrder`.
+    GetOrder,
+    /// `flashsale.Seckill/PayOrder`.
+    PayOrder,
+    /// `flashsale.Seckill/CancelOrder`.
+    CancelOrder,
+}
+
+impl Call {
+    /// The method called.
+    pub fn rpc(&self) -> Rpc {
+        match self {
+            Call::GetEvent { .. } => Rpc::GetEvent,
+            Call::Buy { .. } => Rpc::Buy,
+            Call::GetOrder => Rpc::GetOrder,
+            Call::PayOrder => Rpc::PayOrder,
+            Call::CancelOrder => Rpc::CancelOrder,
+        }
+    }
+
+    /// The gRPC method path.
+    pub fn path(&self) -> &'static str {
+        self.rpc().path()
+    }
+}
+
+/// A ready gRPC-Web call to the warehouse: `POST {origin}{path}` with these headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// What it is.
+    pub call: Call,
+    /// The gRPC method path, appended to the origin's base URL.
+    pub path: &'static str,
+    /// Request headers: gRPC-Web's and the origin signature.
+    pub headers: Vec<(&'static str, String)>,
+    /// The framed request body.
+    pub body: Vec<u8>,
+}
+
+/// The warehouse's gRPC-Web base URL, checked once when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginUrl {
+    https: bool,
+    authority: String,
+    /// Path prefix without a trailing slash (usually empty).
+    base_path: String,
+}
+
+/// Why an origin URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadOriginUrl {
+    /// Neither `http://` nor `https://`.
+    #[error("must start with http:// or https://")]
+    Scheme,
+    /// Nothing between the scheme and the path.
+    #[error("has no host")]
+    NoHost,
+}
+
+impl OriginUrl {
+    /// Parses `http[s]://authority[/base/path][/]` (surrounding whitespace ignored).
+    pub fn parse(url: &str) -> Result<Self, BadOriginUrl> {
+        let url = url.trim();
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(BadOriginUrl::Scheme);
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() {
+            return Err(BadOriginUrl::NoHost);
+        }
+        Ok(OriginUrl {
+            https,
+            authority: authority.to_owned(),
+            base_path: format!("/{path}").trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Whether the scheme is `https`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// Host and port.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The path and query to request for a call's `path`: the base path, then it.
+    pub fn path_for(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// The whole URL for a call's `path`.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path_for(path))
+    }
+}
+
+/// What the warehouse answered to a [`Forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginReply<'a> {
+    /// An HTTP response.
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// `grpc-status` / `grpc-message` response headers (trailers-only responses).
+        grpc: StatusHeaders<'a>,
+        /// The body.
+        body: &'a [u8],
+    },
+    /// No response: connection failure or timeout.
+    Failed,
+}
+
+/// The warehouse's HTTP response, owned, as every adapter reads it: the status, the two
+/// status headers of a trailers-only reply, and the whole body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `grpc-status`.
+    pub grpc_status: Option<String>,
+    /// `grpc-message`.
+    pub grpc_message: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl OriginResponse {
+    /// A response's status and headers (looked up by lower-case name with `header`), before
+    /// its body is read.
+    pub fn head(status: u16, header: impl Fn(&str) -> Option<String>) -> Self {
+        OriginResponse {
+            status,
+            grpc_status: header("grpc-status"),
+            grpc_message: header("grpc-message"),
+            body: Vec::new(),
+        }
+    }
+
+    /// The reply for the gate: this response, or [`OriginReply::Failed`] for none.
+    pub fn reply(response: Option<&OriginResponse>) -> OriginReply<'_> {
+        match response {
+            Some(r) => OriginReply::Http {
+                status: r.status,
+                grpc: StatusHeaders {
+                    grpc_status: r.grpc_status.as_deref(),
+                    grpc_message: r.grpc_message.as_deref(),
+                },
+                body: &r.body,
+            },
+            None => OriginReply::Failed,
+        }
+    }
+}
+
+/// What to do after [`Gate::complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Send this to the client.
+    Respond(Response),
+    /// A sale view was refreshed: call [`Gate::decide`] again for the same request.
+    Retry,
+}
+
+impl Gate {
+    /// The forward for `call` with `message`, unless the breaker fails it fast.
+    pub(super) fn forward(
+        &self,
+        state: &mut GateState,
+        call: Call,
+        message: &impl prost::Message,
+        now: i64,
+    ) -> Verdict {
+        let (admission, breaker) = state.breaker.admit(now, &self.config.breaker);
+        state.breaker = breaker;
+        if let Admission::FailFast { retry_after_ms } = admission {
+            return Verdict::Refuse(Refusal::after(Reason::Unavailable, retry_after_ms));
+        }
+        let path = call.path();
+        let body = grpc_web::encode_request(message);
+        let sig = crate::origin_auth::sign(&self.config.origin_key, "POST", path, now, &body);
+        let mut headers: Vec<(&'static str, String)> = grpc_web::REQUEST_HEADERS
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        headers.push((crate::origin_auth::TIMESTAMP_HEADER, sig.timestamp));
+        headers.push((crate::origin_auth::SIGNATURE_HEADER, sig.signature));
+        Verdict::Forward(Forward {
+            call,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    /// Handles the warehouse's reply to `forward`: updates the breaker and the cached sale, and
+    /// says what to send to the client.
+    pub fn complete(
+        &self,
+        state: &mut GateState,
+        forward: &Forward,
+        reply: OriginReply<'_>,
+        now_ms: i64,
+    ) -> Completion {
+        let max = grpc_web::DEFAULT_MAX_MESSAGE;
+        let parsed = match reply {
+            OriginReply::Failed => None,
+            OriginReply::Http { status, grpc, body } => Some((status, grpc, body)),
+        };
+        macro_rules! parse {
+            ($t:ty) => {
+                match parsed.map(|(s, g, b)| grpc_web::parse_response::<$t>(s, g, b, max)) {
+                    Some(Ok(Reply::Message(m))) => Ok(m),
+                    Some(Ok(Reply::Status(status))) => Err(Some(status)),
+                    Some(Err(_)) | None => Err(None),
+                }
+            };
+        }
+        let result: Result<Response, Option<grpc_web::Status>> = match &forward.call {
+            Call::GetEvent { event_id, answer } => match parse!(EventState) {
+                Ok(event) => {
+                    let sale = Sale::from_state(&event);
+                    state.sales.insert(
+                        *event_id,
+                        SaleEntry {
+                            sale,
+                            fetched_ms: now_ms,
+                        },
+                    );
+                    Ok(match sale {
+                        Some(sale) if *answer => sale_response(&sale, now_ms),
+                        Some(_) => {
+                            return self.settle(state, Outcome::Success, now_ms, Completion::Retry)
+                        }
+                        None => Refusal::new(Reason::UnknownResource).into(),
+                    })
+                }
+                Err(Some(status)) if status.code == Code::NotFound => {
+                    state.sales.insert(
+                        *event_id,
+                        SaleEntry {
+                            sale: None,
+                            fetched_ms: now_ms,
+                        },
+                    );
+                    Err(Some(status))
+                }
+                Err(e) => Err(e),
+            },
+            Call::Buy { event_id } => parse!(BuyReply).map(|reply| {
+                observe_buy(state, *event_id, &reply);
+                buy_response(&reply)
+            }),
+            Call::GetOrder | Call::PayOrder | Call::CancelOrder => {
+                parse!(Order).map(|order| ok_json(200, &OrderView::from(&order), NO_STORE))
+            }
+        };
+        let (outcome, response) = match result {
+            Ok(response) => (Outcome::Success, response),
+            Err(None) => (
+                Outcome::Failure,
+                Refusal::after(Reason::Unavailable, 1_000).into(),
+            ),
+            Err(Some(status)) => {
+                let (outcome, refusal) = status_refusal(status.code);
+                (outcome, refusal.into())
+            }
+        };
+        self.settle(state, outcome, now_ms, Completion::Respond(response))
+    }
+
+    fn settle(
+        &self,
+        state: &mut GateState,
+        outcome: Outcome,
+        now: i64,
+        done: Completion,
+    ) -> Completion {
+        state.breaker = state.breaker.record(outcome, now, &self.config.breaker);
+        done
+    }
+}
+
+/// What a buy's reply says about the sale: units left, and whether it is sold out.
+fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
+    if let Some(SaleEntry {
+        sale: Some(sale), ..
+    }) = state.sales.get_mut(&event_id)
+    {
+        sale.remaining = reply.remaining.max(0) as u32;
+        let outcome = BuyOutcome::try_from(reply.outcome).unwrap_or(BuyOutcome::Unspecified);
+        if outcome == BuyOutcome::SoldOut || (outcome == BuyOutcome::Queued && reply.remaining <= 0)
+        {
+            sale.sold_out = true;
+        }
+    }
+}
+
+/// A non-OK gRPC status as the client's refusal, and whether it counts against the breaker
+/// (a business answer does not; an overloaded or failing origin does).
+fn status_refusal(code: Code) -> (Outcome, Refusal) {
+    use Code::*;
+    let business = |reason| (Outcome::Success, Refusal::new(reason));
+    match code {
+        NotFound | PermissionDenied => business(Reason::UnknownResource),
+        FailedPrecondition | AlreadyExists | Aborted => business(Reason::Conflict),
+        InvalidArgument | OutOfRange => business(Reason::BadRequest),
+        ResourceExhausted => (Outcome::Failure, Refusal::after(Reason::RateLimited, 1_000)),
+        _ => (Outcome::Failure, Refusal::after(Reason::Unavailable, 1_000)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_urls_are_validated_once_and_joined_with_call_paths() {
+        let plain = OriginUrl::parse(" http://127.0.0.1:50051/ ").unwrap();
+        assert!(!plain.is_https());
+        assert_eq!(plain.authority(), "127.0.0.1:50051");
+        assert_eq!(
+            plain.path_for("/flashsale.Seckill/Buy"),
+            "/flashsale.Seckill/Buy"
+        );
+        assert_eq!(
+            plain.url("/flashsale.Seckill/Buy"),
+            "http://127.0.0.1:50051/flashsale.Seckill/Buy"
+        );
+        let prefixed = OriginUrl::parse("https://origin.example.com/grpc/").unwrap();
+        assert!(prefixed.is_https());
+        assert_eq!(prefixed.path_for("/a/B"), "/grpc/a/B");
+        assert_eq!(prefixed.url("/a/B"), "https://origin.example.com/grpc/a/B");
+        assert_eq!(OriginUrl::parse("origin:50051"), Err(BadOriginUrl::Scheme));
+        assert_eq!(OriginUrl::parse("ftp://origin"), Err(BadOriginUrl::Scheme));
+        assert_eq!(OriginUrl::parse("https:///x"), Err(BadOriginUrl::NoHost));
+        assert_eq!(OriginUrl::parse("http://"), Err(BadOriginUrl::NoHost));
+    }
+
+    #[test]
+    fn every_call_is_one_of_the_edge_methods() {
+        let calls = [
+            Call::GetEvent {
+                event_id: 1,
+                answer: true,
+            },
+            Call::Buy { event_id: 1 },
+            Call::GetOrder,
+            Call::PayOrder,
+            Call::CancelOrder,
+        ];
+        for call in &calls {
+            assert!(Rpc::ALL.contains(&call.rpc()), "{call:?}");
+        }
+        let mut paths: Vec<_> = Rpc::ALL.iter().map(|rpc| rpc.path()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), calls.len());
+    }
+
+    #[test]
+    fn an_origin_response_reads_the_status_headers_by_name() {
+        let mut response = OriginResponse::head(200, |name| match name {
+            "grpc-status" => Some("5".into()),
+            "grpc-message" => Some("no%20such".into()),
+            _ => None,
+        });
+        response.body = b"abc".to_vec();
+        assert_eq!(
+            OriginResponse::reply(Some(&response)),
+            OriginReply::Http {
+                status: 200,
+                grpc: StatusHeaders {
+                    grpc_status: Some("5"),
+                    grpc_message: Some("no%20such"),
+                },
+                body: b"abc",
+            }
+        );
+        assert_eq!(OriginResponse::reply(None), OriginReply::Failed);
+    }
+}

@@ -1,0 +1,265 @@
+//! The route steps of the decide pipeline, one function per `/api` route, each run after the
+//! shared checks (shape, bots, network and global limits, and for all but the sale view and the
+//! guest door, the user token and its limit).
+//!
+//! Each returns the edge's own answer, a refusal, or the forward to the warehouse. What it
+//! deliberately does not do: parse paths (see [`route`](super::route)) or read the warehouse's
+//! replies (see [`Gate::complete`]).
+
+use super::origin::Call;
+use super::response::{ok_json, sale_response, NO_STORE};
+use super::state::{GateState, Sale, SaleEntry};
+use super::{hex, refuse, Gate, Request, Shopper, Step, Verdict};
+use crate::bot::BotVerdict;
+use crate::limit::LimitKey;
+use crate::link::{self, Expect, LinkClaims, LinkVerdict};
+use crate::pow::{self, PowVerdict};
+use crate::proto::flashsale::{BuyReq, OrderReq};
+use crate::refusal::{Reason, Refusal};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+struct LinkBody<'a> {
+    challenge: &'a str,
+    nonce: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct BuyBody {
+    #[serde(default)]
+    qty: Option<u32>,
+}
+
+/// A `200` for this user only.
+fn private(body: &impl Serialize) -> Step<Verdict> {
+    Ok(Verdict::Respond(ok_json(200, body, NO_STORE)))
+}
+
+impl Gate {
+    /// `GET /api/events/{id}`: the cached view, or a forward that answers with the fresh one.
+    pub(super) fn event(&self, state: &mut GateState, id: i64, now: i64) -> Step<Verdict> {
+        let sale = self.sale(state, id, now, true)?;
+        Ok(Verdict::Respond(sale_response(&sale, now)))
+    }
+
+    /// `POST /api/session/guest`: a guest identity, in demo mode only.
+    pub(super) fn guest(&self, req: &Request<'_>) -> Step<Verdict> {
+        let id = hex(&req.entropy[..12]);
+        match self
+            .config
+            .identity
+            .mint_guest(&id, req.now_ms, self.config.guest_ttl_ms)
+        {
+            Ok((user, token)) => {
+                #[derive(Serialize)]
+                struct Guest<'a> {
+                    token: &'a str,
+                    user_id: &'a str,
+                    expires_ms: i64,
+                }
+                let body = Guest {
+                    token: &token,
+                    user_id: &user.id,
+                    expires_ms: user.expires_ms,
+                };
+                private(&body)
+            }
+            Err(_) => Err(refuse(Reason::NotFound)),
+        }
+    }
+
+    /// The per-sale limit, then the sale (cached or fetched first), open or (for a challenge)
+    /// upcoming.
+    fn open_sale_of(
+        &self,
+        state: &mut GateState,
+        id: i64,
+        now: i64,
+        allow_upcoming: bool,
+    ) -> Step<Sale> {
+        self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
+        let sale = self.sale(state, id, now, false)?;
+        Self::open_sale(&sale, now, allow_upcoming)?;
+        Ok(sale)
+    }
+
+    fn required_bits(&self, bot: BotVerdict) -> u8 {
+        let extra = if bot == BotVerdict::Challenge {
+            self.config.bot_extra_bits
+        } else {
+            0
+        };
+        self.config
+            .difficulty
+            .floor_bits
+            .saturating_add(extra)
+            .min(pow::MAX_BITS)
+    }
+
+    /// `POST /api/events/{id}/challenge`: a proof-of-work challenge, harder under load.
+    pub(super) fn challenge(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
+        let now = req.now_ms;
+        let sale = self.open_sale_of(state, id, now, true)?;
+        let load = self
+            .config
+            .difficulty
+            .bits(state.traffic.rate(now), sale.remaining, sale.pool);
+        let bits = load.max(self.required_bits(who.bot));
+        let challenge = pow::Challenge {
+            event_id: id,
+            user_id: user.id.clone(),
+            seed: req.entropy[..16].try_into().expect("16 bytes"),
+            bits,
+            expires_ms: now
+                .max(sale.start_ms)
+                .saturating_add(self.config.challenge_ttl_ms),
+        };
+        let token = pow::issue(&self.config.pow_keys, &challenge)
+            .ok_or_else(|| refuse(Reason::BadRequest))?;
+        #[derive(Serialize)]
+        struct Issued<'a> {
+            challenge: &'a str,
+            bits: u8,
+            expires_ms: i64,
+            starts_ms: i64,
+        }
+        let body = Issued {
+            challenge: &token,
+            bits,
+            expires_ms: challenge.expires_ms,
+            starts_ms: sale.start_ms,
+        };
+        private(&body)
+    }
+
+    /// `POST /api/events/{id}/link`: a solved challenge for a purchase link.
+    pub(super) fn link(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
+        let now = req.now_ms;
+        let answer: LinkBody<'_> =
+            serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?;
+        let sale = self.open_sale_of(state, id, now, false)?;
+        let verdict = pow::verify(
+            &self.config.pow_keys,
+            answer.challenge,
+            answer.nonce,
+            &user.id,
+            id,
+            self.required_bits(who.bot),
+            now,
+        );
+        match verdict {
+            PowVerdict::Valid(_) => {}
+            PowVerdict::Expired => return Err(refuse(Reason::ChallengeExpired)),
+            _ => return Err(refuse(Reason::ChallengeRequired)),
+        }
+        let claims = LinkClaims {
+            event_id: id,
+            sku_id: sale.sku_id,
+            user_id: user.id.clone(),
+            max_qty: sale.per_user_limit.clamp(1, u32::from(u16::MAX)) as u16,
+            not_before_ms: sale.start_ms,
+            expires_ms: now.saturating_add(self.config.link_ttl_ms).min(sale.end_ms),
+            nonce: req.entropy[16..32].try_into().expect("16 bytes"),
+        };
+        let token = match link::mint(&self.config.link_keys, &claims, now) {
+            Ok(token) => token,
+            Err(link::MintRefusal::SaleNotStarted { wait_ms }) => {
+                return Err(Verdict::Refuse(Refusal::after(Reason::TooEarly, wait_ms)))
+            }
+            Err(link::MintRefusal::InvalidClaims) => return Err(refuse(Reason::BadRequest)),
+        };
+        #[derive(Serialize)]
+        struct Minted<'a> {
+            token: &'a str,
+            path: String,
+            max_qty: u16,
+            expires_ms: i64,
+        }
+        let body = Minted {
+            path: format!("/api/buy/{token}"),
+            token: &token,
+            max_qty: claims.max_qty,
+            expires_ms: claims.expires_ms,
+        };
+        private(&body)
+    }
+
+    /// `POST /api/buy/{token}`: a purchase through a link, forwarded unless the sale is known to
+    /// be sold out, over or not yet open.
+    pub(super) fn buy(&self, state: &mut GateState, who: &Shopper, token: &str) -> Step<Verdict> {
+        let (req, user) = (who.req, &who.user);
+        let now = req.now_ms;
+        let body: BuyBody = if req.body.iter().all(u8::is_ascii_whitespace) {
+            BuyBody::default()
+        } else {
+            serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?
+        };
+        let qty = body.qty.unwrap_or(1);
+        let expect = Expect {
+            user_id: &user.id,
+            event_id: None,
+            qty,
+        };
+        let claims = match link::verify(&self.config.link_keys, token, &expect, now) {
+            LinkVerdict::Valid(claims) => claims,
+            LinkVerdict::NotYetValid { wait_ms } => {
+                return Err(Verdict::Refuse(Refusal::after(Reason::TooEarly, wait_ms)))
+            }
+            LinkVerdict::Expired => return Err(refuse(Reason::LinkExpired)),
+            LinkVerdict::QtyTooLarge => return Err(refuse(Reason::QtyTooLarge)),
+            _ => return Err(refuse(Reason::BadLink)),
+        };
+        let limits = &self.config.limits;
+        self.limit(state, LimitKey::Event(claims.event_id), &limits.event, now)?;
+        self.limit(state, LimitKey::Sku(claims.sku_id), &limits.sku, now)?;
+        // The sold-out flag and the window: any remembered view will do (views are dropped
+        // after `sale_memory_ms`); with none, fetch it first, so that a sold-out sale is known
+        // again from one cheap `GetEvent` and its buyers never reach `Buy`.
+        match state.sales.get(&claims.event_id) {
+            // A link binds its sale's SKU: one minted for another definition of the sale is
+            // not this sale's.
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) if sale.sku_id != claims.sku_id => return Err(refuse(Reason::BadLink)),
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) => Self::open_sale(sale, now, false)?,
+            Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
+            None => {
+                self.sale(state, claims.event_id, now, false)?;
+            }
+        }
+        let message = BuyReq {
+            event_id: claims.event_id,
+            user_id: user.id.clone(),
+            qty: qty as i32,
+            // One link, one purchase: a retried buy returns the same order.
+            request_id: format!("link-{}", hex(&claims.nonce)),
+        };
+        Ok(self.forward(
+            state,
+            Call::Buy {
+                event_id: claims.event_id,
+            },
+            &message,
+            now,
+        ))
+    }
+
+    /// `GET /api/orders/{no}` and its `pay` and `cancel`: forwarded as the user's own.
+    pub(super) fn order(
+        &self,
+        state: &mut GateState,
+        who: &Shopper,
+        no: &str,
+        call: Call,
+    ) -> Step<Verdict> {
+        let message = OrderReq {
+            order_no: no.to_owned(),
+            user_id: who.user.id.clone(),
+        };
+        Ok(self.forward(state, call, &message, who.req.now_ms))
+    }
+}
