@@ -22,8 +22,7 @@ pub mod origin_auth;
 pub mod proto;
 pub mod stock;
 
-// --- edge policy modules (the shared-core issue) ---
-// (each `pub mod` line is added once its module compiles)
+// The edge's policy modules, composed by `gate`.
 pub mod bot;
 pub mod breaker;
 pub mod gate;
@@ -33,7 +32,26 @@ pub mod limit;
 pub mod link;
 pub mod pow;
 pub mod refusal;
-// --- end edge policy modules ---
 
 #[cfg(feature = "warehouse")]
 pub mod warehouse;
+
+/// Lower-case hex of `bytes`: the one encoder for digests signed over, ids and idempotency keys.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}

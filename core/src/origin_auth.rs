@@ -76,13 +76,9 @@ fn mac(key: &[u8], method: &str, path: &str, timestamp_ms: i64, body: &[u8]) -> 
         mac.update(part);
     }
     mac.update(b"\n");
-    for byte in digest {
-        mac.update(&[HEX[(byte >> 4) as usize], HEX[(byte & 0xf) as usize]]);
-    }
+    mac.update(crate::hex(&digest).as_bytes());
     mac
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Signs a request about to be forwarded at `now_ms`.
 pub fn sign(key: &[u8], method: &str, path: &str, now_ms: i64, body: &[u8]) -> OriginSignature {

@@ -47,7 +47,7 @@ const timeOfDay = (ms) =>
 
 const seconds = (n) => `${n} second${n === 1 ? '' : 's'}`;
 
-// Every refusal of the edge (core/src/error.rs), in plain words.
+// Every refusal of the edge (core/src/refusal.rs), in plain words.
 function explain(code, retryAfter, fallback) {
   const wait = retryAfter ? ` Try again in ${seconds(retryAfter)}.` : '';
   switch (code) {

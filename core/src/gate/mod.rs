@@ -100,11 +100,6 @@ fn refuse(reason: Reason) -> Verdict {
     Verdict::Refuse(Refusal::new(reason))
 }
 
-/// Lower-case hex, for ids and idempotency keys made from random bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Who asks, once the shared checks have passed: the request, the verified user, and what the
 /// bot rules made of it.
 struct Shopper<'r> {

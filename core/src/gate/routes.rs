@@ -9,8 +9,9 @@
 use super::origin::Call;
 use super::response::{ok_json, sale_response, NO_STORE};
 use super::state::{GateState, Sale, SaleEntry};
-use super::{hex, refuse, Gate, Request, Shopper, Step, Verdict};
+use super::{refuse, Gate, Request, Shopper, Step, Verdict};
 use crate::bot::BotVerdict;
+use crate::hex;
 use crate::limit::LimitKey;
 use crate::link::{self, Expect, LinkClaims, LinkVerdict};
 use crate::pow::{self, PowVerdict};
