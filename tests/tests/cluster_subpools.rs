@@ -391,10 +391,10 @@ async fn a_transfer_stopped_half_way_lands_once() {
     // A client that lost move_out's answer sends it again with the same transfer id: the
     // units are taken once.
     let move_out = call::move_out(
-        &keys,
+        keys,
         "retried-1",
-        &End::pool(&keys, from, 4),
-        &End::pool(&keys, to, 4),
+        &End::pool(keys, from, 4),
+        &End::pool(keys, to, 4),
         2,
     );
     for _ in 0..2 {
