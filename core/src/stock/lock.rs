@@ -63,8 +63,9 @@
 //! accept without a part; it enters the directories, and so the audit, when it is unlocked.
 //!
 //! Everything here is pure: the encoding of parts and journals and the parsing of the journal's
-//! and the steps' replies (the keys are [`super::Keys`]'s, the calls [`super::call`]'s). The steps run in the warehouse's Redis store; the audit
-//! ([`super::audit`]) checks parts against journals.
+//! and the steps' replies (the keys are [`super::Keys`]'s, the calls [`super::call`]'s). The
+//! steps run in the warehouse's Redis store; the audit ([`super::audit`]) checks parts against
+//! journals.
 
 use std::collections::BTreeMap;
 
