@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockUnlockReq;
-use flashgate_core::stock::lock::JournalStatus;
+use flashgate_core::stock::call::{self, Call};
+use flashgate_core::stock::lock::{self as saga, Journal, JournalStatus};
 use flashgate_core::stock::{Keys, Ledger, LockRequest, LockStatus, StockError};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::env::FAULT_CRASH_AT;
@@ -286,19 +287,8 @@ async fn an_unlock_killed_after_its_first_step_is_completed_by_audit_repair() {
 }
 
 /// Runs one of the saga's scripts by hand, as a warehouse that died (or stalled) would have.
-async fn step(store: &RedisStore, script: &str, keys: &[String], args: &[&str]) -> Vec<String> {
-    let script = redis::Script::new(script);
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(key);
-    }
-    for arg in args {
-        invocation.arg(*arg);
-    }
-    invocation
-        .invoke_async(&mut store.connection())
-        .await
-        .expect("run a lock script")
+async fn step(store: &RedisStore, call: Call) -> Vec<String> {
+    store.run(&call).await.expect("run a lock script")
 }
 
 fn strings(s: &[&str]) -> Vec<String> {
@@ -330,30 +320,22 @@ async fn assert_clean(store: &RedisStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
-    use flashgate_core::stock::lock::{self as saga, scripts};
     let (_redis, store) = one_redis_with_stock().await;
     let k = store.keys().clone();
-    let stock_and_parts = |sku: i64| vec![k.stock(sku), saga::parts(&k, sku)];
 
     // A warehouse begins lock 5 of {1:2, 2:2, 3:2}, takes SKU 1 and dies; its take of SKU 2
     // is still on the wire.
-    let dirs = vec![
-        saga::open_dir(&k, saga::shard(5)),
-        saga::all_dir(&k, saga::shard(5)),
-    ];
-    step(&store, scripts::REGISTER, &dirs, &["5", "1"]).await;
-    let begun = step(
-        &store,
-        scripts::BEGIN,
-        &[saga::journal(&k, 5)],
-        &["0", "1:2,2:2,3:2", "NO-5", "c", "123", "addr", ""],
-    )
-    .await;
+    let dead = LockRequest {
+        sku_nums: [(1, 2), (2, 2), (3, 2)].into_iter().collect(),
+        ..request(5, 0)
+    };
+    step(&store, call::lock_register(&k, 5, 1)).await;
+    let begun = step(&store, call::lock_begin(&k, &dead, "1:2,2:2,3:2", 0)).await;
     assert_eq!(
         begun,
         strings(&["BEGUN", "PENDING", "1", "1", "1:2,2:2,3:2"])
     );
-    let taken = step(&store, scripts::TAKE, &stock_and_parts(1), &["5", "1", "2"]).await;
+    let taken = step(&store, call::lock_take(&k, 1, 5, 1, 2)).await;
     assert_eq!(taken, strings(&["TAKEN"]));
     assert_eq!(held(&store).await, vec![(3, 2, 0), (5, 0, 0), (5, 0, 0)]);
 
@@ -368,13 +350,17 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
     assert_eq!(held(&store).await, vec![(5, 0, 0); 3]);
 
     // The dead warehouse's take and commit land now: fenced, refused.
-    let late = step(&store, scripts::TAKE, &stock_and_parts(2), &["5", "1", "2"]).await;
+    let late = step(&store, call::lock_take(&k, 2, 5, 1, 2)).await;
     assert_eq!(late, strings(&["FENCED", "1:2:RELEASED"]));
+    let pending = Journal {
+        status: JournalStatus::Pending,
+        attempt: 1,
+        seq: 1,
+        skus: "1:2,2:2,3:2".into(),
+    };
     let late = step(
         &store,
-        scripts::MOVE,
-        &[saga::journal(&k, 5)],
-        &["1", "PENDING", "LOCKED"],
+        call::lock_move(&k, 5, &pending, JournalStatus::Locked),
     )
     .await;
     assert_eq!(late[..2], strings(&["STAYED", "ABORTED"]));
@@ -385,13 +371,7 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
     // The client retries: attempt 2 takes every SKU. Attempt 1's compensation landing late
     // does not touch attempt 2's units.
     store.lock(&request(5, 0)).await.expect("the retry locks");
-    let late = step(
-        &store,
-        scripts::RELEASE,
-        &stock_and_parts(1),
-        &["5", "1", "2"],
-    )
-    .await;
+    let late = step(&store, call::lock_release(&k, 1, 5, 1, 2)).await;
     assert_eq!(late, strings(&["NEWER", "2:2:LOCKED"]));
     assert_eq!(held(&store).await, vec![(3, 2, 0), (4, 1, 0), (3, 2, 0)]);
     assert_clean(&store).await;
@@ -399,12 +379,11 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_read_before_an_unlock_began_keeps_the_unlock_in_the_open_directory() {
-    use flashgate_core::stock::lock::{self as saga, scripts};
     let (_redis, store) = one_redis_with_stock().await;
     let k = store.keys().clone();
     store.lock(&request(6, 2)).await.expect("lock");
     let open = |store: &RedisStore| {
-        let (mut conn, key) = (store.connection(), saga::open_dir(&k, saga::shard(6)));
+        let (mut conn, key) = (store.connection(), k.locks_open(saga::shard(6)));
         async move {
             redis::cmd("ZRANGE")
                 .arg(key)
@@ -419,20 +398,20 @@ async fn a_settle_read_before_an_unlock_began_keeps_the_unlock_in_the_open_direc
 
     // Someone saw the journal LOCKED at seq 2 and is about to settle it; meanwhile an unlock
     // registers, moves it to FINISHING and dies before its first step.
-    let dirs = vec![
-        saga::open_dir(&k, saga::shard(6)),
-        saga::all_dir(&k, saga::shard(6)),
-    ];
-    step(&store, scripts::REGISTER, &dirs, &["6", "3"]).await;
+    step(&store, call::lock_register(&k, 6, 3)).await;
+    let locked = Journal {
+        status: JournalStatus::Locked,
+        attempt: 1,
+        seq: 2,
+        skus: "2:4".into(),
+    };
     let moved = step(
         &store,
-        scripts::MOVE,
-        &[saga::journal(&k, 6)],
-        &["2", "LOCKED", "FINISHING"],
+        call::lock_move(&k, 6, &locked, JournalStatus::Finishing),
     )
     .await;
     assert_eq!(moved[..2], strings(&["MOVED", "FINISHING"]));
-    let stale = step(&store, scripts::SETTLE, &dirs[..1], &["6", "2"]).await;
+    let stale = step(&store, call::lock_settle(&k, 6, 2)).await;
     assert_eq!(stale, strings(&["KEPT"]));
     assert_eq!(open(&store).await, vec![6]);
 

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use flashgate_core::proto::flashsale::seckill_client::SeckillClient;
 use flashgate_core::proto::flashsale::{BuyOutcome, BuyReq, Event, EventReq, PutSkuStockReq};
+use flashgate_core::stock::call::{self, End};
 use flashgate_core::stock::{
-    home_subpool, scripts, BuyDecision, BuyRequest, Keys, Ledger, OrderStatus, Sale, Shard,
+    home_subpool, BuyDecision, BuyRequest, Keys, Ledger, OrderStatus, Sale, Shard,
 };
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
@@ -384,20 +385,15 @@ async fn a_transfer_stopped_half_way_lands_once() {
 
     // A client that lost move_out's answer sends it again with the same transfer id: the
     // units are taken once.
-    let script = redis::Script::new(scripts::MOVE_OUT);
-    let mut move_out = script.prepare_invoke();
-    move_out
-        .key(keys.event(from, 4))
-        .key(keys.moves(from))
-        .arg("retried-1")
-        .arg("pool")
-        .arg(2)
-        .arg(keys.event(to, 4))
-        .arg("pool")
-        .arg(keys.received(to))
-        .arg(keys.stock(to));
+    let move_out = call::move_out(
+        keys,
+        "retried-1",
+        &End::pool(keys, from, 4),
+        &End::pool(keys, to, 4),
+        2,
+    );
     for _ in 0..2 {
-        let reply: Vec<String> = move_out.invoke_async(&mut conn).await.expect("move_out");
+        let reply: Vec<String> = store.run(&move_out).await.expect("move_out");
         assert_eq!(reply, vec!["OK", "2"]);
     }
     assert_eq!(pools(&store, 6, 4).await, vec![5, 0, 5, 8]);

@@ -4,18 +4,18 @@
 //! A lock names several SKUs, each in its own slot (`{sku:ID}`), and its record lives in yet
 //! another (`:lock:ORDER_ID`). So instead of one script, a lock is:
 //!
-//! - a **journal** hash under the order id ([`journal`]): the SKU map, the order's fields, a
+//! - a **journal** hash under the order id ([`Keys::lock`](super::Keys::lock)): the SKU map, the order's fields, a
 //!   `status` ([`JournalStatus`]), an `attempt` (the fencing number of the current try), a `seq`
 //!   (bumped by every transition, so a seq names one state of one attempt) and `since` (the
 //!   journal node's clock at the last transition). Every transition is a compare-and-set on
 //!   `seq` (`lock_begin.lua`, `lock_move.lua`), so of two callers racing for one state exactly
 //!   one moves it;
-//! - one **part** per SKU, in the SKU's slot ([`parts`]: order id → `attempt:num:STATE`, see
+//! - one **part** per SKU, in the SKU's slot ([`Keys::lock_parts`](super::Keys::lock_parts): order id → `attempt:num:STATE`, see
 //!   [`Part`]), written by the same script that moves the SKU's counters (`lock_take.lua`,
 //!   `lock_release.lua`, `lock_finish.lua`). A step is idempotent per (order, attempt), and a
 //!   part at a newer attempt, or a RELEASED part at this one, fences it: a step that arrives
 //!   after its attempt was rolled back changes nothing;
-//! - two **directories** per shard of order ids ([`open_dir`], [`all_dir`]; 16 shards, each its
+//! - two **directories** per shard of order ids ([`Keys::locks_open`](super::Keys::locks_open), [`Keys::locks_all`](super::Keys::locks_all); 16 shards, each its
 //!   own slot), because `SCAN` sees one cluster node: `open` holds the locks a repair may have to
 //!   finish, `all` every lock ever begun (for the audit's listing).
 //!
@@ -62,61 +62,22 @@
 //! written by that former lock (no attempt, no parts) is attempt 0, which the unlock steps
 //! accept without a part; it enters the directories, and so the audit, when it is unlocked.
 //!
-//! Everything here is pure: key names, the encoding of parts and journals, reply parsing and
-//! the scripts' text. The steps run in the warehouse's Redis store; the audit
-//! ([`super::audit`]) checks parts against journals.
+//! Everything here is pure: the encoding of parts and journals and the parsing of the journal's
+//! and the steps' replies (the keys are [`super::Keys`]'s, the calls [`super::call`]'s). The
+//! steps run in the warehouse's Redis store; the audit ([`super::audit`]) checks parts against
+//! journals.
 
 use std::collections::BTreeMap;
 
 use super::audit::LockSnapshot;
-use super::{Keys, LockStatus};
-
-/// The saga's scripts, each headed by its KEYS / ARGV / reply contract and a worked example.
-pub mod scripts {
-    /// A journal as it is now, with its age by the journal node's clock.
-    pub const READ: &str = include_str!("lua/lock_read.lua");
-    /// Opens a fresh attempt (absent or ABORTED → PENDING), compare-and-set on seq.
-    pub const BEGIN: &str = include_str!("lua/lock_begin.lua");
-    /// One journal transition, compare-and-set on seq and status.
-    pub const MOVE: &str = include_str!("lua/lock_move.lua");
-    /// Takes one SKU's units for one attempt (available → locked).
-    pub const TAKE: &str = include_str!("lua/lock_take.lua");
-    /// Gives one SKU's units back (locked → available), or fences the SKU against the attempt.
-    pub const RELEASE: &str = include_str!("lua/lock_release.lua");
-    /// Commits one SKU's units (locked → sold).
-    pub const FINISH: &str = include_str!("lua/lock_finish.lua");
-    /// Enters a lock in the open and full directories before a move repair must see.
-    pub const REGISTER: &str = include_str!("lua/lock_register.lua");
-    /// Drops a settled lock from the open directory.
-    pub const SETTLE: &str = include_str!("lua/lock_settle.lua");
-}
+use super::LockStatus;
 
 /// Shards of the lock directories (each its own cluster slot).
 pub const SHARDS: i64 = 16;
 
-/// Hash of one lock's journal (the key the one-script lock used for its record, kept).
-pub fn journal(keys: &Keys, order_id: i64) -> String {
-    keys.lock(order_id)
-}
-
-/// Hash order id → [`Part`] of every lock's part on one SKU, in the SKU's slot.
-pub fn parts(keys: &Keys, sku: i64) -> String {
-    format!("{}:{{sku:{sku}}}:locks", keys.prefix())
-}
-
 /// The directory shard of an order id.
 pub fn shard(order_id: i64) -> i64 {
     order_id.rem_euclid(SHARDS)
-}
-
-/// Sorted set order id → seq of the locks a repair may have to finish, one shard.
-pub fn open_dir(keys: &Keys, shard: i64) -> String {
-    format!("{}:{{locks:{shard}}}:open", keys.prefix())
-}
-
-/// Set of every order id ever begun, one shard.
-pub fn all_dir(keys: &Keys, shard: i64) -> String {
-    format!("{}:{{locks:{shard}}}:all", keys.prefix())
 }
 
 /// Where a lock's journal is.
@@ -140,36 +101,18 @@ pub enum JournalStatus {
     Released,
 }
 
+stored_names!(JournalStatus {
+    Pending => "PENDING",
+    Locked => "LOCKED",
+    Aborting => "ABORTING",
+    Aborted => "ABORTED",
+    Finishing => "FINISHING",
+    Finished => "FINISHED",
+    Releasing => "RELEASING",
+    Released => "RELEASED",
+});
+
 impl JournalStatus {
-    /// The name stored in Redis.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Locked => "LOCKED",
-            Self::Aborting => "ABORTING",
-            Self::Aborted => "ABORTED",
-            Self::Finishing => "FINISHING",
-            Self::Finished => "FINISHED",
-            Self::Releasing => "RELEASING",
-            Self::Released => "RELEASED",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PENDING" => Self::Pending,
-            "LOCKED" => Self::Locked,
-            "ABORTING" => Self::Aborting,
-            "ABORTED" => Self::Aborted,
-            "FINISHING" => Self::Finishing,
-            "FINISHED" => Self::Finished,
-            "RELEASING" => Self::Releasing,
-            "RELEASED" => Self::Released,
-            _ => return None,
-        })
-    }
-
     /// Whether the saga is between steps here (a crash leaves it so until a repair).
     pub fn is_in_flight(self) -> bool {
         matches!(
@@ -211,26 +154,11 @@ pub enum PartState {
     Finished,
 }
 
-impl PartState {
-    /// The name stored in Redis.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Locked => "LOCKED",
-            Self::Released => "RELEASED",
-            Self::Finished => "FINISHED",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "LOCKED" => Self::Locked,
-            "RELEASED" => Self::Released,
-            "FINISHED" => Self::Finished,
-            _ => return None,
-        })
-    }
-}
+stored_names!(PartState {
+    Locked => "LOCKED",
+    Released => "RELEASED",
+    Finished => "FINISHED",
+});
 
 /// One SKU's part of one lock, stored as `attempt:num:STATE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,12 +392,12 @@ mod tests {
 
     #[test]
     fn parts_share_their_sku_slot_and_directories_spread_over_shards() {
-        let k = Keys::new("fg");
-        assert_eq!(parts(&k, 7), "fg:{sku:7}:locks");
-        assert_eq!(k.sku_of(&parts(&k, 7)), Some(7));
-        assert_eq!(journal(&k, 9), "fg:lock:9");
-        assert_eq!(open_dir(&k, shard(9)), "fg:{locks:9}:open");
-        assert_eq!(all_dir(&k, shard(25)), "fg:{locks:9}:all");
+        let k = super::super::Keys::new("fg");
+        assert_eq!(k.lock_parts(7), "fg:{sku:7}:locks");
+        assert_eq!(k.sku_of(&k.lock_parts(7)), Some(7));
+        assert_eq!(k.lock(9), "fg:lock:9");
+        assert_eq!(k.locks_open(shard(9)), "fg:{locks:9}:open");
+        assert_eq!(k.locks_all(shard(25)), "fg:{locks:9}:all");
         assert_eq!(shard(-1), 15);
         assert!((0..100).all(|id| (0..SHARDS).contains(&shard(id))));
     }

@@ -21,7 +21,7 @@ use flashgate_core::proto::flashsale::{
     admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event,
     PutSkuStockReq, SkuLedgerReq,
 };
-use flashgate_core::stock::{scripts, Keys};
+use flashgate_core::stock::{call, BuyRequest, Keys, Shard};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_tests::{eventually, free_port, TestRedis};
 use tonic::transport::Channel;
@@ -168,23 +168,19 @@ fn redis_ceiling(
         "--csv".into(),
         "EVALSHA".into(),
         sha.into(),
-        "6".into(),
     ];
-    args.extend([
-        keys.event(SKU, EVENT),
-        keys.event_users(SKU, EVENT),
-        keys.event_requests(SKU, EVENT),
-        keys.stock(SKU),
-        keys.orderbook(SKU),
-        keys.order_stream(SKU),
-    ]);
-    args.extend([
-        EVENT.to_string(),
-        "rb-__rand_int__".into(),
-        "1".into(),
-        "r".into(),
-        now_ms().to_string(),
-    ]);
+    // The warehouse's own call, with a fresh user per request (redis-benchmark fills in
+    // `__rand_int__`), so every EVALSHA decides a first buy like the warehouse's clients do.
+    let buy = BuyRequest {
+        event_id: EVENT,
+        user_id: "rb-__rand_int__".into(),
+        qty: 1,
+        request_id: "r".into(),
+    };
+    let call = call::buy(&keys, Shard::from(SKU), 1, &buy, now_ms());
+    args.push(call.keys.len().to_string());
+    args.extend(call.keys);
+    args.extend(call.args);
     let out = Command::new("redis-benchmark")
         .args(&args)
         .output()
@@ -343,7 +339,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(scripts::BUY)
+        .arg(call::BUY.source)
         .query_async(&mut conn)
         .await?;
     let ceiling_requests = (buys.decisions.max(20_000) * 2).min(2_000_000);

@@ -20,6 +20,7 @@
 -- Example: pool 2, limit 1: buy(u1, r1) → {"QUEUED","7-1","1"}; buy(u1, r1) again →
 -- {"DUPLICATE","7-1","1"}; buy(u1, r2) → {"LIMIT_REACHED","","1"}; buy(u2, r3) →
 -- {"QUEUED","7-2","0"}; buy(u3, r4) → {"SOLD_OUT","","0"}.
+assert(#KEYS == 6 and #ARGV == 7, 'buy.lua: 6 KEYS, 7 ARGV')
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'UNKNOWN_EVENT', '', '0'}
 end
@@ -49,7 +50,7 @@ redis.call('HINCRBY', KEYS[1], 'pool', -qty)
 redis.call('HINCRBY', KEYS[4], 'locked', qty)
 redis.call('HINCRBY', KEYS[2], ARGV[2], qty)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local subpools, sub = tonumber(ARGV[6] or '1'), tonumber(ARGV[7] or '0')
+local subpools, sub = tonumber(ARGV[6]), tonumber(ARGV[7])
 local order_no = ARGV[1] .. '-' .. string.format('%d', (seq - 1) * subpools + sub + 1)
 redis.call('HSET', KEYS[3], request, order_no)
 redis.call('HSET', KEYS[5], order_no, cjson.encode({

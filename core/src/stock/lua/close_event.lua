@@ -6,6 +6,7 @@
 --
 -- Replies: {"CLOSED", units returned} | {"OPEN", ""} (not ended yet) | {"ALREADY", ""}
 -- Example: end 5000, pool 3: at 4000 → {"OPEN",""}; at 5000 → {"CLOSED","3"}; again → {"ALREADY",""}.
+assert(#KEYS == 2 and #ARGV == 1, 'close_event.lua: 2 KEYS, 1 ARGV')
 local sale = redis.call('HMGET', KEYS[1], 'end', 'closed', 'pool')
 if not sale[1] or sale[2] == '1' then
   return {'ALREADY', ''}

@@ -11,6 +11,7 @@
 -- Replies: {"CREATED", deadline} | {"ALREADY", status} | {"NOT_FOUND", order number}
 -- Example: order 7-1 QUEUED, pay window 60000, now 1000 → {"CREATED","61000"}; again →
 -- {"ALREADY","PENDING_PAYMENT"}.
+assert(#KEYS == 3 and #ARGV == 2, 'create_order.lua: 3 KEYS, 2 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', ARGV[1]}

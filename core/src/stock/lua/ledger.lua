@@ -7,6 +7,7 @@
 --
 -- Replies: {"OK", total, available, pools, locked, sold} | {"NOT_FOUND", ""}
 -- Example: total 10, available 4, one sale with pool 3, locked 2, sold 1 → {"OK","10","4","3","2","1"}.
+assert(#KEYS == 2 and #ARGV == 1, 'ledger.lua: 2 KEYS, 1 ARGV')
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'NOT_FOUND', ''}
 end

@@ -13,6 +13,7 @@
 -- Replies: {"BEGUN" | "STAYED", status, attempt, seq, skus} — the journal after the call.
 -- Example: lock 9 ABORTED at attempt 1, seq 3: begin(3, "1:2") → {"BEGUN","PENDING","2","4","1:2"};
 -- the same call again → {"STAYED","PENDING","2","4","1:2"}.
+assert(#KEYS == 1 and #ARGV == 7, 'lock_begin.lua: 1 KEYS, 7 ARGV')
 local f = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'seq', 'skus')
 local status, attempt, seq = f[1] or '', tonumber(f[2] or '0'), tonumber(f[3] or '0')
 if seq ~= tonumber(ARGV[1]) or (status ~= '' and status ~= 'ABORTED') then

@@ -12,6 +12,7 @@
 -- Replies: {"FINISHED"} | {"DUPLICATE"} | {"CONFLICT", part}
 -- Example: part "2:3:LOCKED" of lock 9 on sku 5: finish(9, 2, 3) → {"FINISHED"}, locked -3,
 -- sold +3, part "2:3:FINISHED"; again → {"DUPLICATE"}.
+assert(#KEYS == 2 and #ARGV == 3, 'lock_finish.lua: 2 KEYS, 3 ARGV')
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local num = tonumber(ARGV[3])
 if part then

@@ -12,6 +12,7 @@
 -- Replies: {"MOVED" | "STAYED", status, attempt, seq, skus} — the journal after the call.
 -- Example: lock 9 PENDING at seq 4: move(4, "PENDING", "LOCKED") → {"MOVED","LOCKED","2","5","1:2"};
 -- a repair's move(4, "PENDING", "ABORTING") afterwards → {"STAYED","LOCKED","2","5","1:2"}.
+assert(#KEYS == 1 and #ARGV == 3, 'lock_move.lua: 1 KEYS, 3 ARGV')
 local next = {
   PENDING = {LOCKED = true, ABORTING = true},
   ABORTING = {ABORTED = true},

@@ -8,6 +8,7 @@
 -- Replies: {status, attempt, seq, skus, age_ms}; status "" (and "0", "0", "", "0") when there is
 -- no journal.
 -- Example: lock 9 began 1200 ms ago and took its first SKU → {"PENDING","1","1","1:2,5:1","1200"}.
+assert(#KEYS == 1 and #ARGV == 0, 'lock_read.lua: 1 KEYS, 0 ARGV')
 local f = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'seq', 'skus', 'since')
 if not f[1] then
   return {'', '0', '0', '', '0'}

@@ -12,6 +12,7 @@
 --
 -- Replies: {"OK"}
 -- Example: lock 9 ABORTED at seq 3, about to begin: register(9, 4) → open {9: 4}, all ∋ 9.
+assert(#KEYS == 2 and #ARGV == 2, 'lock_register.lua: 2 KEYS, 2 ARGV')
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 return {'OK'}

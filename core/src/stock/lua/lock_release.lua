@@ -15,6 +15,7 @@
 -- Example: part "2:3:LOCKED" of lock 9 on sku 5: release(9, 2, 3) → {"RELEASED"}, available +3,
 -- locked -3, part "2:3:RELEASED"; again → {"DUPLICATE"}; release(9, 3, 3) on sku 6 with no part
 -- → {"TOMBSTONE"}, part "3:3:RELEASED".
+assert(#KEYS == 2 and #ARGV == 3, 'lock_release.lua: 2 KEYS, 3 ARGV')
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 local num = tonumber(ARGV[3])

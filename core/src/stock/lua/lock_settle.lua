@@ -9,6 +9,7 @@
 --
 -- Replies: {"SETTLED"} | {"KEPT"}
 -- Example: open {9: 4}: settle(9, 5) → {"SETTLED"}; open {9: 6}: settle(9, 5) → {"KEPT"}.
+assert(#KEYS == 1 and #ARGV == 2, 'lock_settle.lua: 1 KEYS, 2 ARGV')
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) <= tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[1], ARGV[1])

@@ -14,6 +14,7 @@
 -- Example: sku 5 available 4, no part of lock 9: take(9, 2, 3) → {"TAKEN"}, available 1,
 -- locked +3, part "2:3:LOCKED"; again → {"ALREADY"}; take(9, 1, 3) → {"FENCED","2:3:LOCKED"};
 -- take(8, 1, 2) → {"SHORT","1"}.
+assert(#KEYS == 2 and #ARGV == 3, 'lock_take.lua: 2 KEYS, 3 ARGV')
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 if part then

@@ -10,6 +10,7 @@
 --
 -- Replies: {"OK", "CREDITED" | "DUPLICATE"}
 -- Example: move t1 of 3 units to pool: {"OK","CREDITED"}, pool +3; again → {"OK","DUPLICATE"}.
+assert(#KEYS == 3 and #ARGV == 3, 'move_in.lua: 3 KEYS, 3 ARGV')
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
   return {'OK', 'DUPLICATE'}
 end

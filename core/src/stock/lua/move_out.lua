@@ -19,6 +19,7 @@
 -- id is not reused: ids are unique per process and call.)
 -- A repeat of the same transfer id is a retry (a client re-sends a script whose answer it lost):
 -- answer what the first run moved, take nothing again.
+assert(#KEYS == 2 and #ARGV == 7, 'move_out.lua: 2 KEYS, 7 ARGV')
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then
   return {'OK', cjson.decode(done).n}

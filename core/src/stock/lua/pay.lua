@@ -11,6 +11,7 @@
 -- Replies: {"OK", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"FAILED_PRECONDITION", why}
 -- Example: 7-1 PENDING_PAYMENT, deadline 61000: pay at 5000 → {"OK", {…"status":"PAID"…}};
 -- pay at 70000 instead → {"FAILED_PRECONDITION","order 7-1: the payment deadline has passed"}.
+assert(#KEYS == 3 and #ARGV == 3, 'pay.lua: 3 KEYS, 3 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}

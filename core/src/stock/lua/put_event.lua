@@ -5,9 +5,11 @@
 --                                       pay_window seq closed)
 -- KEYS[3]  set of the SKU's sales      ({sku:ID}:events)
 -- KEYS[4]  the SKU's order stream      ({sku:ID}:orders)
--- ARGV     event id, SKU id, pool, start ms, end ms, per-user limit, pay window ms, group name,
---          sub-pools (1: one pool; with more, the caller then spreads the pool with move_*.lua),
---          sub-pool number (always 0 here: the SKU's own shard; put_subpool.lua takes the same list)
+-- ARGV[1]  event id   ARGV[2] SKU id   ARGV[3] pool   ARGV[4] start ms   ARGV[5] end ms
+-- ARGV[6]  per-user limit   ARGV[7] pay window ms   ARGV[8] consumer group name
+-- ARGV[9]  sub-pools (1: one pool; with more, the caller then spreads the pool with move_*.lua)
+-- ARGV[10] sub-pool number (always 0 here: the SKU's own shard; put_subpool.lua takes the same
+--          list)
 --
 -- `put` is the number of units put in the sale; redefining moves only the difference between
 -- `available` and the pool. A closed sale cannot be redefined. Every key is in the SKU's slot:
@@ -18,6 +20,7 @@
 -- Replies: {"OK", pool} | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
 -- Example: available 10, PUT event 1 pool 4 → {"OK","4"}, available 6; PUT again pool 3 →
 -- {"OK","3"}, available 7.
+assert(#KEYS == 4 and #ARGV == 10, 'put_event.lua: 4 KEYS, 10 ARGV')
 local event, sku = ARGV[1], ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'NOT_FOUND', 'sku ' .. sku}
@@ -43,7 +46,7 @@ if delta ~= 0 then
 end
 redis.call('HSET', KEYS[2], 'id', event, 'sku', sku, 'put', ARGV[3], 'pool', pool + delta,
   'start', ARGV[4], 'end', ARGV[5], 'limit', ARGV[6], 'pay_window', ARGV[7],
-  'subpools', ARGV[9] or '1', 'sub', 0)
+  'subpools', ARGV[9], 'sub', 0)
 redis.call('HSETNX', KEYS[2], 'seq', 0)
 redis.call('HSETNX', KEYS[2], 'closed', 0)
 redis.call('SADD', KEYS[3], event)

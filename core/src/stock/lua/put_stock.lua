@@ -10,6 +10,7 @@
 --
 -- Replies: {"OK", available} | {"FAILED_PRECONDITION", why}
 -- Example: total 10, available 4 (6 pooled/locked/sold); PUT 8 → {"OK","2"}; PUT 5 → refused.
+assert(#KEYS == 1 and #ARGV == 2, 'put_stock.lua: 1 KEYS, 2 ARGV')
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 local available = tonumber(redis.call('HGET', KEYS[1], 'available') or '0')
 local new_total = tonumber(ARGV[2])

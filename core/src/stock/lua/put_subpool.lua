@@ -5,9 +5,9 @@
 -- KEYS[2]  the sale's hash there       ({sku:ID:SUB}:ev:EID)
 -- KEYS[3]  set of the shard's sales    ({sku:ID:SUB}:events)
 -- KEYS[4]  the shard's order stream    ({sku:ID:SUB}:orders)
--- ARGV     event id, SKU id, pool (unused here: units arrive by transfers), start ms, end ms,
---          per-user limit, pay window ms, group name, sub-pools, this sub-pool's number — the
---          arguments of put_event.lua plus the number, so one list serves both
+-- ARGV[1..10] the arguments of put_event.lua (one list serves both): event id, SKU id, pool
+--          (unused here: units arrive by transfers), start ms, end ms, per-user limit, pay window
+--          ms, consumer group name, sub-pools, and ARGV[10] this sub-pool's number
 --
 -- Idempotent: a redefinition refreshes the definition and keeps pool, seq and closed. The
 -- order stream's consumer group is created here, so the worker can read from the first win.
@@ -15,6 +15,7 @@
 -- Replies: {"OK", pool} | {"FAILED_PRECONDITION", why}
 -- Example: event 7 of SKU 5 split in 4, sub-pool 2 → {"OK","0"}; {sku:5:2}:ev:7 holds the
 -- definition with pool 0, sub 2, subpools 4.
+assert(#KEYS == 4 and #ARGV == 10, 'put_subpool.lua: 4 KEYS, 10 ARGV')
 if redis.call('HGET', KEYS[2], 'closed') == '1' then
   return {'FAILED_PRECONDITION', 'event ' .. ARGV[1] .. ' has ended and been closed'}
 end

@@ -16,6 +16,7 @@
 -- Replies: {"OK", record JSON} | {"SKIPPED", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …}
 --          | {"FAILED_PRECONDITION", why}
 -- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", {…"CANCELLED"…}}, pool +1.
+assert(#KEYS == 5 and #ARGV == 4, 'release_order.lua: 5 KEYS, 4 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}

@@ -11,6 +11,7 @@
 -- Example: a SKU with one sale and no orders →
 --   {"stock":{"total":"10","available":"6","locked":"0","sold":"0"},
 --    "sales":{"7":{"sale":{"id":"7",…,"pool":"4"},"users":{},"req":{}}},"orders":{}}
+assert(#KEYS == 3 and #ARGV == 1, 'snapshot.lua: 3 KEYS, 1 ARGV')
 local function hash(key)
   local flat = redis.call('HGETALL', key)
   local map = {}

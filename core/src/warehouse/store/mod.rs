@@ -15,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::stock::audit::{LockSnapshot, SkuSnapshot};
+use crate::stock::call::ReplyError;
 use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, StockError, Win,
@@ -32,6 +33,15 @@ pub enum StoreError {
     /// The backend answered something the protocol does not allow.
     #[error("stock store answered unexpectedly: {0}")]
     Corrupt(String),
+}
+
+impl From<ReplyError> for StoreError {
+    fn from(e: ReplyError) -> Self {
+        match e {
+            ReplyError::Refused(refused) => Self::Refused(refused),
+            ReplyError::Malformed(what) => Self::Corrupt(what),
+        }
+    }
 }
 
 /// Result of a store operation.

@@ -32,45 +32,21 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
-use super::{corrupt, num, unavailable, RedisStore};
+use super::{corrupt, unavailable, RedisStore};
 use crate::stock::audit::LockSnapshot;
+use crate::stock::call::{self, Call, Cas};
 use crate::stock::lock::{
-    self as saga, scripts, Journal, JournalSnapshot, JournalStatus, LockRecords, LockRepairs, Part,
+    self as saga, Journal, JournalSnapshot, JournalStatus, LockRecords, LockRepairs, Part,
     PartSnapshot, Take,
 };
 use crate::stock::{self, LockRequest, StockError};
 use crate::warehouse::env::FAULT_CRASH_AT;
-use crate::warehouse::store::{Store, StoreError, StoreResult};
+use crate::warehouse::store::{StoreError, StoreResult};
 
 /// How many times one call looks again after a repair rolled its attempt back under it.
 const ROUNDS: usize = 4;
-
-struct LockScripts {
-    read: Script,
-    begin: Script,
-    moves: Script,
-    take: Script,
-    release: Script,
-    finish: Script,
-    register: Script,
-    settle: Script,
-}
-
-fn lock_scripts() -> &'static LockScripts {
-    static SCRIPTS: OnceLock<LockScripts> = OnceLock::new();
-    SCRIPTS.get_or_init(|| LockScripts {
-        read: Script::new(scripts::READ),
-        begin: Script::new(scripts::BEGIN),
-        moves: Script::new(scripts::MOVE),
-        take: Script::new(scripts::TAKE),
-        release: Script::new(scripts::RELEASE),
-        finish: Script::new(scripts::FINISH),
-        register: Script::new(scripts::REGISTER),
-        settle: Script::new(scripts::SETTLE),
-    })
-}
 
 /// Test hook: aborts the process (no unwinding, no graceful anything, like `kill -9`) when the
 /// environment variable `FLASHGATE_FAULT_CRASH_AT` equals `point`. Read once; inert unless set.
@@ -89,12 +65,6 @@ fn crash_point(point: &str) {
 struct Read {
     journal: Journal,
     age_ms: i64,
-}
-
-/// The outcome of a compare-and-set on a journal, and the journal after it.
-enum Cas {
-    Moved(Journal),
-    Stayed(Option<Journal>),
 }
 
 fn refused(e: StockError) -> StoreError {
@@ -230,7 +200,7 @@ impl RedisStore {
         for shard in 0..saga::SHARDS {
             let mut conn = self.conn.clone();
             let open: Vec<i64> = conn
-                .zrange(saga::open_dir(&self.keys, shard), 0, -1)
+                .zrange(self.keys.locks_open(shard), 0, -1)
                 .await
                 .map_err(unavailable)?;
             for oid in open {
@@ -295,15 +265,15 @@ impl RedisStore {
     pub(super) async fn lock_records_of(&self) -> StoreResult<LockRecords> {
         let journals = self.journals().await?;
         let mut parts = Vec::new();
-        for sku in Store::skus(self).await? {
+        for sku in self.all_skus().await? {
             let mut conn = self.conn.clone();
             let stored: BTreeMap<String, String> = conn
-                .hgetall(saga::parts(&self.keys, sku))
+                .hgetall(self.keys.lock_parts(sku))
                 .await
                 .map_err(unavailable)?;
             for (order_id, part) in stored {
                 parts.push(PartSnapshot {
-                    order_id: num(&order_id)?,
+                    order_id: call::num(&order_id)?,
                     sku,
                     part: Part::parse(&part)
                         .ok_or_else(|| corrupt(format!("lock part {part:?} on sku {sku}")))?,
@@ -318,7 +288,7 @@ impl RedisStore {
         for shard in 0..saga::SHARDS {
             let mut conn = self.conn.clone();
             let mut ids: Vec<i64> = conn
-                .smembers(saga::all_dir(&self.keys, shard))
+                .smembers(self.keys.locks_all(shard))
                 .await
                 .map_err(unavailable)?;
             ids.sort_unstable();
@@ -347,13 +317,8 @@ impl RedisStore {
         wanted: &BTreeMap<i64, i64>,
     ) -> StoreResult<Took> {
         for (&sku, &n) in wanted {
-            let reply = self
-                .run(
-                    &lock_scripts().take,
-                    &[self.keys.stock(sku), saga::parts(&self.keys, sku)],
-                    &[oid.to_string(), pending.attempt.to_string(), n.to_string()],
-                )
-                .await?;
+            let take = call::lock_take(&self.keys, sku, oid, pending.attempt, n);
+            let reply: Vec<String> = self.run(&take).await?;
             match saga::parse_take(&reply).map_err(|why| self.contradiction(oid, sku, why))? {
                 Take::Taken | Take::Already => crash_point("lock.after_take"),
                 Take::Fenced => return Ok(Took::Fenced),
@@ -388,8 +353,12 @@ impl RedisStore {
     /// ABORTING: releases every SKU of the map at the attempt (idempotent), then ABORTED.
     async fn roll_back(&self, oid: i64, aborting: &Journal) -> StoreResult<JournalStatus> {
         for (sku, n) in sku_nums(aborting)? {
-            self.part_step(&lock_scripts().release, oid, aborting.attempt, sku, n)
-                .await?;
+            self.part_step(
+                call::lock_release(&self.keys, sku, oid, aborting.attempt, n),
+                oid,
+                sku,
+            )
+            .await?;
         }
         self.conclude(oid, aborting, JournalStatus::Aborted).await
     }
@@ -401,13 +370,14 @@ impl RedisStore {
         moving: &Journal,
         unlocking: bool,
     ) -> StoreResult<JournalStatus> {
-        let script = if moving.status == JournalStatus::Finishing {
-            &lock_scripts().finish
+        let step = if moving.status == JournalStatus::Finishing {
+            call::lock_finish
         } else {
-            &lock_scripts().release
+            call::lock_release
         };
         for (i, (sku, n)) in sku_nums(moving)?.into_iter().enumerate() {
-            self.part_step(script, oid, moving.attempt, sku, n).await?;
+            self.part_step(step(&self.keys, sku, oid, moving.attempt, n), oid, sku)
+                .await?;
             if unlocking && i == 0 {
                 crash_point("unlock.after_step");
             }
@@ -439,21 +409,9 @@ impl RedisStore {
         Ok(to)
     }
 
-    async fn part_step(
-        &self,
-        script: &Script,
-        oid: i64,
-        attempt: i64,
-        sku: i64,
-        n: i64,
-    ) -> StoreResult<()> {
-        let reply = self
-            .run(
-                script,
-                &[self.keys.stock(sku), saga::parts(&self.keys, sku)],
-                &[oid.to_string(), attempt.to_string(), n.to_string()],
-            )
-            .await?;
+    /// One part step (`lock_release.lua` or `lock_finish.lua`) of lock `oid` on `sku`.
+    async fn part_step(&self, step: Call, oid: i64, sku: i64) -> StoreResult<()> {
+        let reply: Vec<String> = self.run(&step).await?;
         saga::parse_step(&reply).map_err(|why| self.contradiction(oid, sku, why))
     }
 
@@ -462,75 +420,37 @@ impl RedisStore {
     }
 
     async fn read_journal(&self, oid: i64) -> StoreResult<Option<Read>> {
-        let reply = self
-            .run(&lock_scripts().read, &[saga::journal(&self.keys, oid)], &[])
-            .await?;
-        let journal = saga::parse_journal(&reply).map_err(corrupt)?;
-        let age_ms = num(reply.get(4).ok_or_else(|| corrupt("journal reply"))?)?;
-        Ok(journal.map(|journal| Read { journal, age_ms }))
+        let reply: Vec<String> = self.run(&call::lock_read(&self.keys, oid)).await?;
+        Ok(call::parse_lock_read(&reply)?.map(|(journal, age_ms)| Read { journal, age_ms }))
     }
 
     /// Registers, then opens a fresh attempt if the journal is still at `seq`.
     async fn begin(&self, req: &LockRequest, skus: &str, seq: i64) -> StoreResult<Cas> {
-        let oid = req.order_id;
-        self.register(oid, seq + 1).await?;
-        let reply = self
-            .run(
-                &lock_scripts().begin,
-                &[saga::journal(&self.keys, oid)],
-                &[
-                    seq.to_string(),
-                    skus.to_owned(),
-                    req.order_no.clone(),
-                    req.consignee.clone(),
-                    req.phone.clone(),
-                    req.address.clone(),
-                    req.note.clone(),
-                ],
-            )
-            .await?;
-        cas(&reply)
+        self.register(req.order_id, seq + 1).await?;
+        self.cas(call::lock_begin(&self.keys, req, skus, seq)).await
     }
 
     async fn move_journal(&self, oid: i64, from: &Journal, to: JournalStatus) -> StoreResult<Cas> {
-        let reply = self
-            .run(
-                &lock_scripts().moves,
-                &[saga::journal(&self.keys, oid)],
-                &[
-                    from.seq.to_string(),
-                    from.status.as_str().to_owned(),
-                    to.as_str().to_owned(),
-                ],
-            )
-            .await?;
-        cas(&reply)
+        self.cas(call::lock_move(&self.keys, oid, from, to)).await
+    }
+
+    async fn cas(&self, step: Call) -> StoreResult<Cas> {
+        let reply: Vec<String> = self.run(&step).await?;
+        Ok(call::parse_cas(&reply)?)
     }
 
     /// Enters the order in the directories before a move into a state repair must find.
     async fn register(&self, oid: i64, next_seq: i64) -> StoreResult<()> {
-        let shard = saga::shard(oid);
-        self.run(
-            &lock_scripts().register,
-            &[
-                saga::open_dir(&self.keys, shard),
-                saga::all_dir(&self.keys, shard),
-            ],
-            &[oid.to_string(), next_seq.to_string()],
-        )
-        .await
-        .map(drop)
+        self.run::<Vec<String>>(&call::lock_register(&self.keys, oid, next_seq))
+            .await
+            .map(drop)
     }
 
     /// Drops the order from the open directory, unless a later move registered it again.
     async fn settle(&self, oid: i64, seq: i64) -> StoreResult<()> {
-        self.run(
-            &lock_scripts().settle,
-            &[saga::open_dir(&self.keys, saga::shard(oid))],
-            &[oid.to_string(), seq.to_string()],
-        )
-        .await
-        .map(drop)
+        self.run::<Vec<String>>(&call::lock_settle(&self.keys, oid, seq))
+            .await
+            .map(drop)
     }
 }
 
@@ -541,19 +461,4 @@ enum Took {
     Fenced,
     /// The refusal naming the first short SKU.
     Short(String),
-}
-
-/// Parses the reply of `lock_begin.lua` or `lock_move.lua`.
-fn cas(reply: &[String]) -> StoreResult<Cas> {
-    let (outcome, fields) = reply
-        .split_first()
-        .ok_or_else(|| corrupt("empty journal reply"))?;
-    match (
-        outcome.as_str(),
-        saga::parse_journal(fields).map_err(corrupt)?,
-    ) {
-        ("MOVED" | "BEGUN", Some(j)) => Ok(Cas::Moved(j)),
-        ("STAYED", j) => Ok(Cas::Stayed(j)),
-        _ => Err(corrupt(format!("journal reply {reply:?}"))),
-    }
 }

@@ -1,0 +1,456 @@
+//! The calls of a SKU's stock and its flash sales: define, buy, create, pay, release, close,
+//! and the two read-only scripts (ledger, snapshot). Each function packs one script's KEYS and
+//! ARGV for one shard; each `parse_*` reads its reply.
+
+use std::collections::BTreeMap;
+
+use super::{malformed, num, num_at, status, Call, ReplyResult};
+use super::{
+    BUY, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL, RELEASE_ORDER,
+    SNAPSHOT,
+};
+use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
+use crate::stock::{
+    BuyDecision, BuyRequest, Keys, Ledger, Order, OrderStatus, Sale, SaleState, Shard, FIELD_SEP,
+    ORDER_GROUP,
+};
+
+/// `put_stock.lua`: sets a SKU's total.
+pub fn put_stock(keys: &Keys, sku: i64, total: i64) -> Call {
+    Call::new(
+        &PUT_STOCK,
+        vec![keys.stock(sku)],
+        vec![sku.to_string(), total.to_string()],
+    )
+}
+
+/// `put_stock.lua`'s reply: the SKU's available units.
+pub fn parse_put_stock(reply: &[String]) -> ReplyResult<i64> {
+    status(reply)?;
+    num_at(reply, 1, "put_stock")
+}
+
+/// `put_event.lua` (in the SKU's own shard, `sub` 0) or `put_subpool.lua` (in sub-pool `sub`):
+/// a sale's definition in one shard, one argument list for both.
+pub fn put_sale(keys: &Keys, sale: &Sale, subpools: u32, sub: u32) -> Call {
+    let shard = Shard::new(sale.sku, sub);
+    Call::new(
+        if sub == 0 { &PUT_EVENT } else { &PUT_SUBPOOL },
+        vec![
+            keys.stock(shard),
+            keys.event(shard, sale.id),
+            keys.sku_events(shard),
+            keys.order_stream(shard),
+        ],
+        vec![
+            sale.id.to_string(),
+            sale.sku.to_string(),
+            sale.pool.to_string(),
+            sale.start_ms.to_string(),
+            sale.end_ms.to_string(),
+            sale.per_user_limit.to_string(),
+            sale.pay_window_ms.to_string(),
+            ORDER_GROUP.into(),
+            subpools.to_string(),
+            sub.to_string(),
+        ],
+    )
+}
+
+/// `buy.lua` in one shard of a sale split in `subpools`.
+pub fn buy(keys: &Keys, shard: Shard, subpools: u32, req: &BuyRequest, now_ms: i64) -> Call {
+    let e = req.event_id;
+    Call::new(
+        &BUY,
+        vec![
+            keys.event(shard, e),
+            keys.event_users(shard, e),
+            keys.event_requests(shard, e),
+            keys.stock(shard),
+            keys.orderbook(shard),
+            keys.order_stream(shard),
+        ],
+        vec![
+            e.to_string(),
+            req.user_id.clone(),
+            req.qty.to_string(),
+            req.request_id.clone(),
+            now_ms.to_string(),
+            subpools.to_string(),
+            shard.sub.to_string(),
+        ],
+    )
+}
+
+/// `buy.lua`'s reply `{outcome, order_no, remaining}`.
+pub fn parse_buy_reply(reply: &[String]) -> ReplyResult<BuyDecision> {
+    let [outcome, order_no, remaining] = reply else {
+        return Err(malformed(format!("buy reply {reply:?}")));
+    };
+    parse_buy(outcome, order_no, num(remaining)?)
+        .ok_or_else(|| malformed(format!("buy outcome {outcome}")))
+}
+
+/// Parses `Buy`'s reply `{outcome, order_no, remaining}`.
+pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDecision> {
+    Some(match outcome {
+        "QUEUED" | "DUPLICATE" => BuyDecision::Queued {
+            order_no: order_no.to_owned(),
+            remaining,
+        },
+        "SOLD_OUT" => BuyDecision::SoldOut { remaining },
+        "LIMIT_REACHED" => BuyDecision::LimitReached { remaining },
+        "NOT_STARTED" => BuyDecision::NotStarted,
+        "ENDED" => BuyDecision::Ended,
+        "UNKNOWN_EVENT" => BuyDecision::UnknownEvent,
+        _ => return None,
+    })
+}
+
+/// `create_order.lua`: the order a win announces, in its shard.
+pub fn create_order(keys: &Keys, shard: Shard, event: i64, order_no: &str, now_ms: i64) -> Call {
+    Call::new(
+        &CREATE_ORDER,
+        vec![
+            keys.orderbook(shard),
+            keys.deadlines(shard),
+            keys.event(shard, event),
+        ],
+        vec![order_no.into(), now_ms.to_string()],
+    )
+}
+
+/// `create_order.lua`'s reply: whether this call created the order.
+pub fn parse_create_order(reply: &[String]) -> ReplyResult<bool> {
+    Ok(status(reply)? == "CREATED")
+}
+
+/// `pay.lua`.
+pub fn pay(keys: &Keys, shard: Shard, order_no: &str, user_id: &str, now_ms: i64) -> Call {
+    Call::new(
+        &PAY,
+        vec![
+            keys.orderbook(shard),
+            keys.deadlines(shard),
+            keys.stock(shard),
+        ],
+        vec![order_no.into(), user_id.into(), now_ms.to_string()],
+    )
+}
+
+/// `pay.lua`'s reply: the paid order.
+pub fn parse_pay(order_no: &str, reply: &[String]) -> ReplyResult<Order> {
+    status(reply)?;
+    order_record(
+        order_no,
+        reply.get(1).ok_or_else(|| malformed("pay reply"))?,
+    )
+}
+
+/// `release_order.lua`: a user's cancel (`to` CANCELLED) or the sweeper's expiry (`to` EXPIRED,
+/// `user_id` empty: any user's order).
+pub fn release_order(
+    keys: &Keys,
+    (event, shard): (i64, Shard),
+    order_no: &str,
+    user_id: &str,
+    now_ms: i64,
+    to: OrderStatus,
+) -> Call {
+    Call::new(
+        &RELEASE_ORDER,
+        vec![
+            keys.orderbook(shard),
+            keys.deadlines(shard),
+            keys.stock(shard),
+            keys.event(shard, event),
+            keys.event_users(shard, event),
+        ],
+        vec![
+            order_no.into(),
+            user_id.into(),
+            now_ms.to_string(),
+            to.as_str().into(),
+        ],
+    )
+}
+
+/// `release_order.lua`'s reply: whether this call released the order, and the order.
+pub fn parse_release_order(order_no: &str, reply: &[String]) -> ReplyResult<(bool, Order)> {
+    let released = status(reply)? == "OK";
+    let record = reply
+        .get(1)
+        .ok_or_else(|| malformed("release reply without record"))?;
+    Ok((released, order_record(order_no, record)?))
+}
+
+/// `close_event.lua`: the sweeper's end of one sale in one shard.
+pub fn close_event(keys: &Keys, shard: Shard, event: i64, now_ms: i64) -> Call {
+    Call::new(
+        &CLOSE_EVENT,
+        vec![keys.event(shard, event), keys.stock(shard)],
+        vec![now_ms.to_string()],
+    )
+}
+
+/// `close_event.lua`'s reply: whether this call closed the sale.
+pub fn parse_close_event(reply: &[String]) -> ReplyResult<bool> {
+    Ok(status(reply)? == "CLOSED")
+}
+
+/// `ledger.lua`: one shard's counters and pools.
+pub fn ledger(keys: &Keys, shard: Shard) -> Call {
+    Call::new(
+        &LEDGER,
+        vec![keys.stock(shard), keys.sku_events(shard)],
+        vec![keys.event_prefix(shard)],
+    )
+}
+
+/// `ledger.lua`'s reply; `None` when the shard has no stock hash.
+pub fn parse_ledger(reply: &[String]) -> ReplyResult<Option<Ledger>> {
+    if reply.first().map(String::as_str) == Some("NOT_FOUND") {
+        return Ok(None);
+    }
+    let n: Vec<i64> = reply
+        .iter()
+        .skip(1)
+        .map(|s| num(s))
+        .collect::<ReplyResult<_>>()?;
+    let [total, available, pools, locked, sold] = n[..] else {
+        return Err(malformed("ledger reply"));
+    };
+    Ok(Some(Ledger {
+        total,
+        available,
+        pools,
+        locked,
+        sold,
+    }))
+}
+
+/// `snapshot.lua`: everything the audit needs about one shard, at one instant.
+pub fn snapshot(keys: &Keys, shard: Shard) -> Call {
+    Call::new(
+        &SNAPSHOT,
+        vec![
+            keys.stock(shard),
+            keys.sku_events(shard),
+            keys.orderbook(shard),
+        ],
+        vec![keys.event_prefix(shard)],
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct RawSnapshot {
+    stock: BTreeMap<String, String>,
+    sales: BTreeMap<String, RawSale>,
+    orders: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawSale {
+    sale: BTreeMap<String, String>,
+    users: BTreeMap<String, String>,
+    req: BTreeMap<String, String>,
+}
+
+/// `snapshot.lua`'s reply (JSON; empty when the shard has no stock hash).
+pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapshot>> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    let sku = shard.sku;
+    // cjson encodes an empty Lua table as `{}`, which is also an empty map here.
+    let raw: RawSnapshot =
+        serde_json::from_str(json).map_err(|e| malformed(format!("snapshot of sku {sku}: {e}")))?;
+    let counter = |k: &str| raw.stock.get(k).map_or(Ok(0), |v| num(v));
+    let mut sales = Vec::new();
+    for sale in raw.sales.into_values() {
+        let state = parse_sale(&sale.sale)
+            .ok_or_else(|| malformed(format!("sale hash {:?}", sale.sale)))?;
+        let held = sale
+            .users
+            .iter()
+            .map(|(u, n)| Ok((u.clone(), num(n)?)))
+            .collect::<ReplyResult<_>>()?;
+        let requests = sale
+            .req
+            .into_iter()
+            .map(|(field, order_no)| {
+                let (user, request) = field
+                    .split_once(FIELD_SEP)
+                    .ok_or_else(|| malformed(format!("request field {field:?}")))?;
+                Ok(((user.to_owned(), request.to_owned()), order_no))
+            })
+            .collect::<ReplyResult<_>>()?;
+        let seq = sale.sale.get("seq").map_or(Ok(0), |v| num(v))?;
+        sales.push(SaleSnapshot {
+            state,
+            sub: shard.sub,
+            seq,
+            held,
+            requests,
+        });
+    }
+    let orders = raw
+        .orders
+        .iter()
+        .map(|(no, record)| order_record(no, record))
+        .collect::<ReplyResult<_>>()?;
+    Ok(Some(SkuSnapshot {
+        sku,
+        counters: Counters {
+            total: counter("total")?,
+            available: counter("available")?,
+            locked: counter("locked")?,
+            sold: counter("sold")?,
+        },
+        sales,
+        orders,
+        moving: 0,
+    }))
+}
+
+/// An order record of the orderbook, or why it is not one.
+pub fn order_record(order_no: &str, record: &str) -> ReplyResult<Order> {
+    parse_order_record(order_no, record)
+        .ok_or_else(|| malformed(format!("order record {order_no}: {record}")))
+}
+
+/// Builds an [`Order`] from its record in the orderbook (a JSON object of strings).
+pub fn parse_order_record(order_no: &str, record: &str) -> Option<Order> {
+    let fields: BTreeMap<String, String> = serde_json::from_str(record).ok()?;
+    parse_order(order_no, &fields)
+}
+
+/// Builds an [`Order`] from the record's fields.
+pub fn parse_order(order_no: &str, fields: &BTreeMap<String, String>) -> Option<Order> {
+    let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
+    Some(Order {
+        order_no: order_no.to_owned(),
+        event_id: num("event")?,
+        sku_id: num("sku")?,
+        user_id: fields.get("user")?.clone(),
+        qty: num("qty")?,
+        status: OrderStatus::parse(fields.get("status")?)?,
+        deadline_ms: num("deadline").unwrap_or(0),
+        created_ms: num("created")?,
+    })
+}
+
+/// Builds a [`SaleState`] from a sale hash (`HGETALL`).
+pub fn parse_sale(fields: &BTreeMap<String, String>) -> Option<SaleState> {
+    let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
+    Some(SaleState {
+        sale: Sale {
+            id: num("id")?,
+            sku: num("sku")?,
+            pool: num("put")?,
+            start_ms: num("start")?,
+            end_ms: num("end")?,
+            per_user_limit: num("limit")?,
+            pay_window_ms: num("pay_window")?,
+            subpools: num("subpools").map_or(Ok(1), u32::try_from).ok()?.max(1),
+        },
+        remaining: num("pool")?,
+        closed: num("closed").unwrap_or(0) == 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_sale_is_defined_with_one_argument_list_in_every_shard() {
+        let k = Keys::new("fg");
+        let sale = Sale {
+            id: 7,
+            sku: 5,
+            pool: 40,
+            start_ms: 1,
+            end_ms: 2,
+            per_user_limit: 3,
+            pay_window_ms: 4,
+            subpools: 4,
+        };
+        let main = put_sale(&k, &sale, 4, 0);
+        let sub = put_sale(&k, &sale, 4, 2);
+        assert_eq!(main.script.name, "put_event");
+        assert_eq!(sub.script.name, "put_subpool");
+        assert_eq!(main.args[..9], sub.args[..9]);
+        assert_eq!((main.args[9].as_str(), sub.args[9].as_str()), ("0", "2"));
+        assert_eq!(sub.keys[1], "fg:{sku:5:2}:ev:7");
+    }
+
+    #[test]
+    fn a_buy_names_its_shard_and_parses_its_outcome() {
+        let k = Keys::new("fg");
+        let req = BuyRequest {
+            event_id: 7,
+            user_id: "u".into(),
+            qty: 1,
+            request_id: "r".into(),
+        };
+        let call = buy(&k, Shard::new(5, 3), 4, &req, 99);
+        assert!(call.keys.iter().all(|key| key.contains("{sku:5:3}")));
+        assert_eq!(call.args, strings(&["7", "u", "1", "r", "99", "4", "3"]));
+        assert_eq!(
+            parse_buy_reply(&strings(&["QUEUED", "7-4", "2"])),
+            Ok(BuyDecision::Queued {
+                order_no: "7-4".into(),
+                remaining: 2
+            })
+        );
+        assert!(parse_buy_reply(&strings(&["QUEUED", "7-4"])).is_err());
+    }
+
+    #[test]
+    fn replies_parse_into_domain_values() {
+        assert_eq!(
+            parse_buy("DUPLICATE", "1-1", 4),
+            Some(BuyDecision::Queued {
+                order_no: "1-1".into(),
+                remaining: 4
+            })
+        );
+        assert_eq!(
+            parse_buy("SOLD_OUT", "", 0),
+            Some(BuyDecision::SoldOut { remaining: 0 })
+        );
+        assert_eq!(parse_buy("???", "", 0), None);
+        let fields: BTreeMap<String, String> = [
+            ("event", "1"),
+            ("sku", "2"),
+            ("user", "u"),
+            ("qty", "1"),
+            ("status", "PENDING_PAYMENT"),
+            ("deadline", "99"),
+            ("created", "9"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let order = parse_order("1-1", &fields).unwrap();
+        assert_eq!(order.status, OrderStatus::PendingPayment);
+        assert_eq!(order.deadline_ms, 99);
+        assert_eq!(
+            parse_ledger(&strings(&["OK", "10", "4", "3", "2", "1"])),
+            Ok(Some(Ledger {
+                total: 10,
+                available: 4,
+                pools: 3,
+                locked: 2,
+                sold: 1
+            }))
+        );
+        assert_eq!(parse_ledger(&strings(&["NOT_FOUND"])), Ok(None));
+        assert_eq!(parse_snapshot(Shard::from(1), ""), Ok(None));
+    }
+}

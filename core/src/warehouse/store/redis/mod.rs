@@ -1,0 +1,202 @@
+//! `RedisStore`: stock in Redis, every operation one or more Lua script calls packed by
+//! [`crate::stock::call`] (EVALSHA, reloaded on NOSCRIPT).
+//!
+//! One Redis or a Redis Cluster, the same code: every command and every script names keys of one
+//! hash slot (a SKU's keys share the tag `{sku:ID}`), so no CROSSSLOT error can occur. Nothing
+//! blocks a connection: the order worker reads each order stream without `BLOCK` and waits
+//! between empty rounds ([`stream`]), because one `XREADGROUP` may not name streams of different
+//! slots. What this store decides itself is only which calls to send, in which order and how
+//! concurrently: the scripts' arguments and replies are [`crate::stock::call`]'s, the split-sale
+//! policy is [`crate::stock::split`]'s (executed in [`buy`] and [`transfer`]), the lock saga's
+//! states are [`crate::stock::lock`]'s.
+//!
+//! The files: [`connection`] (reaching Redis), [`scripts`] (the one script registry),
+//! [`directory`] (which shards a sale, an order or a SKU lives in), [`sale`] (stock and sale
+//! definitions), [`buy`], [`order`] (pay, cancel), [`transfer`] (units between shards),
+//! [`stream`] (the order queue), [`sweep`] (expiry and closing), [`snapshot`] (ledger and audit
+//! reads), [`lock`] (the seed-contract saga).
+
+mod buy;
+mod connection;
+mod directory;
+mod lock;
+mod order;
+mod sale;
+mod scripts;
+mod snapshot;
+mod stream;
+mod sweep;
+mod transfer;
+
+pub use self::connection::{RedisConnection, RedisStoreConfig};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::{Store, StoreError, StoreResult};
+use crate::stock::audit::{LockSnapshot, SkuSnapshot};
+use crate::stock::lock::{LockRecords, LockRepairs};
+use crate::stock::{
+    BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, Sale, SaleState, Win,
+};
+
+/// A [`Store`] over one Redis or a Redis Cluster.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: RedisConnection,
+    config: Arc<RedisStoreConfig>,
+    keys: Arc<Keys>,
+    /// A sale's SKU and split never change, so the directory lookup is cached for the life of
+    /// the process.
+    sale_entries: Arc<RwLock<HashMap<i64, (i64, u32)>>>,
+    /// Names this process's transfers between shards.
+    transfer_ids: Arc<transfer::TransferIds>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl RedisStore {
+    /// Connects (fails fast when Redis cannot be reached) and loads nothing yet: scripts are sent
+    /// on first use and cached by Redis.
+    pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
+        let conn = RedisConnection::open(&config).await?;
+        Ok(Self {
+            conn,
+            keys: Arc::new(Keys::new(config.prefix.clone())),
+            config: Arc::new(config),
+            sale_entries: Arc::default(),
+            transfer_ids: Arc::new(transfer::TransferIds::new()),
+        })
+    }
+
+    /// The key layout this store uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A clone of the command connection, for tools that read Redis directly (the audit, tests).
+    pub fn connection(&self) -> RedisConnection {
+        self.conn.clone()
+    }
+}
+
+impl Store for RedisStore {
+    async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
+        self.put_sku_stock(sku, total).await
+    }
+
+    async fn available(&self, skus: &[i64]) -> StoreResult<Vec<Option<i64>>> {
+        self.available_of(skus).await
+    }
+
+    async fn ledger(&self, sku: i64) -> StoreResult<Option<Ledger>> {
+        self.ledger_of(sku).await
+    }
+
+    async fn skus(&self) -> StoreResult<Vec<i64>> {
+        self.all_skus().await
+    }
+
+    async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
+        self.define_sale(sale).await
+    }
+
+    async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
+        self.sale_state(event_id).await
+    }
+
+    async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
+        self.sales_of_sku(sku).await
+    }
+
+    async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
+        // Per-SKU steps journaled under the order id: see the `lock` module.
+        self.lock_saga(req).await
+    }
+
+    async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
+        self.unlock_saga(order_id, finish).await
+    }
+
+    async fn repair_locks(&self, older_than: Duration) -> StoreResult<LockRepairs> {
+        self.repair_saga(older_than).await
+    }
+
+    async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
+        self.buy_falling_over(req, now_ms).await
+    }
+
+    async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
+        self.order_of(order_no).await
+    }
+
+    async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+        self.pay_order(order_no, user_id, now_ms).await
+    }
+
+    async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+        self.cancel_order(order_no, user_id, now_ms).await
+    }
+
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
+        self.expire_every_shard(now_ms, limit).await
+    }
+
+    async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
+        self.close_every_shard(now_ms).await
+    }
+
+    async fn read_wins(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<Win>> {
+        self.poll_wins(consumer, count, block).await
+    }
+
+    async fn reclaim_wins(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<Win>> {
+        self.claim_idle_wins(consumer, min_idle, count).await
+    }
+
+    async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
+        self.create_order_of(win, now_ms).await
+    }
+
+    async fn ack_win(&self, win: &Win) -> StoreResult<()> {
+        self.ack(win).await
+    }
+
+    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        self.snapshot_of(sku).await
+    }
+
+    async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
+        // From the lock directory, not SCAN (which sees one cluster node).
+        self.list_locks().await
+    }
+
+    async fn lock_records(&self) -> StoreResult<LockRecords> {
+        self.lock_records_of().await
+    }
+}

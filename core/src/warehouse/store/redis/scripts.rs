@@ -1,0 +1,47 @@
+//! The store's one script registry: a `redis::Script` (EVALSHA, reloaded on NOSCRIPT) for each
+//! of [`crate::stock::call::ALL`], and the one way to run a [`Call`].
+//!
+//! What it does not do: pack arguments or read replies; a call arrives packed from
+//! [`crate::stock::call`] and its reply goes back there to be parsed.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use redis::{FromRedisValue, Script};
+
+use super::{unavailable, RedisStore};
+use crate::stock::call::{self, Call};
+use crate::warehouse::store::StoreResult;
+
+/// Every script, by name, hashed once per process.
+fn registry() -> &'static HashMap<&'static str, Script> {
+    static SCRIPTS: OnceLock<HashMap<&'static str, Script>> = OnceLock::new();
+    SCRIPTS.get_or_init(|| {
+        call::ALL
+            .iter()
+            .map(|lua| (lua.name, Script::new(lua.source)))
+            .collect()
+    })
+}
+
+impl RedisStore {
+    /// Runs one script call and answers its raw reply (scripts load on first use and are cached
+    /// by Redis).
+    pub async fn run<T: FromRedisValue>(&self, call: &Call) -> StoreResult<T> {
+        let script = registry()
+            .get(call.script.name)
+            .expect("every script is registered");
+        let mut invocation = script.prepare_invoke();
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+}
