@@ -67,6 +67,7 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
     if let Some(demo) = cli.demo_sale {
         put_demo_sale(&store, demo).await?;
     }
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("--listen {}", cli.listen))?;
@@ -83,7 +84,7 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
         cli.server_options(),
         listener,
         metrics_listener,
-        shutdown_signal(),
+        shutdown,
     )
     .await
     .context("serving")
@@ -119,25 +120,32 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The SIGTERM handler is installed when this is
+/// called, not when the future is first polled: `run` calls it before binding its ports, so a
+/// SIGTERM that arrives while start-up is still under way is a graceful stop too, not a kill
+/// (found by the process test, which stops the binary as soon as it serves).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown requested; finishing requests in flight");
     }
-    tracing::info!("shutdown requested; finishing requests in flight");
 }
