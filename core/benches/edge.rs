@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate_core::gate::{
-    Gate, GateConfig, GateState, Headers, NetworkLimit, Request, Sale, SaleEntry, Verdict,
+    Gate, GateConfig, GateState, Headers, NetworkLimit, Request, SaleEntry, SaleView, Verdict,
 };
 use flashgate_core::identity::Identity;
 use flashgate_core::link::{self, Expect, KeyRing, LinkClaims};
@@ -78,7 +78,7 @@ fn gate_verdict(c: &mut Criterion) {
     config.limits.sku = open;
     config.limits.global = open;
     let gate = Gate::new(config);
-    let sale = Sale {
+    let sale = SaleView {
         id: 7,
         sku_id: 42,
         pool: 100,

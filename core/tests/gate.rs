@@ -106,6 +106,7 @@ fn sale_state(remaining: i32) -> EventState {
             per_user_limit: 2,
             pay_window_ms: 900_000,
             subpools: 0,
+            ..Default::default()
         }),
         remaining,
         sold_out: remaining == 0,
@@ -283,6 +284,7 @@ fn a_shopper_goes_from_challenge_to_order() {
         status: OrderStatus::Paid as i32,
         deadline_ms: 1,
         created_ms: 2,
+        ..Default::default()
     };
     let (status, body) = json(gate.complete(&mut state, &call, http(&ok(&order)), clock.now()));
     assert_eq!((status, body["status"].as_str()), (200, Some("paid")));

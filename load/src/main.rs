@@ -152,6 +152,7 @@ async fn put_sale(
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: sale.subpools,
+            ..Default::default()
         })
         .await
         .context("--put-sale: creating the sale")?;

@@ -28,6 +28,7 @@ async fn sale(w: &TestWarehouse, pool: i32) {
             per_user_limit: 1,
             pay_window_ms: 600_000,
             subpools: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

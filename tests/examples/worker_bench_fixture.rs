@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
                 per_user_limit: 1,
                 pay_window_ms: 600_000,
                 subpools: 0,
+                ..Default::default()
             })
             .await?;
     }

@@ -219,8 +219,9 @@ impl<S: Store> Origin<S> {
             per_user_limit: 1,
             pay_window_ms,
             subpools: 0,
+            ..Default::default()
         };
-        admin.put_event(event).await.expect("put event");
+        admin.put_event(event.clone()).await.expect("put event");
         event
     }
 

@@ -129,6 +129,7 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
         per_user_limit: 1,
         pay_window_ms: 3_600_000,
         subpools: SUBPOOLS as i32,
+        ..Default::default()
     };
     admin.put_event(event).await.expect("put event");
     assert_eq!(pools(&store, 9, 1).await, vec![50, 50, 50, 50]);
@@ -485,6 +486,7 @@ async fn buyers_of_two_units_from_every_home_take_exactly_the_pool() {
             per_user_limit: 2,
             pay_window_ms: 3_600_000,
             subpools: SUBPOOLS as i32,
+            ..Default::default()
         })
         .await
         .expect("put event");

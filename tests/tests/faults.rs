@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flashgate_core::proto::flashsale::{
     admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, OrderReq,
-    OrderStatus as OrderStatusMsg, PutSkuStockReq,
+    OrderStatus as OrderStatusMsg, PayOrderReq, PutSkuStockReq,
 };
 use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, StockError};
 use flashgate_core::warehouse::audit;
@@ -54,6 +54,7 @@ async fn put_sale(channel: Channel) {
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -486,7 +487,14 @@ async fn soak_with_faults_at_random_moments() {
                             user_id: user,
                         };
                         let _ = match rng.below(3) {
-                            0 => seckill.pay_order(req).await,
+                            0 => {
+                                let pay = PayOrderReq {
+                                    order_no: req.order_no,
+                                    user_id: req.user_id,
+                                    ..Default::default()
+                                };
+                                seckill.pay_order(pay).await
+                            }
                             1 => seckill.cancel_order(req).await,
                             _ => seckill.get_order(req).await,
                         };

@@ -89,6 +89,7 @@ async fn warehouse_with_sale() -> TestWarehouse {
             per_user_limit: 1,
             pay_window_ms: 60_000,
             subpools: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

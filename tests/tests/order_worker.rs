@@ -53,6 +53,7 @@ fn event(sale: &Sale) -> Event {
         per_user_limit: sale.per_user_limit as i32,
         pay_window_ms: sale.pay_window_ms,
         subpools: 0,
+        ..Default::default()
     }
 }
 

@@ -93,6 +93,7 @@ async fn an_origin_writing_head_and_body_separately_is_read_whole() {
             per_user_limit: 1,
             pay_window_ms: 600_000,
             subpools: 0,
+            ..Default::default()
         }),
         remaining: 7,
         sold_out: false,

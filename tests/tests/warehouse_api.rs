@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReq, Event, EventReq, EventStatus, OrderReq, OrderStatus, PutSkuStockReq,
-    SkuLedgerReq,
+    BuyOutcome, BuyReq, Event, EventReq, EventStatus, OrderReq, OrderStatus, PayOrderReq,
+    PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq, SkusReq};
 use flashgate_core::warehouse::audit;
@@ -38,6 +38,7 @@ fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
         per_user_limit: 2,
         pay_window_ms: 60_000,
         subpools: 0,
+        ..Default::default()
     }
 }
 
@@ -47,6 +48,14 @@ fn buy(event_id: i64, user: &str, qty: i32, request_id: &str) -> BuyReq {
         user_id: user.into(),
         qty,
         request_id: request_id.into(),
+    }
+}
+
+fn pay_req(order_no: &str, user: &str) -> PayOrderReq {
+    PayOrderReq {
+        order_no: order_no.into(),
+        user_id: user.into(),
+        ..Default::default()
     }
 }
 
@@ -298,32 +307,62 @@ async fn validation_names_the_field() {
     );
     let ev = sale(1, 1, 1, now_ms());
     for (req, field) in [
-        (Event { id: 0, ..ev }, "id"),
-        (Event { sku_id: 0, ..ev }, "sku_id"),
-        (Event { pool: -1, ..ev }, "pool"),
+        (
+            Event {
+                id: 0,
+                ..ev.clone()
+            },
+            "id",
+        ),
+        (
+            Event {
+                sku_id: 0,
+                ..ev.clone()
+            },
+            "sku_id",
+        ),
+        (
+            Event {
+                pool: -1,
+                ..ev.clone()
+            },
+            "pool",
+        ),
         (
             Event {
                 end_ms: ev.start_ms,
-                ..ev
+                ..ev.clone()
             },
             "end_ms",
         ),
         (
             Event {
                 per_user_limit: 0,
-                ..ev
+                ..ev.clone()
             },
             "per_user_limit",
         ),
         (
             Event {
                 pay_window_ms: 0,
-                ..ev
+                ..ev.clone()
             },
             "pay_window_ms",
         ),
-        (Event { subpools: -1, ..ev }, "subpools"),
-        (Event { subpools: 65, ..ev }, "subpools"),
+        (
+            Event {
+                subpools: -1,
+                ..ev.clone()
+            },
+            "subpools",
+        ),
+        (
+            Event {
+                subpools: 65,
+                ..ev.clone()
+            },
+            "subpools",
+        ),
     ] {
         assert_refused(admin.put_event(req).await, invalid, field);
     }
@@ -340,7 +379,7 @@ async fn validation_names_the_field() {
         assert_refused(sk.buy(req).await, invalid, field);
     }
     assert_refused(sk.get_order(order_req("", "u")).await, invalid, "order_no");
-    assert_refused(sk.pay_order(order_req("1-1", "")).await, invalid, "user_id");
+    assert_refused(sk.pay_order(pay_req("1-1", "")).await, invalid, "user_id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,7 +638,7 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         &won.order_no,
     );
     assert_refused(
-        sk.pay_order(order_req(&won.order_no, "bob")).await,
+        sk.pay_order(pay_req(&won.order_no, "bob")).await,
         Code::PermissionDenied,
         &won.order_no,
     );
@@ -609,19 +648,19 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         "1-999",
     );
     assert_refused(
-        sk.pay_order(order_req("999-1", "ann")).await,
+        sk.pay_order(pay_req("999-1", "ann")).await,
         Code::NotFound,
         "999-1",
     );
 
     let paid = sk
-        .pay_order(order_req(&won.order_no, "ann"))
+        .pay_order(pay_req(&won.order_no, "ann"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(paid.status(), OrderStatus::Paid);
     assert_eq!(
-        sk.pay_order(order_req(&won.order_no, "ann"))
+        sk.pay_order(pay_req(&won.order_no, "ann"))
             .await
             .unwrap()
             .into_inner()
@@ -664,7 +703,7 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         OrderStatus::Cancelled
     );
     assert_refused(
-        sk.pay_order(order_req(&last.order_no, "bob")).await,
+        sk.pay_order(pay_req(&last.order_no, "bob")).await,
         Code::FailedPrecondition,
         "CANCELLED",
     );
@@ -765,6 +804,7 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
             per_user_limit: 1,
             pay_window_ms: 1,
             subpools: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -785,7 +825,7 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
     .await;
     assert_eq!(expired.qty, 1);
     assert_refused(
-        sk.pay_order(order_req(&won.order_no, "dee")).await,
+        sk.pay_order(pay_req(&won.order_no, "dee")).await,
         Code::FailedPrecondition,
         "EXPIRED",
     );

@@ -63,7 +63,7 @@ pub use origin::{
 };
 pub use request::{route, BoundedBody, HeaderValues, Headers, NetworkLimit, Request, Route};
 pub use response::{Response, NO_STORE, SALE_CACHE};
-pub use state::{GateState, Sale, SaleEntry};
+pub use state::{GateState, SaleEntry, SaleView};
 
 use crate::bot::{BotSignals, BotVerdict};
 use crate::identity::{IdentityVerdict, User};
@@ -239,7 +239,7 @@ impl Gate {
 
     /// The cached sale, or a refresh forward if the cache has nothing fresh; `answer`: whether
     /// the refreshed view answers the client (the sale route) or the request is decided again.
-    fn sale(&self, state: &mut GateState, id: i64, now: i64, answer: bool) -> Step<Sale> {
+    fn sale(&self, state: &mut GateState, id: i64, now: i64, answer: bool) -> Step<SaleView> {
         match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
             Some(SaleEntry {
                 sale: Some(sale), ..
@@ -257,7 +257,7 @@ impl Gate {
         }
     }
 
-    fn open_sale(sale: &Sale, now: i64, allow_upcoming: bool) -> Step<()> {
+    fn open_sale(sale: &SaleView, now: i64, allow_upcoming: bool) -> Step<()> {
         if now >= sale.end_ms {
             return Err(refuse(Reason::SaleEnded));
         }

@@ -11,7 +11,7 @@
 //! and reports a call that got no answer as [`OriginReply::Failed`]).
 
 use super::response::{buy_response, ok_json, sale_response, OrderView, Response, NO_STORE};
-use super::state::{GateState, Sale, SaleEntry};
+use super::state::{GateState, SaleEntry, SaleView};
 use super::{Gate, Verdict};
 use crate::breaker::{Admission, Outcome};
 use crate::grpc_web::{self, Code, Reply, StatusHeaders};
@@ -299,7 +299,7 @@ impl Gate {
         let result: Result<Response, Option<grpc_web::Status>> = match &forward.call {
             Call::GetEvent { event_id, answer } => match parse!(EventState) {
                 Ok(event) => {
-                    let sale = Sale::from_state(&event);
+                    let sale = SaleView::from_state(&event);
                     state.sales.insert(
                         *event_id,
                         SaleEntry {

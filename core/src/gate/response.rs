@@ -6,7 +6,7 @@
 //! byte. What it deliberately does not do: decide which answer to give (the routes and
 //! [`Gate::complete`](super::Gate::complete) do).
 
-use super::state::Sale;
+use super::state::SaleView;
 use crate::proto::flashsale::{BuyOutcome, BuyReply, Order, OrderStatus};
 use crate::refusal::{Reason, Refusal};
 use serde::Serialize;
@@ -65,11 +65,11 @@ pub(super) fn ok_json(status: u16, body: &impl Serialize, cache_control: &'stati
     }
 }
 
-pub(super) fn sale_response(sale: &Sale, now: i64) -> Response {
+pub(super) fn sale_response(sale: &SaleView, now: i64) -> Response {
     #[derive(Serialize)]
     struct View<'a> {
         #[serde(flatten)]
-        sale: &'a Sale,
+        sale: &'a SaleView,
         status: &'static str,
         server_time_ms: i64,
     }

@@ -8,7 +8,7 @@
 
 use super::origin::Call;
 use super::response::{ok_json, sale_response, NO_STORE};
-use super::state::{GateState, Sale, SaleEntry};
+use super::state::{GateState, SaleEntry, SaleView};
 use super::{refuse, Gate, Request, Shopper, Step, Verdict};
 use crate::bot::BotVerdict;
 use crate::hex;
@@ -77,7 +77,7 @@ impl Gate {
         id: i64,
         now: i64,
         allow_upcoming: bool,
-    ) -> Step<Sale> {
+    ) -> Step<SaleView> {
         self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
         let sale = self.sale(state, id, now, false)?;
         Self::open_sale(&sale, now, allow_upcoming)?;

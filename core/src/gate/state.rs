@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 /// A sale as the edge caches it (from the warehouse's `EventState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sale {
+pub struct SaleView {
     /// Event id.
     pub id: i64,
     /// The SKU on sale.
@@ -32,10 +32,10 @@ pub struct Sale {
     pub per_user_limit: u32,
 }
 
-impl Sale {
-    pub(super) fn from_state(state: &EventState) -> Option<Sale> {
+impl SaleView {
+    pub(super) fn from_state(state: &EventState) -> Option<SaleView> {
         let e = state.event.as_ref()?;
-        Some(Sale {
+        Some(SaleView {
             id: e.id,
             sku_id: e.sku_id,
             pool: e.pool.max(0) as u32,
@@ -52,7 +52,7 @@ impl Sale {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleEntry {
     /// `None`: the warehouse said there is no such sale.
-    pub sale: Option<Sale>,
+    pub sale: Option<SaleView>,
     /// When it was fetched, unix ms.
     pub fetched_ms: i64,
 }

@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// The order worker and sweeper, or `None` to run the API alone.
     pub worker: Option<WorkerOptions>,
+    /// Whether `DemoPayOrder` pays orders (a local demo only; never in production).
+    pub demo_payments: bool,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +44,7 @@ impl Default for ServerOptions {
             concurrency_per_connection: 256,
             request_timeout: Duration::from_secs(5),
             worker: Some(WorkerOptions::new("warehouse")),
+            demo_payments: false,
         }
     }
 }
@@ -70,7 +73,8 @@ pub async fn serve<S: Store>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics = Metrics::new();
-    let service = WarehouseService::new(store.clone(), metrics.clone());
+    let service = WarehouseService::new(store.clone(), metrics.clone())
+        .with_demo_payments(options.demo_payments);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<WarehouseServer<WarehouseService<S>>>()

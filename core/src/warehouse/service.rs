@@ -15,9 +15,9 @@ use super::metrics::Metrics;
 use super::store::{Store, StoreError};
 use crate::proto::common::SkuIdReq;
 use crate::proto::flashsale::{
-    admin_server::Admin, seckill_server::Seckill, BuyOutcome, BuyReply, BuyReq, Event, EventReq,
-    EventState, EventStatus, Order as OrderMsg, OrderReq, OrderStatus as OrderStatusMsg,
-    PutSkuStockReq, SkuLedger, SkuLedgerReq,
+    admin_server::Admin, seckill_server::Seckill, BuyOutcome, BuyReply, BuyReq, Event, EventList,
+    EventReq, EventState, EventStatus, ListEventsReq, Order as OrderMsg, OrderReq,
+    OrderStatus as OrderStatusMsg, PayOrderReq, PutSkuStockReq, SkuLedger, SkuLedgerReq,
 };
 use crate::proto::warehouse::{
     warehouse_server::Warehouse, SkuStockLockReq, SkuStockReply, SkuStockUnlockReq, SkusReq,
@@ -42,17 +42,28 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The services' shared state: the store and the metrics.
+/// The services' shared state: the store, the metrics and whether demo payments are on.
 #[derive(Clone)]
 pub struct WarehouseService<S> {
     store: S,
     metrics: Metrics,
+    demo_payments: bool,
 }
 
 impl<S: Store> WarehouseService<S> {
-    /// Services over `store`, recording into `metrics`.
+    /// Services over `store`, recording into `metrics`, with demo payments off.
     pub fn new(store: S, metrics: Metrics) -> Self {
-        Self { store, metrics }
+        Self {
+            store,
+            metrics,
+            demo_payments: false,
+        }
+    }
+
+    /// Whether `DemoPayOrder` pays (a local demo) or is refused (`PERMISSION_DENIED`, production).
+    pub fn with_demo_payments(mut self, on: bool) -> Self {
+        self.demo_payments = on;
+        self
     }
 
     /// Runs one RPC body, recording its code and latency.
@@ -217,6 +228,7 @@ fn event_state(state: SaleState, now: i64) -> EventState {
             per_user_limit: clamp(s.per_user_limit),
             pay_window_ms: s.pay_window_ms,
             subpools: s.subpools.try_into().unwrap_or(i32::MAX),
+            ..Event::default()
         }),
         remaining: clamp(state.remaining),
         sold_out: state.remaining == 0,
@@ -247,6 +259,7 @@ fn order_msg(o: Order) -> OrderMsg {
         status: status.into(),
         deadline_ms: o.deadline_ms,
         created_ms: o.created_ms,
+        ..OrderMsg::default()
     }
 }
 
@@ -394,6 +407,15 @@ impl<S: Store> Admin for WarehouseService<S> {
         })
         .await
     }
+
+    async fn list_events(
+        &self,
+        _request: Request<ListEventsReq>,
+    ) -> Result<Response<EventList>, Status> {
+        Err(Status::unimplemented(
+            "ListEvents: contract only, being built",
+        ))
+    }
 }
 
 #[tonic::async_trait]
@@ -451,9 +473,10 @@ impl<S: Store> Seckill for WarehouseService<S> {
         .await
     }
 
-    async fn pay_order(&self, request: Request<OrderReq>) -> Result<Response<OrderMsg>, Status> {
+    async fn pay_order(&self, request: Request<PayOrderReq>) -> Result<Response<OrderMsg>, Status> {
         self.track("PayOrder", async {
-            let (order_no, user) = order_req(request.get_ref())?;
+            let req = request.get_ref();
+            let (order_no, user) = (req.order_no.as_str(), req.user_id.as_str());
             self.store
                 .pay(order_no, user, now_ms())
                 .await
@@ -473,5 +496,14 @@ impl<S: Store> Seckill for WarehouseService<S> {
                 .map_err(status_of)
         })
         .await
+    }
+
+    async fn demo_pay_order(
+        &self,
+        _request: Request<OrderReq>,
+    ) -> Result<Response<OrderMsg>, Status> {
+        Err(Status::unimplemented(
+            "DemoPayOrder: contract only, being built",
+        ))
     }
 }

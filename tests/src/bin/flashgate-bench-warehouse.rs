@@ -308,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
             per_user_limit: 1,
             pay_window_ms: 300_000,
             subpools: 0,
+            ..Default::default()
         })
         .await?;
 

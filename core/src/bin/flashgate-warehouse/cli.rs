@@ -78,6 +78,12 @@ pub struct Cli {
     #[arg(long, env = env::CONSUMER)]
     pub consumer: Option<String>,
 
+    /// Let `DemoPayOrder` pay orders with a made-up payment (`demo-` + the order number): for a
+    /// local demo only. Off, the edge has no way to pay; orders are paid by the shop's payment
+    /// service calling `PayOrder` on the internal listener.
+    #[arg(long, env = env::DEMO_PAYMENTS, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo_payments: bool,
+
     /// Run the order worker and the sweeper in this process.
     #[arg(long, env = env::ORDER_WORKER, default_value_t = true, action = clap::ArgAction::Set)]
     pub order_worker: bool,
@@ -224,6 +230,7 @@ impl Cli {
             origin_max_skew_ms: self.origin_max_skew_ms,
             concurrency_per_connection: self.concurrency_per_connection as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            demo_payments: self.demo_payments,
             worker: self.order_worker.then(|| WorkerOptions {
                 reclaim_idle: Duration::from_millis(self.reclaim_idle_ms),
                 repair_after: Duration::from_millis(self.repair_after_ms),
