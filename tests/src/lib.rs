@@ -1,11 +1,12 @@
 //! Support for flashgate's cross-process tests: a real Redis per test or a cluster
 //! ([`redis_server`], [`cluster`]), the warehouse served in-process on `127.0.0.1:0` with real
 //! tonic clients or run as its binary ([`process`]), the edge runtimes ([`edge`], [`spin`]), key
-//! prefixes that keep tests sharing one Redis apart, and polling with a deadline instead of
-//! sleeps ([`wait`]).
+//! prefixes that keep tests sharing one Redis apart, polling with a deadline instead of sleeps
+//! ([`wait`]), and wrapper stores that write only the seam they change ([`forward`]).
 
 pub mod cluster;
 pub mod edge;
+pub mod forward;
 pub mod process;
 pub mod redis_server;
 pub mod scenarios;

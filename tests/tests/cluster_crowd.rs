@@ -25,7 +25,7 @@ use flashgate_core::proto::flashsale::{
 };
 use flashgate_core::stock::{Keys, OrderStatus, Shard};
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store};
+use flashgate_core::warehouse::store::{Audit, RedisStore, RedisStoreConfig};
 use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{
     assert_ledger, eventually, free_port, unique_prefix, warehouse_bin, WarehouseProcess,

@@ -21,7 +21,9 @@ use flashgate_core::stock::lock::{self as saga, Journal, JournalStatus};
 use flashgate_core::stock::{Keys, Ledger, LockRequest, LockStatus, StockError};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::env::FAULT_CRASH_AT;
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use flashgate_core::warehouse::store::{
+    RedisStore, RedisStoreConfig, SeedLocks, Stock, StoreError,
+};
 use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{
     assert_ledger, blocking_runtime_with_workers, eventually, free_port, lock_req, run_property,

@@ -19,7 +19,9 @@ use flashgate_core::stock::{
 };
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use flashgate_core::warehouse::store::{
+    Audit, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, StoreError,
+};
 use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{assert_ledger, eventually, unique_prefix, TestWarehouse};
 use redis::AsyncCommands;

@@ -14,7 +14,9 @@ use flashgate_core::proto::flashsale::{
 use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, StockError};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use flashgate_core::warehouse::store::{
+    OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, StoreError,
+};
 use flashgate_tests::{eventually, free_port, TestRedis, TestWarehouse, WarehouseProcess};
 use tonic::transport::Channel;
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 use flashgate_core::stock::audit::{audit, SkuSnapshot};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, StockError, Win};
 use flashgate_core::warehouse::store::{
-    MemoryStore, RedisConnection, RedisStore, Store, StoreError,
+    Audit, MemoryStore, OrderQueue, Orders, RedisConnection, RedisStore, Sales, SeedLocks, Stock,
+    Store, StoreError,
 };
 use flashgate_tests::{blocking_runtime, kind, run_property, TestRedis};
 use proptest::prelude::*;

@@ -17,7 +17,9 @@ use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, Win};
 use flashgate_core::warehouse::metrics::Metrics;
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
+use flashgate_core::warehouse::store::{
+    MemoryStore, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, Store,
+};
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
 use flashgate_tests::{eventually, unique_prefix, TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::PutSkuStockReq;
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
-use flashgate_core::stock::audit::{LockSnapshot, SkuSnapshot};
-use flashgate_core::stock::{
-    BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, Win,
-};
+use flashgate_core::stock::Ledger;
 use flashgate_core::warehouse::server::ServerOptions;
-use flashgate_core::warehouse::store::{MemoryStore, Store, StoreResult};
+use flashgate_core::warehouse::store::{MemoryStore, Stock, StoreResult};
 use flashgate_tests::{TestRedis, TestWarehouse};
 use tokio::sync::Semaphore;
 use tonic::Code;
@@ -44,7 +41,7 @@ impl GatedStore {
     }
 }
 
-impl Store for GatedStore {
+impl Stock for GatedStore {
     async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
         self.inner.put_stock(sku, total).await
     }
@@ -59,68 +56,9 @@ impl Store for GatedStore {
     async fn skus(&self) -> StoreResult<Vec<i64>> {
         self.inner.skus().await
     }
-    async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
-        self.inner.put_sale(sale).await
-    }
-    async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
-        self.inner.sale(event_id).await
-    }
-    async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
-        self.inner.sales_of(sku).await
-    }
-    async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
-        self.inner.lock(req).await
-    }
-    async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
-        self.inner.unlock(order_id, finish).await
-    }
-    async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
-        self.inner.buy(req, now_ms).await
-    }
-    async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
-        self.inner.order(order_no).await
-    }
-    async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
-        self.inner.pay(order_no, user_id, now_ms).await
-    }
-    async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
-        self.inner.cancel(order_no, user_id, now_ms).await
-    }
-    async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
-        self.inner.expire_due(now_ms, limit).await
-    }
-    async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
-        self.inner.close_ended(now_ms).await
-    }
-    async fn read_wins(
-        &self,
-        consumer: &str,
-        count: usize,
-        block: Duration,
-    ) -> StoreResult<Vec<Win>> {
-        self.inner.read_wins(consumer, count, block).await
-    }
-    async fn reclaim_wins(
-        &self,
-        consumer: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> StoreResult<Vec<Win>> {
-        self.inner.reclaim_wins(consumer, min_idle, count).await
-    }
-    async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
-        self.inner.create_order(win, now_ms).await
-    }
-    async fn ack_win(&self, win: &Win) -> StoreResult<()> {
-        self.inner.ack_win(win).await
-    }
-    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
-        self.inner.snapshot(sku).await
-    }
-    async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
-        self.inner.locks().await
-    }
 }
+
+flashgate_tests::forward_seams!(GatedStore => inner: Sales, Orders, OrderQueue, SeedLocks, Audit);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_every_service_serving() {

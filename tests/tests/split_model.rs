@@ -33,7 +33,9 @@ use flashgate_core::stock::{
     home_subpool, BuyDecision, BuyRequest, Order, Sale, Win, MAX_SUBPOOLS,
 };
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::store::{MemoryStore, RedisStore, Store};
+use flashgate_core::warehouse::store::{
+    Audit, MemoryStore, OrderQueue, Orders, RedisStore, Sales, Stock,
+};
 use flashgate_tests::{blocking_runtime, kind, run_property, Kind, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -6,7 +6,7 @@
 //! flight: re-run to confirm before acting on one.
 //!
 //! With `--repair` it first finishes the seed-contract locks a crash left between steps
-//! ([`Store::repair_locks`]) and prints what it did; that is the only write it makes.
+//! ([`SeedLocks::repair_locks`](super::store::SeedLocks::repair_locks)) and prints what it did; that is the only write it makes.
 
 use std::time::Duration;
 

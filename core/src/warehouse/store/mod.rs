@@ -1,9 +1,14 @@
 //! Where stock lives: the [`Store`] trait and its two implementations.
 //!
-//! The trait is shaped around the atomic operations of the domain (`buy`, `lock`, `pay`, …), not
-//! around get/set, so each operation is one Lua script in [`RedisStore`] and one critical section
-//! in [`MemoryStore`]. Both implement the same semantics; the model-based tests hold them to it.
-//! Time comes in as an argument (`now_ms`) so the stores never read a clock for decisions.
+//! The traits are shaped around the atomic operations of the domain (`buy`, `lock`, `pay`, …),
+//! not around get/set, so each operation is one Lua script in [`RedisStore`] and one critical
+//! section in [`MemoryStore`]. Both implement the same semantics; the model-based tests hold them
+//! to it. Time comes in as an argument (`now_ms`) so the stores never read a clock for decisions.
+//!
+//! The operations are grouped along the seams of the domain, one trait each: [`Stock`] (a SKU's
+//! counts), [`Sales`] (sale definitions), [`Orders`] (buying and an order's life), [`OrderQueue`]
+//! (wins on their way to orders), [`SeedLocks`] (the seed contract) and [`Audit`]; [`Store`] is
+//! all of them, for code that needs the whole store.
 
 mod memory;
 mod redis;
@@ -47,8 +52,8 @@ impl From<ReplyError> for StoreError {
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The warehouse's stock operations, each atomic.
-pub trait Store: Clone + Send + Sync + 'static {
+/// A SKU's stock on hand and where it is counted.
+pub trait Stock: Send + Sync {
     /// Sets a SKU's on-hand total; returns its available units.
     fn put_stock(&self, sku: i64, total: i64) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Available units of each SKU, `None` for unknown SKUs.
@@ -58,29 +63,20 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn ledger(&self, sku: i64) -> impl Future<Output = StoreResult<Option<Ledger>>> + Send;
     /// Every SKU that has stock.
     fn skus(&self) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+}
+
+/// Flash sales' definitions and the directory of them.
+pub trait Sales: Send + Sync {
     /// Creates or redefines a sale and moves units between available and its pool.
     fn put_sale(&self, sale: &Sale) -> impl Future<Output = StoreResult<SaleState>> + Send;
     /// A sale, `None` when unknown.
     fn sale(&self, event_id: i64) -> impl Future<Output = StoreResult<Option<SaleState>>> + Send;
     /// The sales of a SKU.
     fn sales_of(&self, sku: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
-    /// Seed contract: locks every SKU of the order or none, idempotent by order id.
-    fn lock(&self, req: &LockRequest) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Seed contract: commits (`finish`) or releases a lock, idempotent.
-    fn unlock(&self, order_id: i64, finish: bool) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Finishes seed-contract locks and unlocks that stopped between their per-SKU steps (a
-    /// crashed warehouse) and have not moved for `older_than`: a lock still taking its SKUs is
-    /// rolled back, an unlock under way is completed. Safe to run from any number of processes
-    /// at once and while locks are taken (every step is idempotent and fenced); `older_than` only
-    /// spares the work of callers that are alive. A store whose lock is one atomic step (the
-    /// default) has nothing to repair.
-    fn repair_locks(
-        &self,
-        older_than: Duration,
-    ) -> impl Future<Output = StoreResult<LockRepairs>> + Send {
-        let _ = older_than;
-        async { Ok(LockRepairs::default()) }
-    }
+}
+
+/// Buying, and an order's life after the buy: paid, cancelled, expired; and the end of sales.
+pub trait Orders: Send + Sync {
     /// One flash-sale buy decision.
     fn buy(
         &self,
@@ -111,6 +107,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Closes sales that have ended (pool → available); returns their ids.
     fn close_ended(&self, now_ms: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+}
+
+/// The queue between a buy and its order: wins read, reclaimed, turned into orders, acknowledged.
+pub trait OrderQueue: Send + Sync {
     /// Reads up to `count` new wins per SKU for `consumer`, waiting up to `block` for the
     /// first (`block` must not be zero: to Redis, `BLOCK 0` is forever). Per SKU, because one
     /// XREADGROUP over several streams applies COUNT to each; trimming afterwards would strand
@@ -137,14 +137,52 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Acknowledges a processed win so it is never delivered again.
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
-    fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
+}
+
+/// The seed contract's locks (`SKuStockLock`, `SkuStockUnlock`) and their repair.
+pub trait SeedLocks: Send + Sync {
+    /// Locks every SKU of the order or none, idempotent by order id.
+    fn lock(&self, req: &LockRequest) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Commits (`finish`) or releases a lock, idempotent.
+    fn unlock(&self, order_id: i64, finish: bool) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Finishes seed-contract locks and unlocks that stopped between their per-SKU steps (a
+    /// crashed warehouse) and have not moved for `older_than`: a lock still taking its SKUs is
+    /// rolled back, an unlock under way is completed. Safe to run from any number of processes
+    /// at once and while locks are taken (every step is idempotent and fenced); `older_than` only
+    /// spares the work of callers that are alive. A store whose lock is one atomic step (the
+    /// default) has nothing to repair.
+    fn repair_locks(
+        &self,
+        older_than: Duration,
+    ) -> impl Future<Output = StoreResult<LockRepairs>> + Send {
+        let _ = older_than;
+        async { Ok(LockRepairs::default()) }
+    }
     /// Every seed-contract lock as the contract sees it: a lock that failed (or is still taking
     /// its SKUs) is not one; an unlock under way has happened.
     fn locks(&self) -> impl Future<Output = StoreResult<Vec<LockSnapshot>>> + Send;
     /// Every lock's journal and per-SKU parts, for the audit. By default (a store whose lock is
-    /// one atomic step) the records [`locks`](Store::locks) implies.
+    /// one atomic step) the records [`locks`](SeedLocks::locks) implies.
     fn lock_records(&self) -> impl Future<Output = StoreResult<LockRecords>> + Send {
         async move { Ok(LockRecords::implied_by(&self.locks().await?)) }
     }
+}
+
+/// What the audit reads.
+pub trait Audit: Send + Sync {
+    /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
+    fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
+}
+
+/// The warehouse's stock operations, each atomic: every seam at once. Implemented for any type
+/// that implements the seams, so code over `S: Store` needs one bound, while a wrapper (a test's
+/// store that holds some calls) writes only the seams it changes.
+pub trait Store:
+    Stock + Sales + Orders + OrderQueue + SeedLocks + Audit + Clone + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Stock + Sales + Orders + OrderQueue + SeedLocks + Audit + Clone + Send + Sync + 'static
+{
 }

@@ -14,7 +14,7 @@ use crate::stock::{self, BuyDecision, BuyRequest, Shard};
 use crate::warehouse::store::{StoreError, StoreResult};
 
 impl RedisStore {
-    /// `Store::buy`.
+    /// `Orders::buy`.
     pub(super) async fn buy_falling_over(
         &self,
         req: &BuyRequest,

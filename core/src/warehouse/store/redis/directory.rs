@@ -115,7 +115,7 @@ impl RedisStore {
             .collect())
     }
 
-    /// `Store::sales_of`: the sales of a SKU.
+    /// `Sales::sales_of`: the sales of a SKU.
     pub(super) async fn sales_of_sku(&self, sku: i64) -> StoreResult<Vec<i64>> {
         let mut ids = self.sales_in(Shard::from(sku)).await?;
         ids.sort_unstable();
@@ -130,7 +130,7 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// `Store::skus`: every SKU with stock.
+    /// `Stock::skus`: every SKU with stock.
     pub(super) async fn all_skus(&self) -> StoreResult<Vec<i64>> {
         let mut conn = self.conn.clone();
         let mut skus: Vec<i64> = conn.smembers(self.keys.skus()).await.map_err(unavailable)?;

@@ -77,7 +77,7 @@ fn sku_nums(j: &Journal) -> StoreResult<BTreeMap<i64, i64>> {
 }
 
 impl RedisStore {
-    /// `Store::lock`, see the module doc.
+    /// `SeedLocks::lock`, see the module doc.
     pub(super) async fn lock_saga(&self, req: &LockRequest) -> StoreResult<()> {
         let oid = req.order_id;
         let skus = stock::encode_sku_nums(&req.sku_nums);
@@ -151,7 +151,7 @@ impl RedisStore {
         }
     }
 
-    /// `Store::unlock`, see the module doc.
+    /// `SeedLocks::unlock`, see the module doc.
     pub(super) async fn unlock_saga(&self, oid: i64, finish: bool) -> StoreResult<()> {
         let (moving, done) = if finish {
             (JournalStatus::Finishing, JournalStatus::Finished)
@@ -193,7 +193,7 @@ impl RedisStore {
         )))
     }
 
-    /// `Store::repair_locks`, see the module doc.
+    /// `SeedLocks::repair_locks`, see the module doc.
     pub(super) async fn repair_saga(&self, older_than: Duration) -> StoreResult<LockRepairs> {
         let min_age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
         let mut repairs = LockRepairs::default();
@@ -243,7 +243,7 @@ impl RedisStore {
         }
     }
 
-    /// `Store::locks`: every lock the contract sees, from the full directory (not SCAN).
+    /// `SeedLocks::locks`: every lock the contract sees, from the full directory (not SCAN).
     pub(super) async fn list_locks(&self) -> StoreResult<Vec<LockSnapshot>> {
         let mut locks: Vec<LockSnapshot> = self
             .journals()
@@ -261,7 +261,7 @@ impl RedisStore {
         Ok(locks)
     }
 
-    /// `Store::lock_records`: every journal, and every part on a SKU with stock.
+    /// `SeedLocks::lock_records`: every journal, and every part on a SKU with stock.
     pub(super) async fn lock_records_of(&self) -> StoreResult<LockRecords> {
         let journals = self.journals().await?;
         let mut parts = Vec::new();

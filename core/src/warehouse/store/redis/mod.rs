@@ -34,14 +34,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{Store, StoreError, StoreResult};
+use super::{Audit, OrderQueue, Orders, Sales, SeedLocks, Stock, StoreError, StoreResult};
 use crate::stock::audit::{LockSnapshot, SkuSnapshot};
 use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
     BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, Sale, SaleState, Win,
 };
 
-/// A [`Store`] over one Redis or a Redis Cluster.
+/// A [`Store`](super::Store) over one Redis or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
@@ -95,7 +95,7 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
+impl Stock for RedisStore {
     async fn put_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
         self.put_sku_stock(sku, total).await
     }
@@ -111,7 +111,9 @@ impl Store for RedisStore {
     async fn skus(&self) -> StoreResult<Vec<i64>> {
         self.all_skus().await
     }
+}
 
+impl Sales for RedisStore {
     async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
         self.define_sale(sale).await
     }
@@ -123,20 +125,9 @@ impl Store for RedisStore {
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
         self.sales_of_sku(sku).await
     }
+}
 
-    async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
-        // Per-SKU steps journaled under the order id: see the `lock` module.
-        self.lock_saga(req).await
-    }
-
-    async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
-        self.unlock_saga(order_id, finish).await
-    }
-
-    async fn repair_locks(&self, older_than: Duration) -> StoreResult<LockRepairs> {
-        self.repair_saga(older_than).await
-    }
-
+impl Orders for RedisStore {
     async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
         self.buy_falling_over(req, now_ms).await
     }
@@ -160,7 +151,9 @@ impl Store for RedisStore {
     async fn close_ended(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
         self.close_every_shard(now_ms).await
     }
+}
 
+impl OrderQueue for RedisStore {
     async fn read_wins(
         &self,
         consumer: &str,
@@ -186,9 +179,20 @@ impl Store for RedisStore {
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
         self.ack(win).await
     }
+}
 
-    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
-        self.snapshot_of(sku).await
+impl SeedLocks for RedisStore {
+    async fn lock(&self, req: &LockRequest) -> StoreResult<()> {
+        // Per-SKU steps journaled under the order id: see the `lock` module.
+        self.lock_saga(req).await
+    }
+
+    async fn unlock(&self, order_id: i64, finish: bool) -> StoreResult<()> {
+        self.unlock_saga(order_id, finish).await
+    }
+
+    async fn repair_locks(&self, older_than: Duration) -> StoreResult<LockRepairs> {
+        self.repair_saga(older_than).await
     }
 
     async fn locks(&self) -> StoreResult<Vec<LockSnapshot>> {
@@ -198,5 +202,11 @@ impl Store for RedisStore {
 
     async fn lock_records(&self) -> StoreResult<LockRecords> {
         self.lock_records_of().await
+    }
+}
+
+impl Audit for RedisStore {
+    async fn snapshot(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
+        self.snapshot_of(sku).await
     }
 }

@@ -16,7 +16,7 @@ fn not_found(order_no: &str) -> StoreError {
 }
 
 impl RedisStore {
-    /// `Store::order`.
+    /// `Orders::order`.
     pub(super) async fn order_of(&self, order_no: &str) -> StoreResult<Option<Order>> {
         let Some((_, shard)) = self.shard_of_order(order_no).await? else {
             return Ok(None);
@@ -31,7 +31,7 @@ impl RedisStore {
             .transpose()?)
     }
 
-    /// `Store::pay`.
+    /// `Orders::pay`.
     pub(super) async fn pay_order(
         &self,
         order_no: &str,
@@ -47,7 +47,7 @@ impl RedisStore {
         Ok(call::parse_pay(order_no, &reply)?)
     }
 
-    /// `Store::cancel`.
+    /// `Orders::cancel`.
     pub(super) async fn cancel_order(
         &self,
         order_no: &str,

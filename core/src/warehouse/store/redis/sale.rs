@@ -14,7 +14,7 @@ use crate::stock::{self, Sale, SaleState, Shard, StockError};
 use crate::warehouse::store::{StoreError, StoreResult};
 
 impl RedisStore {
-    /// `Store::put_stock`.
+    /// `Stock::put_stock`.
     pub(super) async fn put_sku_stock(&self, sku: i64, total: i64) -> StoreResult<i64> {
         // The directory first (a listed SKU without stock is skipped by its readers; a SKU with
         // stock missing from the directory would escape the sweeper and the audit). It lives in
@@ -27,7 +27,7 @@ impl RedisStore {
         Ok(call::parse_put_stock(&reply)?)
     }
 
-    /// `Store::available`.
+    /// `Stock::available`.
     pub(super) async fn available_of(&self, skus: &[i64]) -> StoreResult<Vec<Option<i64>>> {
         // One read per SKU, concurrently: the SKUs live in different slots.
         try_join_all(skus.iter().map(|sku| {
@@ -38,7 +38,7 @@ impl RedisStore {
         .await
     }
 
-    /// `Store::put_sale`.
+    /// `Sales::put_sale`.
     pub(super) async fn define_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
         let k = &self.keys;
         let subpools = sale.subpools.max(1);
@@ -101,7 +101,7 @@ impl RedisStore {
             .ok_or_else(|| corrupt("sale vanished after put"))
     }
 
-    /// `Store::sale`: the definition from the SKU's own shard, the units left summed over the
+    /// `Sales::sale`: the definition from the SKU's own shard, the units left summed over the
     /// sub-pools.
     pub(super) async fn sale_state(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
         let Some((sku, subpools)) = self.sale_entry(event_id).await? else {

@@ -23,7 +23,7 @@ fn in_transfer(moves: &[Move]) -> (i64, i64) {
 }
 
 impl RedisStore {
-    /// `Store::ledger`.
+    /// `Stock::ledger`.
     pub(super) async fn ledger_of(&self, sku: i64) -> StoreResult<Option<Ledger>> {
         let mut ledger = Ledger::default();
         for shard in self.shards_of(sku).await? {
@@ -44,7 +44,7 @@ impl RedisStore {
         Ok(Some(ledger))
     }
 
-    /// `Store::snapshot`: one script per shard, merged.
+    /// `Audit::snapshot`: one script per shard, merged.
     pub(super) async fn snapshot_of(&self, sku: i64) -> StoreResult<Option<SkuSnapshot>> {
         let mut merged: Option<SkuSnapshot> = None;
         for shard in self.shards_of(sku).await? {

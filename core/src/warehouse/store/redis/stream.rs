@@ -17,7 +17,7 @@ use crate::warehouse::store::StoreResult;
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
 impl RedisStore {
-    /// `Store::read_wins`: rounds over every stream until one finds wins or `block` is over.
+    /// `OrderQueue::read_wins`: rounds over every stream until one finds wins or `block` is over.
     pub(super) async fn poll_wins(
         &self,
         consumer: &str,
@@ -35,7 +35,7 @@ impl RedisStore {
         }
     }
 
-    /// `Store::reclaim_wins`.
+    /// `OrderQueue::reclaim_wins`.
     pub(super) async fn claim_idle_wins(
         &self,
         consumer: &str,
@@ -67,7 +67,7 @@ impl RedisStore {
         Ok(wins)
     }
 
-    /// `Store::create_order`.
+    /// `OrderQueue::create_order`.
     pub(super) async fn create_order_of(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
         let (event, shard) = self.shard_of_win(win).await?;
         let create = call::create_order(&self.keys, shard, event, &win.order_no, now_ms);
@@ -75,7 +75,7 @@ impl RedisStore {
         Ok(call::parse_create_order(&reply)?)
     }
 
-    /// `Store::ack_win`.
+    /// `OrderQueue::ack_win`.
     pub(super) async fn ack(&self, win: &Win) -> StoreResult<()> {
         let (_, shard) = self.shard_of_win(win).await?;
         let stream = self.keys.order_stream(shard);

@@ -11,7 +11,7 @@ use crate::stock::{OrderStatus, Shard};
 use crate::warehouse::store::StoreResult;
 
 impl RedisStore {
-    /// `Store::expire_due`.
+    /// `Orders::expire_due`.
     pub(super) async fn expire_every_shard(
         &self,
         now_ms: i64,
@@ -30,7 +30,7 @@ impl RedisStore {
         failure.map_or(Ok(expired), Err)
     }
 
-    /// `Store::close_ended`.
+    /// `Orders::close_ended`.
     pub(super) async fn close_every_shard(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
         let mut closed = Vec::new();
         let (shards, mut failure) = self.every_shard().await?;

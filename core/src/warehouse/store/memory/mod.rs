@@ -1,0 +1,100 @@
+//! `MemoryStore`: the embedded default for a one-command local run, and the oracle the Redis
+//! store is tested against. It keeps everything in one mutex-guarded structure and follows the Lua
+//! scripts' semantics line by line. It is not durable: a restart forgets every sale and order.
+//!
+//! One file per seam of the [`Store`](super::Store): [`stock`] (SKU stock and sale definitions),
+//! [`orders`] (buying and an order's life), [`queue`] (the order queue), [`locks`] (the seed
+//! contract), [`audit`] (the snapshot). Each operation takes the one mutex for its whole length,
+//! so each is atomic as its script is on Redis.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::{StoreError, StoreResult};
+use crate::stock::{LockStatus, Order, SaleState, StockError, Win};
+
+mod audit;
+mod locks;
+mod orders;
+mod queue;
+mod stock;
+
+/// An in-process [`Store`](super::Store) with the Redis store's semantics.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    new_win: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Inner {
+    skus: BTreeMap<i64, SkuCounts>,
+    sales: BTreeMap<i64, SaleRecord>,
+    orders: BTreeMap<String, Order>,
+    deadlines: BTreeSet<(i64, String)>,
+    locks: HashMap<i64, LockRecord>,
+    queue: VecDeque<Win>,
+    pending: BTreeMap<u64, Delivery>,
+    next_entry: u64,
+}
+
+#[derive(Default)]
+struct SkuCounts {
+    total: i64,
+    available: i64,
+    locked: i64,
+    sold: i64,
+    sales: BTreeSet<i64>,
+}
+
+struct SaleRecord {
+    state: SaleState,
+    seq: i64,
+    held: HashMap<String, i64>,
+    requests: HashMap<(String, String), String>,
+}
+
+struct LockRecord {
+    sku_nums: BTreeMap<i64, i64>,
+    status: LockStatus,
+}
+
+struct Delivery {
+    consumer: String,
+    since: Instant,
+    win: Win,
+}
+
+fn refused<T>(e: StockError) -> StoreResult<T> {
+    Err(StoreError::Refused(e))
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves no half-applied operation (each one checks before
+        // it writes), so the data is still consistent: keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn sku_mut(&mut self, sku: i64) -> &mut SkuCounts {
+        self.skus.get_mut(&sku).expect("a sale's SKU exists")
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
