@@ -152,6 +152,8 @@ async fn put_sale(
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: sale.subpools,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await

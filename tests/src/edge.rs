@@ -219,6 +219,8 @@ impl<S: Store> Origin<S> {
             per_user_limit: 1,
             pay_window_ms,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         };
         admin.put_event(event.clone()).await.expect("put event");

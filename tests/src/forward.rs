@@ -48,12 +48,15 @@ macro_rules! forward_seams {
                 async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
                     self.$f.sales_of(sku).await
                 }
+                async fn sales_ending_from(&self, from_ms: i64) -> StoreResult<Vec<i64>> {
+                    self.$f.sales_ending_from(from_ms).await
+                }
             }
         };
     };
     (@Orders $w:ty, $f:ident) => {
         const _: () = {
-            use ::flashgate_core::stock::{BuyDecision, BuyRequest, Order};
+            use ::flashgate_core::stock::{BuyDecision, BuyRequest, Order, PayRequest};
             use ::flashgate_core::warehouse::store::{Orders, StoreResult};
             impl Orders for $w {
                 async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
@@ -62,10 +65,15 @@ macro_rules! forward_seams {
                 async fn order(&self, order_no: &str) -> StoreResult<Option<Order>> {
                     self.$f.order(order_no).await
                 }
-                async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
-                    self.$f.pay(order_no, user_id, now_ms).await
+                async fn pay(&self, req: &PayRequest, now_ms: i64) -> StoreResult<Order> {
+                    self.$f.pay(req, now_ms).await
                 }
-                async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+                async fn cancel(
+                    &self,
+                    order_no: &str,
+                    user_id: &str,
+                    now_ms: i64,
+                ) -> StoreResult<Order> {
                     self.$f.cancel(order_no, user_id, now_ms).await
                 }
                 async fn expire_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<String>> {
@@ -83,10 +91,20 @@ macro_rules! forward_seams {
             use ::std::time::Duration;
             use ::flashgate_core::warehouse::store::{OrderQueue, StoreResult};
             impl OrderQueue for $w {
-                async fn read_wins(&self, consumer: &str, count: usize, block: Duration) -> StoreResult<Vec<Win>> {
+                async fn read_wins(
+                    &self,
+                    consumer: &str,
+                    count: usize,
+                    block: Duration,
+                ) -> StoreResult<Vec<Win>> {
                     self.$f.read_wins(consumer, count, block).await
                 }
-                async fn reclaim_wins(&self, consumer: &str, min_idle: Duration, count: usize) -> StoreResult<Vec<Win>> {
+                async fn reclaim_wins(
+                    &self,
+                    consumer: &str,
+                    min_idle: Duration,
+                    count: usize,
+                ) -> StoreResult<Vec<Win>> {
                     self.$f.reclaim_wins(consumer, min_idle, count).await
                 }
                 async fn create_order(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockLockReq;
-use flashgate_core::stock::Ledger;
+use flashgate_core::stock::{Currency, Ledger, Order, PayRequest};
 use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
-use flashgate_core::warehouse::store::Store;
+use flashgate_core::warehouse::store::{Store, StoreError, StoreResult};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use tokio::net::TcpListener;
@@ -260,6 +260,37 @@ pub fn lock_req(order_id: i64, sku_nums: &[(i64, i32)]) -> SkuStockLockReq {
         note: "leave at the door".into(),
         sku_nums: sku_nums.iter().copied().collect(),
     }
+}
+
+/// The currency the tests' sales are priced in.
+pub fn eur() -> Currency {
+    Currency::parse("EUR").expect("a currency code")
+}
+
+/// Pays `order_no` as the shop's payment side would once the buyer `user_id` has paid: its own
+/// amount (read first), payment id `pay-{order_no}`.
+pub async fn pay_in_full<S: Store>(
+    store: &S,
+    order_no: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> StoreResult<Order> {
+    let amount = store
+        .order(order_no)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Refused(flashgate_core::stock::StockError::NotFound(format!(
+                "order {order_no}"
+            )))
+        })?
+        .amount;
+    let payment = PayRequest {
+        order_no: order_no.to_owned(),
+        user_id: Some(user_id.to_owned()),
+        payment_id: format!("pay-{order_no}"),
+        amount,
+    };
+    store.pay(&payment, now_ms).await
 }
 
 /// A runtime on the calling thread alone, for a synchronous `#[test]` that drives async code

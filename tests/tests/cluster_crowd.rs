@@ -129,6 +129,8 @@ async fn put_sale(channel: Channel, sku: i64, event: i64, pool: i32, subpools: i
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await

@@ -23,7 +23,7 @@ use flashgate_core::warehouse::store::{
     Audit, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, StoreError,
 };
 use flashgate_tests::cluster::TestCluster;
-use flashgate_tests::{assert_ledger, eventually, unique_prefix, TestWarehouse};
+use flashgate_tests::{assert_ledger, eur, eventually, pay_in_full, unique_prefix, TestWarehouse};
 use redis::AsyncCommands;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -131,6 +131,8 @@ async fn a_hot_sale_in_four_sub_pools_serves_demand_equal_to_supply_then_sells_o
         per_user_limit: 1,
         pay_window_ms: 3_600_000,
         subpools: SUBPOOLS as i32,
+        price: 1999,
+        currency: "EUR".into(),
         ..Default::default()
     };
     admin.put_event(event).await.expect("put event");
@@ -230,6 +232,9 @@ async fn redefining_and_ending_a_split_sale_moves_units_between_shards_without_l
         per_user_limit: 2,
         pay_window_ms: 10_000,
         subpools: SUBPOOLS,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     let state = store.put_sale(&sale).await.expect("put sale");
     assert_eq!(state.remaining, 40);
@@ -296,7 +301,9 @@ async fn redefining_and_ending_a_split_sale_moves_units_between_shards_without_l
         store.ack_win(&win).await.expect("ack");
     }
     assert_eq!(created, 11, "the cancelled order is not created");
-    store.pay(order_no, user, START + 40).await.expect("pay");
+    pay_in_full(&store, order_no, user, START + 40)
+        .await
+        .expect("pay");
     assert_eq!(assert_ledger(&store, 5).await.total, 100);
     assert_audit_clean(&store).await;
 
@@ -336,6 +343,9 @@ async fn a_transfer_stopped_half_way_lands_once() {
         per_user_limit: 1,
         pay_window_ms: 10_000,
         subpools: SUBPOOLS,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     store.put_sale(&sale).await.expect("put sale");
     let keys: &Keys = store.keys();
@@ -420,6 +430,9 @@ async fn a_refused_redefinition_changes_no_sub_pool() {
         per_user_limit: 1,
         pay_window_ms: 10_000,
         subpools: SUBPOOLS,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     store.put_sale(&sale).await.expect("put sale");
     // More units than the SKU has, and a higher per-user limit: refused, all of it.
@@ -488,6 +501,8 @@ async fn buyers_of_two_units_from_every_home_take_exactly_the_pool() {
             per_user_limit: 2,
             pay_window_ms: 3_600_000,
             subpools: SUBPOOLS as i32,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await

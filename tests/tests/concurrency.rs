@@ -71,6 +71,8 @@ async fn a_thousand_concurrent_buys_on_a_pool_of_100_queue_exactly_100() {
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await
@@ -257,6 +259,8 @@ async fn concurrent_retries_of_one_request_take_one_unit_and_answer_one_order() 
             per_user_limit: 5,
             pay_window_ms: 3_600_000,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await

@@ -11,16 +11,21 @@ use flashgate_core::proto::flashsale::{
     admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, OrderReq,
     OrderStatus as OrderStatusMsg, PayOrderReq, PutSkuStockReq,
 };
-use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, StockError};
+use flashgate_core::stock::call;
+use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, Shard, StockError};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{
     OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, StoreError,
 };
-use flashgate_tests::{eventually, free_port, TestRedis, TestWarehouse, WarehouseProcess};
+use flashgate_tests::{
+    eur, eventually, free_port, pay_in_full, TestRedis, TestWarehouse, WarehouseProcess,
+};
 use tonic::transport::Channel;
 
 const POOL: i32 = 2_000;
+/// The sale's price per unit (cents of EUR); every buy is of one unit.
+const PRICE: i64 = 1999;
 /// Concurrent buyers' connections during the spike.
 const CLIENTS: usize = 16;
 /// Answers seen before the fault is injected, and after it before the spike stops.
@@ -56,6 +61,8 @@ async fn put_sale(channel: Channel) {
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: 0,
+            price: PRICE,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await
@@ -305,6 +312,69 @@ async fn a_redis_restart_mid_spike_loses_nothing_acknowledged() {
     assert_nothing_lost(&attempts, &finals, w.new_channel().await, &store).await;
 }
 
+/// Two sweepers that listed the same due order both ran `release_order.lua` for it; the second
+/// found it EXPIRED already, was answered as if it had released it, and counted it too (seen
+/// as "expired twice" in `a_late_payment_and_the_sweeper_never_both_win`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sweeper_expiring_the_same_order_counted_it_expired_twice() {
+    let redis = TestRedis::start().await;
+    let store = redis.store().await;
+    store.put_stock(1, 5).await.unwrap();
+    let sale = Sale {
+        id: 1,
+        sku: 1,
+        pool: 2,
+        start_ms: 0,
+        end_ms: 10_000_000,
+        per_user_limit: 1,
+        pay_window_ms: 1_000,
+        subpools: 1,
+        price: PRICE,
+        currency: eur(),
+        limit_counts_held: false,
+    };
+    store.put_sale(&sale).await.unwrap();
+    let req = BuyRequest {
+        event_id: 1,
+        user_id: "ann".into(),
+        qty: 1,
+        request_id: "r".into(),
+    };
+    let BuyDecision::Queued { order_no, .. } = store.buy(&req, 10).await.unwrap() else {
+        panic!("won")
+    };
+    for win in store
+        .read_wins("w", 10, Duration::from_millis(5))
+        .await
+        .unwrap()
+    {
+        store.create_order(&win, 10).await.unwrap();
+        store.ack_win(&win).await.unwrap();
+    }
+    // What each sweeper sends for an order it listed as due.
+    let expire = call::release_order(
+        store.keys(),
+        (1, Shard::from(1)),
+        &order_no,
+        "",
+        5_000,
+        OrderStatus::Expired,
+    );
+    let mut released = Vec::new();
+    for _ in 0..2 {
+        let reply: Vec<String> = store.run(&expire).await.unwrap();
+        let (by_this_call, order) = call::parse_release_order(&order_no, &reply).unwrap();
+        assert_eq!(order.status, OrderStatus::Expired);
+        released.push(by_this_call);
+    }
+    assert_eq!(
+        released,
+        vec![true, false],
+        "only the first call released it"
+    );
+    assert_eq!(store.ledger(1).await.unwrap().unwrap().locked, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_payment_and_the_sweeper_never_both_win() {
     let redis = TestRedis::start().await;
@@ -321,6 +391,9 @@ async fn a_late_payment_and_the_sweeper_never_both_win() {
         per_user_limit: 1,
         pay_window_ms: 1_000,
         subpools: 1,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     store.put_sale(&sale).await.unwrap();
     let mut buyers = BTreeMap::new();
@@ -358,7 +431,7 @@ async fn a_late_payment_and_the_sweeper_never_both_win() {
         payments.spawn(async move {
             (
                 order_no.clone(),
-                store.pay(&order_no, &user, deadline).await,
+                pay_in_full(&store, &order_no, &user, deadline).await,
             )
         });
     }
@@ -490,10 +563,12 @@ async fn soak_with_faults_at_random_moments() {
                         };
                         let _ = match rng.below(3) {
                             0 => {
+                                // As the payment side would: the sale's price, one unit.
                                 let pay = PayOrderReq {
+                                    payment_id: format!("pay-{}", req.order_no),
                                     order_no: req.order_no,
                                     user_id: req.user_id,
-                                    ..Default::default()
+                                    amount: PRICE,
                                 };
                                 seckill.pay_order(pay).await
                             }

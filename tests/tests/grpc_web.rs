@@ -89,6 +89,8 @@ async fn warehouse_with_sale() -> TestWarehouse {
             per_user_limit: 1,
             pay_window_ms: 60_000,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await

@@ -5,8 +5,12 @@
 //!
 //! Time is simulated: the stores take `now_ms` as an argument, so a sequence moves a counter
 //! forward instead of sleeping, and sales open and close around it. The domain is deliberately
-//! tiny (3 SKUs, 3 sales, 4 users, 6 request ids, 5 lock ids) so that retries, per-user limits,
-//! sold-out pools, SKU conflicts, late payments and redelivered wins happen in most cases.
+//! tiny (3 SKUs, 3 sales, 4 users, 6 request ids, 5 lock ids, 2 payment ids) so that retries,
+//! request ids reused for another buy, per-user limits (sale 2 counts units held, sales 1 and 3
+//! every unit won), sold-out pools, SKU conflicts, late, repeated, competing and wrong payments
+//! and redelivered wins happen in most cases. Sales are priced, and repriced by redefinitions,
+//! so the orders' amounts (compared with everything else about an order) must be those of the
+//! buy.
 //!
 //! What it does not compare: the texts of refusals (only their kind) and the stream entry ids of
 //! wins (the memory store numbers its own). The order of `expire_due`'s and `close_ended`'s
@@ -16,12 +20,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashgate_core::stock::audit::{audit, SkuSnapshot};
-use flashgate_core::stock::{BuyDecision, BuyRequest, Ledger, LockRequest, Sale, StockError, Win};
+use flashgate_core::stock::{
+    BuyDecision, BuyRequest, Currency, Ledger, LockRequest, PayRequest, Sale, StockError, Win,
+};
 use flashgate_core::warehouse::store::{
     Audit, MemoryStore, OrderQueue, Orders, RedisConnection, RedisStore, Sales, SeedLocks, Stock,
     Store, StoreError,
 };
-use flashgate_tests::{blocking_runtime, kind, run_property, TestRedis};
+use flashgate_tests::{blocking_runtime, eur, kind, run_property, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -70,7 +76,9 @@ enum Op {
         sku: i64,
         total: i64,
     },
-    /// `sku: None` is the event's home SKU (so redefinitions mostly keep their SKU).
+    /// `sku: None` is the event's home SKU (so redefinitions mostly keep their SKU);
+    /// `flip_counts` asks for the other rule than the event's (see [`counts_held`]), which a
+    /// redefinition must refuse.
     PutSale {
         event: i64,
         sku: Option<i64>,
@@ -79,6 +87,8 @@ enum Op {
         duration: i64,
         limit: i64,
         pay_window: i64,
+        price: Price,
+        flip_counts: bool,
     },
     Lock {
         order_id: i64,
@@ -98,8 +108,17 @@ enum Op {
         stop: Stop,
     },
     ReclaimWins,
+    /// The payment side confirms an order: `payment` picks one of two payment ids, `amount_off`
+    /// is added to the order's amount (0 mostly), and `anonymous` leaves the user out.
     Pay {
         order: OrderRef,
+        payment: u8,
+        amount_off: i64,
+        anonymous: bool,
+    },
+    /// The sales ending at or after `offset` from now (negative: in the past).
+    ListSales {
+        offset: i64,
     },
     Cancel {
         order: OrderRef,
@@ -114,6 +133,24 @@ enum Op {
     AdvanceToEdge {
         pick: usize,
     },
+}
+
+/// A price and its currency, drawn from a few.
+#[derive(Debug, Clone, Copy)]
+struct Price(i64, &'static str);
+
+fn price() -> impl Strategy<Value = Price> {
+    prop::sample::select(vec![
+        Price(0, "EUR"),
+        Price(250, "EUR"),
+        Price(1999, "EUR"),
+        Price(1999, "USD"),
+    ])
+}
+
+/// What each event's per-user limit counts: units held for event 2, every unit won otherwise.
+fn counts_held(event: i64) -> bool {
+    event == 2
 }
 
 fn home_sku(event: i64) -> i64 {
@@ -143,15 +180,33 @@ fn op() -> impl Strategy<Value = Op> {
     let sku = prop_oneof![9 => 1..=3i64, 1 => Just(4i64)];
     let other_sku = prop::option::weighted(0.2, 1..=3i64);
     let times = (-12..=8i64, 2..=32i64, 2..=16i64);
-    let put_sale = (1..=3i64, other_sku, 0..=6i64, 1..=3i64, times).prop_map(
-        |(event, sku, pool, limit, (start, duration, pay_window))| Op::PutSale {
-            event,
-            sku,
-            pool,
-            start_offset: start * TICK_MS,
-            duration: duration * TICK_MS,
-            limit,
-            pay_window: pay_window * TICK_MS,
+    let put_sale = (
+        (1..=3i64, other_sku, 0..=6i64, 1..=3i64, times),
+        price(),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |((event, sku, pool, limit, (start, duration, pay_window)), price, flip_counts)| {
+                Op::PutSale {
+                    event,
+                    sku,
+                    pool,
+                    start_offset: start * TICK_MS,
+                    duration: duration * TICK_MS,
+                    limit,
+                    pay_window: pay_window * TICK_MS,
+                    price,
+                    flip_counts,
+                }
+            },
+        );
+    let amount_off = prop_oneof![8 => Just(0i64), 1 => Just(1i64), 1 => Just(-1i64)];
+    let pay = (order_ref(), 0..2u8, amount_off, prop::bool::weighted(0.3)).prop_map(
+        |(order, payment, amount_off, anonymous)| Op::Pay {
+            order,
+            payment,
+            amount_off,
+            anonymous,
         },
     );
     let stop = prop_oneof![
@@ -170,19 +225,23 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(event, user, qty, request)| Op::Buy { event, user, qty, request }),
         3 => stop.prop_map(|stop| Op::ReadWins { stop }),
         2 => Just(Op::ReclaimWins),
-        3 => order_ref().prop_map(|order| Op::Pay { order }),
+        6 => pay,
         2 => order_ref().prop_map(|order| Op::Cancel { order }),
         2 => Just(Op::ExpireDue),
         1 => Just(Op::CloseEnded),
         2 => (0..=12i64).prop_map(|ticks| Op::Advance { ms: ticks * TICK_MS }),
         2 => any::<usize>().prop_map(|pick| Op::AdvanceToEdge { pick }),
+        1 => (-40..=8i64).prop_map(|ticks| Op::ListSales { offset: ticks * TICK_MS }),
     ]
 }
 
 /// Stock for SKUs 1–3 and the three sales on their home SKUs, so most sequences trade from the
 /// first step; SKU 3 is left to the seed contract (it never gets a sale of its own).
 fn setup() -> impl Strategy<Value = Vec<Op>> {
-    let sale = (1..=4i64, -4..=4i64, 4..=32i64, 1..=2i64, 2..=16i64);
+    let sale = (
+        (1..=4i64, -4..=4i64, 4..=32i64, 1..=2i64, 2..=16i64),
+        price(),
+    );
     (
         prop::collection::vec(5..=12i64, 3),
         prop::collection::vec(sale, 3),
@@ -193,7 +252,7 @@ fn setup() -> impl Strategy<Value = Vec<Op>> {
                 .zip(1..)
                 .map(|(total, sku)| Op::PutStock { sku, total });
             let sales = sales.into_iter().zip(1..).map(
-                |((pool, start, duration, limit, pay_window), event)| Op::PutSale {
+                |(((pool, start, duration, limit, pay_window), price), event)| Op::PutSale {
                     event,
                     sku: None,
                     pool,
@@ -201,6 +260,8 @@ fn setup() -> impl Strategy<Value = Vec<Op>> {
                     duration: duration * TICK_MS,
                     limit,
                     pay_window: pay_window * TICK_MS,
+                    price,
+                    flip_counts: false,
                 },
             );
             stock.chain(sales).collect()
@@ -237,9 +298,10 @@ fn by_order(mut wins: Vec<Win>) -> Vec<Win> {
     wins
 }
 
-fn announced(wins: &[Win]) -> Vec<(i64, String)> {
+/// What a win announces: its SKU, order and amount.
+fn announced(wins: &[Win]) -> Vec<(i64, String, i64, Currency)> {
     wins.iter()
-        .map(|w| (w.sku_id, w.order_no.clone()))
+        .map(|w| (w.sku_id, w.order_no.clone(), w.amount, w.currency))
         .collect()
 }
 
@@ -323,6 +385,8 @@ impl Pair {
                 duration,
                 limit,
                 pay_window,
+                price: Price(price, currency),
+                flip_counts,
             } => {
                 let start_ms = now + start_offset;
                 let sale = Sale {
@@ -334,6 +398,9 @@ impl Pair {
                     per_user_limit: *limit,
                     pay_window_ms: *pay_window,
                     subpools: 1,
+                    price: *price,
+                    currency: Currency::parse(currency).expect("a currency"),
+                    limit_counts_held: counts_held(*event) != *flip_counts,
                 };
                 let (r, m) = both!(self, s => s.put_sale(&sale));
                 prop_assert_eq!(r, m, "{:?}", sale);
@@ -401,10 +468,30 @@ impl Pair {
                 self.create(&r, &m).await?;
                 self.ack(&r, &m).await?;
             }
-            Op::Pay { order } => {
+            Op::Pay {
+                order,
+                payment,
+                amount_off,
+                anonymous,
+            } => {
                 let (order_no, user) = self.resolve(order);
-                let (r, m) = both!(self, s => s.pay(&order_no, &user, now));
-                prop_assert_eq!(r, m, "pay({}, {})", order_no, user);
+                // The order's amount from the oracle (checked equal to Redis's), off as drawn.
+                let amount = match self.memory.order(&order_no).await {
+                    Ok(Some(o)) => o.amount,
+                    _ => 0,
+                };
+                let req = PayRequest {
+                    order_no,
+                    user_id: (!anonymous).then_some(user),
+                    payment_id: format!("p{payment}"),
+                    amount: amount + amount_off,
+                };
+                let (r, m) = both!(self, s => s.pay(&req, now));
+                prop_assert_eq!(r, m, "{:?}", req);
+            }
+            Op::ListSales { offset } => {
+                let (r, m) = both!(self, s => s.sales_ending_from(now + offset));
+                prop_assert_eq!(r, m, "sales ending from now{:+}", offset);
             }
             Op::Cancel { order } => {
                 let (order_no, user) = self.resolve(order);
@@ -440,6 +527,7 @@ impl Pair {
 
     /// Everything observable must be equal in both stores, and every ledger conserved.
     async fn check_state(&self) -> Result<(), TestCaseError> {
+        let now = self.now;
         let (r, m) = both!(self, s => s.skus());
         prop_assert_eq!(r, m, "skus");
         let (r, m) = both!(self, s => s.available(&SKUS));
@@ -462,6 +550,8 @@ impl Pair {
             let (r, m) = both!(self, s => s.sale(event));
             prop_assert_eq!(r, m, "sale {}", event);
         }
+        let (r, m) = both!(self, s => s.sales_ending_from(now));
+        prop_assert_eq!(r, m, "sales ending from now");
         for order_no in self.orders.keys() {
             let (r, m) = both!(self, s => s.order(order_no));
             prop_assert_eq!(r, m, "order {}", order_no);
@@ -570,6 +660,9 @@ async fn sales_that_move_no_units<S: Store>(store: S) {
         per_user_limit: 1,
         pay_window_ms: 1_000,
         subpools: 1,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     store.put_sale(&sale).await.expect("define");
     let longer = Sale {
@@ -627,6 +720,9 @@ async fn a_cancel_without_a_user_is_not_yours<S: Store>(store: S) {
         per_user_limit: 1,
         pay_window_ms: 1_000,
         subpools: 1,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     };
     store.put_sale(&sale).await.unwrap();
     let req = BuyRequest {
@@ -655,4 +751,83 @@ async fn cancel_with_an_empty_user_released_anyones_order_on_redis() {
     a_cancel_without_a_user_is_not_yours(MemoryStore::new()).await;
     let redis = TestRedis::start().await;
     a_cancel_without_a_user_is_not_yours(redis.store().await).await;
+}
+
+/// What a buyer can do after giving an order back, by cancelling it or letting it expire: with
+/// the default rule nothing (the units won still count), with `limit_counts_held` buy again.
+async fn a_released_order_gives_back_the_right_to_buy_only_when_units_held_count<S: Store>(
+    store: S,
+) {
+    store.put_stock(1, 10).await.unwrap();
+    for (id, limit_counts_held) in [(1, false), (2, true)] {
+        let sale = Sale {
+            id,
+            sku: 1,
+            pool: 4,
+            start_ms: 0,
+            end_ms: 100_000,
+            per_user_limit: 1,
+            pay_window_ms: 1_000,
+            subpools: 1,
+            price: 1999,
+            currency: eur(),
+            limit_counts_held,
+        };
+        store.put_sale(&sale).await.unwrap();
+        // (A request id is one buy in any sale: each sale's requests are its own.)
+        let buy = |user: &str, request: &str| BuyRequest {
+            event_id: id,
+            user_id: user.into(),
+            qty: 1,
+            request_id: format!("{id}-{request}"),
+        };
+        let again = |d: BuyDecision| matches!(d, BuyDecision::Queued { .. });
+        // Ann cancels.
+        let BuyDecision::Queued { order_no, .. } = store.buy(&buy("ann", "r1"), 10).await.unwrap()
+        else {
+            panic!("won")
+        };
+        store.cancel(&order_no, "ann", 11).await.unwrap();
+        let rebuy = store.buy(&buy("ann", "r2"), 12).await.unwrap();
+        assert_eq!(again(rebuy.clone()), limit_counts_held, "{id}: {rebuy:?}");
+        if !limit_counts_held {
+            assert_eq!(rebuy, BuyDecision::LimitReached { remaining: 4 });
+        }
+        // Bob lets his order expire.
+        let BuyDecision::Queued { order_no, .. } = store.buy(&buy("bob", "r1"), 20).await.unwrap()
+        else {
+            panic!("won")
+        };
+        for win in store.read_wins("w", 10, BLOCK).await.unwrap() {
+            store.create_order(&win, 20).await.unwrap();
+            store.ack_win(&win).await.unwrap();
+        }
+        let expired = store.expire_due(5_000, 10).await.unwrap();
+        assert!(expired.contains(&order_no), "{id}: {expired:?}");
+        let rebuy = store.buy(&buy("bob", "r2"), 5_001).await.unwrap();
+        assert_eq!(again(rebuy.clone()), limit_counts_held, "{id}: {rebuy:?}");
+        // Redefining the sale may not switch the rule.
+        let switched = store
+            .put_sale(&Sale {
+                limit_counts_held: !limit_counts_held,
+                ..sale
+            })
+            .await;
+        assert!(
+            matches!(
+                switched,
+                Err(StoreError::Refused(StockError::FailedPrecondition(_)))
+            ),
+            "{switched:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn buy_cancel_buy_again_got_past_the_per_user_limit() {
+    a_released_order_gives_back_the_right_to_buy_only_when_units_held_count(MemoryStore::new())
+        .await;
+    let redis = TestRedis::start().await;
+    a_released_order_gives_back_the_right_to_buy_only_when_units_held_count(redis.store().await)
+        .await;
 }

@@ -21,7 +21,7 @@ use flashgate_core::warehouse::store::{
     MemoryStore, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, Store,
 };
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
-use flashgate_tests::{eventually, unique_prefix, TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
+use flashgate_tests::{eur, eventually, unique_prefix, TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 
 /// Long enough that no order expires while a test runs.
 const PAY_WINDOW_MS: i64 = 3_600_000;
@@ -42,6 +42,9 @@ fn running_sale(id: i64, sku: i64, pool: i64, per_user_limit: i64) -> Sale {
         per_user_limit,
         pay_window_ms: PAY_WINDOW_MS,
         subpools: 1,
+        price: 100,
+        currency: eur(),
+        limit_counts_held: false,
     }
 }
 
@@ -55,7 +58,9 @@ fn event(sale: &Sale) -> Event {
         per_user_limit: sale.per_user_limit as i32,
         pay_window_ms: sale.pay_window_ms,
         subpools: 0,
-        ..Default::default()
+        price: sale.price,
+        currency: sale.currency.to_string(),
+        limit_counts_held: sale.limit_counts_held,
     }
 }
 
@@ -95,7 +100,8 @@ async fn won<S: Store>(store: &S, sku: i64, wins: i64) -> BTreeSet<String> {
             event_id: sale.id,
             user_id: format!("user-{user}"),
             qty: 1,
-            request_id: "r1".into(),
+            // One request id per buy: the same one in another sale would be refused.
+            request_id: format!("r1-{}", sale.id),
         };
         match store.buy(&buy, now_ms()).await.expect("buy") {
             BuyDecision::Queued { order_no, .. } => assert!(orders.insert(order_no)),

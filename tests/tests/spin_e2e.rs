@@ -93,6 +93,8 @@ async fn an_origin_writing_head_and_body_separately_is_read_whole() {
             per_user_limit: 1,
             pay_window_ms: 600_000,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         }),
         remaining: 7,

@@ -21,22 +21,25 @@
 //! `available()`, which on Redis reads the SKU's own shard only (the ledger sums every shard).
 //! Time is simulated (the stores take `now_ms`), so sales end and deadlines pass without sleeps.
 //!
-//! Beyond the ledgers: every sub-pool's copy of the sale's definition must equal the definition
-//! the memory store holds (a refused redefinition must leave every copy alone: a per-user limit
-//! raised in one sub-pool would let its buyers past the limit), each user's units and request ids
-//! must sit in their home sub-pool only, and a retried request must answer its first order number.
+//! Beyond the ledgers: every sub-pool's copy of the sale's definition (its price and what its
+//! per-user limit counts included; each case draws the rule) must equal the definition the memory
+//! store holds (a refused redefinition must leave every copy alone: a per-user limit raised in
+//! one sub-pool would let its buyers past the limit), each user's counted units and request ids
+//! must sit in their home sub-pool only, a retried request must answer its first order number,
+//! and payments (right and wrong amounts, repeated and competing payment ids) must get the same
+//! answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flashgate_core::stock::{
-    home_subpool, BuyDecision, BuyRequest, Order, Sale, Win, MAX_SUBPOOLS,
+    home_subpool, BuyDecision, BuyRequest, Order, PayRequest, Sale, Win, MAX_SUBPOOLS,
 };
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::store::{
     Audit, MemoryStore, OrderQueue, Orders, RedisStore, Sales, Stock,
 };
-use flashgate_tests::{blocking_runtime, kind, run_property, Kind, TestRedis};
+use flashgate_tests::{blocking_runtime, eur, kind, run_property, Kind, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -100,6 +103,7 @@ enum Op {
         duration: i64,
         limit: i64,
         pay_window: i64,
+        price: i64,
     },
     /// A redefinition both stores must refuse: a pool `excess` units larger than the units put
     /// in so far plus all the SKU has available, with the per-user limit raised by `raise`, the
@@ -113,6 +117,8 @@ enum Op {
     Resplit {
         subpools: u32,
     },
+    /// The current definition with the other rule for what the per-user limit counts: refused.
+    Recount,
     Buy {
         user: User,
         qty: i64,
@@ -122,8 +128,13 @@ enum Op {
         stop: Stop,
     },
     ReclaimWins,
+    /// The payment side confirms an order: `payment` picks one of two payment ids, `amount_off`
+    /// is added to the order's amount (0 mostly), and `anonymous` leaves the user out.
     Pay {
         order: OrderRef,
+        payment: u8,
+        amount_off: i64,
+        anonymous: bool,
     },
     Cancel {
         order: OrderRef,
@@ -143,6 +154,8 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Case {
     subpools: u32,
+    /// What the sale's per-user limit counts: units held (`true`) or every unit won.
+    counts_held: bool,
     ops: Vec<Op>,
 }
 
@@ -161,13 +174,27 @@ fn order_ref() -> impl Strategy<Value = OrderRef> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let put_sale = (0..=16i64, -8..=4i64, 4..=32i64, 1..=3i64, 2..=16i64).prop_map(
-        |(pool, start, duration, limit, pay_window)| Op::PutSale {
-            pool,
-            start,
-            duration,
-            limit,
-            pay_window,
+    let put_sale = (
+        (0..=16i64, -8..=4i64, 4..=32i64, 1..=3i64, 2..=16i64),
+        prop::sample::select(vec![0, 250, 1999]),
+    )
+        .prop_map(
+            |((pool, start, duration, limit, pay_window), price)| Op::PutSale {
+                pool,
+                start,
+                duration,
+                limit,
+                pay_window,
+                price,
+            },
+        );
+    let amount_off = prop_oneof![8 => Just(0i64), 1 => Just(1i64), 1 => Just(-1i64)];
+    let pay = (order_ref(), 0..2u8, amount_off, prop::bool::weighted(0.3)).prop_map(
+        |(order, payment, amount_off, anonymous)| Op::Pay {
+            order,
+            payment,
+            amount_off,
+            anonymous,
         },
     );
     let impossible =
@@ -192,7 +219,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, qty, request)| Op::Buy { user, qty, request }),
         3 => stop.prop_map(|stop| Op::ReadWins { stop }),
         1 => Just(Op::ReclaimWins),
-        3 => order_ref().prop_map(|order| Op::Pay { order }),
+        1 => Just(Op::Recount),
+        4 => pay,
         3 => order_ref().prop_map(|order| Op::Cancel { order }),
         2 => Just(Op::ExpireDue),
         1 => Just(Op::CloseEnded),
@@ -206,13 +234,13 @@ fn op() -> impl Strategy<Value = Op> {
 fn case() -> impl Strategy<Value = Case> {
     let sale = (2..=10i64, -4..=0i64, 16..=48i64, 1..=3i64, 4..=16i64);
     (
-        2..=4u32,
+        (2..=4u32, any::<bool>()),
         8..=20i64,
         sale,
         prop::collection::vec(op(), 1..=40),
     )
         .prop_map(
-            |(subpools, total, (pool, start, duration, limit, pay_window), more)| {
+            |((subpools, counts_held), total, (pool, start, duration, limit, pay_window), more)| {
                 let mut ops = vec![
                     Op::PutStock { total },
                     Op::PutSale {
@@ -221,10 +249,15 @@ fn case() -> impl Strategy<Value = Case> {
                         duration,
                         limit,
                         pay_window,
+                        price: 1999,
                     },
                 ];
                 ops.extend(more);
-                Case { subpools, ops }
+                Case {
+                    subpools,
+                    counts_held,
+                    ops,
+                }
             },
         )
 }
@@ -277,6 +310,7 @@ struct Pair {
     redis: RedisStore,
     memory: MemoryStore,
     subpools: u32,
+    counts_held: bool,
     now: i64,
     won: BTreeMap<Request, Won>,
 }
@@ -374,7 +408,7 @@ impl Pair {
         };
         let announced = |wins: &[(Request, Win)]| {
             wins.iter()
-                .map(|(request, w)| (*request, w.sku_id))
+                .map(|(request, w)| (*request, w.sku_id, w.amount, w.currency))
                 .collect::<Vec<_>>()
         };
         prop_assert_eq!(announced(&r), announced(&m), "{} (Redis, memory)", what);
@@ -424,6 +458,7 @@ impl Pair {
                 duration,
                 limit,
                 pay_window,
+                price,
             } => {
                 let start_ms = now + start * TICK_MS;
                 let sale = Sale {
@@ -435,6 +470,9 @@ impl Pair {
                     per_user_limit: *limit,
                     pay_window_ms: pay_window * TICK_MS,
                     subpools: self.subpools,
+                    price: *price,
+                    currency: eur(),
+                    limit_counts_held: self.counts_held,
                 };
                 self.put_sale(&sale, false).await?;
             }
@@ -457,6 +495,9 @@ impl Pair {
                     per_user_limit: 1,
                     pay_window_ms: 4 * TICK_MS,
                     subpools: self.subpools,
+                    price: 100,
+                    currency: eur(),
+                    limit_counts_held: self.counts_held,
                 });
                 let impossible = Sale {
                     pool: sale.pool + available + excess,
@@ -476,6 +517,15 @@ impl Pair {
                     self.put_sale(&resplit, *subpools != self.subpools).await?;
                 }
             }
+            Op::Recount => {
+                if let Some(sale) = self.sale().await {
+                    let recounted = Sale {
+                        limit_counts_held: !sale.limit_counts_held,
+                        ..sale
+                    };
+                    self.put_sale(&recounted, true).await?;
+                }
+            }
             Op::Buy { user, qty, request } => {
                 let req = BuyRequest {
                     event_id: EVENT,
@@ -485,6 +535,8 @@ impl Pair {
                 };
                 let (r, m) = match both!(self, s => s.buy(&req, now)) {
                     (Ok(r), Ok(m)) => (r, m),
+                    // A request id reused with another quantity, refused by both.
+                    (Err(Kind::AlreadyExists), Err(Kind::AlreadyExists)) => return Ok(()),
                     (r, m) => return Err(TestCaseError::fail(format!("buy: {r:?} / {m:?}"))),
                 };
                 let ((r_kind, r_left), (m_kind, m_left)) = (outcome(&r), outcome(&m));
@@ -520,11 +572,27 @@ impl Pair {
                 let (r, m) = both!(self, s => s.reclaim_wins("reclaimer", Duration::ZERO, BATCH));
                 self.process("reclaim_wins", r, m, Stop::Never).await?;
             }
-            Op::Pay { order } => {
+            Op::Pay {
+                order,
+                payment,
+                amount_off,
+                anonymous,
+            } => {
                 let (r_no, m_no, user) = self.resolve(order);
-                let r = kind(self.redis.pay(&r_no, &user, now).await).map(unnumbered);
-                let m = kind(self.memory.pay(&m_no, &user, now).await).map(unnumbered);
-                prop_assert_eq!(r, m, "pay({} / {}, {})", r_no, m_no, user);
+                // The order's amount from the oracle (checked equal to Redis's), off as drawn.
+                let amount = match self.memory.order(&m_no).await {
+                    Ok(Some(o)) => o.amount,
+                    _ => 0,
+                };
+                let pay = |order_no: &str| PayRequest {
+                    order_no: order_no.to_owned(),
+                    user_id: (!anonymous).then(|| user.clone()),
+                    payment_id: format!("p{payment}"),
+                    amount: amount + amount_off,
+                };
+                let r = kind(self.redis.pay(&pay(&r_no), now).await).map(unnumbered);
+                let m = kind(self.memory.pay(&pay(&m_no), now).await).map(unnumbered);
+                prop_assert_eq!(r, m, "{:?} (Redis {})", pay(&m_no), r_no);
             }
             Op::Cancel { order } => {
                 let (r_no, m_no, user) = self.resolve(order);
@@ -634,7 +702,7 @@ impl Pair {
             "one copy of the sale per sub-pool: {:?}",
             subs
         );
-        let mut held = BTreeMap::new();
+        let mut counted = BTreeMap::new();
         let mut requests = BTreeMap::new();
         for copy in copies {
             prop_assert_eq!(
@@ -643,10 +711,10 @@ impl Pair {
                 "sub-pool {}'s copy of the sale (Redis, memory)",
                 copy.sub
             );
-            for (user, n) in copy.held.iter().filter(|(_, n)| **n != 0) {
+            for (user, n) in copy.counted.iter().filter(|(_, n)| **n != 0) {
                 let home = home_subpool(user, self.subpools);
                 prop_assert_eq!(copy.sub, home, "{} holds {} units away from home", user, n);
-                *held.entry(user.clone()).or_insert(0) += n;
+                *counted.entry(user.clone()).or_insert(0) += n;
             }
             for ((user, request), order_no) in &copy.requests {
                 let home = home_subpool(user, self.subpools);
@@ -660,13 +728,17 @@ impl Pair {
                 requests.insert((user.clone(), request.clone()), order_no.clone());
             }
         }
-        let oracle_held: BTreeMap<_, _> = oracle
-            .held
+        let oracle_counted: BTreeMap<_, _> = oracle
+            .counted
             .iter()
             .filter(|(_, n)| **n != 0)
             .map(|(u, n)| (u.clone(), *n))
             .collect();
-        prop_assert_eq!(held, oracle_held, "units held per user (Redis, memory)");
+        prop_assert_eq!(
+            counted,
+            oracle_counted,
+            "units counted per user (Redis, memory)"
+        );
         let won = |on_redis: bool| {
             self.won
                 .iter()
@@ -688,6 +760,7 @@ async fn run_case(redis: &TestRedis, case: Case) -> Result<(), TestCaseError> {
         redis: redis.store().await,
         memory: MemoryStore::new(),
         subpools: case.subpools,
+        counts_held: case.counts_held,
         now: START_MS,
         won: BTreeMap::new(),
     };

@@ -5,14 +5,16 @@ use std::collections::HashMap;
 
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReq, Event, EventReq, EventStatus, OrderReq, OrderStatus, PayOrderReq,
-    PutSkuStockReq, SkuLedgerReq,
+    BuyOutcome, BuyReq, Event, EventReq, EventStatus, ListEventsReq, Order, OrderReq, OrderStatus,
+    PayOrderReq, PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq, SkusReq};
+use flashgate_core::stock::MAX_PRICE;
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::service::{now_ms, LISTED_AFTER_END_MS};
 use flashgate_core::warehouse::store::RedisStore;
-use flashgate_tests::{eventually, lock_req, TestRedis, TestWarehouse};
+use flashgate_tests::{eventually, lock_req, TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 use std::time::Duration;
 use tonic::Code;
 
@@ -28,6 +30,9 @@ async fn warehouse_and_store() -> (TestRedis, RedisStore, TestWarehouse) {
     (redis, store, warehouse)
 }
 
+/// The price of a unit in every sale `sale` defines: 2.50 EUR.
+const PRICE: i64 = 250;
+
 fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
     Event {
         id,
@@ -38,7 +43,9 @@ fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
         per_user_limit: 2,
         pay_window_ms: 60_000,
         subpools: 0,
-        ..Default::default()
+        price: PRICE,
+        currency: "EUR".into(),
+        limit_counts_held: false,
     }
 }
 
@@ -51,11 +58,14 @@ fn buy(event_id: i64, user: &str, qty: i32, request_id: &str) -> BuyReq {
     }
 }
 
-fn pay_req(order_no: &str, user: &str) -> PayOrderReq {
+/// The payment side's confirmation of `amount` for `order_no` by payment `payment_id`, naming
+/// the buyer `user` (`""`: not naming one).
+fn pay_req(order_no: &str, user: &str, payment_id: &str, amount: i64) -> PayOrderReq {
     PayOrderReq {
         order_no: order_no.into(),
         user_id: user.into(),
-        ..Default::default()
+        payment_id: payment_id.into(),
+        amount,
     }
 }
 
@@ -379,7 +389,21 @@ async fn validation_names_the_field() {
         assert_refused(sk.buy(req).await, invalid, field);
     }
     assert_refused(sk.get_order(order_req("", "u")).await, invalid, "order_no");
-    assert_refused(sk.pay_order(pay_req("1-1", "")).await, invalid, "user_id");
+    for (req, field) in [
+        (pay_req("", "u", "p", 1), "order_no"),
+        (pay_req("1-1", "u\u{1f}", "p", 1), "user_id"),
+        (pay_req("1-1", "u", "", 1), "payment_id"),
+        (pay_req("1-1", "u", &"p".repeat(129), 1), "payment_id"),
+        (pay_req("1-1", "u", "p\n", 1), "payment_id"),
+        (pay_req("1-1", "u", "p", -1), "amount"),
+    ] {
+        assert_refused(sk.pay_order(req).await, invalid, field);
+    }
+    assert_refused(
+        sk.demo_pay_order(order_req("1-1", "u")).await,
+        Code::PermissionDenied,
+        "--demo-payments",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,7 +662,8 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         &won.order_no,
     );
     assert_refused(
-        sk.pay_order(pay_req(&won.order_no, "bob")).await,
+        sk.pay_order(pay_req(&won.order_no, "bob", "p-1", 2 * PRICE))
+            .await,
         Code::PermissionDenied,
         &won.order_no,
     );
@@ -648,24 +673,29 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         "1-999",
     );
     assert_refused(
-        sk.pay_order(pay_req("999-1", "ann")).await,
+        sk.pay_order(pay_req("999-1", "ann", "p-1", PRICE)).await,
         Code::NotFound,
         "999-1",
     );
+    assert_eq!(
+        (pending.amount, pending.currency.as_str(), pending.paid_ms),
+        (2 * PRICE, "EUR", 0)
+    );
 
     let paid = sk
-        .pay_order(pay_req(&won.order_no, "ann"))
+        .pay_order(pay_req(&won.order_no, "ann", "p-1", 2 * PRICE))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(paid.status(), OrderStatus::Paid);
+    assert_eq!(paid.payment_id, "p-1");
+    assert!(paid.paid_ms > 0);
     assert_eq!(
-        sk.pay_order(pay_req(&won.order_no, "ann"))
+        sk.pay_order(pay_req(&won.order_no, "ann", "p-1", 2 * PRICE))
             .await
             .unwrap()
-            .into_inner()
-            .status(),
-        OrderStatus::Paid
+            .into_inner(),
+        paid
     );
     assert_refused(
         sk.cancel_order(order_req(&won.order_no, "ann")).await,
@@ -673,7 +703,7 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         "PAID",
     );
 
-    // Bob cancels: his unit goes back to the running sale's pool and his limit frees up.
+    // Bob cancels: his unit goes back to the running sale's pool.
     eventually("bob's order to be created", Duration::from_secs(10), || {
         let mut sk = sk.clone();
         let no = last.order_no.clone();
@@ -703,7 +733,8 @@ async fn a_flash_sale_from_pre_warm_to_payment() {
         OrderStatus::Cancelled
     );
     assert_refused(
-        sk.pay_order(pay_req(&last.order_no, "bob")).await,
+        sk.pay_order(pay_req(&last.order_no, "bob", "p-2", PRICE))
+            .await,
         Code::FailedPrecondition,
         "CANCELLED",
     );
@@ -804,6 +835,8 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
             per_user_limit: 1,
             pay_window_ms: 1,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await
@@ -825,7 +858,8 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
     .await;
     assert_eq!(expired.qty, 1);
     assert_refused(
-        sk.pay_order(pay_req(&won.order_no, "dee")).await,
+        sk.pay_order(pay_req(&won.order_no, "dee", "p-1", 1999))
+            .await,
         Code::FailedPrecondition,
         "EXPIRED",
     );
@@ -861,4 +895,513 @@ async fn unpaid_orders_expire_and_ended_sales_return_their_pool() {
         Code::FailedPrecondition,
         "ended",
     );
+}
+
+/// A warehouse over Redis with SKU `sku` (10 units) and sale 1 of it running: pool 5, 2.50 EUR
+/// a unit, 2 units per user.
+async fn running_sale(sku: i64) -> (TestRedis, RedisStore, TestWarehouse) {
+    let (redis, store, w) = warehouse_and_store().await;
+    w.admin()
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: sku,
+            num: 10,
+        })
+        .await
+        .unwrap();
+    w.admin()
+        .put_event(sale(1, sku, 5, now_ms() - 1_000))
+        .await
+        .unwrap();
+    (redis, store, w)
+}
+
+/// Buys `qty` units of sale 1 for `user` and waits until the order awaits payment.
+async fn pending_order(w: &TestWarehouse, user: &str, qty: i32, request_id: &str) -> Order {
+    let won = w
+        .seckill()
+        .buy(buy(1, user, qty, request_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(won.outcome(), BuyOutcome::Queued, "{won:?}");
+    let sk = w.seckill();
+    eventually("the order to be created", Duration::from_secs(10), || {
+        let (mut sk, no, user) = (sk.clone(), won.order_no.clone(), user.to_owned());
+        async move {
+            let o = sk.get_order(order_req(&no, &user)).await.ok()?.into_inner();
+            (o.status() == OrderStatus::PendingPayment).then_some(o)
+        }
+    })
+    .await
+}
+
+/// A SKU's ledger as `(total, available, pools, locked, sold)`.
+async fn ledger(w: &TestWarehouse, sku: i64) -> (i64, i64, i64, i64, i64) {
+    let l = w
+        .admin()
+        .get_sku_ledger(SkuLedgerReq { sku_id: sku })
+        .await
+        .unwrap()
+        .into_inner();
+    (l.total, l.available, l.pools, l.locked, l.sold)
+}
+
+async fn order_of(w: &TestWarehouse, order_no: &str, user: &str) -> Order {
+    w.seckill()
+        .get_order(order_req(order_no, user))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_and_its_currency_are_validated() {
+    let (_redis, w) = warehouse().await;
+    let mut admin = w.admin();
+    admin
+        .put_sku_stock(PutSkuStockReq { sku_id: 1, num: 5 })
+        .await
+        .unwrap();
+    let ev = sale(1, 1, 1, now_ms());
+    let prices = [-1, MAX_PRICE + 1].map(|price| {
+        (
+            Event {
+                price,
+                ..ev.clone()
+            },
+            "price",
+        )
+    });
+    let currencies = ["", "EU", "EURO", "eur", "E1R", "€"].map(|currency| {
+        let currency = currency.into();
+        (
+            Event {
+                currency,
+                ..ev.clone()
+            },
+            "currency",
+        )
+    });
+    for (req, field) in prices.into_iter().chain(currencies) {
+        assert_refused(admin.put_event(req).await, Code::InvalidArgument, field);
+    }
+    assert_refused(
+        admin.get_event(EventReq { id: 1 }).await,
+        Code::NotFound,
+        "event 1",
+    );
+    // The bounds themselves are prices: free, and the most a unit may cost.
+    for price in [0, MAX_PRICE] {
+        let state = admin
+            .put_event(Event {
+                price,
+                ..ev.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let event = state.event.unwrap();
+        assert_eq!((event.price, event.currency.as_str()), (price, "EUR"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_keeps_the_price_of_its_buy_when_the_sale_is_repriced() {
+    let (_redis, _store, w) = running_sale(21).await;
+    let ann = pending_order(&w, "ann", 2, "r1").await;
+    assert_eq!((ann.amount, ann.currency.as_str()), (2 * PRICE, "EUR"));
+
+    let repriced = Event {
+        price: 999,
+        currency: "USD".into(),
+        ..sale(1, 21, 5, now_ms() - 1_000)
+    };
+    w.admin().put_event(repriced).await.unwrap();
+    let event = w
+        .admin()
+        .get_event(EventReq { id: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    assert_eq!((event.price, event.currency.as_str()), (999, "USD"));
+    let bob = pending_order(&w, "bob", 1, "r1").await;
+    assert_eq!((bob.amount, bob.currency.as_str()), (999, "USD"));
+    let ann = order_of(&w, &ann.order_no, "ann").await;
+    assert_eq!(
+        (ann.amount, ann.currency.as_str()),
+        (2 * PRICE, "EUR"),
+        "an order's amount is its buy's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_of_another_amount_is_refused_and_changes_nothing() {
+    let (_redis, _store, w) = running_sale(22).await;
+    let order = pending_order(&w, "ann", 2, "r1").await;
+    let before = ledger(&w, 22).await;
+    for amount in [2 * PRICE - 1, 2 * PRICE + 1, PRICE, 0] {
+        assert_refused(
+            w.seckill()
+                .pay_order(pay_req(&order.order_no, "ann", "p-1", amount))
+                .await,
+            Code::FailedPrecondition,
+            "amount",
+        );
+    }
+    assert_eq!(ledger(&w, 22).await, before);
+    assert_eq!(order_of(&w, &order.order_no, "ann").await, order);
+    // The right amount, from a payment side that does not name the buyer: paid.
+    let paid = w
+        .seckill()
+        .pay_order(pay_req(&order.order_no, "", "p-1", 2 * PRICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (paid.status(), paid.payment_id.as_str()),
+        (OrderStatus::Paid, "p-1")
+    );
+    let (total, available, pools, locked, sold) = before;
+    assert_eq!(
+        ledger(&w, 22).await,
+        (total, available, pools, locked - 2, sold + 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_payment_again_is_ok_and_changes_nothing() {
+    let (_redis, _store, w) = running_sale(23).await;
+    let order = pending_order(&w, "ann", 1, "r1").await;
+    let mut sk = w.seckill();
+    let paid = sk
+        .pay_order(pay_req(&order.order_no, "ann", "psp-7", PRICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status(), OrderStatus::Paid);
+    assert!(paid.paid_ms >= order.created_ms, "{paid:?}");
+    let after = ledger(&w, 23).await;
+    for user in ["ann", ""] {
+        let again = sk
+            .pay_order(pay_req(&order.order_no, user, "psp-7", PRICE))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, paid, "the paid order, as it was");
+    }
+    assert_eq!(ledger(&w, 23).await, after);
+    assert_eq!(order_of(&w, &order.order_no, "ann").await, paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_payment_of_a_paid_order_already_exists() {
+    let (_redis, _store, w) = running_sale(24).await;
+    let order = pending_order(&w, "ann", 1, "r1").await;
+    let mut sk = w.seckill();
+    let paid = sk
+        .pay_order(pay_req(&order.order_no, "ann", "psp-1", PRICE))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = ledger(&w, 24).await;
+    assert_refused(
+        sk.pay_order(pay_req(&order.order_no, "ann", "psp-2", PRICE))
+            .await,
+        Code::AlreadyExists,
+        &order.order_no,
+    );
+    assert_eq!(ledger(&w, 24).await, after);
+    assert_eq!(order_of(&w, &order.order_no, "ann").await, paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_payments_are_refused_without_the_flag_and_pay_with_it() {
+    let (_redis, store, w) = running_sale(25).await;
+    let order = pending_order(&w, "ann", 2, "r1").await;
+    let before = ledger(&w, 25).await;
+    assert_refused(
+        w.seckill()
+            .demo_pay_order(order_req(&order.order_no, "ann"))
+            .await,
+        Code::PermissionDenied,
+        "--demo-payments",
+    );
+    assert_eq!(ledger(&w, 25).await, before);
+
+    // The same store behind a warehouse started with --demo-payments.
+    let demo = TestWarehouse::start_with(
+        store,
+        ServerOptions {
+            origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+            worker: None,
+            demo_payments: true,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut sk = demo.seckill();
+    assert_refused(
+        sk.demo_pay_order(order_req(&order.order_no, "bob")).await,
+        Code::PermissionDenied,
+        &order.order_no,
+    );
+    assert_refused(
+        sk.demo_pay_order(order_req(&order.order_no, "")).await,
+        Code::InvalidArgument,
+        "user_id",
+    );
+    assert_refused(
+        sk.demo_pay_order(order_req("1-99", "ann")).await,
+        Code::NotFound,
+        "1-99",
+    );
+    assert_eq!(ledger(&w, 25).await, before);
+    let paid = sk
+        .demo_pay_order(order_req(&order.order_no, "ann"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (paid.status(), paid.payment_id.clone(), paid.amount),
+        (
+            OrderStatus::Paid,
+            format!("demo-{}", order.order_no),
+            2 * PRICE
+        )
+    );
+    // The same path as the payment side's: a repeat is the same payment.
+    let again = sk
+        .demo_pay_order(order_req(&order.order_no, "ann"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, paid);
+    let (total, available, pools, locked, sold) = before;
+    assert_eq!(
+        ledger(&w, 25).await,
+        (total, available, pools, locked - 2, sold + 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buy_cancel_buy_again_is_limit_reached_unless_the_sale_counts_units_held() {
+    let (_redis, _store, w) = warehouse_and_store().await;
+    let (mut admin, mut sk) = (w.admin(), w.seckill());
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: 26,
+            num: 10,
+        })
+        .await
+        .unwrap();
+    let start = now_ms() - 1_000;
+    let won_count = Event {
+        per_user_limit: 1,
+        ..sale(1, 26, 4, start)
+    };
+    let held_count = Event {
+        id: 2,
+        limit_counts_held: true,
+        ..won_count.clone()
+    };
+    for (event, rebuy) in [
+        (won_count, BuyOutcome::LimitReached),
+        (held_count, BuyOutcome::Queued),
+    ] {
+        let id = event.id;
+        let state = admin.put_event(event.clone()).await.unwrap().into_inner();
+        assert_eq!(
+            state.event.as_ref().map(|e| e.limit_counts_held),
+            Some(event.limit_counts_held)
+        );
+        let first = sk
+            .buy(buy(id, "ann", 1, &format!("{id}-r1")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(first.outcome(), BuyOutcome::Queued);
+        let cancelled = sk
+            .cancel_order(order_req(&first.order_no, "ann"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+        let again = sk
+            .buy(buy(id, "ann", 1, &format!("{id}-r2")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.outcome(), rebuy, "event {id}: {again:?}");
+        // What the limit counts is fixed once the sale exists.
+        let flipped = Event {
+            limit_counts_held: !event.limit_counts_held,
+            ..event
+        };
+        assert_refused(
+            admin.put_event(flipped).await,
+            Code::FailedPrecondition,
+            "limit_counts_held",
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_order_does_not_give_back_the_right_to_buy_by_default() {
+    let (_redis, _store, w) = warehouse_and_store().await;
+    let (mut admin, mut sk) = (w.admin(), w.seckill());
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: 27,
+            num: 10,
+        })
+        .await
+        .unwrap();
+    // A payment window of 1 ms: the sweeper expires each order as soon as it exists.
+    let won_count = Event {
+        per_user_limit: 1,
+        pay_window_ms: 1,
+        ..sale(1, 27, 4, now_ms() - 1_000)
+    };
+    let held_count = Event {
+        id: 2,
+        limit_counts_held: true,
+        ..won_count.clone()
+    };
+    for (event, rebuy) in [
+        (won_count, BuyOutcome::LimitReached),
+        (held_count, BuyOutcome::Queued),
+    ] {
+        let id = event.id;
+        admin.put_event(event).await.unwrap();
+        let first = sk
+            .buy(buy(id, "ann", 1, &format!("{id}-r1")))
+            .await
+            .unwrap()
+            .into_inner();
+        eventually(
+            "the unpaid order to expire",
+            Duration::from_secs(10),
+            || {
+                let (mut sk, no) = (sk.clone(), first.order_no.clone());
+                async move {
+                    let o = sk.get_order(order_req(&no, "ann")).await.ok()?.into_inner();
+                    (o.status() == OrderStatus::Expired).then_some(())
+                }
+            },
+        )
+        .await;
+        let again = sk
+            .buy(buy(id, "ann", 1, &format!("{id}-r2")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.outcome(), rebuy, "event {id}: {again:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_for_another_buy_already_exists() {
+    let (_redis, _store, w) = running_sale(28).await;
+    w.admin()
+        .put_event(sale(2, 28, 2, now_ms() - 1_000))
+        .await
+        .unwrap();
+    let mut sk = w.seckill();
+    let won = sk.buy(buy(1, "ann", 1, "r1")).await.unwrap().into_inner();
+    assert_eq!(won.outcome(), BuyOutcome::Queued);
+    let before = ledger(&w, 28).await;
+    for (event, qty) in [(1, 2), (2, 1), (2, 2)] {
+        assert_refused(
+            sk.buy(buy(event, "ann", qty, "r1")).await,
+            Code::AlreadyExists,
+            "request_id",
+        );
+    }
+    assert_eq!(ledger(&w, 28).await, before, "nothing taken");
+    // The same buy again is the same order; another user's r1 is another request.
+    let retry = sk.buy(buy(1, "ann", 1, "r1")).await.unwrap().into_inner();
+    assert_eq!(
+        (retry.outcome(), retry.order_no.as_str()),
+        (BuyOutcome::Queued, won.order_no.as_str())
+    );
+    let bob = sk.buy(buy(2, "bob", 2, "r1")).await.unwrap().into_inner();
+    assert_eq!(bob.outcome(), BuyOutcome::Queued);
+    // A request that won nothing still names its buy.
+    let early = sk.buy(buy(404, "cid", 1, "r1")).await.unwrap().into_inner();
+    assert_eq!(early.outcome(), BuyOutcome::UnknownEvent);
+    let sold_out = sk.buy(buy(2, "cid", 1, "r1")).await.unwrap().into_inner();
+    assert_eq!(sold_out.outcome(), BuyOutcome::SoldOut);
+    assert_refused(
+        sk.buy(buy(1, "cid", 1, "r1")).await,
+        Code::AlreadyExists,
+        "request_id",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_events_lists_upcoming_running_and_recently_ended_sales() {
+    let (_redis, w) = warehouse().await;
+    let mut admin = w.admin();
+    admin
+        .put_sku_stock(PutSkuStockReq {
+            sku_id: 29,
+            num: 10,
+        })
+        .await
+        .unwrap();
+    let now = now_ms();
+    let ending = |id, start_ms, end_ms| Event {
+        start_ms,
+        end_ms,
+        ..sale(id, 29, 1, start_ms)
+    };
+    let long_ended = now - LISTED_AFTER_END_MS - 60_000;
+    for event in [
+        ending(10, long_ended - 60_000, long_ended),
+        ending(11, now - 120_000, now - 60_000),
+        ending(12, now - 60_000, now + 60_000),
+        ending(13, now + 60_000, now + 120_000),
+    ] {
+        admin.put_event(event).await.unwrap();
+    }
+    let list = admin
+        .list_events(ListEventsReq {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.ids,
+        vec![11, 12, 13],
+        "not the sale that ended long ago"
+    );
+    assert!((now..=now_ms()).contains(&list.server_time_ms), "{list:?}");
+
+    // A redefinition moves its sale's entry: 12 now ended long ago; 13 ends later (still
+    // listed). A refused one (another SKU) moves nothing.
+    admin
+        .put_event(ending(12, long_ended - 60_000, long_ended))
+        .await
+        .unwrap();
+    admin
+        .put_event(ending(13, now + 60_000, now + 7_200_000))
+        .await
+        .unwrap();
+    assert_refused(
+        admin
+            .put_event(Event {
+                sku_id: 30,
+                ..ending(11, now - 120_000, now + 60_000)
+            })
+            .await,
+        Code::FailedPrecondition,
+        "sku",
+    );
+    let list = admin
+        .list_events(ListEventsReq {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.ids, vec![11, 13]);
 }

@@ -3,8 +3,9 @@
 //! For each SKU it checks the conservation invariant, that the `locked` and `sold` counters equal
 //! what the orders and seed-contract locks say they hold, that every QUEUED buy (a request entry)
 //! has exactly one order and every order exactly one buy, that order numbers have no gaps, that
-//! each user's per-sale count matches their live orders, and that no order is both paid and
-//! released (the `sold` counter would disagree with the paid orders).
+//! each user's per-sale count matches their orders (every unit won, or only the live orders' for a
+//! sale whose limit counts units held), that no order is both paid and released (the `sold`
+//! counter would disagree with the paid orders), and that every paid order names its payment.
 //!
 //! Seed-contract locks are checked through their per-SKU parts ([`super::lock`]): the counters
 //! must equal the parts that hold units, and the parts must agree with their lock's journal (a
@@ -44,8 +45,10 @@ pub struct SaleSnapshot {
     /// Wins numbered so far (order numbers `1..=seq` on this sub-pool's track, see
     /// [`order_seq`](super::order_seq)).
     pub seq: i64,
-    /// Units held per user.
-    pub held: BTreeMap<String, i64>,
+    /// Units the per-user limit counts, per user (see [`Sale::limit_counts_held`]).
+    ///
+    /// [`Sale::limit_counts_held`]: super::Sale::limit_counts_held
+    pub counted: BTreeMap<String, i64>,
     /// `(user, request id)` → order number.
     pub requests: BTreeMap<(String, String), String>,
 }
@@ -138,16 +141,22 @@ pub enum Violation {
         /// The missing order number.
         order_no: String,
     },
-    /// A user's per-sale count disagrees with their live orders.
-    HeldMismatch {
+    /// A user's per-sale count disagrees with their orders: the units of all of them, or of the
+    /// live ones when the sale's limit counts units held.
+    CountMismatch {
         /// The sale.
         event: i64,
         /// The user.
         user: String,
         /// The stored count.
-        held: i64,
-        /// Units in the user's live orders.
-        live: i64,
+        counted: i64,
+        /// What the user's orders account for.
+        orders: i64,
+    },
+    /// A paid order without the payment that paid it.
+    PaidWithoutPayment {
+        /// The order.
+        order_no: String,
     },
     /// An order awaiting payment without a deadline (the sweeper would never release it).
     NoDeadline {
@@ -201,10 +210,13 @@ impl fmt::Display for Violation {
             Self::MissingOrder { event, order_no } => {
                 write!(f, "event {event}: order {order_no} is missing from the sequence")
             }
-            Self::HeldMismatch { event, user, held, live } => write!(
+            Self::CountMismatch { event, user, counted, orders } => write!(
                 f,
-                "event {event}: user {user:?} counted {held} units, but their live orders hold {live}"
+                "event {event}: user {user:?} counted {counted} units, but their orders account for {orders}"
             ),
+            Self::PaidWithoutPayment { order_no } => {
+                write!(f, "order {order_no}: paid, but no payment is recorded")
+            }
             Self::NoDeadline { order_no } => {
                 write!(f, "order {order_no}: awaiting payment without a deadline")
             }
@@ -311,6 +323,11 @@ pub fn audit_records(skus: &[SkuSnapshot], records: &LockRecords) -> AuditReport
         for order in &snap.orders {
             if order.status == OrderStatus::PendingPayment && order.deadline_ms <= 0 {
                 v.push(Violation::NoDeadline {
+                    order_no: order.order_no.clone(),
+                });
+            }
+            if order.status == OrderStatus::Paid && order.payment.is_none() {
+                v.push(Violation::PaidWithoutPayment {
                     order_no: order.order_no.clone(),
                 });
             }
@@ -427,26 +444,29 @@ fn audit_sale(snap: &SkuSnapshot, sale: &SaleSnapshot, v: &mut Vec<Violation>) {
             v.push(Violation::MissingOrder { event, order_no });
         }
     }
-    let mut live: BTreeMap<&str, i64> = BTreeMap::new();
-    for order in orders.values() {
-        if !matches!(order.status, OrderStatus::Cancelled | OrderStatus::Expired) {
-            *live.entry(order.user_id.as_str()).or_default() += order.qty;
-        }
+    // What the per-user limit counts: every unit won, or only what the live orders hold.
+    let counts = |o: &Order| {
+        !sale.state.sale.limit_counts_held
+            || !matches!(o.status, OrderStatus::Cancelled | OrderStatus::Expired)
+    };
+    let mut of_orders: BTreeMap<&str, i64> = BTreeMap::new();
+    for order in orders.values().filter(|o| counts(o)) {
+        *of_orders.entry(order.user_id.as_str()).or_default() += order.qty;
     }
-    let users: std::collections::BTreeSet<&str> = live
+    let users: BTreeSet<&str> = of_orders
         .keys()
         .copied()
-        .chain(sale.held.keys().map(String::as_str))
+        .chain(sale.counted.keys().map(String::as_str))
         .collect();
     for user in users {
-        let held = sale.held.get(user).copied().unwrap_or(0);
-        let units = live.get(user).copied().unwrap_or(0);
-        if held != units {
-            v.push(Violation::HeldMismatch {
+        let counted = sale.counted.get(user).copied().unwrap_or(0);
+        let units = of_orders.get(user).copied().unwrap_or(0);
+        if counted != units {
+            v.push(Violation::CountMismatch {
                 event,
                 user: user.to_owned(),
-                held,
-                live: units,
+                counted,
+                orders: units,
             });
         }
     }

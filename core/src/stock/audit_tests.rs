@@ -1,7 +1,7 @@
 //! The audit's tests: a healthy snapshot is clean, and each kind of damage is reported.
 
 use super::*;
-use crate::stock::Sale;
+use crate::stock::{Currency, Payment, Sale};
 
 fn order(no: &str, user: &str, qty: i64, status: OrderStatus) -> Order {
     Order {
@@ -13,6 +13,12 @@ fn order(no: &str, user: &str, qty: i64, status: OrderStatus) -> Order {
         status,
         deadline_ms: 99,
         created_ms: 1,
+        amount: qty * 100,
+        currency: Currency::parse("EUR").unwrap(),
+        payment: (status == OrderStatus::Paid).then(|| Payment {
+            id: format!("pay-{no}"),
+            paid_ms: 50,
+        }),
     }
 }
 
@@ -29,13 +35,16 @@ fn healthy() -> (SkuSnapshot, Vec<LockSnapshot>) {
                 per_user_limit: 2,
                 pay_window_ms: 5,
                 subpools: 1,
+                price: 100,
+                currency: Currency::parse("EUR").unwrap(),
+                limit_counts_held: false,
             },
             remaining: 1,
             closed: false,
         },
         sub: 0,
         seq: 2,
-        held: [("ann".to_owned(), 2), ("bob".to_owned(), 1)]
+        counted: [("ann".to_owned(), 2), ("bob".to_owned(), 1)]
             .into_iter()
             .collect(),
         requests: [
@@ -131,15 +140,23 @@ fn each_kind_of_damage_is_reported() {
             buys: 2
         }));
 
-    let mut held = snap.clone();
-    held.sales[0].held.insert("bob".into(), 0);
-    assert!(audit(&[held], &locks)
+    let mut miscounted = snap.clone();
+    miscounted.sales[0].counted.insert("bob".into(), 0);
+    assert!(audit(&[miscounted], &locks)
         .violations
-        .contains(&Violation::HeldMismatch {
+        .contains(&Violation::CountMismatch {
             event: 7,
             user: "bob".into(),
-            held: 0,
-            live: 1
+            counted: 0,
+            orders: 1
+        }));
+
+    let mut unpaid = snap.clone();
+    unpaid.orders[1].payment = None;
+    assert!(audit(&[unpaid], &locks)
+        .violations
+        .contains(&Violation::PaidWithoutPayment {
+            order_no: "7-2".into()
         }));
 
     let released_lock = vec![LockSnapshot {
@@ -161,6 +178,29 @@ fn each_kind_of_damage_is_reported() {
         .contains(&Violation::NoDeadline {
             order_no: "7-1".into()
         }));
+}
+
+#[test]
+fn a_released_order_still_counts_unless_the_sale_counts_units_held() {
+    // Ann cancels her order: its 2 units go back to the pool, and the lock stays as it was.
+    let (mut snap, locks) = healthy();
+    snap.orders[0].status = OrderStatus::Cancelled;
+    snap.counters.locked -= 2;
+    snap.sales[0].state.remaining += 2;
+    assert!(audit(std::slice::from_ref(&snap), &locks).is_clean());
+
+    let mut held = snap.clone();
+    held.sales[0].state.sale.limit_counts_held = true;
+    assert!(audit(&[held.clone()], &locks)
+        .violations
+        .contains(&Violation::CountMismatch {
+            event: 7,
+            user: "ann".into(),
+            counted: 2,
+            orders: 0
+        }));
+    held.sales[0].counted.insert("ann".into(), 0);
+    assert!(audit(&[held], &locks).is_clean());
 }
 
 /// The healthy store's lock as the Redis store records it: attempt 2 (attempt 1 failed and

@@ -3,8 +3,9 @@
 //!
 //! Every key of a SKU carries the hash tag `{sku:ID}` (a sub-pool's `{sku:ID:SUB}`), so each
 //! script touches one cluster slot; the only keys outside a SKU's slots are the directories
-//! ([`Keys::events`], [`Keys::skus`], the lock directories `{locks:N}`) and the seed-contract
-//! lock journals ([`Keys::lock`]), each written by scripts or commands of their own.
+//! ([`Keys::events`], [`Keys::sale_ends`], [`Keys::skus`], the lock directories `{locks:N}`),
+//! the request registry ([`Keys::requests`], `{requests:N}`) and the seed-contract lock
+//! journals ([`Keys::lock`]), each written by scripts or commands of their own.
 //!
 //! What it does not do: decide which keys a script is given (that is [`super::call`]).
 
@@ -55,7 +56,8 @@ impl Keys {
         self.in_shard(shard, "ev:")
     }
 
-    /// Hash user id → units the user holds in the sale (the per-user limit).
+    /// Hash user id → units the per-user limit counts for the user in the sale: every unit won,
+    /// or, for a sale whose limit counts units held, the units the user's orders hold now.
     pub fn event_users(&self, shard: impl Into<Shard>, event: i64) -> String {
         self.in_shard(shard, &format!("ev:{event}:users"))
     }
@@ -95,6 +97,19 @@ impl Keys {
     /// so callers cache it).
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// Sorted set event id → the sale's end (unix ms), so the sales still worth listing (not
+    /// ended long ago) are one range read however many have ended.
+    pub fn sale_ends(&self) -> String {
+        format!("{}:events:ends", self.prefix)
+    }
+
+    /// Hash `user \x1f request id` → `EVENT:QTY` of one shard of the request registry (see
+    /// [`super::numbering::request_shard`]): every request id a buyer used, in any sale, and
+    /// the buy it named, so a request id is never two different buys.
+    pub fn requests(&self, shard: u32) -> String {
+        format!("{}:{{requests:{shard}}}", self.prefix)
     }
 
     /// Directory set of every SKU with stock (for the worker, the sweeper and the audit).
@@ -185,5 +200,13 @@ mod tests {
         assert_eq!(k.locks_open(3), "fg:{locks:3}:open");
         assert_eq!(k.locks_all(3), "fg:{locks:3}:all");
         assert_eq!(k.lock(9), "fg:lock:9");
+    }
+
+    #[test]
+    fn the_request_registry_and_the_end_index_have_slots_of_their_own() {
+        let k = Keys::new("fg");
+        assert_eq!(k.requests(5), "fg:{requests:5}");
+        assert_eq!(k.sale_ends(), "fg:events:ends");
+        assert_eq!(k.sku_of(&k.requests(5)), None);
     }
 }

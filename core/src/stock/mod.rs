@@ -10,7 +10,9 @@
 //! saga of per-SKU steps (see [`lock`]).
 //!
 //! - [`keys`]: every key name, lock keys included;
-//! - [`numbering`]: order numbers, directory entries, a buyer's home sub-pool;
+//! - [`money`]: prices, currencies, order amounts;
+//! - [`numbering`]: order numbers, directory entries, a buyer's home sub-pool, the shard of a
+//!   buyer's request ids;
 //! - [`call`]: one function per script that packs its KEYS and ARGV and one that parses its
 //!   reply, so a store running scripts only sends calls;
 //! - [`split`]: the split-sale policy (the buy fall-over, the spread of a pool) as pure plans;
@@ -49,14 +51,16 @@ pub mod audit;
 pub mod call;
 pub mod keys;
 pub mod lock;
+pub mod money;
 pub mod numbering;
 pub mod split;
 
 pub use self::call::{parse_order, parse_order_record, parse_sale, refusal, Move};
 pub use self::keys::Keys;
+pub use self::money::{amount, Currency, MAX_PRICE};
 pub use self::numbering::{
     event_entry, event_of_order, home_subpool, order_no, order_seq, parse_event_entry,
-    subpool_of_order,
+    parse_request_entry, request_entry, request_shard, subpool_of_order,
 };
 
 /// One hash-tag shard of a SKU: the SKU's own keys (`sub` 0, tag `{sku:ID}`) or those of one
@@ -140,13 +144,23 @@ pub struct Sale {
     pub start_ms: i64,
     /// Closing time, unix ms, exclusive.
     pub end_ms: i64,
-    /// Units one user may hold in the sale.
+    /// Units one user may buy in the sale (see `limit_counts_held` for what counts).
     pub per_user_limit: i64,
     /// How long an order waits for payment, ms.
     pub pay_window_ms: i64,
     /// Sub-pools the pool is split in (1: one pool). A very hot sale on a Redis Cluster spreads
     /// its pool over several slots; see [`home_subpool`].
     pub subpools: u32,
+    /// Price of one unit in minor units of `currency`, `0..=`[`MAX_PRICE`]. A redefinition may
+    /// change it; orders keep the amount of their buy.
+    pub price: i64,
+    /// The price's currency.
+    pub currency: Currency,
+    /// What `per_user_limit` counts: `false`, every unit the user won in the sale, cancelled and
+    /// expired orders included (buy, cancel, buy again gains nothing); `true`, only the units
+    /// the user's orders hold now. Fixed once the sale exists: the per-user counts mean one or
+    /// the other.
+    pub limit_counts_held: bool,
 }
 
 /// A sale with its live figures.
@@ -274,6 +288,36 @@ pub struct Order {
     pub deadline_ms: i64,
     /// When the buy was decided, unix ms.
     pub created_ms: i64,
+    /// `qty` × the sale's price at the buy, in minor units of `currency`: what a payment must be.
+    pub amount: i64,
+    /// The amount's currency.
+    pub currency: Currency,
+    /// The payment that paid it; `None` until paid.
+    pub payment: Option<Payment>,
+}
+
+/// The payment side's confirmation recorded in a paid order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The payment provider's reference (1 to 128 characters).
+    pub id: String,
+    /// When the order was paid, unix ms.
+    pub paid_ms: i64,
+}
+
+/// The payment side's word that an order is paid (`PayOrder`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayRequest {
+    /// The order.
+    pub order_no: String,
+    /// When set, the order must be this user's (else any user's order may be paid: the payment
+    /// side need not know who bought).
+    pub user_id: Option<String>,
+    /// The payment provider's reference. The same one again is a retry and changes nothing;
+    /// another one for a paid order is refused.
+    pub payment_id: String,
+    /// What was paid, in minor units of the order's currency: must be the order's amount.
+    pub amount: i64,
 }
 
 /// A win read from the order stream, not yet acknowledged.
@@ -285,6 +329,10 @@ pub struct Win {
     pub entry_id: String,
     /// The order it announces.
     pub order_no: String,
+    /// The order's amount, so the order side can book it without reading the order.
+    pub amount: i64,
+    /// The amount's currency.
+    pub currency: Currency,
 }
 
 /// A seed-contract lock request (`SKuStockLock`), validated.
@@ -332,12 +380,22 @@ pub enum StockError {
     /// The operation does not fit the current state (not enough units, wrong status, …).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// An idempotency key was reused for a different request.
+    /// An idempotency key was reused for a different request (a lock's order id, a buy's
+    /// request id, a payment of an order already paid by another payment).
     #[error("{0}")]
     AlreadyExists(String),
     /// The order belongs to another user.
     #[error("order {0} belongs to another user")]
     NotYours(String),
+}
+
+impl StockError {
+    /// A buy's request id asked again for another buy than the `(event, qty)` it first named.
+    pub fn request_reused(request_id: &str, (event, qty): (i64, i64)) -> Self {
+        Self::AlreadyExists(format!(
+            "request_id {request_id:?} was a buy of {qty} in event {event}; a new buy needs a new one"
+        ))
+    }
 }
 
 /// Encodes a lock's SKU map as the scripts take it: `sku:num,sku:num` in SKU order.

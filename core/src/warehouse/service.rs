@@ -24,8 +24,8 @@ use crate::proto::warehouse::{
     SkusStockReply,
 };
 use crate::stock::{
-    BuyDecision, BuyRequest, LockRequest, Order, OrderStatus, Sale, SalePhase, SaleState,
-    StockError, MAX_SUBPOOLS,
+    BuyDecision, BuyRequest, Currency, LockRequest, Order, OrderStatus, PayRequest, Sale,
+    SalePhase, SaleState, StockError, MAX_PRICE, MAX_SUBPOOLS,
 };
 
 /// Most SKU ids one `BatchSkusStock` may ask for.
@@ -189,6 +189,18 @@ fn sale_of(e: &Event) -> Result<Sale, Status> {
     }
     positive("per_user_limit", e.per_user_limit.into())?;
     positive("pay_window_ms", e.pay_window_ms)?;
+    if !(0..=MAX_PRICE).contains(&e.price) {
+        return Err(invalid(
+            "price",
+            &format!("must be 0 up to {MAX_PRICE} (minor units of the currency)"),
+        ));
+    }
+    let currency = Currency::parse(&e.currency).ok_or_else(|| {
+        invalid(
+            "currency",
+            "must be an ISO 4217 code, three capital letters (e.g. EUR)",
+        )
+    })?;
     let subpools = match e.subpools {
         0 => 1,
         n if n < 0 || n as u32 > MAX_SUBPOOLS => {
@@ -208,6 +220,9 @@ fn sale_of(e: &Event) -> Result<Sale, Status> {
         per_user_limit: e.per_user_limit.into(),
         pay_window_ms: e.pay_window_ms,
         subpools,
+        price: e.price,
+        currency,
+        limit_counts_held: e.limit_counts_held,
     })
 }
 
@@ -228,7 +243,9 @@ fn event_state(state: SaleState, now: i64) -> EventState {
             per_user_limit: clamp(s.per_user_limit),
             pay_window_ms: s.pay_window_ms,
             subpools: s.subpools.try_into().unwrap_or(i32::MAX),
-            ..Event::default()
+            price: s.price,
+            currency: s.currency.to_string(),
+            limit_counts_held: s.limit_counts_held,
         }),
         remaining: clamp(state.remaining),
         sold_out: state.remaining == 0,
@@ -259,7 +276,10 @@ fn order_msg(o: Order) -> OrderMsg {
         status: status.into(),
         deadline_ms: o.deadline_ms,
         created_ms: o.created_ms,
-        ..OrderMsg::default()
+        amount: o.amount,
+        currency: o.currency.to_string(),
+        payment_id: o.payment.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+        paid_ms: o.payment.map_or(0, |p| p.paid_ms),
     }
 }
 
@@ -269,6 +289,26 @@ fn order_req(req: &OrderReq) -> Result<(&str, &str), Status> {
         text("user_id", &req.user_id, 1, 128)?,
     ))
 }
+
+fn pay_request(req: &PayOrderReq) -> Result<PayRequest, Status> {
+    let user_id = match req.user_id.as_str() {
+        "" => None,
+        user => Some(text("user_id", user, 1, 128)?.to_owned()),
+    };
+    if req.amount < 0 {
+        return Err(invalid("amount", "must be >= 0"));
+    }
+    Ok(PayRequest {
+        order_no: text("order_no", &req.order_no, 3, 64)?.to_owned(),
+        user_id,
+        payment_id: text("payment_id", &req.payment_id, 1, 128)?.to_owned(),
+        amount: req.amount,
+    })
+}
+
+/// How long after its end a sale is still listed by `ListEvents`: a buyer who arrives late is
+/// told the sale has ended (by the warehouse), not that it never existed (by the edge).
+pub const LISTED_AFTER_END_MS: i64 = 3_600_000;
 
 #[tonic::async_trait]
 impl<S: Store> Warehouse for WarehouseService<S> {
@@ -412,9 +452,19 @@ impl<S: Store> Admin for WarehouseService<S> {
         &self,
         _request: Request<ListEventsReq>,
     ) -> Result<Response<EventList>, Status> {
-        Err(Status::unimplemented(
-            "ListEvents: contract only, being built",
-        ))
+        self.track("ListEvents", async {
+            let now = now_ms();
+            let ids = self
+                .store
+                .sales_ending_from(now - LISTED_AFTER_END_MS)
+                .await
+                .map_err(status_of)?;
+            Ok(EventList {
+                ids,
+                server_time_ms: now,
+            })
+        })
+        .await
     }
 }
 
@@ -475,10 +525,9 @@ impl<S: Store> Seckill for WarehouseService<S> {
 
     async fn pay_order(&self, request: Request<PayOrderReq>) -> Result<Response<OrderMsg>, Status> {
         self.track("PayOrder", async {
-            let req = request.get_ref();
-            let (order_no, user) = (req.order_no.as_str(), req.user_id.as_str());
+            let pay = pay_request(request.get_ref())?;
             self.store
-                .pay(order_no, user, now_ms())
+                .pay(&pay, now_ms())
                 .await
                 .map(order_msg)
                 .map_err(status_of)
@@ -500,10 +549,33 @@ impl<S: Store> Seckill for WarehouseService<S> {
 
     async fn demo_pay_order(
         &self,
-        _request: Request<OrderReq>,
+        request: Request<OrderReq>,
     ) -> Result<Response<OrderMsg>, Status> {
-        Err(Status::unimplemented(
-            "DemoPayOrder: contract only, being built",
-        ))
+        self.track("DemoPayOrder", async {
+            if !self.demo_payments {
+                return Err(Status::permission_denied(
+                    "DemoPayOrder: this warehouse was not started with --demo-payments; \
+                     orders are paid by the payment side (PayOrder)",
+                ));
+            }
+            let (order_no, user) = order_req(request.get_ref())?;
+            // The order's own amount: a demo payment always matches. The store checks the user.
+            let amount = match self.store.order(order_no).await.map_err(status_of)? {
+                Some(order) => order.amount,
+                None => return Err(Status::not_found(format!("order {order_no} not found"))),
+            };
+            let pay = PayRequest {
+                order_no: order_no.to_owned(),
+                user_id: Some(user.to_owned()),
+                payment_id: format!("demo-{order_no}"),
+                amount,
+            };
+            self.store
+                .pay(&pay, now_ms())
+                .await
+                .map(order_msg)
+                .map_err(status_of)
+        })
+        .await
     }
 }

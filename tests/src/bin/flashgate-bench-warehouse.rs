@@ -308,6 +308,8 @@ async fn main() -> anyhow::Result<()> {
             per_user_limit: 1,
             pay_window_ms: 300_000,
             subpools: 0,
+            price: 1999,
+            currency: "EUR".into(),
             ..Default::default()
         })
         .await?;

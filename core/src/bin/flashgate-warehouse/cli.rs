@@ -99,7 +99,8 @@ pub struct Cli {
     pub repair_after_ms: u64,
 
     /// Create a demo sale at start-up: `SKU:STOCK:POOL:STARTS_IN_SECONDS` (e.g. `1001:100:10:30`),
-    /// event id 1, one unit per user, 5 minutes to pay, one hour long.
+    /// event id 1, 19.99 EUR a unit, one unit per user (cancelled units included), 5 minutes to
+    /// pay, one hour long.
     #[arg(long, env = env::DEMO_SALE, value_parser = parse_demo_sale)]
     pub demo_sale: Option<DemoSale>,
 }

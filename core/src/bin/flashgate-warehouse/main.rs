@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use flashgate_core::stock::Sale;
+use flashgate_core::stock::{Currency, Sale};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::server::serve;
 use flashgate_core::warehouse::service::now_ms;
@@ -90,6 +90,9 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
     .context("serving")
 }
 
+/// The demo sale's price: 19.99 EUR, in cents.
+const DEMO_PRICE: i64 = 1999;
+
 async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()> {
     let start_ms = now_ms() + demo.starts_in_s * 1000;
     store
@@ -105,6 +108,9 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
         per_user_limit: 1,
         pay_window_ms: 300_000,
         subpools: 1,
+        price: DEMO_PRICE,
+        currency: Currency::parse("EUR").expect("a currency code"),
+        limit_counts_held: false,
     };
     store
         .put_sale(&sale)
@@ -115,6 +121,7 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
         sku = demo.sku,
         pool = demo.pool,
         start_ms,
+        price = "19.99 EUR",
         "demo sale created"
     );
     Ok(())

@@ -52,9 +52,9 @@ scripts! {
     /// `Admin.PutSkuStock`.
     PUT_STOCK = "put_stock", 1 keys, 2 args;
     /// `Admin.PutEvent`: define a sale and pre-warm its pool.
-    PUT_EVENT = "put_event", 4 keys, 10 args;
+    PUT_EVENT = "put_event", 4 keys, 13 args;
     /// `Admin.PutEvent` of a split sale: define it in one sub-pool's shard.
-    PUT_SUBPOOL = "put_subpool", 4 keys, 10 args;
+    PUT_SUBPOOL = "put_subpool", 4 keys, 13 args;
     /// A transfer between two shards, step one: take units out and journal them.
     MOVE_OUT = "move_out", 2 keys, 7 args;
     /// A transfer between two shards, step two: credit them once.
@@ -63,8 +63,8 @@ scripts! {
     BUY = "buy", 6 keys, 7 args;
     /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.
     CREATE_ORDER = "create_order", 3 keys, 2 args;
-    /// `Seckill.PayOrder`: locked → sold.
-    PAY = "pay", 3 keys, 3 args;
+    /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
+    PAY = "pay", 3 keys, 5 args;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.
     RELEASE_ORDER = "release_order", 5 keys, 4 args;
     /// The sweeper's end of a sale: pool → available.

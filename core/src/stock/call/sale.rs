@@ -11,8 +11,8 @@ use super::{
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
-    BuyDecision, BuyRequest, Keys, Ledger, Order, OrderStatus, Sale, SaleState, Shard, FIELD_SEP,
-    ORDER_GROUP,
+    BuyDecision, BuyRequest, Currency, Keys, Ledger, Order, OrderStatus, PayRequest, Payment, Sale,
+    SaleState, Shard, FIELD_SEP, ORDER_GROUP,
 };
 
 /// `put_stock.lua`: sets a SKU's total.
@@ -53,6 +53,9 @@ pub fn put_sale(keys: &Keys, sale: &Sale, subpools: u32, sub: u32) -> Call {
             ORDER_GROUP.into(),
             subpools.to_string(),
             sub.to_string(),
+            sale.price.to_string(),
+            sale.currency.to_string(),
+            u8::from(sale.limit_counts_held).to_string(),
         ],
     )
 }
@@ -125,8 +128,8 @@ pub fn parse_create_order(reply: &[String]) -> ReplyResult<bool> {
     Ok(status(reply)? == "CREATED")
 }
 
-/// `pay.lua`.
-pub fn pay(keys: &Keys, shard: Shard, order_no: &str, user_id: &str, now_ms: i64) -> Call {
+/// `pay.lua`: the payment side's confirmation of an order in its shard.
+pub fn pay(keys: &Keys, shard: Shard, req: &PayRequest, now_ms: i64) -> Call {
     Call::new(
         &PAY,
         vec![
@@ -134,7 +137,14 @@ pub fn pay(keys: &Keys, shard: Shard, order_no: &str, user_id: &str, now_ms: i64
             keys.deadlines(shard),
             keys.stock(shard),
         ],
-        vec![order_no.into(), user_id.into(), now_ms.to_string()],
+        vec![
+            req.order_no.clone(),
+            // An empty user is how pay.lua is asked for any user's order.
+            req.user_id.clone().unwrap_or_default(),
+            req.payment_id.clone(),
+            req.amount.to_string(),
+            now_ms.to_string(),
+        ],
     )
 }
 
@@ -175,7 +185,8 @@ pub fn release_order(
     )
 }
 
-/// `release_order.lua`'s reply: whether this call released the order, and the order.
+/// `release_order.lua`'s reply: whether this call released the order (not a repeat, not
+/// skipped), and the order.
 pub fn parse_release_order(order_no: &str, reply: &[String]) -> ReplyResult<(bool, Order)> {
     let released = status(reply)? == "OK";
     let record = reply
@@ -270,7 +281,7 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
     for sale in raw.sales.into_values() {
         let state = parse_sale(&sale.sale)
             .ok_or_else(|| malformed(format!("sale hash {:?}", sale.sale)))?;
-        let held = sale
+        let counted = sale
             .users
             .iter()
             .map(|(u, n)| Ok((u.clone(), num(n)?)))
@@ -290,7 +301,7 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
             state,
             sub: shard.sub,
             seq,
-            held,
+            counted,
             requests,
         });
     }
@@ -328,6 +339,14 @@ pub fn parse_order_record(order_no: &str, record: &str) -> Option<Order> {
 /// Builds an [`Order`] from the record's fields.
 pub fn parse_order(order_no: &str, fields: &BTreeMap<String, String>) -> Option<Order> {
     let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
+    let payment = match (fields.get("payment"), num("paid")) {
+        (Some(id), Some(paid_ms)) => Some(Payment {
+            id: id.clone(),
+            paid_ms,
+        }),
+        (None, None) => None,
+        _ => return None,
+    };
     Some(Order {
         order_no: order_no.to_owned(),
         event_id: num("event")?,
@@ -337,6 +356,9 @@ pub fn parse_order(order_no: &str, fields: &BTreeMap<String, String>) -> Option<
         status: OrderStatus::parse(fields.get("status")?)?,
         deadline_ms: num("deadline").unwrap_or(0),
         created_ms: num("created")?,
+        amount: num("amount")?,
+        currency: Currency::parse(fields.get("currency")?)?,
+        payment,
     })
 }
 
@@ -353,6 +375,13 @@ pub fn parse_sale(fields: &BTreeMap<String, String>) -> Option<SaleState> {
             per_user_limit: num("limit")?,
             pay_window_ms: num("pay_window")?,
             subpools: num("subpools").map_or(Ok(1), u32::try_from).ok()?.max(1),
+            price: num("price")?,
+            currency: Currency::parse(fields.get("currency")?)?,
+            limit_counts_held: match num("counts_held")? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
         },
         remaining: num("pool")?,
         closed: num("closed").unwrap_or(0) == 1,
@@ -379,6 +408,9 @@ mod tests {
             per_user_limit: 3,
             pay_window_ms: 4,
             subpools: 4,
+            price: 1999,
+            currency: Currency::parse("EUR").unwrap(),
+            limit_counts_held: false,
         };
         let main = put_sale(&k, &sale, 4, 0);
         let sub = put_sale(&k, &sale, 4, 2);
@@ -386,6 +418,8 @@ mod tests {
         assert_eq!(sub.script.name, "put_subpool");
         assert_eq!(main.args[..9], sub.args[..9]);
         assert_eq!((main.args[9].as_str(), sub.args[9].as_str()), ("0", "2"));
+        assert_eq!(main.args[10..], sub.args[10..]);
+        assert_eq!(main.args[10..], strings(&["1999", "EUR", "0"]));
         assert_eq!(sub.keys[1], "fg:{sku:5:2}:ev:7");
     }
 
@@ -412,6 +446,57 @@ mod tests {
     }
 
     #[test]
+    fn a_sale_hash_parses_with_its_price_and_what_its_limit_counts() {
+        let hash = |counts_held: &str, currency: &str| -> BTreeMap<String, String> {
+            [
+                ("id", "7"),
+                ("sku", "5"),
+                ("put", "4"),
+                ("pool", "3"),
+                ("start", "1"),
+                ("end", "2"),
+                ("limit", "1"),
+                ("pay_window", "9"),
+                ("price", "250"),
+                ("currency", currency),
+                ("counts_held", counts_held),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect()
+        };
+        let state = parse_sale(&hash("0", "USD")).unwrap();
+        assert_eq!(
+            (state.sale.price, state.sale.currency.as_str()),
+            (250, "USD")
+        );
+        assert!(!state.sale.limit_counts_held);
+        assert!(
+            parse_sale(&hash("1", "USD"))
+                .unwrap()
+                .sale
+                .limit_counts_held
+        );
+        assert_eq!(parse_sale(&hash("2", "USD")), None);
+        assert_eq!(parse_sale(&hash("0", "US")), None);
+    }
+
+    #[test]
+    fn a_payment_names_its_user_or_none() {
+        let k = Keys::new("fg");
+        let mut req = PayRequest {
+            order_no: "7-1".into(),
+            user_id: None,
+            payment_id: "psp-42".into(),
+            amount: 1999,
+        };
+        let call = pay(&k, Shard::from(5), &req, 99);
+        assert_eq!(call.args, strings(&["7-1", "", "psp-42", "1999", "99"]));
+        req.user_id = Some("ann".into());
+        assert_eq!(pay(&k, Shard::from(5), &req, 99).args[1], "ann");
+    }
+
+    #[test]
     fn replies_parse_into_domain_values() {
         assert_eq!(
             parse_buy("DUPLICATE", "1-1", 4),
@@ -433,6 +518,8 @@ mod tests {
             ("status", "PENDING_PAYMENT"),
             ("deadline", "99"),
             ("created", "9"),
+            ("amount", "1999"),
+            ("currency", "EUR"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -440,6 +527,26 @@ mod tests {
         let order = parse_order("1-1", &fields).unwrap();
         assert_eq!(order.status, OrderStatus::PendingPayment);
         assert_eq!(order.deadline_ms, 99);
+        assert_eq!((order.amount, order.currency.as_str()), (1999, "EUR"));
+        assert_eq!(order.payment, None);
+        let mut paid = fields.clone();
+        paid.insert("payment".into(), "p-1".into());
+        assert_eq!(
+            parse_order("1-1", &paid),
+            None,
+            "a payment id without its time"
+        );
+        paid.insert("paid".into(), "50".into());
+        assert_eq!(
+            parse_order("1-1", &paid).unwrap().payment,
+            Some(Payment {
+                id: "p-1".into(),
+                paid_ms: 50
+            })
+        );
+        let mut unpriced = fields.clone();
+        unpriced.insert("currency".into(), "eur".into());
+        assert_eq!(parse_order("1-1", &unpriced), None, "not a currency");
         assert_eq!(
             parse_ledger(&strings(&["OK", "10", "4", "3", "2", "1"])),
             Ok(Some(Ledger {

@@ -1,27 +1,41 @@
--- pay.lua — Seckill.PayOrder: an order awaiting payment is paid; its units locked → sold.
+-- pay.lua — Seckill.PayOrder: the payment side confirms an order; its units locked → sold.
 --
 -- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines)
 -- KEYS[3]  stock hash of the SKU   ({sku:ID}:stock)
--- ARGV[1]  order number   ARGV[2] user id   ARGV[3] now (unix ms)
+-- ARGV[1]  order number   ARGV[2] user id ("": any user's order)   ARGV[3] payment id
+-- ARGV[4]  amount paid (minor units)   ARGV[5] now (unix ms)
 --
--- Paying again is OK and changes nothing. Payment after the deadline is refused even before
--- the sweeper has expired the order, so a late payment and the sweeper never both win.
+-- Order of checks: the user, then the amount (it must be the order's, or nothing changes), then
+-- the status. A paid order paid again by the same payment is OK and changes nothing; by another
+-- payment, ALREADY_EXISTS. Payment after the deadline is refused even before the sweeper has
+-- expired the order, so a late payment and the sweeper never both win. The paid order records
+-- the payment id (`payment`) and the time (`paid`).
 --
--- Replies: {"OK", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"FAILED_PRECONDITION", why}
--- Example: 7-1 PENDING_PAYMENT, deadline 61000: pay at 5000 → {"OK", {…"status":"PAID"…}};
--- pay at 70000 instead → {"FAILED_PRECONDITION","order 7-1: the payment deadline has passed"}.
-assert(#KEYS == 3 and #ARGV == 3, 'pay.lua: 3 KEYS, 3 ARGV')
+-- Replies: {"OK", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"ALREADY_EXISTS", why}
+--          | {"FAILED_PRECONDITION", why}
+-- Example: 7-1 PENDING_PAYMENT, amount 1999, deadline 61000: pay(7-1, "", "p1", 1999, 5000) →
+-- {"OK", {…"status":"PAID","payment":"p1","paid":"5000"…}}; again → the same reply, nothing
+-- changes; pay(7-1, "", "p2", 1999, 6000) → {"ALREADY_EXISTS", …}; at 70000 instead of 5000 →
+-- {"FAILED_PRECONDITION","order 7-1: the payment deadline has passed"}.
+assert(#KEYS == 3 and #ARGV == 5, 'pay.lua: 3 KEYS, 5 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}
 end
 local order = cjson.decode(raw)
-if order.user ~= ARGV[2] then
+if ARGV[2] ~= '' and order.user ~= ARGV[2] then
   return {'NOT_YOURS', ARGV[1]}
 end
+if order.amount ~= ARGV[4] then
+  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ': its amount is ' .. order.amount .. ' '
+    .. order.currency .. ', not ' .. ARGV[4]}
+end
 if order.status == 'PAID' then
-  return {'OK', raw}
+  if order.payment == ARGV[3] then
+    return {'OK', raw}
+  end
+  return {'ALREADY_EXISTS', 'order ' .. ARGV[1] .. ' is paid by another payment'}
 end
 if order.status == 'QUEUED' then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is still being created; retry shortly'}
@@ -29,10 +43,12 @@ end
 if order.status ~= 'PENDING_PAYMENT' then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. order.status}
 end
-if tonumber(ARGV[3]) > tonumber(order.deadline) then
+if tonumber(ARGV[5]) > tonumber(order.deadline) then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ': the payment deadline has passed'}
 end
 order.status = 'PAID'
+order.payment = ARGV[3]
+order.paid = ARGV[5]
 local record = cjson.encode(order)
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZREM', KEYS[2], ARGV[1])

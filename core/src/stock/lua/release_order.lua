@@ -4,18 +4,22 @@
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines)
 -- KEYS[3]  stock hash of the SKU   ({sku:ID}:stock)
 -- KEYS[4]  the sale's hash         ({sku:ID}:ev:EID)
--- KEYS[5]  units held per user     ({sku:ID}:ev:EID:users)
+-- KEYS[5]  units counted per user  ({sku:ID}:ev:EID:users)
 -- ARGV[1]  order number   ARGV[2] user id ("" for the sweeper)   ARGV[3] now (unix ms)
 -- ARGV[4]  CANCELLED (the user's cancel) or EXPIRED (the sweeper)
 --
--- Units go back to the sale's pool while the sale runs, to `available` once it has ended, and
--- the user's per-sale count drops by the same amount. A repeat is OK and changes nothing.
+-- Units go back to the sale's pool while the sale runs, to `available` once it has ended. The
+-- user's per-sale count drops by the same amount only when the sale's limit counts units held
+-- (counts_held "1"); by default it counts every unit won, so a release gives no right to buy
+-- again. A repeat changes nothing and answers ALREADY (so of two sweepers that listed the same
+-- due order, only one counts it expired).
 -- EXPIRED applies only to an order awaiting payment past its deadline; anything else is
 -- SKIPPED (a payment won the race, or the deadline moved).
 --
--- Replies: {"OK", record JSON} | {"SKIPPED", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …}
---          | {"FAILED_PRECONDITION", why}
--- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", {…"CANCELLED"…}}, pool +1.
+-- Replies: {"OK", record JSON} | {"ALREADY", record JSON} | {"SKIPPED", record JSON}
+--          | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"FAILED_PRECONDITION", why}
+-- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", {…"CANCELLED"…}}, pool +1;
+-- the user's count stays 1 (counts_held "0") or drops to 0 (counts_held "1").
 assert(#KEYS == 5 and #ARGV == 4, 'release_order.lua: 5 KEYS, 4 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
@@ -27,7 +31,7 @@ if ARGV[2] ~= '' and order.user ~= ARGV[2] then
 end
 local now = tonumber(ARGV[3])
 if order.status == ARGV[4] then
-  return {'OK', raw}
+  return {'ALREADY', raw}
 end
 if ARGV[4] == 'EXPIRED' then
   if order.status ~= 'PENDING_PAYMENT' or now <= tonumber(order.deadline) then
@@ -40,14 +44,16 @@ elseif order.status ~= 'QUEUED' and order.status ~= 'PENDING_PAYMENT' then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. order.status .. ' and cannot be cancelled'}
 end
 local qty = tonumber(order.qty)
-local sale = redis.call('HMGET', KEYS[4], 'end', 'closed')
+local sale = redis.call('HMGET', KEYS[4], 'end', 'closed', 'counts_held')
 redis.call('HINCRBY', KEYS[3], 'locked', -qty)
 if sale[2] ~= '1' and now < tonumber(sale[1]) then
   redis.call('HINCRBY', KEYS[4], 'pool', qty)
 else
   redis.call('HINCRBY', KEYS[3], 'available', qty)
 end
-redis.call('HINCRBY', KEYS[5], order.user, -qty)
+if sale[3] == '1' then
+  redis.call('HINCRBY', KEYS[5], order.user, -qty)
+end
 order.status = ARGV[4]
 local record = cjson.encode(order)
 redis.call('HSET', KEYS[1], ARGV[1], record)

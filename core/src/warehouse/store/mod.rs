@@ -23,7 +23,8 @@ use crate::stock::audit::{LockSnapshot, SkuSnapshot};
 use crate::stock::call::ReplyError;
 use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
-    BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, StockError, Win,
+    BuyDecision, BuyRequest, Ledger, LockRequest, Order, PayRequest, Sale, SaleState, StockError,
+    Win,
 };
 
 /// A failed store operation.
@@ -73,11 +74,18 @@ pub trait Sales: Send + Sync {
     fn sale(&self, event_id: i64) -> impl Future<Output = StoreResult<Option<SaleState>>> + Send;
     /// The sales of a SKU.
     fn sales_of(&self, sku: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+    /// The ids of the sales whose end is at or after `from_ms`, ascending: those still running
+    /// or upcoming, and those ended since. Read from an index by end, so its cost does not grow
+    /// with the sales that ended before.
+    fn sales_ending_from(&self, from_ms: i64)
+        -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
 }
 
 /// Buying, and an order's life after the buy: paid, cancelled, expired; and the end of sales.
 pub trait Orders: Send + Sync {
-    /// One flash-sale buy decision.
+    /// One flash-sale buy decision. A request id the user already used for another buy (another
+    /// sale or quantity) is refused ([`StockError::AlreadyExists`]); the same buy again answers
+    /// its first decision's order, or decides again if it won nothing.
     fn buy(
         &self,
         req: &BuyRequest,
@@ -85,13 +93,12 @@ pub trait Orders: Send + Sync {
     ) -> impl Future<Output = StoreResult<BuyDecision>> + Send;
     /// A flash-sale order, `None` when unknown.
     fn order(&self, order_no: &str) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
-    /// Pays an order awaiting payment (locked → sold).
-    fn pay(
-        &self,
-        order_no: &str,
-        user_id: &str,
-        now_ms: i64,
-    ) -> impl Future<Output = StoreResult<Order>> + Send;
+    /// Records the payment side's confirmation of an order awaiting payment (locked → sold). The
+    /// amount must be the order's (else [`StockError::FailedPrecondition`], nothing changes); the
+    /// same payment again answers the paid order and changes nothing; another payment of a paid
+    /// order is [`StockError::AlreadyExists`].
+    fn pay(&self, req: &PayRequest, now_ms: i64)
+        -> impl Future<Output = StoreResult<Order>> + Send;
     /// Cancels a queued or unpaid order (locked → pool while the sale runs, else available).
     fn cancel(
         &self,

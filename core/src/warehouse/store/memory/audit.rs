@@ -30,7 +30,7 @@ impl Audit for MemoryStore {
                     },
                     sub: 0,
                     seq: r.seq,
-                    held: r.held.iter().map(|(u, n)| (u.clone(), *n)).collect(),
+                    counted: r.counted.iter().map(|(u, n)| (u.clone(), *n)).collect(),
                     requests: r.requests.clone().into_iter().collect(),
                 }
             })

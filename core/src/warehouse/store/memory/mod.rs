@@ -33,6 +33,10 @@ pub struct MemoryStore {
 struct Inner {
     skus: BTreeMap<i64, SkuCounts>,
     sales: BTreeMap<i64, SaleRecord>,
+    /// `(end_ms, event id)` of every sale: the sales still worth listing are one range.
+    ends: BTreeSet<(i64, i64)>,
+    /// `(user, request id)` → `(event, qty)`: the request registry, over every sale.
+    requests: HashMap<(String, String), (i64, i64)>,
     orders: BTreeMap<String, Order>,
     deadlines: BTreeSet<(i64, String)>,
     locks: HashMap<i64, LockRecord>,
@@ -53,7 +57,9 @@ struct SkuCounts {
 struct SaleRecord {
     state: SaleState,
     seq: i64,
-    held: HashMap<String, i64>,
+    /// What the per-user limit counts, per user (units won, or held).
+    counted: HashMap<String, i64>,
+    /// `(user, request id)` → the order the request won.
     requests: HashMap<(String, String), String>,
 }
 

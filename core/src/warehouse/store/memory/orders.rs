@@ -5,7 +5,9 @@
 //! What it does not do: turn a win into an order awaiting payment (see [`super::queue`]).
 
 use super::{refused, Inner, MemoryStore};
-use crate::stock::{self, BuyDecision, BuyRequest, Order, OrderStatus, StockError, Win};
+use crate::stock::{
+    self, BuyDecision, BuyRequest, Order, OrderStatus, PayRequest, Payment, StockError, Win,
+};
 use crate::warehouse::store::{Orders, StoreResult};
 
 impl Inner {
@@ -29,7 +31,9 @@ impl Inner {
         if running {
             sale.state.remaining += qty;
         }
-        *sale.held.entry(user).or_default() -= qty;
+        if sale.state.sale.limit_counts_held {
+            *sale.counted.entry(user).or_default() -= qty;
+        }
         let counts = self.sku_mut(sku);
         counts.locked -= qty;
         if !running {
@@ -37,14 +41,31 @@ impl Inner {
         }
         order
     }
+
+    /// The request registry's check (the Redis store's `HSETNX` before `buy.lua`): a request id
+    /// is registered with the first buy it names, and refused for any other.
+    fn register(&mut self, req: &BuyRequest) -> StoreResult<()> {
+        let request = (req.user_id.clone(), req.request_id.clone());
+        let named = *self
+            .requests
+            .entry(request)
+            .or_insert((req.event_id, req.qty));
+        if named == (req.event_id, req.qty) {
+            Ok(())
+        } else {
+            refused(StockError::request_reused(&req.request_id, named))
+        }
+    }
 }
 
 impl Orders for MemoryStore {
     async fn buy(&self, req: &BuyRequest, now_ms: i64) -> StoreResult<BuyDecision> {
         let mut inner = self.inner();
-        let Some(record) = inner.sales.get_mut(&req.event_id) else {
+        if !inner.sales.contains_key(&req.event_id) {
             return Ok(BuyDecision::UnknownEvent);
-        };
+        }
+        inner.register(req)?;
+        let record = inner.sales.get_mut(&req.event_id).expect("checked above");
         let remaining = record.state.remaining;
         let request = (req.user_id.clone(), req.request_id.clone());
         if let Some(order_no) = record.requests.get(&request) {
@@ -60,19 +81,20 @@ impl Orders for MemoryStore {
         if record.state.closed || now_ms >= sale.end_ms {
             return Ok(BuyDecision::Ended);
         }
-        let held = record.held.get(&req.user_id).copied().unwrap_or(0);
-        if held + req.qty > sale.per_user_limit {
+        let counted = record.counted.get(&req.user_id).copied().unwrap_or(0);
+        if counted + req.qty > sale.per_user_limit {
             return Ok(BuyDecision::LimitReached { remaining });
         }
         if remaining < req.qty {
             return Ok(BuyDecision::SoldOut { remaining });
         }
         record.state.remaining -= req.qty;
-        *record.held.entry(req.user_id.clone()).or_default() += req.qty;
+        *record.counted.entry(req.user_id.clone()).or_default() += req.qty;
         record.seq += 1;
         let order_no = stock::order_no(req.event_id, record.seq);
         record.requests.insert(request, order_no.clone());
         let (sku, remaining) = (sale.sku, record.state.remaining);
+        let (amount, currency) = (stock::amount(req.qty, sale.price), sale.currency);
         inner.sku_mut(sku).locked += req.qty;
         inner.orders.insert(
             order_no.clone(),
@@ -85,6 +107,9 @@ impl Orders for MemoryStore {
                 status: OrderStatus::Queued,
                 deadline_ms: 0,
                 created_ms: now_ms,
+                amount,
+                currency,
+                payment: None,
             },
         );
         inner.next_entry += 1;
@@ -93,6 +118,8 @@ impl Orders for MemoryStore {
             sku_id: sku,
             entry_id,
             order_no: order_no.clone(),
+            amount,
+            currency,
         });
         drop(inner);
         self.new_win.notify_waiters();
@@ -106,16 +133,30 @@ impl Orders for MemoryStore {
         Ok(self.inner().orders.get(order_no).cloned())
     }
 
-    async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
+    async fn pay(&self, req: &PayRequest, now_ms: i64) -> StoreResult<Order> {
         let mut inner = self.inner();
+        let order_no = req.order_no.as_str();
         let Some(order) = inner.orders.get_mut(order_no) else {
             return refused(StockError::NotFound(format!("order {order_no}")));
         };
-        if order.user_id != user_id {
+        if req.user_id.as_ref().is_some_and(|u| *u != order.user_id) {
             return refused(StockError::NotYours(order_no.to_owned()));
         }
+        if req.amount != order.amount {
+            return refused(StockError::FailedPrecondition(format!(
+                "order {order_no}: its amount is {} {}, not {}",
+                order.amount, order.currency, req.amount
+            )));
+        }
         match order.status {
-            OrderStatus::Paid => return Ok(order.clone()),
+            OrderStatus::Paid => {
+                return match &order.payment {
+                    Some(paid) if paid.id == req.payment_id => Ok(order.clone()),
+                    _ => refused(StockError::AlreadyExists(format!(
+                        "order {order_no} is paid by another payment"
+                    ))),
+                }
+            }
             OrderStatus::Queued => {
                 return refused(StockError::FailedPrecondition(format!(
                     "order {order_no} is still being created; retry shortly"
@@ -135,6 +176,10 @@ impl Orders for MemoryStore {
             )));
         }
         order.status = OrderStatus::Paid;
+        order.payment = Some(Payment {
+            id: req.payment_id.clone(),
+            paid_ms: now_ms,
+        });
         let order = order.clone();
         inner.deadlines.retain(|(_, no)| no != order_no);
         let counts = inner.sku_mut(order.sku_id);

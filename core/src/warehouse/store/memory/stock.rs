@@ -1,7 +1,7 @@
 //! The memory store's SKU stock and sale definitions: `put_stock` (the difference goes to or
 //! comes from `available`), `put_sale` (pre-warming moves only the difference between the pool
 //! and `available`), and the reads of both, as `put_stock.lua`, `put_event.lua` and `ledger.lua`
-//! do them.
+//! do them; sales are also indexed by their end, so listing those not long ended is one range.
 //!
 //! What it does not do: buy from a pool or close it (see [`super::orders`]).
 
@@ -78,6 +78,12 @@ impl Sales for MemoryStore {
                     sale.id
                 )))
             }
+            Some(r) if r.state.sale.limit_counts_held != sale.limit_counts_held => {
+                return refused(StockError::FailedPrecondition(format!(
+                    "event {}: what its per-user limit counts (limit_counts_held) cannot change",
+                    sale.id
+                )))
+            }
             Some(r) => (r.state.sale.pool, r.state.remaining),
             None => (0, 0),
         };
@@ -104,12 +110,15 @@ impl Sales for MemoryStore {
                 closed: false,
             },
             seq: 0,
-            held: HashMap::new(),
+            counted: HashMap::new(),
             requests: HashMap::new(),
         });
-        record.state.sale = sale.clone();
+        let ended = std::mem::replace(&mut record.state.sale, sale.clone()).end_ms;
         record.state.remaining = pool + delta;
-        Ok(record.state.clone())
+        let state = record.state.clone();
+        inner.ends.remove(&(ended, sale.id));
+        inner.ends.insert((sale.end_ms, sale.id));
+        Ok(state)
     }
 
     async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
@@ -123,5 +132,16 @@ impl Sales for MemoryStore {
             .get(&sku)
             .map(|c| c.sales.iter().copied().collect())
             .unwrap_or_default())
+    }
+
+    async fn sales_ending_from(&self, from_ms: i64) -> StoreResult<Vec<i64>> {
+        let mut ids: Vec<i64> = self
+            .inner()
+            .ends
+            .range((from_ms, i64::MIN)..)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 }

@@ -38,7 +38,7 @@ use super::{Audit, OrderQueue, Orders, Sales, SeedLocks, Stock, StoreError, Stor
 use crate::stock::audit::{LockSnapshot, SkuSnapshot};
 use crate::stock::lock::{LockRecords, LockRepairs};
 use crate::stock::{
-    BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, Sale, SaleState, Win,
+    BuyDecision, BuyRequest, Keys, Ledger, LockRequest, Order, PayRequest, Sale, SaleState, Win,
 };
 
 /// A [`Store`](super::Store) over one Redis or a Redis Cluster.
@@ -125,6 +125,10 @@ impl Sales for RedisStore {
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
         self.sales_of_sku(sku).await
     }
+
+    async fn sales_ending_from(&self, from_ms: i64) -> StoreResult<Vec<i64>> {
+        self.sales_by_end(from_ms).await
+    }
 }
 
 impl Orders for RedisStore {
@@ -136,8 +140,8 @@ impl Orders for RedisStore {
         self.order_of(order_no).await
     }
 
-    async fn pay(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {
-        self.pay_order(order_no, user_id, now_ms).await
+    async fn pay(&self, req: &PayRequest, now_ms: i64) -> StoreResult<Order> {
+        self.pay_order(req, now_ms).await
     }
 
     async fn cancel(&self, order_no: &str, user_id: &str, now_ms: i64) -> StoreResult<Order> {

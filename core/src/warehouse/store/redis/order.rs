@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 
 use super::{unavailable, RedisStore};
 use crate::stock::call;
-use crate::stock::{Order, OrderStatus, StockError};
+use crate::stock::{Order, OrderStatus, PayRequest, StockError};
 use crate::warehouse::store::{StoreError, StoreResult};
 
 fn not_found(order_no: &str) -> StoreError {
@@ -32,19 +32,13 @@ impl RedisStore {
     }
 
     /// `Orders::pay`.
-    pub(super) async fn pay_order(
-        &self,
-        order_no: &str,
-        user_id: &str,
-        now_ms: i64,
-    ) -> StoreResult<Order> {
+    pub(super) async fn pay_order(&self, req: &PayRequest, now_ms: i64) -> StoreResult<Order> {
         let (_, shard) = self
-            .shard_of_order(order_no)
+            .shard_of_order(&req.order_no)
             .await?
-            .ok_or_else(|| not_found(order_no))?;
-        let pay = call::pay(&self.keys, shard, order_no, user_id, now_ms);
-        let reply: Vec<String> = self.run(&pay).await?;
-        Ok(call::parse_pay(order_no, &reply)?)
+            .ok_or_else(|| not_found(&req.order_no))?;
+        let reply: Vec<String> = self.run(&call::pay(&self.keys, shard, req, now_ms)).await?;
+        Ok(call::parse_pay(&req.order_no, &reply)?)
     }
 
     /// `Orders::cancel`.

@@ -1,5 +1,6 @@
 //! A SKU's stock and its sales' definitions: `PutSkuStock`, `PutEvent` (one pool, or split in
-//! sub-pools, each defined in its shard and then spread), and reading a sale back.
+//! sub-pools, each defined in its shard and then spread, and indexed by its end), and reading a
+//! sale back.
 //!
 //! What it does not do: buy (see [`super::buy`]) or close a sale (see [`super::sweep`]).
 
@@ -40,6 +41,29 @@ impl RedisStore {
 
     /// `Sales::put_sale`.
     pub(super) async fn define_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
+        // The index by end first (another slot, so a command of its own): a process dying from
+        // here on leaves the sale listed, never a defined sale hidden from the edge. After the
+        // definition the index is set from what is stored, whatever the answer.
+        let mut conn = self.conn.clone();
+        conn.zadd::<_, _, _, ()>(self.keys.sale_ends(), sale.id, sale.end_ms)
+            .await
+            .map_err(unavailable)?;
+        let defined = self.define_in_shards(sale).await;
+        let stored = self.sale_state(sale.id).await?;
+        match &stored {
+            Some(state) => {
+                conn.zadd::<_, _, _, ()>(self.keys.sale_ends(), sale.id, state.sale.end_ms)
+            }
+            None => conn.zrem::<_, _, ()>(self.keys.sale_ends(), sale.id),
+        }
+        .await
+        .map_err(unavailable)?;
+        defined?;
+        stored.ok_or_else(|| corrupt("sale vanished after put"))
+    }
+
+    /// The definition itself: the directory claim, the SKU's own shard, the sub-pools.
+    async fn define_in_shards(&self, sale: &Sale) -> StoreResult<()> {
         let k = &self.keys;
         let subpools = sale.subpools.max(1);
         // Claim the event id for this SKU and split in the directory (another slot, so a
@@ -96,9 +120,7 @@ impl RedisStore {
             return Err(refused);
         }
         self.remember_sale(sale.id, (sale.sku, subpools));
-        self.sale_state(sale.id)
-            .await?
-            .ok_or_else(|| corrupt("sale vanished after put"))
+        Ok(())
     }
 
     /// `Sales::sale`: the definition from the SKU's own shard, the units left summed over the
@@ -134,5 +156,16 @@ impl RedisStore {
             }
         });
         Ok(try_join_all(reads).await?.into_iter().sum())
+    }
+
+    /// `Sales::sales_ending_from`: one range read of the index by end.
+    pub(super) async fn sales_by_end(&self, from_ms: i64) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<i64> = conn
+            .zrangebyscore(self.keys.sale_ends(), from_ms, "+inf")
+            .await
+            .map_err(unavailable)?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 }

@@ -10,7 +10,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::{unavailable, RedisStore};
 use crate::stock::call;
-use crate::stock::{Win, ORDER_GROUP};
+use crate::stock::{Currency, Win, ORDER_GROUP};
 use crate::warehouse::store::StoreResult;
 
 /// How long the order worker waits between rounds that found no new win.
@@ -150,10 +150,14 @@ impl RedisStore {
         ids.into_iter()
             .filter_map(|entry| {
                 let order_no: String = entry.get("order")?;
+                let amount: i64 = entry.get("amount")?;
+                let currency = Currency::parse(&entry.get::<String>("currency")?)?;
                 Some(Win {
                     sku_id,
                     entry_id: entry.id,
                     order_no,
+                    amount,
+                    currency,
                 })
             })
             .collect()
