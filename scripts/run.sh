@@ -64,7 +64,8 @@ fi
 
 say "starting the warehouse on $listen (metrics on http://$metrics/metrics)"
 FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
-  --listen "$listen" --metrics-listen "$metrics" "${store_args[@]}" --demo-sale "$demo" &
+  --listen "$listen" --metrics-listen "$metrics" "${store_args[@]}" --demo-sale "$demo" \
+  --demo-payments &
 pids+=($!)
 
 edge_port="${FLASHGATE_EDGE_PORT:-8787}"
@@ -89,8 +90,8 @@ token="$(curl -s -X POST -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/
   "http://127.0.0.1:$edge_port/api/session/guest" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
 cat <<MSG
 
-  flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units,
-  opening in ${starts}s, one unit per user, 5 minutes to pay.
+  flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units at
+  19.99 EUR, opening in ${starts}s, one unit per user, 5 minutes to pay (demo payments on).
 
   Open http://127.0.0.1:$edge_port/?event=1 in a browser: the storefront counts down on the
   server's clock, solves its proof-of-work puzzle in the background and lets you buy at the start
@@ -107,7 +108,7 @@ cat <<MSG
   The warehouse directly (grpcurl, with server reflection):
     grpcurl -plaintext -d '{"id":1}' $listen flashsale.Admin/GetEvent
     grpcurl -plaintext -d '{"event_id":1,"user_id":"ann","qty":1,"request_id":"r1"}' $listen flashsale.Seckill/Buy
-    grpcurl -plaintext -d '{"order_no":"1-1","user_id":"ann"}' $listen flashsale.Seckill/PayOrder
+    grpcurl -plaintext -d '{"order_no":"1-1","payment_id":"psp-1","amount":1999}' $listen flashsale.Seckill/PayOrder
     grpcurl -plaintext -d '{"id":$sku}' $listen warehouse.Warehouse/GetSkuStock
   Metrics: curl -s http://$metrics/metrics | grep flashgate_
 
