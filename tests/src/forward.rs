@@ -154,3 +154,30 @@ macro_rules! forward_seams {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use flashgate_core::warehouse::store::{MemoryStore, Stock, Store};
+
+    /// Every seam forwarded: the wrapper is a store, and acts on the store it wraps.
+    #[derive(Clone)]
+    struct Wrapped {
+        inner: MemoryStore,
+    }
+
+    crate::forward_seams!(Wrapped => inner: Stock, Sales, Orders, OrderQueue, SeedLocks, Audit);
+
+    async fn put_through<S: Store>(store: &S) {
+        store.put_stock(1, 7).await.expect("put stock");
+    }
+
+    #[tokio::test]
+    async fn a_wrapper_forwarding_every_seam_is_the_store_it_wraps() {
+        let inner = MemoryStore::new();
+        put_through(&Wrapped {
+            inner: inner.clone(),
+        })
+        .await;
+        assert_eq!(inner.available(&[1]).await.unwrap(), vec![Some(7)]);
+    }
+}
