@@ -219,8 +219,13 @@ impl Browser {
             .post(&format!("/api/events/{event}/challenge"), &json!({}))
             .await;
         assert_eq!(issued.status(), 200, "challenge: {}", issued.json);
-        let challenge = issued.json["challenge"].as_str().unwrap().to_owned();
-        let bits = issued.json["bits"].as_u64().unwrap() as u8;
+        self.solve_issued(&issued.json)
+    }
+
+    /// Solves a challenge the edge issued: the body for the link request.
+    pub fn solve_issued(&self, issued: &Value) -> Value {
+        let challenge = issued["challenge"].as_str().unwrap().to_owned();
+        let bits = issued["bits"].as_u64().unwrap() as u8;
         let nonce = pow::solve(&challenge, bits, 0, 1 << 28).expect("solvable");
         json!({ "challenge": challenge, "nonce": nonce })
     }
