@@ -4,9 +4,12 @@
 //! a message naming the setting. Only the binary parses a command line: the library takes the
 //! typed [`ServerOptions`] this produces.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 use flashgate_core::origin_auth::MIN_KEY_LEN;
@@ -45,7 +48,7 @@ pub struct Cli {
     /// Bearer token every call on the internal listener but health must carry
     /// (`authorization: Bearer <token>`), at least 32 bytes of visible ASCII. Unset: the
     /// internal listener is open to whoever reaches it.
-    #[arg(long, env = env::INTERNAL_TOKEN, hide_env_values = true, value_parser = parse_internal_token)]
+    #[arg(long, env = env::INTERNAL_TOKEN, hide_env_values = true, value_parser = Secret(check_internal_token))]
     pub internal_token: Option<String>,
 
     /// Prometheus metrics listen address (`GET /metrics`); `off` disables it.
@@ -71,7 +74,7 @@ pub struct Cli {
 
     /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every call
     /// on the edge listener is refused.
-    #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = parse_origin_key)]
+    #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = Secret(check_origin_key))]
     pub origin_key: Option<String>,
 
     /// Tolerated clock difference between edge and warehouse, ms.
@@ -192,16 +195,42 @@ fn parse_prefix(s: &str) -> Result<String, String> {
         .ok_or_else(|| "1 to 32 characters of [A-Za-z0-9._-]".into())
 }
 
-fn parse_origin_key(s: &str) -> Result<String, String> {
+/// The parser of a secret setting: a refusal names the setting and says why, and — unlike
+/// clap's message for a plain parser function — never repeats the value, so a mistyped key does
+/// not end up in a log.
+#[derive(Clone, Copy)]
+struct Secret(fn(&str) -> Result<(), String>);
+
+impl TypedValueParser for Secret {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let name = arg.map_or_else(|| "...".to_owned(), ToString::to_string);
+        let refuse = |why: String| {
+            let message = format!("invalid value for '{name}' (not shown): {why}\n");
+            clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd)
+        };
+        let value = value.to_str().ok_or_else(|| refuse("not UTF-8".into()))?;
+        (self.0)(value).map_err(refuse)?;
+        Ok(value.to_owned())
+    }
+}
+
+fn check_origin_key(s: &str) -> Result<(), String> {
     if s.len() < MIN_KEY_LEN {
         return Err(format!(
             "must be at least {MIN_KEY_LEN} bytes (generate one: openssl rand -hex 32)"
         ));
     }
-    Ok(s.to_owned())
+    Ok(())
 }
 
-fn parse_internal_token(s: &str) -> Result<String, String> {
+fn check_internal_token(s: &str) -> Result<(), String> {
     // Visible ASCII: what an `authorization` header carries unchanged (no spaces to trim away).
     if s.len() < MIN_TOKEN_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
@@ -209,7 +238,7 @@ fn parse_internal_token(s: &str) -> Result<String, String> {
              (generate one: openssl rand -hex 32)"
         ));
     }
-    Ok(s.to_owned())
+    Ok(())
 }
 
 fn parse_demo_sale(s: &str) -> Result<DemoSale, String> {
@@ -291,12 +320,20 @@ mod tests {
             cli.server_options().internal_token.as_deref(),
             Some(token.as_bytes())
         );
-        // One byte short is refused, naming the setting and the minimum.
+        // One byte short is refused, naming the setting and the minimum, never the value.
         let err = parse(&["--internal-token", &token[1..]])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("--internal-token") && err.contains("at least 32 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains(&token[1..]), "the secret is repeated: {err}");
+        let err = parse(&["--origin-key", "sixteen-minus-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--origin-key") && !err.contains("sixteen-minus-1"),
             "{err}"
         );
     }
