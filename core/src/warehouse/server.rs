@@ -3,8 +3,8 @@
 //!
 //! - The **internal listener** (`--listen`) serves native gRPC to the shop's own back office:
 //!   the seed contract, administration, the order side, health and reflection, behind
-//!   [`InternalAuthLayer`] (no gRPC-Web; the bearer token when one is set). It never faces the
-//!   internet.
+//!   [`InternalAuthLayer`] (no gRPC-Web; the bearer token when one is set). It must never face
+//!   the internet.
 //! - The **edge listener** (`--edge-listen`, optional) serves the edge alone: origin-signed
 //!   gRPC-Web of the edge's methods, behind [`OriginAuthLayer`]; nothing else answers there.
 //!
