@@ -56,8 +56,9 @@ enum Arrival {
 #[derive(Debug, Parser)]
 #[command(name = "flashgate-load", version)]
 struct Args {
-    /// `grpc://HOST:PORT` (the warehouse) or `http://HOST:PORT` (an edge); several of one kind,
-    /// separated by commas, share the crowd (actor i goes to target i mod n).
+    /// `grpc://HOST:PORT` (the warehouse's internal listener, native gRPC, no token) or
+    /// `http://HOST:PORT` (an edge); several of one kind, separated by commas, share the crowd
+    /// (actor i goes to target i mod n).
     #[arg(long, default_value = "grpc://127.0.0.1:50051")]
     target: String,
     /// The sale to buy from.
@@ -81,8 +82,8 @@ struct Args {
     /// Actors in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// The warehouse's native gRPC address, for the sale's ledger (oversold units). In warehouse
-    /// mode it defaults to the (first) target.
+    /// The warehouse's internal listener (native gRPC), for the sale's ledger (oversold units).
+    /// In warehouse mode it defaults to the (first) target.
     #[arg(long)]
     admin: Option<String>,
     /// Before the crowd, create sale `--event` through the admin API: `SKU:POOL:SUBPOOLS` puts

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
 use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
-use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::warehouse::server::{serve, Listeners, ServerOptions};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
@@ -126,10 +126,13 @@ async fn try_request(addr: SocketAddr, method: &str, path: &str) -> Option<HttpR
 }
 
 /// The warehouse on fixed loopback ports, so it can be stopped ("origin down") and served again
-/// on the same address, over the same store.
+/// on the same addresses, over the same store. The edge under test calls its edge listener
+/// ([`Origin::edge_addr`]); the test's own native clients use the internal one.
 pub struct Origin<S: Store> {
-    /// gRPC and gRPC-Web.
+    /// The internal listener: native gRPC (what [`Origin::admin`] talks to).
     pub addr: SocketAddr,
+    /// The edge listener: origin-signed gRPC-Web only (`FLASHGATE_ORIGIN_URL` points here).
+    pub edge_addr: SocketAddr,
     /// `/metrics`.
     pub metrics_addr: SocketAddr,
     store: S,
@@ -138,10 +141,11 @@ pub struct Origin<S: Store> {
 }
 
 impl<S: Store> Origin<S> {
-    /// Serves `store` on two free ports with `options`.
+    /// Serves `store` on three free ports with `options`.
     pub async fn start(store: S, options: ServerOptions) -> Self {
         let mut origin = Origin {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            edge_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             store,
             options,
@@ -154,20 +158,22 @@ impl<S: Store> Origin<S> {
     /// Serves again on the same ports (after [`Origin::halt`]).
     pub async fn resume(&mut self) {
         assert!(self.running.is_none(), "already serving");
-        let listener = bind(self.addr).await;
-        let metrics = bind(self.metrics_addr).await;
+        let listeners = Listeners {
+            internal: bind(self.addr).await,
+            edge: Some(bind(self.edge_addr).await),
+            metrics: Some(bind(self.metrics_addr).await),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             self.store.clone(),
             self.options.clone(),
-            listener,
-            Some(metrics),
+            listeners,
             async {
                 let _ = stopped.await;
             },
         ));
         self.running = Some((stop, task));
-        let addr = self.addr;
+        let addr = self.edge_addr;
         eventually(
             "the warehouse to accept",
             Duration::from_secs(10),

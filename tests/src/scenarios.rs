@@ -59,7 +59,7 @@ pub async fn origin_on(redis: &TestRedis) -> Origin<RedisStore> {
 }
 
 /// The edge's settings for the scenarios (names from `flashgate_core::gate::vars`), in front of
-/// the warehouse at `origin`.
+/// the warehouse's edge listener at `origin` ([`Origin::edge_addr`]).
 pub fn edge_vars(origin: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
         ("FLASHGATE_ORIGIN_URL", format!("http://{origin}")),
@@ -687,7 +687,7 @@ pub async fn unsigned_grpc_web_is_refused_by_the_warehouse(world: &World) {
         ("x-grpc-web", "1"),
     ];
     let r = http1_request(
-        world.origin.addr,
+        world.origin.edge_addr,
         "POST",
         "/flashsale.Seckill/Buy",
         &headers,

@@ -1,20 +1,23 @@
-//! What an operator relies on: health, reflection, load shedding, request timeouts, and a fast
-//! UNAVAILABLE when Redis is gone.
+//! What an operator relies on: health, reflection, load shedding, request timeouts (on both
+//! listeners), and a fast UNAVAILABLE when Redis is gone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flashgate_core::grpc_web::{Code as WebCode, Reply};
 use flashgate_core::proto::common::SkuIdReq;
-use flashgate_core::proto::flashsale::PutSkuStockReq;
+use flashgate_core::proto::flashsale::{EventReq, EventState, PutSkuStockReq};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::stock::audit::{LockSnapshot, SkuSnapshot};
 use flashgate_core::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, Sale, SaleState, Win,
 };
 use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{MemoryStore, Store, StoreResult};
-use flashgate_tests::{TestRedis, TestWarehouse};
+use flashgate_tests::grpc_web;
+use flashgate_tests::{TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic_health::pb::{
@@ -25,8 +28,9 @@ use tonic_reflection::pb::v1::{
     server_reflection_response::MessageResponse, ServerReflectionRequest,
 };
 
-/// A memory store whose stock reads wait at a gate the test opens: a request held in the store,
-/// so the server has one in flight for as long as the test wants.
+/// A memory store whose stock and sale reads wait at a gate the test opens: a request held in the
+/// store, so the server has one in flight for as long as the test wants (a sale read is what the
+/// edge's `GetEvent` makes, so an edge call can be held too).
 #[derive(Clone)]
 struct GatedStore {
     inner: MemoryStore,
@@ -63,6 +67,8 @@ impl Store for GatedStore {
         self.inner.put_sale(sale).await
     }
     async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate open").forget();
         self.inner.sale(event_id).await
     }
     async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
@@ -246,10 +252,11 @@ async fn a_connection_over_its_concurrency_limit_is_shed_with_resource_exhausted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_the_timeout_is_cut_off() {
+async fn a_request_past_the_timeout_is_cut_off_on_either_listener() {
     let store = GatedStore::new();
     let options = ServerOptions {
         request_timeout: Duration::from_millis(200),
+        origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
         ..ServerOptions::default()
     };
     let w = TestWarehouse::start_with(store, options).await;
@@ -269,6 +276,18 @@ async fn a_request_past_the_timeout_is_cut_off() {
         "cut off near the timeout, took {:?}",
         started.elapsed()
     );
+    // The edge's sale view, held in the store the same way, on the edge listener (bounded here
+    // so a listener without the timeout fails the test instead of hanging it).
+    let view = grpc_web::call(
+        w.edge_addr,
+        "/flashsale.Admin/GetEvent",
+        &EventReq { id: 1 },
+        Some(now_ms()),
+    );
+    let reply: Reply<EventState> = tokio::time::timeout(Duration::from_secs(3), view)
+        .await
+        .expect("the edge listener cuts the call off near the timeout");
+    assert_eq!(grpc_web::code(&reply), WebCode::Cancelled, "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,7 @@ fn key_value() -> EdgeProfile {
 async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::node_kv(&scenarios::edge_vars(origin.addr)).await;
+    let edge = SpinHost::node_kv(&scenarios::edge_vars(origin.edge_addr)).await;
     eprintln!("node kv host: first answer after {:?}", edge.started_in);
     let world = World {
         origin,
@@ -66,7 +66,7 @@ async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
 async fn the_spin_component_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::wasmtime(&scenarios::edge_vars(origin.addr)).await;
+    let edge = SpinHost::wasmtime(&scenarios::edge_vars(origin.edge_addr)).await;
     eprintln!("wasmtime serve: first answer after {:?}", edge.started_in);
     let world = World {
         origin,

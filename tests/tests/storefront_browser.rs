@@ -76,7 +76,10 @@ async fn the_storefront_sells_in_a_real_browser() {
     }
     let origin = Origin::start(store, options).await;
     let vars = [
-        ("FLASHGATE_ORIGIN_URL", format!("http://{}", origin.addr)),
+        (
+            "FLASHGATE_ORIGIN_URL",
+            format!("http://{}", origin.edge_addr),
+        ),
         (
             "FLASHGATE_ORIGIN_KEY",
             String::from_utf8(TEST_ORIGIN_KEY.to_vec()).unwrap(),

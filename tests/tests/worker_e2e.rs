@@ -15,7 +15,7 @@ use flashgate_tests::TestRedis;
 async fn the_worker_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = Wrangler::start(&scenarios::edge_vars(origin.addr)).await;
+    let edge = Wrangler::start(&scenarios::edge_vars(origin.edge_addr)).await;
     let world = World {
         origin,
         edge: edge.addr,

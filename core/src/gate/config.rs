@@ -230,15 +230,15 @@ fn duration(slot: &mut i64, text: &str) -> Result<(), String> {
 }
 
 impl GateConfig {
-    /// A configuration with defaults for everything but the keys; the origin is the local
-    /// warehouse of the development setup (`http://127.0.0.1:50051`).
+    /// A configuration with defaults for everything but the keys; the origin is the edge
+    /// listener of the development setup's warehouse (`http://127.0.0.1:50052`).
     pub fn new(link_keys: KeyRing, user_token_key: &[u8], origin_key: &[u8]) -> Self {
         GateConfig {
             pow_keys: link_keys.clone(),
             link_keys,
             identity: Identity::new(user_token_key, 5_000, false),
             origin_key: origin_key.to_vec(),
-            origin: OriginUrl::parse("http://127.0.0.1:50051").expect("a valid URL"),
+            origin: OriginUrl::parse("http://127.0.0.1:50052").expect("a valid URL"),
             limits: Limits::default(),
             bot: BotPolicy::default(),
             difficulty: DifficultyPolicy::default(),
