@@ -4,6 +4,7 @@
 //! or run as its binary ([`process`]), the edge runtimes ([`edge`], [`spin`]), key prefixes that
 //! keep tests sharing one Redis apart, and polling with a deadline instead of sleeps ([`wait`]).
 
+pub mod adversary;
 pub mod cluster;
 pub mod edge;
 pub mod grpc_web;
