@@ -1,19 +1,23 @@
 //! Behaviour of the gate over whole journeys, with a fake clock and a fake origin that answers
-//! in gRPC-Web: a shopper's path from the sale page to an order, and what bots, crowds and a
-//! failing warehouse meet on the way.
+//! in gRPC-Web: a shopper's path from the sale page to an order, and what bots, crowds, scalpers
+//! and a failing warehouse meet on the way. A rule that refuses at the edge is asserted with the
+//! refusal's status and code and with the verdict not being a forward: it cost the origin
+//! nothing.
 
 use flashgate_core::gate::{
     Completion, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, OriginReply, Request,
-    Response, Verdict,
+    Response, Verdict, DEMO_PREFIX,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::link::KeyRing;
 use flashgate_core::origin_auth;
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReply, BuyReq, Event, EventState, Order, OrderReq, OrderStatus,
+    BuyOutcome, BuyReply, BuyReq, Event, EventList, EventReq, EventState, Order, OrderReq,
+    OrderStatus,
 };
-use flashgate_core::refusal::Reason;
+use flashgate_core::refusal::{Reason, Refusal};
+use proptest::prelude::*;
 use prost::Message;
 use serde_json::Value;
 
@@ -22,6 +26,9 @@ const ORIGIN_KEY: &[u8] = b"origin-key-0123456789abcdef";
 const START: i64 = 1_764_064_800_000;
 const CHROME: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/141.0 Safari/537.36";
+const LIST_EVENTS: &str = "/flashsale.Admin/ListEvents";
+const GET_EVENT: &str = "/flashsale.Admin/GetEvent";
+const BUY: &str = "/flashsale.Seckill/Buy";
 
 /// Time only moves when a test says so.
 struct Clock(i64);
@@ -106,6 +113,8 @@ fn sale_state(remaining: i32) -> EventState {
             per_user_limit: 2,
             pay_window_ms: 900_000,
             subpools: 0,
+            price: 1_999,
+            currency: "EUR".into(),
             ..Default::default()
         }),
         remaining,
@@ -134,6 +143,21 @@ fn refused(verdict: &Verdict) -> Reason {
     }
 }
 
+/// The refusal, checked to be answered with `status` and `code`: a refusal is never a forward,
+/// so the origin heard nothing of the request.
+fn refused_as(verdict: &Verdict, status: u16, code: &str) -> Refusal {
+    let Verdict::Refuse(refusal) = verdict else {
+        panic!("expected a refusal at the edge ({status} {code}), got {verdict:?}");
+    };
+    let response = Response::from(*refusal);
+    let body: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (status, Some(code))
+    );
+    *refusal
+}
+
 fn respond(verdict: Verdict) -> Value {
     match verdict {
         Verdict::Respond(Response {
@@ -157,25 +181,80 @@ fn json(completion: Completion) -> (u16, Value) {
     }
 }
 
-/// Fills the sale cache the way an adapter does: the first decide asks for the sale, the origin
-/// answers, and the decision is taken again.
+/// The warehouse as far as the gate's reads go: the sale ids it lists, sale 7's stock, and the
+/// reads it answered (a view of another sale it leaves to the test).
+struct Warehouse {
+    listed: Vec<i64>,
+    remaining: i32,
+    reads: Vec<&'static str>,
+}
+
+impl Warehouse {
+    /// Lists sale 7 with `remaining` units left.
+    fn selling(remaining: i32) -> Self {
+        Warehouse {
+            listed: vec![7],
+            remaining,
+            reads: Vec::new(),
+        }
+    }
+
+    /// Decides `req` the way an adapter's exchange does, answering the directory and sale-view
+    /// reads, until the verdict is anything else (an answer, a refusal, another call).
+    fn decide(&mut self, gate: &Gate, state: &mut GateState, req: &Request<'_>) -> Verdict {
+        let mut verdict = gate.decide(req, state);
+        for _ in 0..3 {
+            let Verdict::Forward(call) = &verdict else {
+                return verdict;
+            };
+            let body = match call.path {
+                LIST_EVENTS => ok(&EventList {
+                    ids: self.listed.clone(),
+                    server_time_ms: req.now_ms,
+                }),
+                GET_EVENT if EventReq::decode(&call.body[5..]).unwrap().id == 7 => {
+                    ok(&sale_state(self.remaining))
+                }
+                _ => return verdict,
+            };
+            self.reads.push(call.path);
+            verdict = match gate.complete(state, call, http(&body), req.now_ms) {
+                Completion::Retry => gate.decide_again(req, state),
+                Completion::Respond(response) => Verdict::Respond(response),
+            };
+        }
+        panic!("more than two refreshes for one request: {verdict:?}");
+    }
+}
+
+/// Fills the directory and the sale cache the way an adapter does, then decides.
 fn decide_with_sale(
     gate: &Gate,
     state: &mut GateState,
     req: &Request<'_>,
     remaining: i32,
 ) -> Verdict {
-    match gate.decide(req, state) {
-        Verdict::Forward(f) if f.path == "/flashsale.Admin/GetEvent" => {
-            let body = ok(&sale_state(remaining));
-            assert_eq!(
-                gate.complete(state, &f, http(&body), req.now_ms),
-                Completion::Retry
-            );
-            gate.decide(req, state)
-        }
-        other => other,
-    }
+    Warehouse::selling(remaining).decide(gate, state, req)
+}
+
+/// Asks for a challenge for sale 7 and solves it: the link request's body.
+fn solve(issued: &Value) -> String {
+    let challenge = issued["challenge"].as_str().unwrap();
+    let bits = issued["bits"].as_u64().unwrap() as u8;
+    let nonce = pow::solve(challenge, bits, 0, 1 << 20).unwrap();
+    serde_json::json!({ "challenge": challenge, "nonce": nonce }).to_string()
+}
+
+/// The request id of a forwarded buy.
+fn request_id(call: &Forward) -> String {
+    assert_eq!(call.path, BUY);
+    BuyReq::decode(&call.body[5..]).unwrap().request_id
+}
+
+fn demo_config() -> GateConfig {
+    let mut cfg = config();
+    cfg.identity = flashgate_core::identity::Identity::new(USER_KEY, 0, true);
+    cfg
 }
 
 #[test]
@@ -264,10 +343,10 @@ fn a_shopper_goes_from_challenge_to_order() {
 
     // The order answers only through its owner, and the call names the user.
     let call = forward(gate.decide(
-        &alice.request("POST", "/api/orders/O-1/pay", b"", clock.now()),
+        &alice.request("GET", "/api/orders/O-1", b"", clock.now()),
         &mut state,
     ));
-    assert_eq!(call.path, "/flashsale.Seckill/PayOrder");
+    assert_eq!(call.path, "/flashsale.Seckill/GetOrder");
     assert_eq!(
         OrderReq::decode(&call.body[5..]).unwrap(),
         OrderReq {
@@ -281,13 +360,23 @@ fn a_shopper_goes_from_challenge_to_order() {
         sku_id: 42,
         user_id: "alice".into(),
         qty: 2,
-        status: OrderStatus::Paid as i32,
+        status: OrderStatus::PendingPayment as i32,
         deadline_ms: 1,
         created_ms: 2,
+        amount: 3_998,
+        currency: "EUR".into(),
         ..Default::default()
     };
     let (status, body) = json(gate.complete(&mut state, &call, http(&ok(&order)), clock.now()));
-    assert_eq!((status, body["status"].as_str()), (200, Some("paid")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pending_payment"))
+    );
+    assert_eq!(
+        (&body["amount"], &body["currency"], &body["paid_ms"]),
+        (&Value::from(3_998), &Value::from("EUR"), &Value::from(0))
+    );
+    assert!(body.get("payment_id").is_none(), "{body}");
 }
 
 #[test]
@@ -410,15 +499,17 @@ fn the_sale_page_is_served_from_the_cache_once_fetched() {
     let mut state = GateState::default();
     let mut clock = Clock(START - 5_000);
     let mut anon = Shopper::new("x", "203.0.113.7", clock.now());
-    let call = forward(gate.decide(
-        &anon.request("GET", "/api/events/7", b"", clock.now()),
-        &mut state,
-    ));
-    let (status, body) =
-        json(gate.complete(&mut state, &call, http(&ok(&sale_state(10))), clock.now()));
+    let req = anon.request("GET", "/api/events/7", b"", clock.now());
+    let mut warehouse = Warehouse::selling(10);
+    let body = respond(warehouse.decide(&gate, &mut state, &req));
+    assert_eq!(warehouse.reads, [LIST_EVENTS, GET_EVENT]);
     assert_eq!(
-        (status, body["status"].as_str(), body["remaining"].as_u64()),
-        (200, Some("upcoming"), Some(10))
+        (body["status"].as_str(), body["remaining"].as_u64()),
+        (Some("upcoming"), Some(10))
+    );
+    assert_eq!(
+        (body["price"].as_u64(), body["currency"].as_str()),
+        (Some(1_999), Some("EUR"))
     );
     clock.advance(1_000);
     let Verdict::Respond(cached) = gate.decide(
@@ -428,22 +519,24 @@ fn the_sale_page_is_served_from_the_cache_once_fetched() {
         panic!("not served from cache")
     };
     assert_eq!(cached.cache_control, "public, max-age=1");
-    // An unknown sale is remembered as unknown.
-    let call = forward(gate.decide(
-        &anon.request("GET", "/api/events/8", b"", clock.now()),
-        &mut state,
-    ));
+    // A listed sale the warehouse then says does not exist is remembered as unknown.
+    let req = anon.request("GET", "/api/events/8", b"", clock.now());
+    let mut warehouse = Warehouse::selling(10);
+    warehouse.listed.push(8);
+    let call = forward(warehouse.decide(&gate, &mut state, &req));
+    assert_eq!(call.path, GET_EVENT);
     let missing = grpc_web::encode_response::<EventState>(None, 5, "no such event");
     assert_eq!(
         json(gate.complete(&mut state, &call, http(&missing), clock.now())).0,
         404
     );
-    assert_eq!(
-        refused(&gate.decide(
+    refused_as(
+        &gate.decide(
             &anon.request("GET", "/api/events/8", b"", clock.now()),
-            &mut state
-        )),
-        Reason::UnknownResource
+            &mut state,
+        ),
+        404,
+        "unknown",
     );
 }
 
@@ -521,16 +614,24 @@ fn a_crowd_from_one_address_is_rate_limited_with_retry_after() {
     let mut state = GateState::default();
     let mut clock = Clock(START + 1_000);
     let mut shopper = Shopper::new("alice", "203.0.113.5", clock.now());
-    // "20/s burst 40" per address: 40 at once, then one every 50 ms.
-    let mut answered = 0;
+    respond(decide_with_sale(
+        &gate,
+        &mut state,
+        &shopper.request("GET", "/api/events/7", b"", clock.now()),
+        10,
+    ));
+    // "20/s burst 40" per address: 40 at once (one spent above, however many refreshes it
+    // took), then one every 50 ms.
+    let mut answered = 1;
     let mut limited = None;
     for _ in 0..60 {
         match gate.decide(
-            &shopper.request("GET", "/api/events/9", b"", clock.now()),
+            &shopper.request("GET", "/api/events/7", b"", clock.now()),
             &mut state,
         ) {
             Verdict::Refuse(r) if r.reason == Reason::RateLimited => limited = Some(r),
-            _ => answered += 1,
+            Verdict::Respond(_) => answered += 1,
+            other => panic!("answered from the cache or limited, not {other:?}"),
         }
     }
     assert_eq!(answered, 40);
@@ -540,12 +641,12 @@ fn a_crowd_from_one_address_is_rate_limited_with_retry_after() {
         (429, Some(1))
     );
     clock.advance(50);
-    assert!(!matches!(
+    assert!(matches!(
         gate.decide(
-            &shopper.request("GET", "/api/events/9", b"", clock.now()),
+            &shopper.request("GET", "/api/events/7", b"", clock.now()),
             &mut state
         ),
-        Verdict::Refuse(_)
+        Verdict::Respond(_)
     ));
     // Pruning forgets buckets once they have fully drained.
     clock.advance(10_000);
@@ -705,6 +806,27 @@ fn state_survives_a_round_trip_through_a_store() {
     assert_eq!(loaded, state);
     assert!(loaded.limits.contains_key("rl:ip:2001:db8::/64"));
     assert_eq!(loaded.sales[&7].sale.map(|s| s.remaining), Some(3));
+    assert_eq!(
+        loaded.sales[&7]
+            .sale
+            .and_then(|s| s.currency)
+            .map(|c| c.as_str().to_owned()),
+        Some("EUR".to_owned())
+    );
+    assert_eq!(loaded.directory.ids, [7]);
+    // A state stored before the directory and prices existed still loads (a kv store keeps
+    // the old form across a deploy).
+    let mut old: Value = serde_json::from_str(&stored).unwrap();
+    old.as_object_mut().unwrap().remove("directory");
+    let sale = old["sales"]["7"]["sale"].as_object_mut().unwrap();
+    sale.remove("price");
+    sale.remove("currency");
+    let old: GateState = serde_json::from_value(old).unwrap();
+    assert!(old.directory.ids.is_empty());
+    assert_eq!(
+        old.sales[&7].sale.map(|s| (s.price, s.currency)),
+        Some((0, None))
+    );
 }
 
 #[test]
@@ -723,6 +845,10 @@ fn a_platform_limiter_replaces_the_per_network_bucket() {
     bot.headers.user_agent = Some("python-requests/2.32");
     bot.headers.accept_language = None;
     assert_eq!(gate.network_key(&bot), None);
+    // No address: the one network every address-less request shares.
+    let mut nowhere = shopper.request("GET", "/api/events/9", b"", now);
+    nowhere.client_ip = None;
+    assert_eq!(gate.network_key(&nowhere).as_deref(), Some("rl:ip:unknown"));
 
     let mut refused_by_platform = shopper.request("GET", "/api/events/9", b"", now);
     refused_by_platform.network_limit = NetworkLimit::Exceeded;
@@ -735,9 +861,12 @@ fn a_platform_limiter_replaces_the_per_network_bucket() {
     );
     // Allowed by the platform: the gate keeps no bucket of its own for the network.
     for _ in 0..60 {
-        let mut req = shopper.request("GET", "/api/events/9", b"", now);
+        let mut req = shopper.request("GET", "/api/events/7", b"", now);
         req.network_limit = NetworkLimit::Allowed;
-        assert!(!matches!(gate.decide(&req, &mut state), Verdict::Refuse(_)));
+        assert!(matches!(
+            decide_with_sale(&gate, &mut state, &req, 10),
+            Verdict::Respond(_)
+        ));
     }
     assert!(!state.limits.contains_key("rl:ip:203.0.113.5"));
 }
@@ -772,39 +901,41 @@ fn a_forgotten_sold_out_sale_is_relearned_without_a_buy() {
     let later = now + gate.config().sale_memory_ms;
     gate.housekeep(&mut state, later);
     assert!(state.sales.is_empty());
-    // A buy with no view fetches it first; the view says sold out; no Buy is sent.
-    let refresh = forward(gate.decide(&alice.request("POST", &path, b"", later), &mut state));
-    assert_eq!(refresh.path, "/flashsale.Admin/GetEvent");
-    let body = ok(&sale_state(0));
-    assert_eq!(
-        gate.complete(&mut state, &refresh, http(&body), later),
-        Completion::Retry
-    );
-    assert_eq!(
-        refused(&gate.decide(&alice.request("POST", &path, b"", later), &mut state)),
-        Reason::SoldOut
-    );
+    // A buy with no view fetches it first (through the directory, stale by now); the view says
+    // sold out; no Buy is sent.
+    let mut warehouse = Warehouse::selling(0);
+    let verdict = warehouse.decide(&gate, &mut state, &alice.request("POST", &path, b"", later));
+    refused_as(&verdict, 410, "sold_out");
+    assert_eq!(warehouse.reads, [LIST_EVENTS, GET_EVENT]);
 }
 
-/// The adapters' loop, as the core runs it for them: a buy with no sale view cached asks the
-/// origin for the sale once, decides again and forwards the buy; a second refresh request for
-/// the same request (a broken promise) is answered 503, never looped on.
+/// The adapters' loop, as the core runs it for them: a request with nothing cached asks the
+/// origin for the directory, then for the sale, deciding again after each; a third refresh
+/// request for the same request (a broken promise) is answered 503, never looped on.
 #[test]
-fn an_exchange_refreshes_the_sale_once_then_forwards() {
+fn an_exchange_refreshes_the_directory_and_the_sale_then_decides() {
     use flashgate_core::gate::{Exchange, Next};
     let gate = Gate::new(config());
-    let mut state = GateState::default();
     let clock = Clock(START - 1_000);
     let mut alice = Shopper::new("alice", "203.0.113.9", clock.now());
+    let list = ok(&EventList {
+        ids: vec![7],
+        server_time_ms: clock.now(),
+    });
+    let sale = ok(&sale_state(10));
+    let send = |next: Next, path: &str| match next {
+        Next::Send(call) if call.path == path => call,
+        other => panic!("expected a call to {path}, got {other:?}"),
+    };
+
+    let mut state = GateState::default();
     let req = alice.request("GET", "/api/events/7", b"", clock.now());
     let mut exchange = Exchange::default();
-    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
-        panic!("the sale is not cached: the origin is asked");
-    };
-    assert_eq!(call.path, "/flashsale.Admin/GetEvent");
-    let body = ok(&sale_state(10));
+    let call = send(exchange.start(&gate, &req, &mut state), LIST_EVENTS);
+    let next = exchange.reply(&gate, &req, &mut state, &call, http(&list), clock.now());
+    let call = send(next, GET_EVENT);
     let Next::Respond(response) =
-        exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now())
+        exchange.reply(&gate, &req, &mut state, &call, http(&sale), clock.now())
     else {
         panic!("the sale route answers with the view");
     };
@@ -813,29 +944,31 @@ fn an_exchange_refreshes_the_sale_once_then_forwards() {
     assert!(headers.contains(&("cache-control", "public, max-age=1".to_owned())));
     assert!(headers.contains(&("content-type", "application/json; charset=utf-8".to_owned())));
 
-    // A challenge with the sale uncached: GetEvent (answer: false), then Retry, then decided.
+    // A challenge with nothing cached: ListEvents, Retry, GetEvent (answer: false), Retry, then
+    // decided from the cached view.
     let mut state = GateState::default();
     let req = alice.request("POST", "/api/events/7/challenge", b"", clock.now());
     let mut exchange = Exchange::default();
-    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
-        panic!("the origin is asked for the sale");
-    };
-    let next = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
+    let call = send(exchange.start(&gate, &req, &mut state), LIST_EVENTS);
+    let next = exchange.reply(&gate, &req, &mut state, &call, http(&list), clock.now());
+    let call = send(next, GET_EVENT);
+    let next = exchange.reply(&gate, &req, &mut state, &call, http(&sale), clock.now());
     let Next::Respond(issued) = next else {
         panic!("decided again from the cached view: {next:?}")
     };
     assert_eq!(issued.status, 200, "{}", issued.body);
-    // Were the gate to ask for a refresh again, the exchange answers 503 instead of looping.
+
+    // Were the gate to ask for a third refresh, the exchange answers 503 instead of looping.
     let mut state = GateState::default();
     let mut exchange = Exchange::default();
-    let Next::Send(call) = exchange.start(&gate, &req, &mut state) else {
-        panic!("the origin is asked for the sale");
-    };
-    let _ = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
-    let mut state = GateState::default();
-    let again = exchange.reply(&gate, &req, &mut state, &call, http(&body), clock.now());
+    let listing = send(exchange.start(&gate, &req, &mut state), LIST_EVENTS);
+    for _ in 0..2 {
+        let next = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
+        send(next, GET_EVENT);
+    }
+    let again = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
     let Next::Respond(refused) = again else {
-        panic!("a second retry is not decided again: {again:?}")
+        panic!("a third retry is not decided again: {again:?}")
     };
     assert_eq!(refused.status, 503);
     assert!(refused
