@@ -976,3 +976,540 @@ fn an_exchange_refreshes_the_directory_and_the_sale_then_decides() {
         .iter()
         .any(|(name, _)| *name == "retry-after"));
 }
+
+// The scalper's holes, one rule each: the refusal's status and code, and no forward.
+
+#[test]
+fn a_challenge_fetched_before_the_start_expires_ttl_after_issue() {
+    let gate = Gate::new(config());
+    let ttl = gate.config().challenge_ttl_ms;
+    assert_eq!(ttl, 60_000, "the default lifetime");
+    let mut state = GateState::default();
+    let mut clock = Clock(START - 600_000);
+    let mut alice = Shopper::new("alice", "203.0.113.5", clock.now());
+    // Ten minutes early the page may still have a challenge (to solve during the countdown)...
+    let req = alice.request("POST", "/api/events/7/challenge", b"", clock.now());
+    let issued = respond(decide_with_sale(&gate, &mut state, &req, 10));
+    assert_eq!(issued["expires_ms"].as_i64(), Some(clock.now() + ttl));
+    assert_eq!(issued["starts_ms"].as_i64(), Some(START));
+    let answer = solve(&issued);
+    // ...but not one that lasts until the start: at the start it has long expired.
+    clock.advance(600_000);
+    respond(decide_with_sale(
+        &gate,
+        &mut state,
+        &alice.request("GET", "/api/events/7", b"", clock.now()),
+        10,
+    ));
+    let late = gate.decide(
+        &alice.request("POST", "/api/events/7/link", answer.as_bytes(), clock.now()),
+        &mut state,
+    );
+    refused_as(&late, 410, "challenge_expired");
+    // One fetched within its lifetime of the start is spent at the start.
+    let mut state = GateState::default();
+    let early = START - ttl / 2;
+    let mut bob = Shopper::new("bob", "203.0.113.6", early);
+    let solved = solved_challenge(&gate, &mut state, &mut bob, early);
+    mint_link(&gate, &mut state, &mut bob, &solved, START);
+}
+
+/// The path of a link minted for `answer` to sale 7 at `now` (the sale view already cached).
+fn mint_link(
+    gate: &Gate,
+    state: &mut GateState,
+    who: &mut Shopper,
+    answer: &str,
+    now: i64,
+) -> String {
+    let req = who.request("POST", "/api/events/7/link", answer.as_bytes(), now);
+    let minted = respond(decide_with_sale(gate, state, &req, 10));
+    minted["path"].as_str().unwrap().to_owned()
+}
+
+/// The request id of the buy forwarded for `path` with `body` at `now`.
+fn buy_id(
+    gate: &Gate,
+    state: &mut GateState,
+    who: &mut Shopper,
+    path: &str,
+    body: &[u8],
+    now: i64,
+) -> String {
+    let req = who.request("POST", path, body, now);
+    request_id(&forward(decide_with_sale(gate, state, &req, 10)))
+}
+
+/// A solved challenge for sale 7 at `now`.
+fn solved_challenge(gate: &Gate, state: &mut GateState, who: &mut Shopper, now: i64) -> String {
+    let req = who.request("POST", "/api/events/7/challenge", b"", now);
+    solve(&respond(decide_with_sale(gate, state, &req, 10)))
+}
+
+#[test]
+fn two_links_from_one_answer_are_one_purchase() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    let (g, s, a) = (&gate, &mut state, &mut alice);
+    let solved = solved_challenge(g, s, a, now);
+    let first = mint_link(g, s, a, &solved, now);
+    let second = mint_link(g, s, a, &solved, now + 2_000);
+    assert_ne!(first, second, "two links (their expiry differs)...");
+    let one = buy_id(g, s, a, &first, br#"{"qty":1}"#, now + 2_000);
+    assert_eq!(
+        one,
+        buy_id(g, s, a, &second, br#"{"qty":1}"#, now + 2_000),
+        "...but one purchase"
+    );
+    assert_eq!(
+        one,
+        buy_id(g, s, a, &second, br#"{"qty":2}"#, now + 2_000),
+        "whatever the quantity"
+    );
+    // Another challenge, solved again: another purchase.
+    let again = solved_challenge(g, s, a, now + 2_000);
+    let third = mint_link(g, s, a, &again, now + 2_000);
+    assert_ne!(buy_id(g, s, a, &third, b"", now + 2_000), one);
+}
+
+#[test]
+fn another_quantity_through_one_answer_is_refused_as_link_used() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    let req = alice.request("POST", "/api/events/7/challenge", b"", now);
+    let answer = solve(&respond(decide_with_sale(&gate, &mut state, &req, 10)));
+    let req = alice.request("POST", "/api/events/7/link", answer.as_bytes(), now);
+    let path = respond(gate.decide(&req, &mut state))["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = forward(gate.decide(
+        &alice.request("POST", &path, br#"{"qty":2}"#, now),
+        &mut state,
+    ));
+    // The warehouse already holds this request id's order, for one unit.
+    let exists = grpc_web::encode_response::<BuyReply>(None, 6, "request id used for qty 1");
+    let (status, body) = json(gate.complete(&mut state, &call, http(&exists), now));
+    assert_eq!((status, body["code"].as_str()), (409, Some("link_used")));
+    assert!(
+        state.breaker.is_closed(),
+        "a business answer, not a failure"
+    );
+    // ALREADY_EXISTS to anything but a buy stays a conflict.
+    let call = forward(gate.decide(
+        &alice.request("POST", "/api/orders/7-1/cancel", b"", now),
+        &mut state,
+    ));
+    let exists = grpc_web::encode_response::<Order>(None, 6, "");
+    let (status, body) = json(gate.complete(&mut state, &call, http(&exists), now));
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+}
+
+#[test]
+fn an_unknown_sale_id_is_refused_without_an_origin_call() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    // The directory, fetched once with sale 7's view.
+    let mut warehouse = Warehouse::selling(10);
+    let req = alice.request("GET", "/api/events/7", b"", now);
+    respond(warehouse.decide(&gate, &mut state, &req));
+    assert_eq!(warehouse.reads, [LIST_EVENTS, GET_EVENT]);
+    // No route asks the origin about a sale the fresh directory does not list.
+    for (method, path) in [
+        ("GET", "/api/events/8"),
+        ("POST", "/api/events/8/challenge"),
+        ("POST", "/api/events/424242/link"),
+    ] {
+        let body = br#"{"challenge":"x","nonce":1}"#;
+        let verdict = gate.decide(&alice.request(method, path, body, now + 10), &mut state);
+        refused_as(&verdict, 404, "unknown");
+    }
+    // Nor does a buy through a genuine link for a sale that is not listed (an old link's).
+    let ring = KeyRing::single(b"link-key-0123456789abcdef").unwrap();
+    let claims = flashgate_core::link::LinkClaims {
+        event_id: 8,
+        sku_id: 42,
+        user_id: "alice".into(),
+        max_qty: 1,
+        not_before_ms: START,
+        expires_ms: now + 60_000,
+        nonce: [1; 16],
+    };
+    let token = flashgate_core::link::mint(&ring, &claims, now).unwrap();
+    let verdict = gate.decide(
+        &alice.request("POST", &format!("/api/buy/{token}"), b"", now),
+        &mut state,
+    );
+    refused_as(&verdict, 404, "unknown");
+    assert_eq!(
+        state.sales.len(),
+        1,
+        "nothing learnt from the origin about 8"
+    );
+}
+
+#[test]
+fn a_flood_of_made_up_sale_ids_costs_one_directory_call_per_interval() {
+    let gate = Gate::new(config());
+    let every = gate.config().directory_refresh_ms;
+    assert_eq!(every, 1_000, "the default interval");
+    let mut state = GateState::default();
+    let mut anon = Shopper::new("x", "203.0.113.5", START);
+    let mut warehouse = Warehouse::selling(10);
+    // 5,000 requests over five seconds, each for another id, from as many networks.
+    let mut refused_at_edge = 0;
+    for i in 0..5_000_i64 {
+        let now = START + i;
+        let path = format!("/api/events/{}", 1_000 + i);
+        let mut req = anon.request("GET", &path, b"", now);
+        let ip = std::net::Ipv4Addr::from(0xC633_0000 + i as u32);
+        req.client_ip = Some(ip.into());
+        match warehouse.decide(&gate, &mut state, &req) {
+            Verdict::Refuse(r) => {
+                assert!(
+                    matches!(r.reason, Reason::UnknownResource | Reason::Unavailable),
+                    "{r:?}"
+                );
+                refused_at_edge += 1;
+            }
+            other => panic!("a made-up id reached further than the directory: {other:?}"),
+        }
+    }
+    assert_eq!(refused_at_edge, 5_000);
+    assert!(warehouse.reads.iter().all(|read| *read == LIST_EVENTS));
+    assert_eq!(warehouse.reads.len(), 5, "{:?}", warehouse.reads);
+}
+
+#[test]
+fn the_directory_is_refreshed_once_while_its_answer_is_out() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    // Nothing known: the first request asks for the directory...
+    let listing =
+        forward(gate.decide(&alice.request("GET", "/api/events/7", b"", now), &mut state));
+    assert_eq!(listing.path, LIST_EVENTS);
+    // ...and while its answer is out, nothing else is asked: the others wait a moment.
+    let waiting = gate.decide(
+        &alice.request("GET", "/api/events/7", b"", now + 5),
+        &mut state,
+    );
+    let refusal = refused_as(&waiting, 503, "unavailable");
+    assert_eq!(refusal.retry_after_secs(), Some(1));
+    // Answered: sale 7 is asked for, 9 is not.
+    let list = ok(&EventList {
+        ids: vec![7],
+        server_time_ms: now,
+    });
+    assert_eq!(
+        gate.complete(&mut state, &listing, http(&list), now + 20),
+        Completion::Retry
+    );
+    let view = forward(gate.decide(
+        &alice.request("GET", "/api/events/7", b"", now + 30),
+        &mut state,
+    ));
+    assert_eq!(view.path, GET_EVENT);
+    let later = now + 1_500;
+    let verdict = gate.decide(
+        &alice.request("GET", "/api/events/9", b"", later),
+        &mut state,
+    );
+    assert_eq!(forward(verdict).path, LIST_EVENTS, "stale: refreshed");
+    // While that refresh is out, the last list still vouches for 7; 9 waits for the new one.
+    let listed = gate.decide(
+        &alice.request("GET", "/api/events/7", b"", later + 1),
+        &mut state,
+    );
+    assert_eq!(forward(listed).path, GET_EVENT);
+    let unlisted = gate.decide(
+        &alice.request("GET", "/api/events/9", b"", later + 1),
+        &mut state,
+    );
+    refused_as(&unlisted, 503, "unavailable");
+}
+
+#[test]
+fn an_open_breaker_stops_the_directory_refresh_too() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    // The directory call fails twice (no answer, then the warehouse shedding): the breaker opens.
+    for (i, reply) in [
+        OriginReply::Failed,
+        http(&grpc_web::encode_response::<EventList>(None, 8, "shed")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = now + i as i64 * 1_000;
+        let listing =
+            forward(gate.decide(&alice.request("GET", "/api/events/7", b"", at), &mut state));
+        assert_eq!(listing.path, LIST_EVENTS);
+        let (status, _) = json(gate.complete(&mut state, &listing, reply, at));
+        assert!([503, 429].contains(&status), "{status}");
+    }
+    // Open: no call at all, not even for the directory, and certainly no GetEvent.
+    let verdict = gate.decide(
+        &alice.request("GET", "/api/events/7", b"", now + 2_500),
+        &mut state,
+    );
+    refused_as(&verdict, 503, "unavailable");
+    assert!(state.sales.is_empty());
+}
+
+#[test]
+fn the_pay_route_is_gone_outside_demo_mode() {
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    // The buyer's own word never pays, in any mode.
+    for cfg in [config(), demo_config()] {
+        let gate = Gate::new(cfg);
+        let mut state = GateState::default();
+        let verdict = gate.decide(
+            &alice.request("POST", "/api/orders/O-1/pay", b"", now),
+            &mut state,
+        );
+        refused_as(&verdict, 404, "not_found");
+        assert_eq!(state, GateState::default(), "refused before any limit");
+    }
+    // Outside demo mode the demo's route is no route either, whatever the method or shape.
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    for (method, path) in [
+        ("POST", "/api/demo/orders/O-1/pay"),
+        ("GET", "/api/demo/orders/O-1/pay"),
+        ("POST", "/api/demo/orders/a b/pay"),
+        ("POST", "/api/demo/anything"),
+    ] {
+        assert!(path.starts_with(DEMO_PREFIX));
+        let verdict = gate.decide(&alice.request(method, path, b"", now), &mut state);
+        refused_as(&verdict, 404, "not_found");
+        assert_eq!(
+            gate.network_key(&alice.request(method, path, b"", now)),
+            None
+        );
+    }
+    assert_eq!(state, GateState::default());
+}
+
+#[test]
+fn demo_pay_forwards_demo_pay_order() {
+    let gate = Gate::new(demo_config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    let call = forward(gate.decide(
+        &alice.request("POST", "/api/demo/orders/7-1/pay", b"", now),
+        &mut state,
+    ));
+    assert_eq!(call.path, "/flashsale.Seckill/DemoPayOrder");
+    // The user's own order only: the call names the token's user, never one from the request.
+    assert_eq!(
+        OrderReq::decode(&call.body[5..]).unwrap(),
+        OrderReq {
+            order_no: "7-1".into(),
+            user_id: "alice".into()
+        }
+    );
+    let paid = Order {
+        order_no: "7-1".into(),
+        event_id: 7,
+        sku_id: 42,
+        user_id: "alice".into(),
+        qty: 1,
+        status: OrderStatus::Paid as i32,
+        amount: 1_999,
+        currency: "EUR".into(),
+        payment_id: "demo-7-1".into(),
+        paid_ms: now,
+        ..Default::default()
+    };
+    let (status, body) = json(gate.complete(&mut state, &call, http(&ok(&paid)), now));
+    assert_eq!((status, body["status"].as_str()), (200, Some("paid")));
+    assert_eq!(
+        (body["amount"].as_i64(), body["paid_ms"].as_i64()),
+        (Some(1_999), Some(now))
+    );
+    // A warehouse without --demo-payments refuses it: an unknown order to the client.
+    let call = forward(gate.decide(
+        &alice.request("POST", "/api/demo/orders/7-1/pay", b"", now),
+        &mut state,
+    ));
+    let denied = grpc_web::encode_response::<Order>(None, 7, "demo payments are off");
+    let (status, body) = json(gate.complete(&mut state, &call, http(&denied), now));
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown")));
+    // Without a user token it is not forwarded at all.
+    let mut req = alice.request("POST", "/api/demo/orders/7-1/pay", b"", now);
+    req.headers.authorization = None;
+    refused_as(&gate.decide(&req, &mut state), 401, "unauthenticated");
+}
+
+#[test]
+fn a_request_without_a_client_address_is_limited_with_the_unknown_network() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut first = Shopper::new("u-0", "203.0.113.5", now);
+    respond(decide_with_sale(
+        &gate,
+        &mut state,
+        &first.request("GET", "/api/events/7", b"", now),
+        10,
+    ));
+    // Many users, no address: one network's allowance ("20/s burst 40") between them all.
+    let mut answered = 0;
+    let mut limited = None;
+    for i in 0..60 {
+        let mut user = Shopper::new(&format!("u-{i}"), "203.0.113.5", now);
+        let mut req = user.request("GET", "/api/events/7", b"", now);
+        req.client_ip = None;
+        match gate.decide(&req, &mut state) {
+            Verdict::Respond(_) => answered += 1,
+            verdict => limited = Some(verdict),
+        }
+    }
+    assert_eq!(answered, 40);
+    let refusal = refused_as(&limited.unwrap(), 429, "rate_limited");
+    assert_eq!(refusal.retry_after_secs(), Some(1));
+    assert!(state.limits.contains_key("rl:ip:unknown"));
+    // A request with an address is its own network's, untouched by theirs.
+    assert!(matches!(
+        gate.decide(&first.request("GET", "/api/events/7", b"", now), &mut state),
+        Verdict::Respond(_)
+    ));
+}
+
+#[test]
+fn a_plain_http_origin_is_refused_unless_loopback() {
+    use flashgate_core::gate::{vars, ConfigError};
+    let env = |url: &'static str| {
+        move |name: &str| -> Option<String> {
+            match name {
+                vars::LINK_KEYS => Some("1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
+                vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
+                vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
+                vars::ORIGIN_URL => Some(url.into()),
+                _ => None,
+            }
+        }
+    };
+    let err = GateConfig::from_lookup(env("http://origin.example.com:50051")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                name: vars::ORIGIN_URL,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("FLASHGATE_ORIGIN_URL"), "{err}");
+    for ok in [
+        "https://origin.example.com",
+        "http://127.0.0.1:50051",
+        "http://localhost:50051",
+        "http://[::1]:50051",
+    ] {
+        assert!(GateConfig::from_lookup(env(ok)).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn a_zero_duration_setting_is_refused() {
+    use flashgate_core::gate::{vars, ConfigError};
+    for name in [vars::CHALLENGE_TTL_MS, vars::SALE_DIRECTORY_REFRESH_MS] {
+        let err = GateConfig::from_lookup(|n| match n {
+            vars::LINK_KEYS => Some("1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
+            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
+            vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
+            vars::ORIGIN_URL => Some("https://origin.example.com".into()),
+            n if n == name => Some("0".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+            "{err}"
+        );
+    }
+}
+
+proptest! {
+    /// Whenever a challenge is asked for, before the start or after, it expires exactly
+    /// `challenge_ttl` later: never at `start + ttl` for an early one.
+    #[test]
+    fn a_challenge_never_outlives_its_ttl_from_issue(offset in -86_400_000i64..500_000) {
+        let gate = Gate::new(config());
+        let mut state = GateState::default();
+        let now = START + offset;
+        let mut alice = Shopper::new("alice", "203.0.113.5", now);
+        let req = alice.request("POST", "/api/events/7/challenge", b"", now);
+        let issued = respond(decide_with_sale(&gate, &mut state, &req, 10));
+        prop_assert_eq!(
+            issued["expires_ms"].as_i64(),
+            Some(now + gate.config().challenge_ttl_ms)
+        );
+    }
+
+    /// Any number of links minted at any times from one answer buy with one request id, and
+    /// answers to different challenges with different ones.
+    #[test]
+    fn every_link_of_one_answer_is_one_purchase(
+        gaps in proptest::collection::vec(0i64..5_000, 1..6),
+        qtys in proptest::collection::vec(1u32..=2, 1..6),
+    ) {
+        let gate = Gate::new(config());
+        let mut state = GateState::default();
+        let mut now = START + 1_000;
+        let mut alice = Shopper::new("alice", "203.0.113.5", now);
+        let (g, s, a) = (&gate, &mut state, &mut alice);
+        let solved = solved_challenge(g, s, a, now);
+        let mut ids = std::collections::BTreeSet::new();
+        for (gap, qty) in gaps.iter().zip(qtys.iter().cycle()) {
+            now += gap;
+            let path = mint_link(g, s, a, &solved, now);
+            ids.insert(buy_id(g, s, a, &path, format!(r#"{{"qty":{qty}}}"#).as_bytes(), now));
+        }
+        prop_assert_eq!(ids.len(), 1);
+        let other = solved_challenge(g, s, a, now);
+        let path = mint_link(g, s, a, &other, now);
+        let fresh = buy_id(g, s, a, &path, b"", now);
+        prop_assert!(!ids.contains(&fresh));
+    }
+
+    /// However requests for made-up sale ids arrive, the origin hears at most one directory
+    /// call per refresh interval, and never a GetEvent.
+    #[test]
+    fn made_up_sale_ids_cost_at_most_one_call_per_interval(
+        gaps in proptest::collection::vec(0i64..400, 1..400),
+        ids in proptest::collection::vec(8i64..1_000_000, 1..400),
+    ) {
+        let gate = Gate::new(config());
+        let every = gate.config().directory_refresh_ms;
+        let mut state = GateState::default();
+        let mut now = START;
+        let mut anon = Shopper::new("x", "203.0.113.5", now);
+        let mut warehouse = Warehouse::selling(10);
+        for (gap, id) in gaps.iter().zip(ids.iter().cycle()) {
+            now += gap;
+            let path = format!("/api/events/{id}");
+            let mut req = anon.request("GET", &path, b"", now);
+            req.network_limit = NetworkLimit::Allowed;
+            let verdict = warehouse.decide(&gate, &mut state, &req);
+            prop_assert!(matches!(verdict, Verdict::Refuse(_)), "{:?}", verdict);
+        }
+        prop_assert!(warehouse.reads.iter().all(|read| *read == LIST_EVENTS));
+        let span = now - START;
+        prop_assert!(warehouse.reads.len() as i64 <= span / every + 1);
+    }
+}
