@@ -6,9 +6,10 @@
 //! (rate-limit TATs, the breaker, cached sale views, the directory of sale ids, the traffic
 //! meter) wherever its runtime keeps state; and asks [`Gate::decide`]. The [`Verdict`] is an
 //! answer the edge gives itself (a challenge, a purchase link, a cached sale), a [`Refusal`], or
-//! a [`Forward`]: a ready gRPC-Web call to the warehouse, origin-signed. The adapter sends it and hands the warehouse's
-//! reply to [`Gate::complete`], which feeds the breaker and the sold-out flag and maps the reply
-//! to the client's [`Response`]. No policy lives in the adapter:
+//! a [`Forward`]: a ready gRPC-Web call to the warehouse, origin-signed. The adapter sends it
+//! and hands the warehouse's reply to [`Gate::complete`], which feeds the breaker, the sold-out
+//! flag and the directory and maps the reply to the client's [`Response`]. No policy lives in
+//! the adapter:
 //!
 //! ```text
 //! let mut verdict = gate.decide(&request, &mut state);
