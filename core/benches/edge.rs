@@ -4,7 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate_core::gate::{
-    Gate, GateConfig, GateState, Headers, NetworkLimit, Request, SaleEntry, SaleView, Verdict,
+    Currency, Gate, GateConfig, GateState, Headers, NetworkLimit, Request, SaleEntry, SaleView,
+    Verdict,
 };
 use flashgate_core::identity::Identity;
 use flashgate_core::link::{self, Expect, KeyRing, LinkClaims};
@@ -87,6 +88,8 @@ fn gate_verdict(c: &mut Criterion) {
         start_ms: START,
         end_ms: START + 3_600_000,
         per_user_limit: 2,
+        price: 1_999,
+        currency: Currency::parse("EUR"),
     };
     let mut state = GateState::default();
     state.sales.insert(

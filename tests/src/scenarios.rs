@@ -50,6 +50,8 @@ pub async fn origin_on(redis: &TestRedis) -> Origin<RedisStore> {
     let store = RedisStore::connect(config).await.expect("connect redis");
     let mut options = ServerOptions {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+        // The storefront's "Pay now" in demo mode; the edge's only route that pays.
+        demo_payments: true,
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {
@@ -73,7 +75,8 @@ pub fn edge_vars(origin: SocketAddr) -> Vec<(&'static str, String)> {
         ("FLASHGATE_POW_CAP_BITS", "14".to_owned()),
         ("FLASHGATE_BREAKER_COOLDOWN_MS", "3000".to_owned()),
         ("FLASHGATE_ORIGIN_TIMEOUT_MS", "2000".to_owned()),
-        ("FLASHGATE_DEMO_MODE", "0".to_owned()),
+        // Demo mode for the demo payment (`POST /api/demo/orders/{no}/pay`): no other route pays.
+        ("FLASHGATE_DEMO_MODE", "1".to_owned()),
     ]
 }
 
@@ -92,6 +95,7 @@ pub async fn run_all(world: World, redis: &mut TestRedis) -> World {
     bursts_are_rate_limited_with_retry_after(&world).await;
     eprintln!("{name}: bots and bursts ok ({:?})", started.elapsed());
     malformed_and_oversized_requests_get_clean_json(&world).await;
+    made_up_sale_ids_never_reach_get_event(&world).await;
     a_sell_out_stops_buyers_at_the_edge(&world).await;
     eprintln!("{name}: sell-out ok ({:?})", started.elapsed());
     unsigned_grpc_web_is_refused_by_the_warehouse(&world).await;
@@ -357,17 +361,30 @@ pub async fn a_whole_purchase(world: &World) -> (Browser, String) {
         (Some(1), Some(1))
     );
 
-    // Only the order's own user sees or pays it.
+    // Only the order's own user sees or pays it; the buyer's own word pays nothing, only the
+    // demo's payment does (and only in demo mode, against a warehouse with demo payments).
     let bob = world.browser("bob", "198.18.1.2");
     let nosy = bob.get(&format!("/api/orders/{order_no}")).await;
     assert_eq!(nosy.status(), 404);
-    let paid = alice
+    let pay = format!("/api/demo/orders/{order_no}/pay");
+    let nosy = bob.post(&pay, &json!({})).await;
+    assert_eq!(nosy.status(), 404);
+    let asserted = alice
         .post(&format!("/api/orders/{order_no}/pay"), &json!({}))
         .await;
     assert_eq!(
-        (paid.status(), paid.json["status"].as_str()),
-        (200, Some("paid"))
+        (asserted.status(), asserted.code()),
+        (404, "not_found"),
+        "no route pays outside the demo"
     );
+    let paid = alice.post(&pay, &json!({})).await;
+    assert_eq!(
+        (paid.status(), paid.json["status"].as_str()),
+        (200, Some("paid")),
+        "{}",
+        paid.json
+    );
+    assert!(paid.json["paid_ms"].as_i64().is_some_and(|ms| ms > 0));
     let twice = alice
         .post(&format!("/api/orders/{order_no}/cancel"), &json!({}))
         .await;
@@ -611,10 +628,40 @@ pub async fn malformed_and_oversized_requests_get_clean_json(world: &World) {
     assert!(matches!(r.status(), 400 | 413), "{}", r.json);
 }
 
+/// Sale ids that are no sale are refused from the edge's directory of sale ids: the warehouse
+/// answers at most one `ListEvents` per second per instance for them (one per request on an
+/// edge without memory) and never a `GetEvent`.
+pub async fn made_up_sale_ids_never_reach_get_event(world: &World) {
+    let mallory = world.browser("mallory-ids", "198.18.10.1");
+    let views_before = world.origin.requests("GetEvent").await;
+    let lists_before = world.origin.requests("ListEvents").await;
+    let started = Instant::now();
+    const IDS: u64 = 20;
+    for i in 0..IDS {
+        let r = mallory.get(&format!("/api/events/{}", 900_000 + i)).await;
+        assert_eq!((r.status(), r.code()), (404, "unknown"), "{}", r.json);
+    }
+    let seconds = started.elapsed().as_secs();
+    assert_eq!(world.origin.requests("GetEvent").await, views_before);
+    let lists = world.origin.requests("ListEvents").await - lists_before;
+    if world.profile.remembers {
+        assert!(lists <= seconds + 1, "{lists} ListEvents in {seconds} s");
+    } else {
+        assert_eq!(lists, IDS, "one directory per request, never a GetEvent");
+    }
+}
+
 pub async fn a_sell_out_stops_buyers_at_the_edge(world: &World) {
     const POOL: i32 = 4;
     const BUYERS: usize = 16;
     world.sale(3, 103, 20, POOL, -1_000).await;
+    // The page is seen before the crowd buys (a sale the edge has not listed yet is a short 503
+    // to the requests that arrive while its directory refresh is out).
+    let view = world
+        .browser("viewer", "198.18.7.250")
+        .get("/api/events/3")
+        .await;
+    assert_eq!(view.status(), 200, "{}", view.json);
     // Everyone gets a link first (each from an address of their own), then all buy at once.
     let mut links = tokio::task::JoinSet::new();
     for i in 0..BUYERS {

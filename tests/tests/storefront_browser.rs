@@ -69,6 +69,8 @@ async fn the_storefront_sells_in_a_real_browser() {
     let store = RedisStore::connect(config).await.expect("connect redis");
     let mut options = ServerOptions {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+        // The page's "Pay now" is the demo's payment (`/api/demo/orders/{no}/pay`).
+        demo_payments: true,
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {

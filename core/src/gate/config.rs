@@ -3,8 +3,9 @@
 //!
 //! Every optional variable is a row of one table (its name and how its text lands in the
 //! configuration), so adding a setting is one line and every setting is refused the same way:
-//! a [`ConfigError`] naming the variable, including a negative duration. The required keys and
-//! the origin URL are read once, before the table.
+//! a [`ConfigError`] naming the variable, including a duration that is not positive. The
+//! required keys and the origin URL (`https://`, or plain `http://` only to a loopback host) are
+//! read once, before the table.
 //!
 //! What it deliberately does not do: read an environment itself (the adapter passes its env or
 //! bindings in as a function), or hold runtime state.
@@ -71,6 +72,9 @@ pub mod vars {
     pub const PLATFORM_LIMIT_WINDOW_MS: &str = "FLASHGATE_PLATFORM_LIMIT_WINDOW_MS";
     /// How long a sale view (and with it the sold-out flag) is remembered for buys, ms.
     pub const SALE_MEMORY_MS: &str = "FLASHGATE_SALE_MEMORY_MS";
+    /// How often the directory of sale ids (`Admin/ListEvents`) may be refreshed, ms: at most
+    /// one call per interval per instance, whatever the traffic.
+    pub const SALE_DIRECTORY_REFRESH_MS: &str = "FLASHGATE_SALE_DIRECTORY_REFRESH_MS";
 }
 
 /// The rate limits the gate applies.
@@ -131,7 +135,7 @@ pub struct GateConfig {
     pub max_path: usize,
     /// Purchase-link lifetime (never past the sale's end).
     pub link_ttl_ms: i64,
-    /// Challenge lifetime (counted from the sale's start if issued before it).
+    /// Challenge lifetime, counted from when it is issued (also before the sale's start).
     pub challenge_ttl_ms: i64,
     /// Guest token lifetime.
     pub guest_ttl_ms: i64,
@@ -148,6 +152,9 @@ pub struct GateConfig {
     /// How long a sale view is remembered for the buy path's sold-out flag and window check
     /// (the challenge, link and sale routes refresh after [`GateConfig::sale_ttl_ms`]).
     pub sale_memory_ms: i64,
+    /// How old the directory of sale ids may be before it is refreshed, and the least time
+    /// between two refreshes (see [`SaleDirectory`](super::SaleDirectory)).
+    pub directory_refresh_ms: i64,
 }
 
 /// Why the configuration could not be built.
@@ -193,6 +200,7 @@ const SETTINGS: &[(&str, Apply)] = &[
     (vars::ORIGIN_TIMEOUT_MS, |c, t| duration(&mut c.origin_timeout_ms, t)),
     (vars::PLATFORM_LIMIT_WINDOW_MS, |c, t| duration(&mut c.platform_limit_window_ms, t)),
     (vars::SALE_MEMORY_MS, |c, t| duration(&mut c.sale_memory_ms, t)),
+    (vars::SALE_DIRECTORY_REFRESH_MS, |c, t| duration(&mut c.directory_refresh_ms, t)),
 ];
 
 /// An empty proof-of-work ring keeps the default, the link ring.
@@ -217,13 +225,14 @@ where
     Ok(())
 }
 
-/// Parses a duration in ms into `slot`; a negative one would silently mean "never" or "always"
-/// depending on where it is used, so it is refused.
+/// Parses a duration in ms into `slot`; zero or a negative one would silently mean "never" or
+/// "always" depending on where it is used (a challenge born expired, a breaker that never cools
+/// down, a directory refreshed on every request), so it is refused.
 fn duration(slot: &mut i64, text: &str) -> Result<(), String> {
     let mut ms = 0_i64;
     parse(&mut ms, text)?;
-    if ms < 0 {
-        return Err(format!("a duration must not be negative (got {ms} ms)"));
+    if ms <= 0 {
+        return Err(format!("a duration must be positive (got {ms} ms)"));
     }
     *slot = ms;
     Ok(())
@@ -247,13 +256,14 @@ impl GateConfig {
             max_body: 4 * 1024,
             max_path: 1024,
             link_ttl_ms: 60_000,
-            challenge_ttl_ms: 120_000,
+            challenge_ttl_ms: 60_000,
             guest_ttl_ms: 3_600_000,
             sale_ttl_ms: 1_000,
             token_leeway_ms: 5_000,
             origin_timeout_ms: 3_000,
             platform_limit_window_ms: 10_000,
             sale_memory_ms: 10_000,
+            directory_refresh_ms: 1_000,
         }
     }
 
@@ -321,7 +331,8 @@ mod tests {
             (vars::POW_CALM_RATE, "123"),
             (vars::MAX_BODY, "100"),
             (vars::BREAKER_COOLDOWN_MS, "777"),
-            (vars::SALE_MEMORY_MS, "0"),
+            (vars::SALE_MEMORY_MS, "1"),
+            (vars::SALE_DIRECTORY_REFRESH_MS, "250"),
         ])
         .unwrap();
         assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
@@ -329,10 +340,12 @@ mod tests {
         assert_eq!(config.difficulty.calm_rate_per_s, 123);
         assert_eq!(config.max_body, 100);
         assert_eq!(config.breaker.cooldown_ms, 777);
-        assert_eq!(config.sale_memory_ms, 0);
+        assert_eq!(config.sale_memory_ms, 1);
+        assert_eq!(config.directory_refresh_ms, 250);
         assert_eq!(config.origin.url("/x"), "https://origin.example.com/x");
         // Untouched settings keep their defaults.
         assert_eq!(config.link_ttl_ms, 60_000);
+        assert_eq!(config.challenge_ttl_ms, 60_000);
         assert_eq!(config.limits.ip, Limits::default().ip);
     }
 
@@ -344,26 +357,46 @@ mod tests {
         assert_eq!(names.len(), SETTINGS.len());
     }
 
+    /// Every duration setting of the table, so a new one cannot escape the rule below.
+    const DURATIONS: [&str; 7] = [
+        vars::LINK_TTL_MS,
+        vars::CHALLENGE_TTL_MS,
+        vars::BREAKER_COOLDOWN_MS,
+        vars::ORIGIN_TIMEOUT_MS,
+        vars::PLATFORM_LIMIT_WINDOW_MS,
+        vars::SALE_MEMORY_MS,
+        vars::SALE_DIRECTORY_REFRESH_MS,
+    ];
+
     #[test]
-    fn a_negative_duration_is_refused_naming_the_setting() {
-        for name in [
-            vars::LINK_TTL_MS,
-            vars::CHALLENGE_TTL_MS,
-            vars::BREAKER_COOLDOWN_MS,
-            vars::ORIGIN_TIMEOUT_MS,
-            vars::PLATFORM_LIMIT_WINDOW_MS,
-            vars::SALE_MEMORY_MS,
-        ] {
-            let err = lookup(&[(name, "-1")]).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
-                "{err}"
-            );
-            let text = err.to_string();
-            assert!(
-                text.starts_with(name) && text.contains("negative"),
-                "{text}"
-            );
+    fn the_duration_list_is_every_ms_setting() {
+        let ms: Vec<&str> = SETTINGS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| name.ends_with("_MS"))
+            .collect();
+        assert_eq!(ms, DURATIONS);
+    }
+
+    #[test]
+    fn a_zero_duration_setting_is_refused() {
+        for value in ["0", "-1", " -60000 "] {
+            for name in DURATIONS {
+                let err = lookup(&[(name, value)]).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                    "{name}={value}: {err}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.starts_with(name) && text.contains("must be positive"),
+                    "{text}"
+                );
+            }
+        }
+        // One millisecond is a duration.
+        for name in DURATIONS {
+            assert!(lookup(&[(name, "1")]).is_ok(), "{name}");
         }
     }
 
@@ -379,6 +412,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_plain_http_origin_is_refused_unless_loopback() {
+        let err = lookup(&[(vars::ORIGIN_URL, "http://origin.example.com")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: vars::ORIGIN_URL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(vars::ORIGIN_URL) && text.contains("https://"),
+            "{text}"
+        );
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://[::1]:50051",
+            "http://localhost:50051",
+        ] {
+            let config = lookup(&[(vars::ORIGIN_URL, local)]).unwrap();
+            assert!(!config.origin.is_https(), "{local}");
+        }
     }
 
     #[test]

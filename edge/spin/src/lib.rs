@@ -21,10 +21,11 @@
 //!   proof of work, bot rules, user tokens and input limits hold (they need no memory); rate
 //!   limits, the breaker and the sold-out flag do not, so the warehouse's own limits carry the
 //!   load: its per-connection concurrency limit and load shedding, request timeout, the
-//!   per-user limit and `SOLD_OUT` in the Buy script. With no sale view in an empty state, every
-//!   buy first costs the warehouse one cheap `GetEvent`: after a sell-out that is all it costs
-//!   (the fresh view says sold out and the gate refuses the buy itself, never sending `Buy`);
-//!   before it, the `Buy` follows.
+//!   per-user limit and `SOLD_OUT` in the Buy script. With no sale view and no directory of sale
+//!   ids in an empty state, every buy first costs the warehouse one `ListEvents` and one cheap
+//!   `GetEvent`: after a sell-out that is all it costs (the fresh view says sold out and the gate
+//!   refuses the buy itself, never sending `Buy`); before it, the `Buy` follows. A made-up sale
+//!   id costs one `ListEvents`, never a `GetEvent`.
 //! - **`kv` build** (imports `spin:key-value`; Spin only): the `GateState` is kept as JSON in
 //!   the component's `default` key-value store, loaded before each step and stored after it
 //!   (never held across the origin call). Concurrent requests still race between a load and its
