@@ -11,13 +11,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
-use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
+use flashgate_core::proto::flashsale::seckill_client::SeckillClient;
+use flashgate_core::proto::flashsale::{Event, Order, PayOrderReq, PutSkuStockReq};
 use flashgate_core::warehouse::server::{serve, Listeners, ServerOptions};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic::Status;
 
 use crate::process::{repo_root, LoggedProcess, Scratch};
 use crate::wait::Pace;
@@ -191,14 +193,24 @@ impl<S: Store> Origin<S> {
             .expect("warehouse stopped cleanly");
     }
 
-    /// A sale-administration client (a fresh connection).
+    /// A sale-administration client on the internal listener (a fresh connection).
     pub async fn admin(&self) -> AdminClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
+        AdminClient::new(crate::channel_to(self.addr).await)
+    }
+
+    /// The shop's payment service: `PayOrder` on the internal listener for `order_no`, paid
+    /// `amount` under `payment_id`.
+    pub async fn pay(&self, order_no: &str, payment_id: &str, amount: i64) -> Result<Order, Status> {
+        let request = PayOrderReq {
+            order_no: order_no.to_owned(),
+            payment_id: payment_id.to_owned(),
+            amount,
+            ..Default::default()
+        };
+        SeckillClient::new(crate::channel_to(self.addr).await)
+            .pay_order(request)
             .await
-            .expect("connect to the warehouse");
-        AdminClient::new(channel)
+            .map(tonic::Response::into_inner)
     }
 
     /// Puts `stock` units of `sku` on hand and a sale `id` of `pool` of them, starting

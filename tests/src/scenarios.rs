@@ -50,8 +50,6 @@ pub async fn origin_on(redis: &TestRedis) -> Origin<RedisStore> {
     let store = RedisStore::connect(config).await.expect("connect redis");
     let mut options = ServerOptions {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
-        // The storefront's "Pay now" in demo mode; the edge's only route that pays.
-        demo_payments: true,
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {
@@ -75,8 +73,9 @@ pub fn edge_vars(origin: SocketAddr) -> Vec<(&'static str, String)> {
         ("FLASHGATE_POW_CAP_BITS", "14".to_owned()),
         ("FLASHGATE_BREAKER_COOLDOWN_MS", "3000".to_owned()),
         ("FLASHGATE_ORIGIN_TIMEOUT_MS", "2000".to_owned()),
-        // Demo mode for the demo payment (`POST /api/demo/orders/{no}/pay`): no other route pays.
-        ("FLASHGATE_DEMO_MODE", "1".to_owned()),
+        // Production mode: no guests, no demo payment; orders are paid by the payment side
+        // (`PayOrder` on the internal listener). The storefront's browser test runs the demo.
+        ("FLASHGATE_DEMO_MODE", "0".to_owned()),
     ]
 }
 
@@ -361,29 +360,19 @@ pub async fn a_whole_purchase(world: &World) -> (Browser, String) {
         (Some(1), Some(1))
     );
 
-    // Only the order's own user sees or pays it; the buyer's own word pays nothing, only the
-    // demo's payment does (and only in demo mode, against a warehouse with demo payments).
+    // Only the order's own user sees it. The payment side pays it, with the order's amount (no
+    // edge route pays outside demo mode: `adversary::the_buyer_cannot_pay_their_own_order`).
     let bob = world.browser("bob", "198.18.1.2");
     let nosy = bob.get(&format!("/api/orders/{order_no}")).await;
     assert_eq!(nosy.status(), 404);
-    let pay = format!("/api/demo/orders/{order_no}/pay");
-    let nosy = bob.post(&pay, &json!({})).await;
-    assert_eq!(nosy.status(), 404);
-    let asserted = alice
-        .post(&format!("/api/orders/{order_no}/pay"), &json!({}))
-        .await;
-    assert_eq!(
-        (asserted.status(), asserted.code()),
-        (404, "not_found"),
-        "no route pays outside the demo"
-    );
-    let paid = alice.post(&pay, &json!({})).await;
-    assert_eq!(
-        (paid.status(), paid.json["status"].as_str()),
-        (200, Some("paid")),
-        "{}",
-        paid.json
-    );
+    let amount = pending["amount"].as_i64().expect("amount");
+    world
+        .origin
+        .pay(&order_no, "psp-alice-1", amount)
+        .await
+        .expect("the payment side pays");
+    let paid = alice.get(&format!("/api/orders/{order_no}")).await;
+    assert_eq!(paid.json["status"], "paid", "{}", paid.json);
     assert!(paid.json["paid_ms"].as_i64().is_some_and(|ms| ms > 0));
     let twice = alice
         .post(&format!("/api/orders/{order_no}/cancel"), &json!({}))
