@@ -1,6 +1,6 @@
 //! A scalper's attacks, one named scenario each, run against both edges (the Worker under
 //! `wrangler dev`, the Spin component under `wasmtime serve`) in front of the warehouse on a
-//! real Redis — after the shared [`scenarios`](crate::scenarios), in the same [`World`].
+//! real Redis — before the shared [`scenarios`](crate::scenarios), in the same [`World`].
 //!
 //! The attacker has a valid account (or several), a bot farm and the source code. Each scenario
 //! asserts the answer (status and stable code, or the gRPC code) AND that the attack changed
@@ -30,7 +30,7 @@ use crate::wait::{poll_until, Pace};
 /// The challenge lifetime the scenarios' edges run with (`FLASHGATE_CHALLENGE_TTL_MS` in
 /// [`edge_vars`](crate::scenarios::edge_vars)): short, so the stockpiling scenario waits for a
 /// start only a few seconds away.
-pub const CHALLENGE_TTL_MS: i64 = 4_000;
+pub const CHALLENGE_TTL_MS: i64 = 6_000;
 
 /// Every attack, in order.
 pub async fn run_all(world: &World) {
@@ -81,6 +81,7 @@ async fn sale_starting(
         ..Default::default()
     };
     admin.put_event(event.clone()).await.expect("put event");
+    world.until_listed(id).await;
     event
 }
 
@@ -125,7 +126,13 @@ pub async fn native_grpc_on_the_edge_listener_is_refused(world: &World) {
         .await
         .expect_err("a native PutSkuStock on the edge listener");
     assert_eq!(put.code(), tonic::Code::Unauthenticated, "{put:?}");
-    assert_unchanged(world, sale.sku_id, &before, "native gRPC on the edge listener").await;
+    assert_unchanged(
+        world,
+        sale.sku_id,
+        &before,
+        "native gRPC on the edge listener",
+    )
+    .await;
 }
 
 /// Even with the edge's own key (leaked, or a compromised edge), the edge listener answers only
@@ -158,7 +165,10 @@ async fn buy_once(buyer: &Browser, event: i64) -> String {
     let path = buyer.link(event).await;
     let bought = buyer.post(&path, &json!({})).await;
     assert_eq!(bought.status(), 202, "{}", bought.json);
-    bought.json["order_no"].as_str().expect("order_no").to_owned()
+    bought.json["order_no"]
+        .as_str()
+        .expect("order_no")
+        .to_owned()
 }
 
 /// The order `no` as its buyer sees it, once the order worker has created it.
@@ -192,7 +202,12 @@ pub async fn the_buyer_cannot_pay_their_own_order(world: &World) {
         format!("/api/demo/orders/{no}/pay"),
     ] {
         let r = buyer.post(&path, &json!({})).await;
-        assert_eq!((r.status(), r.code()), (404, "not_found"), "{path}: {}", r.json);
+        assert_eq!(
+            (r.status(), r.code()),
+            (404, "not_found"),
+            "{path}: {}",
+            r.json
+        );
     }
     let order = buyer.get(&format!("/api/orders/{no}")).await;
     assert_eq!(order.json["status"], "pending_payment");

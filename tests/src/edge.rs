@@ -200,7 +200,12 @@ impl<S: Store> Origin<S> {
 
     /// The shop's payment service: `PayOrder` on the internal listener for `order_no`, paid
     /// `amount` under `payment_id`.
-    pub async fn pay(&self, order_no: &str, payment_id: &str, amount: i64) -> Result<Order, Status> {
+    pub async fn pay(
+        &self,
+        order_no: &str,
+        payment_id: &str,
+        amount: i64,
+    ) -> Result<Order, Status> {
         let request = PayOrderReq {
             order_no: order_no.to_owned(),
             payment_id: payment_id.to_owned(),

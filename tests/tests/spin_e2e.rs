@@ -16,6 +16,7 @@ use flashgate_core::grpc_web;
 use flashgate_core::identity::Identity;
 use flashgate_core::proto::flashsale::{Event, EventState};
 use flashgate_core::warehouse::service::now_ms;
+use flashgate_tests::adversary;
 use flashgate_tests::scenarios::{self, Browser, EdgeProfile, World, CHROME, USER_KEY};
 use flashgate_tests::spin::{SpinHost, SplitWriteOrigin};
 use flashgate_tests::TestRedis;
@@ -73,6 +74,7 @@ async fn the_spin_component_guards_the_warehouse_end_to_end() {
         edge: edge.addr,
         profile: plain(),
     };
+    adversary::run_all(&world).await;
     scenarios::run_all(world, &mut redis).await;
 }
 
