@@ -7,6 +7,7 @@ use flashgate_core::gate::{
     Response, Verdict,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::KeyRing;
 use flashgate_core::origin_auth;
 use flashgate_core::pow;
@@ -17,7 +18,7 @@ use flashgate_core::refusal::Reason;
 use prost::Message;
 use serde_json::Value;
 
-const USER_KEY: &[u8] = b"shop-session-key-0123456789";
+const USER_KEY: &[u8] = b"shop-session-key-0123456789abcdef";
 const ORIGIN_KEY: &[u8] = b"origin-key-0123456789abcdef";
 const START: i64 = 1_764_064_800_000;
 const CHROME: &str =
@@ -37,7 +38,7 @@ impl Clock {
 
 fn config() -> GateConfig {
     let ring = KeyRing::single(b"link-key-0123456789abcdef").unwrap();
-    let mut config = GateConfig::new(ring, USER_KEY, ORIGIN_KEY);
+    let mut config = GateConfig::new(ring, UserKeys::single(USER_KEY).unwrap(), ORIGIN_KEY);
     config.difficulty.floor_bits = 4;
     config.difficulty.cap_bits = 8;
     config.bot_extra_bits = 2;
@@ -46,6 +47,15 @@ fn config() -> GateConfig {
     config.breaker.probes = 1;
     config.sale_ttl_ms = 10_000;
     config
+}
+
+/// The shop's token verifier (and minter) over [`USER_KEY`], in demo mode or not.
+fn shop_identity(demo: bool) -> Identity {
+    Identity::new(
+        UserKeys::single(USER_KEY).unwrap(),
+        TokenPolicy::default(),
+        demo,
+    )
 }
 
 /// A shopper's browser: the right headers, its own address and session.
@@ -58,7 +68,7 @@ struct Shopper {
 
 impl Shopper {
     fn new(user: &str, ip: &'static str, now: i64) -> Self {
-        let identity = flashgate_core::identity::Identity::new(USER_KEY, 0, false);
+        let identity = shop_identity(false);
         Shopper {
             token: format!("Bearer {}", identity.mint(user, now, 3_600_000)),
             ip,
@@ -618,7 +628,7 @@ fn config_is_read_from_named_variables() {
     let env = |name: &str| -> Option<String> {
         match name {
             vars::LINK_KEYS => Some("2:bmV3LWtleS0wMTIzNDU2Nzg5,1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
-            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
+            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789abcdef".into()),
             vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
             vars::ORIGIN_URL => Some("https://origin.example.com".into()),
             vars::LIMIT_IP => Some("5/s burst 10".into()),
@@ -673,7 +683,7 @@ fn guests_are_a_demo_mode_door_only() {
         )),
         Reason::NotFound
     );
-    cfg.identity = flashgate_core::identity::Identity::new(USER_KEY, 0, true);
+    cfg.identity = shop_identity(true);
     let gate = Gate::new(cfg);
     let guest = respond(gate.decide(
         &shopper.request("POST", "/api/session/guest", b"", now),
@@ -684,6 +694,80 @@ fn guests_are_a_demo_mode_door_only() {
     let mut req = shopper.request("GET", "/api/orders/O-1", b"", now);
     req.headers.authorization = Some(&token);
     assert!(matches!(gate.decide(&req, &mut state), Verdict::Forward(_)));
+    // The same keys with demo mode off: the guest is nobody, however valid its token.
+    let off = Gate::new(config());
+    assert_eq!(
+        refused(&off.decide(&req, &mut state)),
+        Reason::Unauthenticated
+    );
+}
+
+#[test]
+fn user_tokens_the_policy_refuses_are_401s() {
+    let mut cfg = config();
+    cfg.identity.policy_mut().audience = Some("shop-api".into());
+    cfg.identity.policy_mut().issuer = Some("https://shop.example".into());
+    let gate = Gate::new(cfg.clone());
+    let mut state = GateState::default();
+    let now = START;
+    // Signed with the shop's key, but minted under other rules.
+    let minted = |audience: &str, issuer: &str, keys: UserKeys, ttl_ms: i64| {
+        let policy = TokenPolicy {
+            audience: Some(audience.into()),
+            issuer: Some(issuer.into()),
+            max_lifetime_s: i64::MAX,
+            ..TokenPolicy::default()
+        };
+        Identity::new(keys, policy, false).mint("alice", now - 60_000, ttl_ms)
+    };
+    let single = || UserKeys::single(USER_KEY).unwrap();
+    let hour = 3_600_000;
+    let week = flashgate_core::identity::DEFAULT_MAX_LIFETIME_S * 1000;
+    let named = UserKeys::new(vec![("k9".into(), USER_KEY.to_vec())]).unwrap();
+    for (token, reason) in [
+        (
+            minted("shop-api", "https://shop.example", single(), hour),
+            None,
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), week),
+            None,
+        ),
+        (
+            minted("password-reset", "https://shop.example", single(), hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://mail.example", single(), hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), week + 1_000),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", named, hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), 30_000),
+            Some(Reason::TokenExpired),
+        ),
+    ] {
+        let mut shopper = Shopper::new("alice", "203.0.113.9", now);
+        shopper.token = format!("Bearer {token}");
+        let verdict = gate.decide(
+            &shopper.request("GET", "/api/orders/O-1", b"", now),
+            &mut state,
+        );
+        match reason {
+            None => assert!(matches!(verdict, Verdict::Forward(_)), "{verdict:?}"),
+            Some(reason) => {
+                assert_eq!(refused(&verdict), reason);
+                assert_eq!(reason.status(), 401);
+            }
+        }
+    }
 }
 
 #[test]

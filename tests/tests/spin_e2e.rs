@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use flashgate_core::grpc_web;
-use flashgate_core::identity::Identity;
 use flashgate_core::proto::flashsale::{Event, EventState};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_tests::scenarios::{self, Browser, EdgeProfile, World, CHROME, USER_KEY};
@@ -112,7 +111,7 @@ async fn an_origin_writing_head_and_body_separately_is_read_whole() {
     let mut browser = Browser::new(edge.addr, ADDR_HEADER, "split", "198.18.10.1");
     browser.user_agent = CHROME;
     browser.token =
-        Some(Identity::new(USER_KEY.as_bytes(), 0, false).mint("split", now_ms(), 60_000));
+        Some(scenarios::shop_identity(USER_KEY.as_bytes()).mint("split", now_ms(), 60_000));
     for _ in 0..5 {
         let view = browser.get("/api/events/5").await;
         assert_eq!(
