@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use flashgate_core::gate::DEMO_MODE_WARNING;
 use flashgate_core::proto::flashsale::{
     seckill_client::SeckillClient, Event, OrderReq, OrderStatus, SkuLedgerReq,
 };
@@ -18,6 +19,7 @@ use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
 use flashgate_tests::edge::{Origin, Wrangler};
 use flashgate_tests::process::Scratch;
 use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
+use flashgate_tests::wait::eventually;
 use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -91,6 +93,13 @@ async fn the_storefront_sells_in_a_real_browser() {
         ("FLASHGATE_POW_CAP_BITS", "16".to_owned()),
     ];
     let edge = Wrangler::start(&vars).await;
+    // Demo mode says so in the Worker's log, from the isolate's first request (its start probe).
+    eventually(
+        "the demo-mode warning in wrangler's log",
+        Duration::from_secs(10),
+        || async { edge.log().contains(DEMO_MODE_WARNING).then_some(()) },
+    )
+    .await;
 
     // The sales start once the browser is up (the countdown is waited out, not skipped).
     let buy = Event {
