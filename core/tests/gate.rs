@@ -9,6 +9,7 @@ use flashgate_core::gate::{
     Response, Verdict, DEMO_PREFIX,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::KeyRing;
 use flashgate_core::origin_auth;
 use flashgate_core::pow;
@@ -21,7 +22,7 @@ use proptest::prelude::*;
 use prost::Message;
 use serde_json::Value;
 
-const USER_KEY: &[u8] = b"shop-session-key-0123456789";
+const USER_KEY: &[u8] = b"shop-session-key-0123456789abcdef";
 const ORIGIN_KEY: &[u8] = b"origin-key-0123456789abcdef";
 const START: i64 = 1_764_064_800_000;
 const CHROME: &str =
@@ -44,7 +45,7 @@ impl Clock {
 
 fn config() -> GateConfig {
     let ring = KeyRing::single(b"link-key-0123456789abcdef").unwrap();
-    let mut config = GateConfig::new(ring, USER_KEY, ORIGIN_KEY);
+    let mut config = GateConfig::new(ring, UserKeys::single(USER_KEY).unwrap(), ORIGIN_KEY);
     config.difficulty.floor_bits = 4;
     config.difficulty.cap_bits = 8;
     config.bot_extra_bits = 2;
@@ -53,6 +54,15 @@ fn config() -> GateConfig {
     config.breaker.probes = 1;
     config.sale_ttl_ms = 10_000;
     config
+}
+
+/// The shop's token verifier (and minter) over [`USER_KEY`], in demo mode or not.
+fn shop_identity(demo: bool) -> Identity {
+    Identity::new(
+        UserKeys::single(USER_KEY).unwrap(),
+        TokenPolicy::default(),
+        demo,
+    )
 }
 
 /// A shopper's browser: the right headers, its own address and session.
@@ -65,7 +75,7 @@ struct Shopper {
 
 impl Shopper {
     fn new(user: &str, ip: &'static str, now: i64) -> Self {
-        let identity = flashgate_core::identity::Identity::new(USER_KEY, 0, false);
+        let identity = shop_identity(false);
         Shopper {
             token: format!("Bearer {}", identity.mint(user, now, 3_600_000)),
             ip,
@@ -253,7 +263,7 @@ fn request_id(call: &Forward) -> String {
 
 fn demo_config() -> GateConfig {
     let mut cfg = config();
-    cfg.identity = flashgate_core::identity::Identity::new(USER_KEY, 0, true);
+    cfg.identity = shop_identity(true);
     cfg
 }
 
@@ -719,7 +729,7 @@ fn config_is_read_from_named_variables() {
     let env = |name: &str| -> Option<String> {
         match name {
             vars::LINK_KEYS => Some("2:bmV3LWtleS0wMTIzNDU2Nzg5,1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
-            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
+            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789abcdef".into()),
             vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
             vars::ORIGIN_URL => Some("https://origin.example.com".into()),
             vars::LIMIT_IP => Some("5/s burst 10".into()),
@@ -774,7 +784,7 @@ fn guests_are_a_demo_mode_door_only() {
         )),
         Reason::NotFound
     );
-    cfg.identity = flashgate_core::identity::Identity::new(USER_KEY, 0, true);
+    cfg.identity = shop_identity(true);
     let gate = Gate::new(cfg);
     let guest = respond(gate.decide(
         &shopper.request("POST", "/api/session/guest", b"", now),
@@ -785,6 +795,80 @@ fn guests_are_a_demo_mode_door_only() {
     let mut req = shopper.request("GET", "/api/orders/O-1", b"", now);
     req.headers.authorization = Some(&token);
     assert!(matches!(gate.decide(&req, &mut state), Verdict::Forward(_)));
+    // The same keys with demo mode off: the guest is nobody, however valid its token.
+    let off = Gate::new(config());
+    assert_eq!(
+        refused(&off.decide(&req, &mut state)),
+        Reason::Unauthenticated
+    );
+}
+
+#[test]
+fn user_tokens_the_policy_refuses_are_401s() {
+    let mut cfg = config();
+    cfg.identity.policy_mut().audience = Some("shop-api".into());
+    cfg.identity.policy_mut().issuer = Some("https://shop.example".into());
+    let gate = Gate::new(cfg.clone());
+    let mut state = GateState::default();
+    let now = START;
+    // Signed with the shop's key, but minted under other rules.
+    let minted = |audience: &str, issuer: &str, keys: UserKeys, ttl_ms: i64| {
+        let policy = TokenPolicy {
+            audience: Some(audience.into()),
+            issuer: Some(issuer.into()),
+            max_lifetime_s: i64::MAX,
+            ..TokenPolicy::default()
+        };
+        Identity::new(keys, policy, false).mint("alice", now - 60_000, ttl_ms)
+    };
+    let single = || UserKeys::single(USER_KEY).unwrap();
+    let hour = 3_600_000;
+    let week = flashgate_core::identity::DEFAULT_MAX_LIFETIME_S * 1000;
+    let named = UserKeys::new(vec![("k9".into(), USER_KEY.to_vec())]).unwrap();
+    for (token, reason) in [
+        (
+            minted("shop-api", "https://shop.example", single(), hour),
+            None,
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), week),
+            None,
+        ),
+        (
+            minted("password-reset", "https://shop.example", single(), hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://mail.example", single(), hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), week + 1_000),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", named, hour),
+            Some(Reason::Unauthenticated),
+        ),
+        (
+            minted("shop-api", "https://shop.example", single(), 30_000),
+            Some(Reason::TokenExpired),
+        ),
+    ] {
+        let mut shopper = Shopper::new("alice", "203.0.113.9", now);
+        shopper.token = format!("Bearer {token}");
+        let verdict = gate.decide(
+            &shopper.request("GET", "/api/orders/O-1", b"", now),
+            &mut state,
+        );
+        match reason {
+            None => assert!(matches!(verdict, Verdict::Forward(_)), "{verdict:?}"),
+            Some(reason) => {
+                assert_eq!(refused(&verdict), reason);
+                assert_eq!(reason.status(), 401);
+            }
+        }
+    }
 }
 
 #[test]
@@ -1388,21 +1472,33 @@ fn a_request_without_a_client_address_is_limited_with_the_unknown_network() {
     ));
 }
 
+/// The edge's settings: valid keys and an `https://` origin, with `overrides` on top.
+fn settings<'a>(
+    overrides: &'a [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> + 'a {
+    use flashgate_core::gate::vars;
+    move |name: &str| {
+        let base = match name {
+            vars::LINK_KEYS => Some("1:b2xkLWtleS0wMTIzNDU2Nzg5"),
+            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789abcdef"),
+            vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef"),
+            vars::ORIGIN_URL => Some("https://origin.example.com"),
+            _ => None,
+        };
+        overrides
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .or(base)
+            .map(str::to_owned)
+    }
+}
+
 #[test]
 fn a_plain_http_origin_is_refused_unless_loopback() {
     use flashgate_core::gate::{vars, ConfigError};
-    let env = |url: &'static str| {
-        move |name: &str| -> Option<String> {
-            match name {
-                vars::LINK_KEYS => Some("1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
-                vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
-                vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
-                vars::ORIGIN_URL => Some(url.into()),
-                _ => None,
-            }
-        }
-    };
-    let err = GateConfig::from_lookup(env("http://origin.example.com:50051")).unwrap_err();
+    let plain = [(vars::ORIGIN_URL, "http://origin.example.com:50051")];
+    let err = GateConfig::from_lookup(settings(&plain)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -1420,7 +1516,8 @@ fn a_plain_http_origin_is_refused_unless_loopback() {
         "http://localhost:50051",
         "http://[::1]:50051",
     ] {
-        assert!(GateConfig::from_lookup(env(ok)).is_ok(), "{ok}");
+        let url = [(vars::ORIGIN_URL, ok)];
+        assert!(GateConfig::from_lookup(settings(&url)).is_ok(), "{ok}");
     }
 }
 
@@ -1428,15 +1525,8 @@ fn a_plain_http_origin_is_refused_unless_loopback() {
 fn a_zero_duration_setting_is_refused() {
     use flashgate_core::gate::{vars, ConfigError};
     for name in [vars::CHALLENGE_TTL_MS, vars::SALE_DIRECTORY_REFRESH_MS] {
-        let err = GateConfig::from_lookup(|n| match n {
-            vars::LINK_KEYS => Some("1:b2xkLWtleS0wMTIzNDU2Nzg5".into()),
-            vars::USER_TOKEN_KEY => Some("shop-session-key-0123456789".into()),
-            vars::ORIGIN_KEY => Some("origin-key-0123456789abcdef".into()),
-            vars::ORIGIN_URL => Some("https://origin.example.com".into()),
-            n if n == name => Some("0".into()),
-            _ => None,
-        })
-        .unwrap_err();
+        let zero = [(name, "0")];
+        let err = GateConfig::from_lookup(settings(&zero)).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
             "{err}"

@@ -119,6 +119,11 @@ impl Wrangler {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Everything wrangler and workerd (with the Worker's console) have written so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
 }
 
 /// One request that may fail to connect (the server is not up yet).

@@ -98,6 +98,11 @@ impl LoggedProcess {
         log_tail(&self.log)
     }
 
+    /// Everything it has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Polls `probe` at `pace` until it answers `Some`, for at most `timeout`. Panics, quoting
     /// the log, if the process exits first or the time runs out.
     pub async fn wait_serving<T, F, Fut>(

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flashgate_core::identity::Identity;
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::{self, KeyRing, LinkClaims};
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
@@ -155,10 +155,16 @@ impl Reply {
     }
 }
 
+/// The shop's token minter over `key` (at least 32 bytes), as the shop's login would sign.
+pub fn shop_identity(key: &[u8]) -> Identity {
+    let keys = UserKeys::single(key).expect("a user-token key of at least 32 bytes");
+    Identity::new(keys, TokenPolicy::default(), false)
+}
+
 impl Browser {
     /// A browser of `user` at `ip`, talking to the edge at `edge`.
     pub fn new(edge: SocketAddr, addr_header: &'static str, user: &str, ip: &str) -> Self {
-        let token = Identity::new(USER_KEY.as_bytes(), 0, false).mint(user, now_ms(), 3_600_000);
+        let token = shop_identity(USER_KEY.as_bytes()).mint(user, now_ms(), 3_600_000);
         Browser {
             edge,
             ip: ip.to_owned(),
@@ -493,7 +499,7 @@ pub async fn links_and_tokens_that_do_not_verify_are_refused(world: &World) {
     anon.token = Some("not.a.jwt".into());
     let r = anon.get("/api/orders/1-1").await;
     assert_eq!((r.status(), r.code()), (401, "unauthenticated"));
-    let wrong_key = Identity::new(b"some-other-shop-key-0123456789", 0, false);
+    let wrong_key = shop_identity(b"some-other-shop-key-0123456789abcdef");
     anon.token = Some(wrong_key.mint("alice", now, 60_000));
     let r = anon.get("/api/orders/1-1").await;
     assert_eq!(r.status(), 401);

@@ -13,7 +13,7 @@
 use super::origin::OriginUrl;
 use crate::bot::BotPolicy;
 use crate::breaker::BreakerConfig;
-use crate::identity::Identity;
+use crate::identity::{Identity, TokenPolicy, UserKeys};
 use crate::limit::Quota;
 use crate::link::KeyRing;
 use crate::pow::DifficultyPolicy;
@@ -26,11 +26,22 @@ pub mod vars {
     pub const LINK_KEYS: &str = "FLASHGATE_LINK_KEYS";
     /// Proof-of-work key ring, same form (defaults to the link ring).
     pub const POW_KEYS: &str = "FLASHGATE_POW_KEYS";
-    /// The shop's HS256 user-token key, raw text (required).
+    /// The shop's HS256 user-token key, raw text of at least 32 bytes, for tokens without a
+    /// `kid` (this or [`USER_TOKEN_KEYS`] is required).
     pub const USER_TOKEN_KEY: &str = "FLASHGATE_USER_TOKEN_KEY";
+    /// The shop's HS256 user-token keys by `kid`, `kid:base64url,…` (keys of at least 32
+    /// bytes); the first also verifies tokens without a `kid` (instead of [`USER_TOKEN_KEY`]).
+    pub const USER_TOKEN_KEYS: &str = "FLASHGATE_USER_TOKEN_KEYS";
+    /// When set, a user token's `aud` must contain it.
+    pub const USER_TOKEN_AUDIENCE: &str = "FLASHGATE_USER_TOKEN_AUDIENCE";
+    /// When set, a user token's `iss` must be it.
+    pub const USER_TOKEN_ISSUER: &str = "FLASHGATE_USER_TOKEN_ISSUER";
+    /// The longest lifetime (`exp − iat`) of an accepted user token, seconds (default 7 days).
+    pub const USER_TOKEN_MAX_LIFETIME_S: &str = "FLASHGATE_USER_TOKEN_MAX_LIFETIME_S";
     /// The origin-signature key shared with the warehouse, raw text (required).
     pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
-    /// `1`/`true`: guests may mint their own identity.
+    /// `1`/`true`/`yes`: guests may mint their own identity (signed with a key derived for
+    /// demo use only), and only then are guest identities accepted. Never in production.
     pub const DEMO_MODE: &str = "FLASHGATE_DEMO_MODE";
     /// Quota per client network, e.g. `20/s burst 40`.
     pub const LIMIT_IP: &str = "FLASHGATE_LIMIT_IP";
@@ -76,6 +87,11 @@ pub mod vars {
     /// one call per interval per instance, whatever the traffic.
     pub const SALE_DIRECTORY_REFRESH_MS: &str = "FLASHGATE_SALE_DIRECTORY_REFRESH_MS";
 }
+
+/// What the adapters log, loudly, when [`vars::DEMO_MODE`] is on: once per instance, when they
+/// build the gate.
+pub const DEMO_MODE_WARNING: &str =
+    "DEMO MODE: guest identities and demo payments are on; never in production";
 
 /// The rate limits the gate applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +198,9 @@ type Apply = fn(&mut GateConfig, &str) -> Result<(), String>;
 #[rustfmt::skip]
 const SETTINGS: &[(&str, Apply)] = &[
     (vars::POW_KEYS, pow_keys),
+    (vars::USER_TOKEN_AUDIENCE, |c, t| { c.identity.policy_mut().audience = claim(t); Ok(()) }),
+    (vars::USER_TOKEN_ISSUER, |c, t| { c.identity.policy_mut().issuer = claim(t); Ok(()) }),
+    (vars::USER_TOKEN_MAX_LIFETIME_S, max_lifetime),
     (vars::LIMIT_IP, |c, t| parse(&mut c.limits.ip, t)),
     (vars::LIMIT_USER, |c, t| parse(&mut c.limits.user, t)),
     (vars::LIMIT_EVENT, |c, t| parse(&mut c.limits.event, t)),
@@ -209,6 +228,43 @@ fn pow_keys(config: &mut GateConfig, text: &str) -> Result<(), String> {
         config.pow_keys = KeyRing::parse(text).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// An audience or issuer to require; empty text requires none.
+fn claim(text: &str) -> Option<String> {
+    Some(text.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Whole seconds, at least one: a lifetime of zero would refuse every token.
+fn max_lifetime(config: &mut GateConfig, text: &str) -> Result<(), String> {
+    let mut seconds = 0_i64;
+    parse(&mut seconds, text)?;
+    if seconds < 1 {
+        return Err(format!("a lifetime must be at least 1 s (got {seconds})"));
+    }
+    config.identity.policy_mut().max_lifetime_s = seconds;
+    Ok(())
+}
+
+/// The shop's keys: [`vars::USER_TOKEN_KEY`] (one key) or [`vars::USER_TOKEN_KEYS`] (a ring by
+/// `kid`), exactly one of them.
+fn user_keys(get: &impl Fn(&str) -> Option<String>) -> Result<UserKeys, ConfigError> {
+    let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let invalid = |name: &'static str| move |why: String| ConfigError::Invalid { name, why };
+    match (set(vars::USER_TOKEN_KEY), set(vars::USER_TOKEN_KEYS)) {
+        (Some(_), Some(_)) => Err(invalid(vars::USER_TOKEN_KEYS)(format!(
+            "set either it or {}, not both",
+            vars::USER_TOKEN_KEY
+        ))),
+        (Some(key), None) => UserKeys::single(key.as_bytes())
+            .map_err(|e| invalid(vars::USER_TOKEN_KEY)(e.to_string())),
+        (None, Some(ring)) => {
+            UserKeys::parse(&ring).map_err(|e| invalid(vars::USER_TOKEN_KEYS)(e.to_string()))
+        }
+        (None, None) => Err(ConfigError::Missing(vars::USER_TOKEN_KEY)),
+    }
 }
 
 fn bot_deny(config: &mut GateConfig, text: &str) -> Result<(), String> {
@@ -241,11 +297,11 @@ fn duration(slot: &mut i64, text: &str) -> Result<(), String> {
 impl GateConfig {
     /// A configuration with defaults for everything but the keys; the origin is the edge
     /// listener of the development setup's warehouse (`http://127.0.0.1:50052`).
-    pub fn new(link_keys: KeyRing, user_token_key: &[u8], origin_key: &[u8]) -> Self {
+    pub fn new(link_keys: KeyRing, user_keys: UserKeys, origin_key: &[u8]) -> Self {
         GateConfig {
             pow_keys: link_keys.clone(),
             link_keys,
-            identity: Identity::new(user_token_key, 5_000, false),
+            identity: Identity::new(user_keys, TokenPolicy::default(), false),
             origin_key: origin_key.to_vec(),
             origin: OriginUrl::parse("http://127.0.0.1:50052").expect("a valid URL"),
             limits: Limits::default(),
@@ -286,12 +342,16 @@ impl GateConfig {
         };
         let link_keys = KeyRing::parse(&required(vars::LINK_KEYS)?)
             .map_err(|e| invalid(vars::LINK_KEYS)(e.to_string()))?;
-        let user_token_key = secret(vars::USER_TOKEN_KEY)?;
-        let mut config = GateConfig::new(link_keys, &user_token_key, &secret(vars::ORIGIN_KEY)?);
+        let user_keys = user_keys(&get)?;
+        let mut config = GateConfig::new(link_keys, user_keys.clone(), &secret(vars::ORIGIN_KEY)?);
         config.origin = OriginUrl::parse(&required(vars::ORIGIN_URL)?)
             .map_err(|e| invalid(vars::ORIGIN_URL)(e.to_string()))?;
         let demo = get(vars::DEMO_MODE).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-        config.identity = Identity::new(&user_token_key, config.token_leeway_ms, demo);
+        let policy = TokenPolicy {
+            leeway_ms: config.token_leeway_ms,
+            ..TokenPolicy::default()
+        };
+        config.identity = Identity::new(user_keys, policy, demo);
         for (name, apply) in SETTINGS {
             if let Some(text) = get(name) {
                 apply(&mut config, &text).map_err(invalid(name))?;
@@ -307,7 +367,7 @@ mod tests {
 
     const REQUIRED: [(&str, &str); 4] = [
         (vars::LINK_KEYS, "1:b2xkLWtleS0wMTIzNDU2Nzg5"),
-        (vars::USER_TOKEN_KEY, "shop-session-key-0123456789"),
+        (vars::USER_TOKEN_KEY, "shop-session-key-0123456789abcdef"),
         (vars::ORIGIN_KEY, "origin-key-0123456789abcdef"),
         (vars::ORIGIN_URL, "https://origin.example.com/"),
     ];
@@ -455,5 +515,115 @@ mod tests {
         // An empty proof-of-work ring keeps the link ring, as before.
         let config = lookup(&[(vars::POW_KEYS, "")]).unwrap();
         assert_eq!(config.pow_keys.signing_id(), config.link_keys.signing_id());
+    }
+
+    #[test]
+    fn user_token_settings_are_applied() {
+        let config = lookup(&[
+            (vars::USER_TOKEN_AUDIENCE, " shop-api "),
+            (vars::USER_TOKEN_ISSUER, "https://shop.example"),
+            (vars::USER_TOKEN_MAX_LIFETIME_S, "3600"),
+        ])
+        .unwrap();
+        let policy = config.identity.policy();
+        assert_eq!(policy.audience.as_deref(), Some("shop-api"));
+        assert_eq!(policy.issuer.as_deref(), Some("https://shop.example"));
+        assert_eq!(policy.max_lifetime_s, 3600);
+        assert_eq!(policy.leeway_ms, config.token_leeway_ms);
+        // Unset (or empty): no audience or issuer is required, tokens live at most 7 days.
+        let config = lookup(&[(vars::USER_TOKEN_AUDIENCE, "")]).unwrap();
+        let policy = config.identity.policy();
+        assert_eq!(
+            (policy.audience.as_ref(), policy.issuer.as_ref()),
+            (None, None)
+        );
+        assert_eq!(policy.max_lifetime_s, 7 * 24 * 3600);
+        assert!(!config.identity.demo_mode());
+        for bad in ["0", "-5", "a week"] {
+            let err = lookup(&[(vars::USER_TOKEN_MAX_LIFETIME_S, bad)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: vars::USER_TOKEN_MAX_LIFETIME_S,
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_user_token_key_is_refused_naming_the_setting() {
+        let err = lookup(&[(vars::USER_TOKEN_KEY, "thirty-one-bytes-is-not-enough!")]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEY,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with(vars::USER_TOKEN_KEY), "{err}");
+        // base64url("a-key-of-only-twenty-six-b") and base64url("shop-session-key-0123456789abcdef")
+        let ring = "new:YS1rZXktb2Ytb25seS10d2VudHktc2l4LWI,old:c2hvcC1zZXNzaW9uLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+        let err = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, ring)]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEYS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("key `new` is shorter than 32 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn user_token_keys_come_from_one_key_or_a_ring_never_both() {
+        let ring = "k2:c2hvcC1zZXNzaW9uLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+        let config = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, ring)]).unwrap();
+        // The ring's primary signs, naming its kid; the one-key form verifies the same key
+        // only for tokens that name no kid.
+        let token = config.identity.mint("alice", 1_000_000, 60_000);
+        let single = lookup(&[]).unwrap();
+        assert!(matches!(
+            config.identity.verify(Some(&token), 1_000_000),
+            crate::identity::IdentityVerdict::Valid(_)
+        ));
+        assert_eq!(
+            single.identity.verify(Some(&token), 1_000_000),
+            crate::identity::IdentityVerdict::UnknownKey
+        );
+        let both = lookup(&[(vars::USER_TOKEN_KEYS, ring)]).unwrap_err();
+        assert!(
+            matches!(
+                &both,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEYS,
+                    ..
+                }
+            ),
+            "{both}"
+        );
+        let neither = lookup(&[(vars::USER_TOKEN_KEY, "")]).unwrap_err();
+        assert_eq!(neither, ConfigError::Missing(vars::USER_TOKEN_KEY));
+        let malformed = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, "k2")]);
+        assert!(matches!(
+            malformed,
+            Err(ConfigError::Invalid {
+                name: vars::USER_TOKEN_KEYS,
+                ..
+            })
+        ));
     }
 }

@@ -67,7 +67,7 @@ mod response;
 mod routes;
 mod state;
 
-pub use config::{vars, ConfigError, GateConfig, Limits};
+pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
 pub use origin::{
     BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc,

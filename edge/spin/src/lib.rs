@@ -37,6 +37,10 @@
 //! body separately. `send` here uses the raw `wasi:http/client` instead and holds that future until
 //! the reply is read.
 //!
+//! With `FLASHGATE_DEMO_MODE` on, the component logs the core's `gate::DEMO_MODE_WARNING` to
+//! stderr each time it builds its gate: WASI 0.3 HTTP has no start hook, and Spin and `wasmtime
+//! serve` start an instance per request, so in demo mode every request says it once.
+//!
 //! What it deliberately does not do: decide anything. Every refusal, limit, status code and
 //! cache header comes from the core; this file only knows how to talk to a WASI 0.3 host.
 #![cfg(target_arch = "wasm32")]
@@ -63,6 +67,9 @@ fn gate() -> Result<Gate, String> {
         .collect();
     let config =
         GateConfig::from_lookup(|name| env.get(name).cloned()).map_err(|e| e.to_string())?;
+    if config.identity.demo_mode() {
+        eprintln!("flashgate: {}", gate::DEMO_MODE_WARNING);
+    }
     Ok(Gate::new(config))
 }
 
