@@ -4,9 +4,10 @@
 # memory store — the warehouse with a demo sale that opens 30 s after start, and the Cloudflare
 # Worker under `wrangler dev` in front of it (static page + /api). Ctrl-C stops everything.
 #
-# Settings (environment): FLASHGATE_LISTEN (127.0.0.1:50051), FLASHGATE_METRICS_LISTEN
-# (127.0.0.1:9464), FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30),
-# FLASHGATE_EDGE_PORT (8787).
+# Settings (environment): FLASHGATE_LISTEN (127.0.0.1:50051, the warehouse's internal listener:
+# native gRPC for grpcurl and the crowd's admin calls), FLASHGATE_EDGE_LISTEN (127.0.0.1:50052, its
+# edge listener: the Worker's FLASHGATE_ORIGIN_URL), FLASHGATE_METRICS_LISTEN (127.0.0.1:9464),
+# FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -28,6 +29,7 @@ say "building the Cloudflare Worker"
 bash scripts/build/worker.sh
 
 listen="${FLASHGATE_LISTEN:-127.0.0.1:50051}"
+edge_listen="${FLASHGATE_EDGE_LISTEN:-127.0.0.1:50052}"
 metrics="${FLASHGATE_METRICS_LISTEN:-127.0.0.1:9464}"
 demo="${FLASHGATE_DEMO_SALE:-1001:100:10:30}"
 run_dir="$FLASHGATE_CACHE/run"
@@ -62,10 +64,10 @@ else
   warn "no redis-server could be installed: using the warehouse's embedded memory store (not durable)"
 fi
 
-say "starting the warehouse on $listen (metrics on http://$metrics/metrics)"
+say "starting the warehouse: internal listener $listen, edge listener $edge_listen (metrics on http://$metrics/metrics)"
 FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
-  --listen "$listen" --metrics-listen "$metrics" "${store_args[@]}" --demo-sale "$demo" \
-  --demo-payments &
+  --listen "$listen" --edge-listen "$edge_listen" --metrics-listen "$metrics" \
+  "${store_args[@]}" --demo-sale "$demo" --demo-payments &
 pids+=($!)
 
 edge_port="${FLASHGATE_EDGE_PORT:-8787}"
@@ -74,7 +76,7 @@ bash scripts/build/dev-vars.sh "$origin_key" >/dev/null
 say "starting the Cloudflare Worker under wrangler dev on http://127.0.0.1:$edge_port"
 PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
   node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$edge_port" \
-  --var "FLASHGATE_ORIGIN_URL:http://$listen" > "$run_dir/wrangler.log" 2>&1 &
+  --var "FLASHGATE_ORIGIN_URL:http://$edge_listen" > "$run_dir/wrangler.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   curl -fs "http://127.0.0.1:$edge_port/" >/dev/null 2>&1 && break
@@ -105,7 +107,9 @@ cat <<MSG
     cargo run --release -p flashgate-load -- --target http://127.0.0.1:$edge_port --event 1 \\
       --admin grpc://$listen --warehouse-metrics http://$metrics/metrics --buyers 200 --bots 50
 
-  The warehouse directly (grpcurl, with server reflection):
+  The warehouse's internal listener directly (native gRPC, the back office's door; grpcurl with
+  server reflection — its edge listener, $edge_listen, answers only the edge's signed calls)${FLASHGATE_INTERNAL_TOKEN:+;
+  FLASHGATE_INTERNAL_TOKEN is set, so add -H \"authorization: Bearer \$FLASHGATE_INTERNAL_TOKEN\"}:
     grpcurl -plaintext -d '{"id":1}' $listen flashsale.Admin/GetEvent
     grpcurl -plaintext -d '{"event_id":1,"user_id":"ann","qty":1,"request_id":"r1"}' $listen flashsale.Seckill/Buy
     grpcurl -plaintext -d '{"order_no":"1-1","payment_id":"psp-1","amount":1999}' $listen flashsale.Seckill/PayOrder

@@ -4,15 +4,20 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate_core::gate::{
-    Gate, GateConfig, GateState, Headers, NetworkLimit, Request, SaleEntry, SaleView, Verdict,
+    Currency, Gate, GateConfig, GateState, Headers, NetworkLimit, Request, SaleEntry, SaleView,
+    Verdict,
 };
-use flashgate_core::identity::Identity;
+use flashgate_core::identity::{self, Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::{self, Expect, KeyRing, LinkClaims};
 use flashgate_core::pow::{self, Challenge};
 use std::hint::black_box;
 
 const START: i64 = 1_764_064_800_000;
-const USER_KEY: &[u8] = b"shop-session-key-0123456789";
+const USER_KEY: &[u8] = b"shop-session-key-0123456789abcdef";
+
+fn user_keys() -> UserKeys {
+    UserKeys::single(USER_KEY).unwrap()
+}
 
 fn ring() -> KeyRing {
     KeyRing::single(b"link-key-0123456789abcdef").unwrap()
@@ -70,7 +75,7 @@ fn pow_verify(c: &mut Criterion) {
 }
 
 fn gate_verdict(c: &mut Criterion) {
-    let mut config = GateConfig::new(ring(), USER_KEY, b"origin-key-0123456789abcdef");
+    let mut config = GateConfig::new(ring(), user_keys(), b"origin-key-0123456789abcdef");
     let open = "1000/ms burst 1000".parse().unwrap();
     config.limits.ip = open;
     config.limits.user = open;
@@ -87,6 +92,8 @@ fn gate_verdict(c: &mut Criterion) {
         start_ms: START,
         end_ms: START + 3_600_000,
         per_user_limit: 2,
+        price: 1_999,
+        currency: Currency::parse("EUR"),
     };
     let mut state = GateState::default();
     state.sales.insert(
@@ -98,7 +105,11 @@ fn gate_verdict(c: &mut Criterion) {
     );
     let session = format!(
         "Bearer {}",
-        Identity::new(USER_KEY, 0, false).mint("user-0123456789", START, 3_600_000_000)
+        Identity::new(user_keys(), TokenPolicy::default(), false).mint(
+            "user-0123456789",
+            START,
+            identity::DEFAULT_MAX_LIFETIME_S * 1000,
+        )
     );
     let path = format!(
         "/api/buy/{}",

@@ -11,7 +11,8 @@
 //!
 //! Quotas read like `"20/s burst 40"`, `"600/min"` (burst defaults to one period's worth).
 //! [`LimitKey`] names the buckets the gate uses: per user, per IP (IPv6 by /64, since one
-//! subscriber holds a whole /64), per sale, global, and the hot SKU under sale. [`RateMeter`]
+//! subscriber holds a whole /64; requests with no address share one "unknown network" bucket),
+//! per sale, global, and the hot SKU under sale. [`RateMeter`]
 //! measures the recent request rate the same way: a small stored value, `now` passed in.
 //!
 //! What it deliberately does not do: share state between edge instances (the caller stores TATs
@@ -157,12 +158,22 @@ pub enum LimitKey<'a> {
     User(&'a str),
     /// One client network: the IPv4 address, or the IPv6 /64.
     Ip(IpAddr),
+    /// Every request whose client address the platform did not report (or reported unparsable),
+    /// as one network: an address-less request is limited like any other, never waved through.
+    UnknownNetwork,
     /// One sale.
     Event(i64),
     /// The SKU under sale: the hot key the warehouse's shard can take only so fast.
     Sku(i64),
     /// Everything.
     Global,
+}
+
+impl LimitKey<'_> {
+    /// The bucket of a client network: its address's, or the shared unknown one.
+    pub fn network(client_ip: Option<IpAddr>) -> LimitKey<'static> {
+        client_ip.map_or(LimitKey::UnknownNetwork, LimitKey::Ip)
+    }
 }
 
 impl fmt::Display for LimitKey<'_> {
@@ -178,6 +189,8 @@ impl fmt::Display for LimitKey<'_> {
                     write!(f, "rl:ip:{}/64", std::net::Ipv6Addr::from(prefix))
                 }
             },
+            // `unknown` is no address's rendering, so this bucket is no real network's.
+            LimitKey::UnknownNetwork => f.write_str("rl:ip:unknown"),
             LimitKey::Event(id) => write!(f, "rl:event:{id}"),
             LimitKey::Sku(id) => write!(f, "rl:sku:{id}"),
             LimitKey::Global => f.write_str("rl:global"),
@@ -294,6 +307,11 @@ mod tests {
         assert_eq!(
             LimitKey::Ip("::ffff:203.0.113.9".parse().unwrap()).to_string(),
             "rl:ip:203.0.113.9"
+        );
+        assert_eq!(LimitKey::network(None).to_string(), "rl:ip:unknown");
+        assert_eq!(
+            LimitKey::network(Some("203.0.113.9".parse().unwrap())),
+            LimitKey::Ip("203.0.113.9".parse().unwrap())
         );
         assert_eq!(LimitKey::Event(7).to_string(), "rl:event:7");
         assert_eq!(LimitKey::Sku(42).to_string(), "rl:sku:42");

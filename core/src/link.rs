@@ -19,7 +19,7 @@
 //! 21      2     max qty (u16)
 //! 23      8     not-before, unix ms (i64) = the sale's start
 //! 31      8     expiry, unix ms (i64), exclusive
-//! 39      16    nonce (random, from the caller)
+//! 39      16    nonce (from the caller; the gate's is its challenge's, see below)
 //! 55      1     L = user id length in bytes, 1..=128
 //! 56      L     user id, UTF-8
 //! 56+L    32    HMAC-SHA256(key, "flashgate-link-v1" ‖ bytes[0 .. 56+L])
@@ -30,7 +30,9 @@
 //!
 //! What it deliberately does not do: remember which links were used (the warehouse's idempotency
 //! key, derived from the nonce, makes a replayed link return the same order), read a clock, or
-//! generate nonces.
+//! generate nonces. The gate passes the solved challenge's
+//! [`link_nonce`](crate::pow::Challenge::link_nonce), so every link minted from one answer is one
+//! purchase.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -205,7 +207,8 @@ pub struct LinkClaims {
     pub not_before_ms: i64,
     /// Unix ms from which the link is no longer valid.
     pub expires_ms: i64,
-    /// Caller-supplied randomness: makes every link distinct and keys the buy's idempotency.
+    /// Keys the buy's idempotency: links with one nonce are one purchase (the gate derives it
+    /// from the solved challenge, so one answer buys one order).
     pub nonce: [u8; 16],
 }
 

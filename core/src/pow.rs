@@ -24,9 +24,15 @@
 //!                                                              "flashgate-pow-v1" ‖ bytes[0..39+L])
 //! ```
 //!
+//! A challenge lives for a fixed time from when it is issued (the gate's `challenge_ttl`), also
+//! when it is asked for before the sale opens, so no answer solved long before the start is
+//! spendable at the start. One answer is one purchase: [`Challenge::link_nonce`] derives the
+//! purchase link's nonce from the challenge, so every link minted from one answer carries the
+//! same nonce, hence the same idempotency key at the warehouse, hence the same order.
+//!
 //! What it deliberately does not do: remember answered challenges (an answer can be replayed by
-//! the same user for the same sale until the challenge expires; the link it buys is rate limited
-//! and idempotent), or draw seeds (the caller passes randomness in).
+//! the same user for the same sale until the challenge expires, and every replay mints the same
+//! purchase again), or draw seeds (the caller passes randomness in).
 
 use crate::link::{KeyRing, Unsealed};
 use sha2::{Digest, Sha256};
@@ -38,6 +44,8 @@ pub const MAX_BITS: u8 = 32;
 
 const VERSION: u8 = 1;
 const DOMAIN: &[u8] = b"flashgate-pow-v1";
+/// Domain separation for [`Challenge::link_nonce`]: no other hash in flashgate starts so.
+const LINK_NONCE_DOMAIN: &[u8] = b"flashgate-link-nonce-v1";
 const FIXED_LEN: usize = 39;
 
 /// What a challenge binds.
@@ -53,6 +61,25 @@ pub struct Challenge {
     pub bits: u8,
     /// Unix ms from which the challenge is no longer accepted.
     pub expires_ms: i64,
+}
+
+impl Challenge {
+    /// The nonce of every purchase link this challenge's answer buys: the first 16 bytes of
+    /// SHA-256 over a domain label, the seed, the user (length-prefixed) and the sale. The seed
+    /// makes each challenge's nonce its own; the user and sale bind it like the challenge does.
+    /// Stateless: the edge mints as many links from one answer as it is asked to, and they are
+    /// all one purchase.
+    pub fn link_nonce(&self) -> [u8; 16] {
+        let user = self.user_id.as_bytes();
+        let hash = Sha256::new()
+            .chain_update(LINK_NONCE_DOMAIN)
+            .chain_update(self.seed)
+            .chain_update((user.len() as u64).to_be_bytes())
+            .chain_update(user)
+            .chain_update(self.event_id.to_be_bytes())
+            .finalize();
+        hash[..16].try_into().expect("a SHA-256 is 32 bytes")
+    }
 }
 
 /// Issues a challenge token, signed with the ring's signing key. `None` if the user id is empty
@@ -311,6 +338,34 @@ mod tests {
         let token = issue(&ring(), &challenge(30)).unwrap();
         assert_eq!(solve(&token, 30, 0, 100), None);
         assert_eq!(solve(&token, 0, 5, 1), Some(5));
+    }
+
+    #[test]
+    fn a_challenge_names_one_link_nonce_of_its_own() {
+        let nonce = challenge(8).link_nonce();
+        // The difficulty and expiry do not enter: they do not make it another challenge's answer.
+        let harder = Challenge {
+            bits: 12,
+            expires_ms: 20_000,
+            ..challenge(8)
+        };
+        assert_eq!(harder.link_nonce(), nonce);
+        for other in [
+            Challenge {
+                seed: [4; 16],
+                ..challenge(8)
+            },
+            Challenge {
+                user_id: "bob".into(),
+                ..challenge(8)
+            },
+            Challenge {
+                event_id: 8,
+                ..challenge(8)
+            },
+        ] {
+            assert_ne!(other.link_nonce(), nonce, "{other:?}");
+        }
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Reason {
     SoldOut,
     /// The user already holds as many units as the sale allows.
     LimitReached,
+    /// The purchase this link makes was already made with another quantity: every link minted
+    /// from one solved challenge is one purchase, whatever quantity it asks for later.
+    LinkUsed,
     /// The order cannot change that way (already paid, cancelled or expired).
     Conflict,
     /// No such sale or order (for this user).
@@ -61,7 +64,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for catalogue tests and documentation.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::BadRequest,
         Reason::NotFound,
         Reason::MethodNotAllowed,
@@ -78,6 +81,7 @@ impl Reason {
         Reason::SaleEnded,
         Reason::SoldOut,
         Reason::LimitReached,
+        Reason::LinkUsed,
         Reason::Conflict,
         Reason::UnknownResource,
         Reason::RateLimited,
@@ -103,6 +107,7 @@ impl Reason {
             Reason::SaleEnded => "sale_ended",
             Reason::SoldOut => "sold_out",
             Reason::LimitReached => "limit_reached",
+            Reason::LinkUsed => "link_used",
             Reason::Conflict => "conflict",
             Reason::UnknownResource => "unknown",
             Reason::RateLimited => "rate_limited",
@@ -122,7 +127,7 @@ impl Reason {
             }
             Reason::NotFound | Reason::UnknownResource => 404,
             Reason::MethodNotAllowed => 405,
-            Reason::LimitReached | Reason::Conflict => 409,
+            Reason::LimitReached | Reason::LinkUsed | Reason::Conflict => 409,
             Reason::ChallengeExpired | Reason::SaleEnded | Reason::SoldOut => 410,
             Reason::TooLarge => 413,
             Reason::TooEarly => 425,
@@ -150,6 +155,7 @@ impl Reason {
             Reason::SaleEnded => "The sale has ended.",
             Reason::SoldOut => "Sold out.",
             Reason::LimitReached => "You already hold the most this sale allows.",
+            Reason::LinkUsed => "This purchase was already made with another quantity.",
             Reason::Conflict => "The order cannot change that way.",
             Reason::UnknownResource => "Not found.",
             Reason::RateLimited => "Too many requests; slow down.",

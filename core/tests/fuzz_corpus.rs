@@ -61,6 +61,28 @@ fn the_link_seed_is_a_valid_token_for_the_harness_key() {
     ));
 }
 
+#[test]
+fn the_jwt_seeds_are_what_their_names_say_for_the_harness_identity() {
+    use flashgate_core::identity::IdentityVerdict;
+    let seed = |name: &str| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/jwt")
+            .join(name);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let identity = harness::fuzz_identity();
+    let verify = |name: &str| identity.verify(Some(&seed(name)), harness::FUZZ_NOW_MS);
+    for name in ["valid", "primary_no_kid", "guest"] {
+        assert!(
+            matches!(verify(name), IdentityVerdict::Valid(_)),
+            "{name}: {:?}",
+            verify(name)
+        );
+    }
+    assert_eq!(verify("nbf_future"), IdentityVerdict::NotYetValid);
+    assert_eq!(verify("alg_none"), IdentityVerdict::Malformed);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 

@@ -2,13 +2,33 @@
 // hold for any input. Included by the fuzz crate and by `core/tests/fuzz_corpus.rs`.
 
 use flashgate_core::grpc_web::{self, Reply, StatusHeaders};
-use flashgate_core::identity::{self, Identity, IdentityVerdict};
+use flashgate_core::identity::{self, Identity, IdentityVerdict, TokenPolicy, UserKeys};
 use flashgate_core::link::{self, Expect, KeyRing, LinkVerdict};
 use flashgate_core::pow::{self, PowVerdict};
 use flashgate_core::proto::flashsale::{BuyReply, EventState, Order};
 
 /// The key the corpus seeds were made with (`fuzz/corpus/README.md`).
 pub const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
+
+/// The user-token ring the JWT seeds were signed with: kids `a` (primary) and `b`, the keys
+/// `fuzz-user-token-key-a-0123456789` and `fuzz-user-token-key-b-0123456789`.
+pub const FUZZ_USER_KEYS: &str =
+    "a:ZnV6ei11c2VyLXRva2VuLWtleS1hLTAxMjM0NTY3ODk,b:ZnV6ei11c2VyLXRva2VuLWtleS1iLTAxMjM0NTY3ODk";
+/// The moment the JWT seeds are current at.
+pub const FUZZ_NOW_MS: i64 = 1_764_064_800_000;
+
+/// The verifier the JWT seeds were made for: the ring above, an audience and an issuer, demo
+/// mode on (so guest tokens are explored too).
+pub fn fuzz_identity() -> Identity {
+    let keys = UserKeys::parse(FUZZ_USER_KEYS).expect("32-byte keys");
+    let policy = TokenPolicy {
+        audience: Some("shop-api".into()),
+        issuer: Some("https://shop.example".into()),
+        leeway_ms: 0,
+        ..TokenPolicy::default()
+    };
+    Identity::new(keys, policy, true)
+}
 
 fn ring() -> KeyRing {
     KeyRing::single(FUZZ_KEY).expect("a 25-byte key")
@@ -45,13 +65,14 @@ pub fn pow_challenge(data: &[u8]) {
     }
 }
 
-/// User tokens and `Authorization` headers.
+/// User tokens and `Authorization` headers: a valid token has a bounded id, and is a guest's
+/// exactly when its id says so.
 pub fn jwt(data: &[u8]) {
     let raw = text(data);
-    let identity = Identity::new(FUZZ_KEY, 0, false);
     let _ = identity::bearer(Some(&raw));
-    if let IdentityVerdict::Valid(user) = identity.verify(Some(&raw), 1_764_064_800_000) {
+    if let IdentityVerdict::Valid(user) = fuzz_identity().verify(Some(&raw), FUZZ_NOW_MS) {
         assert!(!user.id.is_empty() && user.id.len() <= identity::MAX_SUB_LEN);
+        assert_eq!(user.guest, user.id.starts_with(identity::GUEST_PREFIX));
     }
 }
 

@@ -15,9 +15,12 @@
 //! Several targets (`--target` with a comma-separated list) share one crowd: actor `i` (in
 //! arrival order) plays against target `i mod n`, as a load balancer in front of several
 //! warehouses or edges would spread it. `--put-sale` creates the sale first, so a benchmark needs
-//! nothing but a running warehouse.
+//! nothing but a running warehouse. `--scalper` plays a scalper's attacks after the crowd (see
+//! [`scalper`]).
 
+mod edge;
 mod report;
+mod scalper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,19 +29,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
     admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event, EventReq,
     PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::warehouse::service::now_ms;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
+use edge::{HttpClient, Session};
 use report::Tally;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,8 +56,9 @@ enum Arrival {
 #[derive(Debug, Parser)]
 #[command(name = "flashgate-load", version)]
 struct Args {
-    /// `grpc://HOST:PORT` (the warehouse) or `http://HOST:PORT` (an edge); several of one kind,
-    /// separated by commas, share the crowd (actor i goes to target i mod n).
+    /// `grpc://HOST:PORT` (the warehouse's internal listener, native gRPC, no token) or
+    /// `http://HOST:PORT` (an edge); several of one kind, separated by commas, share the crowd
+    /// (actor i goes to target i mod n).
     #[arg(long, default_value = "grpc://127.0.0.1:50051")]
     target: String,
     /// The sale to buy from.
@@ -78,8 +82,8 @@ struct Args {
     /// Actors in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// The warehouse's native gRPC address, for the sale's ledger (oversold units). In warehouse
-    /// mode it defaults to the (first) target.
+    /// The warehouse's internal listener (native gRPC), for the sale's ledger (oversold units).
+    /// In warehouse mode it defaults to the (first) target.
     #[arg(long)]
     admin: Option<String>,
     /// Before the crowd, create sale `--event` through the admin API: `SKU:POOL:SUBPOOLS` puts
@@ -101,6 +105,15 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Edge mode: after the crowd, play a scalper's attacks (reused answers, stockpiled
+    /// challenges, buy-cancel-rebuy, self-payment, random sale ids, direct calls to the edge
+    /// listener) and report per attack the units obtained beyond an honest share and the origin
+    /// calls caused. Needs --admin; fails the run when an attack gains anything.
+    #[arg(long)]
+    scalper: bool,
+    /// The warehouse's edge listener (`grpc://HOST:PORT`), for the scalper's direct calls.
+    #[arg(long)]
+    scalper_origin: Option<String>,
 }
 
 /// The `--put-sale` setting.
@@ -164,10 +177,7 @@ async fn put_sale(
 #[derive(Clone)]
 enum Target {
     Warehouse(Channel),
-    Edge {
-        base: String,
-        http: Box<Client<HttpConnector, Full<Bytes>>>,
-    },
+    Edge { base: String, http: Box<HttpClient> },
 }
 
 #[derive(Clone, Copy)]
@@ -183,39 +193,6 @@ async fn grpc_channel(url: &str) -> anyhow::Result<Channel> {
         .await
         .with_context(|| format!("connect to {http}"))
 }
-
-/// One HTTP exchange with the edge: status, JSON body (or `null`), latency.
-async fn http(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))?;
-    let response = client.request(request).await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    ))
-}
-
-/// Headers a browser sends (the edge scores their absence).
-const BROWSER: &[(&str, &str)] = &[
-    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
-    ("accept-language", "en-GB,en;q=0.9"),
-    ("sec-fetch-site", "same-origin"),
-    ("sec-fetch-mode", "cors"),
-    ("sec-fetch-dest", "empty"),
-];
 
 async fn buyer(target: &Target, args: &Args, n: usize, tally: &Tally) {
     let user = format!("{}-buyer-{n}", args.label);
@@ -280,95 +257,41 @@ fn client_ip(args: &Args, n: usize) -> Option<String> {
 
 /// The browser's path through the edge: guest identity, challenge, proof of work, link, buy.
 async fn edge_buyer(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     base: &str,
     event: i64,
     client_ip: Option<&str>,
     tally: &Tally,
 ) -> anyhow::Result<()> {
-    let mut browser = BROWSER.to_vec();
-    if let Some(ip) = client_ip {
-        browser.push(("cf-connecting-ip", ip));
-    }
-    let step = |name: &'static str, status: u16, body: &serde_json::Value| -> Option<String> {
-        (status >= 300).then(|| {
-            let code = body.get("code").and_then(|c| c.as_str()).unwrap_or("-");
-            format!("{name} {status} {code}")
-        })
-    };
-    let started = Instant::now();
-    let (status, guest) = http(
-        client,
-        "POST",
-        &format!("{base}/api/session/guest"),
-        &browser,
-        "{}",
-    )
-    .await?;
-    tally.record_step(started.elapsed());
-    if let Some(refusal) = step("guest", status, &guest) {
-        tally.record(&refusal, Duration::ZERO, true);
+    let mut session = Session::browser(client, base, client_ip);
+    let guest = session.sign_in_as_guest().await?;
+    tally.record_step(guest.latency);
+    if !guest.ok() {
+        tally.record(&guest.refusal("guest"), Duration::ZERO, true);
         return Ok(());
     }
-    let token = guest["token"].as_str().context("guest token")?.to_owned();
-    let auth = format!("Bearer {token}");
-    let mut headers = browser.clone();
-    headers.push(("authorization", auth.as_str()));
-
-    let started = Instant::now();
-    let (status, challenge) = http(
-        client,
-        "POST",
-        &format!("{base}/api/events/{event}/challenge"),
-        &headers,
-        "{}",
-    )
-    .await?;
-    tally.record_step(started.elapsed());
-    if let Some(refusal) = step("challenge", status, &challenge) {
-        tally.record(&refusal, Duration::ZERO, true);
+    let challenge = session.challenge(event).await?;
+    tally.record_step(challenge.latency);
+    if !challenge.ok() {
+        tally.record(&challenge.refusal("challenge"), Duration::ZERO, true);
         return Ok(());
     }
-    let puzzle = challenge["challenge"]
-        .as_str()
-        .context("challenge")?
-        .to_owned();
-    let bits = challenge["bits"].as_u64().context("bits")? as u8;
-    let nonce = tokio::task::spawn_blocking(move || pow::solve(&puzzle, bits, 0, 1 << 32))
-        .await?
-        .context("proof of work not found")?;
-    let answer =
-        serde_json::json!({ "challenge": challenge["challenge"], "nonce": nonce }).to_string();
-
-    let started = Instant::now();
-    let (status, link) = http(
-        client,
-        "POST",
-        &format!("{base}/api/events/{event}/link"),
-        &headers,
-        &answer,
-    )
-    .await?;
-    tally.record_step(started.elapsed());
-    if let Some(refusal) = step("link", status, &link) {
-        tally.record(&refusal, Duration::ZERO, true);
+    let answer = Session::solve(&challenge).await?;
+    let link = session.link(event, &answer).await?;
+    tally.record_step(link.latency);
+    if !link.ok() {
+        tally.record(&link.refusal("link"), Duration::ZERO, true);
         return Ok(());
     }
-    let path = link["path"].as_str().context("link path")?;
-
-    let started = Instant::now();
-    let (status, bought) = http(client, "POST", &format!("{base}{path}"), &headers, "{}").await?;
-    let name = match status {
+    let bought = session.buy(&link).await?;
+    let name = match bought.status {
         202 => "QUEUED".to_owned(),
-        _ => format!(
-            "buy {status} {}",
-            bought.get("code").and_then(|c| c.as_str()).unwrap_or("-")
-        ),
+        _ => bought.refusal("buy"),
     };
-    if status == 202 {
+    if bought.status == 202 {
         tally.won(1);
     }
-    tally.record(&name, started.elapsed(), true);
+    tally.record(&name, bought.latency, true);
     Ok(())
 }
 
@@ -404,15 +327,10 @@ async fn bot(target: &Target, args: &Args, n: usize, tally: &Tally) {
                 }
             }
             Target::Edge { base, http: client } => {
-                let forged = format!("{base}/api/buy/AAAA{n}x{r}");
-                let headers = [("user-agent", "python-requests/2.31.0")];
-                let name = match http(client, "POST", &forged, &headers, "{}").await {
-                    Ok((status, body)) => {
-                        format!(
-                            "bot {status} {}",
-                            body.get("code").and_then(|c| c.as_str()).unwrap_or("-")
-                        )
-                    }
+                let forged = format!("/api/buy/AAAA{n}x{r}");
+                let script = Session::automation(client, base);
+                let name = match script.send("POST", &forged, "{}").await {
+                    Ok(reply) => reply.refusal("bot"),
                     Err(e) => format!("bot error: {e}"),
                 };
                 tally.record(&name, started.elapsed(), true);
@@ -425,11 +343,9 @@ fn outcome_name(outcome: BuyOutcome) -> &'static str {
     outcome.as_str_name()
 }
 
-/// The sum of the warehouse's request counters, from its metrics text.
-async fn origin_requests(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    url: &str,
-) -> anyhow::Result<f64> {
+/// Calls the warehouse counted, from its metrics text: served requests and calls refused
+/// before any service (origin signature, listener rules).
+pub(crate) async fn warehouse_calls(client: &HttpClient, url: &str) -> anyhow::Result<f64> {
     let request = http::Request::get(url).body(Full::new(Bytes::new()))?;
     let body = client
         .request(request)
@@ -441,7 +357,14 @@ async fn origin_requests(
     let text = String::from_utf8_lossy(&body);
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("flashgate_requests_total{"))
+        .filter(|l| {
+            [
+                "flashgate_requests_total{",
+                "flashgate_origin_refusals_total{",
+            ]
+            .iter()
+            .any(|family| l.starts_with(family))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
@@ -449,8 +372,7 @@ async fn origin_requests(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
-    let http_client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let http_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let urls: Vec<&str> = args
         .target
         .split(',')
@@ -490,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
         put_sale(admin, args.event, sale).await?;
     }
     let origin_before = match &args.warehouse_metrics {
-        Some(url) => Some(origin_requests(&http_client, url).await?),
+        Some(url) => Some(warehouse_calls(&http_client, url).await?),
         None => None,
     };
 
@@ -542,7 +464,7 @@ async fn main() -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let origin_calls = match (&args.warehouse_metrics, origin_before) {
-        (Some(url), Some(before)) => Some(origin_requests(&http_client, url).await? - before),
+        (Some(url), Some(before)) => Some(warehouse_calls(&http_client, url).await? - before),
         _ => None,
     };
     let mut report = tally.report(elapsed, args.buyers, args.bots, origin_calls);
@@ -551,12 +473,14 @@ async fn main() -> anyhow::Result<()> {
         .map(|u| (*u).to_owned())
         .zip(actors_by_target)
         .collect();
+    let mut per_user_limit = None;
     if let Some(mut admin) = admin {
         let event = admin
             .get_event(EventReq { id: args.event })
             .await?
             .into_inner();
         let sale = event.event.context("event definition")?;
+        per_user_limit = Some(u64::try_from(sale.per_user_limit).unwrap_or(0));
         let ledger = admin
             .get_sku_ledger(SkuLedgerReq {
                 sku_id: sale.sku_id,
@@ -577,13 +501,39 @@ async fn main() -> anyhow::Result<()> {
             ("conserved".to_owned(), i64::from(conserved)),
         ]));
     }
+    let attacks = match (&targets[0], args.scalper) {
+        (Target::Edge { base, http }, true) => {
+            let arena = scalper::Arena {
+                client: http,
+                edge: base,
+                event: args.event,
+                per_user_limit: per_user_limit.context("--scalper needs --admin")?,
+                metrics: args.warehouse_metrics.as_deref(),
+                origin: args.scalper_origin.as_deref(),
+                label: &args.label,
+            };
+            Some(scalper::run(&arena).await?)
+        }
+        (_, true) => bail!("--scalper plays against an edge: pass an http:// --target"),
+        _ => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        if let Some(attacks) = &attacks {
+            json["scalper"] = scalper::to_json(attacks);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", report.render(&args.target));
+        if let Some(attacks) = &attacks {
+            print!("{}", scalper::render(attacks));
+        }
     }
     if report.oversold.unwrap_or(0) != 0 {
         bail!("oversold units: {:?}", report.oversold);
+    }
+    if attacks.as_deref().is_some_and(scalper::any_succeeded) {
+        bail!("a scalper's attack obtained units beyond an honest share");
     }
     Ok(())
 }

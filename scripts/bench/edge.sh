@@ -57,7 +57,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-redis_port=$(free_port); grpc_port=$(free_port); metrics_port=$(free_port); edge_port=$(free_port)
+# grpc_port: the warehouse's internal listener (the fixture's admin calls); origin_port: its edge
+# listener (the edge's FLASHGATE_ORIGIN_URL); edge_port: the edge runtime.
+redis_port=$(free_port); grpc_port=$(free_port); origin_port=$(free_port)
+metrics_port=$(free_port); edge_port=$(free_port)
 origin_key="$(hex 32)"; user_key="$(hex 32)"
 link_keys="1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 
@@ -66,15 +69,18 @@ pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 FLASHGATE_ORIGIN_KEY="$origin_key" setsid target/release/flashgate-warehouse --store redis \
   --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
-  --metrics-listen "127.0.0.1:$metrics_port" >"$work/warehouse.log" 2>&1 &
+  --edge-listen "127.0.0.1:$origin_port" --metrics-listen "127.0.0.1:$metrics_port" \
+  >"$work/warehouse.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break; sleep 0.1; done
+for port in "$grpc_port" "$origin_port"; do
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
 eval "$(target/release/examples/worker_bench_fixture "127.0.0.1:$grpc_port" "$user_key" "$link_keys")"
 
 # The same settings for either runtime: its own flag spelling is added below.
 lots="1000000/s burst 1000000"
 settings=(
-  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$grpc_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
+  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$origin_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
   "FLASHGATE_USER_TOKEN_KEY" "$user_key" "FLASHGATE_LINK_KEYS" "$link_keys"
   "FLASHGATE_LIMIT_USER" "$lots" "FLASHGATE_LIMIT_EVENT" "$lots"
   "FLASHGATE_LIMIT_SKU" "$lots" "FLASHGATE_LIMIT_GLOBAL" "$lots"

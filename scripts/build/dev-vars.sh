@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Writes .dev.vars (git-ignored): the Worker's secrets for `wrangler dev`, random, generated once
-# and kept. FLASHGATE_ORIGIN_KEY must be the key the local warehouse runs with; pass it as the
-# first argument to write it (e.g. the one scripts/run.sh generated), else a random one is made.
+# and kept. FLASHGATE_ORIGIN_KEY must be the key the local warehouse runs with (its edge listener
+# checks it: `--edge-listen 127.0.0.1:50052`, where FLASHGATE_ORIGIN_URL in wrangler.toml's [vars]
+# points); pass it as the first argument to write it (e.g. the one scripts/run.sh generated), else
+# a random one is made.
 # Production secrets go through `npx wrangler secret put NAME`, never through this file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

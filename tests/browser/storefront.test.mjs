@@ -1,7 +1,7 @@
 // The storefront in headless chromium (Debian's, driven by playwright-core) against the real
 // Worker, warehouse and Redis that tests/tests/storefront_browser.rs starts. It passes:
 //   FLASHGATE_URL          the edge (wrangler dev), e.g. http://127.0.0.1:8787
-//   FLASHGATE_EVENT_BUY    a sale starting in ~25 s (the whole purchase)
+//   FLASHGATE_EVENT_BUY    a sale starting in ~25 s at 19.99 EUR (the whole purchase)
 //   FLASHGATE_EVENT_RACE   a sale of pool 1 starting in ~25 s (two visitors, one unit)
 //   FLASHGATE_EVENT_EARLY  a sale starting in 10 min (a link asked for too early)
 //   FLASHGATE_RESULTS      where to write what was bought, for the warehouse check
@@ -80,6 +80,11 @@ async function visitor(event, viewport = { width: 1024, height: 800 }) {
     if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(m.text());
   });
   page.errors = errors;
+  // The proof-of-work challenges the page asks for.
+  page.challenges = 0;
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && /^\/api\/events\/\d+\/challenge$/.test(new URL(r.url()).pathname)) page.challenges += 1;
+  });
   await page.goto(`${URL_}/?event=${event}`);
   return { context, page };
 }
@@ -120,22 +125,37 @@ describe('the storefront', { concurrency: true }, () => {
     assert.ok(left > 0 && left <= 30, `the countdown follows the server's clock: ${clock}`);
     assert.equal(await page.locator('#buy').isDisabled(), true, 'no buying before the start');
     assert.match(await text(page, '#stock'), /^5 of 5 left$/);
+    // The price, in the sale's currency and its minor unit (1999 cents), in the visitor's locale.
+    assert.equal(await text(page, '#price'), '€19.99');
 
     // The proof-of-work runs in a Web Worker ahead of the start, with its progress shown.
     await seen(page, '#pow[data-state="done"]');
     assert.match(await text(page, '#pow-text'), /Puzzle solved \([\d,]+ tries\)/);
     await page.screenshot({ path: join(ARTIFACTS, 'storefront-countdown.png'), fullPage: true });
 
-    // At the start the button opens; the buyer uses the keyboard.
+    // At the start the button opens; the buyer uses the keyboard. The challenge solved during
+    // the countdown is refused as expired (as one the buyer sat on too long would be): the page
+    // asks for a fresh one, solves it and buys, without troubling the buyer.
     await seen(page, '#buy:enabled:text("Buy now")', SALE_WAIT);
+    await page.route(`**/api/events/${EVENTS.buy}/link`, (route) => route.fulfill({
+      status: 410,
+      json: { code: 'challenge_expired', message: 'The challenge has expired; request a new one.' },
+    }), { times: 1 });
+    const challenges = page.challenges;
     await page.locator('#buy').focus();
     await page.keyboard.press('Enter');
     await seen(page, '#order[data-status="pending_payment"]');
+    assert.equal(page.challenges, challenges + 1, 'one fresh challenge for the expired one');
+    assert.equal(await page.locator('#notice').isVisible(), false);
     const orderNo = await text(page, '#order-no');
     assert.ok(orderNo.length > 0);
     assert.match(await text(page, '#order-detail'), /^Pay within \d\d:\d\d /);
     await seen(page, '#stock:text("4 of 5 left")');
     await page.screenshot({ path: join(ARTIFACTS, 'storefront-pending.png'), fullPage: true });
+
+    // In demo mode the page pays through the edge's demo payment, and says so.
+    assert.equal(await text(page, '#pay'), 'Pay now (demo)');
+    assert.equal(await text(page, '#demo-pay'), 'Demo payment — no money moves');
 
     // Focus moved to the order: the keyboard reaches "Pay now" with one Tab.
     assert.equal(await page.evaluate(() => document.activeElement.id), 'order-title');
@@ -194,6 +214,11 @@ describe('the storefront', { concurrency: true }, () => {
     // The winner's page, too, now says none are left; then the winner changes their mind, and
     // the unit goes back on sale.
     await seen(winner.page, '#stock:text("None left")');
+    // A session the shop signed in (not one from the demo guest door) gets no demo payment:
+    // paying is the shop's checkout's job. Cancelling stays.
+    await winner.page.evaluate(() => { state.session.demo = false; showOrder(state.order); });
+    assert.equal(await winner.page.locator('#pay').isVisible(), false);
+    assert.equal(await winner.page.locator('#demo-pay').isVisible(), false);
     await winner.page.locator('#cancel').click();
     await seen(winner.page, '#order[data-status="cancelled"]');
     assert.equal(await text(winner.page, '#order-status'), 'Cancelled');
@@ -206,6 +231,11 @@ describe('the storefront', { concurrency: true }, () => {
   test('a purchase link asked for before the start is refused as too early', { timeout: 60_000 }, async () => {
     const { context, page } = await visitor(EVENTS.early);
     await seen(page, '#phase:text("Opens in")');
+    // Ten minutes before the start, a challenge would expire long before it could be spent:
+    // with its session and another look at the sale, the page has still asked for none.
+    await page.waitForFunction(() => sessionStorage.getItem('flashgate.session'));
+    await page.waitForResponse((r) => new URL(r.url()).pathname === `/api/events/${EVENTS.early}`);
+    assert.equal(page.challenges, 0, 'no challenge during a long countdown');
     // A visitor whose page believes the sale has begun (a stale or doctored view of it): the
     // edge, not the page, decides, and says to come back later.
     await page.route(`**/api/events/${EVENTS.early}`, async (route) => {

@@ -4,7 +4,7 @@
 //!
 //! Usage: `worker_bench_fixture GRPC_ADDR USER_TOKEN_KEY LINK_KEYS`
 
-use flashgate_core::identity::Identity;
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::{self, KeyRing, LinkClaims};
 use flashgate_core::proto::flashsale::{
     admin_client::AdminClient, seckill_client::SeckillClient, BuyReq, Event, PutSkuStockReq,
@@ -61,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
             request_id: "early-bird".into(),
         })
         .await?;
-    let identity = Identity::new(user_key.as_bytes(), 0, false);
+    let keys = UserKeys::single(user_key.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = Identity::new(keys, TokenPolicy::default(), false);
     let ring = KeyRing::parse(link_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (name, event, sku, user) in [
         ("BUY", 1, 9001, "bench-buyer"),

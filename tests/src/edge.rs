@@ -11,13 +11,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use flashgate_core::proto::flashsale::admin_client::AdminClient;
-use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
-use flashgate_core::warehouse::server::{serve, ServerOptions};
+use flashgate_core::proto::flashsale::seckill_client::SeckillClient;
+use flashgate_core::proto::flashsale::{Event, Order, PayOrderReq, PutSkuStockReq};
+use flashgate_core::warehouse::server::{serve, Listeners, ServerOptions};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic::Status;
 
 use crate::process::{repo_root, LoggedProcess, Scratch};
 use crate::wait::Pace;
@@ -117,6 +119,11 @@ impl Wrangler {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Everything wrangler and workerd (with the Worker's console) have written so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
 }
 
 /// One request that may fail to connect (the server is not up yet).
@@ -126,10 +133,13 @@ async fn try_request(addr: SocketAddr, method: &str, path: &str) -> Option<HttpR
 }
 
 /// The warehouse on fixed loopback ports, so it can be stopped ("origin down") and served again
-/// on the same address, over the same store.
+/// on the same addresses, over the same store. The edge under test calls its edge listener
+/// ([`Origin::edge_addr`]); the test's own native clients use the internal one.
 pub struct Origin<S: Store> {
-    /// gRPC and gRPC-Web.
+    /// The internal listener: native gRPC (what [`Origin::admin`] talks to).
     pub addr: SocketAddr,
+    /// The edge listener: origin-signed gRPC-Web only (`FLASHGATE_ORIGIN_URL` points here).
+    pub edge_addr: SocketAddr,
     /// `/metrics`.
     pub metrics_addr: SocketAddr,
     store: S,
@@ -138,10 +148,11 @@ pub struct Origin<S: Store> {
 }
 
 impl<S: Store> Origin<S> {
-    /// Serves `store` on two free ports with `options`.
+    /// Serves `store` on three free ports with `options`.
     pub async fn start(store: S, options: ServerOptions) -> Self {
         let mut origin = Origin {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            edge_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             store,
             options,
@@ -154,20 +165,22 @@ impl<S: Store> Origin<S> {
     /// Serves again on the same ports (after [`Origin::halt`]).
     pub async fn resume(&mut self) {
         assert!(self.running.is_none(), "already serving");
-        let listener = bind(self.addr).await;
-        let metrics = bind(self.metrics_addr).await;
+        let listeners = Listeners {
+            internal: bind(self.addr).await,
+            edge: Some(bind(self.edge_addr).await),
+            metrics: Some(bind(self.metrics_addr).await),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             self.store.clone(),
             self.options.clone(),
-            listener,
-            Some(metrics),
+            listeners,
             async {
                 let _ = stopped.await;
             },
         ));
         self.running = Some((stop, task));
-        let addr = self.addr;
+        let addr = self.edge_addr;
         eventually(
             "the warehouse to accept",
             Duration::from_secs(10),
@@ -185,14 +198,29 @@ impl<S: Store> Origin<S> {
             .expect("warehouse stopped cleanly");
     }
 
-    /// A sale-administration client (a fresh connection).
+    /// A sale-administration client on the internal listener (a fresh connection).
     pub async fn admin(&self) -> AdminClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
+        AdminClient::new(crate::channel_to(self.addr).await)
+    }
+
+    /// The shop's payment service: `PayOrder` on the internal listener for `order_no`, paid
+    /// `amount` under `payment_id`.
+    pub async fn pay(
+        &self,
+        order_no: &str,
+        payment_id: &str,
+        amount: i64,
+    ) -> Result<Order, Status> {
+        let request = PayOrderReq {
+            order_no: order_no.to_owned(),
+            payment_id: payment_id.to_owned(),
+            amount,
+            ..Default::default()
+        };
+        SeckillClient::new(crate::channel_to(self.addr).await)
+            .pay_order(request)
             .await
-            .expect("connect to the warehouse");
-        AdminClient::new(channel)
+            .map(tonic::Response::into_inner)
     }
 
     /// Puts `stock` units of `sku` on hand and a sale `id` of `pool` of them, starting

@@ -1,12 +1,15 @@
 //! Support for flashgate's cross-process tests: a real Redis per test or a cluster
 //! ([`redis_server`], [`cluster`]), the warehouse served in-process on `127.0.0.1:0` with real
-//! tonic clients or run as its binary ([`process`]), the edge runtimes ([`edge`], [`spin`]), key
-//! prefixes that keep tests sharing one Redis apart, polling with a deadline instead of sleeps
-//! ([`wait`]), and wrapper stores that write only the seam they change ([`forward`]).
+//! tonic clients on its internal listener or as the edge calls its edge listener ([`grpc_web`]),
+//! or run as its binary ([`process`]), the edge runtimes ([`edge`], [`spin`]), key prefixes that
+//! keep tests sharing one Redis apart, polling with a deadline instead of sleeps ([`wait`]), and
+//! wrapper stores that write only the seam they change ([`forward`]).
 
+pub mod adversary;
 pub mod cluster;
 pub mod edge;
 pub mod forward;
+pub mod grpc_web;
 pub mod process;
 pub mod redis_server;
 pub mod scenarios;
@@ -25,7 +28,7 @@ use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockLockReq;
 use flashgate_core::stock::{Currency, Ledger, Order, PayRequest};
-use flashgate_core::warehouse::server::{serve, ServeError, ServerOptions};
+use flashgate_core::warehouse::server::{serve, Listeners, ServeError, ServerOptions};
 use flashgate_core::warehouse::store::{Store, StoreError, StoreResult};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -57,8 +60,11 @@ pub fn unique_prefix() -> String {
 
 /// A warehouse served in-process on `127.0.0.1:0`, stopped (gracefully) when dropped.
 pub struct TestWarehouse {
-    /// Where it listens for gRPC and gRPC-Web.
+    /// Its internal listener: native gRPC (what [`Self::warehouse`], [`Self::admin`] and
+    /// [`Self::seckill`] talk to).
     pub addr: SocketAddr,
+    /// Its edge listener: origin-signed gRPC-Web only.
+    pub edge_addr: SocketAddr,
     /// Where it serves `/metrics`.
     pub metrics_addr: SocketAddr,
     channel: Channel,
@@ -79,22 +85,31 @@ impl TestWarehouse {
         Self::start_with(store, options).await
     }
 
-    /// Serves `store` with `options`.
+    /// Serves `store` with `options`, on an internal, an edge and a metrics listener.
     pub async fn start_with<S: Store>(store: S, options: ServerOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let metrics_addr = metrics_listener.local_addr().expect("addr");
+        let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind") };
+        let listeners = Listeners {
+            internal: bind().await,
+            edge: Some(bind().await),
+            metrics: Some(bind().await),
+        };
+        let addr = listeners.internal.local_addr().expect("addr");
+        let edge_addr = listeners
+            .edge
+            .as_ref()
+            .expect("bound")
+            .local_addr()
+            .expect("addr");
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .expect("bound")
+            .local_addr()
+            .expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            store,
-            options,
-            listener,
-            Some(metrics_listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(serve(store, options, listeners, async {
+            let _ = stopped.await;
+        }));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("valid uri")
             .connect()
@@ -102,6 +117,7 @@ impl TestWarehouse {
             .expect("connect to the test warehouse");
         Self {
             addr,
+            edge_addr,
             metrics_addr,
             channel,
             stop: Some(stop),
@@ -124,13 +140,15 @@ impl TestWarehouse {
         SeckillClient::new(self.channel.clone())
     }
 
-    /// A fresh connection (its own HTTP/2 connection, so its own concurrency limit).
+    /// A fresh connection to the internal listener (its own HTTP/2 connection, so its own
+    /// concurrency limit).
     pub async fn new_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        channel_to(self.addr).await
+    }
+
+    /// A fresh native gRPC connection to the edge listener (which refuses every native call).
+    pub async fn edge_channel(&self) -> Channel {
+        channel_to(self.edge_addr).await
     }
 
     /// The metrics text.
@@ -153,6 +171,15 @@ impl Drop for TestWarehouse {
             let _ = stop.send(());
         }
     }
+}
+
+/// A native gRPC connection to `addr`.
+pub async fn channel_to(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
 }
 
 /// A plain HTTP/1.1 GET on loopback, returning the body (tests only; no client crate needed).

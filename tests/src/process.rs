@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use flashgate_core::warehouse::env;
 use tonic::transport::Channel;
 
 use crate::wait::{eventually, poll_explained, Pace};
@@ -97,6 +98,11 @@ impl LoggedProcess {
         log_tail(&self.log)
     }
 
+    /// Everything it has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Polls `probe` at `pace` until it answers `Some`, for at most `timeout`. Panics, quoting
     /// the log, if the process exits first or the time runs out.
     pub async fn wait_serving<T, F, Fut>(
@@ -167,12 +173,13 @@ pub fn warehouse_bin() -> PathBuf {
     bin
 }
 
-/// A `flashgate-warehouse` process on a fixed port, killed when dropped. Its log goes to the
-/// test's stderr (shown when the test fails).
+/// A `flashgate-warehouse` process with its internal listener (native gRPC, no token) on a
+/// fixed port and no edge listener, killed when dropped. Its log goes to the test's stderr
+/// (shown when the test fails).
 pub struct WarehouseProcess {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`: its internal listener.
     pub url: String,
-    /// Its gRPC port.
+    /// Its internal listener's port.
     pub port: u16,
     /// Where it serves `/metrics`, if it was given a metrics port.
     pub metrics_addr: Option<SocketAddr>,
@@ -180,15 +187,16 @@ pub struct WarehouseProcess {
 }
 
 impl WarehouseProcess {
-    /// Starts the binary with `args` on `port`, metrics off, and waits until it accepts
-    /// connections.
+    /// Starts the binary with `args`, its internal listener on `port`, metrics off, and waits
+    /// until it accepts connections.
     pub async fn start<S: AsRef<OsStr>>(port: u16, args: &[S]) -> Self {
         Self::spawn(port, args, &[], None).await
     }
 
-    /// Starts the binary with `args` on `port` and the environment variables `envs` (a fault
-    /// point, say), serving `/metrics` on `metrics_port` if given (else not at all), and waits
-    /// until it accepts connections.
+    /// Starts the binary with `args`, its internal listener on `port`, and the environment
+    /// variables `envs` (a fault point, say), serving `/metrics` on `metrics_port` if given (else
+    /// not at all), and waits until it accepts connections. The caller's own environment chooses
+    /// no edge listener and no internal token.
     pub async fn spawn<S: AsRef<OsStr>>(
         port: u16,
         args: &[S],
@@ -202,6 +210,8 @@ impl WarehouseProcess {
             .args(["--metrics-listen", &metrics_listen])
             .args(args)
             .env("RUST_LOG", "warn")
+            .env_remove(env::EDGE_LISTEN)
+            .env_remove(env::INTERNAL_TOKEN)
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()
@@ -269,12 +279,54 @@ impl Drop for WarehouseProcess {
 }
 
 /// Runs the warehouse binary to completion with `args` and `envs` (a subcommand such as `audit`,
-/// or settings that must stop start-up), with no store chosen by the caller's environment.
+/// or settings that must stop start-up), with no store, edge listener or internal token chosen
+/// by the caller's environment.
 pub fn run_warehouse(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     Command::new(warehouse_bin())
         .args(args)
+        .env_remove(env::STORE)
+        .env_remove(env::EDGE_LISTEN)
+        .env_remove(env::INTERNAL_TOKEN)
         .envs(envs.iter().copied())
-        .env_remove("FLASHGATE_STORE")
         .output()
         .expect("run flashgate-warehouse")
+}
+
+/// The TCP ports process `pid` listens on, read from `/proc` (Linux): its socket descriptors
+/// matched against the kernel's table of listening sockets. What a process really bound, not
+/// what its log says.
+pub fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("process {pid}'s descriptors: {e}"));
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...;
+    // local_address is HEXIP:HEXPORT, state 0A is LISTEN.
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+                    if *state != "0A" || !sockets.contains(*inode) {
+                        return None;
+                    }
+                    u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flashgate_core::identity::Identity;
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::{self, KeyRing, LinkClaims};
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
@@ -59,7 +59,7 @@ pub async fn origin_on(redis: &TestRedis) -> Origin<RedisStore> {
 }
 
 /// The edge's settings for the scenarios (names from `flashgate_core::gate::vars`), in front of
-/// the warehouse at `origin`.
+/// the warehouse's edge listener at `origin` ([`Origin::edge_addr`]).
 pub fn edge_vars(origin: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
         ("FLASHGATE_ORIGIN_URL", format!("http://{origin}")),
@@ -73,6 +73,12 @@ pub fn edge_vars(origin: SocketAddr) -> Vec<(&'static str, String)> {
         ("FLASHGATE_POW_CAP_BITS", "14".to_owned()),
         ("FLASHGATE_BREAKER_COOLDOWN_MS", "3000".to_owned()),
         ("FLASHGATE_ORIGIN_TIMEOUT_MS", "2000".to_owned()),
+        (
+            "FLASHGATE_CHALLENGE_TTL_MS",
+            crate::adversary::CHALLENGE_TTL_MS.to_string(),
+        ),
+        // Production mode: no guests, no demo payment; orders are paid by the payment side
+        // (`PayOrder` on the internal listener). The storefront's browser test runs the demo.
         ("FLASHGATE_DEMO_MODE", "0".to_owned()),
     ]
 }
@@ -92,6 +98,7 @@ pub async fn run_all(world: World, redis: &mut TestRedis) -> World {
     bursts_are_rate_limited_with_retry_after(&world).await;
     eprintln!("{name}: bots and bursts ok ({:?})", started.elapsed());
     malformed_and_oversized_requests_get_clean_json(&world).await;
+    made_up_sale_ids_never_reach_get_event(&world).await;
     a_sell_out_stops_buyers_at_the_edge(&world).await;
     eprintln!("{name}: sell-out ok ({:?})", started.elapsed());
     unsigned_grpc_web_is_refused_by_the_warehouse(&world).await;
@@ -148,10 +155,16 @@ impl Reply {
     }
 }
 
+/// The shop's token minter over `key` (at least 32 bytes), as the shop's login would sign.
+pub fn shop_identity(key: &[u8]) -> Identity {
+    let keys = UserKeys::single(key).expect("a user-token key of at least 32 bytes");
+    Identity::new(keys, TokenPolicy::default(), false)
+}
+
 impl Browser {
     /// A browser of `user` at `ip`, talking to the edge at `edge`.
     pub fn new(edge: SocketAddr, addr_header: &'static str, user: &str, ip: &str) -> Self {
-        let token = Identity::new(USER_KEY.as_bytes(), 0, false).mint(user, now_ms(), 3_600_000);
+        let token = shop_identity(USER_KEY.as_bytes()).mint(user, now_ms(), 3_600_000);
         Browser {
             edge,
             ip: ip.to_owned(),
@@ -219,8 +232,13 @@ impl Browser {
             .post(&format!("/api/events/{event}/challenge"), &json!({}))
             .await;
         assert_eq!(issued.status(), 200, "challenge: {}", issued.json);
-        let challenge = issued.json["challenge"].as_str().unwrap().to_owned();
-        let bits = issued.json["bits"].as_u64().unwrap() as u8;
+        self.solve_issued(&issued.json)
+    }
+
+    /// Solves a challenge the edge issued: the body for the link request.
+    pub fn solve_issued(&self, issued: &Value) -> Value {
+        let challenge = issued["challenge"].as_str().unwrap().to_owned();
+        let bits = issued["bits"].as_u64().unwrap() as u8;
         let nonce = pow::solve(&challenge, bits, 0, 1 << 28).expect("solvable");
         json!({ "challenge": challenge, "nonce": nonce })
     }
@@ -256,11 +274,35 @@ impl World {
         self.origin.admin().await
     }
 
-    /// A sale of `pool` units of `sku` (out of `stock`), starting `starts_in_ms` from now.
+    /// A sale of `pool` units of `sku` (out of `stock`), starting `starts_in_ms` from now, once
+    /// the edge lists it.
     pub async fn sale(&self, id: i64, sku: i64, stock: i32, pool: i32, starts_in_ms: i64) -> Event {
-        self.origin
+        let sale = self
+            .origin
             .put_sale((id, sku, stock, pool), starts_in_ms, 600_000)
-            .await
+            .await;
+        self.until_listed(id).await;
+        sale
+    }
+
+    /// Waits until the edge knows sale `id`: its directory of sale ids is refreshed at most once
+    /// a second, so a sale created a moment ago may still be unknown to it. A browser of its
+    /// own asks, so no scenario's limits are spent.
+    pub async fn until_listed(&self, id: i64) {
+        let watcher = self.browser("directory-watcher", "198.18.255.1");
+        poll_until(
+            "the edge to list the new sale",
+            Duration::from_secs(10),
+            Pace::Every(Duration::from_millis(200)),
+            || {
+                let watcher = watcher.clone();
+                async move {
+                    let r = watcher.get(&format!("/api/events/{id}")).await;
+                    (r.status() == 200).then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// The SKU's ledger.
@@ -352,17 +394,20 @@ pub async fn a_whole_purchase(world: &World) -> (Browser, String) {
         (Some(1), Some(1))
     );
 
-    // Only the order's own user sees or pays it.
+    // Only the order's own user sees it. The payment side pays it, with the order's amount (no
+    // edge route pays outside demo mode: `adversary::the_buyer_cannot_pay_their_own_order`).
     let bob = world.browser("bob", "198.18.1.2");
     let nosy = bob.get(&format!("/api/orders/{order_no}")).await;
     assert_eq!(nosy.status(), 404);
-    let paid = alice
-        .post(&format!("/api/orders/{order_no}/pay"), &json!({}))
-        .await;
-    assert_eq!(
-        (paid.status(), paid.json["status"].as_str()),
-        (200, Some("paid"))
-    );
+    let amount = pending["amount"].as_i64().expect("amount");
+    world
+        .origin
+        .pay(&order_no, "psp-alice-1", amount)
+        .await
+        .expect("the payment side pays");
+    let paid = alice.get(&format!("/api/orders/{order_no}")).await;
+    assert_eq!(paid.json["status"], "paid", "{}", paid.json);
+    assert!(paid.json["paid_ms"].as_i64().is_some_and(|ms| ms > 0));
     let twice = alice
         .post(&format!("/api/orders/{order_no}/cancel"), &json!({}))
         .await;
@@ -454,7 +499,7 @@ pub async fn links_and_tokens_that_do_not_verify_are_refused(world: &World) {
     anon.token = Some("not.a.jwt".into());
     let r = anon.get("/api/orders/1-1").await;
     assert_eq!((r.status(), r.code()), (401, "unauthenticated"));
-    let wrong_key = Identity::new(b"some-other-shop-key-0123456789", 0, false);
+    let wrong_key = shop_identity(b"some-other-shop-key-0123456789abcdef");
     anon.token = Some(wrong_key.mint("alice", now, 60_000));
     let r = anon.get("/api/orders/1-1").await;
     assert_eq!(r.status(), 401);
@@ -606,6 +651,29 @@ pub async fn malformed_and_oversized_requests_get_clean_json(world: &World) {
     assert!(matches!(r.status(), 400 | 413), "{}", r.json);
 }
 
+/// Sale ids that are no sale are refused from the edge's directory of sale ids: the warehouse
+/// answers at most one `ListEvents` per second per instance for them (one per request on an
+/// edge without memory) and never a `GetEvent`.
+pub async fn made_up_sale_ids_never_reach_get_event(world: &World) {
+    let mallory = world.browser("mallory-ids", "198.18.10.1");
+    let views_before = world.origin.requests("GetEvent").await;
+    let lists_before = world.origin.requests("ListEvents").await;
+    let started = Instant::now();
+    const IDS: u64 = 20;
+    for i in 0..IDS {
+        let r = mallory.get(&format!("/api/events/{}", 900_000 + i)).await;
+        assert_eq!((r.status(), r.code()), (404, "unknown"), "{}", r.json);
+    }
+    let seconds = started.elapsed().as_secs();
+    assert_eq!(world.origin.requests("GetEvent").await, views_before);
+    let lists = world.origin.requests("ListEvents").await - lists_before;
+    if world.profile.remembers {
+        assert!(lists <= seconds + 1, "{lists} ListEvents in {seconds} s");
+    } else {
+        assert_eq!(lists, IDS, "one directory per request, never a GetEvent");
+    }
+}
+
 pub async fn a_sell_out_stops_buyers_at_the_edge(world: &World) {
     const POOL: i32 = 4;
     const BUYERS: usize = 16;
@@ -682,7 +750,7 @@ pub async fn unsigned_grpc_web_is_refused_by_the_warehouse(world: &World) {
         ("x-grpc-web", "1"),
     ];
     let r = http1_request(
-        world.origin.addr,
+        world.origin.edge_addr,
         "POST",
         "/flashsale.Seckill/Buy",
         &headers,

@@ -159,6 +159,11 @@ impl SpinHost {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Everything the host and the component have written so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
 }
 
 /// An HTTP/1.1 origin that answers every request with `status`, `headers` and `body`, writing

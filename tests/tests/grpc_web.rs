@@ -1,76 +1,18 @@
-//! The edge's path: gRPC-Web over HTTP/1.1 on the same port as native gRPC, accepted only with a
-//! valid origin signature.
+//! The edge's path: gRPC-Web over HTTP/1.1 on the edge listener, accepted only with a valid
+//! origin signature and only for the edge's methods. (What the two listeners refuse to each
+//! other's callers is in `listeners.rs`.)
 
-use flashgate_core::origin_auth::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use flashgate_core::proto::flashsale::{BuyOutcome, BuyReply, BuyReq, Event, PutSkuStockReq};
+use flashgate_core::grpc_web::{Code, Reply};
+use flashgate_core::origin_auth;
+use flashgate_core::proto::flashsale::{
+    BuyOutcome, BuyReply, BuyReq, Event, EventReq, EventState, PutSkuStockReq, SkuLedgerReq,
+};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::MemoryStore;
-use flashgate_tests::{http1_request, HttpResponse, TestWarehouse, TEST_ORIGIN_KEY};
-use prost::Message;
+use flashgate_tests::grpc_web::{self, call, code, post, sign};
+use flashgate_tests::TestWarehouse;
 
 const BUY_PATH: &str = "/flashsale.Seckill/Buy";
-
-fn frame(message: &impl Message) -> Vec<u8> {
-    let body = message.encode_to_vec();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&body);
-    framed
-}
-
-/// Splits a gRPC-Web response body into its data messages and its trailer text.
-fn unframe(body: &[u8]) -> (Vec<Vec<u8>>, String) {
-    let (mut data, mut trailers, mut rest) = (Vec::new(), String::new(), body);
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        let payload = rest[5..5 + len].to_vec();
-        if rest[0] & 0x80 != 0 {
-            trailers.push_str(&String::from_utf8(payload).unwrap());
-        } else {
-            data.push(payload);
-        }
-        rest = &rest[5 + len..];
-    }
-    (data, trailers)
-}
-
-/// The gRPC status of a response: from the trailer frame, or from the headers of a
-/// trailers-only response.
-fn grpc_status(response: &HttpResponse) -> String {
-    let (_, trailers) = unframe(&response.body);
-    trailers
-        .lines()
-        .find_map(|l| l.strip_prefix("grpc-status:").map(|s| s.trim().to_owned()))
-        .or_else(|| response.header("grpc-status").map(str::to_owned))
-        .expect("a grpc-status")
-}
-
-async fn post(w: &TestWarehouse, body: &[u8], signature: Option<(String, String)>) -> HttpResponse {
-    post_to(w, BUY_PATH, body, signature).await
-}
-
-async fn post_to(
-    w: &TestWarehouse,
-    path: &str,
-    body: &[u8],
-    signature: Option<(String, String)>,
-) -> HttpResponse {
-    let mut headers = vec![
-        ("content-type", "application/grpc-web+proto"),
-        ("x-grpc-web", "1"),
-    ];
-    let signature = signature.unwrap_or_default();
-    if !signature.0.is_empty() {
-        headers.push((TIMESTAMP_HEADER, &signature.0));
-        headers.push((SIGNATURE_HEADER, &signature.1));
-    }
-    http1_request(w.addr, "POST", path, &headers, body).await
-}
-
-fn signed(body: &[u8], at_ms: i64) -> Option<(String, String)> {
-    let s = origin_auth::sign(TEST_ORIGIN_KEY, "POST", BUY_PATH, at_ms, body);
-    Some((s.timestamp, s.signature))
-}
 
 async fn warehouse_with_sale() -> TestWarehouse {
     let w = TestWarehouse::start(MemoryStore::new()).await;
@@ -98,24 +40,29 @@ async fn warehouse_with_sale() -> TestWarehouse {
     w
 }
 
+fn buy(user: &str) -> BuyReq {
+    BuyReq {
+        event_id: 1,
+        user_id: user.into(),
+        qty: 1,
+        request_id: "r1".into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_grpc_web_buy_is_served_over_http1() {
     let w = warehouse_with_sale().await;
-    let body = frame(&BuyReq {
-        event_id: 1,
-        user_id: "ann".into(),
-        qty: 1,
-        request_id: "r1".into(),
-    });
-    let response = post(&w, &body, signed(&body, now_ms())).await;
+    let body = flashgate_core::grpc_web::encode_request(&buy("ann"));
+    let signature = sign(BUY_PATH, &body, now_ms());
+    let response = post(w.edge_addr, BUY_PATH, &body, Some(&signature)).await;
     assert_eq!(response.status, 200);
     assert!(response
         .header("content-type")
         .unwrap()
         .starts_with("application/grpc-web"));
-    assert_eq!(grpc_status(&response), "0");
-    let (data, _) = unframe(&response.body);
-    let reply = BuyReply::decode(&data[0][..]).unwrap();
+    let Reply::Message(reply) = grpc_web::reply::<BuyReply>(&response) else {
+        panic!("a reply expected: {response:?}");
+    };
     assert_eq!(
         (reply.outcome(), reply.order_no.as_str(), reply.remaining),
         (BuyOutcome::Queued, "1-1", 4)
@@ -125,50 +72,42 @@ async fn a_signed_grpc_web_buy_is_served_over_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_stale_forged_or_altered_calls_are_unauthenticated() {
     let w = warehouse_with_sale().await;
-    let body = frame(&BuyReq {
-        event_id: 1,
-        user_id: "ann".into(),
-        qty: 1,
-        request_id: "r1".into(),
-    });
-    let other = frame(&BuyReq {
-        event_id: 1,
-        user_id: "bob".into(),
-        qty: 1,
-        request_id: "r1".into(),
-    });
-    let forged = {
-        let s = origin_auth::sign(
-            b"not-the-origin-key-but-long-enough",
-            "POST",
-            BUY_PATH,
-            now_ms(),
-            &body,
-        );
-        Some((s.timestamp, s.signature))
+    let body = flashgate_core::grpc_web::encode_request(&buy("ann"));
+    let other = flashgate_core::grpc_web::encode_request(&buy("bob"));
+    let forged = origin_auth::sign(
+        b"not-the-origin-key-but-long-enough",
+        "POST",
+        BUY_PATH,
+        now_ms(),
+        &body,
+    );
+    let malformed = origin_auth::OriginSignature {
+        timestamp: "yesterday".into(),
+        signature: "v1=abc".into(),
     };
     for (name, body, signature) in [
         ("unsigned", &body, None),
-        ("stale", &body, signed(&body, now_ms() - 120_000)),
-        ("forged", &body, forged),
-        ("altered body", &other, signed(&body, now_ms())),
         (
-            "malformed",
+            "stale",
             &body,
-            Some(("yesterday".to_owned(), "v1=abc".to_owned())),
+            Some(sign(BUY_PATH, &body, now_ms() - 120_000)),
         ),
+        ("forged", &body, Some(forged)),
+        (
+            "altered body",
+            &other,
+            Some(sign(BUY_PATH, &body, now_ms())),
+        ),
+        ("malformed", &body, Some(malformed)),
     ] {
-        let response = post(&w, body, signature).await;
-        assert_eq!(
-            grpc_status(&response),
-            "16",
-            "{name}: UNAUTHENTICATED expected"
-        );
+        let response = post(w.edge_addr, BUY_PATH, body, signature.as_ref()).await;
+        let reply = grpc_web::reply::<BuyReply>(&response);
+        assert_eq!(code(&reply), Code::Unauthenticated, "{name}: {reply:?}");
     }
     // None of them reached the service: the pool is whole.
     let event = w
         .admin()
-        .get_event(flashgate_core::proto::flashsale::EventReq { id: 1 })
+        .get_event(EventReq { id: 1 })
         .await
         .unwrap()
         .into_inner();
@@ -185,19 +124,9 @@ async fn unsigned_stale_forged_or_altered_calls_are_unauthenticated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_grpc_needs_no_origin_signature() {
+async fn native_grpc_on_the_internal_listener_needs_no_origin_signature() {
     let w = warehouse_with_sale().await;
-    let reply = w
-        .seckill()
-        .buy(BuyReq {
-            event_id: 1,
-            user_id: "ann".into(),
-            qty: 1,
-            request_id: "r1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = w.seckill().buy(buy("ann")).await.unwrap().into_inner();
     assert_eq!(reply.outcome(), BuyOutcome::Queued);
 }
 
@@ -208,31 +137,28 @@ async fn a_signed_edge_cannot_reach_administration_or_the_seed_contract() {
         "/flashsale.Admin/PutSkuStock",
         "/flashsale.Admin/PutEvent",
         "/warehouse.Warehouse/SKuStockLock",
+        // Payment is the payment side's word, on the internal listener: never the edge's.
+        "/flashsale.Seckill/PayOrder",
     ] {
-        let body = frame(&PutSkuStockReq {
+        let request = PutSkuStockReq {
             sku_id: 1,
             num: 1_000_000,
-        });
-        let s = origin_auth::sign(TEST_ORIGIN_KEY, "POST", path, now_ms(), &body);
-        let response = post_to(&w, path, &body, Some((s.timestamp, s.signature))).await;
-        assert_eq!(
-            grpc_status(&response),
-            "7",
-            "{path}: PERMISSION_DENIED expected"
-        );
+        };
+        let reply: Reply<()> = call(w.edge_addr, path, &request, Some(now_ms())).await;
+        assert_eq!(code(&reply), Code::PermissionDenied, "{path}: {reply:?}");
     }
     let ledger = w
         .admin()
-        .get_sku_ledger(flashgate_core::proto::flashsale::SkuLedgerReq { sku_id: 1 })
+        .get_sku_ledger(SkuLedgerReq { sku_id: 1 })
         .await
         .unwrap();
     assert_eq!(ledger.into_inner().total, 5, "stock unchanged");
     // The sale view the edge caches is allowed.
-    let body = frame(&flashgate_core::proto::flashsale::EventReq { id: 1 });
     let path = "/flashsale.Admin/GetEvent";
-    let s = origin_auth::sign(TEST_ORIGIN_KEY, "POST", path, now_ms(), &body);
-    assert_eq!(
-        grpc_status(&post_to(&w, path, &body, Some((s.timestamp, s.signature))).await),
-        "0"
-    );
+    let reply: Reply<EventState> =
+        call(w.edge_addr, path, &EventReq { id: 1 }, Some(now_ms())).await;
+    let Reply::Message(state) = reply else {
+        panic!("the sale view expected: {reply:?}");
+    };
+    assert_eq!(state.remaining, 5);
 }

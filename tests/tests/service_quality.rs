@@ -1,17 +1,21 @@
-//! What an operator relies on: health, reflection, load shedding, request timeouts, and a fast
-//! UNAVAILABLE when Redis is gone.
+//! What an operator relies on: health, reflection, load shedding, request timeouts (on both
+//! listeners), and a fast UNAVAILABLE when Redis is gone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flashgate_core::grpc_web::{Code as WebCode, Reply};
 use flashgate_core::proto::common::SkuIdReq;
-use flashgate_core::proto::flashsale::PutSkuStockReq;
+use flashgate_core::proto::flashsale::{EventReq, EventState, PutSkuStockReq};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::stock::Ledger;
+use flashgate_core::stock::{Sale, SaleState};
 use flashgate_core::warehouse::server::ServerOptions;
-use flashgate_core::warehouse::store::{MemoryStore, Stock, StoreResult};
-use flashgate_tests::{TestRedis, TestWarehouse};
+use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::{MemoryStore, Sales, Stock, StoreResult};
+use flashgate_tests::grpc_web;
+use flashgate_tests::{TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic_health::pb::{
@@ -22,8 +26,9 @@ use tonic_reflection::pb::v1::{
     server_reflection_response::MessageResponse, ServerReflectionRequest,
 };
 
-/// A memory store whose stock reads wait at a gate the test opens: a request held in the store,
-/// so the server has one in flight for as long as the test wants.
+/// A memory store whose stock and sale reads wait at a gate the test opens: a request held in the
+/// store, so the server has one in flight for as long as the test wants (a sale read is what the
+/// edge's `GetEvent` makes, so an edge call can be held too).
 #[derive(Clone)]
 struct GatedStore {
     inner: MemoryStore,
@@ -58,7 +63,24 @@ impl Stock for GatedStore {
     }
 }
 
-flashgate_tests::forward_seams!(GatedStore => inner: Sales, Orders, OrderQueue, SeedLocks, Audit);
+impl Sales for GatedStore {
+    async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
+        self.inner.put_sale(sale).await
+    }
+    async fn sale(&self, event_id: i64) -> StoreResult<Option<SaleState>> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate open").forget();
+        self.inner.sale(event_id).await
+    }
+    async fn sales_of(&self, sku: i64) -> StoreResult<Vec<i64>> {
+        self.inner.sales_of(sku).await
+    }
+    async fn sales_ending_from(&self, from_ms: i64) -> StoreResult<Vec<i64>> {
+        self.inner.sales_ending_from(from_ms).await
+    }
+}
+
+flashgate_tests::forward_seams!(GatedStore => inner: Orders, OrderQueue, SeedLocks, Audit);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_every_service_serving() {
@@ -184,10 +206,11 @@ async fn a_connection_over_its_concurrency_limit_is_shed_with_resource_exhausted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_the_timeout_is_cut_off() {
+async fn a_request_past_the_timeout_is_cut_off_on_either_listener() {
     let store = GatedStore::new();
     let options = ServerOptions {
         request_timeout: Duration::from_millis(200),
+        origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
         ..ServerOptions::default()
     };
     let w = TestWarehouse::start_with(store, options).await;
@@ -207,6 +230,18 @@ async fn a_request_past_the_timeout_is_cut_off() {
         "cut off near the timeout, took {:?}",
         started.elapsed()
     );
+    // The edge's sale view, held in the store the same way, on the edge listener (bounded here
+    // so a listener without the timeout fails the test instead of hanging it).
+    let view = grpc_web::call(
+        w.edge_addr,
+        "/flashsale.Admin/GetEvent",
+        &EventReq { id: 1 },
+        Some(now_ms()),
+    );
+    let reply: Reply<EventState> = tokio::time::timeout(Duration::from_secs(3), view)
+        .await
+        .expect("the edge listener cuts the call off near the timeout");
+    assert_eq!(grpc_web::code(&reply), WebCode::Cancelled, "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

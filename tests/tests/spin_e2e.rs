@@ -10,14 +10,17 @@
 //! (in-memory `spin:key-value`) and is held to what the Worker is held to. A third test pins the empty-body bug of spin-sdk's `send`
 //! under wasmtime: an origin that writes a reply's head and body separately.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use flashgate_core::gate::DEMO_MODE_WARNING;
 use flashgate_core::grpc_web;
-use flashgate_core::identity::Identity;
 use flashgate_core::proto::flashsale::{Event, EventState};
 use flashgate_core::warehouse::service::now_ms;
+use flashgate_tests::adversary;
 use flashgate_tests::scenarios::{self, Browser, EdgeProfile, World, CHROME, USER_KEY};
 use flashgate_tests::spin::{SpinHost, SplitWriteOrigin};
+use flashgate_tests::wait::eventually;
 use flashgate_tests::TestRedis;
 
 /// Spin sets `spin-client-addr` (`ip:port`) on every request; under `wasmtime serve` the test
@@ -52,7 +55,7 @@ fn key_value() -> EdgeProfile {
 async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::node_kv(&scenarios::edge_vars(origin.addr)).await;
+    let edge = SpinHost::node_kv(&scenarios::edge_vars(origin.edge_addr)).await;
     eprintln!("node kv host: first answer after {:?}", edge.started_in);
     let world = World {
         origin,
@@ -66,13 +69,14 @@ async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
 async fn the_spin_component_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::wasmtime(&scenarios::edge_vars(origin.addr)).await;
+    let edge = SpinHost::wasmtime(&scenarios::edge_vars(origin.edge_addr)).await;
     eprintln!("wasmtime serve: first answer after {:?}", edge.started_in);
     let world = World {
         origin,
         edge: edge.addr,
         profile: plain(),
     };
+    adversary::run_all(&world).await;
     scenarios::run_all(world, &mut redis).await;
 }
 
@@ -114,7 +118,7 @@ async fn an_origin_writing_head_and_body_separately_is_read_whole() {
     let mut browser = Browser::new(edge.addr, ADDR_HEADER, "split", "198.18.10.1");
     browser.user_agent = CHROME;
     browser.token =
-        Some(Identity::new(USER_KEY.as_bytes(), 0, false).mint("split", now_ms(), 60_000));
+        Some(scenarios::shop_identity(USER_KEY.as_bytes()).mint("split", now_ms(), 60_000));
     for _ in 0..5 {
         let view = browser.get("/api/events/5").await;
         assert_eq!(
@@ -191,4 +195,31 @@ fn spin_toml_matches_the_builds() {
     use flashgate_tests::spin::Build;
     assert_eq!(imports(Build::Plain), (false, true), "plain build");
     assert_eq!(imports(Build::KeyValue), (true, true), "kv build");
+}
+
+/// Demo mode says so, loudly, in the component's log: WASI HTTP has no start hook and every
+/// request is an instance of its own, so each request says it once. With demo mode off, nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_is_announced_in_the_log_only_when_on() {
+    // The guest door answers without the origin: nothing listens there.
+    let mut vars = scenarios::edge_vars(SocketAddr::from(([127, 0, 0, 1], 9)));
+    let off = SpinHost::wasmtime(&vars).await;
+    vars.retain(|(name, _)| *name != "FLASHGATE_DEMO_MODE");
+    vars.push(("FLASHGATE_DEMO_MODE", "1".to_owned()));
+    let on = SpinHost::wasmtime(&vars).await;
+    let guest = Browser::new(on.addr, ADDR_HEADER, "visitor", "198.18.11.1")
+        .post("/api/session/guest", &serde_json::json!({}))
+        .await;
+    assert_eq!(guest.status(), 200, "{}", guest.json);
+    eventually(
+        "the demo-mode warning in the log",
+        Duration::from_secs(10),
+        || async { on.log().contains(DEMO_MODE_WARNING).then_some(()) },
+    )
+    .await;
+    let refused = Browser::new(off.addr, ADDR_HEADER, "visitor", "198.18.11.2")
+        .post("/api/session/guest", &serde_json::json!({}))
+        .await;
+    assert_eq!(refused.status(), 404);
+    assert!(!off.log().contains("DEMO MODE"), "{}", off.log_tail());
 }

@@ -1,6 +1,7 @@
 //! The storefront in a real browser: headless Debian chromium, driven by playwright-core from
 //! Node's test runner (`tests/browser/*.test.mjs`), against the real Worker under `wrangler dev`,
-//! the warehouse on a Redis of the test's own, in demo mode (the page mints a guest identity).
+//! the warehouse on a Redis of the test's own, in demo mode (the page mints a guest identity and
+//! pays with the edge's demo payment, `POST /api/demo/orders/{no}/pay`).
 //!
 //! This test starts the world and creates the sales; the Node files drive the page and write
 //! what they bought to a results file; then this test asks the warehouse whether it agrees.
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+use flashgate_core::gate::DEMO_MODE_WARNING;
 use flashgate_core::proto::flashsale::{
     seckill_client::SeckillClient, Event, OrderReq, OrderStatus, SkuLedgerReq,
 };
@@ -17,6 +19,7 @@ use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
 use flashgate_tests::edge::{Origin, Wrangler};
 use flashgate_tests::process::Scratch;
 use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
+use flashgate_tests::wait::eventually;
 use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -35,6 +38,8 @@ fn refusal_codes() -> String {
 const BUY: (i64, i64, i32, i32, i64) = (1, 2001, 20, 5, 25_000);
 const RACE: (i64, i64, i32, i32, i64) = (2, 2002, 5, 1, 25_000);
 const EARLY: (i64, i64, i32, i32, i64) = (3, 2003, 5, 5, 600_000);
+/// The price of the purchase's sale, minor units and currency: the page shows `€19.99`.
+const BUY_PRICE: (i64, &str) = (1999, "EUR");
 
 async fn put_sale(origin: &Origin<RedisStore>, sale: (i64, i64, i32, i32, i64)) -> Event {
     let (id, sku, stock, pool, starts_in) = sale;
@@ -69,6 +74,8 @@ async fn the_storefront_sells_in_a_real_browser() {
     let store = RedisStore::connect(config).await.expect("connect redis");
     let mut options = ServerOptions {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+        // The page's "Pay now" is the demo's payment (`/api/demo/orders/{no}/pay`).
+        demo_payments: true,
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {
@@ -76,7 +83,10 @@ async fn the_storefront_sells_in_a_real_browser() {
     }
     let origin = Origin::start(store, options).await;
     let vars = [
-        ("FLASHGATE_ORIGIN_URL", format!("http://{}", origin.addr)),
+        (
+            "FLASHGATE_ORIGIN_URL",
+            format!("http://{}", origin.edge_addr),
+        ),
         (
             "FLASHGATE_ORIGIN_KEY",
             String::from_utf8(TEST_ORIGIN_KEY.to_vec()).unwrap(),
@@ -88,9 +98,27 @@ async fn the_storefront_sells_in_a_real_browser() {
         ("FLASHGATE_POW_CAP_BITS", "16".to_owned()),
     ];
     let edge = Wrangler::start(&vars).await;
+    // Demo mode says so in the Worker's log, from the isolate's first request (its start probe).
+    eventually(
+        "the demo-mode warning in wrangler's log",
+        Duration::from_secs(10),
+        || async { edge.log().contains(DEMO_MODE_WARNING).then_some(()) },
+    )
+    .await;
 
     // The sales start once the browser is up (the countdown is waited out, not skipped).
-    let buy = put_sale(&origin, BUY).await;
+    let buy = Event {
+        price: BUY_PRICE.0,
+        currency: BUY_PRICE.1.to_owned(),
+        ..put_sale(&origin, BUY).await
+    };
+    // Redefined with its price: the same pool, so no unit moves.
+    origin
+        .admin()
+        .await
+        .put_event(buy.clone())
+        .await
+        .expect("price the sale");
     let race = put_sale(&origin, RACE).await;
     let early = put_sale(&origin, EARLY).await;
 
@@ -146,6 +174,13 @@ async fn the_storefront_sells_in_a_real_browser() {
         .expect("the paid order exists")
         .into_inner();
     assert_eq!(order.status, OrderStatus::Paid as i32, "{order:?}");
+    // Paid with the demo payment: the order's amount, never a figure from the page.
+    assert_eq!(
+        (order.amount, order.currency.as_str()),
+        (BUY_PRICE.0, BUY_PRICE.1),
+        "{order:?}"
+    );
+    assert!(order.payment_id.starts_with("demo-"), "{order:?}");
     assert_eq!(order.event_id, buy.id);
     let ledger = admin
         .get_sku_ledger(SkuLedgerReq { sku_id: buy.sku_id })

@@ -6,6 +6,7 @@
 //! local workerd passes through), so their limits do not meet. A second test proves the Worker
 //! deploys as configured (`wrangler deploy --dry-run`).
 
+use flashgate_tests::adversary;
 use flashgate_tests::edge::{wrangler_command, Wrangler};
 use flashgate_tests::process::Scratch;
 use flashgate_tests::scenarios::{self, EdgeProfile, World};
@@ -15,7 +16,7 @@ use flashgate_tests::TestRedis;
 async fn the_worker_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = Wrangler::start(&scenarios::edge_vars(origin.addr)).await;
+    let edge = Wrangler::start(&scenarios::edge_vars(origin.edge_addr)).await;
     let world = World {
         origin,
         edge: edge.addr,
@@ -29,6 +30,7 @@ async fn the_worker_guards_the_warehouse_end_to_end() {
             network_retry_after_s: 10,
         },
     };
+    adversary::run_all(&world).await;
     scenarios::run_all(world, &mut redis).await;
 }
 

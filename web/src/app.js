@@ -10,21 +10,31 @@ const ORDER_KEY = 'flashgate.order.' + EVENT_ID;
 
 const $ = (id) => document.getElementById(id);
 const el = {
-  title: $('title'), sku: $('sku'), stock: $('stock'), stockBar: $('stock-bar'), limit: $('limit'),
+  title: $('title'), sku: $('sku'), price: $('price'), stock: $('stock'), stockBar: $('stock-bar'), limit: $('limit'),
   phase: $('phase'), clock: $('clock'), opensAt: $('opens-at'),
   pow: $('pow'), powBar: $('pow-bar'), powText: $('pow-text'),
   buy: $('buy'), notice: $('notice'),
   order: $('order'), orderNo: $('order-no'), orderStatus: $('order-status'), orderDetail: $('order-detail'),
-  pay: $('pay'), cancel: $('cancel'),
+  pay: $('pay'), demoPay: $('demo-pay'), cancel: $('cancel'),
 };
+
+// How long before the start the page asks for its challenge, at most: a challenge expires a
+// fixed time after it is issued, start or not (the gate's challenge_ttl, 60 s by default), so
+// one fetched earlier would expire before the sale opens. Until the first challenge says how
+// long they live, assume that default; ask that long before the start less a margin to solve
+// it and buy with it.
+const ASSUMED_CHALLENGE_TTL = 60000;
+const SPEND_MARGIN = 15000;
 
 const state = {
   sale: null,          // the last GET /api/events/{id}
   offset: 0,           // server clock − local clock, ms
   rtt: Infinity,       // the round trip the offset was measured with
-  session: null,       // {token, user_id, expires_ms}
+  session: null,       // {token, user_id, expires_ms, demo}: demo when the guest door minted it
   solved: null,        // {challenge, nonce, expires_ms} ready for a link
   solving: null,       // a Promise while the worker runs
+  challengeTtl: ASSUMED_CHALLENGE_TTL, // how long a challenge lives, learned from the last one
+  prepareAfter: 0,     // server ms before which a challenge is not asked for again after a refusal
   busy: false,         // a buy is in flight
   order: null,         // the order view
   retryAt: 0,          // server ms before which "Try again" stays disabled
@@ -46,6 +56,21 @@ const timeOfDay = (ms) =>
   new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
 const seconds = (n) => `${n} second${n === 1 ? '' : 's'}`;
+
+// `minor` units of `currency` (ISO 4217), in the visitor's locale: Intl knows how many digits
+// the currency's minor unit has (2 for EUR, 0 for JPY, 3 for KWD). The amount goes to Intl as
+// exact decimal text, not as a float. null when the sale has no usable price.
+function money(minor, currency) {
+  if (!Number.isSafeInteger(minor) || minor < 0 || !/^[A-Z]{3}$/.test(currency || '')) return null;
+  try {
+    const format = new Intl.NumberFormat(undefined, { style: 'currency', currency });
+    const digits = format.resolvedOptions().maximumFractionDigits;
+    const units = String(minor).padStart(digits + 1, '0');
+    return format.format(digits ? `${units.slice(0, -digits)}.${units.slice(-digits)}` : units);
+  } catch (e) {
+    return null;
+  }
+}
 
 // Every refusal of the edge (core/src/refusal.rs), in plain words.
 function explain(code, retryAfter, fallback) {
@@ -143,9 +168,10 @@ async function session(needed, renew) {
     if (e instanceof Refused && e.status === 404) throw new Refused(401, { code: 'sign_in' }, 0);
     throw e;
   }
-  state.session = json;
-  sessionStorage.setItem(SESSION_KEY, JSON.stringify(json));
-  return json;
+  // Minted by the guest door, so the edge is in demo mode: the page offers the demo payment.
+  state.session = { ...json, demo: true };
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+  return state.session;
 }
 
 // ---- the sale ------------------------------------------------------------------------------
@@ -181,6 +207,9 @@ function render() {
   if (!s) return;
   el.sku.textContent = `SKU ${s.sku_id}`;
   el.title.textContent = `Flash sale #${s.id}`;
+  const price = money(s.price, s.currency);
+  el.price.textContent = price || '';
+  el.price.hidden = !price;
   el.stock.textContent = s.sold_out || s.remaining === 0 ? 'None left' : `${s.remaining} of ${s.pool} left`;
   el.stockBar.max = Math.max(1, s.pool);
   el.stockBar.value = s.sold_out ? 0 : s.remaining;
@@ -268,11 +297,26 @@ function prepare(force) {
   if (state.solving) return state.solving;
   state.solving = (async () => {
     const { json } = await withSession(() => api('POST', `/api/events/${EVENT_ID}/challenge`, {}, true));
+    state.challengeTtl = Math.max(SPEND_MARGIN, json.expires_ms - serverNow());
     const nonce = await runWorker(json.challenge, json.bits);
     state.solved = { challenge: json.challenge, nonce, expires_ms: json.expires_ms };
     return state.solved;
   })().finally(() => { state.solving = null; });
   return state.solving;
+}
+
+// How long before the start to ask for the challenge.
+const lead = () => Math.max(state.challengeTtl - SPEND_MARGIN, state.challengeTtl / 2);
+
+// Asked in the background (not for a click): a refusal is shown, and the next background try
+// waits at least 5 s, or as long as the edge said.
+function prepareAhead() {
+  if (state.order || !state.session || state.solving || serverNow() < state.prepareAfter) return;
+  prepare().catch((e) => {
+    const wait = e instanceof Refused && e.retryAfter ? e.retryAfter * 1000 : 0;
+    state.prepareAfter = serverNow() + Math.max(5000, wait);
+    refusal(e);
+  });
 }
 
 // ---- buying --------------------------------------------------------------------------------
@@ -348,7 +392,8 @@ function showOrder(view) {
     ? `Pay within ${clockText(view.deadline_ms - serverNow())} (by ${timeOfDay(view.deadline_ms)}) or it is released.`
     : detail;
   const open = view.status === 'pending_payment';
-  el.pay.hidden = !open;
+  el.pay.hidden = !(open && state.session && state.session.demo);
+  el.demoPay.hidden = el.pay.hidden;
   el.cancel.hidden = !open;
   renderBuy();
 }
@@ -370,7 +415,11 @@ async function orderAction(action) {
   el.pay.disabled = el.cancel.disabled = true;
   notice('');
   try {
-    const { json } = await withSession(() => api('POST', `/api/orders/${encodeURIComponent(no)}/${action}`, {}, true));
+    // Paying is the payment side's job; in demo mode the edge offers a demo payment instead.
+    const path = action === 'pay'
+      ? `/api/demo/orders/${encodeURIComponent(no)}/pay`
+      : `/api/orders/${encodeURIComponent(no)}/${action}`;
+    const { json } = await withSession(() => api('POST', path, {}, true));
     showOrder(json);
     refreshSale().catch(() => {});
   } catch (e) {
@@ -414,17 +463,18 @@ function start() {
   if (kept) { showOrder({ order_no: kept, status: 'queued' }); }
   session(true).then(() => {
     if (kept) pollOrder();
-    if (!kept && (phase() === 'upcoming' || phase() === 'running')) {
-      prepare().catch((e) => refusal(e));
-    }
+    if (phase() === 'running') prepareAhead();
   }).catch((e) => refusal(e));
   // One clock for the page: the countdown every 250 ms, the sale every 2 s (every 500 ms at the
-  // start), the order every 1.5 s until it settles.
+  // start), the order every 1.5 s until it settles; the challenge in the last `lead()` before
+  // the start (again if the one solved would expire unspent), and once when the sale opens.
   let lastOrderPoll = 0;
   setInterval(() => {
     render();
     if (state.order && state.order.status === 'pending_payment') showOrder(state.order);
     const p = phase();
+    if (p === 'upcoming' && state.sale.start_ms - serverNow() <= lead()) prepareAhead();
+    if (p === 'running' && lastPhase === 'upcoming') prepareAhead();
     const nearStart = state.sale && Math.abs(state.sale.start_ms - serverNow()) < 1500;
     if ((p !== lastPhase && p === 'running') || Date.now() - lastFetch > (nearStart ? 500 : 2000)) {
       lastFetch = Date.now();

@@ -3,8 +3,9 @@
 //!
 //! Every optional variable is a row of one table (its name and how its text lands in the
 //! configuration), so adding a setting is one line and every setting is refused the same way:
-//! a [`ConfigError`] naming the variable, including a negative duration. The required keys and
-//! the origin URL are read once, before the table.
+//! a [`ConfigError`] naming the variable, including a duration that is not positive. The
+//! required keys and the origin URL (`https://`, or plain `http://` only to a loopback host) are
+//! read once, before the table.
 //!
 //! What it deliberately does not do: read an environment itself (the adapter passes its env or
 //! bindings in as a function), or hold runtime state.
@@ -12,7 +13,7 @@
 use super::origin::OriginUrl;
 use crate::bot::BotPolicy;
 use crate::breaker::BreakerConfig;
-use crate::identity::Identity;
+use crate::identity::{Identity, TokenPolicy, UserKeys};
 use crate::limit::Quota;
 use crate::link::KeyRing;
 use crate::pow::DifficultyPolicy;
@@ -25,11 +26,22 @@ pub mod vars {
     pub const LINK_KEYS: &str = "FLASHGATE_LINK_KEYS";
     /// Proof-of-work key ring, same form (defaults to the link ring).
     pub const POW_KEYS: &str = "FLASHGATE_POW_KEYS";
-    /// The shop's HS256 user-token key, raw text (required).
+    /// The shop's HS256 user-token key, raw text of at least 32 bytes, for tokens without a
+    /// `kid` (this or [`USER_TOKEN_KEYS`] is required).
     pub const USER_TOKEN_KEY: &str = "FLASHGATE_USER_TOKEN_KEY";
+    /// The shop's HS256 user-token keys by `kid`, `kid:base64url,…` (keys of at least 32
+    /// bytes); the first also verifies tokens without a `kid` (instead of [`USER_TOKEN_KEY`]).
+    pub const USER_TOKEN_KEYS: &str = "FLASHGATE_USER_TOKEN_KEYS";
+    /// When set, a user token's `aud` must contain it.
+    pub const USER_TOKEN_AUDIENCE: &str = "FLASHGATE_USER_TOKEN_AUDIENCE";
+    /// When set, a user token's `iss` must be it.
+    pub const USER_TOKEN_ISSUER: &str = "FLASHGATE_USER_TOKEN_ISSUER";
+    /// The longest lifetime (`exp − iat`) of an accepted user token, seconds (default 7 days).
+    pub const USER_TOKEN_MAX_LIFETIME_S: &str = "FLASHGATE_USER_TOKEN_MAX_LIFETIME_S";
     /// The origin-signature key shared with the warehouse, raw text (required).
     pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
-    /// `1`/`true`: guests may mint their own identity.
+    /// `1`/`true`/`yes`: guests may mint their own identity (signed with a key derived for
+    /// demo use only), and only then are guest identities accepted. Never in production.
     pub const DEMO_MODE: &str = "FLASHGATE_DEMO_MODE";
     /// Quota per client network, e.g. `20/s burst 40`.
     pub const LIMIT_IP: &str = "FLASHGATE_LIMIT_IP";
@@ -71,7 +83,15 @@ pub mod vars {
     pub const PLATFORM_LIMIT_WINDOW_MS: &str = "FLASHGATE_PLATFORM_LIMIT_WINDOW_MS";
     /// How long a sale view (and with it the sold-out flag) is remembered for buys, ms.
     pub const SALE_MEMORY_MS: &str = "FLASHGATE_SALE_MEMORY_MS";
+    /// How often the directory of sale ids (`Admin/ListEvents`) may be refreshed, ms: at most
+    /// one call per interval per instance, whatever the traffic.
+    pub const SALE_DIRECTORY_REFRESH_MS: &str = "FLASHGATE_SALE_DIRECTORY_REFRESH_MS";
 }
+
+/// What the adapters log, loudly, when [`vars::DEMO_MODE`] is on: once per instance, when they
+/// build the gate.
+pub const DEMO_MODE_WARNING: &str =
+    "DEMO MODE: guest identities and demo payments are on; never in production";
 
 /// The rate limits the gate applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +151,7 @@ pub struct GateConfig {
     pub max_path: usize,
     /// Purchase-link lifetime (never past the sale's end).
     pub link_ttl_ms: i64,
-    /// Challenge lifetime (counted from the sale's start if issued before it).
+    /// Challenge lifetime, counted from when it is issued (also before the sale's start).
     pub challenge_ttl_ms: i64,
     /// Guest token lifetime.
     pub guest_ttl_ms: i64,
@@ -148,6 +168,9 @@ pub struct GateConfig {
     /// How long a sale view is remembered for the buy path's sold-out flag and window check
     /// (the challenge, link and sale routes refresh after [`GateConfig::sale_ttl_ms`]).
     pub sale_memory_ms: i64,
+    /// How old the directory of sale ids may be before it is refreshed, and the least time
+    /// between two refreshes (see [`SaleDirectory`](super::SaleDirectory)).
+    pub directory_refresh_ms: i64,
 }
 
 /// Why the configuration could not be built.
@@ -175,6 +198,9 @@ type Apply = fn(&mut GateConfig, &str) -> Result<(), String>;
 #[rustfmt::skip]
 const SETTINGS: &[(&str, Apply)] = &[
     (vars::POW_KEYS, pow_keys),
+    (vars::USER_TOKEN_AUDIENCE, |c, t| { c.identity.policy_mut().audience = claim(t); Ok(()) }),
+    (vars::USER_TOKEN_ISSUER, |c, t| { c.identity.policy_mut().issuer = claim(t); Ok(()) }),
+    (vars::USER_TOKEN_MAX_LIFETIME_S, max_lifetime),
     (vars::LIMIT_IP, |c, t| parse(&mut c.limits.ip, t)),
     (vars::LIMIT_USER, |c, t| parse(&mut c.limits.user, t)),
     (vars::LIMIT_EVENT, |c, t| parse(&mut c.limits.event, t)),
@@ -193,6 +219,7 @@ const SETTINGS: &[(&str, Apply)] = &[
     (vars::ORIGIN_TIMEOUT_MS, |c, t| duration(&mut c.origin_timeout_ms, t)),
     (vars::PLATFORM_LIMIT_WINDOW_MS, |c, t| duration(&mut c.platform_limit_window_ms, t)),
     (vars::SALE_MEMORY_MS, |c, t| duration(&mut c.sale_memory_ms, t)),
+    (vars::SALE_DIRECTORY_REFRESH_MS, |c, t| duration(&mut c.directory_refresh_ms, t)),
 ];
 
 /// An empty proof-of-work ring keeps the default, the link ring.
@@ -201,6 +228,43 @@ fn pow_keys(config: &mut GateConfig, text: &str) -> Result<(), String> {
         config.pow_keys = KeyRing::parse(text).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// An audience or issuer to require; empty text requires none.
+fn claim(text: &str) -> Option<String> {
+    Some(text.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Whole seconds, at least one: a lifetime of zero would refuse every token.
+fn max_lifetime(config: &mut GateConfig, text: &str) -> Result<(), String> {
+    let mut seconds = 0_i64;
+    parse(&mut seconds, text)?;
+    if seconds < 1 {
+        return Err(format!("a lifetime must be at least 1 s (got {seconds})"));
+    }
+    config.identity.policy_mut().max_lifetime_s = seconds;
+    Ok(())
+}
+
+/// The shop's keys: [`vars::USER_TOKEN_KEY`] (one key) or [`vars::USER_TOKEN_KEYS`] (a ring by
+/// `kid`), exactly one of them.
+fn user_keys(get: &impl Fn(&str) -> Option<String>) -> Result<UserKeys, ConfigError> {
+    let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let invalid = |name: &'static str| move |why: String| ConfigError::Invalid { name, why };
+    match (set(vars::USER_TOKEN_KEY), set(vars::USER_TOKEN_KEYS)) {
+        (Some(_), Some(_)) => Err(invalid(vars::USER_TOKEN_KEYS)(format!(
+            "set either it or {}, not both",
+            vars::USER_TOKEN_KEY
+        ))),
+        (Some(key), None) => UserKeys::single(key.as_bytes())
+            .map_err(|e| invalid(vars::USER_TOKEN_KEY)(e.to_string())),
+        (None, Some(ring)) => {
+            UserKeys::parse(&ring).map_err(|e| invalid(vars::USER_TOKEN_KEYS)(e.to_string()))
+        }
+        (None, None) => Err(ConfigError::Missing(vars::USER_TOKEN_KEY)),
+    }
 }
 
 fn bot_deny(config: &mut GateConfig, text: &str) -> Result<(), String> {
@@ -217,28 +281,29 @@ where
     Ok(())
 }
 
-/// Parses a duration in ms into `slot`; a negative one would silently mean "never" or "always"
-/// depending on where it is used, so it is refused.
+/// Parses a duration in ms into `slot`; zero or a negative one would silently mean "never" or
+/// "always" depending on where it is used (a challenge born expired, a breaker that never cools
+/// down, a directory refreshed on every request), so it is refused.
 fn duration(slot: &mut i64, text: &str) -> Result<(), String> {
     let mut ms = 0_i64;
     parse(&mut ms, text)?;
-    if ms < 0 {
-        return Err(format!("a duration must not be negative (got {ms} ms)"));
+    if ms <= 0 {
+        return Err(format!("a duration must be positive (got {ms} ms)"));
     }
     *slot = ms;
     Ok(())
 }
 
 impl GateConfig {
-    /// A configuration with defaults for everything but the keys; the origin is the local
-    /// warehouse of the development setup (`http://127.0.0.1:50051`).
-    pub fn new(link_keys: KeyRing, user_token_key: &[u8], origin_key: &[u8]) -> Self {
+    /// A configuration with defaults for everything but the keys; the origin is the edge
+    /// listener of the development setup's warehouse (`http://127.0.0.1:50052`).
+    pub fn new(link_keys: KeyRing, user_keys: UserKeys, origin_key: &[u8]) -> Self {
         GateConfig {
             pow_keys: link_keys.clone(),
             link_keys,
-            identity: Identity::new(user_token_key, 5_000, false),
+            identity: Identity::new(user_keys, TokenPolicy::default(), false),
             origin_key: origin_key.to_vec(),
-            origin: OriginUrl::parse("http://127.0.0.1:50051").expect("a valid URL"),
+            origin: OriginUrl::parse("http://127.0.0.1:50052").expect("a valid URL"),
             limits: Limits::default(),
             bot: BotPolicy::default(),
             difficulty: DifficultyPolicy::default(),
@@ -247,13 +312,14 @@ impl GateConfig {
             max_body: 4 * 1024,
             max_path: 1024,
             link_ttl_ms: 60_000,
-            challenge_ttl_ms: 120_000,
+            challenge_ttl_ms: 60_000,
             guest_ttl_ms: 3_600_000,
             sale_ttl_ms: 1_000,
             token_leeway_ms: 5_000,
             origin_timeout_ms: 3_000,
             platform_limit_window_ms: 10_000,
             sale_memory_ms: 10_000,
+            directory_refresh_ms: 1_000,
         }
     }
 
@@ -276,12 +342,16 @@ impl GateConfig {
         };
         let link_keys = KeyRing::parse(&required(vars::LINK_KEYS)?)
             .map_err(|e| invalid(vars::LINK_KEYS)(e.to_string()))?;
-        let user_token_key = secret(vars::USER_TOKEN_KEY)?;
-        let mut config = GateConfig::new(link_keys, &user_token_key, &secret(vars::ORIGIN_KEY)?);
+        let user_keys = user_keys(&get)?;
+        let mut config = GateConfig::new(link_keys, user_keys.clone(), &secret(vars::ORIGIN_KEY)?);
         config.origin = OriginUrl::parse(&required(vars::ORIGIN_URL)?)
             .map_err(|e| invalid(vars::ORIGIN_URL)(e.to_string()))?;
         let demo = get(vars::DEMO_MODE).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-        config.identity = Identity::new(&user_token_key, config.token_leeway_ms, demo);
+        let policy = TokenPolicy {
+            leeway_ms: config.token_leeway_ms,
+            ..TokenPolicy::default()
+        };
+        config.identity = Identity::new(user_keys, policy, demo);
         for (name, apply) in SETTINGS {
             if let Some(text) = get(name) {
                 apply(&mut config, &text).map_err(invalid(name))?;
@@ -297,7 +367,7 @@ mod tests {
 
     const REQUIRED: [(&str, &str); 4] = [
         (vars::LINK_KEYS, "1:b2xkLWtleS0wMTIzNDU2Nzg5"),
-        (vars::USER_TOKEN_KEY, "shop-session-key-0123456789"),
+        (vars::USER_TOKEN_KEY, "shop-session-key-0123456789abcdef"),
         (vars::ORIGIN_KEY, "origin-key-0123456789abcdef"),
         (vars::ORIGIN_URL, "https://origin.example.com/"),
     ];
@@ -321,7 +391,8 @@ mod tests {
             (vars::POW_CALM_RATE, "123"),
             (vars::MAX_BODY, "100"),
             (vars::BREAKER_COOLDOWN_MS, "777"),
-            (vars::SALE_MEMORY_MS, "0"),
+            (vars::SALE_MEMORY_MS, "1"),
+            (vars::SALE_DIRECTORY_REFRESH_MS, "250"),
         ])
         .unwrap();
         assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
@@ -329,10 +400,12 @@ mod tests {
         assert_eq!(config.difficulty.calm_rate_per_s, 123);
         assert_eq!(config.max_body, 100);
         assert_eq!(config.breaker.cooldown_ms, 777);
-        assert_eq!(config.sale_memory_ms, 0);
+        assert_eq!(config.sale_memory_ms, 1);
+        assert_eq!(config.directory_refresh_ms, 250);
         assert_eq!(config.origin.url("/x"), "https://origin.example.com/x");
         // Untouched settings keep their defaults.
         assert_eq!(config.link_ttl_ms, 60_000);
+        assert_eq!(config.challenge_ttl_ms, 60_000);
         assert_eq!(config.limits.ip, Limits::default().ip);
     }
 
@@ -344,26 +417,46 @@ mod tests {
         assert_eq!(names.len(), SETTINGS.len());
     }
 
+    /// Every duration setting of the table, so a new one cannot escape the rule below.
+    const DURATIONS: [&str; 7] = [
+        vars::LINK_TTL_MS,
+        vars::CHALLENGE_TTL_MS,
+        vars::BREAKER_COOLDOWN_MS,
+        vars::ORIGIN_TIMEOUT_MS,
+        vars::PLATFORM_LIMIT_WINDOW_MS,
+        vars::SALE_MEMORY_MS,
+        vars::SALE_DIRECTORY_REFRESH_MS,
+    ];
+
     #[test]
-    fn a_negative_duration_is_refused_naming_the_setting() {
-        for name in [
-            vars::LINK_TTL_MS,
-            vars::CHALLENGE_TTL_MS,
-            vars::BREAKER_COOLDOWN_MS,
-            vars::ORIGIN_TIMEOUT_MS,
-            vars::PLATFORM_LIMIT_WINDOW_MS,
-            vars::SALE_MEMORY_MS,
-        ] {
-            let err = lookup(&[(name, "-1")]).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
-                "{err}"
-            );
-            let text = err.to_string();
-            assert!(
-                text.starts_with(name) && text.contains("negative"),
-                "{text}"
-            );
+    fn the_duration_list_is_every_ms_setting() {
+        let ms: Vec<&str> = SETTINGS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| name.ends_with("_MS"))
+            .collect();
+        assert_eq!(ms, DURATIONS);
+    }
+
+    #[test]
+    fn a_zero_duration_setting_is_refused() {
+        for value in ["0", "-1", " -60000 "] {
+            for name in DURATIONS {
+                let err = lookup(&[(name, value)]).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                    "{name}={value}: {err}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.starts_with(name) && text.contains("must be positive"),
+                    "{text}"
+                );
+            }
+        }
+        // One millisecond is a duration.
+        for name in DURATIONS {
+            assert!(lookup(&[(name, "1")]).is_ok(), "{name}");
         }
     }
 
@@ -382,6 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_http_origin_is_refused_unless_loopback() {
+        let err = lookup(&[(vars::ORIGIN_URL, "http://origin.example.com")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: vars::ORIGIN_URL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(vars::ORIGIN_URL) && text.contains("https://"),
+            "{text}"
+        );
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://[::1]:50051",
+            "http://localhost:50051",
+        ] {
+            let config = lookup(&[(vars::ORIGIN_URL, local)]).unwrap();
+            assert!(!config.origin.is_https(), "{local}");
+        }
+    }
+
+    #[test]
     fn an_unparsable_setting_names_itself() {
         let err = lookup(&[(vars::POW_CAP_BITS, "many")]).unwrap_err();
         assert!(matches!(
@@ -394,5 +515,115 @@ mod tests {
         // An empty proof-of-work ring keeps the link ring, as before.
         let config = lookup(&[(vars::POW_KEYS, "")]).unwrap();
         assert_eq!(config.pow_keys.signing_id(), config.link_keys.signing_id());
+    }
+
+    #[test]
+    fn user_token_settings_are_applied() {
+        let config = lookup(&[
+            (vars::USER_TOKEN_AUDIENCE, " shop-api "),
+            (vars::USER_TOKEN_ISSUER, "https://shop.example"),
+            (vars::USER_TOKEN_MAX_LIFETIME_S, "3600"),
+        ])
+        .unwrap();
+        let policy = config.identity.policy();
+        assert_eq!(policy.audience.as_deref(), Some("shop-api"));
+        assert_eq!(policy.issuer.as_deref(), Some("https://shop.example"));
+        assert_eq!(policy.max_lifetime_s, 3600);
+        assert_eq!(policy.leeway_ms, config.token_leeway_ms);
+        // Unset (or empty): no audience or issuer is required, tokens live at most 7 days.
+        let config = lookup(&[(vars::USER_TOKEN_AUDIENCE, "")]).unwrap();
+        let policy = config.identity.policy();
+        assert_eq!(
+            (policy.audience.as_ref(), policy.issuer.as_ref()),
+            (None, None)
+        );
+        assert_eq!(policy.max_lifetime_s, 7 * 24 * 3600);
+        assert!(!config.identity.demo_mode());
+        for bad in ["0", "-5", "a week"] {
+            let err = lookup(&[(vars::USER_TOKEN_MAX_LIFETIME_S, bad)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: vars::USER_TOKEN_MAX_LIFETIME_S,
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_user_token_key_is_refused_naming_the_setting() {
+        let err = lookup(&[(vars::USER_TOKEN_KEY, "thirty-one-bytes-is-not-enough!")]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEY,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with(vars::USER_TOKEN_KEY), "{err}");
+        // base64url("a-key-of-only-twenty-six-b") and base64url("shop-session-key-0123456789abcdef")
+        let ring = "new:YS1rZXktb2Ytb25seS10d2VudHktc2l4LWI,old:c2hvcC1zZXNzaW9uLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+        let err = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, ring)]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEYS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("key `new` is shorter than 32 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn user_token_keys_come_from_one_key_or_a_ring_never_both() {
+        let ring = "k2:c2hvcC1zZXNzaW9uLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+        let config = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, ring)]).unwrap();
+        // The ring's primary signs, naming its kid; the one-key form verifies the same key
+        // only for tokens that name no kid.
+        let token = config.identity.mint("alice", 1_000_000, 60_000);
+        let single = lookup(&[]).unwrap();
+        assert!(matches!(
+            config.identity.verify(Some(&token), 1_000_000),
+            crate::identity::IdentityVerdict::Valid(_)
+        ));
+        assert_eq!(
+            single.identity.verify(Some(&token), 1_000_000),
+            crate::identity::IdentityVerdict::UnknownKey
+        );
+        let both = lookup(&[(vars::USER_TOKEN_KEYS, ring)]).unwrap_err();
+        assert!(
+            matches!(
+                &both,
+                ConfigError::Invalid {
+                    name: vars::USER_TOKEN_KEYS,
+                    ..
+                }
+            ),
+            "{both}"
+        );
+        let neither = lookup(&[(vars::USER_TOKEN_KEY, "")]).unwrap_err();
+        assert_eq!(neither, ConfigError::Missing(vars::USER_TOKEN_KEY));
+        let malformed = lookup(&[(vars::USER_TOKEN_KEY, ""), (vars::USER_TOKEN_KEYS, "k2")]);
+        assert!(matches!(
+            malformed,
+            Err(ConfigError::Invalid {
+                name: vars::USER_TOKEN_KEYS,
+                ..
+            })
+        ));
     }
 }

@@ -40,8 +40,13 @@ pub enum Next {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Exchange {
-    retried: bool,
+    retries: u8,
 }
+
+/// How often one request may be decided again: once for the directory of sale ids, once for
+/// the sale's view. Each refresh makes what it fetched fresh, so a third would be a broken
+/// promise of the core, answered rather than looped on.
+const MAX_RETRIES: u8 = 2;
 
 impl Exchange {
     /// Housekeeps `state` ([`Gate::housekeep`]) and decides `req`.
@@ -51,8 +56,9 @@ impl Exchange {
     }
 
     /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
-    /// once more when a refreshed sale view asks for it. The core promises that happens at most
-    /// once; a second time is answered `503` rather than looping.
+    /// once more when a refreshed directory or sale view asks for it. The core promises that
+    /// happens at most twice (the directory, then the sale); a third time is answered `503`
+    /// rather than looping.
     pub fn reply(
         &mut self,
         gate: &Gate,
@@ -64,9 +70,9 @@ impl Exchange {
     ) -> Next {
         match gate.complete(state, call, reply, now_ms) {
             Completion::Respond(response) => Next::Respond(response),
-            Completion::Retry if !self.retried => {
-                self.retried = true;
-                Self::next(gate.decide(req, state))
+            Completion::Retry if self.retries < MAX_RETRIES => {
+                self.retries += 1;
+                Self::next(gate.decide_again(req, state))
             }
             Completion::Retry => Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into()),
         }

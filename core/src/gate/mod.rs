@@ -3,12 +3,13 @@
 //!
 //! An edge adapter (Cloudflare Worker, Spin component) builds a [`Request`] view from its
 //! platform's request, with `now` read once and 32 bytes of randomness; keeps a [`GateState`]
-//! (rate-limit TATs, the breaker, cached sale views, the traffic meter) wherever its runtime
-//! keeps state; and asks [`Gate::decide`]. The [`Verdict`] is an answer the edge gives itself
-//! (a challenge, a purchase link, a cached sale), a [`Refusal`], or a [`Forward`]: a ready
-//! gRPC-Web call to the warehouse, origin-signed. The adapter sends it and hands the warehouse's
-//! reply to [`Gate::complete`], which feeds the breaker and the sold-out flag and maps the reply
-//! to the client's [`Response`]. No policy lives in the adapter:
+//! (rate-limit TATs, the breaker, cached sale views, the directory of sale ids, the traffic
+//! meter) wherever its runtime keeps state; and asks [`Gate::decide`]. The [`Verdict`] is an
+//! answer the edge gives itself (a challenge, a purchase link, a cached sale), a [`Refusal`], or
+//! a [`Forward`]: a ready gRPC-Web call to the warehouse, origin-signed. The adapter sends it
+//! and hands the warehouse's reply to [`Gate::complete`], which feeds the breaker, the sold-out
+//! flag and the directory and maps the reply to the client's [`Response`]. No policy lives in
+//! the adapter:
 //!
 //! ```text
 //! let mut verdict = gate.decide(&request, &mut state);
@@ -18,8 +19,9 @@
 //!             let reply = /* POST origin + call.path, call.headers, call.body */;
 //!             match gate.complete(&mut state, &call, reply, now_ms) {
 //!                 Completion::Respond(response) => break response,
-//!                 // A sale view was missing: now cached, decide again (happens at most once).
-//!                 Completion::Retry => verdict = gate.decide(&request, &mut state),
+//!                 // The directory or a sale view was missing: now cached, decide again
+//!                 // (at most twice: the directory, then the sale).
+//!                 Completion::Retry => verdict = gate.decide_again(&request, &mut state),
 //!             }
 //!         }
 //!         other => break other.into_response().expect("not a forward"),
@@ -30,15 +32,24 @@
 //! [`Exchange`] is that loop, ready for adapters, and [`Response::headers`] what goes with an
 //! answer, so the Worker and the Spin component share them instead of each writing its own.
 //!
-//! Order of checks: route and shape (path, body and token sizes) → bot rules (deny list,
-//! automation) → per-IP and global rate limits → user token → per-user rate limit → the route's
-//! own checks (purchase link, then per-sale and hot-SKU limits; proof-of-work for a link) →
-//! sold-out flag and sale window → breaker → forward.
+//! Order of checks: route and shape (path, body and token sizes; the demo's routes outside demo
+//! mode) → bot rules (deny list, automation) → per-network (an address-less request counts
+//! against one shared unknown network) and global rate limits → user token → per-user rate
+//! limit → the route's own checks (purchase link, then per-sale and hot-SKU limits;
+//! proof-of-work for a link) → the sale: a cached view, else the directory of sale ids (an id
+//! it does not list is refused, never asked for) → sold-out flag and sale window → breaker →
+//! forward.
 //!
 //! The edge routes: `GET /api/events/{id}`, `POST /api/events/{id}/challenge`,
 //! `POST /api/events/{id}/link`, `POST /api/buy/{token}`, `GET /api/orders/{no}`,
-//! `POST /api/orders/{no}/pay`, `POST /api/orders/{no}/cancel`, and in demo mode
-//! `POST /api/session/guest`.
+//! `POST /api/orders/{no}/cancel`, and in demo mode `POST /api/session/guest` and
+//! `POST /api/demo/orders/{no}/pay`. No route pays outside demo mode: payment is the payment
+//! side's word to the warehouse, never the buyer's.
+//!
+//! What an origin call costs is bounded by what the edge already knows: a sale id this instance
+//! has no view of is looked up in the [`SaleDirectory`] (`Admin/ListEvents`, refreshed at most
+//! once per [`GateConfig::directory_refresh_ms`] whatever the traffic), so a flood of made-up
+//! ids costs the warehouse at most one call per interval per instance.
 //!
 //! The files: `config` (variables, limits, [`GateConfig`]), `request` (the request view,
 //! headers, body bound, routes), `state` ([`GateState`]), `routes` (one step per route),
@@ -56,19 +67,21 @@ mod response;
 mod routes;
 mod state;
 
-pub use config::{vars, ConfigError, GateConfig, Limits};
+pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
 pub use origin::{
     BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc,
 };
-pub use request::{route, BoundedBody, HeaderValues, Headers, NetworkLimit, Request, Route};
+pub use request::{
+    route, BoundedBody, HeaderValues, Headers, NetworkLimit, Request, Route, DEMO_PREFIX,
+};
 pub use response::{Response, NO_STORE, SALE_CACHE};
-pub use state::{GateState, SaleEntry, SaleView};
+pub use state::{Currency, GateState, SaleDirectory, SaleEntry, SaleView};
 
 use crate::bot::{BotSignals, BotVerdict};
 use crate::identity::{IdentityVerdict, User};
 use crate::limit::{self, Decision, LimitKey, Quota};
-use crate::proto::flashsale::EventReq;
+use crate::proto::flashsale::{EventReq, ListEventsReq};
 use crate::refusal::{Reason, Refusal};
 
 /// The gate's decision for one request.
@@ -100,12 +113,22 @@ fn refuse(reason: Reason) -> Verdict {
     Verdict::Refuse(Refusal::new(reason))
 }
 
-/// Who asks, once the shared checks have passed: the request, the verified user, and what the
-/// bot rules made of it.
+/// Who asks, once the shared checks have passed: the request, the verified user, what the bot
+/// rules made of it, and whether this decision is the request's first.
 struct Shopper<'r> {
     req: &'r Request<'r>,
     user: User,
     bot: BotVerdict,
+    pass: Pass,
+}
+
+/// A request's first decision, or a repeat after a refresh ([`Gate::decide_again`]). The first
+/// charges the rate limits and the traffic meter; a repeat was charged by it and is not again,
+/// so a request costs its user and network one request however many refreshes it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    First,
+    Again,
 }
 
 /// The gate: the configuration, and the decisions.
@@ -127,22 +150,34 @@ impl Gate {
 
     /// Decides one request, updating `state`.
     pub fn decide(&self, req: &Request<'_>, state: &mut GateState) -> Verdict {
-        self.decide_steps(req, state)
+        self.decide_steps(req, state, Pass::First)
             .unwrap_or_else(|verdict| verdict)
     }
 
-    /// The key to ask the platform's per-network limiter with (see [`NetworkLimit`]), or `None`
-    /// when the request is refused before any limit is consulted (unknown route, oversized,
-    /// a bot) or carries no client address. Pure: it decides nothing and changes no state.
+    /// Decides `req` again after its forward's [`Completion::Retry`] (what [`Exchange`] does):
+    /// the same checks on what the refresh cached, without charging the rate limits and the
+    /// traffic meter a second time.
+    pub fn decide_again(&self, req: &Request<'_>, state: &mut GateState) -> Verdict {
+        self.decide_steps(req, state, Pass::Again)
+            .unwrap_or_else(|verdict| verdict)
+    }
+
+    /// The key to ask the platform's per-network limiter with (see [`NetworkLimit`]): the
+    /// client's network, or the one shared by every request without a client address; `None`
+    /// when the request is refused before any limit is consulted (unknown route, oversized, a
+    /// bot). Pure: it decides nothing and changes no state.
     pub fn network_key(&self, req: &Request<'_>) -> Option<String> {
         self.screen(req).ok()?;
-        req.client_ip.map(|ip| LimitKey::Ip(ip).to_string())
+        Some(LimitKey::network(req.client_ip).to_string())
     }
 
     /// Steps 1 and 2: route and shape, then bot rules.
     fn screen<'r>(&self, req: &Request<'r>) -> Step<(Route<'r>, BotVerdict)> {
         if req.path.len() > self.config.max_path || req.body.len() > self.config.max_body {
             return Err(refuse(Reason::TooLarge));
+        }
+        if req.path.starts_with(DEMO_PREFIX) && !self.config.identity.demo_mode() {
+            return Err(refuse(Reason::NotFound));
         }
         let route = route(req.method, req.path).map_err(refuse)?;
         let signals = BotSignals {
@@ -169,17 +204,18 @@ impl Gate {
         }
     }
 
-    fn decide_steps(&self, req: &Request<'_>, state: &mut GateState) -> Step<Verdict> {
+    fn decide_steps(&self, req: &Request<'_>, state: &mut GateState, pass: Pass) -> Step<Verdict> {
         let now = req.now_ms;
         // 1. Route and shape; 2. bot rules.
         let (route, bot) = self.screen(req)?;
-        state.traffic.tick(now);
+        if pass == Pass::First {
+            state.traffic.tick(now);
+        }
         // 3. Per-network and global limits.
         match req.network_limit {
             NetworkLimit::Local => {
-                if let Some(ip) = req.client_ip {
-                    self.limit(state, LimitKey::Ip(ip), &self.config.limits.ip, now)?;
-                }
+                let network = LimitKey::network(req.client_ip);
+                self.limit(state, pass, network, &self.config.limits.ip, now)?;
             }
             NetworkLimit::Allowed => {}
             NetworkLimit::Exceeded => {
@@ -187,7 +223,13 @@ impl Gate {
                 return Err(Verdict::Refuse(Refusal::after(Reason::RateLimited, wait)));
             }
         }
-        self.limit(state, LimitKey::Global, &self.config.limits.global, now)?;
+        self.limit(
+            state,
+            pass,
+            LimitKey::Global,
+            &self.config.limits.global,
+            now,
+        )?;
         // 4. Identity (every route but the public sale view and the guest door).
         let user = match route {
             Route::Event(id) => return self.event(state, id, now),
@@ -196,24 +238,43 @@ impl Gate {
         };
         self.limit(
             state,
+            pass,
             LimitKey::User(&user.id),
             &self.config.limits.user,
             now,
         )?;
         // 5. The route's own checks.
-        let shopper = Shopper { req, user, bot };
+        let shopper = Shopper {
+            req,
+            user,
+            bot,
+            pass,
+        };
         match route {
             Route::Challenge(id) => self.challenge(state, &shopper, id),
             Route::Link(id) => self.link(state, &shopper, id),
             Route::Buy(token) => self.buy(state, &shopper, token),
             Route::Order(no) => self.order(state, &shopper, no, Call::GetOrder),
-            Route::Pay(no) => self.order(state, &shopper, no, Call::PayOrder),
             Route::Cancel(no) => self.order(state, &shopper, no, Call::CancelOrder),
+            // Demo mode only (`screen` refused it otherwise): the warehouse pays it only when
+            // it runs with `--demo-payments`, and only as this user's own order.
+            Route::DemoPay(no) => self.order(state, &shopper, no, Call::DemoPayOrder),
             Route::Event(_) | Route::Guest => unreachable!("answered above"),
         }
     }
 
-    fn limit(&self, state: &mut GateState, key: LimitKey<'_>, quota: &Quota, now: i64) -> Step<()> {
+    /// Charges `key`'s bucket on a request's first pass; a repeat passes what the first passed.
+    fn limit(
+        &self,
+        state: &mut GateState,
+        pass: Pass,
+        key: LimitKey<'_>,
+        quota: &Quota,
+        now: i64,
+    ) -> Step<()> {
+        if pass == Pass::Again {
+            return Ok(());
+        }
         let key = key.to_string();
         let tat = state.limits.get(&key).copied().unwrap_or_default();
         match limit::check(tat, now, quota) {
@@ -239,22 +300,57 @@ impl Gate {
 
     /// The cached sale, or a refresh forward if the cache has nothing fresh; `answer`: whether
     /// the refreshed view answers the client (the sale route) or the request is decided again.
+    /// Only an id this instance has seen as a sale, or that the directory lists, is asked for.
     fn sale(&self, state: &mut GateState, id: i64, now: i64, answer: bool) -> Step<SaleView> {
         match state.fresh_sale(id, now, self.config.sale_ttl_ms) {
             Some(SaleEntry {
                 sale: Some(sale), ..
-            }) => Ok(*sale),
-            Some(SaleEntry { sale: None, .. }) => Err(refuse(Reason::UnknownResource)),
-            None => Err(self.forward(
-                state,
-                Call::GetEvent {
-                    event_id: id,
-                    answer,
-                },
-                &EventReq { id },
-                now,
-            )),
+            }) => return Ok(*sale),
+            Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
+            None => {}
         }
+        let seen = matches!(state.sales.get(&id), Some(SaleEntry { sale: Some(_), .. }));
+        if !seen {
+            self.listed(state, id, now)?;
+        }
+        Err(self.forward(
+            state,
+            Call::GetEvent {
+                event_id: id,
+                answer,
+            },
+            &EventReq { id },
+            now,
+        ))
+    }
+
+    /// Goes on if the directory lists `id`; refuses an id a fresh directory does not list;
+    /// refreshes a stale directory, at most once per refresh interval. While a refresh is out,
+    /// the last list still vouches for the ids it names, and any other id waits for the new
+    /// list (`503`, retry shortly) rather than cost the origin a call.
+    fn listed(&self, state: &mut GateState, id: i64, now: i64) -> Step<()> {
+        let every = self.config.directory_refresh_ms;
+        let directory = &state.directory;
+        if directory.is_fresh(now, every) {
+            return if directory.lists(id) {
+                Ok(())
+            } else {
+                Err(refuse(Reason::UnknownResource))
+            };
+        }
+        if directory.may_ask(now, every) {
+            let verdict = self.forward(state, Call::ListEvents, &ListEventsReq {}, now);
+            if matches!(verdict, Verdict::Forward(_)) {
+                state.directory.asked_ms = Some(now);
+            }
+            return Err(verdict);
+        }
+        if directory.lists(id) {
+            return Ok(());
+        }
+        let asked = directory.asked_ms.unwrap_or(now);
+        let wait = every.saturating_sub(now.saturating_sub(asked)).max(0) as u64;
+        Err(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)))
     }
 
     fn open_sale(sale: &SaleView, now: i64, allow_upcoming: bool) -> Step<()> {

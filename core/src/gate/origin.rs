@@ -1,7 +1,7 @@
 //! The gate's side of the warehouse: which calls the edge makes ([`Rpc`], [`Call`]), the ready,
 //! origin-signed [`Forward`], where it goes ([`OriginUrl`]), what came back ([`OriginResponse`],
-//! [`OriginReply`]), and [`Gate::complete`], which feeds the breaker and the sale cache from the
-//! reply and maps it to the client's answer.
+//! [`OriginReply`]), and [`Gate::complete`], which feeds the breaker, the sale cache and the
+//! directory of sale ids from the reply and maps it to the client's answer.
 //!
 //! Both adapters send a forward the same way because everything but the sending is here: the
 //! URL is validated once in the configuration, the response headers the gate needs are named
@@ -15,43 +15,51 @@ use super::state::{GateState, SaleEntry, SaleView};
 use super::{Gate, Verdict};
 use crate::breaker::{Admission, Outcome};
 use crate::grpc_web::{self, Code, Reply, StatusHeaders};
-use crate::proto::flashsale::{BuyOutcome, BuyReply, EventState, Order};
+use crate::proto::flashsale::{BuyOutcome, BuyReply, EventList, EventState, Order};
 use crate::refusal::{Reason, Refusal};
 
 /// A warehouse method the edge may call. The warehouse's gRPC-Web gate lets exactly these
 /// through ([`Rpc::ALL`]), so the two lists cannot drift apart.
+///
+/// `Seckill/PayOrder` is deliberately not one of them: payment is the payment side's word, on
+/// the warehouse's internal listener, never the buyer's through the edge. The demo's
+/// [`Rpc::DemoPayOrder`] pays only where the warehouse runs with `--demo-payments`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rpc {
     /// `flashsale.Seckill/Buy`.
     Buy,
     /// `flashsale.Seckill/GetOrder`.
     GetOrder,
-    /// `flashsale.Seckill/PayOrder`.
-    PayOrder,
     /// `flashsale.Seckill/CancelOrder`.
     CancelOrder,
+    /// `flashsale.Seckill/DemoPayOrder` (the gate sends it in demo mode only).
+    DemoPayOrder,
     /// `flashsale.Admin/GetEvent`.
     GetEvent,
+    /// `flashsale.Admin/ListEvents`: the directory of sale ids.
+    ListEvents,
 }
 
 impl Rpc {
     /// Every method the edge calls.
-    pub const ALL: [Rpc; 5] = [
+    pub const ALL: [Rpc; 6] = [
         Rpc::Buy,
         Rpc::GetOrder,
-        Rpc::PayOrder,
         Rpc::CancelOrder,
+        Rpc::DemoPayOrder,
         Rpc::GetEvent,
+        Rpc::ListEvents,
     ];
 
     /// The gRPC method path.
     pub const fn path(self) -> &'static str {
         match self {
             Rpc::GetEvent => "/flashsale.Admin/GetEvent",
+            Rpc::ListEvents => "/flashsale.Admin/ListEvents",
             Rpc::Buy => "/flashsale.Seckill/Buy",
             Rpc::GetOrder => "/flashsale.Seckill/GetOrder",
-            Rpc::PayOrder => "/flashsale.Seckill/PayOrder",
             Rpc::CancelOrder => "/flashsale.Seckill/CancelOrder",
+            Rpc::DemoPayOrder => "/flashsale.Seckill/DemoPayOrder",
         }
     }
 }
@@ -67,6 +75,8 @@ pub enum Call {
         /// Answer the client with it.
         answer: bool,
     },
+    /// `flashsale.Admin/ListEvents`: refreshes the directory, then the request is decided again.
+    ListEvents,
     /// `flashsale.Seckill/Buy`.
     Buy {
         /// The sale (for the sold-out flag).
@@ -74,10 +84,10 @@ pub enum Call {
     },
     /// `flashsale.Seckill/GetOrder`.
     GetOrder,
-    /// `flashsale.Seckill/PayOrder`.
-    PayOrder,
     /// `flashsale.Seckill/CancelOrder`.
     CancelOrder,
+    /// `flashsale.Seckill/DemoPayOrder`.
+    DemoPayOrder,
 }
 
 impl Call {
@@ -85,10 +95,11 @@ impl Call {
     pub fn rpc(&self) -> Rpc {
         match self {
             Call::GetEvent { .. } => Rpc::GetEvent,
+            Call::ListEvents => Rpc::ListEvents,
             Call::Buy { .. } => Rpc::Buy,
             Call::GetOrder => Rpc::GetOrder,
-            Call::PayOrder => Rpc::PayOrder,
             Call::CancelOrder => Rpc::CancelOrder,
+            Call::DemoPayOrder => Rpc::DemoPayOrder,
         }
     }
 
@@ -111,7 +122,10 @@ pub struct Forward {
     pub body: Vec<u8>,
 }
 
-/// The warehouse's gRPC-Web base URL, checked once when the configuration is read.
+/// The warehouse's gRPC-Web base URL, checked once when the configuration is read: `https://`
+/// anywhere, plain `http://` only to this machine (127.0.0.0/8, `::1`, `localhost`), since the
+/// calls carry the shop's users' ids and the origin signature and must not cross a network in
+/// the clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginUrl {
     https: bool,
@@ -129,10 +143,31 @@ pub enum BadOriginUrl {
     /// Nothing between the scheme and the path.
     #[error("has no host")]
     NoHost,
+    /// `http://` to a host that is not this machine.
+    #[error(
+        "uses plain http:// to {0}; use https://, or http:// only to a loopback host \
+         (127.0.0.0/8, ::1, localhost)"
+    )]
+    PlainHttp(String),
+}
+
+/// Whether `authority` (`host[:port]`, an IPv6 host in brackets) names this machine.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(host, _)| host),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl OriginUrl {
-    /// Parses `http[s]://authority[/base/path][/]` (surrounding whitespace ignored).
+    /// Parses `https://authority[/base/path][/]`, or `http://` with a loopback authority
+    /// (surrounding whitespace ignored).
     pub fn parse(url: &str) -> Result<Self, BadOriginUrl> {
         let url = url.trim();
         let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
@@ -145,6 +180,9 @@ impl OriginUrl {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() {
             return Err(BadOriginUrl::NoHost);
+        }
+        if !https && !is_loopback(authority) {
+            return Err(BadOriginUrl::PlainHttp(authority.to_owned()));
         }
         Ok(OriginUrl {
             https,
@@ -238,7 +276,8 @@ impl OriginResponse {
 pub enum Completion {
     /// Send this to the client.
     Respond(Response),
-    /// A sale view was refreshed: call [`Gate::decide`] again for the same request.
+    /// The directory or a sale view was refreshed: decide the same request again with
+    /// [`Gate::decide_again`].
     Retry,
 }
 
@@ -327,11 +366,18 @@ impl Gate {
                 }
                 Err(e) => Err(e),
             },
+            Call::ListEvents => match parse!(EventList) {
+                Ok(list) => {
+                    state.directory.learn(&list, now_ms);
+                    return self.settle(state, Outcome::Success, now_ms, Completion::Retry);
+                }
+                Err(e) => Err(e),
+            },
             Call::Buy { event_id } => parse!(BuyReply).map(|reply| {
                 observe_buy(state, *event_id, &reply);
                 buy_response(&reply)
             }),
-            Call::GetOrder | Call::PayOrder | Call::CancelOrder => {
+            Call::GetOrder | Call::CancelOrder | Call::DemoPayOrder => {
                 parse!(Order).map(|order| ok_json(200, &OrderView::from(&order), NO_STORE))
             }
         };
@@ -342,7 +388,7 @@ impl Gate {
                 Refusal::after(Reason::Unavailable, 1_000).into(),
             ),
             Err(Some(status)) => {
-                let (outcome, refusal) = status_refusal(status.code);
+                let (outcome, refusal) = status_refusal(&forward.call, status.code);
                 (outcome, refusal.into())
             }
         };
@@ -376,12 +422,15 @@ fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
     }
 }
 
-/// A non-OK gRPC status as the client's refusal, and whether it counts against the breaker
-/// (a business answer does not; an overloaded or failing origin does).
-fn status_refusal(code: Code) -> (Outcome, Refusal) {
+/// A non-OK gRPC status to `call` as the client's refusal, and whether it counts against the
+/// breaker (a business answer does not; an overloaded or failing origin does).
+fn status_refusal(call: &Call, code: Code) -> (Outcome, Refusal) {
     use Code::*;
     let business = |reason| (Outcome::Success, Refusal::new(reason));
     match code {
+        // A buy's request id (its link's nonce, one per solved challenge) already bought an
+        // order of another quantity: that order stands, and this is not a second purchase.
+        AlreadyExists if matches!(call, Call::Buy { .. }) => business(Reason::LinkUsed),
         NotFound | PermissionDenied => business(Reason::UnknownResource),
         FailedPrecondition | AlreadyExists | Aborted => business(Reason::Conflict),
         InvalidArgument | OutOfRange => business(Reason::BadRequest),
@@ -424,10 +473,11 @@ mod tests {
                 event_id: 1,
                 answer: true,
             },
+            Call::ListEvents,
             Call::Buy { event_id: 1 },
             Call::GetOrder,
-            Call::PayOrder,
             Call::CancelOrder,
+            Call::DemoPayOrder,
         ];
         for call in &calls {
             assert!(Rpc::ALL.contains(&call.rpc()), "{call:?}");
@@ -436,6 +486,37 @@ mod tests {
         paths.sort_unstable();
         paths.dedup();
         assert_eq!(paths.len(), calls.len());
+        // Paying is the payment side's, never the edge's.
+        assert!(!paths.contains(&"/flashsale.Seckill/PayOrder"));
+    }
+
+    #[test]
+    fn a_plain_http_origin_is_refused_unless_loopback() {
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://127.8.9.10",
+            "http://localhost:50051/grpc",
+            "http://LOCALHOST",
+            "http://[::1]:50051",
+            "http://[::1]",
+        ] {
+            assert!(OriginUrl::parse(local).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://origin.example.com",
+            "http://10.0.0.5:50051",
+            "http://0.0.0.0:50051",
+            "http://[2001:db8::1]:50051",
+            "http://127.0.0.1.example.com",
+            "http://localhost.example.com:50051",
+            "http://[::ffff:127.0.0.1]",
+        ] {
+            assert!(
+                matches!(OriginUrl::parse(remote), Err(BadOriginUrl::PlainHttp(_))),
+                "{remote}"
+            );
+        }
+        assert!(OriginUrl::parse("https://10.0.0.5:50051").is_ok());
     }
 
     #[test]

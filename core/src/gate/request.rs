@@ -163,13 +163,18 @@ pub enum Route<'a> {
     Buy(&'a str),
     /// `GET /api/orders/{no}`.
     Order(&'a str),
-    /// `POST /api/orders/{no}/pay`.
-    Pay(&'a str),
     /// `POST /api/orders/{no}/cancel`.
     Cancel(&'a str),
+    /// `POST /api/demo/orders/{no}/pay` (demo mode only): the demo's stand-in for a payment.
+    /// There is no route that pays outside demo mode: payment is the payment side's word.
+    DemoPay(&'a str),
     /// `POST /api/session/guest` (demo mode only).
     Guest,
 }
+
+/// Where the demo's routes live: outside demo mode every path under it is `404 not_found`,
+/// whatever its method or shape, like any path that is no route.
+pub const DEMO_PREFIX: &str = "/api/demo/";
 
 fn order_no(text: &str) -> Option<&str> {
     let ok = (1..=64).contains(&text.len())
@@ -200,8 +205,8 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Reason> {
             (ok.then_some(Route::Buy(token)), "POST")
         }
         ["orders", no] => (order_no(no).map(Route::Order), "GET"),
-        ["orders", no, "pay"] => (order_no(no).map(Route::Pay), "POST"),
         ["orders", no, "cancel"] => (order_no(no).map(Route::Cancel), "POST"),
+        ["demo", "orders", no, "pay"] => (order_no(no).map(Route::DemoPay), "POST"),
         ["session", "guest"] => (Some(Route::Guest), "POST"),
         _ => return Err(Reason::NotFound),
     };
@@ -225,7 +230,11 @@ mod tests {
         assert_eq!(route("post", "/api/events/7/link?x=1"), Ok(Route::Link(7)));
         assert_eq!(route("POST", "/api/buy/abc"), Ok(Route::Buy("abc")));
         assert_eq!(route("GET", "/api/orders/O-1"), Ok(Route::Order("O-1")));
-        assert_eq!(route("POST", "/api/orders/O-1/pay"), Ok(Route::Pay("O-1")));
+        assert_eq!(route("POST", "/api/orders/O-1/pay"), Err(Reason::NotFound));
+        assert_eq!(
+            route("POST", "/api/demo/orders/O-1/pay"),
+            Ok(Route::DemoPay("O-1"))
+        );
         assert_eq!(
             route("POST", "/api/orders/O-1/cancel"),
             Ok(Route::Cancel("O-1"))

@@ -1,6 +1,6 @@
 //! What the edge sends the client: the [`Response`] (status, JSON body, `Retry-After`,
-//! `Cache-Control`) with the headers every answer carries, and the JSON views of a sale, a buy
-//! and an order.
+//! `Cache-Control`) with the headers every answer carries, and the JSON views of a sale (with
+//! its price and currency), a buy and an order (with its amount).
 //!
 //! Both adapters send a response through [`Response::headers`], so their answers match byte for
 //! byte. What it deliberately does not do: decide which answer to give (the routes and
@@ -120,7 +120,9 @@ pub(super) fn buy_response(reply: &BuyReply) -> Response {
     Refusal::new(reason).into()
 }
 
-/// An order as the client sees it.
+/// An order as the client sees it: what it is, what it costs, and where it stands. The payment
+/// provider's reference (`payment_id`) stays between the payment side and the warehouse: the
+/// buyer learns that and when the order was paid (`status`, `paid_ms`), not the reference.
 #[derive(Debug, Serialize)]
 pub(super) struct OrderView<'a> {
     order_no: &'a str,
@@ -130,6 +132,11 @@ pub(super) struct OrderView<'a> {
     status: &'static str,
     deadline_ms: i64,
     created_ms: i64,
+    /// `qty × price`, in minor units of `currency`.
+    amount: i64,
+    currency: &'a str,
+    /// 0 until paid.
+    paid_ms: i64,
 }
 
 impl<'a> From<&'a Order> for OrderView<'a> {
@@ -150,6 +157,9 @@ impl<'a> From<&'a Order> for OrderView<'a> {
             status,
             deadline_ms: o.deadline_ms,
             created_ms: o.created_ms,
+            amount: o.amount,
+            currency: &o.currency,
+            paid_ms: o.paid_ms,
         }
     }
 }

@@ -74,11 +74,13 @@ impl Gate {
     fn open_sale_of(
         &self,
         state: &mut GateState,
+        who: &Shopper,
         id: i64,
-        now: i64,
         allow_upcoming: bool,
     ) -> Step<SaleView> {
-        self.limit(state, LimitKey::Event(id), &self.config.limits.event, now)?;
+        let now = who.req.now_ms;
+        let quota = &self.config.limits.event;
+        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
         let sale = self.sale(state, id, now, false)?;
         Self::open_sale(&sale, now, allow_upcoming)?;
         Ok(sale)
@@ -97,11 +99,13 @@ impl Gate {
             .min(pow::MAX_BITS)
     }
 
-    /// `POST /api/events/{id}/challenge`: a proof-of-work challenge, harder under load.
+    /// `POST /api/events/{id}/challenge`: a proof-of-work challenge, harder under load. It lives
+    /// `challenge_ttl_ms` from now, also before the sale opens: the page may solve it during the
+    /// countdown, but nothing solved long before the start is spendable at the start.
     pub(super) fn challenge(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
-        let sale = self.open_sale_of(state, id, now, true)?;
+        let sale = self.open_sale_of(state, who, id, true)?;
         let load = self
             .config
             .difficulty
@@ -112,9 +116,7 @@ impl Gate {
             user_id: user.id.clone(),
             seed: req.entropy[..16].try_into().expect("16 bytes"),
             bits,
-            expires_ms: now
-                .max(sale.start_ms)
-                .saturating_add(self.config.challenge_ttl_ms),
+            expires_ms: now.saturating_add(self.config.challenge_ttl_ms),
         };
         let token = pow::issue(&self.config.pow_keys, &challenge)
             .ok_or_else(|| refuse(Reason::BadRequest))?;
@@ -134,13 +136,15 @@ impl Gate {
         private(&body)
     }
 
-    /// `POST /api/events/{id}/link`: a solved challenge for a purchase link.
+    /// `POST /api/events/{id}/link`: a solved challenge for a purchase link. The link's nonce is
+    /// the challenge's ([`pow::Challenge::link_nonce`]): every link one answer buys is the same
+    /// purchase, however often it is asked for.
     pub(super) fn link(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
         let answer: LinkBody<'_> =
             serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?;
-        let sale = self.open_sale_of(state, id, now, false)?;
+        let sale = self.open_sale_of(state, who, id, false)?;
         let verdict = pow::verify(
             &self.config.pow_keys,
             answer.challenge,
@@ -150,11 +154,11 @@ impl Gate {
             self.required_bits(who.bot),
             now,
         );
-        match verdict {
-            PowVerdict::Valid(_) => {}
+        let solved = match verdict {
+            PowVerdict::Valid(challenge) => challenge,
             PowVerdict::Expired => return Err(refuse(Reason::ChallengeExpired)),
             _ => return Err(refuse(Reason::ChallengeRequired)),
-        }
+        };
         let claims = LinkClaims {
             event_id: id,
             sku_id: sale.sku_id,
@@ -162,7 +166,7 @@ impl Gate {
             max_qty: sale.per_user_limit.clamp(1, u32::from(u16::MAX)) as u16,
             not_before_ms: sale.start_ms,
             expires_ms: now.saturating_add(self.config.link_ttl_ms).min(sale.end_ms),
-            nonce: req.entropy[16..32].try_into().expect("16 bytes"),
+            nonce: solved.link_nonce(),
         };
         let token = match link::mint(&self.config.link_keys, &claims, now) {
             Ok(token) => token,
@@ -213,8 +217,15 @@ impl Gate {
             _ => return Err(refuse(Reason::BadLink)),
         };
         let limits = &self.config.limits;
-        self.limit(state, LimitKey::Event(claims.event_id), &limits.event, now)?;
-        self.limit(state, LimitKey::Sku(claims.sku_id), &limits.sku, now)?;
+        let pass = who.pass;
+        self.limit(
+            state,
+            pass,
+            LimitKey::Event(claims.event_id),
+            &limits.event,
+            now,
+        )?;
+        self.limit(state, pass, LimitKey::Sku(claims.sku_id), &limits.sku, now)?;
         // The sold-out flag and the window: any remembered view will do (views are dropped
         // after `sale_memory_ms`); with none, fetch it first, so that a sold-out sale is known
         // again from one cheap `GetEvent` and its buyers never reach `Buy`.
@@ -236,7 +247,9 @@ impl Gate {
             event_id: claims.event_id,
             user_id: user.id.clone(),
             qty: qty as i32,
-            // One link, one purchase: a retried buy returns the same order.
+            // One answer, one purchase: every link minted from one solved challenge carries its
+            // nonce, so a retried buy returns the same order and one for another quantity is
+            // ALREADY_EXISTS at the warehouse.
             request_id: format!("link-{}", hex(&claims.nonce)),
         };
         Ok(self.forward(
@@ -249,7 +262,8 @@ impl Gate {
         ))
     }
 
-    /// `GET /api/orders/{no}` and its `pay` and `cancel`: forwarded as the user's own.
+    /// `GET /api/orders/{no}`, its `cancel`, and in demo mode its demo payment: forwarded as
+    /// the user's own.
     pub(super) fn order(
         &self,
         state: &mut GateState,

@@ -1,15 +1,57 @@
-//! What the gate remembers between requests: rate-limit buckets, the breaker, cached sale views
-//! and the traffic meter, in one serialisable [`GateState`] the adapter keeps wherever its
-//! runtime keeps state (isolate memory, a key-value store).
+//! What the gate remembers between requests: rate-limit buckets, the breaker, cached sale views,
+//! the directory of sale ids and the traffic meter, in one serialisable [`GateState`] the adapter
+//! keeps wherever its runtime keeps state (isolate memory, a key-value store).
 //!
 //! What it deliberately does not do: decide anything, or store itself; [`GateState::prune`]
 //! only drops what no longer constrains a decision.
 
 use crate::breaker::Breaker;
 use crate::limit::{RateMeter, Tat};
-use crate::proto::flashsale::EventState;
-use serde::{Deserialize, Serialize};
+use crate::proto::flashsale::{EventList, EventState};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
+use std::fmt;
+
+/// An ISO 4217 currency code, three capital letters (`"EUR"`). A value, not a `String`, so a
+/// cached [`SaleView`] stays `Copy` and the buy path never allocates for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// The code, if `code` is three ASCII capital letters.
+    pub fn parse(code: &str) -> Option<Currency> {
+        let bytes: [u8; 3] = code.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(u8::is_ascii_uppercase)
+            .then_some(Currency(bytes))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII by construction")
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Currency::parse(&code)
+            .ok_or_else(|| serde::de::Error::custom("a currency is three capital letters"))
+    }
+}
 
 /// A sale as the edge caches it (from the warehouse's `EventState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +70,15 @@ pub struct SaleView {
     pub start_ms: i64,
     /// End, unix ms, exclusive.
     pub end_ms: i64,
-    /// Units one user may hold.
+    /// Units one user may buy.
     pub per_user_limit: u32,
+    /// Price per unit, in minor units of `currency` (e.g. cents).
+    #[serde(default)]
+    pub price: u64,
+    /// The price's currency; `None` when the warehouse names none (a sale defined before
+    /// sales had prices).
+    #[serde(default)]
+    pub currency: Option<Currency>,
 }
 
 impl SaleView {
@@ -44,7 +93,53 @@ impl SaleView {
             start_ms: e.start_ms,
             end_ms: e.end_ms,
             per_user_limit: e.per_user_limit.max(1) as u32,
+            price: e.price.max(0) as u64,
+            currency: Currency::parse(&e.currency),
         })
+    }
+}
+
+/// The ids of the sales the warehouse lists (`Admin/ListEvents`: upcoming, running and recently
+/// ended ones): a sale id in none of them is refused at the edge without asking for it.
+///
+/// At most one refresh leaves an instance per refresh interval
+/// ([`GateConfig::directory_refresh_ms`](super::GateConfig::directory_refresh_ms)): `asked_ms`
+/// is when the last one left, whether or not it was answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleDirectory {
+    /// Sale ids, ascending; empty until fetched.
+    pub ids: Vec<i64>,
+    /// When the list was fetched, unix ms; `None` until it is.
+    pub fetched_ms: Option<i64>,
+    /// When a refresh was last sent, unix ms; `None` if never.
+    pub asked_ms: Option<i64>,
+}
+
+impl SaleDirectory {
+    /// Whether the list names `id`.
+    pub fn lists(&self, id: i64) -> bool {
+        self.ids.binary_search(&id).is_ok()
+    }
+
+    /// Whether the list was fetched less than `refresh_ms` before `now_ms`.
+    pub fn is_fresh(&self, now_ms: i64, refresh_ms: i64) -> bool {
+        self.fetched_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < refresh_ms)
+    }
+
+    /// Whether a refresh may be sent at `now_ms`: none was sent in the last `refresh_ms`.
+    pub fn may_ask(&self, now_ms: i64, refresh_ms: i64) -> bool {
+        self.asked_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= refresh_ms)
+    }
+
+    /// The warehouse's list, fetched at `now_ms`.
+    pub(super) fn learn(&mut self, list: &EventList, now_ms: i64) {
+        self.ids.clone_from(&list.ids);
+        // The contract says ascending; the lookup must not depend on it.
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        self.fetched_ms = Some(now_ms);
     }
 }
 
@@ -67,6 +162,9 @@ pub struct GateState {
     pub breaker: Breaker,
     /// Cached sale views by event id.
     pub sales: HashMap<i64, SaleEntry>,
+    /// The sale ids that exist, for refusing the others without an origin call.
+    #[serde(default)]
+    pub directory: SaleDirectory,
     /// Recent `/api` request rate, for proof-of-work difficulty.
     pub traffic: RateMeter,
     /// When [`Gate::housekeep`](super::Gate::housekeep) last pruned, unix ms.

@@ -4,6 +4,10 @@
 
 /// `--listen`.
 pub const LISTEN: &str = "FLASHGATE_LISTEN";
+/// `--edge-listen`.
+pub const EDGE_LISTEN: &str = "FLASHGATE_EDGE_LISTEN";
+/// `--internal-token`.
+pub const INTERNAL_TOKEN: &str = "FLASHGATE_INTERNAL_TOKEN";
 /// `--metrics-listen`.
 pub const METRICS_LISTEN: &str = "FLASHGATE_METRICS_LISTEN";
 /// `--store`.

@@ -1,5 +1,5 @@
 //! Prometheus metrics, served on their own port (`--metrics-listen`) so scraping never competes
-//! with buyers for the gRPC port's concurrency limit.
+//! with buyers for the gRPC listeners' concurrency limits.
 //!
 //! Counters and histograms are updated on the request path; the stock gauges are refreshed from
 //! the store at scrape time, so they are never staler than the scrape itself.
@@ -25,8 +25,12 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `flashgate_buy_outcomes_total{outcome}`.
     pub buy_outcomes: IntCounterVec,
-    /// `flashgate_origin_refusals_total{reason}`: gRPC-Web calls refused for their signature.
+    /// `flashgate_origin_refusals_total{reason}`: calls the edge listener refused before any
+    /// service ran (not gRPC-Web, the origin signature, a method the edge may not call).
     pub origin_refusals: IntCounterVec,
+    /// `flashgate_internal_refusals_total{reason}`: calls the internal listener refused before
+    /// any service ran (gRPC-Web, a missing or wrong bearer token).
+    pub internal_refusals: IntCounterVec,
     /// `flashgate_orders_created_total` by the order worker, and wins it reclaimed.
     pub worker: IntCounterVec,
     /// `flashgate_stock_units{sku, place}`.
@@ -63,7 +67,15 @@ impl Metrics {
         let origin_refusals = IntCounterVec::new(
             Opts::new(
                 "origin_refusals_total",
-                "gRPC-Web calls refused for their origin signature",
+                "calls refused on the edge listener (not gRPC-Web, origin signature, method)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let internal_refusals = IntCounterVec::new(
+            Opts::new(
+                "internal_refusals_total",
+                "calls refused on the internal listener (gRPC-Web, bearer token)",
             ),
             &["reason"],
         )
@@ -84,7 +96,13 @@ impl Metrics {
             &["sku", "place"],
         )
         .expect("valid metric");
-        for c in [&requests, &buy_outcomes, &origin_refusals, &worker] {
+        for c in [
+            &requests,
+            &buy_outcomes,
+            &origin_refusals,
+            &internal_refusals,
+            &worker,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -101,6 +119,7 @@ impl Metrics {
             latency,
             buy_outcomes,
             origin_refusals,
+            internal_refusals,
             worker,
             stock,
         }

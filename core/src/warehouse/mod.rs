@@ -6,11 +6,16 @@
 //! the oracle of the Redis store's tests. Wins go through an order stream to the order worker;
 //! the sweeper expires unpaid orders and closes ended sales.
 //!
+//! It listens twice ([`server`]): an internal listener for the shop's own back office (native
+//! gRPC, optionally behind a bearer token, [`internal`]) and an edge listener that takes only
+//! origin-signed gRPC-Web of the edge's methods ([`origin`]).
+//!
 //! What it does not do: decide edge policy (bots, rate limits per user, links) — that is the
 //! edge's, in the sans-IO core — or trust a gRPC-Web caller without the origin signature.
 
 pub mod audit;
 pub mod env;
+pub mod internal;
 pub mod metrics;
 pub mod origin;
 pub mod server;

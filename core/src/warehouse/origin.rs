@@ -1,9 +1,18 @@
-//! The origin-signature gate in front of gRPC-Web: the edge's path into the warehouse.
+//! The edge listener's gate (`--edge-listen`): the only way into the warehouse from the internet.
 //!
-//! A tower layer placed outside tonic-web. Native gRPC (the shop's back office, the order side)
-//! passes untouched; a request whose content type is `application/grpc-web…` must carry a valid
-//! [`crate::origin_auth`] signature over its method, path, timestamp and body, or it is answered
-//! `UNAUTHENTICATED` without reaching a service. The body is read once, bounded, to digest it.
+//! A tower layer placed outside tonic-web, in front of every service the edge listener routes
+//! to. It lets through exactly one kind of call: gRPC-Web (content type
+//! `application/grpc-web…`) carrying a valid [`crate::origin_auth`] signature over its method,
+//! path, timestamp and body, for one of the edge's methods ([`EDGE_METHODS`]). Native gRPC, and
+//! anything else that is not gRPC-Web, is `UNAUTHENTICATED` (the shop's back office uses the
+//! internal listener, see [`super::internal`]); a missing, malformed, stale or wrong signature is
+//! `UNAUTHENTICATED`; a signed call of any other method (administration, the seed contract,
+//! health, reflection) is `PERMISSION_DENIED`. Every refusal is answered here, before
+//! a service runs, and counted in `flashgate_origin_refusals_total{reason}`. The body is read
+//! once, bounded, to digest it.
+//!
+//! What it does not do: replay protection inside the signature's clock-skew window (the services'
+//! idempotency keys cover a replayed buy), or TLS (terminate it in front of this listener).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,7 +43,7 @@ pub const EDGE_METHODS: [&str; Rpc::ALL.len()] = {
     paths
 };
 
-/// Adds the origin check to a service stack.
+/// Adds the edge listener's check to a service stack.
 #[derive(Clone)]
 pub struct OriginAuthLayer {
     key: Arc<[u8]>,
@@ -43,7 +52,8 @@ pub struct OriginAuthLayer {
 }
 
 impl OriginAuthLayer {
-    /// Checks gRPC-Web calls against `key`, tolerating `max_skew_ms` of clock difference.
+    /// Checks calls against `key`, tolerating `max_skew_ms` of clock difference. An empty key
+    /// refuses every call (no signature verifies against it).
     pub fn new(key: &[u8], max_skew_ms: i64, metrics: Metrics) -> Self {
         Self {
             key: key.into(),
@@ -71,24 +81,26 @@ pub struct OriginAuth<S> {
     config: OriginAuthLayer,
 }
 
-fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+/// Whether a request is gRPC-Web (the content type the edge sends).
+pub(super) fn is_grpc_web(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc-web"))
 }
 
+/// Counts a refusal under `reason` and answers `status` in gRPC-Web form.
 fn refuse<B: Default>(
     metrics: &Metrics,
     reason: &'static str,
-    message: String,
+    status: Status,
 ) -> http::Response<B> {
     metrics.origin_refusals.with_label_values(&[reason]).inc();
-    grpc_web_status(Status::unauthenticated(message))
+    grpc_web_status(status)
 }
 
 /// A trailers-only gRPC-Web answer carrying `status`.
-fn grpc_web_status<B: Default>(status: Status) -> http::Response<B> {
+pub(super) fn grpc_web_status<B: Default>(status: Status) -> http::Response<B> {
     let mut response = status.into_http::<B>();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -116,7 +128,16 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if !is_grpc_web(request.headers()) {
-            return Box::pin(self.inner.call(request));
+            // A native gRPC client reads a native answer: trailers-only, `application/grpc`.
+            self.config
+                .metrics
+                .origin_refusals
+                .with_label_values(&["not_grpc_web"])
+                .inc();
+            let status = Status::unauthenticated(
+                "this is the edge listener: only origin-signed gRPC-Web is served here",
+            );
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         // The ready service must be the one called; leave a fresh clone in its place.
         let clone = self.inner.clone();
@@ -127,11 +148,8 @@ where
             let bytes = match Limited::new(body, MAX_GRPC_WEB_BODY).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
-                    return Ok(refuse(
-                        &config.metrics,
-                        "body",
-                        "request body unreadable or too large".into(),
-                    ))
+                    let status = Status::unauthenticated("request body unreadable or too large");
+                    return Ok(refuse(&config.metrics, "body", status));
                 }
             };
             let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -152,22 +170,15 @@ where
                     OriginAuthError::Stale { .. } => "stale",
                     OriginAuthError::BadSignature => "bad_signature",
                 };
-                return Ok(refuse(
-                    &config.metrics,
-                    reason,
-                    format!("gRPC-Web call refused: {e}"),
-                ));
+                let status = Status::unauthenticated(format!("gRPC-Web call refused: {e}"));
+                return Ok(refuse(&config.metrics, reason, status));
             }
             let path = parts.uri.path();
             if !EDGE_METHODS.contains(&path) {
-                config
-                    .metrics
-                    .origin_refusals
-                    .with_label_values(&["method"])
-                    .inc();
-                let status =
-                    Status::permission_denied(format!("{path} is not callable over gRPC-Web"));
-                return Ok(grpc_web_status(status));
+                let status = Status::permission_denied(format!(
+                    "{path} is not callable on the edge listener"
+                ));
+                return Ok(refuse(&config.metrics, "method", status));
             }
             let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
             inner.call(request).await

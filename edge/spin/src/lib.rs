@@ -21,10 +21,11 @@
 //!   proof of work, bot rules, user tokens and input limits hold (they need no memory); rate
 //!   limits, the breaker and the sold-out flag do not, so the warehouse's own limits carry the
 //!   load: its per-connection concurrency limit and load shedding, request timeout, the
-//!   per-user limit and `SOLD_OUT` in the Buy script. With no sale view in an empty state, every
-//!   buy first costs the warehouse one cheap `GetEvent`: after a sell-out that is all it costs
-//!   (the fresh view says sold out and the gate refuses the buy itself, never sending `Buy`);
-//!   before it, the `Buy` follows.
+//!   per-user limit and `SOLD_OUT` in the Buy script. With no sale view and no directory of sale
+//!   ids in an empty state, every buy first costs the warehouse one `ListEvents` and one cheap
+//!   `GetEvent`: after a sell-out that is all it costs (the fresh view says sold out and the gate
+//!   refuses the buy itself, never sending `Buy`); before it, the `Buy` follows. A made-up sale
+//!   id costs one `ListEvents`, never a `GetEvent`.
 //! - **`kv` build** (imports `spin:key-value`; Spin only): the `GateState` is kept as JSON in
 //!   the component's `default` key-value store, loaded before each step and stored after it
 //!   (never held across the origin call). Concurrent requests still race between a load and its
@@ -35,6 +36,10 @@
 //! and under wasmtime the response body can then arrive empty when the origin writes headers and
 //! body separately. `send` here uses the raw `wasi:http/client` instead and holds that future until
 //! the reply is read.
+//!
+//! With `FLASHGATE_DEMO_MODE` on, the component logs the core's `gate::DEMO_MODE_WARNING` to
+//! stderr each time it builds its gate: WASI 0.3 HTTP has no start hook, and Spin and `wasmtime
+//! serve` start an instance per request, so in demo mode every request says it once.
 //!
 //! What it deliberately does not do: decide anything. Every refusal, limit, status code and
 //! cache header comes from the core; this file only knows how to talk to a WASI 0.3 host.
@@ -62,6 +67,9 @@ fn gate() -> Result<Gate, String> {
         .collect();
     let config =
         GateConfig::from_lookup(|name| env.get(name).cloned()).map_err(|e| e.to_string())?;
+    if config.identity.demo_mode() {
+        eprintln!("flashgate: {}", gate::DEMO_MODE_WARNING);
+    }
     Ok(Gate::new(config))
 }
 

@@ -21,6 +21,9 @@
 //!   `FLASHGATE_SALE_MEMORY_MS` and refreshed, so units coming back (cancelled, expired orders)
 //!   reopen the sale.
 //!
+//! With `FLASHGATE_DEMO_MODE` on, each isolate logs the core's `gate::DEMO_MODE_WARNING` when it
+//! builds its gate, on its first request (a Worker's start hook does not see `env`).
+//!
 //! What it deliberately does not do: decide anything. Every refusal, limit, status code and
 //! cache header comes from the core; the only thing this file knows is how to talk to workerd.
 #![cfg(target_arch = "wasm32")]
@@ -61,6 +64,10 @@ fn gate(env: &Env) -> Result<Rc<Gate>, String> {
             .and_then(|v| v.as_string())
     };
     let config = GateConfig::from_lookup(lookup).map_err(|e| e.to_string())?;
+    if config.identity.demo_mode() {
+        // Workers have no start hook that sees `env`: this is the isolate's first request.
+        worker::console_warn!("flashgate: {}", gate::DEMO_MODE_WARNING);
+    }
     let gate = Rc::new(Gate::new(config));
     GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
     Ok(gate)

@@ -4,13 +4,17 @@
 //! a message naming the setting. Only the binary parses a command line: the library takes the
 //! typed [`ServerOptions`] this produces.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 use flashgate_core::origin_auth::MIN_KEY_LEN;
 use flashgate_core::warehouse::env;
+use flashgate_core::warehouse::internal::MIN_TOKEN_LEN;
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::worker::WorkerOptions;
 
@@ -31,9 +35,21 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// gRPC and gRPC-Web listen address.
+    /// The internal listener: native gRPC for the shop's own back office (seed contract, Admin,
+    /// the order side, health, reflection). Never expose it to the internet.
     #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// The edge listener: origin-signed gRPC-Web of the edge's methods only, the one port that
+    /// may face the internet (behind TLS). Unset: no edge listener.
+    #[arg(long, env = env::EDGE_LISTEN)]
+    pub edge_listen: Option<SocketAddr>,
+
+    /// Bearer token every call on the internal listener but health must carry
+    /// (`authorization: Bearer <token>`), at least 32 bytes of visible ASCII. Unset: the
+    /// internal listener is open to whoever reaches it.
+    #[arg(long, env = env::INTERNAL_TOKEN, hide_env_values = true, value_parser = Secret(check_internal_token))]
+    pub internal_token: Option<String>,
 
     /// Prometheus metrics listen address (`GET /metrics`); `off` disables it.
     #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_optional_addr)]
@@ -56,9 +72,9 @@ pub struct Cli {
     #[arg(long, global = true, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
-    /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every
-    /// gRPC-Web call is refused.
-    #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = parse_origin_key)]
+    /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every call
+    /// on the edge listener is refused.
+    #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = Secret(check_origin_key))]
     pub origin_key: Option<String>,
 
     /// Tolerated clock difference between edge and warehouse, ms.
@@ -108,7 +124,7 @@ pub struct Cli {
 /// What the binary does.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
-    /// Serve gRPC and gRPC-Web (the default).
+    /// Serve the internal and edge listeners (the default).
     Serve,
     /// Check that the store's stock adds up (read-only unless `--repair`; safe on a live Redis).
     /// Exits 1 on any violation.
@@ -180,13 +196,50 @@ fn parse_prefix(s: &str) -> Result<String, String> {
         .ok_or_else(|| "1 to 32 characters of [A-Za-z0-9._-]".into())
 }
 
-fn parse_origin_key(s: &str) -> Result<String, String> {
+/// The parser of a secret setting: a refusal names the setting and says why, and — unlike
+/// clap's message for a plain parser function — never repeats the value, so a mistyped key does
+/// not end up in a log.
+#[derive(Clone, Copy)]
+struct Secret(fn(&str) -> Result<(), String>);
+
+impl TypedValueParser for Secret {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let name = arg.map_or_else(|| "...".to_owned(), ToString::to_string);
+        let refuse = |why: String| {
+            let message = format!("invalid value for '{name}' (not shown): {why}\n");
+            clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd)
+        };
+        let value = value.to_str().ok_or_else(|| refuse("not UTF-8".into()))?;
+        (self.0)(value).map_err(refuse)?;
+        Ok(value.to_owned())
+    }
+}
+
+fn check_origin_key(s: &str) -> Result<(), String> {
     if s.len() < MIN_KEY_LEN {
         return Err(format!(
             "must be at least {MIN_KEY_LEN} bytes (generate one: openssl rand -hex 32)"
         ));
     }
-    Ok(s.to_owned())
+    Ok(())
+}
+
+fn check_internal_token(s: &str) -> Result<(), String> {
+    // Visible ASCII: what an `authorization` header carries unchanged (no spaces to trim away).
+    if s.len() < MIN_TOKEN_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "must be at least {MIN_TOKEN_LEN} bytes of visible ASCII, no spaces \
+             (generate one: openssl rand -hex 32)"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_demo_sale(s: &str) -> Result<DemoSale, String> {
@@ -228,6 +281,7 @@ impl Cli {
         let consumer = self.consumer.clone().unwrap_or_else(default_consumer);
         ServerOptions {
             origin_key: self.origin_key.as_ref().map(|k| k.as_bytes().to_vec()),
+            internal_token: self.internal_token.as_ref().map(|t| t.as_bytes().to_vec()),
             origin_max_skew_ms: self.origin_max_skew_ms,
             concurrency_per_connection: self.concurrency_per_connection as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
@@ -250,6 +304,55 @@ mod tests {
     }
 
     #[test]
+    fn the_listeners_and_the_internal_token_reach_the_server_options() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let cli = parse(&[
+            "--listen",
+            "10.0.0.5:50051",
+            "--edge-listen",
+            "0.0.0.0:50052",
+            "--internal-token",
+            token,
+        ])
+        .unwrap();
+        assert_eq!(cli.listen, "10.0.0.5:50051".parse().unwrap());
+        assert_eq!(cli.edge_listen, Some("0.0.0.0:50052".parse().unwrap()));
+        assert_eq!(
+            cli.server_options().internal_token.as_deref(),
+            Some(token.as_bytes())
+        );
+        // One byte short is refused, naming the setting and the minimum, never the value.
+        let err = parse(&["--internal-token", &token[1..]])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--internal-token") && err.contains("at least 32 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains(&token[1..]), "the secret is repeated: {err}");
+        let err = parse(&["--origin-key", "sixteen-minus-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--origin-key") && !err.contains("sixteen-minus-1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_shown_in_help() {
+        // `--help` prints an environment variable's value unless told not to.
+        let command = <Cli as clap::CommandFactory>::command();
+        for id in ["internal_token", "origin_key"] {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .expect("the flag exists");
+            assert!(arg.is_hide_env_values_set(), "{id} would show its value");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_setting() {
         for (args, setting) in [
             (&["--listen", "nowhere"][..], "--listen"),
@@ -258,6 +361,15 @@ mod tests {
             (&["--redis-url", "redis://a:1,http://x"], "--redis-url"),
             (&["--redis-url", " , "], "--redis-url"),
             (&["--origin-key", "short"], "--origin-key"),
+            (&["--edge-listen", "nowhere"], "--edge-listen"),
+            (
+                &["--internal-token", "0123456789abcdef"],
+                "--internal-token",
+            ),
+            (
+                &["--internal-token", "0123456789abcdef 0123456789abcdef"],
+                "--internal-token",
+            ),
             (&["--metrics-listen", "1.2.3.4"], "--metrics-listen"),
             (&["--demo-sale", "1:2:3"], "--demo-sale"),
         ] {
@@ -270,6 +382,8 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let cli = parse(&[]).unwrap();
         assert_eq!(cli.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(cli.edge_listen, None, "no edge listener unless asked for");
+        assert_eq!(cli.server_options().internal_token, None);
         assert_eq!(cli.store, StoreKind::Memory);
         assert_eq!(
             cli.metrics_listen,

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use flashgate_core::stock::{Currency, Sale};
 use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::server::serve;
+use flashgate_core::warehouse::server::{serve, Listeners};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use tokio::net::TcpListener;
@@ -68,10 +68,18 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
         put_demo_sale(&store, demo).await?;
     }
     let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(cli.listen)
+    let internal = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("--listen {}", cli.listen))?;
-    let metrics_listener = match cli.metrics_listen.0 {
+    let edge = match cli.edge_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--edge-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics = match cli.metrics_listen.0 {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -79,15 +87,14 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    serve(
-        store,
-        cli.server_options(),
-        listener,
-        metrics_listener,
-        shutdown,
-    )
-    .await
-    .context("serving")
+    let listeners = Listeners {
+        internal,
+        edge,
+        metrics,
+    };
+    serve(store, cli.server_options(), listeners, shutdown)
+        .await
+        .context("serving")
 }
 
 /// The demo sale's price: 19.99 EUR, in cents.
