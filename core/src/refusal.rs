@@ -47,7 +47,8 @@ pub enum Reason {
     SaleEnded,
     /// Nothing left to sell.
     SoldOut,
-    /// The user already holds as many units as the sale allows.
+    /// The user already won (or, where the sale counts units held, holds) as many units as the
+    /// sale allows.
     LimitReached,
     /// The purchase this link makes was already made with another quantity: every link minted
     /// from one solved challenge is one purchase, whatever quantity it asks for later.
@@ -154,7 +155,7 @@ impl Reason {
             Reason::TooEarly => "The sale has not started yet.",
             Reason::SaleEnded => "The sale has ended.",
             Reason::SoldOut => "Sold out.",
-            Reason::LimitReached => "You already hold the most this sale allows.",
+            Reason::LimitReached => "You already have the most this sale allows.",
             Reason::LinkUsed => "This purchase was already made with another quantity.",
             Reason::Conflict => "The order cannot change that way.",
             Reason::UnknownResource => "Not found.",
