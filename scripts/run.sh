@@ -64,10 +64,13 @@ else
   warn "no redis-server could be installed: using the warehouse's embedded memory store (not durable)"
 fi
 
+# The page's "Pay now" is the demo payment; FLASHGATE_DEMO_PAYMENTS=false runs the warehouse as
+# production does (only PayOrder on the internal listener pays), e.g. for flashgate-load --scalper.
+demo_payments="${FLASHGATE_DEMO_PAYMENTS:-true}"
 say "starting the warehouse: internal listener $listen, edge listener $edge_listen (metrics on http://$metrics/metrics)"
 FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
   --listen "$listen" --edge-listen "$edge_listen" --metrics-listen "$metrics" \
-  "${store_args[@]}" --demo-sale "$demo" --demo-payments &
+  "${store_args[@]}" --demo-sale "$demo" --demo-payments "$demo_payments" &
 pids+=($!)
 
 edge_port="${FLASHGATE_EDGE_PORT:-8787}"
@@ -93,7 +96,7 @@ token="$(curl -s -X POST -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/
 cat <<MSG
 
   flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units at
-  19.99 EUR, opening in ${starts}s, one unit per user, 5 minutes to pay (demo payments on).
+  19.99 EUR, opening in ${starts}s, one unit per user, 5 minutes to pay (demo payments: $demo_payments).
 
   Open http://127.0.0.1:$edge_port/?event=1 in a browser: the storefront counts down on the
   server's clock, solves its proof-of-work puzzle in the background and lets you buy at the start

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tonic::transport::Channel;
 
-use crate::edge::{HttpClient, Session};
+use crate::edge::{Answer, HttpClient, Session};
 
 /// How many tries each attack makes.
 const TRIES: usize = 5;
@@ -174,12 +174,7 @@ async fn reused_answer(arena: &Arena<'_>) -> anyhow::Result<Outcome> {
     let answer = Session::solve(&challenge).await?;
     let mut orders = BTreeSet::new();
     for _ in 0..TRIES {
-        let link = session.link(arena.event, &answer).await?;
-        out.saw(link.refusal("link"));
-        if link.ok() {
-            let bought = session.buy(&link).await?;
-            orders.extend(won(&mut out, &bought));
-        }
+        orders.extend(spend(arena, &session, &answer, &mut out).await?);
     }
     out.units = orders.len() as u64;
     Ok(out)
@@ -198,15 +193,26 @@ async fn stockpiled_challenges(arena: &Arena<'_>) -> anyhow::Result<Outcome> {
     }
     let mut orders = BTreeSet::new();
     for answer in &answers {
-        let link = session.link(arena.event, answer).await?;
-        out.saw(link.refusal("link"));
-        if link.ok() {
-            let bought = session.buy(&link).await?;
-            orders.extend(won(&mut out, &bought));
-        }
+        orders.extend(spend(arena, &session, answer, &mut out).await?);
     }
     out.units = orders.len() as u64;
     Ok(out)
+}
+
+/// A link minted from `answer`, and a buy with it: the order number when it was won.
+async fn spend(
+    arena: &Arena<'_>,
+    session: &Session,
+    answer: &Answer,
+    out: &mut Outcome,
+) -> anyhow::Result<Option<String>> {
+    let link = session.link(arena.event, answer).await?;
+    out.saw(link.refusal("link"));
+    if !link.ok() {
+        return Ok(None);
+    }
+    let bought = session.buy(&link).await?;
+    Ok(won(out, &bought))
 }
 
 /// Challenge, proof of work, link, buy: the order number when it was won.
@@ -221,13 +227,7 @@ async fn purchase(
         return Ok(None);
     }
     let answer = Session::solve(&challenge).await?;
-    let link = session.link(arena.event, &answer).await?;
-    out.saw(link.refusal("link"));
-    if !link.ok() {
-        return Ok(None);
-    }
-    let bought = session.buy(&link).await?;
-    Ok(won(out, &bought))
+    spend(arena, session, &answer, out).await
 }
 
 async fn buy_cancel_rebuy(arena: &Arena<'_>) -> anyhow::Result<Outcome> {

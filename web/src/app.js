@@ -79,6 +79,7 @@ function explain(code, retryAfter, fallback) {
     case 'sold_out': return 'Sold out — every unit has been taken. Sorry!';
     case 'too_early': return `Not yet — the sale has not started.${wait}`;
     case 'limit_reached': return 'You already have the most this sale allows per customer.';
+    case 'link_used': return 'This purchase link was already used for another quantity.';
     case 'rate_limited': return `Too many requests — please slow down.${wait || ' Try again in a moment.'}`;
     case 'unavailable': return `The shop is very busy right now.${wait || ' Try again in a moment.'}`;
     case 'sale_ended': return 'This sale has ended.';

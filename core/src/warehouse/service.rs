@@ -66,6 +66,15 @@ impl<S: Store> WarehouseService<S> {
         self
     }
 
+    /// Pays an order (the payment side's word, or the demo's).
+    async fn pay(&self, pay: &PayRequest) -> Result<OrderMsg, Status> {
+        self.store
+            .pay(pay, now_ms())
+            .await
+            .map(order_msg)
+            .map_err(status_of)
+    }
+
     /// Runs one RPC body, recording its code and latency.
     async fn track<T>(
         &self,
@@ -526,11 +535,7 @@ impl<S: Store> Seckill for WarehouseService<S> {
     async fn pay_order(&self, request: Request<PayOrderReq>) -> Result<Response<OrderMsg>, Status> {
         self.track("PayOrder", async {
             let pay = pay_request(request.get_ref())?;
-            self.store
-                .pay(&pay, now_ms())
-                .await
-                .map(order_msg)
-                .map_err(status_of)
+            self.pay(&pay).await
         })
         .await
     }
@@ -570,11 +575,7 @@ impl<S: Store> Seckill for WarehouseService<S> {
                 payment_id: format!("demo-{order_no}"),
                 amount,
             };
-            self.store
-                .pay(&pay, now_ms())
-                .await
-                .map(order_msg)
-                .map_err(status_of)
+            self.pay(&pay).await
         })
         .await
     }
