@@ -143,8 +143,16 @@ async fn origin_calls(arena: &Arena<'_>) -> anyhow::Result<Option<f64>> {
 async fn account(arena: &Arena<'_>, out: &mut Outcome) -> anyhow::Result<Session> {
     let n = out.accounts;
     out.accounts += 1;
-    // Each account from its own network, as a bot farm would: per-network limits do not meet.
-    let ip = format!("198.19.{}.{}", 200 + (n / 250) % 50, n % 250 + 1);
+    // Each account from its own network, as a bot farm would: per-network limits do not meet,
+    // and a later run (another label) starts from other networks, so its sign-ins do not meet
+    // the per-network limits an earlier run's accounts left behind.
+    let run = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        arena.label.hash(&mut h);
+        h.finish()
+    };
+    let ip = format!("198.19.{}.{}", 200 + (run + n / 250) % 50, n % 250 + 1);
     let mut session = Session::browser(arena.client, arena.edge, Some(&ip));
     let guest = session.sign_in_as_guest().await?;
     out.requests += 1;
