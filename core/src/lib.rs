@@ -22,7 +22,8 @@ pub mod origin_auth;
 pub mod proto;
 pub mod stock;
 
-// The edge's policy modules, composed by `gate`.
+// The edge's policy modules, composed by `gate`, and the waiting room's rules.
+pub mod admission;
 pub mod bot;
 pub mod breaker;
 pub mod gate;
