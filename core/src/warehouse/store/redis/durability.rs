@@ -6,8 +6,9 @@
 //! - `appendonly yes` + `appendfsync always`: Redis fsyncs the AOF before it sends the replies of
 //!   an event-loop turn (`beforeSleep` flushes and fsyncs, then writes the replies), so every
 //!   reply the warehouse reads is already on disk, and concurrent writes share one fsync;
-//! - `appendonly yes` on a server with `WAITAOF` (Redis 7.2+), any `appendfsync`: the store
-//!   follows each script call with `WAITAOF 1 0 0` on the same connection before answering.
+//! - one Redis (not a cluster) with `appendonly yes` and `WAITAOF` (7.2+), any `appendfsync`: each
+//!   script call's answer waits for a group-committed `WAITAOF 1 0 0` ([`AofBarrier`]); with
+//!   `everysec` that is up to a second of latency per write, which is the price of `everysec`.
 //!
 //! Anything else is refused under `fsync`, with a message naming the setting and the fix.
 //! `relaxed` keeps the old behaviour and says what a crash of Redis can take away.
@@ -61,7 +62,9 @@ pub struct NodeSettings {
 
 impl NodeSettings {
     fn aof_on(&self) -> Option<bool> {
-        self.appendonly.as_deref().map(|v| v.eq_ignore_ascii_case("yes"))
+        self.appendonly
+            .as_deref()
+            .map(|v| v.eq_ignore_ascii_case("yes"))
     }
 
     fn fsync_always(&self) -> bool {
@@ -99,15 +102,20 @@ const FIX: &str = "run `CONFIG SET appendonly yes` and `CONFIG SET appendfsync a
                    warehouse with --durability relaxed (FLASHGATE_DURABILITY=relaxed) to accept \
                    the loss";
 
-/// Decides, from every server's settings, how `durability` is kept, or why it cannot be.
-pub fn verdict(durability: Durability, nodes: &[NodeSettings]) -> Result<Guarantee, String> {
+/// Decides, from every server's settings, how `durability` is kept, or why it cannot be. On a
+/// `cluster`, only `appendfsync always` gives `fsync` (the WAITAOF barrier is for one Redis).
+pub fn verdict(
+    durability: Durability,
+    nodes: &[NodeSettings],
+    cluster: bool,
+) -> Result<Guarantee, String> {
     match durability {
-        Durability::Fsync => fsync_verdict(nodes),
+        Durability::Fsync => fsync_verdict(nodes, cluster),
         Durability::Relaxed => Ok(Guarantee::Relaxed(relaxed_warning(nodes))),
     }
 }
 
-fn fsync_verdict(nodes: &[NodeSettings]) -> Result<Guarantee, String> {
+fn fsync_verdict(nodes: &[NodeSettings], cluster: bool) -> Result<Guarantee, String> {
     if nodes.is_empty() {
         return Err("--durability fsync: no Redis server answered the settings check".into());
     }
@@ -132,7 +140,15 @@ fn fsync_verdict(nodes: &[NodeSettings]) -> Result<Guarantee, String> {
                 ))
             }
             Some(true) if n.fsync_always() => {}
-            Some(true) if n.has_waitaof() => wait = true,
+            Some(true) if n.has_waitaof() && !cluster => wait = true,
+            Some(true) if cluster => {
+                let setting = n.appendfsync.as_deref().unwrap_or("?");
+                return Err(format!(
+                    "--durability fsync: Redis Cluster node {node} has appendfsync {setting}: on \
+                     a cluster the warehouse needs appendfsync always on every master (it does \
+                     not run WAITAOF there); {FIX}"
+                ));
+            }
             Some(true) => {
                 let setting = n.appendfsync.as_deref().unwrap_or("?");
                 let version = n
@@ -274,7 +290,11 @@ pub(super) async fn read_settings(
             // A refusal of CONFIG (disabled or renamed) is an answer, not a failure.
             let config: Option<Value> = config_cmd.query_async(c).await.ok();
             let info: Value = info_cmd.query_async(c).await.map_err(unavailable)?;
-            Ok(vec![settings_of(label.into(), config.as_ref(), Some(&info))])
+            Ok(vec![settings_of(
+                label.into(),
+                config.as_ref(),
+                Some(&info),
+            )])
         }
         RedisConnection::Cluster(c) => {
             let all = || RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -299,6 +319,98 @@ pub(super) async fn read_settings(
     }
 }
 
+/// Group commit for `WAITAOF` (one Redis): `WAITAOF` blocks the connection that sends it until
+/// that connection's writes are fsynced (up to a second with `everysec`), so it must not go over
+/// the store's shared command connection, which every request uses. The barrier has a
+/// connection of its own and runs rounds of `INCR barrier-key` + `WAITAOF 1 0 0` on it: the
+/// `INCR` is a write after every write answered before the round started, so when its WAITAOF
+/// returns, those writes are on disk too. Writes that finish while a round is under way share
+/// the next one: one round in flight, however many writes wait.
+pub(super) struct AofBarrier {
+    conn: redis::aio::ConnectionManager,
+    key: String,
+    state: std::sync::Mutex<Rounds>,
+    done: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+#[derive(Default)]
+struct Rounds {
+    /// The last round started.
+    started: u64,
+    /// The highest round some waiter needs.
+    wanted: u64,
+    running: bool,
+}
+
+impl AofBarrier {
+    pub(super) fn new(conn: redis::aio::ConnectionManager, key: String) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            conn,
+            key,
+            state: std::sync::Mutex::default(),
+            done: tokio::sync::watch::channel((0, true)).0,
+        })
+    }
+
+    /// Returns once every write answered before this call is on disk.
+    pub(super) async fn wait(self: &std::sync::Arc<Self>) -> StoreResult<()> {
+        let mut done = self.done.subscribe();
+        let mine = {
+            let mut state = self.state.lock().expect("barrier state");
+            // A round already started may have sent its INCR before this write: the next.
+            let mine = state.started + 1;
+            state.wanted = state.wanted.max(mine);
+            if !state.running {
+                state.running = true;
+                tokio::spawn(self.clone().rounds());
+            }
+            mine
+        };
+        let (_, ok) = *done
+            .wait_for(|(round, _)| *round >= mine)
+            .await
+            .map_err(|_| {
+                crate::warehouse::store::StoreError::Unavailable("WAITAOF barrier gone".into())
+            })?;
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::warehouse::store::StoreError::Unavailable(
+                "WAITAOF: the write is not known to be on disk".into(),
+            ))
+        }
+    }
+
+    async fn rounds(self: std::sync::Arc<Self>) {
+        loop {
+            let round = {
+                let mut state = self.state.lock().expect("barrier state");
+                if state.wanted <= state.started {
+                    state.running = false;
+                    return;
+                }
+                state.started += 1;
+                state.started
+            };
+            let mut conn = self.conn.clone();
+            let reply: redis::RedisResult<(i64, Vec<i64>)> = redis::pipe()
+                .cmd("INCR")
+                .arg(&self.key)
+                .cmd("WAITAOF")
+                .arg(1)
+                .arg(0)
+                .arg(0)
+                .query_async(&mut conn)
+                .await;
+            let ok = matches!(&reply, Ok((_, counts)) if counts.first().is_some_and(|n| *n >= 1));
+            if !ok {
+                tracing::warn!(?reply, "WAITAOF round failed");
+            }
+            self.done.send_replace((round, ok));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,14 +428,15 @@ mod tests {
     fn fsync_takes_appendfsync_always_as_it_is() {
         let nodes = [node((7, 0), "yes", "always"), node((7, 4), "yes", "always")];
         assert_eq!(
-            verdict(Durability::Fsync, &nodes),
+            verdict(Durability::Fsync, &nodes, false),
             Ok(Guarantee::FsyncPerReply)
         );
     }
 
     #[test]
     fn fsync_refuses_everysec_without_waitaof_naming_the_setting_and_the_fix() {
-        let err = verdict(Durability::Fsync, &[node((7, 0), "yes", "everysec")]).unwrap_err();
+        let err =
+            verdict(Durability::Fsync, &[node((7, 0), "yes", "everysec")], false).unwrap_err();
         assert!(err.contains("appendfsync everysec"), "{err}");
         assert!(err.contains("CONFIG SET appendfsync always"), "{err}");
         assert!(err.contains("--durability relaxed"), "{err}");
@@ -332,19 +445,35 @@ mod tests {
 
     #[test]
     fn fsync_uses_waitaof_where_the_server_has_it() {
-        let nodes = [node((7, 2), "yes", "everysec"), node((8, 2), "yes", "always")];
-        let g = verdict(Durability::Fsync, &nodes).unwrap();
+        let nodes = [
+            node((7, 2), "yes", "everysec"),
+            node((8, 2), "yes", "always"),
+        ];
+        let g = verdict(Durability::Fsync, &nodes, false).unwrap();
         assert_eq!(g, Guarantee::WaitAof);
         assert!(g.waits_for_aof());
         // ... but one old server without `always` on a cluster refuses the lot.
-        let mixed = [node((7, 2), "yes", "everysec"), node((7, 0), "yes", "everysec")];
-        assert!(verdict(Durability::Fsync, &mixed).is_err());
+        let mixed = [
+            node((7, 2), "yes", "everysec"),
+            node((7, 0), "yes", "everysec"),
+        ];
+        assert!(verdict(Durability::Fsync, &mixed, false).is_err());
+        // On a cluster, WAITAOF is not used: everysec is refused even on 7.2+, always is fine.
+        let err = verdict(Durability::Fsync, &[node((7, 4), "yes", "everysec")], true).unwrap_err();
+        assert!(
+            err.contains("Redis Cluster") && err.contains("appendfsync everysec"),
+            "{err}"
+        );
+        assert_eq!(
+            verdict(Durability::Fsync, &[node((7, 4), "yes", "always")], true),
+            Ok(Guarantee::FsyncPerReply)
+        );
     }
 
     #[test]
     fn fsync_refuses_appendonly_no_whatever_the_version() {
         for v in [(7, 0), (7, 4)] {
-            let err = verdict(Durability::Fsync, &[node(v, "no", "always")]).unwrap_err();
+            let err = verdict(Durability::Fsync, &[node(v, "no", "always")], false).unwrap_err();
             assert!(err.contains("appendonly no"), "{err}");
             assert!(err.contains("CONFIG SET appendonly yes"), "{err}");
         }
@@ -357,11 +486,11 @@ mod tests {
             appendfsync: None,
             ..node((7, 0), "", "")
         };
-        let err = verdict(Durability::Fsync, std::slice::from_ref(&hidden)).unwrap_err();
+        let err = verdict(Durability::Fsync, std::slice::from_ref(&hidden), false).unwrap_err();
         assert!(err.contains("CONFIG is disabled or renamed"), "{err}");
         assert!(err.contains("--durability relaxed"), "{err}");
-        assert!(verdict(Durability::Fsync, &[]).is_err());
-        let warning = match verdict(Durability::Relaxed, &[hidden]).unwrap() {
+        assert!(verdict(Durability::Fsync, &[], false).is_err());
+        let warning = match verdict(Durability::Relaxed, &[hidden], false).unwrap() {
             Guarantee::Relaxed(w) => w,
             other => panic!("{other:?}"),
         };
@@ -370,7 +499,8 @@ mod tests {
 
     #[test]
     fn relaxed_says_what_can_be_lost() {
-        let warn = |nodes: &[NodeSettings]| match verdict(Durability::Relaxed, nodes).unwrap() {
+        let warn = |nodes: &[NodeSettings]| match verdict(Durability::Relaxed, nodes, true).unwrap()
+        {
             Guarantee::Relaxed(w) => w,
             other => panic!("{other:?}"),
         };
@@ -394,12 +524,15 @@ mod tests {
         ]);
         let info = bulk("# Server\r\nredis_version:7.2.4\r\nredis_mode:standalone\r\n");
         let a = settings_of("a".into(), Some(&resp2), Some(&info));
-        assert_eq!(a, NodeSettings {
-            node: "a".into(),
-            version: Some((7, 2)),
-            appendonly: Some("yes".into()),
-            appendfsync: Some("always".into()),
-        });
+        assert_eq!(
+            a,
+            NodeSettings {
+                node: "a".into(),
+                version: Some((7, 2)),
+                appendonly: Some("yes".into()),
+                appendfsync: Some("always".into()),
+            }
+        );
         let b = settings_of("b".into(), Some(&resp3), None);
         assert_eq!(b.appendonly.as_deref(), Some("no"));
         assert_eq!(b.appendfsync.as_deref(), Some("everysec"));

@@ -55,6 +55,8 @@ pub struct RedisStore {
     transfer_ids: Arc<transfer::TransferIds>,
     /// How an acknowledged write is known to be on disk, decided when connecting.
     guarantee: Arc<durability::Guarantee>,
+    /// Under [`durability::Guarantee::WaitAof`]: what each script call waits for.
+    aof_barrier: Option<Arc<durability::AofBarrier>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -81,10 +83,23 @@ impl RedisStore {
     pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
         let mut conn = RedisConnection::open(&config).await?;
         let settings = durability::read_settings(&mut conn, &config.url).await?;
-        let guarantee = durability::verdict(config.durability, &settings).map_err(|why| {
-            StoreError::Refused(crate::stock::StockError::FailedPrecondition(why))
-        })?;
+        let guarantee = durability::verdict(config.durability, &settings, config.is_cluster())
+            .map_err(|why| {
+                StoreError::Refused(crate::stock::StockError::FailedPrecondition(why))
+            })?;
+        // WAITAOF blocks the connection it is sent on: the barrier's rounds get their own.
+        let aof_barrier = match guarantee {
+            durability::Guarantee::WaitAof => match RedisConnection::open(&config).await? {
+                RedisConnection::Single(own) => Some(durability::AofBarrier::new(
+                    own,
+                    format!("{}:aof-barrier", config.prefix),
+                )),
+                RedisConnection::Cluster(_) => unreachable!("verdict: no WAITAOF on a cluster"),
+            },
+            _ => None,
+        };
         Ok(Self {
+            aof_barrier,
             guarantee: Arc::new(guarantee),
             conn,
             keys: Arc::new(Keys::new(config.prefix.clone())),

@@ -7,12 +7,9 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use redis::cluster_routing::{
-    Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
 use redis::{FromRedisValue, Script};
 
-use super::{unavailable, RedisConnection, RedisStore};
+use super::{unavailable, RedisStore};
 use crate::stock::call::{self, Call};
 use crate::warehouse::store::StoreResult;
 
@@ -27,10 +24,35 @@ fn registry() -> &'static HashMap<&'static str, Script> {
     })
 }
 
+/// The scripts whose reply becomes a client's acknowledgement: Buy (with the sub-pool moves it
+/// may need), PayOrder, CancelOrder, the seed contract's lock and unlock steps, and the admin's
+/// puts. Under WAITAOF their reply waits for the disk; the order worker's, the sweeper's and
+/// the reads do not (no client is answered from them, and the next acknowledged write's WAITAOF
+/// covers them: the fsynced offset only grows). A new script that acknowledges belongs here.
+const ACKNOWLEDGED: &[&str] = &[
+    "buy",
+    "buy_batch",
+    "pay",
+    "release_order",
+    "lock_begin",
+    "lock_take",
+    "lock_move",
+    "lock_release",
+    "lock_register",
+    "lock_settle",
+    "lock_finish",
+    "put_stock",
+    "put_event",
+    "put_subpool",
+    "move_in",
+    "move_out",
+];
+
 impl RedisStore {
     /// Runs one script call and answers its raw reply (scripts load on first use and are cached
     /// by Redis). Under `--durability fsync` on a server with WAITAOF, the reply is held until
-    /// the write is on that server's disk (see [`super::durability`]); with `appendfsync always`
+    /// the write is on that server's disk (a group-committed WAITAOF, see
+    /// [`super::durability::AofBarrier`]); with `appendfsync always`
     /// Redis itself holds the reply until then.
     pub async fn run<T: FromRedisValue>(&self, call: &Call) -> StoreResult<T> {
         let script = registry()
@@ -48,38 +70,11 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if self.guarantee.waits_for_aof() {
-            self.wait_aof(&mut conn, call).await?;
+        if let Some(barrier) = &self.aof_barrier {
+            if ACKNOWLEDGED.contains(&call.script.name) {
+                barrier.wait().await?;
+            }
         }
         Ok(reply)
-    }
-
-    /// `WAITAOF 1 0 0` on the connection the call went over (one Redis), or on the master of
-    /// the call's slot (a cluster): it returns once everything that connection wrote is fsynced
-    /// by that server, this call's write included.
-    async fn wait_aof(&self, conn: &mut RedisConnection, call: &Call) -> StoreResult<()> {
-        let mut cmd = redis::cmd("WAITAOF");
-        cmd.arg(1).arg(0).arg(0);
-        let reply: redis::Value = match conn {
-            RedisConnection::Single(c) => cmd.query_async(c).await.map_err(unavailable)?,
-            RedisConnection::Cluster(c) => {
-                let key = call.keys.first().map(|k| k.as_bytes()).unwrap_or_default();
-                let route = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                c.route_command(cmd, routing).await.map_err(unavailable)?
-            }
-        };
-        match reply {
-            redis::Value::Array(counts)
-                if matches!(counts.first(), Some(redis::Value::Int(n)) if *n >= 1) =>
-            {
-                Ok(())
-            }
-            other => Err(unavailable(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "WAITAOF: the write is not on disk",
-                format!("{other:?}"),
-            )))),
-        }
     }
 }
