@@ -27,7 +27,8 @@ use flashgate_core::proto::flashsale::{
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::env;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
+use flashgate_core::warehouse::store::{Durability, Guarantee, RedisStore, RedisStoreConfig};
+use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::process::warehouse_bin;
 use flashgate_tests::wait::{poll_until, Pace};
 use flashgate_tests::{
@@ -367,4 +368,56 @@ async fn fsync_refuses_a_redis_with_appendfsync_everysec_or_appendonly_no() {
         err.contains("appendonly no") && err.contains("--durability relaxed"),
         "{err}"
     );
+}
+
+/// `fsync` on a Redis Cluster reads every master: refused while any runs `everysec` (the message
+/// names that master), accepted once every master runs `appendfsync always`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_on_a_cluster_needs_appendfsync_always_on_every_master() {
+    let cluster = TestCluster::spawn(3, 0).await;
+    let connect = || {
+        let mut config = RedisStoreConfig::new(cluster.seed());
+        config.cluster = true;
+        config.prefix = unique_prefix();
+        config.durability = Durability::Fsync;
+        RedisStore::connect(config)
+    };
+    let set_always = |port: u16| async move {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a master");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg("always")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG SET");
+    };
+    let ports = cluster.master_ports();
+    let (last, rest) = ports.split_last().expect("masters");
+    for port in rest {
+        set_always(*port).await;
+    }
+    let err = connect()
+        .await
+        .expect_err("fsync accepted on everysec")
+        .to_string();
+    assert!(
+        err.contains("appendfsync everysec") && err.contains(&format!(":{last}")),
+        "{err}"
+    );
+    for port in rest {
+        assert!(
+            !err.contains(&format!(":{port}")),
+            "names a master that is fine: {err}"
+        );
+    }
+    set_always(*last).await;
+    let store = connect()
+        .await
+        .expect("every master runs appendfsync always");
+    assert_eq!(*store.guarantee(), Guarantee::FsyncPerReply);
 }
