@@ -7,14 +7,14 @@
 //!   an event-loop turn (`beforeSleep` flushes and fsyncs, then writes the replies), so every
 //!   reply the warehouse reads is already on disk, and concurrent writes share one fsync;
 //! - one Redis (not a cluster) with `appendonly yes` and `WAITAOF` (7.2+), any `appendfsync`: each
-//!   script call's answer waits for a group-committed `WAITAOF 1 0 0` ([`AofBarrier`]); with
+//!   script call's answer waits for a group-committed `WAITAOF 1 0 0` (`AofBarrier`); with
 //!   `everysec` that is up to a second of latency per write, which is the price of `everysec`.
 //!
 //! Anything else is refused under `fsync`, with a message naming the setting and the fix.
 //! `relaxed` keeps the old behaviour and says what a crash of Redis can take away.
 //!
 //! The decision ([`verdict`]) is a pure function of the settings read ([`NodeSettings`]); only
-//! [`read_settings`] talks to Redis. What it does not do: watch the settings after start (an
+//! `read_settings` talks to Redis. What it does not do: watch the settings after start (an
 //! operator who turns `appendfsync` down on a live server loses the guarantee until the next
 //! start), or make a Redis Cluster's replication synchronous (see the README's guarantees).
 

@@ -52,7 +52,7 @@ impl RedisStore {
     /// Runs one script call and answers its raw reply (scripts load on first use and are cached
     /// by Redis). Under `--durability fsync` on a server with WAITAOF, the reply is held until
     /// the write is on that server's disk (a group-committed WAITAOF, see
-    /// [`super::durability::AofBarrier`]); with `appendfsync always`
+    /// `durability::AofBarrier`); with `appendfsync always`
     /// Redis itself holds the reply until then.
     pub async fn run<T: FromRedisValue>(&self, call: &Call) -> StoreResult<T> {
         let script = registry()
