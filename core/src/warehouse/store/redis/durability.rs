@@ -186,6 +186,11 @@ fn relaxed_warning(nodes: &[NodeSettings]) -> String {
         .filter(|n| n.aof_on() == Some(true) && !n.fsync_always())
         .map(|n| n.node.as_str())
         .collect();
+    if nodes.is_empty() {
+        return "--durability relaxed: the warehouse could not read the Redis servers' \
+                persistence settings: what a crash of Redis loses is unknown"
+            .into();
+    }
     let mut parts = Vec::new();
     if !nothing_on_disk.is_empty() {
         parts.push(format!(
@@ -298,6 +303,7 @@ pub(super) async fn read_settings(
         }
         RedisConnection::Cluster(c) => {
             let all = || RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            // Every master answers INFO; a failure of the whole fan-out is a connection failure.
             let infos = per_node(
                 c.route_command(info_cmd, all())
                     .await
@@ -507,6 +513,7 @@ mod tests {
         assert!(warn(&[node((7, 0), "yes", "everysec")]).contains("up to about a second"));
         assert!(warn(&[node((7, 0), "no", "everysec")]).contains("loses every sale"));
         assert!(!warn(&[node((7, 0), "yes", "always")]).contains("not known to be on disk"));
+        assert!(warn(&[]).contains("unknown"));
     }
 
     #[test]
