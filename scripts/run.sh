@@ -7,7 +7,8 @@
 # Settings (environment): FLASHGATE_LISTEN (127.0.0.1:50051, the warehouse's internal listener:
 # native gRPC for grpcurl and the crowd's admin calls), FLASHGATE_EDGE_LISTEN (127.0.0.1:50052, its
 # edge listener: the Worker's FLASHGATE_ORIGIN_URL), FLASHGATE_METRICS_LISTEN (127.0.0.1:9464),
-# FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787).
+# FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787),
+# FLASHGATE_DEMO_PAYMENTS (true), FLASHGATE_DURABILITY (fsync; its Redis runs appendfsync always).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,8 +54,10 @@ if [ "$redis_ok" = 1 ]; then
   port="${FLASHGATE_RUN_REDIS_PORT:-6390}"
   data="$run_dir/redis"
   rm -rf "$data" && mkdir -p "$data"
-  say "starting redis-server on 127.0.0.1:$port (AOF on, data in $data)"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$data" --appendonly yes --appendfsync everysec \
+  # appendfsync always: what the warehouse's default --durability fsync needs on Redis 7.0 (no
+  # WAITAOF): every acknowledged buy and payment is on disk before it is answered.
+  say "starting redis-server on 127.0.0.1:$port (AOF on, fsync per write, data in $data)"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$data" --appendonly yes --appendfsync always \
     --save "" --maxmemory-policy noeviction --logfile "$run_dir/redis.log" &
   pids+=($!)
   for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done

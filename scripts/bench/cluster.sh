@@ -106,7 +106,8 @@ wait_listening() {
 warehouse() {
   local port
   port="$(free_port)"
-  RUST_LOG=warn "$warehouse_bin" --store redis --redis-url "$1" --redis-prefix bench \
+  # --durability relaxed: the bench cluster's nodes run appendfsync everysec, which fsync refuses.
+  RUST_LOG=warn "$warehouse_bin" --store redis --redis-url "$1" --redis-prefix bench --durability relaxed \
     --listen "127.0.0.1:$port" --metrics-listen off --order-worker false --consumer "$2" \
     >/dev/null 2>"$work/$2.log" &
   pids+=($!)

@@ -67,7 +67,8 @@ link_keys="1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 setsid redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" >"$work/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-FLASHGATE_ORIGIN_KEY="$origin_key" setsid target/release/flashgate-warehouse --store redis \
+# --durability relaxed: a scratch Redis (nothing on disk), which fsync refuses.
+FLASHGATE_ORIGIN_KEY="$origin_key" setsid target/release/flashgate-warehouse --store redis --durability relaxed \
   --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
   --edge-listen "127.0.0.1:$origin_port" --metrics-listen "127.0.0.1:$metrics_port" \
   >"$work/warehouse.log" 2>&1 &

@@ -173,6 +173,14 @@ pub fn warehouse_bin() -> PathBuf {
     bin
 }
 
+/// The durability every warehouse the tests start is given unless a test says otherwise: the
+/// tests' Redis servers are scratch ones (`scripts/redis/scratch.conf`: nothing on disk; the
+/// cluster's nodes: `appendfsync everysec`), which `--durability fsync` rightly refuses. The one
+/// place the harness decides it; the crash tests (`tests/tests/crash.rs`) override it with
+/// `fsync` against a Redis that can give it. In-process stores get the same from
+/// `RedisStoreConfig::new` (whose default is `relaxed`).
+pub const HARNESS_DURABILITY: (&str, &str) = (env::DURABILITY, "relaxed");
+
 /// A `flashgate-warehouse` process with its internal listener (native gRPC, no token) on a
 /// fixed port and no edge listener, killed when dropped. Its log goes to the test's stderr
 /// (shown when the test fails).
@@ -212,6 +220,7 @@ impl WarehouseProcess {
             .env("RUST_LOG", "warn")
             .env_remove(env::EDGE_LISTEN)
             .env_remove(env::INTERNAL_TOKEN)
+            .env(HARNESS_DURABILITY.0, HARNESS_DURABILITY.1)
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()
@@ -287,6 +296,7 @@ pub fn run_warehouse(args: &[&str], envs: &[(&str, &str)]) -> std::process::Outp
         .env_remove(env::STORE)
         .env_remove(env::EDGE_LISTEN)
         .env_remove(env::INTERNAL_TOKEN)
+        .env(HARNESS_DURABILITY.0, HARNESS_DURABILITY.1)
         .envs(envs.iter().copied())
         .output()
         .expect("run flashgate-warehouse")

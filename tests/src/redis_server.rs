@@ -74,6 +74,12 @@ impl TestRedis {
     /// A `redis-server` of its own that loses nothing acknowledged: AOF with `appendfsync
     /// always`, in a fresh data directory removed on drop. [`TestRedis::restart`] keeps the data.
     pub async fn spawn_durable() -> Self {
+        Self::spawn_aof("always").await
+    }
+
+    /// A `redis-server` of its own with the AOF on and `appendfsync` as given (`always`,
+    /// `everysec`, `no`), in a fresh data directory removed on drop.
+    pub async fn spawn_aof(appendfsync: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("flashgate-redis-{}", unique_prefix()));
         std::fs::create_dir_all(&dir).expect("create the Redis data directory");
         let dir_arg = dir.to_string_lossy().into_owned();
@@ -81,7 +87,7 @@ impl TestRedis {
             "--appendonly",
             "yes",
             "--appendfsync",
-            "always",
+            appendfsync,
             "--dir",
             &dir_arg,
         ];
@@ -152,6 +158,22 @@ impl TestRedis {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("url with a port")
+    }
+
+    /// `kill -9` of this test's own `redis-server` (no shutdown, no last flush): what a crash
+    /// does. The port stays this Redis's; [`Self::start_again`] brings it back from its files.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("a redis-server of the test's own");
+        child.kill().expect("SIGKILL redis-server");
+        let _ = child.wait();
+    }
+
+    /// Starts this Redis again on the same port, with the same arguments and data directory
+    /// (so from its AOF), and waits until it answers PING (which Redis does only once the AOF
+    /// is loaded).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        self.launch().await;
     }
 
     /// Stops this test's own `redis-server` (SHUTDOWN, so AOF is flushed) and starts it again on

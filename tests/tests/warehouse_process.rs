@@ -10,7 +10,7 @@ use flashgate_core::grpc_web::Reply;
 use flashgate_core::proto::flashsale::{admin_client::AdminClient, EventReq, EventState};
 use flashgate_core::warehouse::env;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_tests::process::{listening_ports, run_warehouse};
+use flashgate_tests::process::{listening_ports, run_warehouse, HARNESS_DURABILITY};
 use flashgate_tests::{
     channel_to, eventually, free_port, grpc_web, http_get, warehouse_bin, TestRedis,
     TEST_ORIGIN_KEY,
@@ -112,6 +112,7 @@ fn spawn_warehouse(args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Chil
         .env_remove(env::EDGE_LISTEN)
         .env_remove(env::INTERNAL_TOKEN)
         .env_remove(env::STORE)
+        .env(HARNESS_DURABILITY.0, HARNESS_DURABILITY.1)
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -336,6 +337,7 @@ async fn audit_checks_a_redis_store_and_fails_on_a_violation() {
             "--demo-sale",
             "1001:100:10:0",
         ])
+        .env(HARNESS_DURABILITY.0, HARNESS_DURABILITY.1)
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");

@@ -18,6 +18,8 @@ pub const REDIS_URL: &str = "FLASHGATE_REDIS_URL";
 pub const REDIS_CLUSTER: &str = "FLASHGATE_REDIS_CLUSTER";
 /// `--redis-prefix`.
 pub const REDIS_PREFIX: &str = "FLASHGATE_REDIS_PREFIX";
+/// `--durability`.
+pub const DURABILITY: &str = "FLASHGATE_DURABILITY";
 /// `--origin-key`.
 pub const ORIGIN_KEY: &str = "FLASHGATE_ORIGIN_KEY";
 /// `--origin-max-skew-ms`.

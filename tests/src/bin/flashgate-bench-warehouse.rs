@@ -276,6 +276,8 @@ async fn main() -> anyhow::Result<()> {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(["--metrics-listen", "off", "--order-worker", "false"])
+            // A scratch Redis (nothing on disk): what `fsync` would refuse.
+            .args(["--durability", "relaxed"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

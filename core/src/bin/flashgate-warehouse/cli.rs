@@ -16,6 +16,7 @@ use flashgate_core::origin_auth::MIN_KEY_LEN;
 use flashgate_core::warehouse::env;
 use flashgate_core::warehouse::internal::MIN_TOKEN_LEN;
 use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::store::Durability;
 use flashgate_core::warehouse::worker::WorkerOptions;
 
 /// Where stock is kept.
@@ -25,6 +26,24 @@ pub enum StoreKind {
     Memory,
     /// Redis (production): AOF on, see the README.
     Redis,
+}
+
+/// `--durability`: what an acknowledgement from the Redis store promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityFlag {
+    /// Answer a write only once it is on disk (the default).
+    Fsync,
+    /// Answer once Redis applied it; a crash of Redis may lose acknowledged writes.
+    Relaxed,
+}
+
+impl From<DurabilityFlag> for Durability {
+    fn from(flag: DurabilityFlag) -> Self {
+        match flag {
+            DurabilityFlag::Fsync => Durability::Fsync,
+            DurabilityFlag::Relaxed => Durability::Relaxed,
+        }
+    }
 }
 
 /// flashgate's warehouse: takes flash-sale stock atomically and never oversells.
@@ -71,6 +90,15 @@ pub struct Cli {
     /// Namespace of every Redis key.
     #[arg(long, global = true, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
     pub redis_prefix: String,
+
+    /// With `--store redis`: `fsync` answers a Buy, PayOrder, CancelOrder, SKuStockLock or
+    /// SkuStockUnlock only once its write is on disk, and refuses to start against a Redis that
+    /// cannot give that (it needs `appendonly yes` with `appendfsync always`, or Redis 7.2+ for
+    /// WAITAOF); `relaxed` answers once Redis applied it in memory, and a crash of Redis may
+    /// lose up to a second of acknowledged writes (all of them with `appendonly no`). Ignored by
+    /// the memory store and by `audit`.
+    #[arg(long, global = true, env = env::DURABILITY, value_enum, default_value_t = DurabilityFlag::Fsync)]
+    pub durability: DurabilityFlag,
 
     /// Shared key the edge signs gRPC-Web calls with (at least 16 bytes). Without it every call
     /// on the edge listener is refused.
@@ -372,6 +400,7 @@ mod tests {
             ),
             (&["--metrics-listen", "1.2.3.4"], "--metrics-listen"),
             (&["--demo-sale", "1:2:3"], "--demo-sale"),
+            (&["--durability", "sometimes"], "--durability"),
         ] {
             let err = parse(args).expect_err("bad value accepted").to_string();
             assert!(err.contains(setting), "{args:?}: {err}");
@@ -385,6 +414,9 @@ mod tests {
         assert_eq!(cli.edge_listen, None, "no edge listener unless asked for");
         assert_eq!(cli.server_options().internal_token, None);
         assert_eq!(cli.store, StoreKind::Memory);
+        assert_eq!(Durability::from(cli.durability), Durability::Fsync);
+        let relaxed = parse(&["--durability", "relaxed"]).unwrap().durability;
+        assert_eq!(Durability::from(relaxed), Durability::Relaxed);
         assert_eq!(
             cli.metrics_listen,
             OptionalAddr(Some("127.0.0.1:9464".parse().unwrap()))

@@ -12,6 +12,7 @@ use flashgate_core::stock::{Currency, Sale};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::server::{serve, Listeners};
 use flashgate_core::warehouse::service::now_ms;
+use flashgate_core::warehouse::store::{Durability, Guarantee};
 use flashgate_core::warehouse::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -41,9 +42,29 @@ async fn main() -> anyhow::Result<()> {
             let mut config = RedisStoreConfig::new(cli.redis_url.clone());
             config.prefix = cli.redis_prefix.clone();
             config.cluster = cli.redis_cluster;
-            let store = RedisStore::connect(config)
-                .await
-                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?;
+            // The audit only reads (its repairs are idempotent steps): no durability check.
+            config.durability = match auditing {
+                true => Durability::Relaxed,
+                false => cli.durability.into(),
+            };
+            let store = RedisStore::connect(config).await.with_context(|| {
+                format!(
+                    "--redis-url {} (--durability {}): cannot start on this Redis",
+                    cli.redis_url,
+                    Durability::from(cli.durability)
+                )
+            })?;
+            match store.guarantee() {
+                _ if auditing => {}
+                Guarantee::Relaxed(warning) => tracing::warn!("{warning}"),
+                Guarantee::FsyncPerReply => tracing::info!(
+                    "--durability fsync: every Redis runs appendfsync always; a write is \
+                     answered only once it is on disk"
+                ),
+                Guarantee::WaitAof => tracing::info!(
+                    "--durability fsync: each write waits for WAITAOF before it is answered"
+                ),
+            }
             run(store, cli).await
         }
     }

@@ -14,6 +14,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
+pub use self::redis::durability::{self, Durability, Guarantee};
 pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig};
 
 use std::future::Future;

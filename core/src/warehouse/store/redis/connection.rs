@@ -13,6 +13,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
 
+use super::durability::Durability;
 use super::unavailable;
 use crate::warehouse::store::StoreResult;
 
@@ -30,10 +31,14 @@ pub struct RedisStoreConfig {
     pub response_timeout: Duration,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// Whether a write is answered only once on disk; checked against the servers' settings
+    /// when the store connects (see [`super::durability`]).
+    pub durability: Durability,
 }
 
 impl RedisStoreConfig {
-    /// Defaults for `url`: prefix `fg`, 2 s responses, 1 s connects.
+    /// Defaults for `url`: prefix `fg`, 2 s responses, 1 s connects, durability `relaxed` (what
+    /// the library always did; the warehouse binary's `--durability` defaults to `fsync`).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -41,6 +46,7 @@ impl RedisStoreConfig {
             prefix: "fg".into(),
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            durability: Durability::Relaxed,
         }
     }
 

@@ -14,11 +14,12 @@
 //! [`directory`] (which shards a sale, an order or a SKU lives in), [`sale`] (stock and sale
 //! definitions), [`buy`], [`order`] (pay, cancel), [`transfer`] (units between shards),
 //! [`stream`] (the order queue), [`sweep`] (expiry and closing), [`snapshot`] (ledger and audit
-//! reads), [`lock`] (the seed-contract saga).
+//! reads), [`lock`] (the seed-contract saga), [`durability`] (whether an answer is on disk).
 
 mod buy;
 mod connection;
 mod directory;
+pub mod durability;
 mod lock;
 mod order;
 mod sale;
@@ -52,6 +53,10 @@ pub struct RedisStore {
     sale_entries: Arc<RwLock<HashMap<i64, (i64, u32)>>>,
     /// Names this process's transfers between shards.
     transfer_ids: Arc<transfer::TransferIds>,
+    /// How an acknowledged write is known to be on disk, decided when connecting.
+    guarantee: Arc<durability::Guarantee>,
+    /// Under [`durability::Guarantee::WaitAof`]: what each script call waits for.
+    aof_barrier: Option<Arc<durability::AofBarrier>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -71,17 +76,42 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects (fails fast when Redis cannot be reached) and loads nothing yet: scripts are sent
-    /// on first use and cached by Redis.
+    /// Connects (fails fast when Redis cannot be reached), reads the servers' persistence
+    /// settings and refuses, as [`StoreError::Refused`] with a message naming the setting, a
+    /// `Durability::Fsync` configuration the servers cannot keep. Loads nothing yet: scripts are
+    /// sent on first use and cached by Redis.
     pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
-        let conn = RedisConnection::open(&config).await?;
+        let mut conn = RedisConnection::open(&config).await?;
+        let settings = durability::read_settings(&mut conn, &config.url).await?;
+        let guarantee = durability::verdict(config.durability, &settings, config.is_cluster())
+            .map_err(|why| {
+                StoreError::Refused(crate::stock::StockError::FailedPrecondition(why))
+            })?;
+        // WAITAOF blocks the connection it is sent on: the barrier's rounds get their own.
+        let aof_barrier = match guarantee {
+            durability::Guarantee::WaitAof => match RedisConnection::open(&config).await? {
+                RedisConnection::Single(own) => Some(durability::AofBarrier::new(
+                    own,
+                    format!("{}:aof-barrier", config.prefix),
+                )),
+                RedisConnection::Cluster(_) => unreachable!("verdict: no WAITAOF on a cluster"),
+            },
+            _ => None,
+        };
         Ok(Self {
+            aof_barrier,
+            guarantee: Arc::new(guarantee),
             conn,
             keys: Arc::new(Keys::new(config.prefix.clone())),
             config: Arc::new(config),
             sale_entries: Arc::default(),
             transfer_ids: Arc::new(transfer::TransferIds::new()),
         })
+    }
+
+    /// How this store's acknowledged writes are known to be on disk (for the start-up log).
+    pub fn guarantee(&self) -> &durability::Guarantee {
+        &self.guarantee
     }
 
     /// The key layout this store uses.

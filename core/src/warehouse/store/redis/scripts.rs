@@ -24,9 +24,36 @@ fn registry() -> &'static HashMap<&'static str, Script> {
     })
 }
 
+/// The scripts whose reply becomes a client's acknowledgement: Buy (with the sub-pool moves it
+/// may need), PayOrder, CancelOrder, the seed contract's lock and unlock steps, and the admin's
+/// puts. Under WAITAOF their reply waits for the disk; the order worker's, the sweeper's and
+/// the reads do not (no client is answered from them, and the next acknowledged write's WAITAOF
+/// covers them: the fsynced offset only grows). A new script that acknowledges belongs here.
+const ACKNOWLEDGED: &[&str] = &[
+    "buy",
+    "buy_batch",
+    "pay",
+    "release_order",
+    "lock_begin",
+    "lock_take",
+    "lock_move",
+    "lock_release",
+    "lock_register",
+    "lock_settle",
+    "lock_finish",
+    "put_stock",
+    "put_event",
+    "put_subpool",
+    "move_in",
+    "move_out",
+];
+
 impl RedisStore {
     /// Runs one script call and answers its raw reply (scripts load on first use and are cached
-    /// by Redis).
+    /// by Redis). Under `--durability fsync` on a server with WAITAOF, the reply is held until
+    /// the write is on that server's disk (a group-committed WAITAOF, see
+    /// `durability::AofBarrier`); with `appendfsync always`
+    /// Redis itself holds the reply until then.
     pub async fn run<T: FromRedisValue>(&self, call: &Call) -> StoreResult<T> {
         let script = registry()
             .get(call.script.name)
@@ -39,9 +66,15 @@ impl RedisStore {
             invocation.arg(arg);
         }
         let mut conn = self.conn.clone();
-        invocation
+        let reply = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Some(barrier) = &self.aof_barrier {
+            if ACKNOWLEDGED.contains(&call.script.name) {
+                barrier.wait().await?;
+            }
+        }
+        Ok(reply)
     }
 }
