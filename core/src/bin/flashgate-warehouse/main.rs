@@ -43,7 +43,8 @@ async fn main() -> anyhow::Result<()> {
             config.cluster = cli.redis_cluster;
             let store = RedisStore::connect(config)
                 .await
-                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?;
+                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?
+                .with_buy_batch(cli.buy_batch.on());
             run(store, cli).await
         }
     }
