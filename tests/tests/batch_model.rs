@@ -55,14 +55,13 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let buy = (0..USERS.len(), 1i64..=3, 0usize..3, 0i64..2).prop_map(|(user, qty, request, late)| {
-        Buy {
+    let buy =
+        (0..USERS.len(), 1i64..=3, 0usize..3, 0i64..2).prop_map(|(user, qty, request, late)| Buy {
             user,
             qty,
             request,
             late,
-        }
-    });
+        });
     let step = prop_oneof![
         4 => (0i64..3, prop::collection::vec(buy, 1..12))
             .prop_map(|(ticks, buys)| Step::Group { ticks, buys }),
@@ -147,7 +146,11 @@ fn check(redis: &TestRedis, own_redis: bool, case: &Case) -> Result<(), TestCase
                         })
                         .collect();
                     // (On a cluster or a shared Redis, the count is not this test's alone.)
-                    let calls_before = if own_redis { evalsha_calls(redis).await } else { 0 };
+                    let calls_before = if own_redis {
+                        evalsha_calls(redis).await
+                    } else {
+                        0
+                    };
                     // Spawned in order, first polled in order (one thread, a FIFO run queue).
                     let tasks: Vec<_> = reqs
                         .iter()
@@ -162,7 +165,13 @@ fn check(redis: &TestRedis, own_redis: bool, case: &Case) -> Result<(), TestCase
                     }
                     if own_redis {
                         let calls = evalsha_calls(redis).await - calls_before;
-                        prop_assert_eq!(calls, 1, "step {}: {} buys in one script call", n, buys.len());
+                        prop_assert_eq!(
+                            calls,
+                            1,
+                            "step {}: {} buys in one script call",
+                            n,
+                            buys.len()
+                        );
                     }
                     for ((req, now), got) in reqs.iter().zip(batched) {
                         let want = m.buy(req, *now).await;
@@ -216,7 +225,12 @@ fn check(redis: &TestRedis, own_redis: bool, case: &Case) -> Result<(), TestCase
                 n
             );
             let report = audit(&[snapshot], &[]);
-            prop_assert!(report.is_clean(), "step {}: the audit found {:?}", n, report);
+            prop_assert!(
+                report.is_clean(),
+                "step {}: the audit found {:?}",
+                n,
+                report
+            );
         }
         Ok(())
     })

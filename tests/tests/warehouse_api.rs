@@ -1341,7 +1341,11 @@ async fn a_request_id_reused_for_another_buy_already_exists() {
         "request_id",
     );
     let ann = sk.buy(buy(2, "ann", 1, "r1")).await.unwrap().into_inner();
-    assert_eq!(ann.outcome(), BuyOutcome::SoldOut, "a new request in sale 2");
+    assert_eq!(
+        ann.outcome(),
+        BuyOutcome::SoldOut,
+        "a new request in sale 2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,7 @@ pub fn encode(order: &Order) -> String {
 /// The order `order_no` whose record is `record`, or `None` when it is not one.
 pub fn decode(order_no: &str, record: &str) -> Option<Order> {
     let f: Vec<&str> = record.split(FIELD_SEP).collect();
-    let [event, sku, user, qty, status, deadline, created, amount, currency, payment, paid] =
-        f[..]
+    let [event, sku, user, qty, status, deadline, created, amount, currency, payment, paid] = f[..]
     else {
         return None;
     };
@@ -178,8 +177,8 @@ mod tests {
             with(0, "x"),
             with(4, "LOST"),
             with(8, "eur"),
-            with(9, "p-1"),  // a payment without its time
-            with(10, "50"),  // a time without its payment
+            with(9, "p-1"), // a payment without its time
+            with(10, "50"), // a time without its payment
             r#"{"event":"7"}"#.into(),
         ] {
             assert_eq!(decode("7-1", &bad), None, "{bad:?}");
@@ -205,11 +204,22 @@ mod tests {
         let readers = ["create_order", "pay", "release_order"];
         for lua in ALL {
             let s = lua.source;
-            assert!(!s.contains("cjson") || lua.name == "snapshot" || lua.name == "move_out",
-                "{}: no JSON per order", lua.name);
+            assert!(
+                !s.contains("cjson") || lua.name == "snapshot" || lua.name == "move_out",
+                "{}: no JSON per order",
+                lua.name
+            );
             if readers.contains(&lua.name) {
-                assert!(s.contains(LUA_DECODE), "{} decodes with LUA_DECODE", lua.name);
-                assert!(s.contains(LUA_ENCODE), "{} encodes with LUA_ENCODE", lua.name);
+                assert!(
+                    s.contains(LUA_DECODE),
+                    "{} decodes with LUA_DECODE",
+                    lua.name
+                );
+                assert!(
+                    s.contains(LUA_ENCODE),
+                    "{} encodes with LUA_ENCODE",
+                    lua.name
+                );
             }
         }
         let buy = ALL.iter().find(|l| l.name == "buy_batch").unwrap().source;

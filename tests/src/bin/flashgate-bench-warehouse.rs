@@ -168,7 +168,7 @@ async fn load(
     Ok(result)
 }
 
-/// `redis-benchmark` of EVALSHA buy.lua: requests per second.
+/// `redis-benchmark` of EVALSHA buy_batch.lua with `batch` buys per call: calls per second.
 fn redis_ceiling(
     port: u16,
     sha: &str,
@@ -320,7 +320,11 @@ async fn main() -> anyhow::Result<()> {
     for (round, &(name, batched)) in modes.iter().enumerate() {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
-        eprintln!("starting {} --buy-batch {} …", bin.display(), if batched { "on" } else { "off" });
+        eprintln!(
+            "starting {} --buy-batch {} …",
+            bin.display(),
+            if batched { "on" } else { "off" }
+        );
         let warehouse = Killed(
             Command::new(&bin)
                 .args([
@@ -353,7 +357,13 @@ async fn main() -> anyhow::Result<()> {
             define_sale(&mut admin).await?;
         }
         eprintln!("[{name}] warming up (1 s) …");
-        let warm = load(&addr, args.clients, Duration::from_secs(1), &format!("warm{round}")).await?;
+        let warm = load(
+            &addr,
+            args.clients,
+            Duration::from_secs(1),
+            &format!("warm{round}"),
+        )
+        .await?;
         eprintln!(
             "[{name}] measuring Buy through the warehouse: {} clients for {} s …",
             args.clients, args.seconds

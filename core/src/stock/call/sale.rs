@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
-    BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL, RELEASE_ORDER,
-    SNAPSHOT,
+    BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL,
+    RELEASE_ORDER, SNAPSHOT,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
@@ -510,7 +510,11 @@ mod tests {
             qty,
             request_id: request.into(),
         };
-        let (a, b, c) = (req("ann", 1, "r1"), req("ann", 2, "r1"), req("bob", 1, "r9"));
+        let (a, b, c) = (
+            req("ann", 1, "r1"),
+            req("ann", 2, "r1"),
+            req("bob", 1, "r9"),
+        );
         let buys = [(&a, 10), (&b, 11), (&c, 12)];
         let call = buy_batch(&k, Shard::from(5), 1, &buys);
         assert_eq!(call.script.name, "buy_batch");
@@ -537,13 +541,19 @@ mod tests {
                 Ok(BuyDecision::SoldOut { remaining: 0 }),
             ])
         );
-        assert!(parse_buy_batch(&buys, &reply[..6]).is_err(), "one reply short");
+        assert!(
+            parse_buy_batch(&buys, &reply[..6]).is_err(),
+            "one reply short"
+        );
         let mut odd = reply.clone();
         odd[3] = "MAYBE".into();
         assert!(parse_buy_batch(&buys, &odd).is_err());
         odd[3] = "REUSED".into();
         odd[4] = "x".into();
-        assert!(parse_buy_batch(&buys, &odd).is_err(), "a quantity that is no number");
+        assert!(
+            parse_buy_batch(&buys, &odd).is_err(),
+            "a quantity that is no number"
+        );
     }
 
     #[test]

@@ -89,7 +89,9 @@ impl Orders for MemoryStore {
         *record.counted.entry(req.user_id.clone()).or_default() += req.qty;
         record.seq += 1;
         let order_no = stock::order_no(req.event_id, record.seq);
-        record.requests.insert(request, (req.qty, Some(order_no.clone())));
+        record
+            .requests
+            .insert(request, (req.qty, Some(order_no.clone())));
         let (sku, remaining) = (sale.sku, record.state.remaining);
         let (amount, currency) = (stock::amount(req.qty, sale.price), sale.currency);
         inner.sku_mut(sku).locked += req.qty;

@@ -79,7 +79,9 @@ impl RedisStore {
         }
         match answered.await {
             Ok(answer) => Ok(answer??),
-            Err(_) => Err(StoreError::Unavailable("the buy's batch was dropped".into())),
+            Err(_) => Err(StoreError::Unavailable(
+                "the buy's batch was dropped".into(),
+            )),
         }
     }
 
