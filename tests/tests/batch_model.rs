@@ -241,7 +241,7 @@ fn batched_buys_decide_as_single_buys_in_arrival_order() {
     let rt = blocking_runtime();
     let redis = rt.block_on(TestRedis::start());
     let own_redis = !redis.cluster && std::env::var("REDIS_URL").is_err();
-    run_property("batched buys", 48, &case(), |case| {
+    run_property("batched buys", 256, &case(), |case| {
         check(&redis, own_redis, &case)
     });
 }
