@@ -35,7 +35,7 @@ use proptest::test_runner::TestCaseError;
 const SKUS: [i64; 4] = [1, 2, 3, 4];
 /// Sales that may be defined; 4 never is (buys of it answer `UnknownEvent`).
 const EVENTS: [i64; 4] = [1, 2, 3, 4];
-/// Buyers; a numeric-looking and a non-ASCII id check the order records' JSON round trip.
+/// Buyers; a numeric-looking and a non-ASCII id check the order records' round trip.
 const USERS: [&str; 4] = ["u1", "u2", "42", "张三"];
 /// Where simulated time starts.
 const START_MS: i64 = 1_000_000;

@@ -100,7 +100,7 @@ async fn won<S: Store>(store: &S, sku: i64, wins: i64) -> BTreeSet<String> {
             event_id: sale.id,
             user_id: format!("user-{user}"),
             qty: 1,
-            // One request id per buy: the same one in another sale would be refused.
+            // One request id per buy (its scope is the sale).
             request_id: format!("r1-{}", sale.id),
         };
         match store.buy(&buy, now_ms()).await.expect("buy") {

@@ -3,9 +3,9 @@
 //!
 //! Every key of a SKU carries the hash tag `{sku:ID}` (a sub-pool's `{sku:ID:SUB}`), so each
 //! script touches one cluster slot; the only keys outside a SKU's slots are the directories
-//! ([`Keys::events`], [`Keys::sale_ends`], [`Keys::skus`], the lock directories `{locks:N}`),
-//! the request registry ([`Keys::requests`], `{requests:N}`) and the seed-contract lock
-//! journals ([`Keys::lock`]), each written by scripts or commands of their own.
+//! ([`Keys::events`], [`Keys::sale_ends`], [`Keys::skus`], the lock directories `{locks:N}`)
+//! and the seed-contract lock journals ([`Keys::lock`]), each written by scripts or commands of
+//! their own.
 //!
 //! What it does not do: decide which keys a script is given (that is [`super::call`]).
 
@@ -62,12 +62,14 @@ impl Keys {
         self.in_shard(shard, &format!("ev:{event}:users"))
     }
 
-    /// Hash `user \x1f request id` → order number (Buy's idempotency).
+    /// Hash `user \x1f request id` → `QTY` or `QTY:ORDER` (Buy's idempotency: the request ids
+    /// used in the sale, the quantity each asked for and the order it won; see
+    /// [`super::record`]).
     pub fn event_requests(&self, shard: impl Into<Shard>, event: i64) -> String {
         self.in_shard(shard, &format!("ev:{event}:req"))
     }
 
-    /// Hash order number → order record (JSON) of every flash-sale order of the shard. One key
+    /// Hash order number → order record ([`super::record`]) of every flash-sale order of the shard. One key
     /// per shard, so the scripts declare every key they touch.
     pub fn orderbook(&self, shard: impl Into<Shard>) -> String {
         self.in_shard(shard, "orderbook")
@@ -103,13 +105,6 @@ impl Keys {
     /// ended long ago) are one range read however many have ended.
     pub fn sale_ends(&self) -> String {
         format!("{}:events:ends", self.prefix)
-    }
-
-    /// Hash `user \x1f request id` → `EVENT:QTY` of one shard of the request registry (see
-    /// [`super::numbering::request_shard`]): every request id a buyer used, in any sale, and
-    /// the buy it named, so a request id is never two different buys.
-    pub fn requests(&self, shard: u32) -> String {
-        format!("{}:{{requests:{shard}}}", self.prefix)
     }
 
     /// Directory set of every SKU with stock (for the worker, the sweeper and the audit).
@@ -203,10 +198,9 @@ mod tests {
     }
 
     #[test]
-    fn the_request_registry_and_the_end_index_have_slots_of_their_own() {
+    fn the_end_index_has_a_slot_of_its_own() {
         let k = Keys::new("fg");
-        assert_eq!(k.requests(5), "fg:{requests:5}");
         assert_eq!(k.sale_ends(), "fg:events:ends");
-        assert_eq!(k.sku_of(&k.requests(5)), None);
+        assert_eq!(k.sku_of(&k.sale_ends()), None);
     }
 }

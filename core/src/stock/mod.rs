@@ -11,8 +11,8 @@
 //!
 //! - [`keys`]: every key name, lock keys included;
 //! - [`money`]: prices, currencies, order amounts;
-//! - [`numbering`]: order numbers, directory entries, a buyer's home sub-pool, the shard of a
-//!   buyer's request ids;
+//! - [`numbering`]: order numbers, directory entries, a buyer's home sub-pool;
+//! - [`record`]: the order record and the request entry the scripts store (no JSON);
 //! - [`call`]: one function per script that packs its KEYS and ARGV and one that parses its
 //!   reply, so a store running scripts only sends calls;
 //! - [`split`]: the split-sale policy (the buy fall-over, the spread of a pool) as pure plans;
@@ -53,6 +53,7 @@ pub mod keys;
 pub mod lock;
 pub mod money;
 pub mod numbering;
+pub mod record;
 pub mod split;
 
 pub use self::call::{parse_order, parse_order_record, parse_sale, refusal, Move};
@@ -60,7 +61,7 @@ pub use self::keys::Keys;
 pub use self::money::{amount, Currency, MAX_PRICE};
 pub use self::numbering::{
     event_entry, event_of_order, home_subpool, order_no, order_seq, parse_event_entry,
-    parse_request_entry, request_entry, request_shard, subpool_of_order,
+    subpool_of_order,
 };
 
 /// One hash-tag shard of a SKU: the SKU's own keys (`sub` 0, tag `{sku:ID}`) or those of one
@@ -390,7 +391,8 @@ pub enum StockError {
 }
 
 impl StockError {
-    /// A buy's request id asked again for another buy than the `(event, qty)` it first named.
+    /// A buy's request id asked again, in the same sale, for another quantity than the one it
+    /// first named (`(event, qty)`).
     pub fn request_reused(request_id: &str, (event, qty): (i64, i64)) -> Self {
         Self::AlreadyExists(format!(
             "request_id {request_id:?} was a buy of {qty} in event {event}; a new buy needs a new one"

@@ -1,6 +1,6 @@
 //! Numbering: order numbers (`EVENT-N`, on one track per sub-pool), the directory entry of a
-//! sale (`SKU` or `SKU/SUBPOOLS`), a buyer's home sub-pool, and where a buyer's request ids are
-//! registered (the shard, and the entry `EVENT:QTY` a request id is held to).
+//! sale (`SKU` or `SKU/SUBPOOLS`) and a buyer's home sub-pool (where the buyer's per-sale count
+//! and request ids live, see [`super::record`]).
 //!
 //! These are the names the scripts and the stores agree on; each is a pure function of its
 //! inputs, so any store (and the audit) can tell a sale's shard from an order number alone.
@@ -38,28 +38,6 @@ pub fn home_subpool(user_id: &str, subpools: u32) -> u32 {
         return 0;
     }
     (user_hash(user_id) % u64::from(subpools)) as u32
-}
-
-/// Shards of the request registry (each its own cluster slot, see
-/// [`Keys::requests`](super::Keys::requests)): enough to spread one hot sale's buyers over the
-/// masters, few enough to stay a handful of keys.
-pub const REQUEST_SHARDS: u32 = 64;
-
-/// The registry shard of a user's request ids.
-pub fn request_shard(user_id: &str) -> u32 {
-    (user_hash(user_id) % u64::from(REQUEST_SHARDS)) as u32
-}
-
-/// The registry's entry for a request id: the sale and quantity it asked for, `EVENT:QTY`. A
-/// request id is one buy: asked again with another sale or quantity, it is refused.
-pub fn request_entry(event_id: i64, qty: i64) -> String {
-    format!("{event_id}:{qty}")
-}
-
-/// An entry `EVENT:QTY` → (event, qty).
-pub fn parse_request_entry(entry: &str) -> Option<(i64, i64)> {
-    let (event, qty) = entry.split_once(':')?;
-    Some((event.parse().ok()?, qty.parse().ok()?))
 }
 
 /// The number of the `seq`-th win of sub-pool `sub` of a sale split in `subpools`: sub-pools
@@ -118,24 +96,6 @@ mod tests {
             .collect();
         assert_eq!(homes.len(), 4, "a hundred users spread over every sub-pool");
         assert_eq!(home_subpool("anyone", 1), 0);
-    }
-
-    #[test]
-    fn request_ids_are_registered_by_user_shard_with_their_sale_and_quantity() {
-        let shards: std::collections::BTreeSet<u32> = (0..1000)
-            .map(|u| request_shard(&format!("user-{u}")))
-            .collect();
-        assert_eq!(
-            shards.len(),
-            REQUEST_SHARDS as usize,
-            "users spread over every shard"
-        );
-        assert_eq!(request_shard("ann"), request_shard("ann"));
-        assert_eq!(request_entry(7, 3), "7:3");
-        assert_eq!(parse_request_entry(&request_entry(7, 3)), Some((7, 3)));
-        for bad in ["", "7", "7:", ":3", "x:3", "7:3:1"] {
-            assert_eq!(parse_request_entry(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

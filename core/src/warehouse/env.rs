@@ -30,6 +30,8 @@ pub const CONCURRENCY: &str = "FLASHGATE_CONCURRENCY_PER_CONNECTION";
 pub const REQUEST_TIMEOUT_MS: &str = "FLASHGATE_REQUEST_TIMEOUT_MS";
 /// `--consumer`.
 pub const CONSUMER: &str = "FLASHGATE_CONSUMER";
+/// `--buy-batch`.
+pub const BUY_BATCH: &str = "FLASHGATE_BUY_BATCH";
 /// `--order-worker`.
 pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
 /// `--reclaim-idle-ms`.

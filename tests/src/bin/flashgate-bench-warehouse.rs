@@ -6,8 +6,11 @@
 //! - the peer: the SQL way to take stock, `UPDATE … SET stock = stock - 1 WHERE id = $1 AND
 //!   stock >= 1` on one hot row, with pgbench at the same concurrency.
 //!
-//! It starts its own Redis and the release warehouse binary on the Redis store (order worker off,
-//! so the CPU figure is the Buy path's), and reads the warehouse's CPU time from /proc.
+//! It starts its own Redis (AOF, `appendfsync everysec` or `always`: `--durability`) and the
+//! release warehouse binary on the Redis store (order worker off, so the CPU figure is the Buy
+//! path's), once per `--batch` mode (`off`: one script call per buy, `on`: batched), reads the
+//! warehouse's CPU time from /proc and Redis's CPU per buy from `INFO commandstats` (the usec of
+//! the EVALSHA calls ÷ the buys they decided).
 //! Run it with `scripts/bench/warehouse.sh`; the README and BENCHMARKS.md say more.
 
 use std::path::PathBuf;
@@ -38,10 +41,32 @@ struct Args {
     /// The warehouse binary (default: the release build beside this one).
     #[arg(long)]
     warehouse_bin: Option<PathBuf>,
+    /// Which buy paths to measure: `off` (one script call per buy), `on` (batched) or `both`.
+    #[arg(long, value_enum, default_value_t = Batch::Both)]
+    batch: Batch,
+    /// Redis's AOF fsync: `relaxed` (`appendfsync everysec`) or `fsync` (`always`).
+    #[arg(long, value_enum, default_value_t = Durability::Relaxed)]
+    durability: Durability,
     /// PostgreSQL connection for the SQL baseline (libpq URL); `off` skips it.
     #[arg(long, default_value = "postgresql://postgres@127.0.0.1:5432/test")]
     postgres: String,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Batch {
+    On,
+    Off,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Durability {
+    Relaxed,
+    Fsync,
+}
+
+/// The batch size of the Redis-side batch ceiling.
+const CEILING_BATCH: usize = 32;
 
 const SKU: i64 = 1;
 const EVENT: i64 = 1;
@@ -143,13 +168,14 @@ async fn load(
     Ok(result)
 }
 
-/// `redis-benchmark` of EVALSHA buy.lua: requests per second.
+/// `redis-benchmark` of EVALSHA buy_batch.lua with `batch` buys per call: calls per second.
 fn redis_ceiling(
     port: u16,
     sha: &str,
     clients: usize,
     requests: u64,
     pipeline: u32,
+    batch: usize,
 ) -> anyhow::Result<f64> {
     let keys = Keys::new("fg");
     let mut args: Vec<String> = vec![
@@ -169,15 +195,17 @@ fn redis_ceiling(
         "EVALSHA".into(),
         sha.into(),
     ];
-    // The warehouse's own call, with a fresh user per request (redis-benchmark fills in
-    // `__rand_int__`), so every EVALSHA decides a first buy like the warehouse's clients do.
+    // The warehouse's own call, with a fresh user per buy (redis-benchmark fills in each
+    // `__rand_int__` on its own), so every buy is a first buy like the warehouse's clients make.
     let buy = BuyRequest {
         event_id: EVENT,
         user_id: "rb-__rand_int__".into(),
         qty: 1,
         request_id: "r".into(),
     };
-    let call = call::buy(&keys, Shard::from(SKU), 1, &buy, now_ms());
+    let now = now_ms();
+    let buys = vec![(&buy, now); batch];
+    let call = call::buy_batch(&keys, Shard::from(SKU), 1, &buys);
     args.push(call.keys.len().to_string());
     args.extend(call.keys);
     args.extend(call.args);
@@ -260,39 +288,216 @@ async fn main() -> anyhow::Result<()> {
     if !bin.exists() {
         bail!("{} not found: build it with `cargo build --release -p flashgate-core --features warehouse`", bin.display());
     }
-    eprintln!("starting redis-server and {} …", bin.display());
-    let redis = TestRedis::spawn(&[]).await;
-    let redis_port: u16 = redis.url.rsplit(':').next().context("port")?.parse()?;
-    let port = free_port();
-    let addr = format!("http://127.0.0.1:{port}");
-    let warehouse = Killed(
-        Command::new(&bin)
-            .args([
-                "--store",
-                "redis",
-                "--redis-url",
-                &redis.url,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--metrics-listen", "off", "--order-worker", "false"])
-            // A scratch Redis (nothing on disk): what `fsync` would refuse.
-            .args(["--durability", "relaxed"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start the warehouse")?,
-    );
-    let channel = eventually(
-        "the warehouse to accept connections",
-        Duration::from_secs(20),
-        || {
-            let addr = addr.clone();
-            async move { Channel::from_shared(addr).ok()?.connect().await.ok() }
-        },
-    )
+    eprintln!("starting redis-server ({:?}) …", args.durability);
+    let dir = std::env::temp_dir().join(format!("flashgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let fsync = match args.durability {
+        Durability::Relaxed => "everysec",
+        Durability::Fsync => "always",
+    };
+    let redis = TestRedis::spawn(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        fsync,
+        "--dir",
+        &dir_arg,
+    ])
     .await;
-    let mut admin = AdminClient::new(channel);
+    let redis_port: u16 = redis.url.rsplit(':').next().context("port")?.parse()?;
+    let mut conn = redis::Client::open(redis.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let modes: &[(&str, bool)] = match args.batch {
+        Batch::Off => &[("single", false)],
+        Batch::On => &[("batched", true)],
+        Batch::Both => &[("single", false), ("batched", true)],
+    };
+    let run_for = Duration::from_secs(args.seconds);
+    let mut results = Vec::new();
+    let mut queued_total = 0i64;
+    for (round, &(name, batched)) in modes.iter().enumerate() {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        eprintln!(
+            "starting {} --buy-batch {} …",
+            bin.display(),
+            if batched { "on" } else { "off" }
+        );
+        let warehouse = Killed(
+            Command::new(&bin)
+                .args([
+                    "--store",
+                    "redis",
+                    "--redis-url",
+                    &redis.url,
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--buy-batch",
+                    if batched { "on" } else { "off" },
+                ])
+                .args(["--metrics-listen", "off", "--order-worker", "false"])
+                // The warehouse's own check then holds the bench's Redis to its word.
+                .args([
+                    "--durability",
+                    match args.durability {
+                        Durability::Relaxed => "relaxed",
+                        Durability::Fsync => "fsync",
+                    },
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("start the warehouse")?,
+        );
+        let channel = eventually(
+            "the warehouse to accept connections",
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move { Channel::from_shared(addr).ok()?.connect().await.ok() }
+            },
+        )
+        .await;
+        let mut admin = AdminClient::new(channel);
+        if round == 0 {
+            define_sale(&mut admin).await?;
+        }
+        eprintln!("[{name}] warming up (1 s) …");
+        let warm = load(
+            &addr,
+            args.clients,
+            Duration::from_secs(1),
+            &format!("warm{round}"),
+        )
+        .await?;
+        eprintln!(
+            "[{name}] measuring Buy through the warehouse: {} clients for {} s …",
+            args.clients, args.seconds
+        );
+        let stats_before = script_stats(&mut conn).await?;
+        let cpu_before = cpu_time(warehouse.0.id())?;
+        let buys = load(&addr, args.clients, run_for, &format!("bench{round}")).await?;
+        let cpu = cpu_time(warehouse.0.id())?.saturating_sub(cpu_before);
+        let stats = script_stats(&mut conn).await?.since(stats_before);
+        queued_total += (warm.queued + buys.queued) as i64;
+        let ledger = admin
+            .get_sku_ledger(SkuLedgerReq { sku_id: SKU })
+            .await?
+            .into_inner();
+        drop(warehouse);
+        results.push((name, buys, cpu, stats, ledger));
+    }
+
+    // No oversell: every QUEUED answer left the pool for `locked`, and nothing else moved.
+    let ledger = &results.last().expect("a mode").4;
+    let conserved = ledger.available + ledger.pools + ledger.locked + ledger.sold == ledger.total;
+    let oversold = (ledger.locked - queued_total).abs()
+        + i64::from(!conserved)
+        + (i64::from(POOL) - ledger.pools - ledger.locked).abs();
+
+    eprintln!("measuring the Redis ceilings with redis-benchmark …");
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(call::BUY_BATCH.source)
+        .query_async(&mut conn)
+        .await?;
+    let most = results.iter().map(|r| r.1.decisions).max().unwrap_or(0);
+    let ceiling_requests = (most.max(20_000) * 2).min(2_000_000);
+    let ceiling = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests, 1, 1)?;
+    let ceiling_p16 = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests * 3, 16, 1)?;
+    let before = script_stats(&mut conn).await?;
+    let batch_requests = (ceiling_requests / CEILING_BATCH as u64).max(2_000);
+    let ceiling_batch = redis_ceiling(
+        redis_port,
+        &sha,
+        args.clients,
+        batch_requests,
+        1,
+        CEILING_BATCH,
+    )? * CEILING_BATCH as f64;
+    let at_batch = script_stats(&mut conn).await?.since(before);
+
+    eprintln!("measuring the SQL hot-row baseline with pgbench …");
+    let sql = if args.postgres == "off" {
+        Err("--postgres off".into())
+    } else {
+        sql_baseline(&args.postgres, args.clients, args.seconds)
+    };
+
+    println!();
+    println!(
+        "flashgate warehouse benchmark: {} clients, {} s per mode, Redis store (AOF appendfsync {fsync}), order worker off",
+        args.clients, args.seconds
+    );
+    let mut single_rate = None;
+    let mut single_cpu = None;
+    for (name, buys, cpu, stats, _) in &results {
+        let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
+        let lat = &buys.latencies_us;
+        let cpu_per_buy = cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64;
+        println!("  Buy, {name:<8} (gRPC)          : {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
+            percentile(lat, 0.50), percentile(lat, 0.99), buys.queued, buys.other, buys.errors);
+        println!(
+            "    warehouse CPU per Buy        : {cpu_per_buy:>10.1} µs  ({:.2} s CPU over {:.2} s)",
+            cpu.as_secs_f64(),
+            buys.elapsed.as_secs_f64()
+        );
+        println!(
+            "    Redis CPU per Buy (scripts)  : {:>10.1} µs  ({} EVALSHA, {:.1} buys per call)",
+            stats.usec as f64 / buys.decisions.max(1) as f64,
+            stats.calls,
+            buys.decisions as f64 / stats.calls.max(1) as f64
+        );
+        match (*name, single_rate, single_cpu) {
+            ("single", _, _) => {
+                single_rate = Some(rate);
+                single_cpu = Some(cpu_per_buy);
+            }
+            (_, Some(base), Some(base_cpu)) => println!(
+                "    vs single                    : {:>10.2} × throughput, {:.2} × warehouse CPU per Buy",
+                rate / base,
+                cpu_per_buy / base_cpu
+            ),
+            _ => {}
+        }
+    }
+    println!("  Redis ceiling, EVALSHA 1 buy     : {ceiling:>10.0} /s  (redis-benchmark -c {} -P 1; -P 16: {ceiling_p16:.0} /s)", args.clients);
+    println!(
+        "  Redis ceiling, EVALSHA {CEILING_BATCH} buys   : {ceiling_batch:>10.0} buys/s  ({:.1} µs Redis CPU per buy)",
+        at_batch.usec as f64 / (at_batch.calls.max(1) as f64 * CEILING_BATCH as f64)
+    );
+    match &sql {
+        Ok(tps) => println!(
+            "  SQL hot row, UPDATE … stock >= 1 : {tps:>10.0} TPS  (pgbench -c {} -j 2)",
+            args.clients
+        ),
+        Err(why) => println!("  SQL hot row                      : skipped ({why})"),
+    }
+    for (name, buys, ..) in &results {
+        let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
+        println!(
+            "  ratio {name:<8} / ceiling -P 1   : {:>10.2}  (-P 16: {:.2})",
+            rate / ceiling,
+            rate / ceiling_p16
+        );
+        if let Ok(tps) = sql {
+            println!("  ratio {name:<8} / SQL hot row  : {:>10.1}", rate / tps);
+        }
+    }
+    println!("  oversold units                   : {oversold:>10}  (must be 0)");
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+    let errors: u64 = results.iter().map(|r| r.1.errors).sum();
+    if oversold != 0 || errors > 0 {
+        bail!("the benchmark saw oversold units or errors: ledger {ledger:?}, errors {errors}");
+    }
+    Ok(())
+}
+
+/// Stock for the benchmark and its one sale, open for an hour.
+async fn define_sale(admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
     admin
         .put_sku_stock(PutSkuStockReq {
             sku_id: SKU,
@@ -315,89 +520,40 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-
-    let run_for = Duration::from_secs(args.seconds);
-    eprintln!("warming up (1 s) …");
-    let warm = load(&addr, args.clients, Duration::from_secs(1), "warm").await?;
-    eprintln!(
-        "measuring Buy through the warehouse: {} clients for {} s …",
-        args.clients, args.seconds
-    );
-    let cpu_before = cpu_time(warehouse.0.id())?;
-    let buys = load(&addr, args.clients, run_for, "bench").await?;
-    let cpu = cpu_time(warehouse.0.id())?.saturating_sub(cpu_before);
-
-    // No oversell: every QUEUED answer left the pool for `locked`, and nothing else moved.
-    let ledger = admin
-        .get_sku_ledger(SkuLedgerReq { sku_id: SKU })
-        .await?
-        .into_inner();
-    let queued_total = (warm.queued + buys.queued) as i64;
-    let conserved = ledger.available + ledger.pools + ledger.locked + ledger.sold == ledger.total;
-    let oversold = (ledger.locked - queued_total).abs()
-        + i64::from(!conserved)
-        + (i64::from(POOL) - ledger.pools - ledger.locked).abs();
-
-    eprintln!("measuring the Redis ceiling with redis-benchmark …");
-    let mut conn = redis::Client::open(redis.url.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(call::BUY.source)
-        .query_async(&mut conn)
-        .await?;
-    let ceiling_requests = (buys.decisions.max(20_000) * 2).min(2_000_000);
-    let ceiling = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests, 1)?;
-    let ceiling_p16 = redis_ceiling(redis_port, &sha, args.clients, ceiling_requests * 3, 16)?;
-    drop(warehouse);
-
-    eprintln!("measuring the SQL hot-row baseline with pgbench …");
-    let sql = if args.postgres == "off" {
-        Err("--postgres off".into())
-    } else {
-        sql_baseline(&args.postgres, args.clients, args.seconds)
-    };
-
-    let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
-    let lat = &buys.latencies_us;
-    println!();
-    println!(
-        "flashgate warehouse benchmark: {} clients, {} s, Redis store, order worker off",
-        args.clients, args.seconds
-    );
-    println!("  Buy through the warehouse (gRPC) : {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
-        percentile(lat, 0.50), percentile(lat, 0.99), buys.queued, buys.other, buys.errors);
-    println!(
-        "  warehouse CPU per Buy            : {:>10.1} µs  ({:.2} s CPU over {:.2} s)",
-        cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64,
-        cpu.as_secs_f64(),
-        buys.elapsed.as_secs_f64()
-    );
-    println!("  Redis ceiling, EVALSHA buy.lua   : {ceiling:>10.0} /s  (redis-benchmark -c {} -P 1; -P 16: {ceiling_p16:.0} /s)", args.clients);
-    match &sql {
-        Ok(tps) => println!(
-            "  SQL hot row, UPDATE … stock >= 1 : {tps:>10.0} TPS  (pgbench -c {} -j 2)",
-            args.clients
-        ),
-        Err(why) => println!("  SQL hot row                      : skipped ({why})"),
-    }
-    println!(
-        "  ratio warehouse / Redis ceiling  : {:>10.2}  (target >= 0.5)",
-        rate / ceiling
-    );
-    if let Ok(tps) = sql {
-        println!(
-            "  ratio warehouse / SQL hot row    : {:>10.1}  (target >= 10)",
-            rate / tps
-        );
-    }
-    println!("  oversold units                   : {oversold:>10}  (must be 0)");
-    if oversold != 0 || buys.errors > 0 {
-        bail!(
-            "the benchmark saw oversold units or errors: ledger {ledger:?}, errors {}",
-            buys.errors
-        );
-    }
     Ok(())
+}
+
+/// The EVALSHA line of `INFO commandstats`: calls and usec so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct ScriptStats {
+    calls: u64,
+    usec: u64,
+}
+
+impl ScriptStats {
+    fn since(self, before: Self) -> Self {
+        Self {
+            calls: self.calls - before.calls,
+            usec: self.usec - before.usec,
+        }
+    }
+}
+
+async fn script_stats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<ScriptStats> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    let mut stats = ScriptStats::default();
+    // cmdstat_evalsha:calls=N,usec=U,usec_per_call=…
+    if let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) {
+        for part in line["cmdstat_evalsha:".len()..].split(',') {
+            match part.split_once('=') {
+                Some(("calls", n)) => stats.calls = n.trim().parse()?,
+                Some(("usec", n)) => stats.usec = n.trim().parse()?,
+                _ => {}
+            }
+        }
+    }
+    Ok(stats)
 }

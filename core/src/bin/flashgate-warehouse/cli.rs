@@ -87,6 +87,12 @@ pub struct Cli {
     #[arg(long, global = true, env = env::REDIS_CLUSTER, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub redis_cluster: bool,
 
+    /// With the Redis store: decide concurrent buys of one sale in one shard by one script call
+    /// (`on`: everything queued while the previous call was out, up to 64) or each alone
+    /// (`off`: one call per buy, the single-call baseline).
+    #[arg(long, global = true, env = env::BUY_BATCH, value_enum, default_value_t = Switch::On)]
+    pub buy_batch: Switch,
+
     /// Namespace of every Redis key.
     #[arg(long, global = true, env = env::REDIS_PREFIX, default_value = "fg", value_parser = parse_prefix)]
     pub redis_prefix: String,
@@ -190,6 +196,22 @@ pub struct DemoSale {
 /// A listen address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// A setting that is `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl Switch {
+    /// Whether it is on.
+    pub fn on(self) -> bool {
+        self == Self::On
+    }
+}
 
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     if s.eq_ignore_ascii_case("off") {

@@ -47,13 +47,16 @@ async fn main() -> anyhow::Result<()> {
                 true => Durability::Relaxed,
                 false => cli.durability.into(),
             };
-            let store = RedisStore::connect(config).await.with_context(|| {
-                format!(
-                    "--redis-url {} (--durability {}): cannot start on this Redis",
-                    cli.redis_url,
-                    Durability::from(cli.durability)
-                )
-            })?;
+            let store = RedisStore::connect(config)
+                .await
+                .with_context(|| {
+                    format!(
+                        "--redis-url {} (--durability {}): cannot start on this Redis",
+                        cli.redis_url,
+                        Durability::from(cli.durability)
+                    )
+                })?
+                .with_buy_batch(cli.buy_batch.on());
             match store.guarantee() {
                 _ if auditing => {}
                 Guarantee::Relaxed(warning) => tracing::warn!("{warning}"),

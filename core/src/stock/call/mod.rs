@@ -28,12 +28,15 @@ pub struct Lua {
     pub source: &'static str,
     /// How many KEYS it takes.
     pub keys: usize,
-    /// How many ARGV it takes.
+    /// How many ARGV it takes (for a batch script, before its first item).
     pub args: usize,
+    /// For a batch script, how many more ARGV each item takes (at least one item); 0 otherwise.
+    pub each: usize,
 }
 
 macro_rules! scripts {
-    ($($(#[$doc:meta])* $id:ident = $file:literal, $keys:literal keys, $args:literal args;)+) => {
+    ($($(#[$doc:meta])* $id:ident = $file:literal, $keys:literal keys, $args:literal args
+        $(+ $each:literal each)?;)+) => {
         $(
             $(#[$doc])*
             pub const $id: Lua = Lua {
@@ -41,6 +44,7 @@ macro_rules! scripts {
                 source: include_str!(concat!("../lua/", $file, ".lua")),
                 keys: $keys,
                 args: $args,
+                each: 0 $(+ $each)?,
             };
         )+
         /// Every script, for the store's registry and the arity tests.
@@ -59,8 +63,8 @@ scripts! {
     MOVE_OUT = "move_out", 2 keys, 7 args;
     /// A transfer between two shards, step two: credit them once.
     MOVE_IN = "move_in", 3 keys, 3 args;
-    /// `Seckill.Buy`: the whole decision, one script.
-    BUY = "buy", 6 keys, 7 args;
+    /// `Seckill.Buy`: the whole decision of 1 to [`BUY_BATCH_MAX`] buys, one script.
+    BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each;
     /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.
     CREATE_ORDER = "create_order", 3 keys, 2 args;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
@@ -105,7 +109,15 @@ pub struct Call {
 impl Call {
     fn new(script: &'static Lua, keys: Vec<String>, args: Vec<String>) -> Self {
         debug_assert_eq!(keys.len(), script.keys, "{} KEYS", script.name);
-        debug_assert_eq!(args.len(), script.args, "{} ARGV", script.name);
+        if script.each == 0 {
+            debug_assert_eq!(args.len(), script.args, "{} ARGV", script.name);
+        } else {
+            debug_assert!(
+                args.len() > script.args && (args.len() - script.args) % script.each == 0,
+                "{} ARGV",
+                script.name
+            );
+        }
         Self { script, keys, args }
     }
 }
@@ -203,9 +215,10 @@ mod tests {
                 "{} KEYS",
                 lua.name
             );
+            // A batch script's header names its first item's ARGV.
             assert_eq!(
                 header_arity(lua.source, "ARGV"),
-                lua.args,
+                lua.args + lua.each,
                 "{} ARGV",
                 lua.name
             );
@@ -214,15 +227,23 @@ mod tests {
                 .lines()
                 .find(|l| !l.starts_with("--"))
                 .expect("code after the header");
-            assert_eq!(
-                first_code,
+            let expected = if lua.each == 0 {
                 format!(
                     "assert(#KEYS == {} and #ARGV == {}, '{}.lua: {} KEYS, {} ARGV')",
                     lua.keys, lua.args, lua.name, lua.keys, lua.args
-                ),
-                "{}",
-                lua.name
-            );
+                )
+            } else {
+                format!(
+                    "assert(#KEYS == {k} and #ARGV >= {min} and (#ARGV - {a}) % {e} == 0, \
+                     '{}.lua: {k} KEYS, {a} + {e}n ARGV')",
+                    lua.name,
+                    k = lua.keys,
+                    min = lua.args + lua.each,
+                    a = lua.args,
+                    e = lua.each
+                )
+            };
+            assert_eq!(first_code, expected, "{}", lua.name);
         }
         let mut names: Vec<_> = ALL.iter().map(|l| l.name).collect();
         names.sort_unstable();

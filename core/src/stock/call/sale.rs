@@ -1,18 +1,19 @@
-//! The calls of a SKU's stock and its flash sales: define, buy, create, pay, release, close,
-//! and the two read-only scripts (ledger, snapshot). Each function packs one script's KEYS and
-//! ARGV for one shard; each `parse_*` reads its reply.
+//! The calls of a SKU's stock and its flash sales: define, buy (a batch of buys of one sale in
+//! one shard), create, pay, release, close, and the two read-only scripts (ledger, snapshot).
+//! Each function packs one script's KEYS and ARGV for one shard; each `parse_*` reads its reply;
+//! order records and request entries are read with [`crate::stock::record`].
 
 use std::collections::BTreeMap;
 
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
-    BUY, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL, RELEASE_ORDER,
-    SNAPSHOT,
+    BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL,
+    RELEASE_ORDER, SNAPSHOT,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
-    BuyDecision, BuyRequest, Currency, Keys, Ledger, Order, OrderStatus, PayRequest, Payment, Sale,
-    SaleState, Shard, FIELD_SEP, ORDER_GROUP,
+    record, BuyDecision, BuyRequest, Currency, Keys, Ledger, Order, OrderStatus, PayRequest,
+    Payment, Sale, SaleState, Shard, StockError, FIELD_SEP, ORDER_GROUP,
 };
 
 /// `put_stock.lua`: sets a SKU's total.
@@ -60,11 +61,34 @@ pub fn put_sale(keys: &Keys, sale: &Sale, subpools: u32, sub: u32) -> Call {
     )
 }
 
-/// `buy.lua` in one shard of a sale split in `subpools`.
-pub fn buy(keys: &Keys, shard: Shard, subpools: u32, req: &BuyRequest, now_ms: i64) -> Call {
-    let e = req.event_id;
+/// The most buys one `buy_batch.lua` call decides: enough that a batch of a hot sale amortises
+/// the script's fixed cost, few enough that one call stays well under a millisecond of Redis.
+pub const BUY_BATCH_MAX: usize = 64;
+
+/// One buy of a batch: the request and when it arrived (unix ms, the time it is decided at).
+pub type Buy<'a> = (&'a BuyRequest, i64);
+
+/// `buy_batch.lua` in one shard of a sale split in `subpools`: `buys` (1 to [`BUY_BATCH_MAX`],
+/// all of one sale) decided in order, as single buys one after the other would be.
+pub fn buy_batch(keys: &Keys, shard: Shard, subpools: u32, buys: &[Buy<'_>]) -> Call {
+    assert!(
+        (1..=BUY_BATCH_MAX).contains(&buys.len()),
+        "1 to {BUY_BATCH_MAX} buys"
+    );
+    let e = buys[0].0.event_id;
+    debug_assert!(buys.iter().all(|(r, _)| r.event_id == e), "one sale");
+    let mut args = Vec::with_capacity(3 + 4 * buys.len());
+    args.extend([e.to_string(), subpools.to_string(), shard.sub.to_string()]);
+    for (req, now_ms) in buys {
+        args.extend([
+            req.user_id.clone(),
+            req.qty.to_string(),
+            req.request_id.clone(),
+            now_ms.to_string(),
+        ]);
+    }
     Call::new(
-        &BUY,
+        &BUY_BATCH,
         vec![
             keys.event(shard, e),
             keys.event_users(shard, e),
@@ -73,25 +97,52 @@ pub fn buy(keys: &Keys, shard: Shard, subpools: u32, req: &BuyRequest, now_ms: i
             keys.orderbook(shard),
             keys.order_stream(shard),
         ],
-        vec![
-            e.to_string(),
-            req.user_id.clone(),
-            req.qty.to_string(),
-            req.request_id.clone(),
-            now_ms.to_string(),
-            subpools.to_string(),
-            shard.sub.to_string(),
-        ],
+        args,
     )
 }
 
-/// `buy.lua`'s reply `{outcome, order_no, remaining}`.
-pub fn parse_buy_reply(reply: &[String]) -> ReplyResult<BuyDecision> {
-    let [outcome, order_no, remaining] = reply else {
-        return Err(malformed(format!("buy reply {reply:?}")));
-    };
-    parse_buy(outcome, order_no, num(remaining)?)
-        .ok_or_else(|| malformed(format!("buy outcome {outcome}")))
+/// One buy alone: a batch of one.
+pub fn buy(keys: &Keys, shard: Shard, subpools: u32, req: &BuyRequest, now_ms: i64) -> Call {
+    buy_batch(keys, shard, subpools, &[(req, now_ms)])
+}
+
+/// `buy_batch.lua`'s reply, 3 strings per buy: each buy's decision, or its refusal (a request
+/// id reused for another quantity in the sale, [`StockError::request_reused`]).
+pub fn parse_buy_batch(
+    buys: &[Buy<'_>],
+    reply: &[String],
+) -> ReplyResult<Vec<Result<BuyDecision, StockError>>> {
+    if reply.len() != 3 * buys.len() {
+        return Err(malformed(format!(
+            "buy_batch reply of {} for {} buys",
+            reply.len(),
+            buys.len()
+        )));
+    }
+    buys.iter()
+        .zip(reply.chunks_exact(3))
+        .map(|((req, _), r)| {
+            let [outcome, detail, remaining] = r else {
+                unreachable!("chunks of 3")
+            };
+            if outcome == "REUSED" {
+                let named = num(detail)?;
+                return Ok(Err(StockError::request_reused(
+                    &req.request_id,
+                    (req.event_id, named),
+                )));
+            }
+            parse_buy(outcome, detail, num(remaining)?)
+                .map(Ok)
+                .ok_or_else(|| malformed(format!("buy outcome {outcome}")))
+        })
+        .collect()
+}
+
+/// The reply of one buy alone ([`buy`]).
+pub fn parse_buy_reply(req: &BuyRequest, reply: &[String]) -> ReplyResult<BuyDecision> {
+    let mut one = parse_buy_batch(&[(req, 0)], reply)?;
+    Ok(one.pop().expect("one buy")?)
 }
 
 /// Parses `Buy`'s reply `{outcome, order_no, remaining}`.
@@ -286,16 +337,17 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
             .iter()
             .map(|(u, n)| Ok((u.clone(), num(n)?)))
             .collect::<ReplyResult<_>>()?;
-        let requests = sale
-            .req
-            .into_iter()
-            .map(|(field, order_no)| {
-                let (user, request) = field
-                    .split_once(FIELD_SEP)
-                    .ok_or_else(|| malformed(format!("request field {field:?}")))?;
-                Ok(((user.to_owned(), request.to_owned()), order_no))
-            })
-            .collect::<ReplyResult<_>>()?;
+        let mut requests = BTreeMap::new();
+        for (field, entry) in &sale.req {
+            let (user, request) = field
+                .split_once(FIELD_SEP)
+                .ok_or_else(|| malformed(format!("request field {field:?}")))?;
+            let (_, won) = record::parse_request_entry(entry)
+                .ok_or_else(|| malformed(format!("request entry {entry:?}")))?;
+            if let Some(order_no) = won {
+                requests.insert((user.to_owned(), request.to_owned()), order_no.to_owned());
+            }
+        }
         let seq = sale.sale.get("seq").map_or(Ok(0), |v| num(v))?;
         sales.push(SaleSnapshot {
             state,
@@ -330,10 +382,9 @@ pub fn order_record(order_no: &str, record: &str) -> ReplyResult<Order> {
         .ok_or_else(|| malformed(format!("order record {order_no}: {record}")))
 }
 
-/// Builds an [`Order`] from its record in the orderbook (a JSON object of strings).
+/// Builds an [`Order`] from its record in the orderbook ([`record::decode`]).
 pub fn parse_order_record(order_no: &str, record: &str) -> Option<Order> {
-    let fields: BTreeMap<String, String> = serde_json::from_str(record).ok()?;
-    parse_order(order_no, &fields)
+    record::decode(order_no, record)
 }
 
 /// Builds an [`Order`] from the record's fields.
@@ -391,6 +442,7 @@ pub fn parse_sale(fields: &BTreeMap<String, String>) -> Option<SaleState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stock::call::ReplyError;
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| (*s).to_owned()).collect()
@@ -434,15 +486,88 @@ mod tests {
         };
         let call = buy(&k, Shard::new(5, 3), 4, &req, 99);
         assert!(call.keys.iter().all(|key| key.contains("{sku:5:3}")));
-        assert_eq!(call.args, strings(&["7", "u", "1", "r", "99", "4", "3"]));
+        assert_eq!(call.args, strings(&["7", "4", "3", "u", "1", "r", "99"]));
         assert_eq!(
-            parse_buy_reply(&strings(&["QUEUED", "7-4", "2"])),
+            parse_buy_reply(&req, &strings(&["QUEUED", "7-4", "2"])),
             Ok(BuyDecision::Queued {
                 order_no: "7-4".into(),
                 remaining: 2
             })
         );
-        assert!(parse_buy_reply(&strings(&["QUEUED", "7-4"])).is_err());
+        assert!(parse_buy_reply(&req, &strings(&["QUEUED", "7-4"])).is_err());
+        assert_eq!(
+            parse_buy_reply(&req, &strings(&["REUSED", "3", "2"])),
+            Err(ReplyError::Refused(StockError::request_reused("r", (7, 3))))
+        );
+    }
+
+    #[test]
+    fn a_batch_packs_its_buys_in_order_and_parses_one_decision_each() {
+        let k = Keys::new("fg");
+        let req = |user: &str, qty, request: &str| BuyRequest {
+            event_id: 7,
+            user_id: user.into(),
+            qty,
+            request_id: request.into(),
+        };
+        let (a, b, c) = (
+            req("ann", 1, "r1"),
+            req("ann", 2, "r1"),
+            req("bob", 1, "r9"),
+        );
+        let buys = [(&a, 10), (&b, 11), (&c, 12)];
+        let call = buy_batch(&k, Shard::from(5), 1, &buys);
+        assert_eq!(call.script.name, "buy_batch");
+        assert_eq!(
+            call.args,
+            strings(&[
+                "7", "1", "0", "ann", "1", "r1", "10", "ann", "2", "r1", "11", "bob", "1", "r9",
+                "12"
+            ])
+        );
+        assert_eq!(call.args.len(), call.script.args + call.script.each * 3);
+        assert_eq!(call.keys[2], "fg:{sku:5}:ev:7:req");
+        let reply = strings(&[
+            "QUEUED", "7-1", "4", "REUSED", "1", "4", "SOLD_OUT", "", "0",
+        ]);
+        assert_eq!(
+            parse_buy_batch(&buys, &reply),
+            Ok(vec![
+                Ok(BuyDecision::Queued {
+                    order_no: "7-1".into(),
+                    remaining: 4
+                }),
+                Err(StockError::request_reused("r1", (7, 1))),
+                Ok(BuyDecision::SoldOut { remaining: 0 }),
+            ])
+        );
+        assert!(
+            parse_buy_batch(&buys, &reply[..6]).is_err(),
+            "one reply short"
+        );
+        let mut odd = reply.clone();
+        odd[3] = "MAYBE".into();
+        assert!(parse_buy_batch(&buys, &odd).is_err());
+        odd[3] = "REUSED".into();
+        odd[4] = "x".into();
+        assert!(
+            parse_buy_batch(&buys, &odd).is_err(),
+            "a quantity that is no number"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "1 to 64 buys")]
+    fn a_batch_has_a_cap() {
+        let k = Keys::new("fg");
+        let req = BuyRequest {
+            event_id: 7,
+            user_id: "u".into(),
+            qty: 1,
+            request_id: "r".into(),
+        };
+        let buys = vec![(&req, 0); BUY_BATCH_MAX + 1];
+        buy_batch(&k, Shard::from(5), 1, &buys);
     }
 
     #[test]

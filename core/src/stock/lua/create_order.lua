@@ -1,6 +1,6 @@
 -- create_order.lua — the order worker: turn a win into an order awaiting payment, once.
 --
--- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook)
+-- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook: order number → record, see stock::record)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines: order number → deadline ms)
 -- KEYS[3]  the sale's hash         ({sku:ID}:ev:EID)
 -- ARGV[1]  order number   ARGV[2] now (unix ms)
@@ -16,13 +16,15 @@ local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', ARGV[1]}
 end
-local order = cjson.decode(raw)
-if order.status ~= 'QUEUED' then
-  return {'ALREADY', order.status}
+local event, sku, user, qty, status, deadline, created, amount, currency, payment, paid =
+  string.match(raw, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
+assert(event, 'order ' .. ARGV[1] .. ': not an order record')
+if status ~= 'QUEUED' then
+  return {'ALREADY', status}
 end
-local deadline = tonumber(ARGV[2]) + tonumber(redis.call('HGET', KEYS[3], 'pay_window'))
-order.status = 'PENDING_PAYMENT'
-order.deadline = string.format('%d', deadline)
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(order))
+deadline = tonumber(ARGV[2]) + tonumber(redis.call('HGET', KEYS[3], 'pay_window'))
+status = 'PENDING_PAYMENT'
+deadline = string.format('%d', deadline)
+redis.call('HSET', KEYS[1], ARGV[1], table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31'))
 redis.call('ZADD', KEYS[2], deadline, ARGV[1])
-return {'CREATED', order.deadline}
+return {'CREATED', deadline}

@@ -1,6 +1,6 @@
 -- pay.lua — Seckill.PayOrder: the payment side confirms an order; its units locked → sold.
 --
--- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook)
+-- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook: order number → record, see stock::record)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines)
 -- KEYS[3]  stock hash of the SKU   ({sku:ID}:stock)
 -- ARGV[1]  order number   ARGV[2] user id ("": any user's order)   ARGV[3] payment id
@@ -12,10 +12,10 @@
 -- expired the order, so a late payment and the sweeper never both win. The paid order records
 -- the payment id (`payment`) and the time (`paid`).
 --
--- Replies: {"OK", record JSON} | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"ALREADY_EXISTS", why}
+-- Replies: {"OK", record} | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"ALREADY_EXISTS", why}
 --          | {"FAILED_PRECONDITION", why}
 -- Example: 7-1 PENDING_PAYMENT, amount 1999, deadline 61000: pay(7-1, "", "p1", 1999, 5000) →
--- {"OK", {…"status":"PAID","payment":"p1","paid":"5000"…}}; again → the same reply, nothing
+-- {"OK", "…\31PAID\31…\31p1\315000"}; again → the same reply, nothing
 -- changes; pay(7-1, "", "p2", 1999, 6000) → {"ALREADY_EXISTS", …}; at 70000 instead of 5000 →
 -- {"FAILED_PRECONDITION","order 7-1: the payment deadline has passed"}.
 assert(#KEYS == 3 and #ARGV == 5, 'pay.lua: 3 KEYS, 5 ARGV')
@@ -23,35 +23,35 @@ local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}
 end
-local order = cjson.decode(raw)
-if ARGV[2] ~= '' and order.user ~= ARGV[2] then
+local event, sku, user, qty, status, deadline, created, amount, currency, payment, paid =
+  string.match(raw, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
+assert(event, 'order ' .. ARGV[1] .. ': not an order record')
+if ARGV[2] ~= '' and user ~= ARGV[2] then
   return {'NOT_YOURS', ARGV[1]}
 end
-if order.amount ~= ARGV[4] then
-  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ': its amount is ' .. order.amount .. ' '
-    .. order.currency .. ', not ' .. ARGV[4]}
+if amount ~= ARGV[4] then
+  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ': its amount is ' .. amount .. ' '
+    .. currency .. ', not ' .. ARGV[4]}
 end
-if order.status == 'PAID' then
-  if order.payment == ARGV[3] then
+if status == 'PAID' then
+  if payment == ARGV[3] then
     return {'OK', raw}
   end
   return {'ALREADY_EXISTS', 'order ' .. ARGV[1] .. ' is paid by another payment'}
 end
-if order.status == 'QUEUED' then
+if status == 'QUEUED' then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is still being created; retry shortly'}
 end
-if order.status ~= 'PENDING_PAYMENT' then
-  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. order.status}
+if status ~= 'PENDING_PAYMENT' then
+  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. status}
 end
-if tonumber(ARGV[5]) > tonumber(order.deadline) then
+if tonumber(ARGV[5]) > tonumber(deadline) then
   return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ': the payment deadline has passed'}
 end
-order.status = 'PAID'
-order.payment = ARGV[3]
-order.paid = ARGV[5]
-local record = cjson.encode(order)
+status, payment, paid = 'PAID', ARGV[3], ARGV[5]
+local record = table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31')
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[3], 'locked', -tonumber(order.qty))
-redis.call('HINCRBY', KEYS[3], 'sold', tonumber(order.qty))
+redis.call('HINCRBY', KEYS[3], 'locked', -tonumber(qty))
+redis.call('HINCRBY', KEYS[3], 'sold', tonumber(qty))
 return {'OK', record}

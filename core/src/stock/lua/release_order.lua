@@ -1,6 +1,6 @@
 -- release_order.lua — Seckill.CancelOrder and the sweeper's expiry: give an order's units back.
 --
--- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook)
+-- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook: order number → record, see stock::record)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines)
 -- KEYS[3]  stock hash of the SKU   ({sku:ID}:stock)
 -- KEYS[4]  the sale's hash         ({sku:ID}:ev:EID)
@@ -16,46 +16,48 @@
 -- EXPIRED applies only to an order awaiting payment past its deadline; anything else is
 -- SKIPPED (a payment won the race, or the deadline moved).
 --
--- Replies: {"OK", record JSON} | {"ALREADY", record JSON} | {"SKIPPED", record JSON}
+-- Replies: {"OK", record} | {"ALREADY", record} | {"SKIPPED", record}
 --          | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"FAILED_PRECONDITION", why}
--- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", {…"CANCELLED"…}}, pool +1;
+-- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", "…\31CANCELLED\31…"}, pool +1;
 -- the user's count stays 1 (counts_held "0") or drops to 0 (counts_held "1").
 assert(#KEYS == 5 and #ARGV == 4, 'release_order.lua: 5 KEYS, 4 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}
 end
-local order = cjson.decode(raw)
-if ARGV[2] ~= '' and order.user ~= ARGV[2] then
+local event, sku, user, qty, status, deadline, created, amount, currency, payment, paid =
+  string.match(raw, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
+assert(event, 'order ' .. ARGV[1] .. ': not an order record')
+if ARGV[2] ~= '' and user ~= ARGV[2] then
   return {'NOT_YOURS', ARGV[1]}
 end
 local now = tonumber(ARGV[3])
-if order.status == ARGV[4] then
+if status == ARGV[4] then
   return {'ALREADY', raw}
 end
 if ARGV[4] == 'EXPIRED' then
-  if order.status ~= 'PENDING_PAYMENT' or now <= tonumber(order.deadline) then
-    if order.status ~= 'PENDING_PAYMENT' then
+  if status ~= 'PENDING_PAYMENT' or now <= tonumber(deadline) then
+    if status ~= 'PENDING_PAYMENT' then
       redis.call('ZREM', KEYS[2], ARGV[1])
     end
     return {'SKIPPED', raw}
   end
-elseif order.status ~= 'QUEUED' and order.status ~= 'PENDING_PAYMENT' then
-  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. order.status .. ' and cannot be cancelled'}
+elseif status ~= 'QUEUED' and status ~= 'PENDING_PAYMENT' then
+  return {'FAILED_PRECONDITION', 'order ' .. ARGV[1] .. ' is ' .. status .. ' and cannot be cancelled'}
 end
-local qty = tonumber(order.qty)
+local units = tonumber(qty)
 local sale = redis.call('HMGET', KEYS[4], 'end', 'closed', 'counts_held')
-redis.call('HINCRBY', KEYS[3], 'locked', -qty)
+redis.call('HINCRBY', KEYS[3], 'locked', -units)
 if sale[2] ~= '1' and now < tonumber(sale[1]) then
-  redis.call('HINCRBY', KEYS[4], 'pool', qty)
+  redis.call('HINCRBY', KEYS[4], 'pool', units)
 else
-  redis.call('HINCRBY', KEYS[3], 'available', qty)
+  redis.call('HINCRBY', KEYS[3], 'available', units)
 end
 if sale[3] == '1' then
-  redis.call('HINCRBY', KEYS[5], order.user, -qty)
+  redis.call('HINCRBY', KEYS[5], user, -units)
 end
-order.status = ARGV[4]
-local record = cjson.encode(order)
+status = ARGV[4]
+local record = table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31')
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZREM', KEYS[2], ARGV[1])
 return {'OK', record}

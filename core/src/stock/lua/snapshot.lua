@@ -7,7 +7,8 @@
 --          hash tag, so the read stays in one slot
 --
 -- Replies: "" for an unknown SKU, else one JSON document of string maps:
---   {"stock":{…},"sales":{"7":{"sale":{…},"users":{…},"req":{…}}},"orders":{"7-1":"{…}"}}
+--   {"stock":{…},"sales":{"7":{"sale":{…},"users":{…},"req":{…}}},"orders":{"7-1":"7\u001f…"}}
+--   (order records and request entries as stored, see stock::record)
 -- Example: a SKU with one sale and no orders →
 --   {"stock":{"total":"10","available":"6","locked":"0","sold":"0"},
 --    "sales":{"7":{"sale":{"id":"7",…,"pool":"4"},"users":{},"req":{}}},"orders":{}}

@@ -84,9 +84,10 @@ pub trait Sales: Send + Sync {
 
 /// Buying, and an order's life after the buy: paid, cancelled, expired; and the end of sales.
 pub trait Orders: Send + Sync {
-    /// One flash-sale buy decision. A request id the user already used for another buy (another
-    /// sale or quantity) is refused ([`StockError::AlreadyExists`]); the same buy again answers
-    /// its first decision's order, or decides again if it won nothing.
+    /// One flash-sale buy decision. A request id names one buy within its sale: the user's request
+    /// id used in the sale before with another quantity is refused ([`StockError::AlreadyExists`]),
+    /// even if that buy won nothing; the same buy again answers its first decision's order, or
+    /// decides again if it won nothing. In another sale it is another request.
     fn buy(
         &self,
         req: &BuyRequest,

@@ -31,7 +31,11 @@ impl Audit for MemoryStore {
                     sub: 0,
                     seq: r.seq,
                     counted: r.counted.iter().map(|(u, n)| (u.clone(), *n)).collect(),
-                    requests: r.requests.clone().into_iter().collect(),
+                    requests: r
+                        .requests
+                        .iter()
+                        .filter_map(|(k, (_, won))| Some((k.clone(), won.clone()?)))
+                        .collect(),
                 }
             })
             .collect();

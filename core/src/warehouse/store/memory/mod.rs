@@ -35,8 +35,6 @@ struct Inner {
     sales: BTreeMap<i64, SaleRecord>,
     /// `(end_ms, event id)` of every sale: the sales still worth listing are one range.
     ends: BTreeSet<(i64, i64)>,
-    /// `(user, request id)` → `(event, qty)`: the request registry, over every sale.
-    requests: HashMap<(String, String), (i64, i64)>,
     orders: BTreeMap<String, Order>,
     deadlines: BTreeSet<(i64, String)>,
     locks: HashMap<i64, LockRecord>,
@@ -59,8 +57,9 @@ struct SaleRecord {
     seq: i64,
     /// What the per-user limit counts, per user (units won, or held).
     counted: HashMap<String, i64>,
-    /// `(user, request id)` → the order the request won.
-    requests: HashMap<(String, String), String>,
+    /// `(user, request id)` → the quantity the request first asked for in the sale and the order
+    /// it won (the Redis store's `req` entry `QTY` or `QTY:ORDER`).
+    requests: HashMap<(String, String), (i64, Option<String>)>,
 }
 
 struct LockRecord {

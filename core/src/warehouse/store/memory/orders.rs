@@ -1,4 +1,5 @@
-//! The memory store's buying and an order's life: the buy decision (`buy.lua`), pay
+//! The memory store's buying and an order's life: the buy decision (`buy_batch.lua`'s, one buy
+//! at a time), pay
 //! (`pay.lua`), cancel and the sweeper's expiry (`release_order.lua`, one release step shared by
 //! both) and the end of sales (`close_event.lua`), each one critical section.
 //!
@@ -41,21 +42,6 @@ impl Inner {
         }
         order
     }
-
-    /// The request registry's check (the Redis store's `HSETNX` before `buy.lua`): a request id
-    /// is registered with the first buy it names, and refused for any other.
-    fn register(&mut self, req: &BuyRequest) -> StoreResult<()> {
-        let request = (req.user_id.clone(), req.request_id.clone());
-        let named = *self
-            .requests
-            .entry(request)
-            .or_insert((req.event_id, req.qty));
-        if named == (req.event_id, req.qty) {
-            Ok(())
-        } else {
-            refused(StockError::request_reused(&req.request_id, named))
-        }
-    }
 }
 
 impl Orders for MemoryStore {
@@ -64,11 +50,22 @@ impl Orders for MemoryStore {
         if !inner.sales.contains_key(&req.event_id) {
             return Ok(BuyDecision::UnknownEvent);
         }
-        inner.register(req)?;
         let record = inner.sales.get_mut(&req.event_id).expect("checked above");
         let remaining = record.state.remaining;
         let request = (req.user_id.clone(), req.request_id.clone());
-        if let Some(order_no) = record.requests.get(&request) {
+        // A request id names one quantity in the sale, registered with its first buy whatever
+        // the outcome (buy_batch.lua's `req` entry).
+        let (named, won) = record
+            .requests
+            .entry(request.clone())
+            .or_insert((req.qty, None));
+        if *named != req.qty {
+            return refused(StockError::request_reused(
+                &req.request_id,
+                (req.event_id, *named),
+            ));
+        }
+        if let Some(order_no) = won {
             return Ok(BuyDecision::Queued {
                 order_no: order_no.clone(),
                 remaining,
@@ -92,7 +89,9 @@ impl Orders for MemoryStore {
         *record.counted.entry(req.user_id.clone()).or_default() += req.qty;
         record.seq += 1;
         let order_no = stock::order_no(req.event_id, record.seq);
-        record.requests.insert(request, order_no.clone());
+        record
+            .requests
+            .insert(request, (req.qty, Some(order_no.clone())));
         let (sku, remaining) = (sale.sku, record.state.remaining);
         let (amount, currency) = (stock::amount(req.qty, sale.price), sale.currency);
         inner.sku_mut(sku).locked += req.qty;

@@ -1,5 +1,6 @@
-//! `Seckill.Buy` on Redis: the request id registered (a request id is one buy, in any sale),
-//! then one `buy.lua` in the buyer's home shard, and on a split sale the fall-over that
+//! `Seckill.Buy` on Redis: one decision in the buyer's home shard (`buy_batch.lua`, batched with
+//! the sale's concurrent buys there, see [`super::batch`]; the request id's check is the script's
+//! own), and on a split sale the fall-over that
 //! [`crate::stock::split`] plans — fetch what the home sub-pool lacks from the others (read
 //! concurrently; one that cannot be reached is passed over), buy at home again, and answer
 //! SOLD_OUT only when the plan says so.
@@ -8,10 +9,10 @@
 
 use redis::AsyncCommands;
 
-use super::{corrupt, unavailable, RedisStore};
-use crate::stock::call::{self, End};
+use super::RedisStore;
+use crate::stock::call::End;
 use crate::stock::split::{self, AfterBuy, Remaining};
-use crate::stock::{self, BuyDecision, BuyRequest, Shard, StockError};
+use crate::stock::{self, BuyDecision, BuyRequest, Shard};
 use crate::warehouse::store::{StoreError, StoreResult};
 
 impl RedisStore {
@@ -24,12 +25,10 @@ impl RedisStore {
         let Some((sku, subpools)) = self.sale_entry(req.event_id).await? else {
             return Ok(BuyDecision::UnknownEvent);
         };
-        self.register_request(req).await?;
         let (k, e) = (&self.keys, req.event_id);
         let home = Shard::new(sku, stock::home_subpool(&req.user_id, subpools));
         for round in 0..=split::MAX_BUY_ROUNDS {
-            let reply: Vec<String> = self.run(&call::buy(k, home, subpools, req, now_ms)).await?;
-            let decision = call::parse_buy_reply(&reply)?;
+            let decision = self.decide(home, subpools, req, now_ms).await?;
             let short = match split::after_buy(decision, req.qty, round, subpools) {
                 AfterBuy::Answer(decision) => return Ok(decision),
                 AfterBuy::AnswerWithRemaining(decision, left) => {
@@ -73,34 +72,6 @@ impl RedisStore {
         Ok(BuyDecision::SoldOut {
             remaining: self.pools_left(sku, e, subpools).await?,
         })
-    }
-
-    /// The request registry's check: a request id is registered (`HSETNX`, in the user's shard of
-    /// the registry) with the first buy it names, and refused for any other sale or quantity.
-    /// A registered request may have won nothing (refused, or the process died before the buy):
-    /// asked again for the same buy, it is decided again.
-    async fn register_request(&self, req: &BuyRequest) -> StoreResult<()> {
-        let key = self.keys.requests(stock::request_shard(&req.user_id));
-        let field = format!("{}{}{}", req.user_id, stock::FIELD_SEP, req.request_id);
-        let entry = stock::request_entry(req.event_id, req.qty);
-        let mut conn = self.conn.clone();
-        let fresh: bool = conn
-            .hset_nx(&key, &field, &entry)
-            .await
-            .map_err(unavailable)?;
-        if fresh {
-            return Ok(());
-        }
-        let known: String = conn.hget(&key, &field).await.map_err(unavailable)?;
-        if known == entry {
-            return Ok(());
-        }
-        let named = stock::parse_request_entry(&known)
-            .ok_or_else(|| corrupt(format!("request registry entry {known:?}")))?;
-        Err(StoreError::Refused(StockError::request_reused(
-            &req.request_id,
-            named,
-        )))
     }
 
     /// The pools of every sub-pool but `home`'s, as `(sub-pool, pool)`, read concurrently; one

@@ -12,10 +12,12 @@
 //!
 //! The files: [`connection`] (reaching Redis), [`scripts`] (the one script registry),
 //! [`directory`] (which shards a sale, an order or a SKU lives in), [`sale`] (stock and sale
-//! definitions), [`buy`], [`order`] (pay, cancel), [`transfer`] (units between shards),
-//! [`stream`] (the order queue), [`sweep`] (expiry and closing), [`snapshot`] (ledger and audit
-//! reads), [`lock`] (the seed-contract saga), [`durability`] (whether an answer is on disk).
+//! definitions), [`buy`] and [`batch`] (buys decided in batches per sale and shard), [`order`]
+//! (pay, cancel), [`transfer`] (units between shards), [`stream`] (the order queue), [`sweep`]
+//! (expiry and closing), [`snapshot`] (ledger and audit reads), [`lock`] (the seed-contract
+//! saga), [`durability`] (whether an answer is on disk).
 
+mod batch;
 mod buy;
 mod connection;
 mod directory;
@@ -57,12 +59,17 @@ pub struct RedisStore {
     guarantee: Arc<durability::Guarantee>,
     /// Under [`durability::Guarantee::WaitAof`]: what each script call waits for.
     aof_barrier: Option<Arc<durability::AofBarrier>>,
+    /// Whether concurrent buys of one sale in one shard are decided by one script call.
+    buy_batch: bool,
+    /// The buys waiting for their batch.
+    lanes: Arc<batch::Lanes>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("config", &self.config)
+            .field("buy_batch", &self.buy_batch)
             .finish_non_exhaustive()
     }
 }
@@ -106,12 +113,22 @@ impl RedisStore {
             config: Arc::new(config),
             sale_entries: Arc::default(),
             transfer_ids: Arc::new(transfer::TransferIds::new()),
+            buy_batch: true,
+            lanes: Arc::default(),
         })
     }
 
     /// How this store's acknowledged writes are known to be on disk (for the start-up log).
     pub fn guarantee(&self) -> &durability::Guarantee {
         &self.guarantee
+    }
+
+    /// Decides concurrent buys of one sale in one shard in batches (`true`, the default: one
+    /// `buy_batch.lua` call for everything queued while the previous call was out) or each
+    /// alone (`false`: one call per buy, the single-call baseline).
+    pub fn with_buy_batch(mut self, on: bool) -> Self {
+        self.buy_batch = on;
+        self
     }
 
     /// The key layout this store uses.

@@ -30,7 +30,6 @@ fn registry() -> &'static HashMap<&'static str, Script> {
 /// the reads do not (no client is answered from them, and the next acknowledged write's WAITAOF
 /// covers them: the fsynced offset only grows). A new script that acknowledges belongs here.
 const ACKNOWLEDGED: &[&str] = &[
-    "buy",
     "buy_batch",
     "pay",
     "release_order",
