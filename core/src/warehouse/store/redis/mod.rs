@@ -14,13 +14,15 @@
 //! [`directory`] (which shards a sale, an order or a SKU lives in), [`sale`] (stock and sale
 //! definitions), [`buy`], [`order`] (pay, cancel), [`transfer`] (units between shards),
 //! [`stream`] (the order queue), [`sweep`] (expiry and closing), [`snapshot`] (ledger and audit
-//! reads), [`lock`] (the seed-contract saga).
+//! reads), [`lock`] (the seed-contract saga), [`replicas`] (steps that span masters, waited for
+//! on a replica).
 
 mod buy;
 mod connection;
 mod directory;
 mod lock;
 mod order;
+mod replicas;
 mod sale;
 mod scripts;
 mod snapshot;
@@ -52,6 +54,11 @@ pub struct RedisStore {
     sale_entries: Arc<RwLock<HashMap<i64, (i64, u32)>>>,
     /// Names this process's transfers between shards.
     transfer_ids: Arc<transfer::TransferIds>,
+    /// The step connection, on a cluster with replicas only: steps that span masters run on it,
+    /// each followed by `WAIT` (see [`replicas`]).
+    steps: Option<Arc<RedisConnection>>,
+    /// How old a transfer's journal entry must be before the sweeper lands it (ms).
+    move_lease_ms: i64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -75,13 +82,33 @@ impl RedisStore {
     /// on first use and cached by Redis.
     pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
         let conn = RedisConnection::open(&config).await?;
+        let steps = if replicas::cluster_has_replicas(&conn).await? {
+            tracing::info!("the cluster has replicas: steps that span masters wait for them");
+            Some(Arc::new(RedisConnection::open(&config).await?))
+        } else {
+            None
+        };
         Ok(Self {
             conn,
             keys: Arc::new(Keys::new(config.prefix.clone())),
             config: Arc::new(config),
             sale_entries: Arc::default(),
             transfer_ids: Arc::new(transfer::TransferIds::new()),
+            steps,
+            move_lease_ms: crate::stock::call::MOVE_LEASE_MS,
         })
+    }
+
+    /// This store with another lease for landing stranded transfers (default
+    /// [`MOVE_LEASE_MS`](crate::stock::call::MOVE_LEASE_MS)); tests shorten it.
+    pub fn with_move_lease(mut self, lease: Duration) -> Self {
+        self.move_lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Whether steps that span masters wait for a replica (a cluster with replicas).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.steps.is_some()
     }
 
     /// The key layout this store uses.
