@@ -55,7 +55,7 @@ pub(super) async fn cluster_has_replicas(conn: &RedisConnection) -> StoreResult<
 impl RedisStore {
     /// Runs a step that another master's step follows: waited for on a replica when the
     /// cluster has replicas (see the module doc), else a plain [`RedisStore::run`].
-    pub(super) async fn run_step<T: FromRedisValue>(&self, step: &Call) -> StoreResult<T> {
+    pub async fn run_step<T: FromRedisValue>(&self, step: &Call) -> StoreResult<T> {
         let Some(RedisConnection::Cluster(steps)) = self.steps.as_deref() else {
             return self.run(step).await;
         };
