@@ -101,7 +101,10 @@ async fn a_move_out_retried_after_its_entry_was_landed_takes_nothing() {
     let cluster = TestCluster::spawn(3, 0).await;
     let prefix = unique_prefix();
     let store = store_on(&cluster, &prefix).await;
-    assert!(!store.waits_for_replicas(), "no replicas: nothing to wait for");
+    assert!(
+        !store.waits_for_replicas(),
+        "no replicas: nothing to wait for"
+    );
     split_sale(&store, 6, 4).await;
     let keys = store.keys().clone();
     let (from, to) = (Shard::new(6, 1), Shard::new(6, 3));
@@ -111,7 +114,11 @@ async fn a_move_out_retried_after_its_entry_was_landed_takes_nothing() {
     let reply: Vec<String> = store.run(&out).await.expect("move_out");
     assert_eq!(reply, ["OK", "2"]);
     assert_eq!(pools(&store, 6, 4).await, vec![5, 3, 5, 5]);
-    assert_eq!(assert_ledger(&store, 6).await.pools, 20, "counted in flight");
+    assert_eq!(
+        assert_ledger(&store, 6).await.pools,
+        20,
+        "counted in flight"
+    );
 
     // Younger than the lease: the sweeper leaves it to its mover.
     store.close_ended(START + 1).await.expect("sweep");
@@ -132,7 +139,10 @@ async fn a_move_out_retried_after_its_entry_was_landed_takes_nothing() {
     let tombstone: Option<i64> = conn.get(keys.moved(from, "m-1")).await.expect("tombstone");
     assert_eq!(tombstone, Some(2));
     let ttl: i64 = conn.pttl(keys.moved(from, "m-1")).await.expect("pttl");
-    assert!(ttl > call::MOVE_LEASE_MS, "the tombstone outlives retries: {ttl} ms");
+    assert!(
+        ttl > call::MOVE_LEASE_MS,
+        "the tombstone outlives retries: {ttl} ms"
+    );
 
     // The cluster client re-sends the mover's move_out (its answer was lost): done, nothing taken.
     for _ in 0..2 {
@@ -227,14 +237,20 @@ async fn a_step_whose_replica_does_not_acknowledge_stops_the_transfer_as_a_crash
     // The replica stalls: the step is done on the master but never confirmed, so it is
     // answered Unavailable and nothing is built on it (no move_in).
     cluster.pause(replicas[0]);
-    let stalled = store.run_step::<Vec<String>>(&move_out(&keys, "m-1", sku, 4, 3)).await;
+    let stalled = store
+        .run_step::<Vec<String>>(&move_out(&keys, "m-1", sku, 4, 3))
+        .await;
     cluster.resume(replicas[0]);
     match stalled {
         Err(StoreError::Unavailable(why)) => assert!(why.contains("confirm"), "{why}"),
         other => panic!("an unconfirmed step must stop the transfer: {other:?}"),
     }
     assert_eq!(pools(&store, sku, 4).await, vec![5, 2, 5, 5]);
-    assert_eq!(assert_ledger(&store, sku).await.pools, 20, "in flight, once");
+    assert_eq!(
+        assert_ledger(&store, sku).await.pools,
+        20,
+        "in flight, once"
+    );
     assert_audit_clean(&store).await;
 
     // As after a crash: the repair lands it once the replica is back.

@@ -3,7 +3,9 @@
 //! the two times that keep a stopped transfer's repair from racing its own mover: the lease
 //! ([`MOVE_LEASE_MS`], [`is_stranded`]) and the tombstone's life ([`MOVE_TOMBSTONE_TTL_MS`]).
 
-use super::{num, num_at, status, Call, ReplyError, ReplyResult, MOVE_FORGET, MOVE_IN, MOVE_OUT, MOVE_READ};
+use super::{
+    num, num_at, status, Call, ReplyError, ReplyResult, MOVE_FORGET, MOVE_IN, MOVE_OUT, MOVE_READ,
+};
 use crate::stock::{Keys, Shard};
 
 /// How old a journal entry must be before anyone but its mover lands it. A live mover lands its
@@ -21,7 +23,7 @@ pub const MOVE_TOMBSTONE_TTL_MS: i64 = 24 * 3_600_000;
 /// land it without racing its mover. Clocks of the warehouse and of Redis are assumed to agree
 /// within the lease's margin over the mover's worst case.
 pub fn is_stranded(at_ms: Option<i64>, now_ms: i64, lease_ms: i64) -> bool {
-    at_ms.map_or(true, |at| now_ms.saturating_sub(at) >= lease_ms)
+    at_ms.is_none_or(|at| now_ms.saturating_sub(at) >= lease_ms)
 }
 
 /// One end of a transfer: a field of a hash in one shard.
@@ -240,7 +242,10 @@ mod tests {
     #[test]
     fn a_journal_read_parses_with_its_clock() {
         let k = Keys::new("fg");
-        assert_eq!(move_read(&k, Shard::new(6, 1)).keys, vec![k.moves(Shard::new(6, 1))]);
+        assert_eq!(
+            move_read(&k, Shard::new(6, 1)).keys,
+            vec![k.moves(Shard::new(6, 1))]
+        );
         let json = r#"{"n":"2","from":"pool","to":"t","field":"pool","received":"r","fallback":"f","at":"90"}"#;
         let reply: Vec<String> = vec!["100".into(), "t1".into(), json.into()];
         let (now, entries) = parse_move_read(&reply).unwrap();
@@ -257,13 +262,17 @@ mod tests {
     fn only_an_entry_older_than_the_lease_is_stranded() {
         let at = 1_000_000;
         assert!(!is_stranded(Some(at), at, MOVE_LEASE_MS), "just written");
-        assert!(!is_stranded(Some(at), at + MOVE_LEASE_MS - 1, MOVE_LEASE_MS));
+        assert!(!is_stranded(
+            Some(at),
+            at + MOVE_LEASE_MS - 1,
+            MOVE_LEASE_MS
+        ));
         assert!(is_stranded(Some(at), at + MOVE_LEASE_MS, MOVE_LEASE_MS));
         // A clock behind the node's: younger, never stranded early.
         assert!(!is_stranded(Some(at), at - 5_000, MOVE_LEASE_MS));
         // An entry from before entries carried a time: its mover is long gone.
         assert!(is_stranded(None, 0, MOVE_LEASE_MS));
         assert!(is_stranded(Some(at), at, 0), "no lease: everything");
-        assert!(MOVE_TOMBSTONE_TTL_MS > 100 * MOVE_LEASE_MS);
+        const { assert!(MOVE_TOMBSTONE_TTL_MS > 100 * MOVE_LEASE_MS) };
     }
 }

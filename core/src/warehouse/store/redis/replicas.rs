@@ -90,10 +90,7 @@ impl RedisStore {
                     break;
                 }
                 Waited::Again => {
-                    let wait = redis::cmd("WAIT")
-                        .arg(1)
-                        .arg(call::REPLICA_WAIT_MS)
-                        .clone();
+                    let wait = redis::cmd("WAIT").arg(1).arg(call::REPLICA_WAIT_MS).clone();
                     let value = conn
                         .route_command(
                             wait,
