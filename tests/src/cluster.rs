@@ -218,6 +218,57 @@ impl TestCluster {
         let _ = child.wait();
     }
 
+    /// `SIGSTOP` on that node: it stops answering (and acknowledging replication) until
+    /// [`TestCluster::resume`]; the cluster may mark it failed meanwhile.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// `SIGCONT` on a node [`TestCluster::pause`] stopped.
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("{port} is not a node of this cluster"));
+        let pid = node
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("cluster node {port} was killed"))
+            .id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// The ports of the replicas of the master on `master_port`, as its own `ROLE` lists them.
+    pub async fn replicas_of(&self, master_port: u16) -> Vec<u16> {
+        let mut conn = connect(master_port)
+            .await
+            .unwrap_or_else(|| panic!("master {master_port} does not answer"));
+        let role: Vec<Value> = redis::cmd("ROLE")
+            .query_async(&mut conn)
+            .await
+            .expect("ROLE");
+        let Some(Value::Array(replicas)) = role.get(2) else {
+            return Vec::new();
+        };
+        replicas
+            .iter()
+            .filter_map(|r| {
+                let fields: Vec<String> = redis::from_redis_value_ref(r).ok()?;
+                fields.get(1)?.parse().ok()
+            })
+            .collect()
+    }
+
     /// Waits until a replica has taken over from the killed `dead_port`: every live node
     /// reports the cluster ok and whole (as in [`TestCluster::wait_ok`]) and no live node's
     /// slot map names `dead_port`.
@@ -249,6 +300,7 @@ impl TestCluster {
         let known = self.nodes.len().to_string();
         let slots = SLOTS.to_string();
         let mut agreed: Option<Vec<SlotRange>> = None;
+        let mut replicas_seen: Option<usize> = None;
         for port in self.live_ports() {
             let mut conn = connect(port).await?;
             let info: String = redis::cmd("CLUSTER")
@@ -270,6 +322,24 @@ impl TestCluster {
             if field(&replication, "role") == Some("slave")
                 && field(&replication, "master_link_status") != Some("up")
             {
+                return None;
+            }
+            // Every node has heard which nodes are replicas (gossip spreads a new replica's role
+            // after its link is up), so a client asking any node sees the same topology.
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            let replicas = nodes
+                .lines()
+                .filter(|l| {
+                    l.split(' ')
+                        .nth(2)
+                        .is_some_and(|f| f.split(',').any(|f| f == "slave"))
+                })
+                .count();
+            if *replicas_seen.get_or_insert(replicas) != replicas {
                 return None;
             }
             let map = slot_map(&mut conn).await?;

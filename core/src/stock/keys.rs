@@ -90,6 +90,12 @@ impl Keys {
         self.in_shard(shard, "moves")
     }
 
+    /// A landed transfer's tombstone in its source shard: its units, for
+    /// [`call::MOVE_TOMBSTONE_TTL_MS`](super::call::MOVE_TOMBSTONE_TTL_MS) (see `move_forget.lua`).
+    pub fn moved(&self, shard: impl Into<Shard>, id: &str) -> String {
+        self.in_shard(shard, &format!("moved:{id}"))
+    }
+
     /// Set of the transfer ids this shard has been credited with (a transfer lands once).
     pub fn received(&self, shard: impl Into<Shard>) -> String {
         self.in_shard(shard, "received")

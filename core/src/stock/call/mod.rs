@@ -10,10 +10,12 @@
 //! which order (the stores do; the split-sale policy is [`super::split`]).
 
 mod lock;
+mod replicas;
 mod sale;
 mod transfer;
 
 pub use self::lock::*;
+pub use self::replicas::*;
 pub use self::sale::*;
 pub use self::transfer::*;
 
@@ -60,9 +62,13 @@ scripts! {
     /// `Admin.PutEvent` of a split sale: define it in one sub-pool's shard.
     PUT_SUBPOOL = "put_subpool", 4 keys, 13 args;
     /// A transfer between two shards, step one: take units out and journal them.
-    MOVE_OUT = "move_out", 2 keys, 7 args;
+    MOVE_OUT = "move_out", 3 keys, 7 args;
     /// A transfer between two shards, step two: credit them once.
     MOVE_IN = "move_in", 3 keys, 3 args;
+    /// A transfer between two shards, step three: its journal entry becomes a tombstone.
+    MOVE_FORGET = "move_forget", 2 keys, 3 args;
+    /// Read-only: a shard's transfer journal, with the node's clock.
+    MOVE_READ = "move_read", 1 keys, 0 args;
     /// `Seckill.Buy`: the whole decision of 1 to [`BUY_BATCH_MAX`] buys, one script.
     BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each;
     /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.

@@ -51,8 +51,9 @@ const ROUNDS: usize = 4;
 /// Test hook: aborts the process (no unwinding, no graceful anything, like `kill -9`) when the
 /// environment variable `FLASHGATE_FAULT_CRASH_AT` equals `point`. Read once; inert unless set.
 /// The points: `lock.after_take` (after each SKU taken), `unlock.after_step` (after an unlock's
-/// first SKU step).
-fn crash_point(point: &str) {
+/// first SKU step), `transfer.after_move_out` (a transfer between shards, after its units left
+/// the source and before they are credited).
+pub(super) fn crash_point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     let at = AT.get_or_init(|| std::env::var(FAULT_CRASH_AT).ok());
     if at.as_deref() == Some(point) {
@@ -318,7 +319,7 @@ impl RedisStore {
     ) -> StoreResult<Took> {
         for (&sku, &n) in wanted {
             let take = call::lock_take(&self.keys, sku, oid, pending.attempt, n);
-            let reply: Vec<String> = self.run(&take).await?;
+            let reply: Vec<String> = self.run_step(&take).await?;
             match saga::parse_take(&reply).map_err(|why| self.contradiction(oid, sku, why))? {
                 Take::Taken | Take::Already => crash_point("lock.after_take"),
                 Take::Fenced => return Ok(Took::Fenced),
@@ -411,7 +412,7 @@ impl RedisStore {
 
     /// One part step (`lock_release.lua` or `lock_finish.lua`) of lock `oid` on `sku`.
     async fn part_step(&self, step: Call, oid: i64, sku: i64) -> StoreResult<()> {
-        let reply: Vec<String> = self.run(&step).await?;
+        let reply: Vec<String> = self.run_step(&step).await?;
         saga::parse_step(&reply).map_err(|why| self.contradiction(oid, sku, why))
     }
 
@@ -435,13 +436,13 @@ impl RedisStore {
     }
 
     async fn cas(&self, step: Call) -> StoreResult<Cas> {
-        let reply: Vec<String> = self.run(&step).await?;
+        let reply: Vec<String> = self.run_step(&step).await?;
         Ok(call::parse_cas(&reply)?)
     }
 
     /// Enters the order in the directories before a move into a state repair must find.
     async fn register(&self, oid: i64, next_seq: i64) -> StoreResult<()> {
-        self.run::<Vec<String>>(&call::lock_register(&self.keys, oid, next_seq))
+        self.run_step::<Vec<String>>(&call::lock_register(&self.keys, oid, next_seq))
             .await
             .map(drop)
     }

@@ -15,7 +15,8 @@
 //! definitions), [`buy`] and [`batch`] (buys decided in batches per sale and shard), [`order`]
 //! (pay, cancel), [`transfer`] (units between shards), [`stream`] (the order queue), [`sweep`]
 //! (expiry and closing), [`snapshot`] (ledger and audit reads), [`lock`] (the seed-contract
-//! saga), [`durability`] (whether an answer is on disk).
+//! saga), [`durability`] (whether an answer is on disk), [`replicas`] (steps that span masters,
+//! waited for on a replica).
 
 mod batch;
 mod buy;
@@ -24,6 +25,7 @@ mod directory;
 pub mod durability;
 mod lock;
 mod order;
+mod replicas;
 mod sale;
 mod scripts;
 mod snapshot;
@@ -63,6 +65,11 @@ pub struct RedisStore {
     buy_batch: bool,
     /// The buys waiting for their batch.
     lanes: Arc<batch::Lanes>,
+    /// The step connection, on a cluster with replicas only: steps that span masters run on it,
+    /// each followed by `WAIT` (see [`replicas`]).
+    steps: Option<Arc<RedisConnection>>,
+    /// How old a transfer's journal entry must be before the sweeper lands it (ms).
+    move_lease_ms: i64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -105,6 +112,12 @@ impl RedisStore {
             },
             _ => None,
         };
+        let steps = if replicas::cluster_has_replicas(&conn).await? {
+            tracing::info!("the cluster has replicas: steps that span masters wait for them");
+            Some(Arc::new(RedisConnection::open(&config).await?))
+        } else {
+            None
+        };
         Ok(Self {
             aof_barrier,
             guarantee: Arc::new(guarantee),
@@ -115,6 +128,8 @@ impl RedisStore {
             transfer_ids: Arc::new(transfer::TransferIds::new()),
             buy_batch: true,
             lanes: Arc::default(),
+            steps,
+            move_lease_ms: crate::stock::call::MOVE_LEASE_MS,
         })
     }
 
@@ -129,6 +144,18 @@ impl RedisStore {
     pub fn with_buy_batch(mut self, on: bool) -> Self {
         self.buy_batch = on;
         self
+    }
+
+    /// This store with another lease for landing stranded transfers (default
+    /// [`MOVE_LEASE_MS`](crate::stock::call::MOVE_LEASE_MS)); tests shorten it.
+    pub fn with_move_lease(mut self, lease: Duration) -> Self {
+        self.move_lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Whether steps that span masters wait for a replica (a cluster with replicas).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.steps.is_some()
     }
 
     /// The key layout this store uses.

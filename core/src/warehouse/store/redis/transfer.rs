@@ -3,16 +3,22 @@
 //! here: spreading a split sale's pool ([`crate::stock::split::spread`]) and sending a sub-pool
 //! shard's `available` home.
 //!
+//! A transfer is three steps: `move_out.lua` (source master), `move_in.lua` (destination
+//! master), `move_forget.lua` (source: the entry becomes a tombstone, so a cluster client's retry
+//! of `move_out` finds it done). The first two are waited for on a replica before the next step
+//! ([`RedisStore::run_step`]); the last needs no wait (lost in a failover, the entry is found
+//! again, and landing it again is a DUPLICATE at the destination).
+//!
 //! What it does not do: decide how many units to move (the plans do) or hold anything across
-//! a crash: a transfer stopped half-way is completed by whoever finds its journal entry.
+//! a crash: a transfer stopped half-way is completed by the sweeper once its journal entry is
+//! older than the lease ([`call::MOVE_LEASE_MS`]), so a repair never races a live mover.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
-use super::{corrupt, unavailable, RedisStore};
+use super::{unavailable, RedisStore};
 use crate::stock::call::{self, End, Move};
 use crate::stock::{split, Shard};
 use crate::warehouse::store::StoreResult;
@@ -52,40 +58,34 @@ impl RedisStore {
     pub(super) async fn transfer(&self, from: &End, to: &End, want: i64) -> StoreResult<i64> {
         let id = self.transfer_ids.next();
         let k = &self.keys;
-        let reply: Vec<String> = self.run(&call::move_out(k, &id, from, to, want)).await?;
+        let reply: Vec<String> = self
+            .run_step(&call::move_out(k, &id, from, to, want))
+            .await?;
         let moved = call::parse_move_out(&reply)?;
         if moved > 0 {
+            super::lock::crash_point("transfer.after_move_out");
             self.land(from.shard, &id, &Move::between(k, from, to, moved))
                 .await?;
         }
         Ok(moved)
     }
 
-    /// Credits a journaled transfer at its destination (once) and forgets the journal entry.
+    /// Credits a journaled transfer at its destination (once), then replaces its journal entry
+    /// with a tombstone.
     async fn land(&self, from: Shard, id: &str, landing: &Move) -> StoreResult<()> {
-        let reply: Vec<String> = self.run(&call::move_in(id, landing)).await?;
+        let reply: Vec<String> = self.run_step(&call::move_in(id, landing)).await?;
         call::parse_move_in(&reply)?;
-        let mut conn = self.conn.clone();
-        conn.hdel::<_, _, ()>(self.keys.moves(from), id)
-            .await
-            .map_err(unavailable)
+        let reply: Vec<String> = self
+            .run(&call::move_forget(&self.keys, from, id, landing.n))
+            .await?;
+        call::parse_move_forget(&reply)?;
+        Ok(())
     }
 
-    /// The transfers journaled in a shard and not yet forgotten.
-    async fn moves_of(&self, shard: Shard) -> StoreResult<Vec<(String, Move)>> {
-        let mut conn = self.conn.clone();
-        let entries: BTreeMap<String, String> = conn
-            .hgetall(self.keys.moves(shard))
-            .await
-            .map_err(unavailable)?;
-        entries
-            .into_iter()
-            .map(|(id, json)| {
-                let landing =
-                    Move::parse(&json).ok_or_else(|| corrupt(format!("move {id}: {json}")))?;
-                Ok((id, landing))
-            })
-            .collect()
+    /// The transfers journaled in a shard and not yet forgotten, with the shard node's clock.
+    async fn moves_of(&self, shard: Shard) -> StoreResult<(i64, Vec<(String, Move)>)> {
+        let reply: Vec<String> = self.run(&call::move_read(&self.keys, shard)).await?;
+        Ok(call::parse_move_read(&reply)?)
     }
 
     /// The transfers journaled out of a shard and not yet credited at their destination: the
@@ -93,7 +93,7 @@ impl RedisStore {
     /// is only waiting to be forgotten).
     pub(super) async fn unlanded(&self, shard: Shard) -> StoreResult<Vec<Move>> {
         let mut unlanded = Vec::new();
-        for (id, landing) in self.moves_of(shard).await? {
+        for (id, landing) in self.moves_of(shard).await?.1 {
             let mut conn = self.conn.clone();
             let landed: bool = conn
                 .sismember(&landing.received, &id)
@@ -127,10 +127,15 @@ impl RedisStore {
             .sum())
     }
 
-    /// Completes the transfers a stopped process left half-way in `shard`.
+    /// Completes the transfers a stopped process left half-way in `shard`: those journaled at
+    /// least the lease ago by the shard node's clock (a younger one may be its mover's, still
+    /// under way).
     pub(super) async fn land_stranded(&self, shard: Shard) -> StoreResult<()> {
-        for (id, landing) in self.moves_of(shard).await? {
-            self.land(shard, &id, &landing).await?;
+        let (now_ms, entries) = self.moves_of(shard).await?;
+        for (id, landing) in entries {
+            if call::is_stranded(landing.at, now_ms, self.move_lease_ms) {
+                self.land(shard, &id, &landing).await?;
+            }
         }
         Ok(())
     }
