@@ -61,8 +61,9 @@ scripts! {
     MOVE_IN = "move_in", 3 keys, 3 args;
     /// `Seckill.Buy`: the whole decision, one script.
     BUY = "buy", 6 keys, 7 args;
-    /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.
-    CREATE_ORDER = "create_order", 3 keys, 2 args;
+    /// The order worker: a read batch's wins QUEUED → PENDING_PAYMENT, exactly once, and
+    /// acknowledged in the same step.
+    CREATE_ORDER = "create_order", 3 keys, 5 args;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
     PAY = "pay", 3 keys, 5 args;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.

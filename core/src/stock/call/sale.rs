@@ -110,22 +110,79 @@ pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDec
     })
 }
 
-/// `create_order.lua`: the order a win announces, in its shard.
-pub fn create_order(keys: &Keys, shard: Shard, event: i64, order_no: &str, now_ms: i64) -> Call {
+/// The most wins one `create_order.lua` call takes (its reply and `XACK` stay small).
+pub const CREATE_BATCH: usize = 256;
+
+/// `create_order.lua`: the orders the wins of one shard announce, created in one call; with
+/// `ack`, their stream entries acknowledged in the same atomic step. `wins` are
+/// `(order number, stream entry id)`, at most [`CREATE_BATCH`].
+pub fn create_orders(
+    keys: &Keys,
+    shard: Shard,
+    wins: &[(&str, &str)],
+    ack: bool,
+    now_ms: i64,
+) -> Call {
+    debug_assert!(
+        wins.len() <= CREATE_BATCH,
+        "create_order: {} wins",
+        wins.len()
+    );
+    let order_nos: Vec<&str> = wins.iter().map(|w| w.0).collect();
+    let entries: Vec<&str> = wins.iter().map(|w| w.1).collect();
     Call::new(
         &CREATE_ORDER,
         vec![
             keys.orderbook(shard),
             keys.deadlines(shard),
-            keys.event(shard, event),
+            keys.order_stream(shard),
         ],
-        vec![order_no.into(), now_ms.to_string()],
+        vec![
+            now_ms.to_string(),
+            keys.event_prefix(shard),
+            if ack {
+                ORDER_GROUP.into()
+            } else {
+                String::new()
+            },
+            order_nos.join(" "),
+            if ack {
+                entries.join(" ")
+            } else {
+                String::new()
+            },
+        ],
     )
 }
 
-/// `create_order.lua`'s reply: whether this call created the order.
-pub fn parse_create_order(reply: &[String]) -> ReplyResult<bool> {
-    Ok(status(reply)? == "CREATED")
+/// What `create_order.lua` did with one win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the order (and acknowledged its win).
+    Created,
+    /// The order was past QUEUED already (a redelivery, or cancelled first); acknowledged.
+    Already,
+    /// No such order: left unacknowledged.
+    NotFound,
+}
+
+/// `create_order.lua`'s reply: one outcome per win, in the order they were given.
+pub fn parse_create_orders(reply: &[String], wins: usize) -> ReplyResult<Vec<Created>> {
+    if reply.len() != wins {
+        return Err(malformed(format!(
+            "create_order: {} replies for {wins} wins",
+            reply.len()
+        )));
+    }
+    reply
+        .iter()
+        .map(|r| match r.as_str() {
+            "CREATED" => Ok(Created::Created),
+            "ALREADY" => Ok(Created::Already),
+            "NOT_FOUND" => Ok(Created::NotFound),
+            other => Err(malformed(format!("create_order outcome {other:?}"))),
+        })
+        .collect()
 }
 
 /// `pay.lua`: the payment side's confirmation of an order in its shard.
@@ -443,6 +500,27 @@ mod tests {
             })
         );
         assert!(parse_buy_reply(&strings(&["QUEUED", "7-4"])).is_err());
+    }
+
+    #[test]
+    fn the_wins_of_a_batch_are_created_and_acknowledged_by_one_call() {
+        let k = Keys::new("fg");
+        let wins = [("7-1", "5-0"), ("7-2", "5-1")];
+        let call = create_orders(&k, Shard::new(5, 1), &wins, true, 99);
+        assert!(call.keys.iter().all(|key| key.contains("{sku:5:1}")));
+        assert_eq!(call.keys[2], k.order_stream(Shard::new(5, 1)));
+        assert_eq!(
+            call.args,
+            strings(&["99", "fg:{sku:5:1}:ev:", ORDER_GROUP, "7-1 7-2", "5-0 5-1"])
+        );
+        let unacked = create_orders(&k, Shard::from(5), &wins[..1], false, 99);
+        assert_eq!(unacked.args[2..], strings(&["", "7-1", ""]));
+        assert_eq!(
+            parse_create_orders(&strings(&["CREATED", "ALREADY", "NOT_FOUND"]), 3),
+            Ok(vec![Created::Created, Created::Already, Created::NotFound])
+        );
+        assert!(parse_create_orders(&strings(&["CREATED"]), 2).is_err());
+        assert!(parse_create_orders(&strings(&["QUEUED"]), 1).is_err());
     }
 
     #[test]

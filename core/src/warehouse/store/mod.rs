@@ -144,6 +144,28 @@ pub trait OrderQueue: Send + Sync {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Acknowledges a processed win so it is never delivered again.
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates the orders of a read batch and acknowledges their wins: per win, `true` when this
+    /// call created its order. A win whose order does not exist stays unacknowledged and makes
+    /// the answer [`StockError::NotFound`] once the others are settled; on any error some wins
+    /// may be settled and the rest are left for a reclaim (settling again is a no-op).
+    ///
+    /// By default [`create_order`](OrderQueue::create_order) then
+    /// [`ack_win`](OrderQueue::ack_win) per win; the Redis store settles each shard's wins in one
+    /// script call that acknowledges them in the same atomic step.
+    fn settle_wins(
+        &self,
+        wins: &[Win],
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send {
+        async move {
+            let mut created = Vec::with_capacity(wins.len());
+            for win in wins {
+                created.push(self.create_order(win, now_ms).await?);
+                self.ack_win(win).await?;
+            }
+            Ok(created)
+        }
+    }
 }
 
 /// The seed contract's locks (`SKuStockLock`, `SkuStockUnlock`) and their repair.

@@ -183,6 +183,10 @@ impl OrderQueue for RedisStore {
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
         self.ack(win).await
     }
+
+    async fn settle_wins(&self, wins: &[Win], now_ms: i64) -> StoreResult<Vec<bool>> {
+        self.settle_batch(wins, now_ms).await
+    }
 }
 
 impl SeedLocks for RedisStore {
