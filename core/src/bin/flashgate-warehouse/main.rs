@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
                 "using the in-memory store: NOT durable, every sale and order is lost when this \
                  process stops; use --store redis in production"
             );
-            run(MemoryStore::new(), cli).await
+            let store = MemoryStore::new().with_retention(cli.retain_closed);
+            run(store, cli).await
         }
         StoreKind::Redis => {
             let mut config = RedisStoreConfig::new(cli.redis_url.clone());
@@ -43,7 +44,8 @@ async fn main() -> anyhow::Result<()> {
             config.cluster = cli.redis_cluster;
             let store = RedisStore::connect(config)
                 .await
-                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?;
+                .with_context(|| format!("--redis-url {}: cannot connect", cli.redis_url))?
+                .with_retention(cli.retain_closed);
             run(store, cli).await
         }
     }

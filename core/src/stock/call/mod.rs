@@ -68,8 +68,8 @@ scripts! {
     PAY = "pay", 3 keys, 5 args;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.
     RELEASE_ORDER = "release_order", 5 keys, 4 args;
-    /// The sweeper's end of a sale: pool → available.
-    CLOSE_EVENT = "close_event", 2 keys, 1 args;
+    /// The sweeper's end of a sale: pool → available; its retirement once its orders are final.
+    CLOSE_EVENT = "close_event", 3 keys, 5 args;
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     LEDGER = "ledger", 2 keys, 1 args;
     /// Read-only: everything the audit needs about one SKU, at one instant.

@@ -252,18 +252,54 @@ pub fn parse_release_order(order_no: &str, reply: &[String]) -> ReplyResult<(boo
     Ok((released, order_record(order_no, record)?))
 }
 
-/// `close_event.lua`: the sweeper's end of one sale in one shard.
-pub fn close_event(keys: &Keys, shard: Shard, event: i64, now_ms: i64) -> Call {
+/// Orders `close_event.lua` examines at most per call while it waits for a sale's orders to be
+/// final (a few hundred µs of Redis time).
+pub const RETIRE_CHUNK: usize = 200;
+
+/// `close_event.lua`: the sweeper's end of one sale in one shard, and its mark there once its
+/// orders there are final.
+pub fn close_event(keys: &Keys, (event, subpools): (i64, u32), shard: Shard, now_ms: i64) -> Call {
     Call::new(
         &CLOSE_EVENT,
-        vec![keys.event(shard, event), keys.stock(shard)],
-        vec![now_ms.to_string()],
+        vec![
+            keys.event(shard, event),
+            keys.stock(shard),
+            keys.orderbook(shard),
+        ],
+        vec![
+            now_ms.to_string(),
+            event.to_string(),
+            subpools.max(1).to_string(),
+            shard.sub.to_string(),
+            RETIRE_CHUNK.to_string(),
+        ],
     )
 }
 
-/// `close_event.lua`'s reply: whether this call closed the sale.
-pub fn parse_close_event(reply: &[String]) -> ReplyResult<bool> {
-    Ok(status(reply)? == "CLOSED")
+/// What `close_event.lua` did with one sale in one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Closing {
+    /// This call closed the sale (its pool went back to available).
+    pub closed_now: bool,
+    /// Every order of the sale in this shard is final (found by this call or before): its
+    /// `seq` there.
+    pub retired: Option<i64>,
+}
+
+/// `close_event.lua`'s reply.
+pub fn parse_close_event(reply: &[String]) -> ReplyResult<Closing> {
+    Ok(match status(reply)? {
+        "CLOSED" => Closing {
+            closed_now: true,
+            retired: None,
+        },
+        "OPEN" | "ALREADY" => Closing::default(),
+        "RETIRED" => Closing {
+            closed_now: reply.get(2).is_some_and(|units| !units.is_empty()),
+            retired: Some(num_at(reply, 1, "close_event")?),
+        },
+        other => return Err(malformed(format!("close_event outcome {other:?}"))),
+    })
 }
 
 /// `ledger.lua`: one shard's counters and pools.
@@ -521,6 +557,32 @@ mod tests {
         );
         assert!(parse_create_orders(&strings(&["CREATED"]), 2).is_err());
         assert!(parse_create_orders(&strings(&["QUEUED"]), 1).is_err());
+    }
+
+    #[test]
+    fn a_closing_sale_retires_once_its_orders_are_final() {
+        let k = Keys::new("fg");
+        let call = close_event(&k, (7, 4), Shard::new(5, 2), 99);
+        assert!(call.keys.iter().all(|key| key.contains("{sku:5:2}")));
+        assert_eq!(call.args, strings(&["99", "7", "4", "2", "200"]));
+        let closing = |s: &[&str]| parse_close_event(&strings(s));
+        assert_eq!(closing(&["OPEN", ""]), Ok(Closing::default()));
+        assert!(closing(&["CLOSED", "3"]).unwrap().closed_now);
+        assert_eq!(
+            closing(&["RETIRED", "2", "3"]),
+            Ok(Closing {
+                closed_now: true,
+                retired: Some(2)
+            })
+        );
+        assert_eq!(
+            closing(&["RETIRED", "2", ""]),
+            Ok(Closing {
+                closed_now: false,
+                retired: Some(2)
+            })
+        );
+        assert!(closing(&["RETIRED"]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig};
+pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig, DEFAULT_RETAIN_CLOSED};
 
 use std::future::Future;
 use std::time::Duration;

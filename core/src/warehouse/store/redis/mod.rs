@@ -52,7 +52,12 @@ pub struct RedisStore {
     sale_entries: Arc<RwLock<HashMap<i64, (i64, u32)>>>,
     /// Names this process's transfers between shards.
     transfer_ids: Arc<transfer::TransferIds>,
+    /// How long a retired sale's keys are kept (see [`RedisStore::with_retention`]).
+    retain_closed: Duration,
 }
+
+/// How long a retired sale's keys are kept by default: 7 days.
+pub const DEFAULT_RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,13 +80,24 @@ impl RedisStore {
     /// on first use and cached by Redis.
     pub async fn connect(config: RedisStoreConfig) -> StoreResult<Self> {
         let conn = RedisConnection::open(&config).await?;
-        Ok(Self {
+        let store = Self {
             conn,
             keys: Arc::new(Keys::new(config.prefix.clone())),
             config: Arc::new(config),
             sale_entries: Arc::default(),
             transfer_ids: Arc::new(transfer::TransferIds::new()),
-        })
+            retain_closed: DEFAULT_RETAIN_CLOSED,
+        };
+        store.ensure_live_directory().await?;
+        Ok(store)
+    }
+
+    /// Keeps a retired sale's keys (its hash, per-user counts and request ids, in every shard)
+    /// for `retain` after it retires (it has ended and every order of it is final), then lets
+    /// them expire (`PEXPIRE`). Its orders stay in the SKU's orderbook.
+    pub fn with_retention(mut self, retain: Duration) -> Self {
+        self.retain_closed = retain;
+        self
     }
 
     /// The key layout this store uses.
