@@ -72,8 +72,6 @@ scripts! {
     CLOSE_EVENT = "close_event", 3 keys, 5 args;
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     LEDGER = "ledger", 2 keys, 1 args;
-    /// Read-only: everything the audit needs about one SKU, at one instant.
-    SNAPSHOT = "snapshot", 3 keys, 1 args;
     /// A seed-contract lock's journal as it is now, with its age by the journal node's clock.
     LOCK_READ = "lock_read", 1 keys, 0 args;
     /// Opens a fresh lock attempt (absent or ABORTED → PENDING), compare-and-set on seq.

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
     BUY, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL, RELEASE_ORDER,
-    SNAPSHOT,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
@@ -333,45 +332,36 @@ pub fn parse_ledger(reply: &[String]) -> ReplyResult<Option<Ledger>> {
     }))
 }
 
-/// `snapshot.lua`: everything the audit needs about one shard, at one instant.
-pub fn snapshot(keys: &Keys, shard: Shard) -> Call {
-    Call::new(
-        &SNAPSHOT,
-        vec![
-            keys.stock(shard),
-            keys.sku_events(shard),
-            keys.orderbook(shard),
-        ],
-        vec![keys.event_prefix(shard)],
-    )
+/// Entries one audit read asks for at most (`HSCAN`/`SSCAN` `COUNT`): each read stays well
+/// under a millisecond of Redis time however large the hash.
+pub const AUDIT_CHUNK: usize = 500;
+
+/// One sale of a shard as the audit reads it: its hash, per-user counts and request ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSale {
+    /// The sale's hash (`HGETALL`).
+    pub sale: BTreeMap<String, String>,
+    /// User → units counted (`HSCAN` of the users hash).
+    pub users: BTreeMap<String, String>,
+    /// `user \x1f request id` → order number (`HSCAN` of the requests hash).
+    pub req: BTreeMap<String, String>,
 }
 
-#[derive(serde::Deserialize)]
-struct RawSnapshot {
-    stock: BTreeMap<String, String>,
-    sales: BTreeMap<String, RawSale>,
-    orders: BTreeMap<String, String>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawSale {
-    sale: BTreeMap<String, String>,
-    users: BTreeMap<String, String>,
-    req: BTreeMap<String, String>,
-}
-
-/// `snapshot.lua`'s reply (JSON; empty when the shard has no stock hash).
-pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapshot>> {
-    if json.is_empty() {
+/// Builds one shard's snapshot from what the audit read in chunks: the stock hash, its sales and
+/// its orderbook; `None` when the shard has no stock hash.
+pub fn assemble_snapshot(
+    shard: Shard,
+    stock: &BTreeMap<String, String>,
+    raw_sales: Vec<RawSale>,
+    orders: &BTreeMap<String, String>,
+) -> ReplyResult<Option<SkuSnapshot>> {
+    if stock.is_empty() {
         return Ok(None);
     }
     let sku = shard.sku;
-    // cjson encodes an empty Lua table as `{}`, which is also an empty map here.
-    let raw: RawSnapshot =
-        serde_json::from_str(json).map_err(|e| malformed(format!("snapshot of sku {sku}: {e}")))?;
-    let counter = |k: &str| raw.stock.get(k).map_or(Ok(0), |v| num(v));
+    let counter = |k: &str| stock.get(k).map_or(Ok(0), |v| num(v));
     let mut sales = Vec::new();
-    for sale in raw.sales.into_values() {
+    for sale in raw_sales {
         let state = parse_sale(&sale.sale)
             .ok_or_else(|| malformed(format!("sale hash {:?}", sale.sale)))?;
         let counted = sale
@@ -398,8 +388,7 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
             requests,
         });
     }
-    let orders = raw
-        .orders
+    let orders = orders
         .iter()
         .map(|(no, record)| order_record(no, record))
         .collect::<ReplyResult<_>>()?;
@@ -698,6 +687,24 @@ mod tests {
             }))
         );
         assert_eq!(parse_ledger(&strings(&["NOT_FOUND"])), Ok(None));
-        assert_eq!(parse_snapshot(Shard::from(1), ""), Ok(None));
+        let none = BTreeMap::new();
+        assert_eq!(
+            assemble_snapshot(Shard::from(1), &none, Vec::new(), &none),
+            Ok(None)
+        );
+        let stock: BTreeMap<String, String> = [("total", "5"), ("available", "4"), ("locked", "1")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let mut orders = BTreeMap::new();
+        orders.insert(
+            "1-1".to_owned(),
+            serde_json::to_string(&fields).expect("a record"),
+        );
+        let snap = assemble_snapshot(Shard::from(2), &stock, Vec::new(), &orders)
+            .unwrap()
+            .unwrap();
+        assert_eq!((snap.counters.total, snap.counters.sold), (5, 0));
+        assert_eq!(snap.orders, vec![order]);
     }
 }

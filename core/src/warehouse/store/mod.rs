@@ -199,7 +199,9 @@ pub trait SeedLocks: Send + Sync {
 
 /// What the audit reads.
 pub trait Audit: Send + Sync {
-    /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
+    /// Everything the audit needs about one SKU (its sales not yet retired, all its orders);
+    /// `None` when unknown. The memory store reads it at one instant; the Redis store in bounded
+    /// chunks, re-read while the SKU's counters move.
     fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
 }
 
