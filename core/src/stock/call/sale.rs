@@ -332,9 +332,14 @@ pub fn parse_ledger(reply: &[String]) -> ReplyResult<Option<Ledger>> {
     }))
 }
 
-/// Entries one audit read asks for at most (`HSCAN`/`SSCAN` `COUNT`): each read stays well
-/// under a millisecond of Redis time however large the hash.
+/// Entries one audit read asks for at most (`HSCAN`/`SSCAN` `COUNT`) of a set of sales or a
+/// sale's per-user and request hashes: each read stays well under a millisecond of Redis time
+/// however large the hash.
 pub const AUDIT_CHUNK: usize = 500;
+
+/// The same for the orderbook, whose entries are whole order records (a chunk of them is a
+/// reply of some 25 kB).
+pub const AUDIT_ORDERS_CHUNK: usize = 100;
 
 /// One sale of a shard as the audit reads it: its hash, per-user counts and request ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

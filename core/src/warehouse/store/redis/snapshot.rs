@@ -79,9 +79,9 @@ impl RedisStore {
         Ok(merged)
     }
 
-    /// One shard as the audit reads it, in chunks no longer than [`call::AUDIT_CHUNK`] entries
-    /// (plain `HGETALL` of small hashes, `SSCAN`/`HSCAN` of the large ones, sales read
-    /// concurrently), so no command runs long however many sales and orders the shard holds.
+    /// One shard as the audit reads it, in chunks of at most [`call::AUDIT_CHUNK`] entries
+    /// ([`call::AUDIT_ORDERS_CHUNK`] orders; plain `HGETALL` of small hashes, `SSCAN`/`HSCAN` of
+    /// the large ones, sales read concurrently), so no command runs long however many sales and orders the shard holds.
     /// Not one instant, so the stock hash is read before and after: if it moved in between (a
     /// buy, a payment), the shard is read again, up to three times; a store that never stands
     /// still for that long is read as it was on the last attempt (the audit's transient
@@ -98,16 +98,20 @@ impl RedisStore {
             let sales = stream::iter(events)
                 .map(|event| async move {
                     let sale = self.hash_all(&self.keys.event(shard, event)).await?;
-                    let users = self.hash_scan(&self.keys.event_users(shard, event)).await?;
+                    let users = self
+                        .hash_scan(&self.keys.event_users(shard, event), call::AUDIT_CHUNK)
+                        .await?;
                     let req = self
-                        .hash_scan(&self.keys.event_requests(shard, event))
+                        .hash_scan(&self.keys.event_requests(shard, event), call::AUDIT_CHUNK)
                         .await?;
                     Ok::<_, StoreError>(call::RawSale { sale, users, req })
                 })
                 .buffered(32)
                 .try_collect::<Vec<_>>()
                 .await?;
-            let orders = self.hash_scan(&self.keys.orderbook(shard)).await?;
+            let orders = self
+                .hash_scan(&self.keys.orderbook(shard), call::AUDIT_ORDERS_CHUNK)
+                .await?;
             let after = self.hash_all(&self.keys.stock(shard)).await?;
             if after == stock || attempt == 3 {
                 return Ok(call::assemble_snapshot(shard, &stock, sales, &orders)?);
@@ -120,9 +124,9 @@ impl RedisStore {
         conn.hgetall(key).await.map_err(unavailable)
     }
 
-    /// A hash of any size, `HSCAN` by [`call::AUDIT_CHUNK`] (an entry seen twice while the hash
-    /// rehashes is kept once).
-    async fn hash_scan(&self, key: &str) -> StoreResult<BTreeMap<String, String>> {
+    /// A hash of any size, `HSCAN` by `chunk` (an entry seen twice while the hash rehashes is
+    /// kept once).
+    async fn hash_scan(&self, key: &str, chunk: usize) -> StoreResult<BTreeMap<String, String>> {
         let mut all = BTreeMap::new();
         let mut cursor = "0".to_owned();
         loop {
@@ -131,7 +135,7 @@ impl RedisStore {
                 .arg(key)
                 .arg(&cursor)
                 .arg("COUNT")
-                .arg(call::AUDIT_CHUNK)
+                .arg(chunk)
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
