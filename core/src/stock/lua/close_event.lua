@@ -26,7 +26,7 @@ if not sale[1] then
   return {'ALREADY', ''}
 end
 if sale[6] == '1' then
-  return {'RETIRED', sale[4], ''}
+  return {'RETIRED', sale[4] or '0', ''}
 end
 local reply = {'ALREADY', ''}
 if sale[2] ~= '1' then

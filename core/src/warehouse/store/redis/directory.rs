@@ -155,7 +155,7 @@ impl RedisStore {
         if all.is_empty() {
             return Ok(());
         }
-        let retired: Vec<String> = conn
+        let retired: std::collections::HashSet<String> = conn
             .hkeys(self.keys.retired_events())
             .await
             .map_err(unavailable)?;
