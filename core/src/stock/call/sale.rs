@@ -1,6 +1,7 @@
-//! The calls of a SKU's stock and its flash sales: define, buy, create, pay, release, close,
-//! and the two read-only scripts (ledger, snapshot). Each function packs one script's KEYS and
-//! ARGV for one shard; each `parse_*` reads its reply.
+//! The calls of a SKU's stock and its flash sales: define, buy, create (a read batch at a time),
+//! pay, release, close (and retire), and the read-only ledger script. Each function packs one
+//! script's KEYS and ARGV for one shard; each `parse_*` reads its reply. The audit's chunked
+//! reads are plain commands; [`assemble_snapshot`] builds their result.
 
 use std::collections::BTreeMap;
 
