@@ -294,9 +294,40 @@ async fn a_sale_retires_only_once_its_orders_are_final_on_the_memory_store() {
     a_sale_retires_only_once_its_orders_are_final(MemoryStore::new()).await;
 }
 
-/// With a short retention the retired sale's keys expire (Redis's own clock); what stays is the
-/// SKU's counters (its sold unit included), its orders and the tombstone, so the ledger and the
-/// audit still add up and the id stays taken.
+/// With a short retention a retired sale's keys expire (on Redis by Redis's own clock) and the
+/// sweeper then deletes its orders; what stays is the SKU's counters (its sold unit included)
+/// and the tombstone, so the ledger and the audit still add up and the id stays taken.
+async fn a_retired_sale_is_forgotten_after_the_retention<S: Store>(
+    store: S,
+    expired: impl AsyncFn(&S),
+) {
+    store.put_stock(7, 10).await.unwrap();
+    let order_no = sold_once(&store, sale(1, 7, END)).await;
+    settle_and_finish(&store, std::slice::from_ref(&order_no)).await;
+    store.close_ended(END).await.unwrap();
+    assert!(
+        store.sale(1).await.unwrap().is_some(),
+        "kept for the retention"
+    );
+    expired(&store).await;
+    store.close_ended(END + 50).await.unwrap();
+    assert_eq!(store.sale(1).await.unwrap(), None);
+    assert_eq!(
+        store.order(&order_no).await.unwrap(),
+        None,
+        "its orders are deleted"
+    );
+    let ledger = assert_ledger(&store, 7).await;
+    assert_eq!((ledger.available, ledger.sold), (9, 1));
+    let report = audit::run(&store).await.expect("audit");
+    assert!(report.is_clean(), "{}", audit::render(&report));
+    assert_eq!(report.orders, 0);
+    assert!(matches!(
+        store.put_sale(&sale(1, 7, END + 1_000)).await,
+        Err(StoreError::Refused(StockError::FailedPrecondition(_)))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_sales_keys_expire_after_the_retention_and_the_stock_still_adds_up() {
     let redis = TestRedis::start().await;
@@ -304,40 +335,35 @@ async fn a_retired_sales_keys_expire_after_the_retention_and_the_stock_still_add
         .store()
         .await
         .with_retention(Duration::from_millis(50));
-    store.put_stock(7, 10).await.unwrap();
-    let order_no = sold_once(&store, sale(1, 7, END)).await;
-    settle_and_finish(&store, std::slice::from_ref(&order_no)).await;
-    store.close_ended(END).await.unwrap();
-    store.close_ended(END).await.unwrap();
-    let keys = store.keys().clone();
-    eventually(
-        "the retired sale's keys expire",
-        Duration::from_secs(10),
-        || {
-            let mut conn = store.connection();
-            let keys = [
-                keys.event(7, 1),
-                keys.event_users(7, 1),
-                keys.event_requests(7, 1),
-            ];
-            async move {
-                let left: i64 = redis::cmd("EXISTS")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                (left == 0).then_some(())
-            }
-        },
-    )
+    a_retired_sale_is_forgotten_after_the_retention(store, async |store: &RedisStore| {
+        let keys = store.keys().clone();
+        eventually(
+            "the retired sale's keys expire",
+            Duration::from_secs(10),
+            || {
+                let mut conn = store.connection();
+                let keys = [
+                    keys.event(7, 1),
+                    keys.event_users(7, 1),
+                    keys.event_requests(7, 1),
+                ];
+                async move {
+                    let left: i64 = redis::cmd("EXISTS")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    (left == 0).then_some(())
+                }
+            },
+        )
+        .await;
+    })
     .await;
-    assert_eq!(store.sale(1).await.unwrap(), None);
-    let ledger = assert_ledger(&store, 7).await;
-    assert_eq!((ledger.available, ledger.sold), (9, 1));
-    let report = audit::run(&store).await.expect("audit");
-    assert!(report.is_clean(), "{}", audit::render(&report));
-    assert!(matches!(
-        store.put_sale(&sale(1, 7, END + 1_000)).await,
-        Err(StoreError::Refused(StockError::FailedPrecondition(_)))
-    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_sale_is_forgotten_after_the_retention_on_the_memory_store() {
+    let store = MemoryStore::new().with_retention(Duration::from_millis(50));
+    a_retired_sale_is_forgotten_after_the_retention(store, async |_: &MemoryStore| {}).await;
 }

@@ -119,6 +119,12 @@ impl Keys {
         format!("{}:events:retired", self.prefix)
     }
 
+    /// Sorted set event id → when it retired (unix ms) of the retired sales whose orders are
+    /// still in their orderbooks: the sweeper deletes them a retention time later.
+    pub fn purge_due(&self) -> String {
+        format!("{}:events:purge", self.prefix)
+    }
+
     /// Sorted set event id → the sale's end (unix ms), so the sales still worth listing (not
     /// ended long ago) are one range read however many have ended.
     pub fn sale_ends(&self) -> String {

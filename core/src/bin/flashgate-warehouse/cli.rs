@@ -117,7 +117,7 @@ pub struct Cli {
     /// How long a retired sale's keys are kept: a sale that has ended and whose orders are all
     /// paid, cancelled or expired leaves the order worker's and the sweeper's lists, and its
     /// hash, per-user counts and request ids expire this long after (`7d`, `12h`, `30m`, `90s`,
-    /// `500ms`). Its orders and the SKU's counters stay.
+    /// `500ms`); the sweeper then deletes its orders. The SKU's counters keep what it sold.
     #[arg(long, env = env::RETAIN_CLOSED, default_value = "7d", value_parser = parse_retention)]
     pub retain_closed: Duration,
 

@@ -70,6 +70,8 @@ scripts! {
     RELEASE_ORDER = "release_order", 5 keys, 4 args;
     /// The sweeper's end of a sale: pool → available; its retirement once its orders are final.
     CLOSE_EVENT = "close_event", 3 keys, 5 args;
+    /// The sweeper, a retention time after a sale retired: a range of its orders deleted.
+    PURGE_ORDERS = "purge_orders", 2 keys, 5 args;
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     LEDGER = "ledger", 2 keys, 1 args;
     /// A seed-contract lock's journal as it is now, with its age by the journal node's clock.

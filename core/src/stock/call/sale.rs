@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
-    BUY, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL, RELEASE_ORDER,
+    BUY, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PURGE_ORDERS, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL,
+    RELEASE_ORDER,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
@@ -302,6 +303,35 @@ pub fn parse_close_event(reply: &[String]) -> ReplyResult<Closing> {
     })
 }
 
+/// Orders one `purge_orders.lua` call deletes at most.
+pub const PURGE_CHUNK: i64 = 200;
+
+/// `purge_orders.lua`: the orders `first..=last` of a retired sale's track in one shard.
+pub fn purge_orders(
+    keys: &Keys,
+    (event, subpools): (i64, u32),
+    shard: Shard,
+    (first, last): (i64, i64),
+) -> Call {
+    Call::new(
+        &PURGE_ORDERS,
+        vec![keys.orderbook(shard), keys.stock(shard)],
+        vec![
+            event.to_string(),
+            subpools.max(1).to_string(),
+            shard.sub.to_string(),
+            first.to_string(),
+            last.to_string(),
+        ],
+    )
+}
+
+/// `purge_orders.lua`'s reply: how many orders it deleted.
+pub fn parse_purge_orders(reply: &[String]) -> ReplyResult<i64> {
+    status(reply)?;
+    num_at(reply, 1, "purge_orders")
+}
+
 /// `ledger.lua`: one shard's counters and pools.
 pub fn ledger(keys: &Keys, shard: Shard) -> Call {
     Call::new(
@@ -405,6 +435,7 @@ pub fn assemble_snapshot(
             available: counter("available")?,
             locked: counter("locked")?,
             sold: counter("sold")?,
+            sold_purged: counter("sold_purged")?,
         },
         sales,
         orders,
@@ -578,6 +609,19 @@ mod tests {
             })
         );
         assert!(closing(&["RETIRED"]).is_err());
+    }
+
+    #[test]
+    fn a_retired_sales_orders_are_purged_by_ranges() {
+        let k = Keys::new("fg");
+        let call = purge_orders(&k, (7, 2), Shard::new(5, 1), (1, 200));
+        assert_eq!(
+            call.keys,
+            vec![k.orderbook(Shard::new(5, 1)), k.stock(Shard::new(5, 1))]
+        );
+        assert_eq!(call.args, strings(&["7", "2", "1", "1", "200"]));
+        assert_eq!(parse_purge_orders(&strings(&["OK", "3"])), Ok(3));
+        assert!(parse_purge_orders(&strings(&["OK"])).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl Audit for MemoryStore {
                 available: counts.available,
                 locked: counts.locked,
                 sold: counts.sold,
+                sold_purged: counts.sold_purged,
             },
             sales,
             orders: inner

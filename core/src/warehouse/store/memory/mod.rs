@@ -55,6 +55,8 @@ struct SkuCounts {
     available: i64,
     locked: i64,
     sold: i64,
+    /// Of `sold`, the units of paid orders forgotten with their retired sale.
+    sold_purged: i64,
     sales: BTreeSet<i64>,
 }
 
@@ -89,7 +91,7 @@ impl MemoryStore {
     }
 
     /// Keeps a retired sale (ended, every order final) for `retain` after it retired, as the
-    /// Redis store keeps its keys, then forgets it (its orders stay, as in the Redis orderbook).
+    /// Redis store keeps its keys, then forgets it and its orders (what they sold stays counted).
     /// Time here is the `now_ms` the sweeper passes, not a clock of its own.
     pub fn with_retention(self, retain: std::time::Duration) -> Self {
         self.inner().retain_ms = Some(retain.as_millis() as i64);

@@ -253,7 +253,8 @@ impl Orders for MemoryStore {
 
 impl Inner {
     /// `close_event.lua`'s retirement: a closed sale whose orders are all final leaves its SKU's
-    /// list of sales; a sale retired `retain` ago is forgotten (its orders stay).
+    /// list of sales; a sale retired `retain` ago is forgotten, its orders too
+    /// (`purge_orders.lua`: what they sold stays counted).
     fn retire_final(&mut self, now_ms: i64) {
         let retiring: Vec<(i64, i64)> = self
             .sales
@@ -281,7 +282,19 @@ impl Inner {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            self.sales.remove(&id);
+            let sku = self.sales.remove(&id).expect("listed above").state.sale.sku;
+            let purged: Vec<String> = self
+                .orders
+                .values()
+                .filter(|o| o.event_id == id)
+                .map(|o| o.order_no.clone())
+                .collect();
+            for order_no in purged {
+                let order = self.orders.remove(&order_no).expect("listed above");
+                if order.status == OrderStatus::Paid {
+                    self.sku_mut(sku).sold_purged += order.qty;
+                }
+            }
         }
     }
 }

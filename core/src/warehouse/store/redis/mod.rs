@@ -94,7 +94,8 @@ impl RedisStore {
 
     /// Keeps a retired sale's keys (its hash, per-user counts and request ids, in every shard)
     /// for `retain` after it retires (it has ended and every order of it is final), then lets
-    /// them expire (`PEXPIRE`). Its orders stay in the SKU's orderbook.
+    /// them expire (`PEXPIRE`); the sweeper then deletes its orders from the SKU's orderbook
+    /// (what they sold stays counted in the SKU's `sold`, and as `sold_purged` for the audit).
     pub fn with_retention(mut self, retain: Duration) -> Self {
         self.retain_closed = retain;
         self

@@ -57,7 +57,57 @@ impl RedisStore {
                 failure.get_or_insert(e);
             }
         }
+        if let Err(e) = self.purge_one(now_ms).await {
+            failure.get_or_insert(e);
+        }
         failure.map_or(Ok(closed), Err)
+    }
+
+    /// The orders of the sale that retired longest ago, once the retention time has passed
+    /// since: deleted by ranges (`purge_orders.lua`, what they sold kept counted), then the sale
+    /// off the purge index (its other keys have expired by themselves). One sale per sweep, one
+    /// read when none is due.
+    async fn purge_one(&self, now_ms: i64) -> StoreResult<()> {
+        let retain = self.retain_closed.as_millis().max(1) as i64;
+        let mut conn = self.conn.clone();
+        let due: Vec<i64> = redis::cmd("ZRANGE")
+            .arg(self.keys.purge_due())
+            .arg("-inf")
+            .arg(now_ms.saturating_sub(retain))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(event) = due.first().copied() else {
+            return Ok(());
+        };
+        let entry: Option<String> = conn
+            .hget(self.keys.retired_events(), event)
+            .await
+            .map_err(unavailable)?;
+        let tombstone = entry.as_deref().and_then(stock::parse_retired_entry);
+        let sku = self.sale_entry(event).await?.map(|(sku, _)| sku);
+        if let (Some((_, seqs)), Some(sku)) = (tombstone, sku) {
+            let subpools = seqs.len() as u32;
+            for (sub, seq) in seqs.into_iter().enumerate() {
+                let shard = Shard::new(sku, sub as u32);
+                let mut first = 1;
+                while first <= seq {
+                    let last = (first + call::PURGE_CHUNK - 1).min(seq);
+                    let purge =
+                        call::purge_orders(&self.keys, (event, subpools), shard, (first, last));
+                    let reply: Vec<String> = self.run(&purge).await?;
+                    call::parse_purge_orders(&reply)?;
+                    first = last + 1;
+                }
+            }
+        }
+        conn.zrem::<_, _, ()>(self.keys.purge_due(), event)
+            .await
+            .map_err(unavailable)
     }
 
     /// A sale's retirement, once `close_event.lua` has marked it in every shard (every order of
@@ -103,6 +153,14 @@ impl RedisStore {
         )
         .await
         .map_err(unavailable)?;
+        redis::cmd("ZADD")
+            .arg(self.keys.purge_due())
+            .arg("NX")
+            .arg(now_ms)
+            .arg(event)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let retain = self.retain_closed.as_millis().max(1) as i64;
         for &shard in &shards {
             let mut pipe = redis::pipe();
