@@ -69,6 +69,7 @@ impl RedisStore {
                     all.counters.available += part.counters.available;
                     all.counters.locked += part.counters.locked;
                     all.counters.sold += part.counters.sold;
+                    all.counters.sold_purged += part.counters.sold_purged;
                     all.moving += part.moving;
                     all.sales.extend(part.sales);
                     all.orders.extend(part.orders);
