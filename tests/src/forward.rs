@@ -113,6 +113,9 @@ macro_rules! forward_seams {
                 async fn ack_win(&self, win: &Win) -> StoreResult<()> {
                     self.$f.ack_win(win).await
                 }
+                async fn settle_wins(&self, wins: &[Win], now_ms: i64) -> StoreResult<Vec<bool>> {
+                    self.$f.settle_wins(wins, now_ms).await
+                }
             }
         };
     };

@@ -189,3 +189,48 @@ impl TestRedis {
         self.launch().await;
     }
 }
+
+impl TestRedis {
+    /// Calls per command since the server started (`INFO commandstats`), commands run inside
+    /// scripts included; `info` itself left out, so two readings differ only by what was sent in
+    /// between. Only meaningful on a Redis of the test's own ([`TestRedis::spawn`]).
+    pub async fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect for INFO");
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO commandstats");
+        parse_command_calls(&info)
+    }
+}
+
+/// `cmdstat_NAME:calls=N,…` lines of `INFO commandstats` as NAME → N.
+pub fn parse_command_calls(info: &str) -> std::collections::BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .filter(|(name, _)| name != "info")
+        .collect()
+}
+
+/// What `after` counts beyond `before`, per command (commands not called in between left out).
+pub fn calls_between(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(name, n)| {
+            let delta = n - before.get(name).copied().unwrap_or(0);
+            (delta > 0).then(|| (name.clone(), delta))
+        })
+        .collect()
+}

@@ -21,6 +21,7 @@ use flashgate_core::warehouse::store::{
     MemoryStore, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, Store,
 };
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
+use flashgate_tests::redis_server::calls_between;
 use flashgate_tests::{eur, eventually, unique_prefix, TestRedis, TestWarehouse, TEST_ORIGIN_KEY};
 
 /// Long enough that no order expires while a test runs.
@@ -212,6 +213,63 @@ async fn every_queued_buy_becomes_exactly_one_pending_order() {
         (l.total, l.available, l.pools, l.locked, l.sold),
         (40, 15, 0, 25, 0)
     );
+}
+
+/// A read batch over two SKUs is created and acknowledged by one `create_order.lua` call per
+/// shard (so one XACK per shard, inside it), and the same batch delivered again creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_batch_costs_one_script_call_per_shard_and_redelivery_creates_nothing() {
+    let redis = TestRedis::spawn(&[]).await;
+    let store = redis.store().await;
+    let mut won_all = won(&store, 1, 6).await;
+    won_all.extend(won(&store, 2, 4).await);
+    let wins = store.read_wins("a", 100, BLOCK).await.expect("read");
+    assert_eq!(order_nos(&wins), won_all);
+
+    let metrics = Metrics::new();
+    let before = redis.command_calls().await;
+    let created = process_wins(&store, &wins, &metrics)
+        .await
+        .expect("process");
+    let calls = calls_between(&before, &redis.command_calls().await);
+    assert_eq!(created, 10);
+    // The script's first call in this Redis answers NOSCRIPT and is sent again after its load.
+    let loads = calls.get("script|load").copied().unwrap_or(0);
+    assert_eq!(
+        calls.get("evalsha").map(|n| n - loads),
+        Some(2),
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("xack"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("xdel"), Some(&2), "{calls:?}");
+    assert_eq!(
+        store
+            .reclaim_wins("b", Duration::ZERO, 100)
+            .await
+            .expect("reclaim"),
+        Vec::new(),
+        "nothing is left pending"
+    );
+
+    // The same batch again (a redelivery): nothing is created, nothing changes.
+    let first: Vec<i64> = {
+        let mut d = Vec::new();
+        for order_no in &won_all {
+            d.push(store.order(order_no).await.unwrap().unwrap().deadline_ms);
+        }
+        d
+    };
+    assert_eq!(
+        process_wins(&store, &wins, &metrics).await.expect("again"),
+        0
+    );
+    for (order_no, deadline) in won_all.iter().zip(first) {
+        let order = store.order(order_no).await.unwrap().unwrap();
+        assert_eq!(
+            (order.status, order.deadline_ms),
+            (OrderStatus::PendingPayment, deadline)
+        );
+    }
 }
 
 /// Consumer "a" reads six of ten wins, creates the orders of three and dies before acknowledging

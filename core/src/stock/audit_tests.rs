@@ -61,6 +61,7 @@ fn healthy() -> (SkuSnapshot, Vec<LockSnapshot>) {
             available: 5,
             locked: 3,
             sold: 1,
+            sold_purged: 0,
         },
         sales: vec![sale],
         orders: vec![

@@ -3,9 +3,9 @@
 //!
 //! Every key of a SKU carries the hash tag `{sku:ID}` (a sub-pool's `{sku:ID:SUB}`), so each
 //! script touches one cluster slot; the only keys outside a SKU's slots are the directories
-//! ([`Keys::events`], [`Keys::sale_ends`], [`Keys::skus`], the lock directories `{locks:N}`)
-//! and the seed-contract lock journals ([`Keys::lock`]), each written by scripts or commands of
-//! their own.
+//! ([`Keys::events`], [`Keys::live_events`], [`Keys::retired_events`], [`Keys::sale_ends`],
+//! [`Keys::skus`], the lock directories `{locks:N}`) and the seed-contract lock journals
+//! ([`Keys::lock`]), each written by scripts or commands of their own.
 //!
 //! What it does not do: decide which keys a script is given (that is [`super::call`]).
 
@@ -85,6 +85,12 @@ impl Keys {
         self.in_shard(shard, "deadlines")
     }
 
+    /// Set of the sub-pool numbers (1…) any sale of the SKU was ever split into: the shards
+    /// that hold its units' history (`sold`, `locked`) after the sales that used them retired.
+    pub fn sub_shards(&self, sku: i64) -> String {
+        self.in_shard(sku, "subshards")
+    }
+
     /// Hash transfer id → units on their way out of this shard (see the `move_*` scripts).
     pub fn moves(&self, shard: impl Into<Shard>) -> String {
         self.in_shard(shard, "moves")
@@ -105,6 +111,26 @@ impl Keys {
     /// so callers cache it).
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// Directory hash event id → `SKU` or `SKU/SUBPOOLS` (as [`Keys::events`]) of the sales not
+    /// yet retired: those the order worker reads and the sweeper visits. A sale leaves it once
+    /// it has ended and every order of it is final, so their work does not grow with history.
+    pub fn live_events(&self) -> String {
+        format!("{}:events:live", self.prefix)
+    }
+
+    /// Hash event id → `RETIRED_AT_MS SEQ_0 SEQ_1 …` (unix ms, and the sale's wins per
+    /// sub-pool) of every retired sale: the tombstone that keeps a retired sale's id (and so its
+    /// order numbers) from being defined again after its keys have expired.
+    pub fn retired_events(&self) -> String {
+        format!("{}:events:retired", self.prefix)
+    }
+
+    /// Sorted set event id → when it retired (unix ms) of the retired sales whose orders are
+    /// still in their orderbooks: the sweeper deletes them a retention time later.
+    pub fn purge_due(&self) -> String {
+        format!("{}:events:purge", self.prefix)
     }
 
     /// Sorted set event id → the sale's end (unix ms), so the sales still worth listing (not
@@ -208,5 +234,7 @@ mod tests {
         let k = Keys::new("fg");
         assert_eq!(k.sale_ends(), "fg:events:ends");
         assert_eq!(k.sku_of(&k.sale_ends()), None);
+        assert_eq!(k.live_events(), "fg:events:live");
+        assert_eq!(k.retired_events(), "fg:events:retired");
     }
 }

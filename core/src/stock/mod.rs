@@ -61,7 +61,7 @@ pub use self::keys::Keys;
 pub use self::money::{amount, Currency, MAX_PRICE};
 pub use self::numbering::{
     event_entry, event_of_order, home_subpool, order_no, order_seq, parse_event_entry,
-    subpool_of_order,
+    parse_retired_entry, retired_entry, subpool_of_order,
 };
 
 /// One hash-tag shard of a SKU: the SKU's own keys (`sub` 0, tag `{sku:ID}`) or those of one

@@ -15,6 +15,25 @@ pub fn parse_event_entry(entry: &str) -> Option<(i64, u32)> {
     }
 }
 
+/// The tombstone of a retired sale in [`Keys::retired_events`](super::Keys::retired_events):
+/// `RETIRED_AT_MS SEQ_0 SEQ_1 …`.
+pub fn retired_entry(retired_ms: i64, seqs: &[i64]) -> String {
+    std::iter::once(retired_ms)
+        .chain(seqs.iter().copied())
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads a tombstone of [`Keys::retired_events`](super::Keys::retired_events): when the sale
+/// retired, and its wins per sub-pool.
+pub fn parse_retired_entry(entry: &str) -> Option<(i64, Vec<i64>)> {
+    let mut numbers = entry.split(' ').map(|n| n.parse::<i64>().ok());
+    let at = numbers.next()??;
+    let seqs = numbers.collect::<Option<Vec<_>>>()?;
+    (!seqs.is_empty()).then_some((at, seqs))
+}
+
 /// The directory entry of a sale of `sku` split in `subpools`.
 pub fn event_entry(sku: i64, subpools: u32) -> String {
     if subpools <= 1 {
@@ -86,6 +105,10 @@ mod tests {
         }
         assert_eq!(order_seq(5, 0, 1), 5);
         assert_eq!(subpool_of_order("4-18446744073709551615", 4), None);
+        assert_eq!(retired_entry(5000, &[3, 2]), "5000 3 2");
+        assert_eq!(parse_retired_entry("5000 3 2"), Some((5000, vec![3, 2])));
+        assert_eq!(parse_retired_entry("5000"), None);
+        assert_eq!(parse_retired_entry("5000 x"), None);
         assert_eq!(parse_event_entry("12"), Some((12, 1)));
         assert_eq!(parse_event_entry("12/4"), Some((12, 4)));
         assert_eq!(parse_event_entry(&event_entry(12, 4)), Some((12, 4)));

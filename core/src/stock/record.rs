@@ -197,32 +197,35 @@ mod tests {
         assert_eq!(request_field("ann", "r1"), "ann\u{1f}r1");
     }
 
-    /// The scripts carry the Lua side of the formats verbatim; a script that stores or reads a
-    /// record any other way would fail here.
+    /// The scripts carry the Lua side of the formats verbatim (up to indentation); a script that
+    /// stores or reads a record any other way would fail here.
     #[test]
     fn every_script_reads_and_writes_records_with_the_same_lines() {
-        let readers = ["create_order", "pay", "release_order"];
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let has = |source: &str, lines: &str| words(source).contains(&words(lines));
+        let readers = [
+            "create_order",
+            "pay",
+            "release_order",
+            "close_event",
+            "purge_orders",
+        ];
+        let writers = ["create_order", "pay", "release_order"];
         for lua in ALL {
             let s = lua.source;
             assert!(
-                !s.contains("cjson") || lua.name == "snapshot" || lua.name == "move_out",
+                !s.contains("cjson") || lua.name == "move_out",
                 "{}: no JSON per order",
                 lua.name
             );
             if readers.contains(&lua.name) {
-                assert!(
-                    s.contains(LUA_DECODE),
-                    "{} decodes with LUA_DECODE",
-                    lua.name
-                );
-                assert!(
-                    s.contains(LUA_ENCODE),
-                    "{} encodes with LUA_ENCODE",
-                    lua.name
-                );
+                assert!(has(s, LUA_DECODE), "{} decodes with LUA_DECODE", lua.name);
+            }
+            if writers.contains(&lua.name) {
+                assert!(has(s, LUA_ENCODE), "{} encodes with LUA_ENCODE", lua.name);
             }
         }
         let buy = ALL.iter().find(|l| l.name == "buy_batch").unwrap().source;
-        assert!(buy.contains(LUA_ENCODE) && buy.contains(LUA_REQUEST));
+        assert!(has(buy, LUA_ENCODE) && has(buy, LUA_REQUEST));
     }
 }

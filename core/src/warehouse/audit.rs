@@ -1,9 +1,15 @@
 //! `flashgate-warehouse audit`: reads every SKU and lock from the store and checks that the stock
 //! adds up ([`crate::stock::audit`]). Read-only, so it is safe on a live production Redis: each
-//! SKU is read by one script in one instant, and locks are listed from their directory, never
+//! SKU is read in bounded chunks (`HSCAN`/`SSCAN` of a few hundred entries, no script), so no
+//! command blocks Redis for long at any size, and locks are listed from their directory, never
 //! with `KEYS` or `SCAN`. On a store taking traffic, a lock or order moving between the lock read
-//! and a SKU read can show as a transient mismatch, and a lock between its per-SKU steps as in
-//! flight: re-run to confirm before acting on one.
+//! and a SKU read, or between two chunks of a SKU (a shard is read again while its counters
+//! move, up to three times), can show as a transient mismatch, and a lock between its per-SKU
+//! steps as in flight: re-run to confirm before acting on one.
+//!
+//! A retired sale (ended, every order final, see `--retain-closed`) is no longer audited as a
+//! sale (its per-user counts and request ids expire); its orders stay in the orderbook and are
+//! checked with the SKU's counters, which keep every unit it sold.
 //!
 //! With `--repair` it first finishes the seed-contract locks a crash left between steps
 //! ([`SeedLocks::repair_locks`](super::store::SeedLocks::repair_locks)) and prints what it did; that is the only write it makes.

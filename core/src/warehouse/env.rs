@@ -38,6 +38,8 @@ pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
 pub const RECLAIM_IDLE_MS: &str = "FLASHGATE_RECLAIM_IDLE_MS";
 /// `--repair-after-ms`.
 pub const REPAIR_AFTER_MS: &str = "FLASHGATE_REPAIR_AFTER_MS";
+/// `--retain-closed`.
+pub const RETAIN_CLOSED: &str = "FLASHGATE_RETAIN_CLOSED";
 /// `audit --repair-older-than-ms`.
 pub const REPAIR_OLDER_THAN_MS: &str = "FLASHGATE_REPAIR_OLDER_THAN_MS";
 /// Test hook, not a setting: the name of a crash point (`lock.after_take`,

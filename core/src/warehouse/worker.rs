@@ -1,8 +1,8 @@
 //! The order side of the queue (队列削峰) and the sweeper.
 //!
-//! The order worker reads wins from the order streams through a consumer group, turns each into
-//! an order awaiting payment (exactly once: the store's `create_order` changes only a QUEUED
-//! order) and acknowledges it only afterwards, so a worker that dies between reading and
+//! The order worker reads wins from the order streams through a consumer group, turns each read
+//! batch into orders awaiting payment (exactly once: the store changes only a QUEUED order) and
+//! acknowledges them in the same step or only afterwards, so a worker that dies between reading and
 //! acknowledging loses nothing: another worker reclaims the entry once it has been idle long
 //! enough, and creating it again is a no-op. It goes at its own pace; buyers never wait for it.
 //!
@@ -52,24 +52,30 @@ impl WorkerOptions {
     }
 }
 
-/// Creates the orders of `wins` and acknowledges each once it is created (or was already).
-/// Returns how many this call created. A win whose creation fails stays unacknowledged, so it is
-/// retried by a reclaim.
+/// Creates the orders of `wins` and acknowledges them ([`OrderQueue::settle_wins`]: on Redis one
+/// script call per shard for the whole batch, acknowledging in the same step). Returns how many
+/// this call created. A win whose creation fails stays unacknowledged, so it is retried by a
+/// reclaim.
+///
+/// [`OrderQueue::settle_wins`]: super::store::OrderQueue::settle_wins
 pub async fn process_wins<S: Store>(
     store: &S,
     wins: &[Win],
     metrics: &Metrics,
 ) -> StoreResult<usize> {
-    let mut created = 0;
-    for win in wins {
-        if store.create_order(win, now_ms()).await? {
-            created += 1;
-            metrics.worker.with_label_values(&["created"]).inc();
-        } else {
-            metrics.worker.with_label_values(&["duplicate"]).inc();
-        }
-        store.ack_win(win).await?;
+    if wins.is_empty() {
+        return Ok(0);
     }
+    let settled = store.settle_wins(wins, now_ms()).await?;
+    let created = settled.iter().filter(|c| **c).count();
+    metrics
+        .worker
+        .with_label_values(&["created"])
+        .inc_by(created as u64);
+    metrics
+        .worker
+        .with_label_values(&["duplicate"])
+        .inc_by((settled.len() - created) as u64);
     Ok(created)
 }
 

@@ -148,6 +148,13 @@ pub struct Cli {
     #[arg(long, env = env::REPAIR_AFTER_MS, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub repair_after_ms: u64,
 
+    /// How long a retired sale's keys are kept: a sale that has ended and whose orders are all
+    /// paid, cancelled or expired leaves the order worker's and the sweeper's lists, and its
+    /// hash, per-user counts and request ids expire this long after (`7d`, `12h`, `30m`, `90s`,
+    /// `500ms`); the sweeper then deletes its orders. The SKU's counters keep what it sold.
+    #[arg(long, env = env::RETAIN_CLOSED, default_value = "7d", value_parser = parse_retention)]
+    pub retain_closed: Duration,
+
     /// Create a demo sale at start-up: `SKU:STOCK:POOL:STARTS_IN_SECONDS` (e.g. `1001:100:10:30`),
     /// event id 1, 19.99 EUR a unit, one unit per user (cancelled units included), 5 minutes to
     /// pay, one hour long.
@@ -220,6 +227,30 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     s.parse()
         .map(|a| OptionalAddr(Some(a)))
         .map_err(|e| format!("{e} (expected HOST:PORT or `off`)"))
+}
+
+/// A retention time: a whole number and a unit (`d`, `h`, `m`, `s`, `ms`), at least 1 ms.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m, 90s or 500ms"))?;
+    let ms = match &s[digits.len()..] {
+        "d" => n.checked_mul(86_400_000),
+        "h" => n.checked_mul(3_600_000),
+        "m" => n.checked_mul(60_000),
+        "s" => n.checked_mul(1_000),
+        "ms" => Some(n),
+        unit => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use d, h, m, s or ms)"
+            ))
+        }
+    };
+    match ms {
+        Some(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{s:?} is out of range (1ms to centuries)")),
+    }
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {
@@ -351,6 +382,27 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("flashgate-warehouse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn retain_closed_takes_a_number_and_a_unit_and_defaults_to_seven_days() {
+        let retain = |args: &[&str]| parse(args).map(|cli| cli.retain_closed);
+        assert_eq!(retain(&[]).unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            retain(&["--retain-closed", "12h"]).unwrap(),
+            Duration::from_secs(43_200)
+        );
+        assert_eq!(
+            retain(&["--retain-closed", "500ms"]).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            retain(&["--retain-closed", "90s"]).unwrap(),
+            Duration::from_secs(90)
+        );
+        for bad in ["7", "7w", "0s", "d", "-1d", "99999999999999999d"] {
+            assert!(retain(&["--retain-closed", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -36,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
                 "using the in-memory store: NOT durable, every sale and order is lost when this \
                  process stops; use --store redis in production"
             );
-            run(MemoryStore::new(), cli).await
+            let store = MemoryStore::new().with_retention(cli.retain_closed);
+            run(store, cli).await
         }
         StoreKind::Redis => {
             let mut config = RedisStoreConfig::new(cli.redis_url.clone());
@@ -56,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
                         Durability::from(cli.durability)
                     )
                 })?
-                .with_buy_batch(cli.buy_batch.on());
+                .with_buy_batch(cli.buy_batch.on())
+                .with_retention(cli.retain_closed);
             match store.guarantee() {
                 _ if auditing => {}
                 Guarantee::Relaxed(warning) => tracing::warn!("{warning}"),

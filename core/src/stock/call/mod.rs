@@ -71,18 +71,19 @@ scripts! {
     MOVE_READ = "move_read", 1 keys, 0 args;
     /// `Seckill.Buy`: the whole decision of 1 to [`BUY_BATCH_MAX`] buys, one script.
     BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each;
-    /// The order worker: QUEUED → PENDING_PAYMENT, exactly once.
-    CREATE_ORDER = "create_order", 3 keys, 2 args;
+    /// The order worker: a read batch's wins QUEUED → PENDING_PAYMENT, exactly once, and
+    /// acknowledged in the same step.
+    CREATE_ORDER = "create_order", 3 keys, 5 args;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
     PAY = "pay", 3 keys, 5 args;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.
     RELEASE_ORDER = "release_order", 5 keys, 4 args;
-    /// The sweeper's end of a sale: pool → available.
-    CLOSE_EVENT = "close_event", 2 keys, 1 args;
+    /// The sweeper's end of a sale: pool → available; its retirement once its orders are final.
+    CLOSE_EVENT = "close_event", 3 keys, 5 args;
+    /// The sweeper, a retention time after a sale retired: a range of its orders deleted.
+    PURGE_ORDERS = "purge_orders", 2 keys, 5 args;
     /// Read-only: a SKU's counters and the sum of its sales' pools.
     LEDGER = "ledger", 2 keys, 1 args;
-    /// Read-only: everything the audit needs about one SKU, at one instant.
-    SNAPSHOT = "snapshot", 3 keys, 1 args;
     /// A seed-contract lock's journal as it is now, with its age by the journal node's clock.
     LOCK_READ = "lock_read", 1 keys, 0 args;
     /// Opens a fresh lock attempt (absent or ABORTED → PENDING), compare-and-set on seq.

@@ -1,14 +1,16 @@
 //! The calls of a SKU's stock and its flash sales: define, buy (a batch of buys of one sale in
-//! one shard), create, pay, release, close, and the two read-only scripts (ledger, snapshot).
-//! Each function packs one script's KEYS and ARGV for one shard; each `parse_*` reads its reply;
-//! order records and request entries are read with [`crate::stock::record`].
+//! one shard), create (a read batch at a time), pay, release, close (and retire), and the
+//! read-only ledger script. Each function packs one script's KEYS and ARGV for one shard; each
+//! `parse_*` reads its reply; order records and request entries are read with
+//! [`crate::stock::record`]. The audit's chunked reads are plain commands; [`assemble_snapshot`]
+//! builds their result.
 
 use std::collections::BTreeMap;
 
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
-    BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PUT_EVENT, PUT_STOCK, PUT_SUBPOOL,
-    RELEASE_ORDER, SNAPSHOT,
+    BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PURGE_ORDERS, PUT_EVENT, PUT_STOCK,
+    PUT_SUBPOOL, RELEASE_ORDER,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
@@ -161,22 +163,79 @@ pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDec
     })
 }
 
-/// `create_order.lua`: the order a win announces, in its shard.
-pub fn create_order(keys: &Keys, shard: Shard, event: i64, order_no: &str, now_ms: i64) -> Call {
+/// The most wins one `create_order.lua` call takes (its reply and `XACK` stay small).
+pub const CREATE_BATCH: usize = 256;
+
+/// `create_order.lua`: the orders the wins of one shard announce, created in one call; with
+/// `ack`, their stream entries acknowledged in the same atomic step. `wins` are
+/// `(order number, stream entry id)`, at most [`CREATE_BATCH`].
+pub fn create_orders(
+    keys: &Keys,
+    shard: Shard,
+    wins: &[(&str, &str)],
+    ack: bool,
+    now_ms: i64,
+) -> Call {
+    debug_assert!(
+        wins.len() <= CREATE_BATCH,
+        "create_order: {} wins",
+        wins.len()
+    );
+    let order_nos: Vec<&str> = wins.iter().map(|w| w.0).collect();
+    let entries: Vec<&str> = wins.iter().map(|w| w.1).collect();
     Call::new(
         &CREATE_ORDER,
         vec![
             keys.orderbook(shard),
             keys.deadlines(shard),
-            keys.event(shard, event),
+            keys.order_stream(shard),
         ],
-        vec![order_no.into(), now_ms.to_string()],
+        vec![
+            now_ms.to_string(),
+            keys.event_prefix(shard),
+            if ack {
+                ORDER_GROUP.into()
+            } else {
+                String::new()
+            },
+            order_nos.join(" "),
+            if ack {
+                entries.join(" ")
+            } else {
+                String::new()
+            },
+        ],
     )
 }
 
-/// `create_order.lua`'s reply: whether this call created the order.
-pub fn parse_create_order(reply: &[String]) -> ReplyResult<bool> {
-    Ok(status(reply)? == "CREATED")
+/// What `create_order.lua` did with one win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the order (and acknowledged its win).
+    Created,
+    /// The order was past QUEUED already (a redelivery, or cancelled first); acknowledged.
+    Already,
+    /// No such order: left unacknowledged.
+    NotFound,
+}
+
+/// `create_order.lua`'s reply: one outcome per win, in the order they were given.
+pub fn parse_create_orders(reply: &[String], wins: usize) -> ReplyResult<Vec<Created>> {
+    if reply.len() != wins {
+        return Err(malformed(format!(
+            "create_order: {} replies for {wins} wins",
+            reply.len()
+        )));
+    }
+    reply
+        .iter()
+        .map(|r| match r.as_str() {
+            "CREATED" => Ok(Created::Created),
+            "ALREADY" => Ok(Created::Already),
+            "NOT_FOUND" => Ok(Created::NotFound),
+            other => Err(malformed(format!("create_order outcome {other:?}"))),
+        })
+        .collect()
 }
 
 /// `pay.lua`: the payment side's confirmation of an order in its shard.
@@ -246,18 +305,83 @@ pub fn parse_release_order(order_no: &str, reply: &[String]) -> ReplyResult<(boo
     Ok((released, order_record(order_no, record)?))
 }
 
-/// `close_event.lua`: the sweeper's end of one sale in one shard.
-pub fn close_event(keys: &Keys, shard: Shard, event: i64, now_ms: i64) -> Call {
+/// Orders `close_event.lua` examines at most per call while it waits for a sale's orders to be
+/// final (a few hundred µs of Redis time).
+pub const RETIRE_CHUNK: usize = 200;
+
+/// `close_event.lua`: the sweeper's end of one sale in one shard, and its mark there once its
+/// orders there are final.
+pub fn close_event(keys: &Keys, (event, subpools): (i64, u32), shard: Shard, now_ms: i64) -> Call {
     Call::new(
         &CLOSE_EVENT,
-        vec![keys.event(shard, event), keys.stock(shard)],
-        vec![now_ms.to_string()],
+        vec![
+            keys.event(shard, event),
+            keys.stock(shard),
+            keys.orderbook(shard),
+        ],
+        vec![
+            now_ms.to_string(),
+            event.to_string(),
+            subpools.max(1).to_string(),
+            shard.sub.to_string(),
+            RETIRE_CHUNK.to_string(),
+        ],
     )
 }
 
-/// `close_event.lua`'s reply: whether this call closed the sale.
-pub fn parse_close_event(reply: &[String]) -> ReplyResult<bool> {
-    Ok(status(reply)? == "CLOSED")
+/// What `close_event.lua` did with one sale in one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Closing {
+    /// This call closed the sale (its pool went back to available).
+    pub closed_now: bool,
+    /// Every order of the sale in this shard is final (found by this call or before): its
+    /// `seq` there.
+    pub retired: Option<i64>,
+}
+
+/// `close_event.lua`'s reply.
+pub fn parse_close_event(reply: &[String]) -> ReplyResult<Closing> {
+    Ok(match status(reply)? {
+        "CLOSED" => Closing {
+            closed_now: true,
+            retired: None,
+        },
+        "OPEN" | "ALREADY" => Closing::default(),
+        "RETIRED" => Closing {
+            closed_now: reply.get(2).is_some_and(|units| !units.is_empty()),
+            retired: Some(num_at(reply, 1, "close_event")?),
+        },
+        other => return Err(malformed(format!("close_event outcome {other:?}"))),
+    })
+}
+
+/// Orders one `purge_orders.lua` call deletes at most.
+pub const PURGE_CHUNK: i64 = 200;
+
+/// `purge_orders.lua`: the orders `first..=last` of a retired sale's track in one shard.
+pub fn purge_orders(
+    keys: &Keys,
+    (event, subpools): (i64, u32),
+    shard: Shard,
+    (first, last): (i64, i64),
+) -> Call {
+    Call::new(
+        &PURGE_ORDERS,
+        vec![keys.orderbook(shard), keys.stock(shard)],
+        vec![
+            event.to_string(),
+            subpools.max(1).to_string(),
+            shard.sub.to_string(),
+            first.to_string(),
+            last.to_string(),
+        ],
+    )
+}
+
+/// `purge_orders.lua`'s reply: how many orders it deleted.
+pub fn parse_purge_orders(reply: &[String]) -> ReplyResult<i64> {
+    status(reply)?;
+    num_at(reply, 1, "purge_orders")
 }
 
 /// `ledger.lua`: one shard's counters and pools.
@@ -291,45 +415,41 @@ pub fn parse_ledger(reply: &[String]) -> ReplyResult<Option<Ledger>> {
     }))
 }
 
-/// `snapshot.lua`: everything the audit needs about one shard, at one instant.
-pub fn snapshot(keys: &Keys, shard: Shard) -> Call {
-    Call::new(
-        &SNAPSHOT,
-        vec![
-            keys.stock(shard),
-            keys.sku_events(shard),
-            keys.orderbook(shard),
-        ],
-        vec![keys.event_prefix(shard)],
-    )
+/// Entries one audit read asks for at most (`HSCAN`/`SSCAN` `COUNT`) of a set of sales or a
+/// sale's per-user and request hashes: each read stays well under a millisecond of Redis time
+/// however large the hash.
+pub const AUDIT_CHUNK: usize = 500;
+
+/// The same for the orderbook, whose entries are whole order records (a chunk of them is a
+/// reply of some 25 kB).
+pub const AUDIT_ORDERS_CHUNK: usize = 100;
+
+/// One sale of a shard as the audit reads it: its hash, per-user counts and request ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSale {
+    /// The sale's hash (`HGETALL`).
+    pub sale: BTreeMap<String, String>,
+    /// User → units counted (`HSCAN` of the users hash).
+    pub users: BTreeMap<String, String>,
+    /// `user \x1f request id` → order number (`HSCAN` of the requests hash).
+    pub req: BTreeMap<String, String>,
 }
 
-#[derive(serde::Deserialize)]
-struct RawSnapshot {
-    stock: BTreeMap<String, String>,
-    sales: BTreeMap<String, RawSale>,
-    orders: BTreeMap<String, String>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawSale {
-    sale: BTreeMap<String, String>,
-    users: BTreeMap<String, String>,
-    req: BTreeMap<String, String>,
-}
-
-/// `snapshot.lua`'s reply (JSON; empty when the shard has no stock hash).
-pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapshot>> {
-    if json.is_empty() {
+/// Builds one shard's snapshot from what the audit read in chunks: the stock hash, its sales and
+/// its orderbook; `None` when the shard has no stock hash.
+pub fn assemble_snapshot(
+    shard: Shard,
+    stock: &BTreeMap<String, String>,
+    raw_sales: Vec<RawSale>,
+    orders: &BTreeMap<String, String>,
+) -> ReplyResult<Option<SkuSnapshot>> {
+    if stock.is_empty() {
         return Ok(None);
     }
     let sku = shard.sku;
-    // cjson encodes an empty Lua table as `{}`, which is also an empty map here.
-    let raw: RawSnapshot =
-        serde_json::from_str(json).map_err(|e| malformed(format!("snapshot of sku {sku}: {e}")))?;
-    let counter = |k: &str| raw.stock.get(k).map_or(Ok(0), |v| num(v));
+    let counter = |k: &str| stock.get(k).map_or(Ok(0), |v| num(v));
     let mut sales = Vec::new();
-    for sale in raw.sales.into_values() {
+    for sale in raw_sales {
         let state = parse_sale(&sale.sale)
             .ok_or_else(|| malformed(format!("sale hash {:?}", sale.sale)))?;
         let counted = sale
@@ -357,8 +477,7 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
             requests,
         });
     }
-    let orders = raw
-        .orders
+    let orders = orders
         .iter()
         .map(|(no, record)| order_record(no, record))
         .collect::<ReplyResult<_>>()?;
@@ -369,6 +488,7 @@ pub fn parse_snapshot(shard: Shard, json: &str) -> ReplyResult<Option<SkuSnapsho
             available: counter("available")?,
             locked: counter("locked")?,
             sold: counter("sold")?,
+            sold_purged: counter("sold_purged")?,
         },
         sales,
         orders,
@@ -571,6 +691,66 @@ mod tests {
     }
 
     #[test]
+    fn the_wins_of_a_batch_are_created_and_acknowledged_by_one_call() {
+        let k = Keys::new("fg");
+        let wins = [("7-1", "5-0"), ("7-2", "5-1")];
+        let call = create_orders(&k, Shard::new(5, 1), &wins, true, 99);
+        assert!(call.keys.iter().all(|key| key.contains("{sku:5:1}")));
+        assert_eq!(call.keys[2], k.order_stream(Shard::new(5, 1)));
+        assert_eq!(
+            call.args,
+            strings(&["99", "fg:{sku:5:1}:ev:", ORDER_GROUP, "7-1 7-2", "5-0 5-1"])
+        );
+        let unacked = create_orders(&k, Shard::from(5), &wins[..1], false, 99);
+        assert_eq!(unacked.args[2..], strings(&["", "7-1", ""]));
+        assert_eq!(
+            parse_create_orders(&strings(&["CREATED", "ALREADY", "NOT_FOUND"]), 3),
+            Ok(vec![Created::Created, Created::Already, Created::NotFound])
+        );
+        assert!(parse_create_orders(&strings(&["CREATED"]), 2).is_err());
+        assert!(parse_create_orders(&strings(&["QUEUED"]), 1).is_err());
+    }
+
+    #[test]
+    fn a_closing_sale_retires_once_its_orders_are_final() {
+        let k = Keys::new("fg");
+        let call = close_event(&k, (7, 4), Shard::new(5, 2), 99);
+        assert!(call.keys.iter().all(|key| key.contains("{sku:5:2}")));
+        assert_eq!(call.args, strings(&["99", "7", "4", "2", "200"]));
+        let closing = |s: &[&str]| parse_close_event(&strings(s));
+        assert_eq!(closing(&["OPEN", ""]), Ok(Closing::default()));
+        assert!(closing(&["CLOSED", "3"]).unwrap().closed_now);
+        assert_eq!(
+            closing(&["RETIRED", "2", "3"]),
+            Ok(Closing {
+                closed_now: true,
+                retired: Some(2)
+            })
+        );
+        assert_eq!(
+            closing(&["RETIRED", "2", ""]),
+            Ok(Closing {
+                closed_now: false,
+                retired: Some(2)
+            })
+        );
+        assert!(closing(&["RETIRED"]).is_err());
+    }
+
+    #[test]
+    fn a_retired_sales_orders_are_purged_by_ranges() {
+        let k = Keys::new("fg");
+        let call = purge_orders(&k, (7, 2), Shard::new(5, 1), (1, 200));
+        assert_eq!(
+            call.keys,
+            vec![k.orderbook(Shard::new(5, 1)), k.stock(Shard::new(5, 1))]
+        );
+        assert_eq!(call.args, strings(&["7", "2", "1", "1", "200"]));
+        assert_eq!(parse_purge_orders(&strings(&["OK", "3"])), Ok(3));
+        assert!(parse_purge_orders(&strings(&["OK"])).is_err());
+    }
+
+    #[test]
     fn a_sale_hash_parses_with_its_price_and_what_its_limit_counts() {
         let hash = |counts_held: &str, currency: &str| -> BTreeMap<String, String> {
             [
@@ -683,6 +863,21 @@ mod tests {
             }))
         );
         assert_eq!(parse_ledger(&strings(&["NOT_FOUND"])), Ok(None));
-        assert_eq!(parse_snapshot(Shard::from(1), ""), Ok(None));
+        let none = BTreeMap::new();
+        assert_eq!(
+            assemble_snapshot(Shard::from(1), &none, Vec::new(), &none),
+            Ok(None)
+        );
+        let stock: BTreeMap<String, String> = [("total", "5"), ("available", "4"), ("locked", "1")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let mut orders = BTreeMap::new();
+        orders.insert("1-1".to_owned(), record::encode(&order));
+        let snap = assemble_snapshot(Shard::from(2), &stock, Vec::new(), &orders)
+            .unwrap()
+            .unwrap();
+        assert_eq!((snap.counters.total, snap.counters.sold), (5, 0));
+        assert_eq!(snap.orders, vec![order]);
     }
 }

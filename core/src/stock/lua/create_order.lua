@@ -1,30 +1,66 @@
--- create_order.lua — the order worker: turn a win into an order awaiting payment, once.
+-- create_order.lua — the order worker: turn the wins of one read batch (one shard) into orders
+-- awaiting payment, each once, and acknowledge their stream entries in the same atomic step.
 --
--- KEYS[1]  the SKU's orders        ({sku:ID}:orderbook: order number → record, see stock::record)
+-- KEYS[1]  the shard's orders      ({sku:ID}:orderbook: order number → record, see stock::record)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines: order number → deadline ms)
--- KEYS[3]  the sale's hash         ({sku:ID}:ev:EID)
--- ARGV[1]  order number   ARGV[2] now (unix ms)
+-- KEYS[3]  the shard's order stream ({sku:ID}:orders)
+-- ARGV[1]  now (unix ms)
+-- ARGV[2]  key prefix of the shard's sales ("PREFIX:{sku:ID}:ev:"; a sale's hash is this
+--          followed by its id, in the same slot): each order's pay window is its sale's
+-- ARGV[3]  consumer group to acknowledge in ("": acknowledge nothing, create only)
+-- ARGV[4]  the wins' order numbers, separated by single spaces
+-- ARGV[5]  their stream entry ids, in the same order, separated by single spaces ("" with no group)
 --
 -- Only a QUEUED order changes; a second delivery of the same win (a reclaimed stream entry)
 -- finds it created already and changes nothing, as does a win cancelled before the worker came.
+-- Every win whose order exists is acknowledged (XACK + XDEL) here, with its creation: a crash
+-- before this script leaves the whole batch pending for a reclaim, a crash after it leaves none,
+-- so an order is created exactly once however often its entry is delivered. A win whose order
+-- does not exist is answered NOT_FOUND and left unacknowledged.
 --
--- Replies: {"CREATED", deadline} | {"ALREADY", status} | {"NOT_FOUND", order number}
--- Example: order 7-1 QUEUED, pay window 60000, now 1000 → {"CREATED","61000"}; again →
--- {"ALREADY","PENDING_PAYMENT"}.
-assert(#KEYS == 3 and #ARGV == 2, 'create_order.lua: 3 KEYS, 2 ARGV')
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then
-  return {'NOT_FOUND', ARGV[1]}
+-- Replies: one per win, in order: "CREATED" | "ALREADY" | "NOT_FOUND".
+-- Example: orders 7-1 (QUEUED) and 7-2 (CANCELLED), pay window 60000, now 1000, group
+-- "order-workers", entries "5-0 5-1" → {"CREATED","ALREADY"}: 7-1 PENDING_PAYMENT with
+-- deadline 61000, both entries acknowledged and deleted; again → {"ALREADY","ALREADY"}.
+assert(#KEYS == 3 and #ARGV == 5, 'create_order.lua: 3 KEYS, 5 ARGV')
+local now = tonumber(ARGV[1])
+local windows = {}
+local replies, acked = {}, {}
+local entries = {}
+for id in string.gmatch(ARGV[5], '%S+') do
+  entries[#entries + 1] = id
 end
-local event, sku, user, qty, status, deadline, created, amount, currency, payment, paid =
-  string.match(raw, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
-assert(event, 'order ' .. ARGV[1] .. ': not an order record')
-if status ~= 'QUEUED' then
-  return {'ALREADY', status}
+local i = 0
+for order_no in string.gmatch(ARGV[4], '%S+') do
+  i = i + 1
+  local raw = redis.call('HGET', KEYS[1], order_no)
+  if not raw then
+    replies[i] = 'NOT_FOUND'
+  else
+    local event, sku, user, qty, status, deadline, created, amount, currency, payment, paid =
+      string.match(raw, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
+    assert(event, 'order ' .. order_no .. ': not an order record')
+    if status ~= 'QUEUED' then
+      replies[i] = 'ALREADY'
+    else
+      local window = windows[event]
+      if not window then
+        window = tonumber(redis.call('HGET', ARGV[2] .. event, 'pay_window'))
+        windows[event] = window
+      end
+      status = 'PENDING_PAYMENT'
+      deadline = string.format('%d', now + window)
+      redis.call('HSET', KEYS[1], order_no, table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31'))
+      redis.call('ZADD', KEYS[2], deadline, order_no)
+      replies[i] = 'CREATED'
+    end
+    if entries[i] then
+      acked[#acked + 1] = entries[i]
+    end
+  end
 end
-deadline = tonumber(ARGV[2]) + tonumber(redis.call('HGET', KEYS[3], 'pay_window'))
-status = 'PENDING_PAYMENT'
-deadline = string.format('%d', deadline)
-redis.call('HSET', KEYS[1], ARGV[1], table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31'))
-redis.call('ZADD', KEYS[2], deadline, ARGV[1])
-return {'CREATED', deadline}
+if ARGV[3] ~= '' and #acked > 0 then
+  redis.call('XACK', KEYS[3], ARGV[3], unpack(acked))
+  redis.call('XDEL', KEYS[3], unpack(acked))
+end
+return replies

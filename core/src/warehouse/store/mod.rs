@@ -15,7 +15,7 @@ mod redis;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::durability::{self, Durability, Guarantee};
-pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig};
+pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig, DEFAULT_RETAIN_CLOSED};
 
 use std::future::Future;
 use std::time::Duration;
@@ -146,6 +146,28 @@ pub trait OrderQueue: Send + Sync {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Acknowledges a processed win so it is never delivered again.
     fn ack_win(&self, win: &Win) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates the orders of a read batch and acknowledges their wins: per win, `true` when this
+    /// call created its order. A win whose order does not exist stays unacknowledged and makes
+    /// the answer [`StockError::NotFound`] once the others are settled; on any error some wins
+    /// may be settled and the rest are left for a reclaim (settling again is a no-op).
+    ///
+    /// By default [`create_order`](OrderQueue::create_order) then
+    /// [`ack_win`](OrderQueue::ack_win) per win; the Redis store settles each shard's wins in one
+    /// script call that acknowledges them in the same atomic step.
+    fn settle_wins(
+        &self,
+        wins: &[Win],
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send {
+        async move {
+            let mut created = Vec::with_capacity(wins.len());
+            for win in wins {
+                created.push(self.create_order(win, now_ms).await?);
+                self.ack_win(win).await?;
+            }
+            Ok(created)
+        }
+    }
 }
 
 /// The seed contract's locks (`SKuStockLock`, `SkuStockUnlock`) and their repair.
@@ -179,7 +201,9 @@ pub trait SeedLocks: Send + Sync {
 
 /// What the audit reads.
 pub trait Audit: Send + Sync {
-    /// Everything the audit needs about one SKU, read at one instant; `None` when unknown.
+    /// Everything the audit needs about one SKU (its sales not yet retired, all its orders);
+    /// `None` when unknown. The memory store reads it at one instant; the Redis store in bounded
+    /// chunks, re-read while the SKU's counters move.
     fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
 }
 

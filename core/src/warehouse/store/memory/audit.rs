@@ -1,5 +1,6 @@
 //! The memory store's snapshot for the audit: one SKU's counters, sales and orders, read in one
-//! critical section, in the shape `snapshot.lua` gives (one pool per sale, whatever its split).
+//! critical section, in the shape the Redis store's chunked reads give (one pool per sale,
+//! whatever its split; retired sales left out, their orders kept).
 //!
 //! What it does not do: judge what it reads ([`crate::stock::audit`] does).
 
@@ -46,6 +47,7 @@ impl Audit for MemoryStore {
                 available: counts.available,
                 locked: counts.locked,
                 sold: counts.sold,
+                sold_purged: counts.sold_purged,
             },
             sales,
             orders: inner

@@ -41,6 +41,10 @@ struct Inner {
     queue: VecDeque<Win>,
     pending: BTreeMap<u64, Delivery>,
     next_entry: u64,
+    /// Retired sale id → when it retired (the tombstone: never defined again).
+    retired: BTreeMap<i64, i64>,
+    /// How long a retired sale is kept (ms); `None`: the default.
+    retain_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -49,6 +53,8 @@ struct SkuCounts {
     available: i64,
     locked: i64,
     sold: i64,
+    /// Of `sold`, the units of paid orders forgotten with their retired sale.
+    sold_purged: i64,
     sales: BTreeSet<i64>,
 }
 
@@ -83,12 +89,27 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Keeps a retired sale (ended, every order final) for `retain` after it retired, as the
+    /// Redis store keeps its keys, then forgets it and its orders (what they sold stays counted).
+    /// Time here is the `now_ms` the sweeper passes, not a clock of its own.
+    pub fn with_retention(self, retain: std::time::Duration) -> Self {
+        self.inner().retain_ms = Some(retain.as_millis() as i64);
+        self
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves no half-applied operation (each one checks before
         // it writes), so the data is still consistent: keep serving.
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl SkuCounts {
+    /// Whether a sale of this SKU has not retired (its order stream is read, as on Redis).
+    fn has_live_sale(&self, retired: &BTreeMap<i64, i64>) -> bool {
+        self.sales.iter().any(|id| !retired.contains_key(id))
     }
 }
 

@@ -245,6 +245,55 @@ impl Orders for MemoryStore {
             inner.sku_mut(sku).available += units;
             closed.push(id);
         }
+        inner.retire_final(now_ms);
         Ok(closed)
+    }
+}
+
+impl Inner {
+    /// `close_event.lua`'s retirement: a closed sale whose orders are all final leaves its SKU's
+    /// list of sales; a sale retired `retain` ago is forgotten, its orders too
+    /// (`purge_orders.lua`: what they sold stays counted).
+    fn retire_final(&mut self, now_ms: i64) {
+        let retiring: Vec<(i64, i64)> = self
+            .sales
+            .iter()
+            .filter(|(id, r)| r.state.closed && !self.retired.contains_key(id))
+            .filter(|(id, _)| {
+                self.orders
+                    .values()
+                    .filter(|o| o.event_id == **id)
+                    .all(|o| !o.status.holds_units())
+            })
+            .map(|(id, r)| (*id, r.state.sale.sku))
+            .collect();
+        for (id, sku) in retiring {
+            self.sku_mut(sku).sales.remove(&id);
+            self.retired.insert(id, now_ms);
+        }
+        let retain = self
+            .retain_ms
+            .unwrap_or(crate::warehouse::store::DEFAULT_RETAIN_CLOSED.as_millis() as i64);
+        let gone: Vec<i64> = self
+            .retired
+            .iter()
+            .filter(|(id, at)| self.sales.contains_key(id) && now_ms >= **at + retain)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let sku = self.sales.remove(&id).expect("listed above").state.sale.sku;
+            let purged: Vec<String> = self
+                .orders
+                .values()
+                .filter(|o| o.event_id == id)
+                .map(|o| o.order_no.clone())
+                .collect();
+            for order_no in purged {
+                let order = self.orders.remove(&order_no).expect("listed above");
+                if order.status == OrderStatus::Paid {
+                    self.sku_mut(sku).sold_purged += order.qty;
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,18 @@ impl OrderQueue for MemoryStore {
                     // Up to `count` per SKU, in arrival order, as XREADGROUP over streams does.
                     let mut per_sku: BTreeMap<i64, usize> = BTreeMap::new();
                     let mut wins = Vec::new();
+                    // A SKU none of whose sales is live has its stream no longer read (what
+                    // is left there is the win of an order cancelled before it was created).
+                    let read: std::collections::BTreeSet<i64> = inner
+                        .skus
+                        .iter()
+                        .filter(|(_, c)| c.has_live_sale(&inner.retired))
+                        .map(|(sku, _)| *sku)
+                        .collect();
                     inner.queue.retain(|win| {
+                        if !read.contains(&win.sku_id) {
+                            return true;
+                        }
                         let taken = per_sku.entry(win.sku_id).or_default();
                         if *taken < count {
                             *taken += 1;
@@ -67,11 +78,16 @@ impl OrderQueue for MemoryStore {
         let mut inner = self.inner();
         let now = Instant::now();
         let mut wins = Vec::new();
+        let inner = &mut *inner;
         for delivery in inner.pending.values_mut() {
             if wins.len() == count {
                 break;
             }
-            if now.duration_since(delivery.since) >= min_idle {
+            let read = inner
+                .skus
+                .get(&delivery.win.sku_id)
+                .is_some_and(|c| c.has_live_sale(&inner.retired));
+            if read && now.duration_since(delivery.since) >= min_idle {
                 delivery.consumer = consumer.to_owned();
                 delivery.since = now;
                 wins.push(delivery.win.clone());

@@ -54,6 +54,12 @@ impl Stock for MemoryStore {
 impl Sales for MemoryStore {
     async fn put_sale(&self, sale: &Sale) -> StoreResult<SaleState> {
         let mut inner = self.inner();
+        if inner.retired.contains_key(&sale.id) {
+            return refused(StockError::FailedPrecondition(format!(
+                "event {} has ended and been closed",
+                sale.id
+            )));
+        }
         if let Some(existing) = inner.sales.get(&sale.id) {
             if existing.state.sale.sku != sale.sku {
                 return refused(StockError::FailedPrecondition(format!(

@@ -70,7 +70,12 @@ pub struct RedisStore {
     steps: Option<Arc<RedisConnection>>,
     /// How old a transfer's journal entry must be before the sweeper lands it (ms).
     move_lease_ms: i64,
+    /// How long a retired sale's keys are kept (see [`RedisStore::with_retention`]).
+    retain_closed: Duration,
 }
+
+/// How long a retired sale's keys are kept by default: 7 days.
+pub const DEFAULT_RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,7 +123,7 @@ impl RedisStore {
         } else {
             None
         };
-        Ok(Self {
+        let store = Self {
             aof_barrier,
             guarantee: Arc::new(guarantee),
             conn,
@@ -130,7 +135,19 @@ impl RedisStore {
             lanes: Arc::default(),
             steps,
             move_lease_ms: crate::stock::call::MOVE_LEASE_MS,
-        })
+            retain_closed: DEFAULT_RETAIN_CLOSED,
+        };
+        store.ensure_live_directory().await?;
+        Ok(store)
+    }
+
+    /// Keeps a retired sale's keys (its hash, per-user counts and request ids, in every shard)
+    /// for `retain` after it retires (it has ended and every order of it is final), then lets
+    /// them expire (`PEXPIRE`); the sweeper then deletes its orders from the SKU's orderbook
+    /// (what they sold stays counted in the SKU's `sold`, and as `sold_purged` for the audit).
+    pub fn with_retention(mut self, retain: Duration) -> Self {
+        self.retain_closed = retain;
+        self
     }
 
     /// How this store's acknowledged writes are known to be on disk (for the start-up log).
@@ -256,6 +273,10 @@ impl OrderQueue for RedisStore {
 
     async fn ack_win(&self, win: &Win) -> StoreResult<()> {
         self.ack(win).await
+    }
+
+    async fn settle_wins(&self, wins: &[Win], now_ms: i64) -> StoreResult<Vec<bool>> {
+        self.settle_batch(wins, now_ms).await
     }
 }
 

@@ -74,6 +74,11 @@ impl RedisStore {
             .hset_nx(k.events(), sale.id, &entry)
             .await
             .map_err(unavailable)?;
+        if !claimed && !self.is_live(sale.id).await? {
+            return Err(StoreError::Refused(StockError::FailedPrecondition(
+                format!("event {} has ended and been closed", sale.id),
+            )));
+        }
         if !claimed {
             let known: String = conn.hget(k.events(), sale.id).await.map_err(unavailable)?;
             let (known_sku, known_subpools) = stock::parse_event_entry(&known)
@@ -97,11 +102,26 @@ impl RedisStore {
             // A redefinition works on one pool: gather the sub-pools' units first.
             self.gather(sale.sku, sale.id, subpools).await?;
         }
+        // Listed for the worker and the sweeper before it can take a buy (again, on a
+        // redefinition, in case a crash came between a claim and here); the sub-pool shards
+        // recorded for the SKU's reads after the sale retires.
+        conn.hset::<_, _, _, ()>(k.live_events(), sale.id, &entry)
+            .await
+            .map_err(unavailable)?;
+        if subpools > 1 {
+            let subs: Vec<u32> = (1..subpools).collect();
+            conn.sadd::<_, _, ()>(k.sub_shards(sale.sku), subs)
+                .await
+                .map_err(unavailable)?;
+        }
         let reply: Vec<String> = self.run(&call::put_sale(k, sale, subpools, 0)).await?;
         let refused = call::status(&reply).err().map(StoreError::from);
         if refused.is_some() && claimed {
             // Refused, so nothing was defined: release the claim so the id stays free.
             conn.hdel::<_, _, ()>(k.events(), sale.id)
+                .await
+                .map_err(unavailable)?;
+            conn.hdel::<_, _, ()>(k.live_events(), sale.id)
                 .await
                 .map_err(unavailable)?;
         }
@@ -121,6 +141,16 @@ impl RedisStore {
         }
         self.remember_sale(sale.id, (sale.sku, subpools));
         Ok(())
+    }
+
+    /// Whether a sale id has no tombstone (it never retired).
+    async fn is_live(&self, event_id: i64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let retired: bool = conn
+            .hexists(self.keys.retired_events(), event_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(!retired)
     }
 
     /// `Sales::sale`: the definition from the SKU's own shard, the units left summed over the

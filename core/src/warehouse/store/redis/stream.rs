@@ -1,17 +1,24 @@
 //! The order queue on Redis: every shard's order stream, read (one `XREADGROUP` per stream,
-//! concurrently, no `BLOCK`: streams live in different slots), reclaimed (`XAUTOCLAIM`) and
-//! acknowledged (`XACK` + `XDEL`), and the order a win announces created once (`create_order.lua`).
+//! concurrently, no `BLOCK`: streams live in different slots), reclaimed (`XAUTOCLAIM`), and the
+//! orders a read batch announces created once and acknowledged (`XACK` + `XDEL`) by one
+//! `create_order.lua` call per shard, in the same atomic step.
 //!
 //! What it does not do: decide what to do with a win (the order worker does).
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::{unavailable, RedisStore};
-use crate::stock::call;
-use crate::stock::{Currency, Win, ORDER_GROUP};
-use crate::warehouse::store::StoreResult;
+use crate::stock::call::{self, Created};
+use crate::stock::{Currency, Shard, StockError, Win, ORDER_GROUP};
+use crate::warehouse::store::{StoreError, StoreResult};
+
+fn not_found(order_no: &str) -> StoreError {
+    StoreError::Refused(StockError::NotFound(format!("order {order_no}")))
+}
 
 /// How long the order worker waits between rounds that found no new win.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -67,12 +74,68 @@ impl RedisStore {
         Ok(wins)
     }
 
-    /// `OrderQueue::create_order`.
+    /// `OrderQueue::create_order`: one win, created without acknowledging it.
     pub(super) async fn create_order_of(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
-        let (event, shard) = self.shard_of_win(win).await?;
-        let create = call::create_order(&self.keys, shard, event, &win.order_no, now_ms);
+        let (_, shard) = self.shard_of_win(win).await?;
+        let one = [(win.order_no.as_str(), win.entry_id.as_str())];
+        let create = call::create_orders(&self.keys, shard, &one, false, now_ms);
         let reply: Vec<String> = self.run(&create).await?;
-        Ok(call::parse_create_order(&reply)?)
+        match call::parse_create_orders(&reply, 1)?[..] {
+            [Created::NotFound] => Err(not_found(&win.order_no)),
+            [outcome] => Ok(outcome == Created::Created),
+            _ => unreachable!("parse_create_orders answers one outcome per win"),
+        }
+    }
+
+    /// `OrderQueue::settle_wins`: the wins grouped by shard, each shard's created and
+    /// acknowledged by one `create_order.lua` call (up to [`call::CREATE_BATCH`] wins each), the
+    /// shards concurrently (they live in different slots).
+    pub(super) async fn settle_batch(&self, wins: &[Win], now_ms: i64) -> StoreResult<Vec<bool>> {
+        let mut by_shard: BTreeMap<Shard, Vec<usize>> = BTreeMap::new();
+        for (i, win) in wins.iter().enumerate() {
+            by_shard
+                .entry(self.shard_of_win(win).await?.1)
+                .or_default()
+                .push(i);
+        }
+        let calls = by_shard.iter().flat_map(|(shard, of_shard)| {
+            of_shard
+                .chunks(call::CREATE_BATCH)
+                .map(move |chunk| async move {
+                    let batch: Vec<(&str, &str)> = chunk
+                        .iter()
+                        .map(|&i| (wins[i].order_no.as_str(), wins[i].entry_id.as_str()))
+                        .collect();
+                    let create = call::create_orders(&self.keys, *shard, &batch, true, now_ms);
+                    let reply: Vec<String> = self.run(&create).await?;
+                    let outcomes = call::parse_create_orders(&reply, chunk.len())?;
+                    Ok::<_, StoreError>(chunk.iter().copied().zip(outcomes).collect::<Vec<_>>())
+                })
+        });
+        let mut created = vec![false; wins.len()];
+        let (mut missing, mut failure) = (None, None);
+        for result in futures_util::future::join_all(calls).await {
+            match result {
+                Ok(outcomes) => {
+                    for (i, outcome) in outcomes {
+                        created[i] = outcome == Created::Created;
+                        if outcome == Created::NotFound {
+                            missing.get_or_insert(i);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match missing {
+            Some(i) => Err(not_found(&wins[i].order_no)),
+            None => Ok(created),
+        }
     }
 
     /// `OrderQueue::ack_win`.
