@@ -198,8 +198,8 @@ async fn ten_thousand_retired_sales_cost_the_worker_and_the_sweeper_nothing() {
     );
     assert_eq!(
         b.get("evalsha"),
-        Some(&1),
-        "one close_event.lua, of the live sale: {b:?}"
+        Some(&2),
+        "one close_event.lua of the live sale, one move_read.lua of its shard: {b:?}"
     );
     let (a, b) = (
         worker_round(&redis, &one).await,
