@@ -17,6 +17,11 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+use flashgate_core::stock::Shard;
+use flashgate_core::warehouse::audit;
+use flashgate_core::warehouse::store::{RedisStore, RedisStoreConfig};
+use redis::AsyncCommands;
+
 use crate::process::repo_root;
 use crate::{eventually, unique_prefix};
 
@@ -53,6 +58,16 @@ struct SlotRange {
 }
 
 impl TestCluster {
+    /// A Redis store on this cluster under key prefix `prefix`.
+    pub async fn store(&self, prefix: &str) -> RedisStore {
+        let mut config = RedisStoreConfig::new(self.seed());
+        config.cluster = true;
+        config.prefix = prefix.to_owned();
+        RedisStore::connect(config)
+            .await
+            .expect("connect to the test cluster")
+    }
+
     /// Starts `masters * (1 + replicas_per_master)` nodes on free ports, creates the cluster
     /// with `redis-cli --cluster create` and waits until every node reports it whole
     /// ([`TestCluster::wait_ok`]). Redis needs at least three masters.
@@ -495,6 +510,27 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
             .strip_prefix(':')
             .map(str::trim_end)
     })
+}
+
+/// The pool of each of `event`'s `subpools` sub-pools, read key by key (not through the store,
+/// so a test sees what each shard holds).
+pub async fn subpool_pools(store: &RedisStore, sku: i64, event: i64, subpools: u32) -> Vec<i64> {
+    let mut conn = store.connection();
+    let mut pools = Vec::new();
+    for sub in 0..subpools {
+        let pool: Option<i64> = conn
+            .hget(store.keys().event(Shard::new(sku, sub), event), "pool")
+            .await
+            .expect("read a sub-pool");
+        pools.push(pool.unwrap_or(0));
+    }
+    pools
+}
+
+/// Fails the test with the audit's report unless the store's stock adds up.
+pub async fn assert_audit_clean(store: &RedisStore) {
+    let report = audit::run(store).await.expect("audit");
+    assert!(report.is_clean(), "{}", audit::render(&report));
 }
 
 #[cfg(test)]

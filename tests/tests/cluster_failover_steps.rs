@@ -15,11 +15,8 @@ use std::time::Duration;
 use flashgate_core::stock::call::{self, End};
 use flashgate_core::stock::lock::JournalStatus;
 use flashgate_core::stock::{Keys, Ledger, LockRequest, Sale, Shard};
-use flashgate_core::warehouse::audit;
-use flashgate_core::warehouse::store::{
-    Orders, RedisStore, RedisStoreConfig, Sales, SeedLocks, Stock, StoreError,
-};
-use flashgate_tests::cluster::TestCluster;
+use flashgate_core::warehouse::store::{Orders, RedisStore, Sales, SeedLocks, Stock, StoreError};
+use flashgate_tests::cluster::{assert_audit_clean, subpool_pools, TestCluster};
 use flashgate_tests::{assert_ledger, eur, unique_prefix};
 use redis::AsyncCommands;
 
@@ -27,30 +24,11 @@ const SUBPOOLS: u32 = 4;
 const START: i64 = 1_000_000;
 
 async fn store_on(cluster: &TestCluster, prefix: &str) -> RedisStore {
-    let mut config = RedisStoreConfig::new(cluster.seed());
-    config.cluster = true;
-    config.prefix = prefix.to_owned();
-    RedisStore::connect(config)
-        .await
-        .expect("connect to the test cluster")
+    cluster.store(prefix).await
 }
 
 async fn pools(store: &RedisStore, sku: i64, event: i64) -> Vec<i64> {
-    let mut conn = store.connection();
-    let mut pools = Vec::new();
-    for sub in 0..SUBPOOLS {
-        let pool: Option<i64> = conn
-            .hget(store.keys().event(Shard::new(sku, sub), event), "pool")
-            .await
-            .expect("read a sub-pool");
-        pools.push(pool.unwrap_or(0));
-    }
-    pools
-}
-
-async fn assert_audit_clean(store: &RedisStore) {
-    let report = audit::run(store).await.expect("audit");
-    assert!(report.is_clean(), "{}", audit::render(&report));
+    subpool_pools(store, sku, event, SUBPOOLS).await
 }
 
 /// A split sale of 20 units in 4 sub-pools (5 each), running from START.

@@ -17,12 +17,11 @@ use flashgate_core::stock::call::{self, End};
 use flashgate_core::stock::{
     home_subpool, BuyDecision, BuyRequest, Keys, Ledger, OrderStatus, Sale, Shard,
 };
-use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{
-    Audit, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, StoreError,
+    Audit, OrderQueue, Orders, RedisStore, Sales, Stock, StoreError,
 };
-use flashgate_tests::cluster::TestCluster;
+use flashgate_tests::cluster::{assert_audit_clean, subpool_pools, TestCluster};
 use flashgate_tests::{assert_ledger, eur, eventually, pay_in_full, unique_prefix, TestWarehouse};
 use redis::AsyncCommands;
 use tokio::sync::Barrier;
@@ -31,31 +30,11 @@ use tokio::task::JoinSet;
 const SUBPOOLS: u32 = 4;
 
 async fn cluster_store(cluster: &TestCluster) -> RedisStore {
-    let mut config = RedisStoreConfig::new(cluster.seed());
-    config.cluster = true;
-    config.prefix = unique_prefix();
-    RedisStore::connect(config)
-        .await
-        .expect("connect to the test cluster")
+    cluster.store(&unique_prefix()).await
 }
 
-/// The pool of each sub-pool of `event`, read key by key.
 async fn pools(store: &RedisStore, sku: i64, event: i64) -> Vec<i64> {
-    let mut conn = store.connection();
-    let mut pools = Vec::new();
-    for sub in 0..SUBPOOLS {
-        let pool: Option<i64> = conn
-            .hget(store.keys().event(Shard::new(sku, sub), event), "pool")
-            .await
-            .expect("read a sub-pool");
-        pools.push(pool.unwrap_or(0));
-    }
-    pools
-}
-
-async fn assert_audit_clean(store: &RedisStore) {
-    let report = audit::run(store).await.expect("audit");
-    assert!(report.is_clean(), "{}", audit::render(&report));
+    subpool_pools(store, sku, event, SUBPOOLS).await
 }
 
 /// `n` user ids whose home sub-pool is `home`.
