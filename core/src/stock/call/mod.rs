@@ -34,11 +34,18 @@ pub struct Lua {
     pub args: usize,
     /// For a batch script, how many more ARGV each item takes (at least one item); 0 otherwise.
     pub each: usize,
+    /// Whether its reply becomes a client's acknowledgement (a Buy, a payment, a cancellation,
+    /// a seed-contract step, an admin put, a sub-pool move a Buy waits on): under
+    /// `--durability fsync` with WAITAOF, such a reply waits until the write is on disk. The
+    /// order worker's, the sweeper's and the read-only scripts answer no client.
+    pub acknowledged: bool,
 }
 
 macro_rules! scripts {
+    (@acknowledged) => { false };
+    (@acknowledged acknowledged) => { true };
     ($($(#[$doc:meta])* $id:ident = $file:literal, $keys:literal keys, $args:literal args
-        $(+ $each:literal each)?;)+) => {
+        $(+ $each:literal each)? $(, $ack:ident)?;)+) => {
         $(
             $(#[$doc])*
             pub const $id: Lua = Lua {
@@ -47,6 +54,7 @@ macro_rules! scripts {
                 keys: $keys,
                 args: $args,
                 each: 0 $(+ $each)?,
+                acknowledged: scripts!(@acknowledged $($ack)?),
             };
         )+
         /// Every script, for the store's registry and the arity tests.
@@ -56,28 +64,28 @@ macro_rules! scripts {
 
 scripts! {
     /// `Admin.PutSkuStock`.
-    PUT_STOCK = "put_stock", 1 keys, 2 args;
+    PUT_STOCK = "put_stock", 1 keys, 2 args, acknowledged;
     /// `Admin.PutEvent`: define a sale and pre-warm its pool.
-    PUT_EVENT = "put_event", 4 keys, 13 args;
+    PUT_EVENT = "put_event", 4 keys, 13 args, acknowledged;
     /// `Admin.PutEvent` of a split sale: define it in one sub-pool's shard.
-    PUT_SUBPOOL = "put_subpool", 4 keys, 13 args;
+    PUT_SUBPOOL = "put_subpool", 4 keys, 13 args, acknowledged;
     /// A transfer between two shards, step one: take units out and journal them.
-    MOVE_OUT = "move_out", 3 keys, 7 args;
+    MOVE_OUT = "move_out", 3 keys, 7 args, acknowledged;
     /// A transfer between two shards, step two: credit them once.
-    MOVE_IN = "move_in", 3 keys, 3 args;
+    MOVE_IN = "move_in", 3 keys, 3 args, acknowledged;
     /// A transfer between two shards, step three: its journal entry becomes a tombstone.
     MOVE_FORGET = "move_forget", 2 keys, 3 args;
     /// Read-only: a shard's transfer journal, with the node's clock.
     MOVE_READ = "move_read", 1 keys, 0 args;
     /// `Seckill.Buy`: the whole decision of 1 to [`BUY_BATCH_MAX`] buys, one script.
-    BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each;
+    BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each, acknowledged;
     /// The order worker: a read batch's wins QUEUED → PENDING_PAYMENT, exactly once, and
     /// acknowledged in the same step.
     CREATE_ORDER = "create_order", 3 keys, 5 args;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
-    PAY = "pay", 3 keys, 5 args;
+    PAY = "pay", 3 keys, 5 args, acknowledged;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.
-    RELEASE_ORDER = "release_order", 5 keys, 4 args;
+    RELEASE_ORDER = "release_order", 5 keys, 4 args, acknowledged;
     /// The sweeper's end of a sale: pool → available; its retirement once its orders are final.
     CLOSE_EVENT = "close_event", 3 keys, 5 args;
     /// The sweeper, a retention time after a sale retired: a range of its orders deleted.
@@ -87,19 +95,19 @@ scripts! {
     /// A seed-contract lock's journal as it is now, with its age by the journal node's clock.
     LOCK_READ = "lock_read", 1 keys, 0 args;
     /// Opens a fresh lock attempt (absent or ABORTED → PENDING), compare-and-set on seq.
-    LOCK_BEGIN = "lock_begin", 1 keys, 7 args;
+    LOCK_BEGIN = "lock_begin", 1 keys, 7 args, acknowledged;
     /// One journal transition, compare-and-set on seq and status.
-    LOCK_MOVE = "lock_move", 1 keys, 3 args;
+    LOCK_MOVE = "lock_move", 1 keys, 3 args, acknowledged;
     /// Takes one SKU's units for one attempt (available → locked).
-    LOCK_TAKE = "lock_take", 2 keys, 3 args;
+    LOCK_TAKE = "lock_take", 2 keys, 3 args, acknowledged;
     /// Gives one SKU's units back (locked → available), or fences the SKU against the attempt.
-    LOCK_RELEASE = "lock_release", 2 keys, 3 args;
+    LOCK_RELEASE = "lock_release", 2 keys, 3 args, acknowledged;
     /// Commits one SKU's units (locked → sold).
-    LOCK_FINISH = "lock_finish", 2 keys, 3 args;
+    LOCK_FINISH = "lock_finish", 2 keys, 3 args, acknowledged;
     /// Enters a lock in the open and full directories before a move repair must see.
-    LOCK_REGISTER = "lock_register", 2 keys, 2 args;
+    LOCK_REGISTER = "lock_register", 2 keys, 2 args, acknowledged;
     /// Drops a settled lock from the open directory.
-    LOCK_SETTLE = "lock_settle", 1 keys, 2 args;
+    LOCK_SETTLE = "lock_settle", 1 keys, 2 args, acknowledged;
 }
 
 /// One script run, packed: the script, its KEYS and its ARGV.
@@ -211,6 +219,28 @@ mod tests {
             most = most.max(last.parse().expect("a number in brackets"));
         }
         most
+    }
+
+    #[test]
+    fn the_scripts_whose_reply_answers_a_client_are_marked_acknowledged() {
+        let acknowledged: Vec<&str> = ALL
+            .iter()
+            .filter(|lua| lua.acknowledged)
+            .map(|lua| lua.name)
+            .collect();
+        // The worker's, the sweeper's and the reads answer no client.
+        for quiet in [
+            "create_order",
+            "close_event",
+            "purge_orders",
+            "move_forget",
+            "move_read",
+            "ledger",
+            "lock_read",
+        ] {
+            assert!(!acknowledged.contains(&quiet), "{quiet}");
+        }
+        assert_eq!(acknowledged.len() + 7, ALL.len(), "{acknowledged:?}");
     }
 
     #[test]

@@ -24,29 +24,6 @@ fn registry() -> &'static HashMap<&'static str, Script> {
     })
 }
 
-/// The scripts whose reply becomes a client's acknowledgement: Buy (with the sub-pool moves it
-/// may need), PayOrder, CancelOrder, the seed contract's lock and unlock steps, and the admin's
-/// puts. Under WAITAOF their reply waits for the disk; the order worker's, the sweeper's and
-/// the reads do not (no client is answered from them, and the next acknowledged write's WAITAOF
-/// covers them: the fsynced offset only grows). A new script that acknowledges belongs here.
-const ACKNOWLEDGED: &[&str] = &[
-    "buy_batch",
-    "pay",
-    "release_order",
-    "lock_begin",
-    "lock_take",
-    "lock_move",
-    "lock_release",
-    "lock_register",
-    "lock_settle",
-    "lock_finish",
-    "put_stock",
-    "put_event",
-    "put_subpool",
-    "move_in",
-    "move_out",
-];
-
 impl RedisStore {
     /// Runs one script call and answers its raw reply (scripts load on first use and are cached
     /// by Redis). Under `--durability fsync` on a server with WAITAOF, the reply is held until
@@ -70,7 +47,7 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         if let Some(barrier) = &self.aof_barrier {
-            if ACKNOWLEDGED.contains(&call.script.name) {
+            if call.script.acknowledged {
                 barrier.wait().await?;
             }
         }
