@@ -81,29 +81,12 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// Script calls Redis has run to the end.
+/// Script calls Redis has run to the end: a first EVALSHA of a script Redis does not know yet
+/// fails (NOSCRIPT) and counts too, and is followed by one SCRIPT LOAD and the EVALSHA again.
 async fn evalsha_calls(redis: &TestRedis) -> u64 {
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("INFO");
-    // A first EVALSHA of a script Redis does not know yet fails (NOSCRIPT) and counts too.
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-        .unwrap_or("");
-    let field = |name: &str| -> u64 {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or(0)
-    };
-    field("calls") - field("failed_calls")
+    let calls = redis.command_calls().await;
+    let count = |name: &str| calls.get(name).copied().unwrap_or(0);
+    count("evalsha") - count("script|load")
 }
 
 fn check(redis: &TestRedis, own_redis: bool, case: &Case) -> Result<(), TestCaseError> {

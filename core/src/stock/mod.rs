@@ -56,7 +56,7 @@ pub mod numbering;
 pub mod record;
 pub mod split;
 
-pub use self::call::{parse_order, parse_order_record, parse_sale, refusal, Move};
+pub use self::call::{parse_order_record, parse_sale, refusal, Move};
 pub use self::keys::Keys;
 pub use self::money::{amount, Currency, MAX_PRICE};
 pub use self::numbering::{

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
-    record, BuyDecision, BuyRequest, Currency, Keys, Ledger, Order, OrderStatus, PayRequest,
-    Payment, Sale, SaleState, Shard, StockError, FIELD_SEP, ORDER_GROUP,
+    record, BuyDecision, BuyRequest, Currency, Keys, Ledger, Order, OrderStatus, PayRequest, Sale,
+    SaleState, Shard, StockError, FIELD_SEP, ORDER_GROUP,
 };
 
 /// `put_stock.lua`: sets a SKU's total.
@@ -505,32 +505,6 @@ pub fn order_record(order_no: &str, record: &str) -> ReplyResult<Order> {
 /// Builds an [`Order`] from its record in the orderbook ([`record::decode`]).
 pub fn parse_order_record(order_no: &str, record: &str) -> Option<Order> {
     record::decode(order_no, record)
-}
-
-/// Builds an [`Order`] from the record's fields.
-pub fn parse_order(order_no: &str, fields: &BTreeMap<String, String>) -> Option<Order> {
-    let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
-    let payment = match (fields.get("payment"), num("paid")) {
-        (Some(id), Some(paid_ms)) => Some(Payment {
-            id: id.clone(),
-            paid_ms,
-        }),
-        (None, None) => None,
-        _ => return None,
-    };
-    Some(Order {
-        order_no: order_no.to_owned(),
-        event_id: num("event")?,
-        sku_id: num("sku")?,
-        user_id: fields.get("user")?.clone(),
-        qty: num("qty")?,
-        status: OrderStatus::parse(fields.get("status")?)?,
-        deadline_ms: num("deadline").unwrap_or(0),
-        created_ms: num("created")?,
-        amount: num("amount")?,
-        currency: Currency::parse(fields.get("currency")?)?,
-        payment,
-    })
 }
 
 /// Builds a [`SaleState`] from a sale hash (`HGETALL`).
