@@ -62,6 +62,7 @@ fn event(sale: &Sale) -> Event {
         price: sale.price,
         currency: sale.currency.to_string(),
         limit_counts_held: sale.limit_counts_held,
+        ..Default::default()
     }
 }
 

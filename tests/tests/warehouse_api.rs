@@ -46,6 +46,7 @@ fn sale(id: i64, sku: i64, pool: i32, start_ms: i64) -> Event {
         price: PRICE,
         currency: "EUR".into(),
         limit_counts_held: false,
+        ..Default::default()
     }
 }
 

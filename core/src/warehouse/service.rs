@@ -255,6 +255,7 @@ fn event_state(state: SaleState, now: i64) -> EventState {
             price: s.price,
             currency: s.currency.to_string(),
             limit_counts_held: s.limit_counts_held,
+            ..Default::default()
         }),
         remaining: clamp(state.remaining),
         sold_out: state.remaining == 0,
