@@ -104,11 +104,25 @@ impl Session {
 
     /// One exchange: `method path` with a JSON `body`.
     pub async fn send(&self, method: &str, path: &str, body: &str) -> anyhow::Result<Reply> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`Session::send`] with `extra` headers for this exchange only.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
         for (name, value) in &self.headers {
             request = request.header(name, value);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
         }
         let request = request
             .header("content-type", "application/json")

@@ -17,8 +17,15 @@
 //! warehouses or edges would spread it. `--put-sale` creates the sale first, so a benchmark needs
 //! nothing but a running warehouse. `--scalper` plays a scalper's attacks after the crowd (see
 //! [`scalper`]).
+//!
+//! `--waiting-room MS` (edge mode, with `--put-sale`) sells through the sale's waiting room with
+//! a pre-queue of MS milliseconds: buyers and a bot farm join the line and poll as [`queue`]
+//! describes, and the report adds what the room did (bots' share of units against their share of
+//! the crowd, admission order against join order, how soon the last waiting buyer learned the
+//! sale was sold out).
 
 mod edge;
+mod queue;
 mod report;
 mod scalper;
 
@@ -114,7 +121,18 @@ struct Args {
     /// The warehouse's edge listener (`grpc://HOST:PORT`), for the scalper's direct calls.
     #[arg(long)]
     scalper_origin: Option<String>,
+    /// Edge mode with `--put-sale` and `--admin`: the sale has a waiting room whose pre-queue
+    /// opens now and lasts this many milliseconds (the sale starts then); the crowd plays the
+    /// line (see the `queue` module), winners are paid through `--admin` as the payment side.
+    #[arg(long)]
+    waiting_room: Option<u64>,
+    /// With `--waiting-room`: how long after the start a buyer keeps waiting.
+    #[arg(long, default_value_t = 120)]
+    patience_s: u64,
 }
+
+/// The unit price `--put-sale` sets.
+const PUT_SALE_PRICE: i64 = 1999;
 
 /// The `--put-sale` setting.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +164,7 @@ async fn put_sale(
     admin: &mut AdminClient<Channel>,
     event: i64,
     sale: PutSale,
+    waiting_room: Option<u64>,
 ) -> anyhow::Result<()> {
     admin
         .put_sku_stock(PutSkuStockReq {
@@ -154,7 +173,10 @@ async fn put_sale(
         })
         .await
         .context("--put-sale: putting stock")?;
-    let start_ms = now_ms() - 1_000;
+    let start_ms = match waiting_room {
+        Some(prequeue_ms) => now_ms() + prequeue_ms as i64,
+        None => now_ms() - 1_000,
+    };
     admin
         .put_event(Event {
             id: event,
@@ -165,8 +187,10 @@ async fn put_sale(
             per_user_limit: 1,
             pay_window_ms: 3_600_000,
             subpools: sale.subpools,
-            price: 1999,
+            price: PUT_SALE_PRICE,
             currency: "EUR".into(),
+            waiting_room: waiting_room.is_some(),
+            prequeue_ms: waiting_room.unwrap_or(0) as i64,
             ..Default::default()
         })
         .await
@@ -409,8 +433,27 @@ async fn main() -> anyhow::Result<()> {
         let admin = admin
             .as_mut()
             .context("--put-sale needs the warehouse: pass --admin in edge mode")?;
-        put_sale(admin, args.event, sale).await?;
+        put_sale(admin, args.event, sale, args.waiting_room).await?;
     }
+    let room = match (args.waiting_room, warehouse_mode, &admin_url) {
+        (None, ..) => None,
+        (Some(_), true, _) => bail!("--waiting-room plays against an edge: pass http:// --target"),
+        (Some(_), false, None) => bail!("--waiting-room needs --admin (the payment side)"),
+        (Some(prequeue_ms), false, Some(url)) => {
+            if args.put_sale.is_none() {
+                bail!("--waiting-room needs --put-sale (the run opens the line)");
+            }
+            Some(Arc::new(queue::Room {
+                event: args.event,
+                opened: Instant::now(),
+                prequeue: Duration::from_millis(prequeue_ms),
+                patience: Duration::from_secs(args.patience_s),
+                payments: grpc_channel(url).await?,
+                price: PUT_SALE_PRICE,
+            }))
+        }
+    };
+    let journeys = queue::Journeys::default();
     let origin_before = match &args.warehouse_metrics {
         Some(url) => Some(warehouse_calls(&http_client, url).await?),
         None => None,
@@ -444,15 +487,32 @@ async fn main() -> anyhow::Result<()> {
             let due = started + Duration::from_secs_f64(i as f64 / f64::from(args.rate.max(1)));
             tokio::time::sleep_until(due.into()).await;
         }
-        let permit = gate.clone().acquire_owned().await.expect("semaphore open");
+        // In line, everyone waits at once: the bound on actors in flight is the page's own.
+        let permit = match room {
+            Some(_) => None,
+            None => Some(gate.clone().acquire_owned().await.expect("semaphore open")),
+        };
         let lane = i % targets.len();
         actors_by_target[lane] += 1;
         let target = targets[lane].clone();
         let (args, tally, bar) = (args.clone(), tally.clone(), bar.clone());
+        let (room, journeys) = (room.clone(), journeys.clone());
         tasks.spawn(async move {
-            match actor {
-                Actor::Buyer(n) => buyer(&target, &args, n, &tally).await,
-                Actor::Bot(n) => bot(&target, &args, n, &tally).await,
+            match (actor, &room, &target) {
+                (actor, Some(room), Target::Edge { base, http }) => {
+                    let (kind, n) = match actor {
+                        Actor::Buyer(n) => (queue::Kind::Buyer, n),
+                        Actor::Bot(n) => (queue::Kind::Bot, args.buyers + n),
+                    };
+                    let member = queue::Member {
+                        kind,
+                        n,
+                        client_ip: client_ip(&args, n),
+                    };
+                    queue::play(room, http, base, &member, &tally, &journeys).await
+                }
+                (Actor::Buyer(n), ..) => buyer(&target, &args, n, &tally).await,
+                (Actor::Bot(n), ..) => bot(&target, &args, n, &tally).await,
             }
             bar.inc(1);
             bar.set_message(format!("{} won", tally.wins()));
@@ -517,14 +577,21 @@ async fn main() -> anyhow::Result<()> {
         (_, true) => bail!("--scalper plays against an edge: pass an http:// --target"),
         _ => None,
     };
+    let room_report = room.is_some().then(|| journeys.report());
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         if let Some(attacks) = &attacks {
             json["scalper"] = scalper::to_json(attacks);
         }
+        if let Some(room) = &room_report {
+            json["queue"] = room.to_json();
+        }
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", report.render(&args.target));
+        if let Some(room) = &room_report {
+            print!("{}", room.render());
+        }
         if let Some(attacks) = &attacks {
             print!("{}", scalper::render(attacks));
         }

@@ -1,0 +1,436 @@
+//! The crowd through a sale's waiting room (`--waiting-room`), played as the storefront plays it:
+//! guest identity, challenge, proof of work, a place in line (`POST /api/events/{id}/queue`),
+//! polls (`GET …/queue` with the place token) until admitted, sold out or ended, then the buy
+//! with the purchase link the admitted poll carries, and the payment side's confirmation.
+//!
+//! Who arrives when: buyers join at a moment of their own in the first four fifths of the
+//! pre-queue window (a fixed spread by buyer number, so runs repeat), and poll as they are told
+//! (`poll_after_ms`). Bots are a farm that does what a scalper would: every bot joins the moment
+//! the line opens and polls every [`BOT_POLL`], whatever it is told. A fair room gives both the
+//! same chance per person: the report sets the bots' share of the units won beside their share
+//! of the crowd, and the rank correlation of buyers' admission order with their join order (near
+//! 0: joining early bought nothing).
+//!
+//! Payments: a winner's order is paid through `Seckill/PayOrder` on the warehouse's internal
+//! listener (`--admin`), as the shop's payment side would, so held units turn sold and the
+//! sale can be told sold out (a sale is sold out only when nothing held could come back).
+//!
+//! What it deliberately does not do: decode place tokens or read the line from the warehouse.
+//! Everything it reports is what a buyer could see from the outside, plus the origin's metrics.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flashgate_core::proto::flashsale::{seckill_client::SeckillClient, PayOrderReq};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use crate::edge::{Answer, HttpClient, Reply, Session};
+use crate::report::Tally;
+
+/// How often a bot polls, whatever the edge advises.
+pub const BOT_POLL: Duration = Duration::from_millis(100);
+/// The header the place token travels in.
+const PLACE_HEADER: &str = "x-flashgate-place";
+
+/// One run's fixed facts.
+pub struct Room {
+    /// The sale.
+    pub event: i64,
+    /// When the line opened (the run's start) and when the sale starts.
+    pub opened: Instant,
+    /// How long the pre-queue lasts.
+    pub prequeue: Duration,
+    /// A buyer gives up waiting after this long.
+    pub patience: Duration,
+    /// The payment side (the warehouse's internal listener).
+    pub payments: Channel,
+    /// The unit price the payment side confirms.
+    pub price: i64,
+}
+
+/// Who an actor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A person at the storefront.
+    Buyer,
+    /// A scalper's bot.
+    Bot,
+}
+
+/// One member of the crowd.
+pub struct Member {
+    /// A buyer or a bot.
+    pub kind: Kind,
+    /// Its number (spreads buyers' joins).
+    pub n: usize,
+    /// Its client address (`CF-Connecting-IP`), if the run gives one.
+    pub client_ip: Option<String>,
+}
+
+/// What one actor lived through, in time since the line opened.
+#[derive(Debug, Clone)]
+struct Journey {
+    kind: Kind,
+    joined: Option<Duration>,
+    admitted: Option<Duration>,
+    won: bool,
+    told_sold_out: Option<Duration>,
+    polls: u64,
+}
+
+/// Every actor's journey, shared while they run.
+#[derive(Clone, Default)]
+pub struct Journeys(Arc<Mutex<Vec<Journey>>>);
+
+/// When buyer `n` joins: a fixed point in the first four fifths of the window.
+fn buyer_delay(n: usize, prequeue: Duration) -> Duration {
+    // Knuth's multiplicative hash: evenly spread, repeatable.
+    let spread = (n as u64).wrapping_mul(2_654_435_761) % 10_000;
+    prequeue.mul_f64(0.8 * spread as f64 / 10_000.0)
+}
+
+/// Plays one actor through the room.
+pub async fn play(
+    room: &Room,
+    client: &HttpClient,
+    base: &str,
+    member: &Member,
+    tally: &Tally,
+    journeys: &Journeys,
+) {
+    let kind = member.kind;
+    let mut journey = Journey {
+        kind,
+        joined: None,
+        admitted: None,
+        won: false,
+        told_sold_out: None,
+        polls: 0,
+    };
+    let session = Session::browser(client, base, member.client_ip.as_deref());
+    let outcome = match walk(room, session, member.n, tally, &mut journey).await {
+        Ok(outcome) => outcome,
+        Err(e) => format!("error: {e}"),
+    };
+    let who = match kind {
+        Kind::Buyer => "",
+        Kind::Bot => "bot ",
+    };
+    tally.record(&format!("{who}{outcome}"), Duration::ZERO, true);
+    journeys
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(journey);
+}
+
+/// The steps; returns the outcome the actor is tallied under.
+async fn walk(
+    room: &Room,
+    mut session: Session,
+    n: usize,
+    tally: &Tally,
+    journey: &mut Journey,
+) -> anyhow::Result<String> {
+    let guest = session.sign_in_as_guest().await?;
+    tally.record_step(guest.latency);
+    if !guest.ok() {
+        return Ok(guest.refusal("guest"));
+    }
+    if journey.kind == Kind::Buyer {
+        tokio::time::sleep_until((room.opened + buyer_delay(n, room.prequeue)).into()).await;
+    }
+    let challenge = session.challenge(room.event).await?;
+    tally.record_step(challenge.latency);
+    if !challenge.ok() {
+        return Ok(challenge.refusal("challenge"));
+    }
+    let answer = Session::solve(&challenge).await?;
+    let joined = join(&session, room.event, &answer).await?;
+    tally.record_step(joined.latency);
+    if !joined.ok() {
+        return Ok(joined.refusal("join"));
+    }
+    journey.joined = Some(room.opened.elapsed());
+    let place = joined.text("place")?.to_owned();
+    let give_up = Instant::now() + room.prequeue + room.patience;
+    let mut seen = joined;
+    loop {
+        match seen.text("state")? {
+            "admitted" => {
+                journey.admitted = Some(room.opened.elapsed());
+                return buy(room, &session, &seen, tally, journey).await;
+            }
+            "sold_out" => {
+                journey.told_sold_out = Some(room.opened.elapsed());
+                return Ok("queue sold_out".into());
+            }
+            "waiting" => {}
+            other => return Ok(format!("queue {other}")),
+        }
+        if Instant::now() >= give_up {
+            return Ok("gave up waiting".into());
+        }
+        let wait = match journey.kind {
+            Kind::Bot => BOT_POLL,
+            Kind::Buyer => {
+                Duration::from_millis(seen.body["poll_after_ms"].as_u64().unwrap_or(1_000))
+            }
+        };
+        tokio::time::sleep(wait).await;
+        seen = poll(&session, room.event, &place).await?;
+        journey.polls += 1;
+        tally.record_step(seen.latency);
+        if !seen.ok() {
+            return Ok(seen.refusal("poll"));
+        }
+    }
+}
+
+/// `POST /api/events/{event}/queue` with a solved challenge.
+async fn join(session: &Session, event: i64, answer: &Answer) -> anyhow::Result<Reply> {
+    let body = json!({ "challenge": answer.challenge, "nonce": answer.nonce }).to_string();
+    session
+        .send("POST", &format!("/api/events/{event}/queue"), &body)
+        .await
+}
+
+/// `GET /api/events/{event}/queue` with the place token.
+async fn poll(session: &Session, event: i64, place: &str) -> anyhow::Result<Reply> {
+    session
+        .send_with(
+            "GET",
+            &format!("/api/events/{event}/queue"),
+            "",
+            &[(PLACE_HEADER, place)],
+        )
+        .await
+}
+
+/// The admitted buy, then the payment side's confirmation.
+async fn buy(
+    room: &Room,
+    session: &Session,
+    admitted: &Reply,
+    tally: &Tally,
+    journey: &mut Journey,
+) -> anyhow::Result<String> {
+    let path = admitted.body["link"]["path"]
+        .as_str()
+        .with_context(|| format!("an admitted place without a link: {}", admitted.body))?;
+    let bought = session.send("POST", path, "{}").await?;
+    tally.record_step(bought.latency);
+    if bought.status != 202 {
+        if bought.code() == "sold_out" {
+            journey.told_sold_out = Some(room.opened.elapsed());
+        }
+        return Ok(bought.refusal("buy"));
+    }
+    journey.won = true;
+    tally.won(1);
+    let order_no = bought.text("order_no")?.to_owned();
+    pay(room, &order_no).await?;
+    Ok("QUEUED, paid".into())
+}
+
+/// Confirms the order's payment as the payment side does, retrying while the order worker has
+/// not created it yet (`FAILED_PRECONDITION` "still being created").
+async fn pay(room: &Room, order_no: &str) -> anyhow::Result<()> {
+    let mut payments = SeckillClient::new(room.payments.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = PayOrderReq {
+            order_no: order_no.to_owned(),
+            user_id: String::new(),
+            payment_id: format!("load-{order_no}"),
+            amount: room.price,
+        };
+        match payments.pay_order(request).await {
+            Ok(_) => return Ok(()),
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message().contains("being created")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => anyhow::bail!("paying {order_no}: {status}"),
+        }
+    }
+}
+
+/// What the room did for the crowd (`queue` in the report).
+#[derive(Debug, Serialize)]
+pub struct RoomReport {
+    /// Actors who got a place, buyers and bots.
+    pub joined_buyers: u64,
+    /// Bots with a place.
+    pub joined_bots: u64,
+    /// Actors admitted.
+    pub admitted: u64,
+    /// Units buyers won.
+    pub units_buyers: u64,
+    /// Units bots won.
+    pub units_bots: u64,
+    /// The bots' share of the crowd that got a place.
+    pub bot_share_of_crowd: f64,
+    /// The bots' share of the units won.
+    pub bot_share_of_units: f64,
+    /// Spearman's rank correlation of admitted buyers' admission order with their join order
+    /// (pre-queue joins only; near 0 when joining early buys nothing).
+    pub admission_vs_join_rho: Option<f64>,
+    /// Actors told sold out while waiting (or at the buy).
+    pub told_sold_out: u64,
+    /// From the last unit won to the last waiting actor told sold out, seconds.
+    pub sold_out_lag_s: Option<f64>,
+    /// Polls sent.
+    pub polls: u64,
+}
+
+impl Journeys {
+    /// The report over every journey.
+    pub fn report(&self) -> RoomReport {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let joined = |k: Kind| {
+            all.iter()
+                .filter(|j| j.kind == k && j.joined.is_some())
+                .count() as u64
+        };
+        let units = |k: Kind| all.iter().filter(|j| j.kind == k && j.won).count() as u64;
+        let (joined_buyers, joined_bots) = (joined(Kind::Buyer), joined(Kind::Bot));
+        let (units_buyers, units_bots) = (units(Kind::Buyer), units(Kind::Bot));
+        let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
+        let last_win = all
+            .iter()
+            .filter(|j| j.won)
+            .filter_map(|j| j.admitted)
+            .max();
+        let last_told = all.iter().filter_map(|j| j.told_sold_out).max();
+        let admitted_buyers: Vec<(f64, f64)> = all
+            .iter()
+            .filter(|j| j.kind == Kind::Buyer)
+            .filter_map(|j| Some((j.joined?.as_secs_f64(), j.admitted?.as_secs_f64())))
+            .collect();
+        RoomReport {
+            joined_buyers,
+            joined_bots,
+            admitted: all.iter().filter(|j| j.admitted.is_some()).count() as u64,
+            units_buyers,
+            units_bots,
+            bot_share_of_crowd: share(joined_bots, joined_buyers + joined_bots),
+            bot_share_of_units: share(units_bots, units_buyers + units_bots),
+            admission_vs_join_rho: spearman(&admitted_buyers),
+            told_sold_out: all.iter().filter(|j| j.told_sold_out.is_some()).count() as u64,
+            sold_out_lag_s: match (last_win, last_told) {
+                (Some(win), Some(told)) => Some(told.saturating_sub(win).as_secs_f64()),
+                _ => None,
+            },
+            polls: all.iter().map(|j| j.polls).sum(),
+        }
+    }
+}
+
+impl RoomReport {
+    /// The report as table lines.
+    pub fn render(&self) -> String {
+        let rho = self
+            .admission_vs_join_rho
+            .map_or("n/a".to_owned(), |r| format!("{r:+.3}"));
+        let lag = self
+            .sold_out_lag_s
+            .map_or("n/a".to_owned(), |s| format!("{s:.2} s"));
+        format!(
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (last {lag} after the last win)\n    polls           {}\n",
+            self.joined_buyers,
+            self.joined_bots,
+            100.0 * self.bot_share_of_crowd,
+            self.admitted,
+            self.units_buyers,
+            self.units_bots,
+            100.0 * self.bot_share_of_units,
+            self.told_sold_out,
+            self.polls,
+        )
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Average ranks (ties share the mean of their positions), 1-based.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = mean;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Spearman's ρ of the pairs (Pearson's correlation of their ranks); `None` under 3 pairs or
+/// when one side does not vary.
+fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
+    if pairs.len() < 3 {
+        return None;
+    }
+    let xs = ranks(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let ys = ranks(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in xs.iter().zip(&ys) {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_is_one_for_the_same_order_and_minus_one_reversed() {
+        let same: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, (i * i) as f64)).collect();
+        assert!((spearman(&same).unwrap() - 1.0).abs() < 1e-12);
+        let reversed: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, -(i as f64))).collect();
+        assert!((spearman(&reversed).unwrap() + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn spearman_shares_ranks_between_ties() {
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        // Admissions seen in one poll round tie; a tie on one side is not a correlation.
+        let pairs = [(1.0, 5.0), (2.0, 5.0), (3.0, 5.0), (4.0, 6.0)];
+        assert!(spearman(&pairs).unwrap() > 0.0);
+        assert_eq!(spearman(&[(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]), None);
+    }
+
+    #[test]
+    fn buyers_spread_their_joins_over_four_fifths_of_the_window() {
+        let window = Duration::from_secs(10);
+        let delays: Vec<Duration> = (0..1000).map(|n| buyer_delay(n, window)).collect();
+        assert!(delays.iter().all(|d| *d < window.mul_f64(0.8)));
+        let early = delays.iter().filter(|d| **d < window.mul_f64(0.4)).count();
+        assert!(
+            (400..600).contains(&early),
+            "{early} of 1000 in the first half"
+        );
+    }
+}
