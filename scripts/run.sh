@@ -71,7 +71,9 @@ fi
 # production does (only PayOrder on the internal listener pays), e.g. for flashgate-load --scalper.
 demo_payments="${FLASHGATE_DEMO_PAYMENTS:-true}"
 say "starting the warehouse: internal listener $listen, edge listener $edge_listen (metrics on http://$metrics/metrics)"
-FLASHGATE_ORIGIN_KEY="$origin_key" target/release/flashgate-warehouse \
+# The waiting rooms' draw secret: random per run (never committed), unless one is given.
+queue_secret="${FLASHGATE_QUEUE_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+FLASHGATE_ORIGIN_KEY="$origin_key" FLASHGATE_QUEUE_SECRET="$queue_secret" target/release/flashgate-warehouse \
   --listen "$listen" --edge-listen "$edge_listen" --metrics-listen "$metrics" \
   "${store_args[@]}" --demo-sale "$demo" --demo-payments "$demo_payments" &
 pids+=($!)

@@ -111,6 +111,83 @@ impl Ticket {
     pub fn from_sortable_i64(value: i64) -> Ticket {
         Ticket(value as u64 ^ ARRIVAL_BIT)
     }
+
+    /// The ticket as a number a double holds exactly (below 2^53), sorting the same way, for a
+    /// holder whose sort key is a double (a Redis sorted set's score): a drawn ticket's top 52
+    /// bits, an arrival `2^52 + seq`. A drawn ticket loses its low 11 bits, so the holder keeps
+    /// [`Ticket::from_score`] of it as *the* ticket (two drawn places of one score, about one
+    /// pair in 10^6 among 100,000 places, are then ordered by user).
+    pub fn score(self) -> u64 {
+        if self.is_drawn() {
+            self.0 >> 11
+        } else {
+            ARRIVAL_SCORE + (self.0 & !ARRIVAL_BIT).min(ARRIVAL_SCORE - 1)
+        }
+    }
+
+    /// The ticket a score stands for (the inverse of [`Ticket::score`] on the tickets it keeps).
+    pub fn from_score(score: u64) -> Ticket {
+        if score < ARRIVAL_SCORE {
+            Ticket(score << 11)
+        } else {
+            Ticket::arrival(score - ARRIVAL_SCORE)
+        }
+    }
+}
+
+/// The first arrival ticket's [`Ticket::score`]: every drawn score is below it.
+pub const ARRIVAL_SCORE: u64 = 1 << 52;
+
+/// How long the window is over which [`rate_step`] measures admissions.
+pub const RATE_WINDOW_MS: i64 = 5_000;
+
+/// The admission rate a holder publishes for ETAs, as integers so every holder computes the
+/// same figure: the admissions of the last full window of [`RATE_WINDOW_MS`], per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateMark {
+    /// When the current window began (unix ms; 0: not yet, the sale has not started).
+    pub at_ms: i64,
+    /// Places admitted when it began.
+    pub admitted: u64,
+    /// Admissions per second over the last full window, in thousandths.
+    pub milli_per_s: u64,
+}
+
+impl RateMark {
+    /// Admissions per second.
+    pub fn per_s(&self) -> f64 {
+        self.milli_per_s as f64 / 1_000.0
+    }
+}
+
+/// The rate after a move at `now_ms` that left `admitted` places admitted in all, for a sale
+/// starting at `start_ms`: the first window begins at the start (so the first admissions count),
+/// and a window of at least [`RATE_WINDOW_MS`] closes at the first move after it.
+pub fn rate_step(mark: RateMark, admitted: u64, start_ms: i64, now_ms: i64) -> RateMark {
+    if now_ms < start_ms {
+        return mark;
+    }
+    let mark = if mark.at_ms == 0 {
+        RateMark {
+            at_ms: start_ms,
+            admitted: 0,
+            milli_per_s: 0,
+        }
+    } else {
+        mark
+    };
+    let elapsed = now_ms - mark.at_ms;
+    if elapsed < RATE_WINDOW_MS {
+        return mark;
+    }
+    RateMark {
+        at_ms: now_ms,
+        admitted,
+        milli_per_s: admitted
+            .saturating_sub(mark.admitted)
+            .saturating_mul(1_000_000)
+            / elapsed as u64,
+    }
 }
 
 /// What a join asks for, as the holder knows it.

@@ -7,7 +7,7 @@
 
 /// Implements the named seams for `$wrapper` by forwarding every method to its field `$field`,
 /// itself a store: `forward_seams!(GatedStore => inner: Sales, Orders, OrderQueue, SeedLocks,
-/// Audit);`. The seams' default methods are forwarded too, so the wrapper behaves as the store
+/// Audit, Rooms);`. The seams' default methods are forwarded too, so the wrapper behaves as the store
 /// it wraps in everything it does not write itself.
 #[macro_export]
 macro_rules! forward_seams {
@@ -145,6 +145,45 @@ macro_rules! forward_seams {
             }
         };
     };
+    (@Rooms $w:ty, $f:ident) => {
+        const _: () = {
+            use ::flashgate_core::admission::Rules;
+            use ::flashgate_core::stock::room::{Joined, Moved, Place};
+            use ::flashgate_core::stock::Sale;
+            use ::flashgate_core::warehouse::store::{Rooms, StoreResult};
+            impl Rooms for $w {
+                async fn put_room(&self, sale: &Sale, rules: Option<&Rules>) -> StoreResult<()> {
+                    self.$f.put_room(sale, rules).await
+                }
+                async fn room(&self, event_id: i64) -> StoreResult<Option<Rules>> {
+                    self.$f.room(event_id).await
+                }
+                async fn join_room(
+                    &self,
+                    event_id: i64,
+                    user: &str,
+                    secret: &[u8],
+                    now_ms: i64,
+                ) -> StoreResult<Joined> {
+                    self.$f.join_room(event_id, user, secret, now_ms).await
+                }
+                async fn move_room(&self, event_id: i64, now_ms: i64) -> StoreResult<Moved> {
+                    self.$f.move_room(event_id, now_ms).await
+                }
+                async fn claim_room(
+                    &self,
+                    event_id: i64,
+                    user: &str,
+                    now_ms: i64,
+                ) -> StoreResult<Place> {
+                    self.$f.claim_room(event_id, user, now_ms).await
+                }
+                async fn open_rooms(&self, now_ms: i64) -> StoreResult<Vec<i64>> {
+                    self.$f.open_rooms(now_ms).await
+                }
+            }
+        };
+    };
     (@Audit $w:ty, $f:ident) => {
         const _: () = {
             use ::flashgate_core::stock::audit::SkuSnapshot;
@@ -168,7 +207,7 @@ mod tests {
         inner: MemoryStore,
     }
 
-    crate::forward_seams!(Wrapped => inner: Stock, Sales, Orders, OrderQueue, SeedLocks, Audit);
+    crate::forward_seams!(Wrapped => inner: Stock, Sales, Orders, OrderQueue, SeedLocks, Audit, Rooms);
 
     async fn put_through<S: Store>(store: &S) {
         store.put_stock(1, 7).await.expect("put stock");

@@ -24,7 +24,9 @@ pub use wait::{eventually, free_port};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use flashgate_core::proto::flashsale::{admin_client::AdminClient, seckill_client::SeckillClient};
+use flashgate_core::proto::flashsale::{
+    admin_client::AdminClient, queue_client::QueueClient, seckill_client::SeckillClient,
+};
 use flashgate_core::proto::warehouse::warehouse_client::WarehouseClient;
 use flashgate_core::proto::warehouse::SkuStockLockReq;
 use flashgate_core::stock::{Currency, Ledger, Order, PayRequest};
@@ -44,6 +46,17 @@ pub const CLUSTER_ENV: &str = "FLASHGATE_TEST_REDIS_CLUSTER";
 
 /// The origin key the test servers accept.
 pub const TEST_ORIGIN_KEY: &[u8] = b"flashgate-test-origin-key-0123456789";
+
+/// The waiting rooms' draw secret the test warehouses use (a test's, never a deployment's).
+pub const TEST_QUEUE_SECRET: &[u8] = b"flashgate-test-waiting-room-draw-secret";
+
+/// [`TEST_QUEUE_SECRET`] in hex, as `--queue-secret` takes it.
+pub fn test_queue_secret_hex() -> String {
+    TEST_QUEUE_SECRET
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A warehouse served in-process: the task running [`serve`].
 pub type ServeTask = JoinHandle<Result<(), ServeError>>;
@@ -73,10 +86,12 @@ pub struct TestWarehouse {
 }
 
 impl TestWarehouse {
-    /// Serves `store` with test defaults (origin key [`TEST_ORIGIN_KEY`], worker on).
+    /// Serves `store` with test defaults (origin key [`TEST_ORIGIN_KEY`], draw secret
+    /// [`TEST_QUEUE_SECRET`], worker on).
     pub async fn start<S: Store>(store: S) -> Self {
         let mut options = ServerOptions {
             origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+            queue_secret: Some(TEST_QUEUE_SECRET.to_vec()),
             ..ServerOptions::default()
         };
         if let Some(worker) = options.worker.as_mut() {
@@ -138,6 +153,11 @@ impl TestWarehouse {
     /// The buying client.
     pub fn seckill(&self) -> SeckillClient<Channel> {
         SeckillClient::new(self.channel.clone())
+    }
+
+    /// The waiting rooms' client.
+    pub fn queue(&self) -> QueueClient<Channel> {
+        QueueClient::new(self.channel.clone())
     }
 
     /// A fresh connection to the internal listener (its own HTTP/2 connection, so its own

@@ -221,6 +221,7 @@ impl WarehouseProcess {
             .env_remove(env::EDGE_LISTEN)
             .env_remove(env::INTERNAL_TOKEN)
             .env(HARNESS_DURABILITY.0, HARNESS_DURABILITY.1)
+            .env(env::QUEUE_SECRET, crate::test_queue_secret_hex())
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()

@@ -50,6 +50,7 @@ pub async fn origin_on(redis: &TestRedis) -> Origin<RedisStore> {
     let store = RedisStore::connect(config).await.expect("connect redis");
     let mut options = ServerOptions {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
+        queue_secret: Some(crate::TEST_QUEUE_SECRET.to_vec()),
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {

@@ -80,7 +80,7 @@ impl Sales for GatedStore {
     }
 }
 
-flashgate_tests::forward_seams!(GatedStore => inner: Orders, OrderQueue, SeedLocks, Audit);
+flashgate_tests::forward_seams!(GatedStore => inner: Orders, OrderQueue, SeedLocks, Audit, Rooms);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_every_service_serving() {

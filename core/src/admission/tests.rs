@@ -434,4 +434,57 @@ proptest! {
         prop_assert_eq!(ta.cmp(&tb), ta.to_sortable_i64().cmp(&tb.to_sortable_i64()));
         prop_assert_eq!(Ticket::from_raw(ta.get()), ta);
     }
+
+    #[test]
+    fn a_score_sorts_as_its_ticket_and_stays_exact_in_a_double(a: u64, b: u64, sale: i64) {
+        let drawn = |raw: u64| Ticket::draw(&raw.to_be_bytes(), sale, "u");
+        for (ta, tb) in [
+            (drawn(a), drawn(b)),
+            (Ticket::arrival(a % ARRIVAL_SCORE), Ticket::arrival(b % ARRIVAL_SCORE)),
+            (drawn(a), Ticket::arrival(b % ARRIVAL_SCORE)),
+        ] {
+            prop_assert!(ta.score() < 1 << 53);
+            prop_assert_eq!(ta.score() as f64 as u64, ta.score());
+            // The order of scores never contradicts the order of tickets.
+            prop_assert!(ta.score() != tb.score() || ta == tb || ta.is_drawn() && tb.is_drawn());
+            if ta.score() < tb.score() {
+                prop_assert!(ta < tb);
+            }
+            let kept = Ticket::from_score(ta.score());
+            prop_assert_eq!(kept.score(), ta.score());
+            prop_assert_eq!(kept.is_drawn(), ta.is_drawn());
+        }
+        prop_assert_eq!(Ticket::from_score(Ticket::arrival(a % ARRIVAL_SCORE).score()),
+            Ticket::arrival(a % ARRIVAL_SCORE));
+    }
+}
+
+#[test]
+fn the_rate_counts_the_first_admissions_from_the_start_and_then_whole_windows() {
+    let none = RateMark::default();
+    assert_eq!(
+        rate_step(none, 0, START, START - 1),
+        none,
+        "nothing before the start"
+    );
+    // 200 admitted at the start: measured once the first window is over.
+    let first = rate_step(none, 200, START, START + 10);
+    assert_eq!(
+        (first.at_ms, first.admitted, first.milli_per_s),
+        (START, 0, 0)
+    );
+    let closed = rate_step(first, 200, START, START + RATE_WINDOW_MS);
+    assert_eq!(closed.milli_per_s, 40_000);
+    assert_eq!(closed.per_s(), 40.0);
+    assert_eq!(
+        (closed.at_ms, closed.admitted),
+        (START + RATE_WINDOW_MS, 200)
+    );
+    // A window still open keeps the last figure.
+    assert_eq!(
+        rate_step(closed, 300, START, START + RATE_WINDOW_MS + 1),
+        closed
+    );
+    let slow = rate_step(closed, 203, START, START + 3 * RATE_WINDOW_MS);
+    assert_eq!(slow.milli_per_s, 300);
 }

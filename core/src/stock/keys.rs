@@ -181,6 +181,30 @@ impl Keys {
     pub fn locks_all(&self, dir: i64) -> String {
         format!("{}:{{locks:{dir}}}:all", self.prefix)
     }
+
+    /// Hash of a sale's waiting room, in the sale's slot (a room sale has one pool): its
+    /// settings (`prequeue factor ttl`) and counters (`arrivals admitted through began
+    /// held_from rate_at rate_n rate sold_out`; see `room_move.lua`).
+    pub fn room(&self, sku: i64, event: i64) -> String {
+        self.in_shard(sku, &format!("room:{event}"))
+    }
+
+    /// Sorted set user → [`Ticket::score`](crate::admission::Ticket::score): a sale's line.
+    pub fn room_places(&self, sku: i64, event: i64) -> String {
+        self.in_shard(sku, &format!("room:{event}:places"))
+    }
+
+    /// Sorted set user → when the admission lapses (unix ms): the admitted places neither
+    /// bought nor lapsed.
+    pub fn room_pending(&self, sku: i64, event: i64) -> String {
+        self.in_shard(sku, &format!("room:{event}:pending"))
+    }
+
+    /// Directory sorted set event id → the sale's end (unix ms) of the sales with a waiting
+    /// room: those the sweeper moves.
+    pub fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -236,5 +260,21 @@ mod tests {
         assert_eq!(k.sku_of(&k.sale_ends()), None);
         assert_eq!(k.live_events(), "fg:events:live");
         assert_eq!(k.retired_events(), "fg:events:retired");
+    }
+
+    #[test]
+    fn a_rooms_keys_share_its_sales_slot_and_the_directory_has_its_own() {
+        let k = Keys::new("fg");
+        assert_eq!(k.room(7, 3), "fg:{sku:7}:room:3");
+        assert_eq!(k.room_places(7, 3), "fg:{sku:7}:room:3:places");
+        assert_eq!(k.room_pending(7, 3), "fg:{sku:7}:room:3:pending");
+        for key in [k.room(7, 3), k.room_places(7, 3), k.room_pending(7, 3)] {
+            assert_eq!(k.shard_of(&key), k.shard_of(&k.event(7, 3)), "{key}");
+        }
+        // Not under the sale prefix, so a scan of a shard's sales never meets them.
+        assert!(!k.room(7, 3).starts_with(&k.event_prefix(7)));
+        assert_ne!(k.room(7, 3), k.room(7, 30));
+        assert_eq!(k.rooms(), "fg:rooms");
+        assert_eq!(k.sku_of(&k.rooms()), None);
     }
 }

@@ -16,7 +16,8 @@
 //! - [`call`]: one function per script that packs its KEYS and ARGV and one that parses its
 //!   reply, so a store running scripts only sends calls;
 //! - [`split`]: the split-sale policy (the buy fall-over, the spread of a pool) as pure plans;
-//! - [`lock`]: the seed-contract lock's saga; [`audit`]: does the stock add up.
+//! - [`lock`]: the seed-contract lock's saga; [`audit`]: does the stock add up;
+//! - [`room`]: what a sale's waiting room answers (issue 14).
 //!
 //! What it does not do: talk to Redis, read a clock (scripts take `now` as an argument, so tests
 //! and the model-based oracle run on simulated time) or decide policy of the edge. The Redis
@@ -54,6 +55,7 @@ pub mod lock;
 pub mod money;
 pub mod numbering;
 pub mod record;
+pub mod room;
 pub mod split;
 
 pub use self::call::{parse_order_record, parse_sale, refusal, Move};

@@ -46,6 +46,8 @@ pub const REPAIR_OLDER_THAN_MS: &str = "FLASHGATE_REPAIR_OLDER_THAN_MS";
 /// `unlock.after_step`) where the Redis store aborts the process, so tests can stop a
 /// seed-contract lock between its per-SKU steps. Unset in production: inert.
 pub const FAULT_CRASH_AT: &str = "FLASHGATE_FAULT_CRASH_AT";
+/// `--queue-secret`.
+pub const QUEUE_SECRET: &str = "FLASHGATE_QUEUE_SECRET";
 /// `--demo-payments`.
 pub const DEMO_PAYMENTS: &str = "FLASHGATE_DEMO_PAYMENTS";
 /// `--demo-sale`.

@@ -14,6 +14,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 
 use super::store::Store;
+use crate::stock::room::Moved;
 
 /// The warehouse's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -35,6 +36,9 @@ pub struct Metrics {
     pub worker: IntCounterVec,
     /// `flashgate_stock_units{sku, place}`.
     pub stock: IntGaugeVec,
+    /// `flashgate_room_total{event}`: the waiting rooms' places `joined`, places `admitted`,
+    /// admissions `lapsed` unused, admitted users found to have `bought`, admissions `claimed`.
+    pub room: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -96,7 +100,16 @@ impl Metrics {
             &["sku", "place"],
         )
         .expect("valid metric");
+        let room = IntCounterVec::new(
+            Opts::new(
+                "room_total",
+                "waiting-room events (joined, admitted, lapsed, bought, claimed)",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
         for c in [
+            &room,
             &requests,
             &buy_outcomes,
             &origin_refusals,
@@ -122,6 +135,20 @@ impl Metrics {
             internal_refusals,
             worker,
             stock,
+            room,
+        }
+    }
+
+    /// Records what one move of a waiting room's line did.
+    pub fn room_moved(&self, moved: &Moved) {
+        for (event, n) in [
+            ("admitted", moved.admitted),
+            ("lapsed", moved.lapsed),
+            ("bought", moved.bought),
+        ] {
+            if n > 0 {
+                self.room.with_label_values(&[event]).inc_by(n);
+            }
         }
     }
 

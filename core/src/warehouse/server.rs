@@ -25,7 +25,9 @@ use super::origin::OriginAuthLayer;
 use super::service::WarehouseService;
 use super::store::Store;
 use super::worker::{run_order_worker, run_sweeper, WorkerOptions};
-use crate::proto::flashsale::{admin_server::AdminServer, seckill_server::SeckillServer};
+use crate::proto::flashsale::{
+    admin_server::AdminServer, queue_server::QueueServer, seckill_server::SeckillServer,
+};
 use crate::proto::warehouse::warehouse_server::WarehouseServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
@@ -49,6 +51,8 @@ pub struct ServerOptions {
     pub worker: Option<WorkerOptions>,
     /// Whether `DemoPayOrder` pays orders (a local demo only; never in production).
     pub demo_payments: bool,
+    /// The waiting rooms' draw secret (`--queue-secret`), or `None` to refuse waiting rooms.
+    pub queue_secret: Option<Vec<u8>>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +65,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(5),
             worker: Some(WorkerOptions::new("warehouse")),
             demo_payments: false,
+            queue_secret: None,
         }
     }
 }
@@ -114,7 +119,8 @@ pub async fn serve<S: Store>(
 ) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let service = WarehouseService::new(store.clone(), metrics.clone())
-        .with_demo_payments(options.demo_payments);
+        .with_demo_payments(options.demo_payments)
+        .with_queue_secret(options.queue_secret.as_deref());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<WarehouseServer<WarehouseService<S>>>()
@@ -124,6 +130,9 @@ pub async fn serve<S: Store>(
         .await;
     health
         .set_serving::<AdminServer<WarehouseService<S>>>()
+        .await;
+    health
+        .set_serving::<QueueServer<WarehouseService<S>>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -202,6 +211,7 @@ pub async fn serve<S: Store>(
         .add_service(WarehouseServer::new(service.clone()))
         .add_service(AdminServer::new(service.clone()))
         .add_service(SeckillServer::new(service.clone()))
+        .add_service(QueueServer::new(service.clone()))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.internal).with_nodelay(Some(true)),
             quit(quit_rx.clone()),
@@ -235,6 +245,7 @@ pub async fn serve<S: Store>(
                 ))
                 .layer(GrpcWebLayer::new())
                 .add_service(AdminServer::new(service.clone()))
+                .add_service(QueueServer::new(service.clone()))
                 .add_service(SeckillServer::new(service))
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -1,5 +1,5 @@
-//! The gRPC services: the seed's `warehouse.Warehouse`, and flashgate's `flashsale.Admin` and
-//! `flashsale.Seckill`, over any [`Store`].
+//! The gRPC services: the seed's `warehouse.Warehouse`, and flashgate's `flashsale.Admin`,
+//! `flashsale.Seckill` and `flashsale.Queue` (the waiting room, [`queue`]), over any [`Store`].
 //!
 //! This is the boundary: requests are validated here (every failure `INVALID_ARGUMENT` naming the
 //! field), store refusals become their gRPC codes, and a broken backend becomes `UNAVAILABLE`
@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
@@ -28,6 +29,8 @@ use crate::stock::{
     SalePhase, SaleState, StockError, MAX_PRICE, MAX_SUBPOOLS,
 };
 
+pub mod queue;
+
 /// Most SKU ids one `BatchSkusStock` may ask for.
 pub const MAX_BATCH_IDS: usize = 1000;
 /// Most SKUs one lock may hold.
@@ -42,12 +45,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The services' shared state: the store, the metrics and whether demo payments are on.
+/// The services' shared state: the store, the metrics, whether demo payments are on and the
+/// waiting rooms' draw secret.
 #[derive(Clone)]
 pub struct WarehouseService<S> {
     store: S,
     metrics: Metrics,
     demo_payments: bool,
+    queue_secret: Option<Arc<[u8]>>,
 }
 
 impl<S: Store> WarehouseService<S> {
@@ -57,7 +62,15 @@ impl<S: Store> WarehouseService<S> {
             store,
             metrics,
             demo_payments: false,
+            queue_secret: None,
         }
+    }
+
+    /// The secret the waiting rooms' pre-queues are drawn under (`None`: waiting rooms are
+    /// refused, see [`queue`]).
+    pub fn with_queue_secret(mut self, secret: Option<&[u8]>) -> Self {
+        self.queue_secret = secret.map(Arc::from);
+        self
     }
 
     /// Whether `DemoPayOrder` pays (a local demo) or is refused (`PERMISSION_DENIED`, production).
@@ -420,8 +433,18 @@ impl<S: Store> Admin for WarehouseService<S> {
     async fn put_event(&self, request: Request<Event>) -> Result<Response<EventState>, Status> {
         self.track("PutEvent", async {
             let sale = sale_of(request.get_ref())?;
+            let room = queue::room_rules(request.get_ref(), sale.subpools)?;
+            if room.is_some() && self.queue_secret.is_none() {
+                return Err(queue::no_secret());
+            }
             let state = self.store.put_sale(&sale).await.map_err(status_of)?;
-            Ok(event_state(state, now_ms()))
+            // After the sale (a room is never stored for a sale refused); the sale exists
+            // without its room for one round trip, and the edge mints no link before the start.
+            self.store
+                .put_room(&sale, room.as_ref())
+                .await
+                .map_err(status_of)?;
+            Ok(queue::with_room(event_state(state, now_ms()), room))
         })
         .await
     }
@@ -430,7 +453,10 @@ impl<S: Store> Admin for WarehouseService<S> {
         self.track("GetEvent", async {
             let id = positive("id", request.get_ref().id)?;
             match self.store.sale(id).await.map_err(status_of)? {
-                Some(state) => Ok(event_state(state, now_ms())),
+                Some(state) => {
+                    let room = self.store.room(id).await.map_err(status_of)?;
+                    Ok(queue::with_room(event_state(state, now_ms()), room))
+                }
                 None => Err(Status::not_found(format!("event {id} not found"))),
             }
         })

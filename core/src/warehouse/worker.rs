@@ -6,7 +6,8 @@
 //! acknowledging loses nothing: another worker reclaims the entry once it has been idle long
 //! enough, and creating it again is a no-op. It goes at its own pace; buyers never wait for it.
 //!
-//! The sweeper expires orders unpaid past their deadline, closes sales that have ended, and
+//! The sweeper expires orders unpaid past their deadline, closes sales that have ended, moves
+//! the lines of waiting rooms (lapses, admissions: the line moves without polls), and
 //! repairs seed-contract locks a crashed warehouse left between their per-SKU steps (any
 //! warehouse's sweeper repairs any lock, once it has stood still for `repair_after`).
 
@@ -174,6 +175,20 @@ pub async fn run_sweeper<S: Store>(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeper could not close sales"),
+        }
+        // The lines of waiting rooms move without polls (GetQueue moves them too).
+        match store.open_rooms(now).await {
+            Ok(rooms) => {
+                for event in rooms {
+                    match store.move_room(event, now).await {
+                        Ok(moved) => metrics.room_moved(&moved),
+                        Err(e) => {
+                            tracing::warn!(event, error = %e, "sweeper could not move a line")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeper could not list waiting rooms"),
         }
         match store.repair_locks(options.repair_after).await {
             Ok(repairs) => {

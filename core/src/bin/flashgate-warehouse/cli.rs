@@ -16,6 +16,7 @@ use flashgate_core::origin_auth::MIN_KEY_LEN;
 use flashgate_core::warehouse::env;
 use flashgate_core::warehouse::internal::MIN_TOKEN_LEN;
 use flashgate_core::warehouse::server::ServerOptions;
+use flashgate_core::warehouse::service::queue::MIN_QUEUE_SECRET_LEN;
 use flashgate_core::warehouse::store::Durability;
 use flashgate_core::warehouse::worker::WorkerOptions;
 
@@ -110,6 +111,12 @@ pub struct Cli {
     /// on the edge listener is refused.
     #[arg(long, env = env::ORIGIN_KEY, hide_env_values = true, value_parser = Secret(check_origin_key))]
     pub origin_key: Option<String>,
+
+    /// The waiting rooms' draw secret: hex, at least 32 bytes (generate one: openssl rand -hex
+    /// 32), the same on every warehouse sharing a Redis. A pre-queue's order is a keyed hash
+    /// under it. Without it, waiting-room sales are refused (FAILED_PRECONDITION).
+    #[arg(long, env = env::QUEUE_SECRET, hide_env_values = true, value_parser = Secret(check_queue_secret))]
+    pub queue_secret: Option<String>,
 
     /// Tolerated clock difference between edge and warehouse, ms.
     #[arg(long, env = env::ORIGIN_MAX_SKEW_MS, default_value_t = 30_000, value_parser = clap::value_parser!(i64).range(1..=600_000))]
@@ -312,6 +319,26 @@ fn check_origin_key(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Bytes from hex digits (an even count), or `None`.
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn check_queue_secret(s: &str) -> Result<(), String> {
+    match decode_hex(s) {
+        Some(bytes) if bytes.len() >= MIN_QUEUE_SECRET_LEN => Ok(()),
+        _ => Err(format!(
+            "must be at least {MIN_QUEUE_SECRET_LEN} bytes in hex (generate one: openssl rand -hex 32)"
+        )),
+    }
+}
+
 fn check_internal_token(s: &str) -> Result<(), String> {
     // Visible ASCII: what an `authorization` header carries unchanged (no spaces to trim away).
     if s.len() < MIN_TOKEN_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -367,6 +394,7 @@ impl Cli {
             concurrency_per_connection: self.concurrency_per_connection as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             demo_payments: self.demo_payments,
+            queue_secret: self.queue_secret.as_deref().and_then(decode_hex),
             worker: self.order_worker.then(|| WorkerOptions {
                 reclaim_idle: Duration::from_millis(self.reclaim_idle_ms),
                 repair_after: Duration::from_millis(self.repair_after_ms),
@@ -445,7 +473,7 @@ mod tests {
     fn secrets_are_never_shown_in_help() {
         // `--help` prints an environment variable's value unless told not to.
         let command = <Cli as clap::CommandFactory>::command();
-        for id in ["internal_token", "origin_key"] {
+        for id in ["internal_token", "origin_key", "queue_secret"] {
             let arg = command
                 .get_arguments()
                 .find(|a| a.get_id() == id)

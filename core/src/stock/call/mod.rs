@@ -11,11 +11,13 @@
 
 mod lock;
 mod replicas;
+mod room;
 mod sale;
 mod transfer;
 
 pub use self::lock::*;
 pub use self::replicas::*;
+pub use self::room::*;
 pub use self::sale::*;
 pub use self::transfer::*;
 
@@ -108,6 +110,14 @@ scripts! {
     LOCK_REGISTER = "lock_register", 2 keys, 2 args, acknowledged;
     /// Drops a settled lock from the open directory.
     LOCK_SETTLE = "lock_settle", 1 keys, 2 args, acknowledged;
+    /// `Admin.PutEvent` of a waiting-room sale: the room's settings.
+    ROOM_PUT = "room_put", 3 keys, 4 args, acknowledged;
+    /// `Queue.JoinQueue`: a place in the line, once per user.
+    ROOM_JOIN = "room_join", 4 keys, 5 args, acknowledged;
+    /// `Queue.GetQueue` and the sweeper: lapses, forgets buyers, admits the next places.
+    ROOM_MOVE = "room_move", 6 keys, 5 args;
+    /// Read-only: `Queue.ClaimAdmission`, where a place stands.
+    ROOM_CLAIM = "room_claim", 4 keys, 3 args;
 }
 
 /// One script run, packed: the script, its KEYS and its ARGV.
@@ -237,10 +247,12 @@ mod tests {
             "move_read",
             "ledger",
             "lock_read",
+            "room_move",
+            "room_claim",
         ] {
             assert!(!acknowledged.contains(&quiet), "{quiet}");
         }
-        assert_eq!(acknowledged.len() + 7, ALL.len(), "{acknowledged:?}");
+        assert_eq!(acknowledged.len() + 9, ALL.len(), "{acknowledged:?}");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!
 //! The operations are grouped along the seams of the domain, one trait each: [`Stock`] (a SKU's
 //! counts), [`Sales`] (sale definitions), [`Orders`] (buying and an order's life), [`OrderQueue`]
-//! (wins on their way to orders), [`SeedLocks`] (the seed contract) and [`Audit`]; [`Store`] is
-//! all of them, for code that needs the whole store.
+//! (wins on their way to orders), [`SeedLocks`] (the seed contract), [`Audit`] and [`Rooms`]
+//! (waiting rooms); [`Store`] is all of them, for code that needs the whole store.
 
 mod memory;
 mod redis;
@@ -20,9 +20,11 @@ pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig, DEFAULT_RET
 use std::future::Future;
 use std::time::Duration;
 
+use crate::admission::Rules;
 use crate::stock::audit::{LockSnapshot, SkuSnapshot};
 use crate::stock::call::ReplyError;
 use crate::stock::lock::{LockRecords, LockRepairs};
+use crate::stock::room::{Joined, Moved, Place};
 use crate::stock::{
     BuyDecision, BuyRequest, Ledger, LockRequest, Order, PayRequest, Sale, SaleState, StockError,
     Win,
@@ -207,15 +209,92 @@ pub trait Audit: Send + Sync {
     fn snapshot(&self, sku: i64) -> impl Future<Output = StoreResult<Option<SkuSnapshot>>> + Send;
 }
 
+/// A sale's waiting room (issue 14), beside its stock: the settings, a join, a move of the line
+/// and a claim, each atomic with the sale's pool (on Redis one `room_*` script in the sale's
+/// slot). The rules are [`crate::admission`]'s; what they answer is [`crate::stock::room`]'s.
+///
+/// A store without waiting rooms (a test's wrapper) keeps the defaults: no sale has a room.
+pub trait Rooms: Send + Sync {
+    /// Stores a sale's room settings (`None`: no waiting room), after the sale was put.
+    fn put_room(
+        &self,
+        sale: &Sale,
+        rules: Option<&Rules>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let refused = rules.is_some().then(|| no_rooms(sale.id));
+        async move { refused.map_or(Ok(()), Err) }
+    }
+    /// A sale's room settings, `None` when it has no waiting room (or is unknown).
+    fn room(&self, event_id: i64) -> impl Future<Output = StoreResult<Option<Rules>>> + Send {
+        let _ = event_id;
+        async { Ok(None) }
+    }
+    /// `user` joins the line of sale `event_id` at `now_ms`; in the pre-queue the place is
+    /// drawn under `secret` ([`crate::admission::Ticket::draw`]). Once per user: again, the
+    /// same place.
+    fn join_room(
+        &self,
+        event_id: i64,
+        user: &str,
+        secret: &[u8],
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Joined>> + Send {
+        let _ = (user, secret, now_ms);
+        async move { Err(no_rooms(event_id)) }
+    }
+    /// One move of the line at `now_ms` (lapses, forgets buyers, admits the next places), and
+    /// the line after it.
+    fn move_room(
+        &self,
+        event_id: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Moved>> + Send {
+        let _ = now_ms;
+        async move { Err(no_rooms(event_id)) }
+    }
+    /// Where `user`'s place stands at `now_ms` (read-only).
+    fn claim_room(
+        &self,
+        event_id: i64,
+        user: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<Place>> + Send {
+        let _ = (user, now_ms);
+        async move { Err(no_rooms(event_id)) }
+    }
+    /// The sales with a waiting room whose end is after `now_ms` (those the sweeper moves),
+    /// ascending.
+    fn open_rooms(&self, now_ms: i64) -> impl Future<Output = StoreResult<Vec<i64>>> + Send {
+        let _ = now_ms;
+        async { Ok(Vec::new()) }
+    }
+}
+
+fn no_rooms(event_id: i64) -> StoreError {
+    StoreError::Refused(StockError::FailedPrecondition(format!(
+        "event {event_id} has no waiting room"
+    )))
+}
+
 /// The warehouse's stock operations, each atomic: every seam at once. Implemented for any type
 /// that implements the seams, so code over `S: Store` needs one bound, while a wrapper (a test's
 /// store that holds some calls) writes only the seams it changes.
 pub trait Store:
-    Stock + Sales + Orders + OrderQueue + SeedLocks + Audit + Clone + Send + Sync + 'static
+    Stock + Sales + Orders + OrderQueue + SeedLocks + Audit + Rooms + Clone + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Stock + Sales + Orders + OrderQueue + SeedLocks + Audit + Clone + Send + Sync + 'static
+    T: Stock
+        + Sales
+        + Orders
+        + OrderQueue
+        + SeedLocks
+        + Audit
+        + Rooms
+        + Clone
+        + Send
+        + Sync
+        + 'static
 {
 }

@@ -4,7 +4,7 @@
 //!
 //! One file per seam of the [`Store`](super::Store): [`stock`] (SKU stock and sale definitions),
 //! [`orders`] (buying and an order's life), [`queue`] (the order queue), [`locks`] (the seed
-//! contract), [`audit`] (the snapshot). Each operation takes the one mutex for its whole length,
+//! contract), [`audit`] (the snapshot), [`room`] (waiting rooms). Each operation takes the one mutex for its whole length,
 //! so each is atomic as its script is on Redis.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -20,6 +20,7 @@ mod audit;
 mod locks;
 mod orders;
 mod queue;
+mod room;
 mod stock;
 
 /// An in-process [`Store`](super::Store) with the Redis store's semantics.
@@ -45,6 +46,8 @@ struct Inner {
     retired: BTreeMap<i64, i64>,
     /// How long a retired sale is kept (ms); `None`: the default.
     retain_ms: Option<i64>,
+    /// Sale id → its waiting room.
+    rooms: BTreeMap<i64, room::RoomRecord>,
 }
 
 #[derive(Default)]

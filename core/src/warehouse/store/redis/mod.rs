@@ -26,6 +26,7 @@ pub mod durability;
 mod lock;
 mod order;
 mod replicas;
+mod room;
 mod sale;
 mod scripts;
 mod snapshot;
