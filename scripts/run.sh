@@ -9,6 +9,9 @@
 # edge listener: the Worker's FLASHGATE_ORIGIN_URL), FLASHGATE_METRICS_LISTEN (127.0.0.1:9464),
 # FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787),
 # FLASHGATE_DEMO_PAYMENTS (true), FLASHGATE_DURABILITY (fsync; its Redis runs appendfsync always).
+# With Redis it also starts the order sink (flashgate-orders) into a private PostgreSQL
+# (FLASHGATE_RUN_PG_PORT, 5440) or the one FLASHGATE_ORDERS_DB names; FLASHGATE_SINK_LISTEN
+# (127.0.0.1:9187), FLASHGATE_SINK_MAX_ROWS_PER_S (0: unlimited).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -88,7 +91,8 @@ if [ "$redis_ok" = 1 ]; then
   if [ -z "$orders_db" ]; then
     pg_port="${FLASHGATE_RUN_PG_PORT:-5440}"
     say "starting a private PostgreSQL on 127.0.0.1:$pg_port (data in $run_dir/postgres)"
-    pids+=("$(start_private_postgres "$run_dir/postgres" "$pg_port")")
+    pg_pid="$(start_private_postgres "$run_dir/postgres" "$pg_port")"
+    pids+=("$pg_pid")
     orders_db="postgres://postgres@127.0.0.1:$pg_port/postgres"
   fi
   sink_listen="${FLASHGATE_SINK_LISTEN:-127.0.0.1:9187}"

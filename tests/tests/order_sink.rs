@@ -19,7 +19,9 @@ use flashgate_core::warehouse::store::{OrderQueue, Orders, RedisStore, Sales, St
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
 use flashgate_orders::change::{self, Entry, StreamId};
 use flashgate_orders::{audit, db, sink};
-use flashgate_tests::{eur, eventually, pay_in_full, TestPostgres, TestRedis};
+use flashgate_tests::{
+    eur, eventually, free_port, http1_request, pay_in_full, TestPostgres, TestRedis,
+};
 use tokio::sync::watch;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -339,10 +341,16 @@ fn sink_bin() -> std::path::PathBuf {
     bin
 }
 
-fn spawn_sink(redis: &TestRedis, keys: &Keys, pg: &TestPostgres, rate: u32) -> Child {
+fn spawn_sink(redis: &TestRedis, keys: &Keys, pg: &TestPostgres, rate: u32, port: u16) -> Child {
     Command::new(sink_bin())
         .args(["--redis-url", &redis.url, "--redis-prefix", keys.prefix()])
-        .args(["--orders-db", &pg.url, "--listen", "127.0.0.1:0"])
+        .args([
+            "--orders-db",
+            &pg.url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--lag-threshold-s", "0.5"])
         .args(["--max-rows-per-s", &rate.to_string(), "--batch", "200"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -360,16 +368,35 @@ async fn the_sink_killed_mid_drain_and_restarted_loses_and_doubles_nothing() {
     store.put_sale(&sale).await.unwrap();
     let (won, _) = crowd(&store, &sale, 2_000, 50).await;
     create_all(&store).await;
-    let mut first = spawn_sink(&redis, &keys, &pg, 400);
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut first = spawn_sink(&redis, &keys, &pg, 400, port);
     eventually("some rows", PATIENCE, || async {
         let n = tokio_postgres_count(&pg).await;
         (n >= 400).then_some(())
     })
     .await;
+    // A backlog older than the threshold: /healthz says so, and the metrics show the queue.
+    let health = http1_request(addr, "GET", "/healthz", &[], &[]).await;
+    let body = String::from_utf8_lossy(&health.body).into_owned();
+    assert_eq!(health.status, 503, "{body}");
+    assert!(body.starts_with("lagging"), "{body}");
+    let metrics = http1_request(addr, "GET", "/metrics", &[], &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains("flashgate_sink_queue_depth{shard=\"3\"}"),
+        "{metrics}"
+    );
     first.kill().expect("kill -9");
     first.wait().unwrap();
-    let mut second = spawn_sink(&redis, &keys, &pg, 0);
+    let mut second = spawn_sink(&redis, &keys, &pg, 0, port);
     let report = agreed(&redis, &keys, &pg).await;
+    eventually("/healthz ok once drained", PATIENCE, || async {
+        tokio::net::TcpStream::connect(addr).await.ok()?;
+        let health = http1_request(addr, "GET", "/healthz", &[], &[]).await;
+        (health.status == 200).then_some(())
+    })
+    .await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(
