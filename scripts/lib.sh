@@ -51,3 +51,41 @@ need_rust() {
   fi
   export PATH
 }
+
+# need_postgres — PostgreSQL's server programs (initdb, postgres) and psql, from the
+# distribution's packages when missing: the order sink's tests start a private server of their
+# own (tests/src/postgres.rs), and scripts/run.sh one for the demo. Fast when present.
+need_postgres() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || die "initdb still missing after installing postgresql"
+  need_cmd psql postgresql-client
+}
+
+# pg_bin — the newest installed server's bin directory.
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1
+}
+
+# start_private_postgres DIR PORT — a PostgreSQL of its own in DIR (created fresh), on
+# 127.0.0.1:PORT, trust authentication, as the postgres user when run as root; prints its pid.
+start_private_postgres() {
+  local dir="$1" port="$2" bin run=()
+  bin="$(pg_bin)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres:postgres "$dir"
+    run=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  fi
+  "${run[@]}" "$bin/initdb" -U postgres --auth=trust -E UTF8 --no-sync -D "$dir/data" >"$dir/initdb.log" 2>&1 \
+    || die "initdb failed (see $dir/initdb.log)"
+  "${run[@]}" "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$dir" >"$dir/server.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'select 1' >/dev/null 2>&1 \
+    || die "postgres did not start (see $dir/server.log)"
+  echo "$pid"
+}

@@ -9,6 +9,9 @@
 # edge listener: the Worker's FLASHGATE_ORIGIN_URL), FLASHGATE_METRICS_LISTEN (127.0.0.1:9464),
 # FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787),
 # FLASHGATE_DEMO_PAYMENTS (true), FLASHGATE_DURABILITY (fsync; its Redis runs appendfsync always).
+# With Redis it also starts the order sink (flashgate-orders) into a private PostgreSQL
+# (FLASHGATE_RUN_PG_PORT, 5440) or the one FLASHGATE_ORDERS_DB names; FLASHGATE_SINK_LISTEN
+# (127.0.0.1:9187), FLASHGATE_SINK_MAX_ROWS_PER_S (0: unlimited).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -78,6 +81,30 @@ FLASHGATE_ORIGIN_KEY="$origin_key" FLASHGATE_QUEUE_SECRET="$queue_secret" target
   "${store_args[@]}" --demo-sale "$demo" --demo-payments "$demo_payments" &
 pids+=($!)
 
+# The order sink (flashgate-orders): the warehouse's order changes into PostgreSQL at a set pace.
+# FLASHGATE_ORDERS_DB names a running PostgreSQL to use; otherwise a private one is started
+# (its own data directory under the cache, port FLASHGATE_RUN_PG_PORT, 5440).
+orders_db=""
+if [ "$redis_ok" = 1 ]; then
+  need_postgres
+  say "building the order sink (release)"
+  cargo build --release -p flashgate-orders --bin flashgate-orders
+  orders_db="${FLASHGATE_ORDERS_DB:-}"
+  if [ -z "$orders_db" ]; then
+    pg_port="${FLASHGATE_RUN_PG_PORT:-5440}"
+    say "starting a private PostgreSQL on 127.0.0.1:$pg_port (data in $run_dir/postgres)"
+    pg_pid="$(start_private_postgres "$run_dir/postgres" "$pg_port")"
+    pids+=("$pg_pid")
+    orders_db="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  fi
+  sink_listen="${FLASHGATE_SINK_LISTEN:-127.0.0.1:9187}"
+  say "starting the order sink: $orders_db (health on http://$sink_listen/healthz)"
+  target/release/flashgate-orders --redis-url "redis://127.0.0.1:$port" --orders-db "$orders_db" \
+    --listen "$sink_listen" --max-rows-per-s "${FLASHGATE_SINK_MAX_ROWS_PER_S:-0}" \
+    2>"$run_dir/orders.log" &
+  pids+=($!)
+fi
+
 edge_port="${FLASHGATE_EDGE_PORT:-8787}"
 # The Worker's secrets for wrangler dev: random, git-ignored, with this run's origin key.
 bash scripts/build/dev-vars.sh "$origin_key" >/dev/null
@@ -124,6 +151,17 @@ cat <<MSG
     grpcurl -plaintext -d '{"id":$sku}' $listen warehouse.Warehouse/GetSkuStock
   Metrics: curl -s http://$metrics/metrics | grep flashgate_
 
+MSG
+if [ -n "$orders_db" ]; then
+  cat <<MSG
+  The demo sale's orders in PostgreSQL (written by the order sink, flashgate-orders):
+    psql "$orders_db" -c "select order_no, user_id, status, amount, currency, payment_id from orders where event_id = 1 order by created_ms"
+    target/release/flashgate-orders audit --redis-url redis://127.0.0.1:$port --orders-db "$orders_db"
+    curl -s http://$sink_listen/healthz; curl -s http://$sink_listen/metrics | grep flashgate_sink_
+
+MSG
+fi
+cat <<MSG
   Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}"

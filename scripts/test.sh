@@ -25,6 +25,7 @@ bash scripts/test/fuzz-smoke.sh
 
 say "building the warehouse binary the process and fault tests run"
 cargo build -q -p flashgate-core --features warehouse --bin flashgate-warehouse
+cargo build -q -p flashgate-orders --bin flashgate-orders
 
 say "the Cloudflare Worker (edge/worker) builds for wrangler"
 bash scripts/build/worker.sh

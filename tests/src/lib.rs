@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod edge;
 pub mod forward;
 pub mod grpc_web;
+pub mod postgres;
 pub mod process;
 pub mod redis_server;
 pub mod scenarios;
@@ -17,6 +18,7 @@ pub mod spin;
 pub mod storefront;
 pub mod wait;
 
+pub use postgres::TestPostgres;
 pub use process::{warehouse_bin, WarehouseProcess};
 pub use redis_server::TestRedis;
 pub use wait::{eventually, free_port};

@@ -359,6 +359,7 @@ async fn a_second_sweeper_expiring_the_same_order_counted_it_expired_twice() {
         "",
         5_000,
         OrderStatus::Expired,
+        true,
     );
     let mut released = Vec::new();
     for _ in 0..2 {

@@ -80,6 +80,14 @@ impl Keys {
         self.in_shard(shard, "orders")
     }
 
+    /// Stream of the shard's order changes (`o` order number, `r` its record after the change),
+    /// appended by the scripts that change an order in the same atomic step, for the order sink
+    /// to carry into PostgreSQL (`flashgate-orders`); entries are deleted once the sink has
+    /// committed them.
+    pub fn changes(&self, shard: impl Into<Shard>) -> String {
+        self.in_shard(shard, "changes")
+    }
+
     /// Sorted set order number → payment deadline (ms), for the sweeper.
     pub fn deadlines(&self, shard: impl Into<Shard>) -> String {
         self.in_shard(shard, "deadlines")

@@ -32,6 +32,8 @@ pub const REQUEST_TIMEOUT_MS: &str = "FLASHGATE_REQUEST_TIMEOUT_MS";
 pub const CONSUMER: &str = "FLASHGATE_CONSUMER";
 /// `--buy-batch`.
 pub const BUY_BATCH: &str = "FLASHGATE_BUY_BATCH";
+/// `--order-log`.
+pub const ORDER_LOG: &str = "FLASHGATE_ORDER_LOG";
 /// `--order-worker`.
 pub const ORDER_WORKER: &str = "FLASHGATE_ORDER_WORKER";
 /// `--reclaim-idle-ms`.

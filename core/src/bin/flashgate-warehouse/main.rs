@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
                     )
                 })?
                 .with_buy_batch(cli.buy_batch.on())
+                .with_order_log(cli.order_log.on())
                 .with_retention(cli.retain_closed);
             match store.guarantee() {
                 _ if auditing => {}

@@ -83,11 +83,11 @@ scripts! {
     BUY_BATCH = "buy_batch", 6 keys, 3 args + 4 each, acknowledged;
     /// The order worker: a read batch's wins QUEUED → PENDING_PAYMENT, exactly once, and
     /// acknowledged in the same step.
-    CREATE_ORDER = "create_order", 3 keys, 5 args;
+    CREATE_ORDER = "create_order", 4 keys, 6 args;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
-    PAY = "pay", 3 keys, 5 args, acknowledged;
+    PAY = "pay", 4 keys, 6 args, acknowledged;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.
-    RELEASE_ORDER = "release_order", 5 keys, 4 args, acknowledged;
+    RELEASE_ORDER = "release_order", 6 keys, 5 args, acknowledged;
     /// The sweeper's end of a sale: pool → available; its retirement once its orders are final.
     CLOSE_EVENT = "close_event", 3 keys, 5 args;
     /// The sweeper, a retention time after a sale retired: a range of its orders deleted.

@@ -174,6 +174,7 @@ pub fn create_orders(
     shard: Shard,
     wins: &[(&str, &str)],
     ack: bool,
+    log: bool,
     now_ms: i64,
 ) -> Call {
     debug_assert!(
@@ -189,6 +190,7 @@ pub fn create_orders(
             keys.orderbook(shard),
             keys.deadlines(shard),
             keys.order_stream(shard),
+            keys.changes(shard),
         ],
         vec![
             now_ms.to_string(),
@@ -204,6 +206,7 @@ pub fn create_orders(
             } else {
                 String::new()
             },
+            flag(log),
         ],
     )
 }
@@ -239,13 +242,14 @@ pub fn parse_create_orders(reply: &[String], wins: usize) -> ReplyResult<Vec<Cre
 }
 
 /// `pay.lua`: the payment side's confirmation of an order in its shard.
-pub fn pay(keys: &Keys, shard: Shard, req: &PayRequest, now_ms: i64) -> Call {
+pub fn pay(keys: &Keys, shard: Shard, req: &PayRequest, log: bool, now_ms: i64) -> Call {
     Call::new(
         &PAY,
         vec![
             keys.orderbook(shard),
             keys.deadlines(shard),
             keys.stock(shard),
+            keys.changes(shard),
         ],
         vec![
             req.order_no.clone(),
@@ -254,6 +258,7 @@ pub fn pay(keys: &Keys, shard: Shard, req: &PayRequest, now_ms: i64) -> Call {
             req.payment_id.clone(),
             req.amount.to_string(),
             now_ms.to_string(),
+            flag(log),
         ],
     )
 }
@@ -276,6 +281,7 @@ pub fn release_order(
     user_id: &str,
     now_ms: i64,
     to: OrderStatus,
+    log: bool,
 ) -> Call {
     Call::new(
         &RELEASE_ORDER,
@@ -285,12 +291,14 @@ pub fn release_order(
             keys.stock(shard),
             keys.event(shard, event),
             keys.event_users(shard, event),
+            keys.changes(shard),
         ],
         vec![
             order_no.into(),
             user_id.into(),
             now_ms.to_string(),
             to.as_str().into(),
+            flag(log),
         ],
     )
 }
@@ -535,3 +543,9 @@ pub fn parse_sale(fields: &BTreeMap<String, String>) -> Option<SaleState> {
 
 #[cfg(test)]
 mod tests;
+
+/// The change-log flag of `create_order.lua`, `pay.lua` and `release_order.lua`: whether the
+/// call appends the orders it changes to the shard's change log (see `Keys::changes`).
+fn flag(log: bool) -> String {
+    if log { "1" } else { "0" }.into()
+}

@@ -10,6 +10,7 @@
 -- ARGV[3]  consumer group to acknowledge in ("": acknowledge nothing, create only)
 -- ARGV[4]  the wins' order numbers, separated by single spaces
 -- ARGV[5]  their stream entry ids, in the same order, separated by single spaces ("" with no group)
+-- KEYS[4]  the shard's change log ({sku:ID}:changes)   ARGV[6] "1": append to it, "0": do not
 --
 -- Only a QUEUED order changes; a second delivery of the same win (a reclaimed stream entry)
 -- finds it created already and changes nothing, as does a win cancelled before the worker came.
@@ -18,11 +19,18 @@
 -- so an order is created exactly once however often its entry is delivered. A win whose order
 -- does not exist is answered NOT_FOUND and left unacknowledged.
 --
+-- The change log (KEYS[4], with ARGV[6] "1"): each order this call changes is also appended to
+-- the shard's change log as {o = order number, r = its record after the change}, in the same
+-- atomic step, for the order sink (flashgate-orders) to carry into PostgreSQL; "0" appends
+-- nothing (the warehouse's --order-log off).
+--
 -- Replies: one per win, in order: "CREATED" | "ALREADY" | "NOT_FOUND".
 -- Example: orders 7-1 (QUEUED) and 7-2 (CANCELLED), pay window 60000, now 1000, group
 -- "order-workers", entries "5-0 5-1" → {"CREATED","ALREADY"}: 7-1 PENDING_PAYMENT with
--- deadline 61000, both entries acknowledged and deleted; again → {"ALREADY","ALREADY"}.
-assert(#KEYS == 3 and #ARGV == 5, 'create_order.lua: 3 KEYS, 5 ARGV')
+-- deadline 61000, both entries acknowledged and deleted, and with ARGV[6] "1" one change
+-- {o "7-1", r "7\31…\31PENDING_PAYMENT\3161000\31…"} appended to the change log; again → {"ALREADY","ALREADY"}.
+assert(#KEYS == 4 and #ARGV == 6, 'create_order.lua: 4 KEYS, 6 ARGV')
+local log = ARGV[6] == '1'
 local now = tonumber(ARGV[1])
 local windows = {}
 local replies, acked = {}, {}
@@ -50,7 +58,11 @@ for order_no in string.gmatch(ARGV[4], '%S+') do
       end
       status = 'PENDING_PAYMENT'
       deadline = string.format('%d', now + window)
-      redis.call('HSET', KEYS[1], order_no, table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31'))
+      local record = table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31')
+      redis.call('HSET', KEYS[1], order_no, record)
+      if log then
+        redis.call('XADD', KEYS[4], '*', 'o', order_no, 'r', record)
+      end
       redis.call('ZADD', KEYS[2], deadline, order_no)
       replies[i] = 'CREATED'
     end

@@ -7,6 +7,7 @@
 -- KEYS[5]  units counted per user  ({sku:ID}:ev:EID:users)
 -- ARGV[1]  order number   ARGV[2] user id ("" for the sweeper)   ARGV[3] now (unix ms)
 -- ARGV[4]  CANCELLED (the user's cancel) or EXPIRED (the sweeper)
+-- KEYS[6]  the shard's change log ({sku:ID}:changes)   ARGV[5] "1": append to it, "0": do not
 --
 -- Units go back to the sale's pool while the sale runs, to `available` once it has ended. The
 -- user's per-sale count drops by the same amount only when the sale's limit counts units held
@@ -16,11 +17,16 @@
 -- EXPIRED applies only to an order awaiting payment past its deadline; anything else is
 -- SKIPPED (a payment won the race, or the deadline moved).
 --
+-- The change log (KEYS[6], with ARGV[5] "1"): each order this call changes is also appended to
+-- the shard's change log as {o = order number, r = its record after the change}, in the same
+-- atomic step, for the order sink (flashgate-orders) to carry into PostgreSQL; "0" appends
+-- nothing (the warehouse's --order-log off).
+--
 -- Replies: {"OK", record} | {"ALREADY", record} | {"SKIPPED", record}
 --          | {"NOT_FOUND", …} | {"NOT_YOURS", …} | {"FAILED_PRECONDITION", why}
 -- Example: 7-1 PENDING_PAYMENT qty 1, sale running: cancel → {"OK", "…\31CANCELLED\31…"}, pool +1;
 -- the user's count stays 1 (counts_held "0") or drops to 0 (counts_held "1").
-assert(#KEYS == 5 and #ARGV == 4, 'release_order.lua: 5 KEYS, 4 ARGV')
+assert(#KEYS == 6 and #ARGV == 5, 'release_order.lua: 6 KEYS, 5 ARGV')
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'NOT_FOUND', 'order ' .. ARGV[1]}
@@ -60,4 +66,7 @@ status = ARGV[4]
 local record = table.concat({event, sku, user, qty, status, deadline, created, amount, currency, payment, paid}, '\31')
 redis.call('HSET', KEYS[1], ARGV[1], record)
 redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[5] == '1' then
+  redis.call('XADD', KEYS[6], '*', 'o', ARGV[1], 'r', record)
+end
 return {'OK', record}

@@ -130,15 +130,23 @@ fn a_batch_has_a_cap() {
 fn the_wins_of_a_batch_are_created_and_acknowledged_by_one_call() {
     let k = Keys::new("fg");
     let wins = [("7-1", "5-0"), ("7-2", "5-1")];
-    let call = create_orders(&k, Shard::new(5, 1), &wins, true, 99);
+    let call = create_orders(&k, Shard::new(5, 1), &wins, true, true, 99);
     assert!(call.keys.iter().all(|key| key.contains("{sku:5:1}")));
     assert_eq!(call.keys[2], k.order_stream(Shard::new(5, 1)));
+    assert_eq!(call.keys[3], k.changes(Shard::new(5, 1)));
     assert_eq!(
         call.args,
-        strings(&["99", "fg:{sku:5:1}:ev:", ORDER_GROUP, "7-1 7-2", "5-0 5-1"])
+        strings(&[
+            "99",
+            "fg:{sku:5:1}:ev:",
+            ORDER_GROUP,
+            "7-1 7-2",
+            "5-0 5-1",
+            "1"
+        ])
     );
-    let unacked = create_orders(&k, Shard::from(5), &wins[..1], false, 99);
-    assert_eq!(unacked.args[2..], strings(&["", "7-1", ""]));
+    let unacked = create_orders(&k, Shard::from(5), &wins[..1], false, false, 99);
+    assert_eq!(unacked.args[2..], strings(&["", "7-1", "", "0"]));
     assert_eq!(
         parse_create_orders(&strings(&["CREATED", "ALREADY", "NOT_FOUND"]), 3),
         Ok(vec![Created::Created, Created::Already, Created::NotFound])
@@ -231,10 +239,13 @@ fn a_payment_names_its_user_or_none() {
         payment_id: "psp-42".into(),
         amount: 1999,
     };
-    let call = pay(&k, Shard::from(5), &req, 99);
-    assert_eq!(call.args, strings(&["7-1", "", "psp-42", "1999", "99"]));
+    let call = pay(&k, Shard::from(5), &req, true, 99);
+    assert_eq!(
+        call.args,
+        strings(&["7-1", "", "psp-42", "1999", "99", "1"])
+    );
     req.user_id = Some("ann".into());
-    assert_eq!(pay(&k, Shard::from(5), &req, 99).args[1], "ann");
+    assert_eq!(pay(&k, Shard::from(5), &req, false, 99).args[1], "ann");
 }
 
 #[test]

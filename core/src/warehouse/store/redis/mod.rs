@@ -73,6 +73,9 @@ pub struct RedisStore {
     move_lease_ms: i64,
     /// How long a retired sale's keys are kept (see [`RedisStore::with_retention`]).
     retain_closed: Duration,
+    /// Whether the order scripts append each change to their shard's change log for the
+    /// order sink (see [`RedisStore::with_order_log`]).
+    order_log: bool,
 }
 
 /// How long a retired sale's keys are kept by default: 7 days.
@@ -137,6 +140,7 @@ impl RedisStore {
             steps,
             move_lease_ms: crate::stock::call::MOVE_LEASE_MS,
             retain_closed: DEFAULT_RETAIN_CLOSED,
+            order_log: true,
         };
         store.ensure_live_directory().await?;
         Ok(store)
@@ -161,6 +165,15 @@ impl RedisStore {
     /// alone (`false`: one call per buy, the single-call baseline).
     pub fn with_buy_batch(mut self, on: bool) -> Self {
         self.buy_batch = on;
+        self
+    }
+
+    /// Appends every order change (created, paid, cancelled, expired) to its shard's change log
+    /// in the same script (`true`, the default), for the order sink (`flashgate-orders`) to
+    /// carry into PostgreSQL; `false` appends nothing, for a deployment without a sink, whose
+    /// logs would otherwise grow by one entry per change (about 150 bytes) until one drains them.
+    pub fn with_order_log(mut self, on: bool) -> Self {
+        self.order_log = on;
         self
     }
 

@@ -37,7 +37,9 @@ impl RedisStore {
             .shard_of_order(&req.order_no)
             .await?
             .ok_or_else(|| not_found(&req.order_no))?;
-        let reply: Vec<String> = self.run(&call::pay(&self.keys, shard, req, now_ms)).await?;
+        let reply: Vec<String> = self
+            .run(&call::pay(&self.keys, shard, req, self.order_log, now_ms))
+            .await?;
         Ok(call::parse_pay(&req.order_no, &reply)?)
     }
 
@@ -73,8 +75,15 @@ impl RedisStore {
             .shard_of_order(order_no)
             .await?
             .ok_or_else(|| not_found(order_no))?;
-        let release =
-            call::release_order(&self.keys, (event, shard), order_no, user_id, now_ms, to);
+        let release = call::release_order(
+            &self.keys,
+            (event, shard),
+            order_no,
+            user_id,
+            now_ms,
+            to,
+            self.order_log,
+        );
         let reply: Vec<String> = self.run(&release).await?;
         let (released, order) = call::parse_release_order(order_no, &reply)?;
         if released && shard.sub > 0 {

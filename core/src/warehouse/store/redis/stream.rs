@@ -78,7 +78,7 @@ impl RedisStore {
     pub(super) async fn create_order_of(&self, win: &Win, now_ms: i64) -> StoreResult<bool> {
         let (_, shard) = self.shard_of_win(win).await?;
         let one = [(win.order_no.as_str(), win.entry_id.as_str())];
-        let create = call::create_orders(&self.keys, shard, &one, false, now_ms);
+        let create = call::create_orders(&self.keys, shard, &one, false, self.order_log, now_ms);
         let reply: Vec<String> = self.run(&create).await?;
         match call::parse_create_orders(&reply, 1)?[..] {
             [Created::NotFound] => Err(not_found(&win.order_no)),
@@ -106,7 +106,14 @@ impl RedisStore {
                         .iter()
                         .map(|&i| (wins[i].order_no.as_str(), wins[i].entry_id.as_str()))
                         .collect();
-                    let create = call::create_orders(&self.keys, *shard, &batch, true, now_ms);
+                    let create = call::create_orders(
+                        &self.keys,
+                        *shard,
+                        &batch,
+                        true,
+                        self.order_log,
+                        now_ms,
+                    );
                     let reply: Vec<String> = self.run(&create).await?;
                     let outcomes = call::parse_create_orders(&reply, chunk.len())?;
                     Ok::<_, StoreError>(chunk.iter().copied().zip(outcomes).collect::<Vec<_>>())

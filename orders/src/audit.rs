@@ -1,0 +1,227 @@
+//! Reconciliation: every order in Redis against its row in PostgreSQL.
+//!
+//! An order matches when its row has the same user, quantity, amount, currency, status, deadline
+//! and payment. What is merely in flight is reported apart from what is wrong: an order with a
+//! change still in its shard's change log (the sink has not committed it yet), or still QUEUED
+//! (the order worker has not created it yet, and creation is what logs it). Wrong: a win without
+//! a row, a row that differs with nothing in flight, a row without a win (unless its sale has
+//! retired and its orders were purged from Redis: those rows are the shop's archive). Each order
+//! has at most one row by the primary key, so "exactly one row" is "a row".
+//!
+//! What it does not do: repair anything, or read a Redis Cluster.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Pool;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use flashgate_core::stock::{event_of_order, record, Keys, Order};
+
+use crate::sink::{self, SinkError};
+
+/// What the audit found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Orders in Redis.
+    pub orders: usize,
+    /// Rows in PostgreSQL.
+    pub rows: usize,
+    /// Orders whose row matches.
+    pub matched: usize,
+    /// Orders not yet carried (a change in the log, or not yet created): order → why.
+    pub in_flight: Vec<(String, String)>,
+    /// Rows of retired sales whose orders were purged from Redis.
+    pub archived: usize,
+    /// What is wrong: order → what.
+    pub wrong: Vec<(String, String)>,
+}
+
+impl Report {
+    /// Nothing wrong (in-flight orders may remain).
+    pub fn is_consistent(&self) -> bool {
+        self.wrong.is_empty()
+    }
+
+    /// Nothing wrong and nothing in flight: Redis and PostgreSQL agree.
+    pub fn is_clean(&self) -> bool {
+        self.wrong.is_empty() && self.in_flight.is_empty()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "orders in Redis {}, rows in PostgreSQL {}, matched {}, in flight {}, archived {}, wrong {}",
+            self.orders,
+            self.rows,
+            self.matched,
+            self.in_flight.len(),
+            self.archived,
+            self.wrong.len()
+        )?;
+        for (order, why) in self.in_flight.iter().take(20) {
+            writeln!(f, "  in flight {order}: {why}")?;
+        }
+        for (order, why) in self.wrong.iter().take(50) {
+            writeln!(f, "  WRONG {order}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A row as the audit compares it (the fields Redis also holds).
+fn row_of(order: &Order) -> String {
+    format!(
+        "{} {} {} {} {} {} {}",
+        order.user_id,
+        order.qty,
+        order.amount,
+        order.currency.as_str(),
+        order.status.as_str(),
+        order.deadline_ms,
+        order
+            .payment
+            .as_ref()
+            .map(|p| format!("{}@{}", p.id, p.paid_ms))
+            .unwrap_or_default()
+    )
+}
+
+/// Compares Redis (prefix `keys`) with the `orders` table.
+///
+/// Read in this order: the orderbooks, then the change logs, then PostgreSQL. A change that made
+/// an order what its orderbook shows was logged before the orderbook was read; if the sink had
+/// not committed it when the logs are read, it is in flight; if it had, the rows read afterwards
+/// show it. So an order the sink is carrying right now is never reported wrong, unless it
+/// changes again during the audit (a payment right after creation): on a live system, audit a
+/// second time before acting on a single mismatch.
+pub async fn audit(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    pool: &Pool,
+) -> Result<Report, SinkError> {
+    let mut report = Report::default();
+    let logs = sink::logs(redis, keys).await?;
+    let mut book: Vec<(String, String)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for log in &logs {
+        // The orderbook of the log's shard: the log key with `orderbook` for `changes`.
+        let key = log.key.trim_end_matches("changes").to_owned() + "orderbook";
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(redis)
+                .await?;
+            for (order_no, raw) in page {
+                if seen.insert(order_no.clone()) {
+                    book.push((order_no, raw));
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    let mut pending: HashSet<String> = HashSet::new();
+    for log in &logs {
+        let mut from = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply =
+                redis.xrange_count(&log.key, &from, "+", 1000).await?;
+            let last = page.ids.last().map(|e| e.id.clone());
+            for entry in page.ids {
+                if let Some(no) = entry.get::<String>("o") {
+                    pending.insert(no);
+                }
+            }
+            match last {
+                Some(id) => from = format!("({id}"),
+                None => break,
+            }
+        }
+    }
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| crate::db::DbError::Pool(e.to_string()))?;
+    let rows = client
+        .query(
+            "SELECT order_no, user_id, qty, amount, currency, status, deadline_ms, payment_id, paid_ms
+             FROM orders",
+            &[],
+        )
+        .await
+        .map_err(crate::db::DbError::from)?;
+    let mut db: HashMap<String, String> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let payment = match (r.get::<_, Option<String>>(7), r.get::<_, Option<i64>>(8)) {
+            (Some(id), Some(at)) => format!("{id}@{at}"),
+            _ => String::new(),
+        };
+        db.insert(
+            r.get(0),
+            format!(
+                "{} {} {} {} {} {} {}",
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, String>(4),
+                r.get::<_, String>(5),
+                r.get::<_, i64>(6),
+                payment
+            ),
+        );
+    }
+    report.rows = db.len();
+    for (order_no, raw) in book {
+        report.orders += 1;
+        let Some(order) = record::decode(&order_no, &raw) else {
+            report
+                .wrong
+                .push((order_no, "its Redis record does not decode".into()));
+            continue;
+        };
+        let want = row_of(&order);
+        match db.get(&order_no) {
+            Some(have) if *have == want => report.matched += 1,
+            _ if pending.contains(&order_no) => report
+                .in_flight
+                .push((order_no, "a change not yet committed".into())),
+            None if order.status == flashgate_core::stock::OrderStatus::Queued => report
+                .in_flight
+                .push((order_no, "QUEUED: not yet created".into())),
+            None => report
+                .wrong
+                .push((order_no, format!("a win without a row (Redis: {want})"))),
+            Some(have) => report
+                .wrong
+                .push((order_no, format!("Redis {want:?}, PostgreSQL {have:?}"))),
+        }
+    }
+    let retired: HashSet<i64> = redis
+        .hkeys::<_, Vec<i64>>(keys.retired_events())
+        .await?
+        .into_iter()
+        .collect();
+    for order_no in db.keys() {
+        if seen.contains(order_no) {
+            continue;
+        }
+        match event_of_order(order_no) {
+            Some(event) if retired.contains(&event) => report.archived += 1,
+            _ => report
+                .wrong
+                .push((order_no.clone(), "a row without a win in Redis".into())),
+        }
+    }
+    report.wrong.sort();
+    report.in_flight.sort();
+    Ok(report)
+}
