@@ -38,17 +38,26 @@ pub enum Rpc {
     GetEvent,
     /// `flashsale.Admin/ListEvents`: the directory of sale ids.
     ListEvents,
+    /// `flashsale.Queue/JoinQueue`: a place in a waiting-room sale's line.
+    JoinQueue,
+    /// `flashsale.Queue/GetQueue`: the sale's line, for the instance's cache.
+    GetQueue,
+    /// `flashsale.Queue/ClaimAdmission`: an admitted place's right to a purchase link.
+    ClaimAdmission,
 }
 
 impl Rpc {
     /// Every method the edge calls.
-    pub const ALL: [Rpc; 6] = [
+    pub const ALL: [Rpc; 9] = [
         Rpc::Buy,
         Rpc::GetOrder,
         Rpc::CancelOrder,
         Rpc::DemoPayOrder,
         Rpc::GetEvent,
         Rpc::ListEvents,
+        Rpc::JoinQueue,
+        Rpc::GetQueue,
+        Rpc::ClaimAdmission,
     ];
 
     /// The gRPC method path.
@@ -60,6 +69,9 @@ impl Rpc {
             Rpc::GetOrder => "/flashsale.Seckill/GetOrder",
             Rpc::CancelOrder => "/flashsale.Seckill/CancelOrder",
             Rpc::DemoPayOrder => "/flashsale.Seckill/DemoPayOrder",
+            Rpc::JoinQueue => "/flashsale.Queue/JoinQueue",
+            Rpc::GetQueue => "/flashsale.Queue/GetQueue",
+            Rpc::ClaimAdmission => "/flashsale.Queue/ClaimAdmission",
         }
     }
 }
@@ -485,7 +497,7 @@ mod tests {
         let mut paths: Vec<_> = Rpc::ALL.iter().map(|rpc| rpc.path()).collect();
         paths.sort_unstable();
         paths.dedup();
-        assert_eq!(paths.len(), calls.len());
+        assert_eq!(paths.len(), Rpc::ALL.len(), "one path per method");
         // Paying is the payment side's, never the edge's.
         assert!(!paths.contains(&"/flashsale.Seckill/PayOrder"));
     }
