@@ -94,6 +94,10 @@ fn gate_verdict(c: &mut Criterion) {
         per_user_limit: 2,
         price: 1_999,
         currency: Currency::parse("EUR"),
+        waiting_room: false,
+        prequeue_ms: 0,
+        admit_factor: 2,
+        admission_ttl_ms: 30_000,
     };
     let mut state = GateState::default();
     state.sales.insert(
@@ -124,6 +128,7 @@ fn gate_verdict(c: &mut Criterion) {
             accept_language: Some("zh-CN,zh;q=0.9"),
             sec_fetch_site: Some("same-origin"),
             sec_fetch_mode: Some("cors"),
+            place: None,
         },
         client_ip: Some("203.0.113.5".parse().unwrap()),
         platform_bot_score: None,
