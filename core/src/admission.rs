@@ -133,6 +133,20 @@ impl Ticket {
             Ticket::arrival(score - ARRIVAL_SCORE)
         }
     }
+
+    /// This place's 0-based rank in a line of `drawn` drawn places (and any arrivals), from
+    /// nothing but a published snapshot's count: exact for an arrival (every drawn place, then
+    /// the arrivals before it), and for a drawn ticket its share of the 63-bit range times
+    /// `drawn` (the draw is uniform, so the estimate is off by about √drawn; an edge answering
+    /// a poll needs no more, and never a list of the places).
+    pub fn estimated_rank(self, drawn: u64) -> u64 {
+        if self.is_drawn() {
+            // < drawn, as the ticket is < 2^63.
+            ((u128::from(self.0) * u128::from(drawn)) >> 63) as u64
+        } else {
+            drawn.saturating_add(self.0 & !ARRIVAL_BIT)
+        }
+    }
 }
 
 /// The first arrival ticket's [`Ticket::score`]: every drawn score is below it.

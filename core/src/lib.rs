@@ -31,6 +31,7 @@ pub mod grpc_web;
 pub mod identity;
 pub mod limit;
 pub mod link;
+pub mod place;
 pub mod pow;
 pub mod refusal;
 

@@ -61,11 +61,18 @@ pub enum Reason {
     RateLimited,
     /// The origin is failing or overloaded; the edge fails fast instead of queueing.
     Unavailable,
+    /// The sale has a waiting room: a purchase link comes with an admitted place, never for a
+    /// solved challenge alone; or the warehouse knows no place of this user (join again).
+    QueueRequired,
+    /// The sale has no waiting room: there is no line to join or poll.
+    NoQueue,
+    /// The place token is missing, malformed, forged, or another user's or sale's.
+    BadPlace,
 }
 
 impl Reason {
     /// Every reason, for catalogue tests and documentation.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 24] = [
         Reason::BadRequest,
         Reason::NotFound,
         Reason::MethodNotAllowed,
@@ -87,6 +94,9 @@ impl Reason {
         Reason::UnknownResource,
         Reason::RateLimited,
         Reason::Unavailable,
+        Reason::QueueRequired,
+        Reason::NoQueue,
+        Reason::BadPlace,
     ];
 
     /// The stable machine code.
@@ -113,6 +123,9 @@ impl Reason {
             Reason::UnknownResource => "unknown",
             Reason::RateLimited => "rate_limited",
             Reason::Unavailable => "unavailable",
+            Reason::QueueRequired => "queue_required",
+            Reason::NoQueue => "no_queue",
+            Reason::BadPlace => "bad_place",
         }
     }
 
@@ -123,12 +136,18 @@ impl Reason {
             Reason::Unauthenticated | Reason::TokenExpired => 401,
             // An expired link is refused like a forged one: every link that does not verify is
             // 403; its own code tells the client to fetch a new one.
-            Reason::Blocked | Reason::ChallengeRequired | Reason::BadLink | Reason::LinkExpired => {
-                403
-            }
+            Reason::Blocked
+            | Reason::ChallengeRequired
+            | Reason::BadLink
+            | Reason::LinkExpired
+            | Reason::BadPlace => 403,
             Reason::NotFound | Reason::UnknownResource => 404,
             Reason::MethodNotAllowed => 405,
-            Reason::LimitReached | Reason::LinkUsed | Reason::Conflict => 409,
+            Reason::LimitReached
+            | Reason::LinkUsed
+            | Reason::Conflict
+            | Reason::QueueRequired
+            | Reason::NoQueue => 409,
             Reason::ChallengeExpired | Reason::SaleEnded | Reason::SoldOut => 410,
             Reason::TooLarge => 413,
             Reason::TooEarly => 425,
@@ -161,6 +180,9 @@ impl Reason {
             Reason::UnknownResource => "Not found.",
             Reason::RateLimited => "Too many requests; slow down.",
             Reason::Unavailable => "The shop is busy; try again shortly.",
+            Reason::QueueRequired => "This sale has a waiting room: join the line first.",
+            Reason::NoQueue => "This sale has no waiting room.",
+            Reason::BadPlace => "This place in line is not valid for you; join the line.",
         }
     }
 }

@@ -101,6 +101,7 @@ impl Shopper {
                 accept_language: Some("zh-CN,zh;q=0.9"),
                 sec_fetch_site: Some("same-origin"),
                 sec_fetch_mode: Some("cors"),
+                place: None,
             },
             client_ip: Some(self.ip.parse().unwrap()),
             platform_bot_score: None,
@@ -1042,17 +1043,18 @@ fn an_exchange_refreshes_the_directory_and_the_sale_then_decides() {
     };
     assert_eq!(issued.status, 200, "{}", issued.body);
 
-    // Were the gate to ask for a third refresh, the exchange answers 503 instead of looping.
+    // Were the gate to ask for a fourth refresh (the directory, the sale and a waiting room's
+    // line are the three it may need), the exchange answers 503 instead of looping.
     let mut state = GateState::default();
     let mut exchange = Exchange::default();
     let listing = send(exchange.start(&gate, &req, &mut state), LIST_EVENTS);
-    for _ in 0..2 {
+    for _ in 0..3 {
         let next = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
         send(next, GET_EVENT);
     }
     let again = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
     let Next::Respond(refused) = again else {
-        panic!("a third retry is not decided again: {again:?}")
+        panic!("a fourth retry is not decided again: {again:?}")
     };
     assert_eq!(refused.status, 503);
     assert!(refused

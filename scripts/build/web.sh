@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the storefront's hashed assets: web/src/{pow.js,app.js,style.css} → web/assets/
+# Builds the storefront's hashed assets: web/src/{pow.js,line.js,app.js,style.css} → web/assets/
 # NAME.<first 10 hex of SHA-256>.EXT, and web/src/index.html → web/index.html with those names
 # (web/_headers caches /assets/* for a year, immutable; the page itself always revalidates).
 # The output is git-ignored: build/worker.sh and build/spin.sh run this first, so every way the
@@ -30,6 +30,7 @@ hashed() { # file → its hashed name, content copied into $tmp/assets
   subst+=("$base.$ext=$base.$hash.$ext")
 }
 hashed "$src/pow.js"
+hashed "$src/line.js"
 hashed "$src/app.js"
 hashed "$src/style.css"
 cp "$src/index.html" "$tmp/index.html"

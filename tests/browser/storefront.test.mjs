@@ -101,7 +101,7 @@ describe('the storefront', { concurrency: true }, () => {
     assert.equal(page.headers.get('cache-control'), 'no-cache');
     const html = await page.text();
     const assets = [...html.matchAll(/"(\/assets\/[^"]+)"/g)].map((m) => m[1]);
-    assert.equal(assets.length, 2, html);
+    assert.equal(assets.length, 3, html);
     for (const asset of assets) {
       const response = await fetch(`${URL_}${asset}`);
       assert.equal(response.status, 200, asset);

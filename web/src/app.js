@@ -16,6 +16,7 @@ const el = {
   buy: $('buy'), notice: $('notice'),
   order: $('order'), orderNo: $('order-no'), orderStatus: $('order-status'), orderDetail: $('order-detail'),
   pay: $('pay'), demoPay: $('demo-pay'), cancel: $('cancel'),
+  line: $('line'), linePlace: $('line-place'), lineDetail: $('line-detail'),
 };
 
 // How long before the start the page asks for its challenge, at most: a challenge expires a
@@ -92,6 +93,9 @@ function explain(code, retryAfter, fallback) {
     case 'qty_too_large': return 'That is more than this sale allows per customer.';
     case 'sign_in': return 'Sign in at the shop to take part in this sale.';
     case 'network': return 'We could not reach the shop. Check your connection and try again.';
+    case 'queue_required': return 'This sale has a waiting room — join the line first.';
+    case 'no_queue': return 'This sale has no waiting room.';
+    case 'bad_place': return 'Your place in line is not valid here — join the line again.';
     default: return fallback || 'Something went wrong. Please try again.';
   }
 }
@@ -114,8 +118,8 @@ class Refused extends Error {
   }
 }
 
-async function api(method, path, body, auth) {
-  const headers = { accept: 'application/json' };
+async function api(method, path, body, auth, extra) {
+  const headers = { accept: 'application/json', ...(extra || {}) };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (auth && state.session) headers.authorization = `Bearer ${state.session.token}`;
   let response;
@@ -197,7 +201,8 @@ function phase() {
   if (!s) return 'loading';
   const now = serverNow();
   if (now >= s.end_ms) return 'ended';
-  if (s.sold_out || s.remaining === 0) return 'sold_out';
+  // A sale with a line is sold out when its line says so (held units may still come back).
+  if (s.waiting_room ? line.view && line.view.state === 'sold_out' : s.sold_out || s.remaining === 0) return 'sold_out';
   if (now < s.start_ms) return 'upcoming';
   return 'running';
 }
@@ -218,7 +223,11 @@ function render() {
   const now = serverNow();
   const p = phase();
   el.opensAt.textContent = '';
-  if (p === 'upcoming') {
+  if (p === 'upcoming' && s.waiting_room && now >= lineOpens(s)) {
+    el.phase.textContent = 'The line is open — the sale starts in';
+    el.clock.textContent = clockText(s.start_ms - now);
+    el.opensAt.textContent = `at ${timeOfDay(s.start_ms)}`;
+  } else if (p === 'upcoming') {
     el.phase.textContent = 'Opens in';
     el.clock.textContent = clockText(s.start_ms - now);
     el.opensAt.textContent = `at ${timeOfDay(s.start_ms)}`;
@@ -236,6 +245,7 @@ function render() {
 }
 
 function renderBuy() {
+  if (hasLine()) return renderLine();
   const p = phase();
   // The puzzle only matters until the visitor has bought or the sale is over.
   if (state.order || p === 'sold_out' || p === 'ended') el.pow.hidden = true;
@@ -312,6 +322,8 @@ const lead = () => Math.max(state.challengeTtl - SPEND_MARGIN, state.challengeTt
 // Asked in the background (not for a click): a refusal is shown, and the next background try
 // waits at least 5 s, or as long as the edge said.
 function prepareAhead() {
+  // A sale with a line: the puzzle is solved for the join, when the visitor asks to join.
+  if (hasLine()) return;
   if (state.order || !state.session || state.solving || serverNow() < state.prepareAfter) return;
   prepare().catch((e) => {
     const wait = e instanceof Refused && e.retryAfter ? e.retryAfter * 1000 : 0;
@@ -332,6 +344,7 @@ function refusal(e) {
 }
 
 async function buy() {
+  if (hasLine()) return joinLine();
   if (state.busy) return;
   state.busy = true;
   notice('');
@@ -464,6 +477,7 @@ function start() {
   if (kept) { showOrder({ order_no: kept, status: 'queued' }); }
   session(true).then(() => {
     if (kept) pollOrder();
+    resumeLine();
     if (phase() === 'running') prepareAhead();
   }).catch((e) => refusal(e));
   // One clock for the page: the countdown every 250 ms, the sale every 2 s (every 500 ms at the

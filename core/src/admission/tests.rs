@@ -488,3 +488,35 @@ fn the_rate_counts_the_first_admissions_from_the_start_and_then_whole_windows() 
     let slow = rate_step(closed, 203, START, START + 3 * RATE_WINDOW_MS);
     assert_eq!(slow.milli_per_s, 300);
 }
+
+#[test]
+fn a_rank_is_exact_for_arrivals_and_a_share_of_the_draw_for_drawn_places() {
+    assert_eq!(Ticket::arrival(0).estimated_rank(40), 40);
+    assert_eq!(Ticket::arrival(7).estimated_rank(0), 7);
+    assert_eq!(Ticket::from_raw(0).estimated_rank(1_000), 0);
+    assert_eq!(Ticket::from_raw(1 << 62).estimated_rank(1_000), 500);
+    assert_eq!(Ticket::from_raw((1 << 63) - 1).estimated_rank(1_000), 999);
+    assert_eq!(Ticket::from_raw(1 << 62).estimated_rank(0), 0);
+    // Over a real draw, every estimate is near the true rank.
+    let mut tickets: Vec<Ticket> = (0..2_000)
+        .map(|i| Ticket::draw(SECRET, 7, &format!("user-{i}")))
+        .collect();
+    tickets.sort();
+    for (rank, ticket) in tickets.iter().enumerate() {
+        let estimate = ticket.estimated_rank(tickets.len() as u64);
+        assert!(estimate.abs_diff(rank as u64) < 150, "{rank}: {estimate}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn estimated_ranks_keep_the_line_s_order(a: u64, b: u64, drawn in 0u64..1_000_000) {
+        let (a, b) = (Ticket::from_raw(a), Ticket::from_raw(b));
+        if a <= b {
+            prop_assert!(a.estimated_rank(drawn) <= b.estimated_rank(drawn));
+        }
+        if a.is_drawn() {
+            prop_assert!(a.estimated_rank(drawn) < drawn.max(1));
+        }
+    }
+}

@@ -86,6 +86,9 @@ pub mod vars {
     /// How often the directory of sale ids (`Admin/ListEvents`) may be refreshed, ms: at most
     /// one call per interval per instance, whatever the traffic.
     pub const SALE_DIRECTORY_REFRESH_MS: &str = "FLASHGATE_SALE_DIRECTORY_REFRESH_MS";
+    /// How often a waiting room's snapshot (`Queue/GetQueue`) may be refreshed, ms: at most one
+    /// call per interval per instance and sale, however many buyers poll.
+    pub const QUEUE_REFRESH_MS: &str = "FLASHGATE_QUEUE_REFRESH_MS";
 }
 
 /// What the adapters log, loudly, when [`vars::DEMO_MODE`] is on: once per instance, when they
@@ -171,6 +174,9 @@ pub struct GateConfig {
     /// How old the directory of sale ids may be before it is refreshed, and the least time
     /// between two refreshes (see [`SaleDirectory`](super::SaleDirectory)).
     pub directory_refresh_ms: i64,
+    /// How old a waiting room's snapshot may be before it is refreshed, and the least time
+    /// between two refreshes of one sale's (see [`QueueEntry`](super::QueueEntry)).
+    pub queue_refresh_ms: i64,
 }
 
 /// Why the configuration could not be built.
@@ -220,6 +226,7 @@ const SETTINGS: &[(&str, Apply)] = &[
     (vars::PLATFORM_LIMIT_WINDOW_MS, |c, t| duration(&mut c.platform_limit_window_ms, t)),
     (vars::SALE_MEMORY_MS, |c, t| duration(&mut c.sale_memory_ms, t)),
     (vars::SALE_DIRECTORY_REFRESH_MS, |c, t| duration(&mut c.directory_refresh_ms, t)),
+    (vars::QUEUE_REFRESH_MS, |c, t| duration(&mut c.queue_refresh_ms, t)),
 ];
 
 /// An empty proof-of-work ring keeps the default, the link ring.
@@ -320,6 +327,7 @@ impl GateConfig {
             platform_limit_window_ms: 10_000,
             sale_memory_ms: 10_000,
             directory_refresh_ms: 1_000,
+            queue_refresh_ms: 1_000,
         }
     }
 

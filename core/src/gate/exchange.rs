@@ -44,9 +44,9 @@ pub struct Exchange {
 }
 
 /// How often one request may be decided again: once for the directory of sale ids, once for
-/// the sale's view. Each refresh makes what it fetched fresh, so a third would be a broken
-/// promise of the core, answered rather than looped on.
-const MAX_RETRIES: u8 = 2;
+/// the sale's view, once for a waiting room's snapshot. Each refresh makes what it fetched
+/// fresh, so a fourth would be a broken promise of the core, answered rather than looped on.
+const MAX_RETRIES: u8 = 3;
 
 impl Exchange {
     /// Housekeeps `state` ([`Gate::housekeep`]) and decides `req`.
@@ -56,9 +56,9 @@ impl Exchange {
     }
 
     /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
-    /// once more when a refreshed directory or sale view asks for it. The core promises that
-    /// happens at most twice (the directory, then the sale); a third time is answered `503`
-    /// rather than looping.
+    /// once more when a refreshed directory, sale view or waiting room asks for it. The core
+    /// promises that happens at most three times (the directory, the sale, the room); a fourth
+    /// time is answered `503` rather than looping.
     pub fn reply(
         &mut self,
         gate: &Gate,

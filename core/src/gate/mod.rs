@@ -41,7 +41,8 @@
 //! forward.
 //!
 //! The edge routes: `GET /api/events/{id}`, `POST /api/events/{id}/challenge`,
-//! `POST /api/events/{id}/link`, `POST /api/buy/{token}`, `GET /api/orders/{no}`,
+//! `POST /api/events/{id}/link`, the waiting room's `POST /api/events/{id}/queue` (join) and
+//! `GET /api/events/{id}/queue` (poll, see `queue`), `POST /api/buy/{token}`, `GET /api/orders/{no}`,
 //! `POST /api/orders/{no}/cancel`, and in demo mode `POST /api/session/guest` and
 //! `POST /api/demo/orders/{no}/pay`. No route pays outside demo mode: payment is the payment
 //! side's word to the warehouse, never the buyer's.
@@ -53,6 +54,7 @@
 //!
 //! The files: `config` (variables, limits, [`GateConfig`]), `request` (the request view,
 //! headers, body bound, routes), `state` ([`GateState`]), `routes` (one step per route),
+//! `queue` (the waiting room's routes and the replies of its calls),
 //! `origin` (the warehouse calls, the origin URL and reply, [`Gate::complete`]), `exchange`
 //! (the adapter loop) and `response` (what the client gets); this file is the pipeline.
 //!
@@ -62,6 +64,7 @@
 mod config;
 mod exchange;
 mod origin;
+mod queue;
 mod request;
 mod response;
 mod routes;
@@ -70,13 +73,17 @@ mod state;
 pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
 pub use origin::{
-    BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc,
+    BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc, Seat,
 };
 pub use request::{
     route, BoundedBody, HeaderValues, Headers, NetworkLimit, Request, Route, DEMO_PREFIX,
+    PLACE_HEADER,
 };
 pub use response::{Response, NO_STORE, SALE_CACHE};
-pub use state::{Currency, GateState, SaleDirectory, SaleEntry, SaleView};
+pub use state::{
+    Claim, ClaimEntry, Currency, GateState, QueueEntry, RoomSnapshot, SaleDirectory, SaleEntry,
+    SaleView,
+};
 
 use crate::bot::{BotSignals, BotVerdict};
 use crate::identity::{IdentityVerdict, User};
@@ -253,6 +260,8 @@ impl Gate {
         match route {
             Route::Challenge(id) => self.challenge(state, &shopper, id),
             Route::Link(id) => self.link(state, &shopper, id),
+            Route::Join(id) => self.join(state, &shopper, id),
+            Route::Queue(id) => self.poll(state, &shopper, id),
             Route::Buy(token) => self.buy(state, &shopper, token),
             Route::Order(no) => self.order(state, &shopper, no, Call::GetOrder),
             Route::Cancel(no) => self.order(state, &shopper, no, Call::CancelOrder),

@@ -15,7 +15,9 @@ use super::state::{GateState, SaleEntry, SaleView};
 use super::{Gate, Verdict};
 use crate::breaker::{Admission, Outcome};
 use crate::grpc_web::{self, Code, Reply, StatusHeaders};
-use crate::proto::flashsale::{BuyOutcome, BuyReply, EventList, EventState, Order};
+use crate::proto::flashsale::{
+    BuyOutcome, BuyReply, EventList, EventState, Order, QueuePlace, QueueSnapshot,
+};
 use crate::refusal::{Reason, Refusal};
 
 /// A warehouse method the edge may call. The warehouse's gRPC-Web gate lets exactly these
@@ -100,6 +102,29 @@ pub enum Call {
     CancelOrder,
     /// `flashsale.Seckill/DemoPayOrder`.
     DemoPayOrder,
+    /// `flashsale.Queue/JoinQueue`: the reply's place is answered with a place token.
+    JoinQueue(Box<Seat>),
+    /// `flashsale.Queue/GetQueue`: refreshes the sale's cached waiting room, then the request
+    /// is decided again.
+    GetQueue {
+        /// The sale.
+        event_id: i64,
+    },
+    /// `flashsale.Queue/ClaimAdmission`: an admitted reply is answered with a purchase link.
+    ClaimAdmission(Box<Seat>),
+}
+
+/// Whose place a queue call is about, with what answering its reply takes: the sale as the
+/// gate saw it (for the place token's expiry and the link's binding) and the link nonce of the
+/// challenge the place was joined with. Boxed in its [`Call`], which stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    /// The sale.
+    pub sale: SaleView,
+    /// The user.
+    pub user_id: String,
+    /// The nonce the place's purchase link carries.
+    pub link_nonce: [u8; 16],
 }
 
 impl Call {
@@ -112,6 +137,9 @@ impl Call {
             Call::GetOrder => Rpc::GetOrder,
             Call::CancelOrder => Rpc::CancelOrder,
             Call::DemoPayOrder => Rpc::DemoPayOrder,
+            Call::JoinQueue(_) => Rpc::JoinQueue,
+            Call::GetQueue { .. } => Rpc::GetQueue,
+            Call::ClaimAdmission(_) => Rpc::ClaimAdmission,
         }
     }
 
@@ -392,6 +420,19 @@ impl Gate {
             Call::GetOrder | Call::CancelOrder | Call::DemoPayOrder => {
                 parse!(Order).map(|order| ok_json(200, &OrderView::from(&order), NO_STORE))
             }
+            Call::JoinQueue(seat) => {
+                parse!(QueuePlace).map(|place| self.joined(state, seat, &place, now_ms))
+            }
+            Call::GetQueue { event_id } => match parse!(QueueSnapshot) {
+                Ok(snapshot) => {
+                    state.learn_queue(*event_id, &snapshot, now_ms);
+                    return self.settle(state, Outcome::Success, now_ms, Completion::Retry);
+                }
+                Err(e) => Err(e),
+            },
+            Call::ClaimAdmission(seat) => {
+                parse!(QueuePlace).map(|place| self.claimed(state, seat, &place, now_ms))
+            }
         };
         let (outcome, response) = match result {
             Ok(response) => (Outcome::Success, response),
@@ -478,6 +519,29 @@ mod tests {
         assert_eq!(OriginUrl::parse("http://"), Err(BadOriginUrl::NoHost));
     }
 
+    fn seat() -> Seat {
+        Seat {
+            sale: SaleView {
+                id: 1,
+                sku_id: 2,
+                pool: 3,
+                remaining: 3,
+                sold_out: false,
+                start_ms: 0,
+                end_ms: 1,
+                per_user_limit: 1,
+                price: 0,
+                currency: None,
+                waiting_room: true,
+                prequeue_ms: 0,
+                admit_factor: 2,
+                admission_ttl_ms: 30_000,
+            },
+            user_id: "u".into(),
+            link_nonce: [0; 16],
+        }
+    }
+
     #[test]
     fn every_call_is_one_of_the_edge_methods() {
         let calls = [
@@ -490,6 +554,9 @@ mod tests {
             Call::GetOrder,
             Call::CancelOrder,
             Call::DemoPayOrder,
+            Call::JoinQueue(Box::new(seat())),
+            Call::GetQueue { event_id: 1 },
+            Call::ClaimAdmission(Box::new(seat())),
         ];
         for call in &calls {
             assert!(Rpc::ALL.contains(&call.rpc()), "{call:?}");

@@ -25,21 +25,27 @@ pub struct Headers<'a> {
     pub sec_fetch_site: Option<&'a str>,
     /// `Sec-Fetch-Mode`.
     pub sec_fetch_mode: Option<&'a str>,
+    /// [`PLACE_HEADER`]: a place token, on a waiting-room poll.
+    pub place: Option<&'a str>,
 }
+
+/// The header a waiting-room poll carries its place token in.
+pub const PLACE_HEADER: &str = "x-flashgate-place";
 
 impl<'a> Headers<'a> {
     /// The names of the headers the gate reads, lower case, in field order.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "authorization",
         "user-agent",
         "accept-language",
         "sec-fetch-site",
         "sec-fetch-mode",
+        PLACE_HEADER,
     ];
 
     /// The headers, each looked up by its lower-case name with `get`.
     pub fn from_lookup(get: impl Fn(&'static str) -> Option<&'a str>) -> Self {
-        let [authorization, user_agent, accept_language, sec_fetch_site, sec_fetch_mode] =
+        let [authorization, user_agent, accept_language, sec_fetch_site, sec_fetch_mode, place] =
             Self::NAMES.map(get);
         Headers {
             authorization,
@@ -47,6 +53,7 @@ impl<'a> Headers<'a> {
             accept_language,
             sec_fetch_site,
             sec_fetch_mode,
+            place,
         }
     }
 }
@@ -54,7 +61,7 @@ impl<'a> Headers<'a> {
 /// The values of [`Headers::NAMES`], copied out of a platform whose header lookup returns owned
 /// strings (workerd's `Headers.get`), so that a borrowed [`Headers`] can be made from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderValues([Option<String>; 5]);
+pub struct HeaderValues([Option<String>; 6]);
 
 impl HeaderValues {
     /// Reads each header the gate needs with `get`.
@@ -159,6 +166,11 @@ pub enum Route<'a> {
     Challenge(i64),
     /// `POST /api/events/{id}/link`: a PoW answer for a purchase link.
     Link(i64),
+    /// `POST /api/events/{id}/queue`: a PoW answer for a place in the sale's waiting room.
+    Join(i64),
+    /// `GET /api/events/{id}/queue`: where the caller's place stands (its token in
+    /// [`PLACE_HEADER`]).
+    Queue(i64),
     /// `POST /api/buy/{token}`: buy through a purchase link.
     Buy(&'a str),
     /// `GET /api/orders/{no}`.
@@ -200,6 +212,10 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Reason> {
         ["events", id] => (event_id(id).map(Route::Event), "GET"),
         ["events", id, "challenge"] => (event_id(id).map(Route::Challenge), "POST"),
         ["events", id, "link"] => (event_id(id).map(Route::Link), "POST"),
+        ["events", id, "queue"] if method.eq_ignore_ascii_case("GET") => {
+            (event_id(id).map(Route::Queue), "GET")
+        }
+        ["events", id, "queue"] => (event_id(id).map(Route::Join), "POST"),
         ["buy", token] => {
             let ok = !token.is_empty() && token.len() <= link::MAX_TOKEN_LEN;
             (ok.then_some(Route::Buy(token)), "POST")
@@ -228,6 +244,12 @@ mod tests {
             Ok(Route::Challenge(7))
         );
         assert_eq!(route("post", "/api/events/7/link?x=1"), Ok(Route::Link(7)));
+        assert_eq!(route("POST", "/api/events/7/queue"), Ok(Route::Join(7)));
+        assert_eq!(route("GET", "/api/events/7/queue"), Ok(Route::Queue(7)));
+        assert_eq!(
+            route("PUT", "/api/events/7/queue"),
+            Err(Reason::MethodNotAllowed)
+        );
         assert_eq!(route("POST", "/api/buy/abc"), Ok(Route::Buy("abc")));
         assert_eq!(route("GET", "/api/orders/O-1"), Ok(Route::Order("O-1")));
         assert_eq!(route("POST", "/api/orders/O-1/pay"), Err(Reason::NotFound));
@@ -272,6 +294,7 @@ mod tests {
             accept_language: None,
             sec_fetch_site: None,
             sec_fetch_mode: Some("cors"),
+            place: None,
         };
         assert_eq!(Headers::from_lookup(platform), expected);
         let copies = HeaderValues::read(|name| platform(name).map(str::to_owned));

@@ -20,9 +20,9 @@ use crate::refusal::{Reason, Refusal};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
-struct LinkBody<'a> {
-    challenge: &'a str,
-    nonce: u64,
+pub(super) struct LinkBody<'a> {
+    pub(super) challenge: &'a str,
+    pub(super) nonce: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -31,8 +31,17 @@ struct BuyBody {
     qty: Option<u32>,
 }
 
+/// A purchase link as the client gets it.
+#[derive(Debug, Serialize)]
+pub(super) struct Minted {
+    pub(super) token: String,
+    pub(super) path: String,
+    pub(super) max_qty: u16,
+    pub(super) expires_ms: i64,
+}
+
 /// A `200` for this user only.
-fn private(body: &impl Serialize) -> Step<Verdict> {
+pub(super) fn private(body: &impl Serialize) -> Step<Verdict> {
     Ok(Verdict::Respond(ok_json(200, body, NO_STORE)))
 }
 
@@ -145,50 +154,76 @@ impl Gate {
         let answer: LinkBody<'_> =
             serde_json::from_slice(req.body).map_err(|_| refuse(Reason::BadRequest))?;
         let sale = self.open_sale_of(state, who, id, false)?;
+        // A waiting room's links come with admitted places (`GET …/queue`), never for a solved
+        // challenge alone: that is what makes the line the way in.
+        if sale.waiting_room {
+            return Err(refuse(Reason::QueueRequired));
+        }
+        let solved = self.solved(who, id, &answer)?;
+        let minted = self
+            .mint_link(&sale, &user.id, solved.link_nonce(), sale.end_ms, now)
+            .map_err(Verdict::Refuse)?;
+        private(&minted)
+    }
+
+    /// The challenge `answer` solves for this user and sale, or the refusal.
+    pub(super) fn solved(
+        &self,
+        who: &Shopper,
+        id: i64,
+        answer: &LinkBody<'_>,
+    ) -> Step<pow::Challenge> {
         let verdict = pow::verify(
             &self.config.pow_keys,
             answer.challenge,
             answer.nonce,
-            &user.id,
+            &who.user.id,
             id,
             self.required_bits(who.bot),
-            now,
+            who.req.now_ms,
         );
-        let solved = match verdict {
-            PowVerdict::Valid(challenge) => challenge,
-            PowVerdict::Expired => return Err(refuse(Reason::ChallengeExpired)),
-            _ => return Err(refuse(Reason::ChallengeRequired)),
-        };
+        match verdict {
+            PowVerdict::Valid(challenge) => Ok(challenge),
+            PowVerdict::Expired => Err(refuse(Reason::ChallengeExpired)),
+            _ => Err(refuse(Reason::ChallengeRequired)),
+        }
+    }
+
+    /// A purchase link for `user` in `sale` carrying `nonce`, expiring after the link lifetime
+    /// or at `until_ms`, whichever is first (never past the sale's end).
+    pub(super) fn mint_link(
+        &self,
+        sale: &SaleView,
+        user: &str,
+        nonce: [u8; 16],
+        until_ms: i64,
+        now: i64,
+    ) -> Result<Minted, Refusal> {
         let claims = LinkClaims {
-            event_id: id,
+            event_id: sale.id,
             sku_id: sale.sku_id,
-            user_id: user.id.clone(),
+            user_id: user.to_owned(),
             max_qty: sale.per_user_limit.clamp(1, u32::from(u16::MAX)) as u16,
             not_before_ms: sale.start_ms,
-            expires_ms: now.saturating_add(self.config.link_ttl_ms).min(sale.end_ms),
-            nonce: solved.link_nonce(),
+            expires_ms: now
+                .saturating_add(self.config.link_ttl_ms)
+                .min(sale.end_ms)
+                .min(until_ms),
+            nonce,
         };
         let token = match link::mint(&self.config.link_keys, &claims, now) {
             Ok(token) => token,
             Err(link::MintRefusal::SaleNotStarted { wait_ms }) => {
-                return Err(Verdict::Refuse(Refusal::after(Reason::TooEarly, wait_ms)))
+                return Err(Refusal::after(Reason::TooEarly, wait_ms))
             }
-            Err(link::MintRefusal::InvalidClaims) => return Err(refuse(Reason::BadRequest)),
+            Err(link::MintRefusal::InvalidClaims) => return Err(Refusal::new(Reason::BadRequest)),
         };
-        #[derive(Serialize)]
-        struct Minted<'a> {
-            token: &'a str,
-            path: String,
-            max_qty: u16,
-            expires_ms: i64,
-        }
-        let body = Minted {
+        Ok(Minted {
             path: format!("/api/buy/{token}"),
-            token: &token,
+            token,
             max_qty: claims.max_qty,
             expires_ms: claims.expires_ms,
-        };
-        private(&body)
+        })
     }
 
     /// `POST /api/buy/{token}`: a purchase through a link, forwarded unless the sale is known to

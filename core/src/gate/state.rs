@@ -1,13 +1,15 @@
 //! What the gate remembers between requests: rate-limit buckets, the breaker, cached sale views,
-//! the directory of sale ids and the traffic meter, in one serialisable [`GateState`] the adapter
+//! the directory of sale ids, the traffic meter, and for waiting rooms the cached snapshot of
+//! each sale's line and the admissions claimed, in one serialisable [`GateState`] the adapter
 //! keeps wherever its runtime keeps state (isolate memory, a key-value store).
 //!
 //! What it deliberately does not do: decide anything, or store itself; [`GateState::prune`]
 //! only drops what no longer constrains a decision.
 
+use crate::admission::{Room, Rules, Ticket};
 use crate::breaker::Breaker;
 use crate::limit::{RateMeter, Tat};
-use crate::proto::flashsale::{EventList, EventState};
+use crate::proto::flashsale::{EventList, EventState, QueueSnapshot};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
@@ -79,6 +81,18 @@ pub struct SaleView {
     /// sales had prices).
     #[serde(default)]
     pub currency: Option<Currency>,
+    /// The sale has a waiting room: links are minted for admitted places only.
+    #[serde(default)]
+    pub waiting_room: bool,
+    /// How long before the start the line opens, ms (0: at the start).
+    #[serde(default)]
+    pub prequeue_ms: i64,
+    /// At most `admit_factor × remaining` places admitted and pending (the default filled in).
+    #[serde(default)]
+    pub admit_factor: u32,
+    /// How long an unused admission lasts, ms (the default filled in).
+    #[serde(default)]
+    pub admission_ttl_ms: i64,
 }
 
 impl SaleView {
@@ -95,8 +109,135 @@ impl SaleView {
             per_user_limit: e.per_user_limit.max(1) as u32,
             price: e.price.max(0) as u64,
             currency: Currency::parse(&e.currency),
+            waiting_room: e.waiting_room,
+            prequeue_ms: e.prequeue_ms.max(0),
+            admit_factor: match e.admit_factor {
+                f if f > 0 => f as u32,
+                _ => Rules::DEFAULT_ADMIT_FACTOR,
+            },
+            admission_ttl_ms: match e.admission_ttl_ms {
+                t if t > 0 => t,
+                _ => Rules::DEFAULT_ADMISSION_TTL_MS,
+            },
         })
     }
+
+    /// When the sale's line opens (unix ms): `prequeue_ms` before the start.
+    pub fn queue_opens_ms(&self) -> i64 {
+        self.start_ms.saturating_sub(self.prequeue_ms.max(0))
+    }
+}
+
+/// A sale's waiting room as the edge caches it (from the warehouse's `QueueSnapshot`): enough
+/// to answer every poll of the instance without the warehouse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    /// Places in line.
+    pub places: u64,
+    /// Of which drawn in the pre-queue.
+    pub drawn: u64,
+    /// Places admitted so far: a prefix of the line.
+    pub admitted: u64,
+    /// The ticket of the last admitted place (meaningful when `admitted > 0`).
+    pub admitted_through: u64,
+    /// Admitted, neither bought nor lapsed.
+    pub pending: u64,
+    /// Units in the pool.
+    pub remaining: u64,
+    /// Units held by unpaid orders.
+    pub held: u64,
+    /// Nothing left and nothing that can come back.
+    pub sold_out: bool,
+    /// Admissions per second lately, in thousandths (an integer, so the state stays `Eq`).
+    pub admit_rate_milli: u64,
+}
+
+impl RoomSnapshot {
+    /// The warehouse's snapshot, as cached.
+    pub fn from_proto(s: &QueueSnapshot) -> Self {
+        let count = |n: i64| n.max(0) as u64;
+        let rate = s.admit_rate_per_s;
+        RoomSnapshot {
+            places: count(s.places),
+            drawn: count(s.drawn),
+            admitted: count(s.admitted),
+            admitted_through: s.admitted_through,
+            pending: count(s.pending),
+            remaining: count(s.remaining),
+            held: count(s.held),
+            sold_out: s.sold_out,
+            admit_rate_milli: if rate.is_finite() && rate > 0.0 {
+                (rate * 1_000.0).min(u64::MAX as f64) as u64
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Whether the place with `ticket` has been admitted (it may since have bought or lapsed:
+    /// the warehouse's claim tells).
+    pub fn admitted(&self, ticket: Ticket) -> bool {
+        self.admitted > 0 && ticket.get() <= self.admitted_through
+    }
+
+    /// Waiting places ahead of `ticket`'s (an estimate for a drawn place, see
+    /// [`Ticket::estimated_rank`]).
+    pub fn ahead_of(&self, ticket: Ticket) -> u64 {
+        ticket
+            .estimated_rank(self.drawn)
+            .saturating_sub(self.admitted)
+    }
+
+    /// The counts admission is decided on.
+    pub fn room(&self) -> Room {
+        Room {
+            remaining: self.remaining,
+            held: self.held,
+            pending: self.pending,
+        }
+    }
+
+    /// Admissions per second lately.
+    pub fn admit_rate_per_s(&self) -> f64 {
+        self.admit_rate_milli as f64 / 1_000.0
+    }
+}
+
+/// A cached waiting room, refreshed at most once per
+/// [`GateConfig::queue_refresh_ms`](super::GateConfig::queue_refresh_ms) per instance, like
+/// the directory: `asked_ms` is when the last refresh left, answered or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// The last snapshot, if one came back.
+    pub snapshot: Option<RoomSnapshot>,
+    /// When it was fetched, unix ms.
+    pub fetched_ms: i64,
+    /// When a refresh was last sent, unix ms.
+    pub asked_ms: Option<i64>,
+}
+
+/// What the warehouse answered to a user's claim of an admission, remembered while it holds so
+/// an admitted buyer's polls cost the warehouse one claim, not one each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Claim {
+    /// Admitted until then (unix ms).
+    Admitted {
+        /// When the admission lapses.
+        until_ms: i64,
+    },
+    /// Nothing left to admit the place to.
+    SoldOut,
+    /// The place is over: lapsed, spent on a purchase, or the sale ended.
+    Ended,
+}
+
+/// A remembered [`Claim`], kept until `kept_until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimEntry {
+    /// The warehouse's answer.
+    pub claim: Claim,
+    /// When it is forgotten, unix ms.
+    pub kept_until_ms: i64,
 }
 
 /// The ids of the sales the warehouse lists (`Admin/ListEvents`: upcoming, running and recently
@@ -170,6 +311,12 @@ pub struct GateState {
     /// When [`Gate::housekeep`](super::Gate::housekeep) last pruned, unix ms.
     #[serde(default)]
     pub pruned_ms: i64,
+    /// Cached waiting rooms by event id.
+    #[serde(default)]
+    pub queues: HashMap<i64, QueueEntry>,
+    /// Remembered admission claims by [`GateState::claim_key`].
+    #[serde(default)]
+    pub claims: HashMap<String, ClaimEntry>,
 }
 
 impl GateState {
@@ -179,6 +326,45 @@ impl GateState {
         self.limits.retain(|_, tat| tat.is_live(now_ms));
         self.sales
             .retain(|_, e| now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms);
+        self.queues.retain(|_, q| {
+            let last = q.asked_ms.unwrap_or(q.fetched_ms).max(q.fetched_ms);
+            now_ms.saturating_sub(last) < sale_ttl_ms
+        });
+        self.claims.retain(|_, c| c.kept_until_ms > now_ms);
+    }
+
+    /// Caches the warehouse's snapshot of `event_id`'s waiting room, fetched at `now_ms`.
+    pub(super) fn learn_queue(&mut self, event_id: i64, snapshot: &QueueSnapshot, now_ms: i64) {
+        let entry = self.queues.entry(event_id).or_default();
+        entry.snapshot = Some(RoomSnapshot::from_proto(snapshot));
+        entry.fetched_ms = now_ms;
+    }
+
+    /// Remembers `user`'s claim in sale `event_id` until `kept_until_ms`.
+    pub(super) fn remember_claim(
+        &mut self,
+        event_id: i64,
+        user: &str,
+        claim: Claim,
+        kept_until_ms: i64,
+    ) {
+        let entry = ClaimEntry {
+            claim,
+            kept_until_ms,
+        };
+        self.claims.insert(Self::claim_key(event_id, user), entry);
+    }
+
+    /// The key of `user`'s claim in sale `event_id`.
+    pub fn claim_key(event_id: i64, user: &str) -> String {
+        format!("{event_id}/{user}")
+    }
+
+    pub(super) fn claim(&self, event_id: i64, user: &str, now_ms: i64) -> Option<Claim> {
+        self.claims
+            .get(&Self::claim_key(event_id, user))
+            .filter(|c| c.kept_until_ms > now_ms)
+            .map(|c| c.claim)
     }
 
     pub(super) fn fresh_sale(&self, id: i64, now_ms: i64, ttl_ms: i64) -> Option<&SaleEntry> {

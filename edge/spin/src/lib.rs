@@ -25,7 +25,9 @@
 //!   ids in an empty state, every buy first costs the warehouse one `ListEvents` and one cheap
 //!   `GetEvent`: after a sell-out that is all it costs (the fresh view says sold out and the gate
 //!   refuses the buy itself, never sending `Buy`); before it, the `Buy` follows. A made-up sale
-//!   id costs one `ListEvents`, never a `GetEvent`.
+//!   id costs one `ListEvents`, never a `GetEvent`. A waiting room's poll likewise asks for the
+//!   line's snapshot (`Queue/GetQueue`) each time: the line is the warehouse's, so the places,
+//!   the admission bound and sold out are the same as on any other edge; only the cost differs.
 //! - **`kv` build** (imports `spin:key-value`; Spin only): the `GateState` is kept as JSON in
 //!   the component's `default` key-value store, loaded before each step and stored after it
 //!   (never held across the origin call). Concurrent requests still race between a load and its

@@ -20,6 +20,11 @@
 //!   fast — to save a handful of `GetEvent` calls after it. Views are remembered for
 //!   `FLASHGATE_SALE_MEMORY_MS` and refreshed, so units coming back (cancelled, expired orders)
 //!   reopen the sale.
+//! - **a waiting room's snapshot of the line and the admissions claimed** (the core's
+//!   `gate::RoomSnapshot`, `gate::Claim`): in the same `GateState`, so an isolate's polls cost
+//!   the warehouse one `Queue/GetQueue` a second per sale however many buyers poll it; the line
+//!   itself is the warehouse's, shared by every isolate and location. The place token comes in
+//!   the `x-flashgate-place` header, which the core names with the others it reads.
 //!
 //! With `FLASHGATE_DEMO_MODE` on, each isolate logs the core's `gate::DEMO_MODE_WARNING` when it
 //! builds its gate, on its first request (a Worker's start hook does not see `env`).

@@ -30,6 +30,7 @@ fn every_setting_in_the_table_is_applied() {
         (vars::BREAKER_COOLDOWN_MS, "777"),
         (vars::SALE_MEMORY_MS, "1"),
         (vars::SALE_DIRECTORY_REFRESH_MS, "250"),
+        (vars::QUEUE_REFRESH_MS, "2000"),
     ])
     .unwrap();
     assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
@@ -39,6 +40,7 @@ fn every_setting_in_the_table_is_applied() {
     assert_eq!(config.breaker.cooldown_ms, 777);
     assert_eq!(config.sale_memory_ms, 1);
     assert_eq!(config.directory_refresh_ms, 250);
+    assert_eq!(config.queue_refresh_ms, 2_000);
     assert_eq!(config.origin.url("/x"), "https://origin.example.com/x");
     // Untouched settings keep their defaults.
     assert_eq!(config.link_ttl_ms, 60_000);
@@ -55,7 +57,7 @@ fn the_table_names_each_setting_once() {
 }
 
 /// Every duration setting of the table, so a new one cannot escape the rule below.
-const DURATIONS: [&str; 7] = [
+const DURATIONS: [&str; 8] = [
     vars::LINK_TTL_MS,
     vars::CHALLENGE_TTL_MS,
     vars::BREAKER_COOLDOWN_MS,
@@ -63,6 +65,7 @@ const DURATIONS: [&str; 7] = [
     vars::PLATFORM_LIMIT_WINDOW_MS,
     vars::SALE_MEMORY_MS,
     vars::SALE_DIRECTORY_REFRESH_MS,
+    vars::QUEUE_REFRESH_MS,
 ];
 
 #[test]

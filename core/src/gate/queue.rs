@@ -1,0 +1,409 @@
+//! The waiting room at the edge: `POST /api/events/{id}/queue` (join: a solved challenge for a
+//! place and its signed place token) and `GET /api/events/{id}/queue` (poll: where the place
+//! stands), and the replies of the three `flashsale.Queue` calls behind them.
+//!
+//! The warehouse holds every sale's line; the edge only caches it. A poll is answered from the
+//! instance's [`RoomSnapshot`] of the sale, refreshed by one `Queue/GetQueue` at most every
+//! [`GateConfig::queue_refresh_ms`](super::GateConfig::queue_refresh_ms) whatever the crowd,
+//! and from the [place token](crate::place) the page shows, which carries the place's ticket: a
+//! waiting buyer costs the warehouse nothing. Once the snapshot shows the place admitted (its
+//! ticket at or before the last admitted one), the poll asks `Queue/ClaimAdmission` once; an
+//! `ADMITTED` answer is remembered until it lapses, and answered with a purchase link whose
+//! nonce is the place's, so one place is one purchase. Sold out reaches every poller from the
+//! snapshot at once.
+//!
+//! What it deliberately does not do: decide who is admitted (the warehouse does, with the
+//! [`admission`](crate::admission) rules, beside the stock), or mint a link for a waiting-room
+//! sale any other way (`POST …/link` is refused `queue_required` for one).
+
+use super::origin::{Call, Seat};
+use super::response::{ok_json, Response, NO_STORE};
+use super::routes::{LinkBody, Minted};
+use super::state::{Claim, GateState, RoomSnapshot, SaleEntry, SaleView};
+use super::{refuse, Gate, Shopper, Step, Verdict};
+use crate::admission::{self, Place, QueueState, QueueView, Room, Ticket, ViewFacts};
+use crate::limit::LimitKey;
+use crate::place::{self, PlaceClaims, PlaceVerdict};
+use crate::proto::flashsale::{ClaimAdmissionReq, JoinQueueReq, PlaceState, QueuePlace, QueueReq};
+use crate::refusal::{Reason, Refusal};
+use serde::Serialize;
+
+/// What a join or a poll answers.
+#[derive(Serialize)]
+struct Answer<'a> {
+    state: &'static str,
+    position: u64,
+    ahead: u64,
+    /// `null` when nothing is moving (no estimate can be made).
+    eta_s: Option<u64>,
+    poll_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admitted_until_ms: Option<i64>,
+    /// The purchase link, when admitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<Minted>,
+    /// The place token, on a join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    place: Option<&'a str>,
+    server_time_ms: i64,
+}
+
+fn answer(view: &QueueView, link: Option<Minted>, place: Option<&str>, now: i64) -> Response {
+    let body = Answer {
+        state: view.state.as_str(),
+        position: view.position,
+        ahead: view.ahead,
+        eta_s: view.eta_s,
+        poll_after_ms: view.poll_after_ms,
+        admitted_until_ms: view.admitted_until_ms,
+        link,
+        place,
+        server_time_ms: now,
+    };
+    ok_json(200, &body, NO_STORE)
+}
+
+/// A final state's view: nothing more to wait for.
+fn settled(state: QueueState) -> QueueView {
+    QueueView {
+        state,
+        position: 0,
+        ahead: 0,
+        eta_s: None,
+        poll_after_ms: 0,
+        admitted_until_ms: None,
+    }
+}
+
+fn waiting_view(
+    sale: &SaleView,
+    user: &str,
+    ahead: u64,
+    room: Room,
+    rate: f64,
+    now: i64,
+) -> QueueView {
+    admission::view(&ViewFacts {
+        user,
+        place: Place::Waiting { ahead },
+        room,
+        admit_rate_per_s: rate,
+        start_ms: sale.start_ms,
+        end_ms: sale.end_ms,
+        now_ms: now,
+    })
+}
+
+fn refusal_response(refusal: Refusal) -> Response {
+    refusal.into()
+}
+
+/// The sale, if it has a waiting room that is not over.
+fn room_sale(sale: SaleView, now: i64) -> Step<SaleView> {
+    if !sale.waiting_room {
+        return Err(refuse(Reason::NoQueue));
+    }
+    if now >= sale.end_ms {
+        return Err(refuse(Reason::SaleEnded));
+    }
+    Ok(sale)
+}
+
+impl Gate {
+    /// `POST /api/events/{id}/queue`: a solved challenge (the body `POST …/link` takes) for a
+    /// place in the sale's line, from the pre-queue's opening to the end. Forwarded as
+    /// `Queue/JoinQueue` unless the edge already knows the answer (no room, too early, over,
+    /// sold out).
+    pub(super) fn join(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let now = who.req.now_ms;
+        let answer: LinkBody<'_> =
+            serde_json::from_slice(who.req.body).map_err(|_| refuse(Reason::BadRequest))?;
+        let quota = &self.config.limits.event;
+        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
+        let sale = room_sale(self.sale(state, id, now, false)?, now)?;
+        let opens_ms = sale.queue_opens_ms();
+        if now < opens_ms {
+            let wait = opens_ms.abs_diff(now);
+            return Err(Verdict::Refuse(Refusal::after(Reason::TooEarly, wait)));
+        }
+        let solved = self.solved(who, id, &answer)?;
+        let sold_out = state
+            .queues
+            .get(&id)
+            .and_then(|q| q.snapshot)
+            .is_some_and(|s| s.sold_out);
+        if sold_out && now >= sale.start_ms {
+            return Err(refuse(Reason::SoldOut));
+        }
+        let seat = Seat {
+            sale,
+            user_id: who.user.id.clone(),
+            link_nonce: solved.link_nonce(),
+        };
+        let message = JoinQueueReq {
+            event_id: id,
+            user_id: seat.user_id.clone(),
+        };
+        Ok(self.forward(state, Call::JoinQueue(Box::new(seat)), &message, now))
+    }
+
+    /// `GET /api/events/{id}/queue`: where the place in the place token stands, from the cached
+    /// snapshot (refreshed first when stale), a remembered claim, or the warehouse's claim once
+    /// the snapshot shows the place admitted.
+    pub(super) fn poll(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
+        let now = who.req.now_ms;
+        let token = who
+            .req
+            .headers
+            .place
+            .ok_or_else(|| refuse(Reason::BadPlace))?;
+        let claims = match place::verify(&self.config.link_keys, token, &who.user.id, id, now) {
+            PlaceVerdict::Valid(claims) => claims,
+            // A place of a sale that is over: the wait is over too.
+            PlaceVerdict::Expired => {
+                return Ok(Verdict::Respond(answer(
+                    &settled(QueueState::Ended),
+                    None,
+                    None,
+                    now,
+                )))
+            }
+            _ => return Err(refuse(Reason::BadPlace)),
+        };
+        // Any remembered view will do (a poll needs only the sale's window and terms, which the
+        // line's snapshot does not carry): the snapshot is the poll's one origin cost.
+        let sale = match state.sales.get(&id) {
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) => *sale,
+            Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
+            None => self.sale(state, id, now, false)?,
+        };
+        if !sale.waiting_room {
+            return Err(refuse(Reason::NoQueue));
+        }
+        if now >= sale.end_ms {
+            let ended = answer(&settled(QueueState::Ended), None, None, now);
+            return Ok(Verdict::Respond(ended));
+        }
+        let seat = Seat {
+            sale,
+            user_id: who.user.id.clone(),
+            link_nonce: claims.link_nonce,
+        };
+        if let Some(claim) = state.claim(id, &seat.user_id, now) {
+            return Ok(Verdict::Respond(self.claim_answer(&seat, claim, now)));
+        }
+        let snapshot = self.snapshot(state, id, now)?;
+        if snapshot.admitted(claims.ticket) {
+            let message = ClaimAdmissionReq {
+                event_id: id,
+                user_id: seat.user_id.clone(),
+            };
+            let call = Call::ClaimAdmission(Box::new(seat));
+            return Ok(self.forward(state, call, &message, now));
+        }
+        let view = waiting_view(
+            &sale,
+            &seat.user_id,
+            snapshot.ahead_of(claims.ticket),
+            snapshot.room(),
+            snapshot.admit_rate_per_s(),
+            now,
+        );
+        Ok(Verdict::Respond(answer(&view, None, None, now)))
+    }
+
+    /// The sale's cached waiting room: fresh, or refreshed (one call per refresh interval per
+    /// instance; while it is out, or the breaker is open, the last snapshot answers, and with
+    /// none a poll is asked to come back shortly rather than cost the origin another call).
+    fn snapshot(&self, state: &mut GateState, id: i64, now: i64) -> Step<RoomSnapshot> {
+        let every = self.config.queue_refresh_ms;
+        let entry = state.queues.get(&id).copied().unwrap_or_default();
+        if let Some(snapshot) = entry.snapshot {
+            if now.saturating_sub(entry.fetched_ms) < every {
+                return Ok(snapshot);
+            }
+        }
+        let may_ask = entry
+            .asked_ms
+            .is_none_or(|at| now.saturating_sub(at) >= every);
+        if may_ask {
+            let verdict = self.forward(
+                state,
+                Call::GetQueue { event_id: id },
+                &QueueReq { event_id: id },
+                now,
+            );
+            if matches!(verdict, Verdict::Forward(_)) {
+                state.queues.entry(id).or_default().asked_ms = Some(now);
+                return Err(verdict);
+            }
+            return entry.snapshot.ok_or(verdict);
+        }
+        if let Some(snapshot) = entry.snapshot {
+            return Ok(snapshot);
+        }
+        let asked = entry.asked_ms.unwrap_or(now);
+        let wait = every.saturating_sub(now.saturating_sub(asked)).max(0) as u64;
+        Err(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)))
+    }
+
+    /// The answer to `Queue/JoinQueue`: the place with its token, or why there is none.
+    pub(super) fn joined(
+        &self,
+        state: &mut GateState,
+        seat: &Seat,
+        place: &QueuePlace,
+        now: i64,
+    ) -> Response {
+        let sale = &seat.sale;
+        let place_state = PlaceState::try_from(place.state).unwrap_or(PlaceState::Unspecified);
+        let claims = PlaceClaims {
+            event_id: sale.id,
+            user_id: seat.user_id.clone(),
+            ticket: Ticket::from_raw(place.ticket),
+            expires_ms: sale.end_ms,
+            link_nonce: seat.link_nonce,
+        };
+        let token = || place::mint(&self.config.link_keys, &claims);
+        match place_state {
+            PlaceState::PlaceWaiting => {
+                let Some(token) = token() else {
+                    return refusal_response(Refusal::new(Reason::BadRequest));
+                };
+                let snapshot = state.queues.get(&sale.id).and_then(|q| q.snapshot);
+                let rank = place.rank.max(0) as u64;
+                let view = match snapshot {
+                    Some(s) => waiting_view(
+                        sale,
+                        &seat.user_id,
+                        rank.saturating_sub(s.admitted),
+                        s.room(),
+                        s.admit_rate_per_s(),
+                        now,
+                    ),
+                    // No snapshot yet: the warehouse has just said "waiting", so not sold out;
+                    // the first poll brings the figures.
+                    None => {
+                        let room = Room {
+                            remaining: u64::from(sale.remaining).max(1),
+                            held: 0,
+                            pending: 0,
+                        };
+                        waiting_view(sale, &seat.user_id, rank, room, 0.0, now)
+                    }
+                };
+                answer(&view, None, Some(&token), now)
+            }
+            PlaceState::PlaceAdmitted | PlaceState::PlaceLapsed => {
+                let Some(token) = token() else {
+                    return refusal_response(Refusal::new(Reason::BadRequest));
+                };
+                let claim = self.learn_claim(state, seat, place, now);
+                self.claim_response(seat, claim, Some(&token), now)
+            }
+            PlaceState::PlaceTooEarly => {
+                let wait = place.opens_ms.saturating_sub(now).max(0) as u64;
+                refusal_response(Refusal::after(Reason::TooEarly, wait))
+            }
+            PlaceState::PlaceSoldOut => refusal_response(Refusal::new(Reason::SoldOut)),
+            PlaceState::PlaceEnded => refusal_response(Refusal::new(Reason::SaleEnded)),
+            PlaceState::PlaceNoPlace | PlaceState::Unspecified => {
+                refusal_response(Refusal::after(Reason::Unavailable, 1_000))
+            }
+        }
+    }
+
+    /// The answer to `Queue/ClaimAdmission`: a purchase link when admitted, else where the
+    /// place stands.
+    pub(super) fn claimed(
+        &self,
+        state: &mut GateState,
+        seat: &Seat,
+        place: &QueuePlace,
+        now: i64,
+    ) -> Response {
+        let place_state = PlaceState::try_from(place.state).unwrap_or(PlaceState::Unspecified);
+        match place_state {
+            PlaceState::PlaceAdmitted
+            | PlaceState::PlaceLapsed
+            | PlaceState::PlaceSoldOut
+            | PlaceState::PlaceEnded => {
+                let claim = self.learn_claim(state, seat, place, now);
+                self.claim_answer(seat, claim, now)
+            }
+            // The snapshot ran ahead of the line (or the line opens later): still waiting,
+            // at the front.
+            PlaceState::PlaceWaiting | PlaceState::PlaceTooEarly => {
+                let room = Room {
+                    remaining: u64::from(seat.sale.remaining).max(1),
+                    held: 0,
+                    pending: 0,
+                };
+                let view = waiting_view(&seat.sale, &seat.user_id, 0, room, 0.0, now);
+                answer(&view, None, None, now)
+            }
+            PlaceState::PlaceNoPlace => refusal_response(Refusal::new(Reason::QueueRequired)),
+            PlaceState::Unspecified => refusal_response(Refusal::after(Reason::Unavailable, 1_000)),
+        }
+    }
+
+    /// Remembers what the warehouse said of an admitted (or over) place: an admission until it
+    /// lapses, sold out for a moment (units could be added again), the end of a place until
+    /// the sale ends.
+    fn learn_claim(
+        &self,
+        state: &mut GateState,
+        seat: &Seat,
+        place: &QueuePlace,
+        now: i64,
+    ) -> Claim {
+        let place_state = PlaceState::try_from(place.state).unwrap_or(PlaceState::Unspecified);
+        let (claim, kept_until_ms) = match place_state {
+            PlaceState::PlaceAdmitted => {
+                let until_ms = place.admitted_until_ms;
+                (Claim::Admitted { until_ms }, until_ms)
+            }
+            PlaceState::PlaceSoldOut => (
+                Claim::SoldOut,
+                now.saturating_add(self.config.queue_refresh_ms),
+            ),
+            _ => (Claim::Ended, seat.sale.end_ms),
+        };
+        state.remember_claim(seat.sale.id, &seat.user_id, claim, kept_until_ms);
+        claim
+    }
+
+    fn claim_answer(&self, seat: &Seat, claim: Claim, now: i64) -> Response {
+        self.claim_response(seat, claim, None, now)
+    }
+
+    /// What a claim means for the buyer: admitted with a link minted now, or a final state.
+    fn claim_response(&self, seat: &Seat, claim: Claim, place: Option<&str>, now: i64) -> Response {
+        match claim {
+            Claim::Admitted { until_ms } if until_ms > now => {
+                let minted =
+                    self.mint_link(&seat.sale, &seat.user_id, seat.link_nonce, until_ms, now);
+                match minted {
+                    Ok(link) => {
+                        let view = QueueView {
+                            state: QueueState::Admitted,
+                            position: 0,
+                            ahead: 0,
+                            eta_s: Some(0),
+                            poll_after_ms: 0,
+                            admitted_until_ms: Some(until_ms),
+                        };
+                        answer(&view, Some(link), place, now)
+                    }
+                    Err(refusal) => refusal.into(),
+                }
+            }
+            Claim::SoldOut => answer(&settled(QueueState::SoldOut), None, place, now),
+            Claim::Admitted { .. } | Claim::Ended => {
+                answer(&settled(QueueState::Ended), None, place, now)
+            }
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The waiting room at the edge, over whole journeys with a fake clock and a fake warehouse
+//! that answers the gate's calls in gRPC-Web (`Queue/JoinQueue`, `GetQueue`, `ClaimAdmission`
+//! and the sale reads): a buyer joins in the pre-queue, waits with a place, is admitted and buys
+//! with the link the poll hands over; a crowd's polls cost one snapshot a second; sold out
+//! reaches every waiting poller at once; places are personal; the link route is closed to a
+//! waiting-room sale. Every answer is checked with the origin calls it cost.
+
+use std::collections::HashMap;
+
+use flashgate_core::admission::Ticket;
+use flashgate_core::gate::{
+    Exchange, Gate, GateConfig, GateState, Headers, NetworkLimit, Next, OriginReply, Request,
+    Response, PLACE_HEADER,
+};
+use flashgate_core::grpc_web::{self, StatusHeaders};
+use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
+use flashgate_core::link::KeyRing;
+use flashgate_core::pow;
+use flashgate_core::proto::flashsale::{
+    BuyReq, ClaimAdmissionReq, Event, EventList, EventState, JoinQueueReq, PlaceState, QueuePlace,
+    QueueSnapshot,
+};
+use prost::Message;
+use serde_json::{json, Value};
+
+const USER_KEY: &[u8] = b"shop-session-key-0123456789abcdef";
+const ORIGIN_KEY: &[u8] = b"origin-key-0123456789abcdef";
+const START: i64 = 1_764_064_800_000;
+const END: i64 = START + 600_000;
+const PREQUEUE_MS: i64 = 60_000;
+const CHROME: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/141.0 Safari/537.36";
+
+fn config() -> GateConfig {
+    let ring = KeyRing::single(b"link-key-0123456789abcdef").unwrap();
+    let mut config = GateConfig::new(ring, UserKeys::single(USER_KEY).unwrap(), ORIGIN_KEY);
+    config.difficulty.floor_bits = 4;
+    config.difficulty.cap_bits = 4;
+    config.sale_ttl_ms = 10_000;
+    config.sale_memory_ms = 60_000;
+    // The crowds here share one address: the per-network limit is another test's subject.
+    config.limits.ip = "100000/s burst 100000".parse().unwrap();
+    config
+}
+
+/// The warehouse as the gate sees it: sale 7 (a waiting room unless `waiting_room` is off),
+/// its line's snapshot, each user's place and claim answer, and every call it was sent.
+struct Warehouse {
+    waiting_room: bool,
+    snapshot: QueueSnapshot,
+    places: HashMap<String, QueuePlace>,
+    claims: HashMap<String, QueuePlace>,
+    calls: Vec<&'static str>,
+}
+
+impl Warehouse {
+    fn new() -> Self {
+        Warehouse {
+            waiting_room: true,
+            snapshot: QueueSnapshot {
+                event_id: 7,
+                remaining: 10,
+                ..Default::default()
+            },
+            places: HashMap::new(),
+            claims: HashMap::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    fn sale(&self) -> EventState {
+        EventState {
+            event: Some(Event {
+                id: 7,
+                sku_id: 42,
+                pool: 10,
+                start_ms: START,
+                end_ms: END,
+                per_user_limit: 1,
+                pay_window_ms: 900_000,
+                price: 1_999,
+                currency: "EUR".into(),
+                waiting_room: self.waiting_room,
+                prequeue_ms: PREQUEUE_MS,
+                ..Default::default()
+            }),
+            remaining: 10,
+            ..Default::default()
+        }
+    }
+
+    /// Gives `user` a place with `ticket` at `rank`.
+    fn seat(&mut self, user: &str, ticket: Ticket, rank: i64) {
+        let place = QueuePlace {
+            state: PlaceState::PlaceWaiting as i32,
+            ticket: ticket.get(),
+            rank,
+            ..Default::default()
+        };
+        self.places.insert(user.to_owned(), place);
+    }
+
+    /// Runs `req` through an adapter's exchange, answering every call: the client's response.
+    fn serve(&mut self, gate: &Gate, state: &mut GateState, req: &Request<'_>) -> Response {
+        let mut exchange = Exchange::default();
+        let mut next = exchange.start(gate, req, state);
+        loop {
+            let call = match next {
+                Next::Respond(response) => return response,
+                Next::Send(call) => call,
+            };
+            self.calls.push(call.path);
+            let body = &call.body[5..];
+            let reply = match call.path {
+                "/flashsale.Admin/ListEvents" => ok(&EventList {
+                    ids: vec![7],
+                    server_time_ms: req.now_ms,
+                }),
+                "/flashsale.Admin/GetEvent" => ok(&self.sale()),
+                "/flashsale.Queue/JoinQueue" => {
+                    let join = JoinQueueReq::decode(body).unwrap();
+                    ok(&self.places[&join.user_id])
+                }
+                "/flashsale.Queue/GetQueue" => ok(&self.snapshot),
+                "/flashsale.Queue/ClaimAdmission" => {
+                    let claim = ClaimAdmissionReq::decode(body).unwrap();
+                    ok(&self.claims[&claim.user_id])
+                }
+                other => panic!("the test answers no {other}"),
+            };
+            next = exchange.reply(gate, req, state, &call, http(&reply), req.now_ms);
+        }
+    }
+
+    /// The waiting room's calls made since the last look (the sale reads cost what they cost
+    /// on every route), emptied.
+    fn take_calls(&mut self) -> Vec<&'static str> {
+        let calls = std::mem::take(&mut self.calls);
+        calls
+            .into_iter()
+            .filter(|c| c.starts_with("/flashsale.Queue/"))
+            .collect()
+    }
+}
+
+fn ok<M: Message>(message: &M) -> Vec<u8> {
+    grpc_web::encode_response(Some(message), 0, "")
+}
+
+fn http(body: &[u8]) -> OriginReply<'_> {
+    OriginReply::Http {
+        status: 200,
+        grpc: StatusHeaders::default(),
+        body,
+    }
+}
+
+/// A shopper's browser, with the place token it keeps.
+struct Shopper {
+    token: String,
+    place: Option<String>,
+}
+
+impl Shopper {
+    fn new(user: &str) -> Self {
+        let identity = Identity::new(
+            UserKeys::single(USER_KEY).unwrap(),
+            TokenPolicy::default(),
+            false,
+        );
+        Shopper {
+            token: format!("Bearer {}", identity.mint(user, START - 120_000, 3_600_000)),
+            place: None,
+        }
+    }
+
+    fn request<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        body: &'a [u8],
+        now: i64,
+    ) -> Request<'a> {
+        Request {
+            method,
+            path,
+            headers: Headers {
+                authorization: Some(&self.token),
+                user_agent: Some(CHROME),
+                accept_language: Some("en"),
+                sec_fetch_site: Some("same-origin"),
+                sec_fetch_mode: Some("cors"),
+                place: self.place.as_deref(),
+            },
+            client_ip: Some("203.0.113.5".parse().unwrap()),
+            platform_bot_score: None,
+            network_limit: NetworkLimit::Local,
+            body,
+            now_ms: now,
+            entropy: [now as u8; 32],
+        }
+    }
+}
+
+/// Status and JSON body.
+fn json_of(response: &Response) -> (u16, Value) {
+    (
+        response.status,
+        serde_json::from_str(&response.body).unwrap(),
+    )
+}
+
+/// A solved challenge for sale 7: the join's body.
+fn solved(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    who: &Shopper,
+    now: i64,
+) -> String {
+    let issued = wh.serve(
+        gate,
+        state,
+        &who.request("POST", "/api/events/7/challenge", b"", now),
+    );
+    let (status, issued) = json_of(&issued);
+    assert_eq!(status, 200, "{issued}");
+    let challenge = issued["challenge"].as_str().unwrap();
+    let nonce = pow::solve(
+        challenge,
+        issued["bits"].as_u64().unwrap() as u8,
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    json!({ "challenge": challenge, "nonce": nonce }).to_string()
+}
+
+/// Joins sale 7 at `now`, keeping the place token: the answer.
+fn join(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    who: &mut Shopper,
+    now: i64,
+) -> (u16, Value) {
+    let answer = solved(gate, state, wh, who, now);
+    let response = wh.serve(
+        gate,
+        state,
+        &who.request("POST", "/api/events/7/queue", answer.as_bytes(), now),
+    );
+    let (status, body) = json_of(&response);
+    if let Some(place) = body["place"].as_str() {
+        who.place = Some(place.to_owned());
+    }
+    (status, body)
+}
+
+fn poll(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    who: &Shopper,
+    now: i64,
+) -> (u16, Value) {
+    json_of(&wh.serve(
+        gate,
+        state,
+        &who.request("GET", "/api/events/7/queue", b"", now),
+    ))
+}
+
+const JOIN: &str = "/flashsale.Queue/JoinQueue";
+const GET_QUEUE: &str = "/flashsale.Queue/GetQueue";
+const CLAIM: &str = "/flashsale.Queue/ClaimAdmission";
+
+#[test]
+fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    let ticket = Ticket::from_raw(1 << 61); // a quarter into the drawn range
+    wh.seat("alice", ticket, 3);
+
+    // 30 s before the start: a place, its token, and the wait to the start.
+    let now = START - 30_000;
+    let (status, joined) = join(&gate, &mut state, &mut wh, &mut alice, now);
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["state"], "waiting");
+    assert_eq!(
+        (&joined["position"], &joined["ahead"]),
+        (&json!(4), &json!(3))
+    );
+    assert_eq!(joined["eta_s"], 30);
+    assert!(joined["place"].as_str().unwrap().len() <= 300);
+    assert!(joined.get("link").is_none());
+    let calls = wh.take_calls();
+    assert_eq!(calls.iter().filter(|c| **c == JOIN).count(), 1, "{calls:?}");
+
+    // A poll refreshes the snapshot once, and answers from it.
+    wh.snapshot.places = 40;
+    wh.snapshot.drawn = 40;
+    let (status, waiting) = poll(&gate, &mut state, &mut wh, &alice, now + 100);
+    assert_eq!(status, 200, "{waiting}");
+    assert_eq!(waiting["state"], "waiting");
+    assert_eq!(waiting["ahead"], 10, "a quarter of 40 drawn places");
+    assert_eq!(waiting["position"], 11);
+    assert!(waiting["poll_after_ms"].as_u64().unwrap() >= 500);
+    assert_eq!(wh.take_calls(), vec![GET_QUEUE]);
+    let (_, again) = poll(&gate, &mut state, &mut wh, &alice, now + 900);
+    assert_eq!(again["ahead"], 10);
+    assert!(
+        wh.take_calls().is_empty(),
+        "within the second: from the cache"
+    );
+
+    // After the start the line moves past alice: the poll claims her admission once and
+    // answers with a purchase link.
+    let now = START + 2_000;
+    wh.snapshot.admitted = 12;
+    wh.snapshot.admitted_through = ticket.get() + 5;
+    wh.snapshot.pending = 12;
+    wh.snapshot.admit_rate_per_s = 6.0;
+    wh.claims.insert(
+        "alice".into(),
+        QueuePlace {
+            state: PlaceState::PlaceAdmitted as i32,
+            ticket: ticket.get(),
+            admitted_until_ms: now + 30_000,
+            ..Default::default()
+        },
+    );
+    let (status, admitted) = poll(&gate, &mut state, &mut wh, &alice, now);
+    assert_eq!(status, 200, "{admitted}");
+    assert_eq!(admitted["state"], "admitted");
+    assert_eq!(admitted["admitted_until_ms"], now + 30_000);
+    assert_eq!(admitted["poll_after_ms"], 0);
+    let link = admitted["link"]["path"].as_str().unwrap().to_owned();
+    assert!(admitted["link"]["expires_ms"].as_i64().unwrap() <= now + 30_000);
+    assert_eq!(wh.take_calls(), vec![GET_QUEUE, CLAIM]);
+
+    // Polled again: the claim is remembered, the link is the same purchase.
+    let (_, again) = poll(&gate, &mut state, &mut wh, &alice, now + 3_000);
+    assert_eq!(again["state"], "admitted");
+    let relink = again["link"]["path"].as_str().unwrap().to_owned();
+    assert!(
+        wh.take_calls().is_empty(),
+        "a remembered claim costs nothing"
+    );
+
+    // Both links buy with the place's one idempotency key.
+    let mut buy_id = |path: &str, now: i64| {
+        let req = alice.request("POST", path, br#"{"qty":1}"#, now);
+        let Next::Send(call) = Exchange::default().start(&gate, &req, &mut state) else {
+            panic!("the buy is forwarded");
+        };
+        assert_eq!(call.path, "/flashsale.Seckill/Buy");
+        BuyReq::decode(&call.body[5..]).unwrap().request_id
+    };
+    assert_eq!(buy_id(&link, now + 3_000), buy_id(&relink, now + 3_100));
+
+    // Once the admission lapses unused, the place is over.
+    let (_, lapsed) = poll(&gate, &mut state, &mut wh, &alice, now + 30_000);
+    assert_ne!(lapsed["state"], "admitted", "{lapsed}");
+}
+
+#[test]
+fn a_crowd_s_polls_cost_one_snapshot_a_second() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    wh.snapshot.places = 500;
+    wh.snapshot.admit_rate_per_s = 10.0;
+    let now = START + 10_000;
+    let mut crowd = Vec::new();
+    for i in 0..50u64 {
+        let user = format!("user-{i}");
+        let mut who = Shopper::new(&user);
+        wh.seat(&user, Ticket::arrival(100 + i), 100 + i as i64);
+        let (status, _) = join(&gate, &mut state, &mut wh, &mut who, now);
+        assert_eq!(status, 200);
+        crowd.push(who);
+    }
+    wh.take_calls();
+    for second in 0..5 {
+        for (i, who) in (0u64..).zip(&crowd) {
+            let at = now + 1_000 * second + 10 * i as i64;
+            let (status, body) = poll(&gate, &mut state, &mut wh, who, at);
+            assert_eq!((status, body["state"].as_str()), (200, Some("waiting")));
+            assert_eq!(body["ahead"], 100 + i);
+            assert_eq!(body["eta_s"], 10 + i / 10 + u64::from(i % 10 != 0));
+        }
+    }
+    let calls = wh.take_calls();
+    assert_eq!(calls, vec![GET_QUEUE; 5], "250 polls over 5 s");
+}
+
+#[test]
+fn a_refresh_in_flight_is_not_sent_twice() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    // The first poll's GetQueue leaves and has not come back when a second poll arrives.
+    let req = alice.request("GET", "/api/events/7/queue", b"", now);
+    let Next::Send(call) = Exchange::default().start(&gate, &req, &mut state) else {
+        panic!("a first poll refreshes");
+    };
+    assert_eq!(call.path, GET_QUEUE);
+    let second = Exchange::default().start(&gate, &req, &mut state);
+    let Next::Respond(busy) = second else {
+        panic!("no second refresh while one is out: {second:?}");
+    };
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.retry_after_s, Some(1));
+}
+
+#[test]
+fn sold_out_reaches_every_waiting_poller_from_the_snapshot() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let now = START + 5_000;
+    let mut crowd: Vec<Shopper> = Vec::new();
+    for i in 0..5u64 {
+        let user = format!("user-{i}");
+        let mut who = Shopper::new(&user);
+        wh.seat(&user, Ticket::arrival(20 + i), 20 + i as i64);
+        join(&gate, &mut state, &mut wh, &mut who, now);
+        crowd.push(who);
+    }
+    wh.snapshot.remaining = 0;
+    wh.snapshot.held = 0;
+    wh.snapshot.sold_out = true;
+    wh.take_calls();
+    for who in &crowd {
+        let (status, body) = poll(&gate, &mut state, &mut wh, who, now + 2_000);
+        assert_eq!((status, body["state"].as_str()), (200, Some("sold_out")));
+        assert_eq!(body["poll_after_ms"], 0);
+    }
+    assert_eq!(
+        wh.take_calls(),
+        vec![GET_QUEUE],
+        "one snapshot told them all"
+    );
+    // A late joiner is told at the edge.
+    let mut late = Shopper::new("late");
+    wh.seat("late", Ticket::arrival(99), 99);
+    let (status, body) = join(&gate, &mut state, &mut wh, &mut late, now + 2_500);
+    assert_eq!((status, body["code"].as_str()), (410, Some("sold_out")));
+    assert!(!wh.take_calls().contains(&JOIN));
+
+    // Units held by unpaid orders may come back: not sold out while some are.
+    let mut wh = Warehouse::new();
+    let mut state = GateState::default();
+    let mut bob = Shopper::new("bob");
+    wh.seat("bob", Ticket::arrival(3), 3);
+    join(&gate, &mut state, &mut wh, &mut bob, now);
+    wh.snapshot.remaining = 0;
+    wh.snapshot.held = 2;
+    let (_, body) = poll(&gate, &mut state, &mut wh, &bob, now + 2_000);
+    assert_eq!(body["state"], "waiting");
+    assert_eq!(
+        body["eta_s"],
+        Value::Null,
+        "nothing moves while every unit is held"
+    );
+}
+
+#[test]
+fn places_are_personal_and_bound_to_their_sale() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    let code = |r: (u16, Value)| (r.0, r.1["code"].as_str().unwrap_or("").to_owned());
+
+    let mut bob = Shopper::new("bob");
+    assert_eq!(
+        code(poll(&gate, &mut state, &mut wh, &bob, now)),
+        (403, "bad_place".into())
+    );
+    bob.place = alice.place.clone();
+    assert_eq!(
+        code(poll(&gate, &mut state, &mut wh, &bob, now)),
+        (403, "bad_place".into())
+    );
+    let mut forged = alice.place.clone().unwrap();
+    forged.replace_range(10..11, if &forged[10..11] == "A" { "B" } else { "A" });
+    bob.place = Some(forged);
+    assert_eq!(
+        code(poll(&gate, &mut state, &mut wh, &bob, now)),
+        (403, "bad_place".into())
+    );
+    // Alice's place is hers for sale 7 only.
+    let req = alice.request("GET", "/api/events/8/queue", b"", now);
+    let (status, body) = json_of(&wh.serve(&gate, &mut state, &req));
+    assert_eq!((status, body["code"].as_str()), (403, Some("bad_place")));
+    assert!(!wh.take_calls().contains(&GET_QUEUE));
+}
+
+#[test]
+fn the_line_is_the_only_way_to_a_link_in_a_waiting_room_sale() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let alice = Shopper::new("alice");
+    let now = START + 1_000;
+    let answer = solved(&gate, &mut state, &mut wh, &alice, now);
+    let req = alice.request("POST", "/api/events/7/link", answer.as_bytes(), now);
+    let (status, body) = json_of(&wh.serve(&gate, &mut state, &req));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("queue_required"))
+    );
+
+    // And a sale without a room has no line.
+    let mut wh = Warehouse::new();
+    wh.waiting_room = false;
+    let mut state = GateState::default();
+    let mut bob = Shopper::new("bob");
+    let (status, body) = join(&gate, &mut state, &mut wh, &mut bob, now);
+    assert_eq!((status, body["code"].as_str()), (409, Some("no_queue")));
+    assert!(!wh.take_calls().contains(&JOIN));
+}
+
+#[test]
+fn the_line_opens_prequeue_before_the_start_and_closes_at_the_end() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::from_raw(5), 0);
+    let early = START - PREQUEUE_MS - 2_500;
+    let (status, body) = join(&gate, &mut state, &mut wh, &mut alice, early);
+    assert_eq!((status, body["code"].as_str()), (425, Some("too_early")));
+    assert_eq!(body["retry_after"], 3);
+    assert!(!wh.take_calls().contains(&JOIN));
+    let (status, _) = join(&gate, &mut state, &mut wh, &mut alice, START - PREQUEUE_MS);
+    assert_eq!(status, 200);
+    // After the end, the place is over without asking anyone.
+    wh.take_calls();
+    let (status, body) = poll(&gate, &mut state, &mut wh, &alice, END);
+    assert_eq!((status, body["state"].as_str()), (200, Some("ended")));
+    assert!(!wh.take_calls().contains(&GET_QUEUE));
+}
+
+#[test]
+fn a_lapsed_or_spent_place_is_ended_and_remembered() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    wh.snapshot.admitted = 1;
+    wh.snapshot.admitted_through = Ticket::arrival(0).get();
+    wh.claims.insert(
+        "alice".into(),
+        QueuePlace {
+            state: PlaceState::PlaceLapsed as i32,
+            ..Default::default()
+        },
+    );
+    wh.take_calls();
+    let (_, body) = poll(&gate, &mut state, &mut wh, &alice, now + 2_000);
+    assert_eq!(body["state"], "ended");
+    let (_, body) = poll(&gate, &mut state, &mut wh, &alice, now + 4_000);
+    assert_eq!(body["state"], "ended");
+    assert_eq!(
+        wh.take_calls(),
+        vec![GET_QUEUE, CLAIM],
+        "one claim, then remembered"
+    );
+}
+
+#[test]
+fn the_place_state_survives_a_round_trip_through_a_store() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::arrival(0), 0);
+    join(&gate, &mut state, &mut wh, &mut alice, START + 1_000);
+    poll(&gate, &mut state, &mut wh, &alice, START + 1_100);
+    let text = serde_json::to_string(&state).unwrap();
+    let back: GateState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, state);
+    assert!(!state.queues.is_empty());
+    // An older state without the waiting room's fields still loads.
+    let old: Value = serde_json::from_str(&text).unwrap();
+    let mut old = old.as_object().unwrap().clone();
+    old.remove("queues");
+    old.remove("claims");
+    let loaded: GateState = serde_json::from_value(Value::Object(old)).unwrap();
+    assert!(loaded.queues.is_empty());
+    assert_eq!(PLACE_HEADER, "x-flashgate-place");
+}
