@@ -8,7 +8,8 @@
 # native gRPC for grpcurl and the crowd's admin calls), FLASHGATE_EDGE_LISTEN (127.0.0.1:50052, its
 # edge listener: the Worker's FLASHGATE_ORIGIN_URL), FLASHGATE_METRICS_LISTEN (127.0.0.1:9464),
 # FLASHGATE_RUN_REDIS_PORT (6390), FLASHGATE_DEMO_SALE (1001:100:10:30), FLASHGATE_EDGE_PORT (8787),
-# FLASHGATE_DEMO_PAYMENTS (true), FLASHGATE_DURABILITY (fsync; its Redis runs appendfsync always).
+# FLASHGATE_DEMO_PAYMENTS (true), FLASHGATE_DEMO_ROOM (true: the demo sale has a waiting room whose
+# line opens at once and is drawn at the start), FLASHGATE_DURABILITY (fsync; its Redis runs appendfsync always).
 # With Redis it also starts the order sink (flashgate-orders) into a private PostgreSQL
 # (FLASHGATE_RUN_PG_PORT, 5440) or the one FLASHGATE_ORDERS_DB names; FLASHGATE_SINK_LISTEN
 # (127.0.0.1:9187), FLASHGATE_SINK_MAX_ROWS_PER_S (0: unlimited).
@@ -73,12 +74,13 @@ fi
 # The page's "Pay now" is the demo payment; FLASHGATE_DEMO_PAYMENTS=false runs the warehouse as
 # production does (only PayOrder on the internal listener pays), e.g. for flashgate-load --scalper.
 demo_payments="${FLASHGATE_DEMO_PAYMENTS:-true}"
+demo_room="${FLASHGATE_DEMO_ROOM:-true}"
 say "starting the warehouse: internal listener $listen, edge listener $edge_listen (metrics on http://$metrics/metrics)"
 # The waiting rooms' draw secret: random per run (never committed), unless one is given.
 queue_secret="${FLASHGATE_QUEUE_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 FLASHGATE_ORIGIN_KEY="$origin_key" FLASHGATE_QUEUE_SECRET="$queue_secret" target/release/flashgate-warehouse \
   --listen "$listen" --edge-listen "$edge_listen" --metrics-listen "$metrics" \
-  "${store_args[@]}" --demo-sale "$demo" --demo-payments "$demo_payments" &
+  "${store_args[@]}" --demo-sale "$demo" --demo-payments "$demo_payments" --demo-room "$demo_room" &
 pids+=($!)
 
 # The order sink (flashgate-orders): the warehouse's order changes into PostgreSQL at a set pace.
@@ -125,6 +127,15 @@ IFS=: read -r sku stock pool starts <<<"$demo"
 token="$(curl -s -X POST -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0' \
   -H 'Accept-Language: en' -H 'Sec-Fetch-Site: same-origin' -H 'Sec-Fetch-Mode: cors' \
   "http://127.0.0.1:$edge_port/api/session/guest" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+room_note="" crowd_note="" crowd_sale="--event 1"
+if [ "$demo_room" = true ]; then
+  room_note="
+  The sale has a waiting room (FLASHGATE_DEMO_ROOM=false: none): its line is open now; everyone
+  who joins before the start is drawn in a random order at the start, then admitted as the stock
+  allows (2 x remaining at once). Open a second tab to see two places in line."
+  crowd_note=" (on a sale of its own, event 2, with a 20 s line)"
+  crowd_sale="--event 2 --put-sale 2002:50:1 --waiting-room 20000"
+fi
 cat <<MSG
 
   flashgate is running a local flash sale: event 1 sells SKU $sku, $pool of $stock units at
@@ -132,15 +143,16 @@ cat <<MSG
 
   Open http://127.0.0.1:$edge_port/?event=1 in a browser: the storefront counts down on the
   server's clock, solves its proof-of-work puzzle in the background and lets you buy at the start
-  (a guest identity is minted per tab).
+  (a guest identity is minted per tab).$room_note
   A demo user token: $token
   Through the edge, as a browser would:
     browser=(-H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0' -H 'Accept-Language: en' -H 'Sec-Fetch-Mode: cors')
     curl -s "\${browser[@]}" http://127.0.0.1:$edge_port/api/events/1
     curl -s "\${browser[@]}" -X POST http://127.0.0.1:$edge_port/api/session/guest   # a demo user token
-  A crowd through the edge:
-    cargo run --release -p flashgate-load -- --target http://127.0.0.1:$edge_port --event 1 \\
-      --admin grpc://$listen --warehouse-metrics http://$metrics/metrics --buyers 200 --bots 50
+  A crowd through the edge$crowd_note:
+    cargo run --release -p flashgate-load -- --target http://127.0.0.1:$edge_port \\
+      --admin grpc://$listen --warehouse-metrics http://$metrics/metrics --buyers 200 --bots 50 \\
+      $crowd_sale
 
   The warehouse's internal listener directly (native gRPC, the back office's door; grpcurl with
   server reflection — its edge listener, $edge_listen, answers only the edge's signed calls)${FLASHGATE_INTERNAL_TOKEN:+;

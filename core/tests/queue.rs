@@ -605,3 +605,29 @@ fn the_place_state_survives_a_round_trip_through_a_store() {
     assert!(loaded.queues.is_empty());
     assert_eq!(PLACE_HEADER, "x-flashgate-place");
 }
+
+/// An edge that keeps nothing between requests (the plain Spin build under `wasmtime serve`)
+/// answers every join and poll from a fresh state: each poll fetches what it needs (the
+/// directory, the sale, the line) within its one exchange and is answered, never `503`.
+#[test]
+fn an_edge_that_remembers_nothing_answers_every_poll() {
+    let gate = Gate::new(config());
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::from_raw(1 << 61), 3);
+    let now = START - 30_000;
+    let (status, joined) = join(&gate, &mut GateState::default(), &mut wh, &mut alice, now);
+    assert_eq!(
+        (status, &joined["state"]),
+        (200, &json!("waiting")),
+        "{joined}"
+    );
+    wh.take_calls();
+    for at in [now + 1_000, START + 1_000] {
+        let (status, view) = poll(&gate, &mut GateState::default(), &mut wh, &alice, at);
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["state"], "waiting");
+        let calls = wh.take_calls();
+        assert_eq!(calls, vec![GET_QUEUE], "one snapshot per stateless poll");
+    }
+}

@@ -77,8 +77,12 @@ struct Journey {
     joined: Option<Duration>,
     admitted: Option<Duration>,
     won: bool,
+    /// When the payment side confirmed its order: the last one is the sell-out.
+    paid: Option<Duration>,
     told_sold_out: Option<Duration>,
     polls: u64,
+    /// Each poll's round trip at the edge.
+    poll_latencies: Vec<Duration>,
 }
 
 /// Every actor's journey, shared while they run.
@@ -107,8 +111,10 @@ pub async fn play(
         joined: None,
         admitted: None,
         won: false,
+        paid: None,
         told_sold_out: None,
         polls: 0,
+        poll_latencies: Vec::new(),
     };
     let session = Session::browser(client, base, member.client_ip.as_deref());
     let outcome = match walk(room, session, member.n, tally, &mut journey).await {
@@ -183,6 +189,7 @@ async fn walk(
         tokio::time::sleep(wait).await;
         seen = poll(&session, room.event, &place).await?;
         journey.polls += 1;
+        journey.poll_latencies.push(seen.latency);
         tally.record_step(seen.latency);
         if !seen.ok() {
             return Ok(seen.refusal("poll"));
@@ -233,6 +240,7 @@ async fn buy(
     tally.won(1);
     let order_no = bought.text("order_no")?.to_owned();
     pay(room, &order_no).await?;
+    journey.paid = Some(room.opened.elapsed());
     Ok("QUEUED, paid".into())
 }
 
@@ -284,10 +292,15 @@ pub struct RoomReport {
     pub admission_vs_join_rho: Option<f64>,
     /// Actors told sold out while waiting (or at the buy).
     pub told_sold_out: u64,
-    /// From the last unit won to the last waiting actor told sold out, seconds.
+    /// From the sell-out (the last winner's payment confirmed: nothing left, nothing held) to
+    /// the last waiting actor told sold out, seconds (0 when everyone knew by then).
     pub sold_out_lag_s: Option<f64>,
     /// Polls sent.
     pub polls: u64,
+    /// A poll's round trip at the edge, median and 99th percentile, ms.
+    pub poll_p50_ms: Option<f64>,
+    /// See `poll_p50_ms`.
+    pub poll_p99_ms: Option<f64>,
 }
 
 impl Journeys {
@@ -303,12 +316,12 @@ impl Journeys {
         let (joined_buyers, joined_bots) = (joined(Kind::Buyer), joined(Kind::Bot));
         let (units_buyers, units_bots) = (units(Kind::Buyer), units(Kind::Bot));
         let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
-        let last_win = all
-            .iter()
-            .filter(|j| j.won)
-            .filter_map(|j| j.admitted)
-            .max();
+        let sold_out_at = all.iter().filter_map(|j| j.paid).max();
         let last_told = all.iter().filter_map(|j| j.told_sold_out).max();
+        let mut poll_latencies: Vec<Duration> = all
+            .iter()
+            .flat_map(|j| j.poll_latencies.iter().copied())
+            .collect();
         let admitted_buyers: Vec<(f64, f64)> = all
             .iter()
             .filter(|j| j.kind == Kind::Buyer)
@@ -324,11 +337,13 @@ impl Journeys {
             bot_share_of_units: share(units_bots, units_buyers + units_bots),
             admission_vs_join_rho: spearman(&admitted_buyers),
             told_sold_out: all.iter().filter(|j| j.told_sold_out.is_some()).count() as u64,
-            sold_out_lag_s: match (last_win, last_told) {
-                (Some(win), Some(told)) => Some(told.saturating_sub(win).as_secs_f64()),
+            sold_out_lag_s: match (sold_out_at, last_told) {
+                (Some(at), Some(told)) => Some(told.saturating_sub(at).as_secs_f64()),
                 _ => None,
             },
             polls: all.iter().map(|j| j.polls).sum(),
+            poll_p50_ms: percentile_ms(&mut poll_latencies, 0.50),
+            poll_p99_ms: percentile_ms(&mut poll_latencies, 0.99),
         }
     }
 }
@@ -342,8 +357,10 @@ impl RoomReport {
         let lag = self
             .sold_out_lag_s
             .map_or("n/a".to_owned(), |s| format!("{s:.2} s"));
+        let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+        let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (last {lag} after the last win)\n    polls           {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99})\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
@@ -360,6 +377,13 @@ impl RoomReport {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// The `p` quantile of `latencies` in ms (sorts them), `None` when there are none.
+fn percentile_ms(latencies: &mut [Duration], p: f64) -> Option<f64> {
+    latencies.sort_unstable();
+    let at = ((latencies.len().checked_sub(1)?) as f64 * p).round() as usize;
+    Some(latencies[at].as_secs_f64() * 1_000.0)
 }
 
 /// Average ranks (ties share the mean of their positions), 1-based.
@@ -411,6 +435,16 @@ mod tests {
         assert!((spearman(&same).unwrap() - 1.0).abs() < 1e-12);
         let reversed: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, -(i as f64))).collect();
         assert!((spearman(&reversed).unwrap() + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn poll_percentiles_are_of_the_sorted_latencies() {
+        let mut none: Vec<Duration> = Vec::new();
+        assert_eq!(percentile_ms(&mut none, 0.99), None);
+        let mut some: Vec<Duration> = [40, 10, 30, 20, 50].map(Duration::from_millis).to_vec();
+        assert_eq!(percentile_ms(&mut some, 0.5), Some(30.0));
+        assert_eq!(percentile_ms(&mut some, 0.99), Some(50.0));
+        assert_eq!(percentile_ms(&mut some, 0.0), Some(10.0));
     }
 
     #[test]

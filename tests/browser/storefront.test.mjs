@@ -4,6 +4,7 @@
 //   FLASHGATE_EVENT_BUY    a sale starting in ~25 s at 19.99 EUR (the whole purchase)
 //   FLASHGATE_EVENT_RACE   a sale of pool 1 starting in ~25 s (two visitors, one unit)
 //   FLASHGATE_EVENT_EARLY  a sale starting in 10 min (a link asked for too early)
+//   FLASHGATE_EVENT_LINE   a waiting-room sale of pool 1 starting in ~25 s, its pre-queue open
 //   FLASHGATE_RESULTS      where to write what was bought, for the warehouse check
 //   FLASHGATE_REFUSAL_CODES every refusal code of the core's catalogue, a JSON array
 //   FLASHGATE_CHROMIUM     the browser (default /usr/bin/chromium)
@@ -20,6 +21,7 @@ const EVENTS = {
   buy: process.env.FLASHGATE_EVENT_BUY,
   race: process.env.FLASHGATE_EVENT_RACE,
   early: process.env.FLASHGATE_EVENT_EARLY,
+  line: process.env.FLASHGATE_EVENT_LINE,
 };
 const CATALOGUE = JSON.parse(process.env.FLASHGATE_REFUSAL_CODES || 'null');
 assert.ok(Array.isArray(CATALOGUE), 'FLASHGATE_REFUSAL_CODES: the refusal codes, as a JSON array');
@@ -93,6 +95,19 @@ const text = (page, selector) => page.locator(selector).innerText();
 const seen = (page, selector, timeout = STEP) => page.locator(selector).waitFor({ state: 'visible', timeout });
 const userId = (page) =>
   page.evaluate(() => JSON.parse(sessionStorage.getItem('flashgate.session') || '{}').user_id);
+// Every text the waiting room's "place" line has shown, in order (repeats folded): what a
+// visitor saw between two looks of the test.
+const watchPlace = (page) => page.evaluate(() => {
+  const place = document.getElementById('line-place');
+  window.placeSeen = [];
+  const note = () => {
+    if (place.textContent && window.placeSeen.at(-1) !== place.textContent) window.placeSeen.push(place.textContent);
+  };
+  new MutationObserver(note).observe(place, { childList: true, characterData: true, subtree: true });
+  note();
+});
+const placeSeen = (page) => page.evaluate(() => window.placeSeen);
+const WAITING = /^You are number (\d+) — about (\d+) s$/;
 
 describe('the storefront', { concurrency: true }, () => {
   test('the page and its hashed assets are static files with their cache rules', async () => {
@@ -276,5 +291,80 @@ describe('the storefront', { concurrency: true }, () => {
     // instead of failing on the closed context (a flaky unhandled rejection otherwise).
     await page.unrouteAll({ behavior: 'ignoreErrors' });
     await context.close();
+  });
+  test('a waiting room: two in line, the one admitted first buys by itself, the other is told sold out', { timeout: 150_000 }, async () => {
+    const a = await visitor(EVENTS.line, PHONE);
+    const b = await visitor(EVENTS.line);
+    for (const { page } of [a, b]) {
+      await seen(page, '#phase:text("The line is open — the sale starts in")');
+      await seen(page, '#buy:enabled:text("Join the line")');
+      // No puzzle until the visitor asks to join: the join is what it pays for.
+      assert.equal(page.challenges, 0);
+      await watchPlace(page);
+    }
+
+    // A joins during the countdown and sees its place, and the wait to the start.
+    await a.page.locator('#buy').click();
+    const place = a.page.locator('#line-place', { hasText: WAITING });
+    await place.waitFor({ state: 'visible', timeout: STEP });
+    const [, number, eta] = WAITING.exec(await place.innerText());
+    assert.equal(number, '1', 'alone in line');
+    const clock = /^(\d\d):(\d\d)$/.exec(await text(a.page, '#clock'));
+    assert.ok(clock, 'the countdown runs on');
+    const left = Number(clock[1]) * 60 + Number(clock[2]);
+    assert.ok(Number(eta) > 0 && Math.abs(Number(eta) - left) <= 2, `about ${eta} s, the countdown ${left} s`);
+    assert.match(await text(a.page, '#line-detail'), /drawn at the start/);
+    await seen(a.page, '#buy:disabled:text("In line")');
+    assert.equal(a.page.challenges, 1);
+    // The puzzle paid for the place: it is not offered as "ready to buy" while in line.
+    assert.equal(await a.page.locator('#pow').isVisible(), false);
+    await a.page.screenshot({ path: join(ARTIFACTS, 'line-waiting.png'), fullPage: true });
+
+    // B joins too. The pre-queue's order is drawn: either may be first now.
+    await b.page.locator('#buy').click();
+    await b.page.locator('#line-place', { hasText: WAITING }).waitFor({ state: 'visible', timeout: STEP });
+    for (const { page } of [a, b]) {
+      const shown = await text(page, '#line-place');
+      assert.match(shown, /^You are number [12] — about \d+ s$/, 'one of two');
+    }
+
+    // At the start the first place is admitted: its page buys by itself (nobody clicks).
+    const bought = (v) => v.page.locator('#order[data-status="pending_payment"]')
+      .waitFor({ state: 'visible', timeout: SALE_WAIT }).then(() => v);
+    const winner = await Promise.any([a, b].map(bought));
+    const waiter = winner === a ? b : a;
+    assert.ok((await placeSeen(winner.page)).includes('It is your turn!'), 'the page said it was the turn');
+    assert.equal(await winner.page.locator('#line').isVisible(), false);
+    assert.equal(await winner.page.locator('#notice').isVisible(), false);
+    assert.equal(await winner.page.locator('#pow').isVisible(), false);
+    const orderNo = await text(winner.page, '#order-no');
+    await winner.page.screenshot({ path: join(ARTIFACTS, 'line-admitted.png'), fullPage: true });
+
+    // The other still waits, first in line now, for a unit that could come back.
+    assert.equal(await waiter.page.locator('#order').isVisible(), false);
+    await waiter.page.locator('#line-place', { hasText: /^You are number 1\b/ })
+      .waitFor({ state: 'visible', timeout: STEP });
+    assert.equal(await waiter.page.locator('#notice').isVisible(), false);
+    await seen(waiter.page, '#buy:disabled:text("In line")');
+
+    // The winner pays; with nothing left and nothing held, the one still waiting is told.
+    await winner.page.locator('#pay').click();
+    await seen(winner.page, '#order[data-status="paid"]');
+    assert.equal(await text(winner.page, '#order-status'), 'Paid — thank you!');
+    await winner.page.screenshot({ path: join(ARTIFACTS, 'line-bought.png'), fullPage: true });
+    results.line_paid = { order_no: orderNo, user_id: await userId(winner.page) };
+
+    await seen(waiter.page, '#notice[data-code="sold_out"]');
+    assert.equal(await text(waiter.page, '#notice'), 'Sold out — every unit has been taken. Sorry!');
+    await seen(waiter.page, '#buy:disabled:text("Sold out")');
+    await seen(waiter.page, '#phase:text("Sold out")');
+    assert.equal(await waiter.page.locator('#line').isVisible(), false);
+    assert.equal(await waiter.page.locator('#order').isVisible(), false);
+    assert.equal(await waiter.page.locator('#pow').isVisible(), false);
+    await waiter.page.screenshot({ path: join(ARTIFACTS, 'line-sold-out.png'), fullPage: true });
+    results.line_waiting = { user_id: await userId(waiter.page) };
+    assert.deepEqual([...a.page.errors, ...b.page.errors], []);
+    await a.context.close();
+    await b.context.close();
   });
 });

@@ -17,6 +17,7 @@ pub mod scenarios;
 pub mod spin;
 pub mod storefront;
 pub mod wait;
+pub mod waiting_room;
 
 pub use postgres::TestPostgres;
 pub use process::{warehouse_bin, WarehouseProcess};

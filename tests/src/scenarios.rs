@@ -178,12 +178,24 @@ impl Browser {
 
     /// One request; `/api` answers must be JSON objects with the JSON content type.
     pub async fn send(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// One request with `extra` headers besides the browser's own.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers: Vec<(&str, &str)> = vec![
-            (self.addr_header, &self.ip),
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        headers.extend([
+            (self.addr_header, self.ip.as_str()),
             ("user-agent", self.user_agent),
             ("content-type", "application/json"),
-        ];
+        ]);
         if self.browser_headers {
             headers.extend([
                 ("accept-language", "zh-CN,zh;q=0.9,en;q=0.8"),

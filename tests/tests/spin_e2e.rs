@@ -7,7 +7,8 @@
 //! nothing: the scenarios hold it to everything that needs no memory and check that, where the
 //! Worker would answer from memory (rate limits, breaker, sold-out flag), it forwards and the
 //! warehouse's own limits answer. The key-value build runs the same list under the Node/jco host
-//! (in-memory `spin:key-value`) and is held to what the Worker is held to. A third test pins the empty-body bug of spin-sdk's `send`
+//! (in-memory `spin:key-value`) and is held to what the Worker is held to. The waiting room's
+//! scenario runs on two instances of each build sharing one sale. A third test pins the empty-body bug of spin-sdk's `send`
 //! under wasmtime: an origin that writes a reply's head and body separately.
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use flashgate_tests::adversary;
 use flashgate_tests::scenarios::{self, Browser, EdgeProfile, World, CHROME, USER_KEY};
 use flashgate_tests::spin::{SpinHost, SplitWriteOrigin};
 use flashgate_tests::wait::eventually;
-use flashgate_tests::TestRedis;
+use flashgate_tests::{waiting_room, TestRedis};
 
 /// Spin sets `spin-client-addr` (`ip:port`) on every request; under `wasmtime serve` the test
 /// sends it itself.
@@ -55,13 +56,17 @@ fn key_value() -> EdgeProfile {
 async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::node_kv(&scenarios::edge_vars(origin.edge_addr)).await;
+    let vars = scenarios::edge_vars(origin.edge_addr);
+    let edge = SpinHost::node_kv(&vars).await;
     eprintln!("node kv host: first answer after {:?}", edge.started_in);
+    let second = SpinHost::node_kv(&vars).await;
     let world = World {
         origin,
         edge: edge.addr,
         profile: key_value(),
     };
+    waiting_room::a_line_holds_across_two_edges(&world, second.addr).await;
+    drop(second);
     scenarios::run_all(world, &mut redis).await;
 }
 
@@ -69,13 +74,17 @@ async fn the_key_value_build_remembers_limits_breaker_and_sell_out() {
 async fn the_spin_component_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = SpinHost::wasmtime(&scenarios::edge_vars(origin.edge_addr)).await;
+    let vars = scenarios::edge_vars(origin.edge_addr);
+    let edge = SpinHost::wasmtime(&vars).await;
     eprintln!("wasmtime serve: first answer after {:?}", edge.started_in);
+    let second = SpinHost::wasmtime(&vars).await;
     let world = World {
         origin,
         edge: edge.addr,
         profile: plain(),
     };
+    waiting_room::a_line_holds_across_two_edges(&world, second.addr).await;
+    drop(second);
     adversary::run_all(&world).await;
     scenarios::run_all(world, &mut redis).await;
 }

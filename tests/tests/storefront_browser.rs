@@ -6,12 +6,17 @@
 //! This test starts the world and creates the sales; the Node files drive the page and write
 //! what they bought to a results file; then this test asks the warehouse whether it agrees.
 //! Screenshots land in `tests/artifacts/` (git-ignored).
+//!
+//! One sale has a waiting room (issue 14): two visitors join its line during the countdown,
+//! the one admitted first at the start buys and pays without a click to look again, and the
+//! other, still waiting, is told sold out; the warehouse's line must say the same.
 
 use std::time::Duration;
 
 use flashgate_core::gate::DEMO_MODE_WARNING;
 use flashgate_core::proto::flashsale::{
-    seckill_client::SeckillClient, Event, OrderReq, OrderStatus, SkuLedgerReq,
+    queue_client::QueueClient, seckill_client::SeckillClient, ClaimAdmissionReq, Event, OrderReq,
+    OrderStatus, PlaceState, QueueReq, SkuLedgerReq,
 };
 use flashgate_core::refusal::Reason;
 use flashgate_core::warehouse::server::ServerOptions;
@@ -20,7 +25,7 @@ use flashgate_tests::edge::{Origin, Wrangler};
 use flashgate_tests::process::Scratch;
 use flashgate_tests::storefront::{assert_playwright_installed, chromium_path, run_node_tests};
 use flashgate_tests::wait::eventually;
-use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY};
+use flashgate_tests::{unique_prefix, TestRedis, TEST_ORIGIN_KEY, TEST_QUEUE_SECRET};
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -38,6 +43,11 @@ fn refusal_codes() -> String {
 const BUY: (i64, i64, i32, i32, i64) = (1, 2001, 20, 5, 25_000);
 const RACE: (i64, i64, i32, i32, i64) = (2, 2002, 5, 1, 25_000);
 const EARLY: (i64, i64, i32, i32, i64) = (3, 2003, 5, 5, 600_000);
+/// The waiting room's sale: one unit for two visitors in line.
+const LINE: (i64, i64, i32, i32, i64) = (4, 2004, 5, 1, 25_000);
+/// Its pre-queue: open since before the sale was created, so the visitors join at once and
+/// wait out the countdown in line (their order is drawn, so either may be first).
+const LINE_PREQUEUE_MS: i64 = 60_000;
 /// The price of the purchase's sale, minor units and currency: the page shows `€19.99`.
 const BUY_PRICE: (i64, &str) = (1999, "EUR");
 
@@ -76,6 +86,8 @@ async fn the_storefront_sells_in_a_real_browser() {
         origin_key: Some(TEST_ORIGIN_KEY.to_vec()),
         // The page's "Pay now" is the demo's payment (`/api/demo/orders/{no}/pay`).
         demo_payments: true,
+        // The waiting room's draw secret: without one the warehouse refuses rooms.
+        queue_secret: Some(TEST_QUEUE_SECRET.to_vec()),
         ..ServerOptions::default()
     };
     if let Some(worker) = options.worker.as_mut() {
@@ -121,6 +133,19 @@ async fn the_storefront_sells_in_a_real_browser() {
         .expect("price the sale");
     let race = put_sale(&origin, RACE).await;
     let early = put_sale(&origin, EARLY).await;
+    // Redefined with its waiting room (the same pool): one unit, admitted one place at a time.
+    let line = Event {
+        waiting_room: true,
+        prequeue_ms: LINE_PREQUEUE_MS,
+        admit_factor: 1,
+        ..put_sale(&origin, LINE).await
+    };
+    origin
+        .admin()
+        .await
+        .put_event(line.clone())
+        .await
+        .expect("give the sale its waiting room");
 
     let scratch = Scratch::new("storefront");
     let results = scratch.0.join("results.json");
@@ -129,6 +154,7 @@ async fn the_storefront_sells_in_a_real_browser() {
         ("FLASHGATE_EVENT_BUY", buy.id.to_string()),
         ("FLASHGATE_EVENT_RACE", race.id.to_string()),
         ("FLASHGATE_EVENT_EARLY", early.id.to_string()),
+        ("FLASHGATE_EVENT_LINE", line.id.to_string()),
         ("FLASHGATE_RESULTS", results.display().to_string()),
         // The refusal catalogue, so the page is checked against every code the edge can send.
         ("FLASHGATE_REFUSAL_CODES", refusal_codes()),
@@ -159,6 +185,7 @@ async fn the_storefront_sells_in_a_real_browser() {
         &std::fs::read(&results).expect("the browser tests wrote their results"),
     )
     .expect("results are JSON");
+    eprintln!("the browser tests reported: {results:#}");
     let mut admin = origin.admin().await;
     let channel = Channel::from_shared(format!("http://{}", origin.addr))
         .expect("uri")
@@ -166,7 +193,7 @@ async fn the_storefront_sells_in_a_real_browser() {
         .connect()
         .await
         .expect("connect");
-    let mut seckill = SeckillClient::new(channel);
+    let mut seckill = SeckillClient::new(channel.clone());
 
     let order = seckill
         .get_order(order_req(&results["paid"]))
@@ -230,5 +257,58 @@ async fn the_storefront_sells_in_a_real_browser() {
         (5, 0, 0),
         "nothing sold early"
     );
+
+    // The waiting room: the one admitted first paid, as the page said; the other was told sold
+    // out while still in line, and the warehouse's line says so too.
+    let order = seckill
+        .get_order(order_req(&results["line_paid"]))
+        .await
+        .expect("the admitted buyer's order exists")
+        .into_inner();
+    assert_eq!(order.event_id, line.id);
+    assert_eq!(order.status, OrderStatus::Paid as i32, "{order:?}");
+    assert!(order.payment_id.starts_with("demo-"), "{order:?}");
+    let ledger = admin
+        .get_sku_ledger(SkuLedgerReq {
+            sku_id: line.sku_id,
+        })
+        .await
+        .expect("ledger")
+        .into_inner();
+    assert_eq!(
+        (ledger.pools, ledger.locked, ledger.sold),
+        (0, 0, 1),
+        "{ledger:?}"
+    );
+    assert_eq!(
+        ledger.available + ledger.pools + ledger.locked + ledger.sold,
+        ledger.total
+    );
+    let mut queue = QueueClient::new(channel);
+    let room = queue
+        .get_queue(QueueReq { event_id: line.id })
+        .await
+        .expect("the line")
+        .into_inner();
+    assert!(room.sold_out, "{room:?}");
+    // Both drawn in the pre-queue; one admitted, who bought (so nobody is pending).
+    assert_eq!(
+        (room.places, room.drawn, room.admitted, room.pending),
+        (2, 2, 1, 0),
+        "{room:?}"
+    );
+    let waiting = results["line_waiting"]["user_id"]
+        .as_str()
+        .expect("the browser tests reported the user still waiting");
+    assert_ne!(waiting, order.user_id, "two visitors, two users");
+    let place = queue
+        .claim_admission(ClaimAdmissionReq {
+            event_id: line.id,
+            user_id: waiting.to_owned(),
+        })
+        .await
+        .expect("claim")
+        .into_inner();
+    assert_eq!(place.state(), PlaceState::PlaceSoldOut, "{place:?}");
     drop(edge);
 }

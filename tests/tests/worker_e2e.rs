@@ -4,19 +4,22 @@
 //! `wrangler dev` takes seconds to start, so one test starts it once and runs the scenarios in
 //! turn; each scenario uses its own sale, users and client addresses (`CF-Connecting-IP`, which
 //! local workerd passes through), so their limits do not meet. A second test proves the Worker
-//! deploys as configured (`wrangler deploy --dry-run`).
+//! deploys as configured (`wrangler deploy --dry-run`). The waiting room's scenario runs on two
+//! `wrangler dev` processes (two isolates that share nothing but the warehouse).
 
 use flashgate_tests::adversary;
 use flashgate_tests::edge::{wrangler_command, Wrangler};
 use flashgate_tests::process::Scratch;
 use flashgate_tests::scenarios::{self, EdgeProfile, World};
-use flashgate_tests::TestRedis;
+use flashgate_tests::{waiting_room, TestRedis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_guards_the_warehouse_end_to_end() {
     let mut redis = TestRedis::spawn(&[]).await;
     let origin = scenarios::origin_on(&redis).await;
-    let edge = Wrangler::start(&scenarios::edge_vars(origin.edge_addr)).await;
+    let vars = scenarios::edge_vars(origin.edge_addr);
+    let edge = Wrangler::start(&vars).await;
+    let second = Wrangler::start(&vars).await;
     let world = World {
         origin,
         edge: edge.addr,
@@ -30,6 +33,8 @@ async fn the_worker_guards_the_warehouse_end_to_end() {
             network_retry_after_s: 10,
         },
     };
+    waiting_room::a_line_holds_across_two_edges(&world, second.addr).await;
+    drop(second);
     adversary::run_all(&world).await;
     scenarios::run_all(world, &mut redis).await;
 }

@@ -245,10 +245,11 @@ function render() {
 }
 
 function renderBuy() {
-  if (hasLine()) return renderLine();
   const p = phase();
-  // The puzzle only matters until the visitor has bought or the sale is over.
-  if (state.order || p === 'sold_out' || p === 'ended') el.pow.hidden = true;
+  // The puzzle only matters until the visitor has bought or the sale is over — or, in a sale
+  // with a line, has joined it: the puzzle paid for the place, and the place buys.
+  if (state.order || p === 'sold_out' || p === 'ended' || (hasLine() && line.place)) el.pow.hidden = true;
+  if (hasLine()) return renderLine();
   const waiting = serverNow() < state.retryAt;
   if (state.order) {
     el.buy.hidden = true;

@@ -54,3 +54,5 @@ pub const QUEUE_SECRET: &str = "FLASHGATE_QUEUE_SECRET";
 pub const DEMO_PAYMENTS: &str = "FLASHGATE_DEMO_PAYMENTS";
 /// `--demo-sale`.
 pub const DEMO_SALE: &str = "FLASHGATE_DEMO_SALE";
+/// `--demo-room`.
+pub const DEMO_ROOM: &str = "FLASHGATE_DEMO_ROOM";

@@ -127,7 +127,7 @@ async fn serve(gate: &Gate, req: Request) -> gate::Response {
         let reply = send(gate, &call).await;
         // Loaded again: what other requests stored while this one waited is kept, not
         // overwritten by the copy this one loaded before the call.
-        state = state::load().await;
+        state = state::reload(state).await;
         let reply = OriginResponse::reply(reply.as_ref());
         next = exchange.reply(gate, &request, &mut state, &call, reply, now_ms());
     };
@@ -143,6 +143,12 @@ mod state {
     /// Nothing survives a Spin instance: every request starts from an empty state.
     pub async fn load() -> GateState {
         GateState::default()
+    }
+
+    /// After a call: the request's own state, with what its earlier calls fetched (a poll may
+    /// need the directory, the sale and the line, one call each, within one request).
+    pub async fn reload(mine: GateState) -> GateState {
+        mine
     }
 
     pub async fn store(_state: &GateState) {}
@@ -166,6 +172,12 @@ mod state {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
             _ => GateState::default(),
         }
+    }
+
+    /// After a call: the stored state, which holds what this request stored before the call
+    /// and what other requests stored while it waited.
+    pub async fn reload(_mine: GateState) -> GateState {
+        load().await
     }
 
     pub async fn store(state: &GateState) {

@@ -174,6 +174,12 @@ pub struct Cli {
     /// pay, one hour long.
     #[arg(long, env = env::DEMO_SALE, value_parser = parse_demo_sale)]
     pub demo_sale: Option<DemoSale>,
+
+    /// Give the demo sale a waiting room: its line opens at start-up (the pre-queue runs to the
+    /// start, then the draw), at most 2 × remaining admitted at once, 30 s to use an admission.
+    /// Needs --demo-sale and --queue-secret.
+    #[arg(long, env = env::DEMO_ROOM, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", requires = "demo_sale", requires = "queue_secret")]
+    pub demo_room: bool,
 }
 
 /// What the binary does.
@@ -571,5 +577,26 @@ mod tests {
                 starts_in_s: 30
             }
         );
+    }
+
+    #[test]
+    fn a_demo_room_needs_a_demo_sale_and_a_draw_secret() {
+        let secret = "ab".repeat(32);
+        let sale = ["--demo-sale", "1001:100:10:30"];
+        let with = |extra: &[&str]| {
+            let mut args = sale.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        assert!(!with(&[]).unwrap().demo_room, "off unless asked for");
+        assert!(
+            with(&["--demo-room", "--queue-secret", &secret])
+                .unwrap()
+                .demo_room
+        );
+        let err = with(&["--demo-room"]).expect_err("a room without a draw secret");
+        assert!(err.to_string().contains("--queue-secret"), "{err}");
+        let err = parse(&["--demo-room", "--queue-secret", &secret]).expect_err("no sale");
+        assert!(err.to_string().contains("--demo-sale"), "{err}");
     }
 }

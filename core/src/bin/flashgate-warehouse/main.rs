@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use flashgate_core::admission::Rules;
 use flashgate_core::stock::{Currency, Sale};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::server::{serve, Listeners};
@@ -99,7 +100,7 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
         std::process::exit(if report.is_clean() { 0 } else { 1 });
     }
     if let Some(demo) = cli.demo_sale {
-        put_demo_sale(&store, demo).await?;
+        put_demo_sale(&store, demo, cli.demo_room).await?;
     }
     let shutdown = shutdown_signal();
     let internal = TcpListener::bind(cli.listen)
@@ -134,7 +135,7 @@ async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
 /// The demo sale's price: 19.99 EUR, in cents.
 const DEMO_PRICE: i64 = 1999;
 
-async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()> {
+async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale, room: bool) -> anyhow::Result<()> {
     let start_ms = now_ms() + demo.starts_in_s * 1000;
     store
         .put_stock(demo.sku, demo.stock.into())
@@ -157,12 +158,23 @@ async fn put_demo_sale<S: Store>(store: &S, demo: DemoSale) -> anyhow::Result<()
         .put_sale(&sale)
         .await
         .context("--demo-sale: creating the sale")?;
+    // The line opens now: the whole wait to the start is the pre-queue.
+    let rules = room.then_some(Rules {
+        prequeue_ms: demo.starts_in_s * 1000,
+        admit_factor: Rules::DEFAULT_ADMIT_FACTOR,
+        admission_ttl_ms: Rules::DEFAULT_ADMISSION_TTL_MS,
+    });
+    store
+        .put_room(&sale, rules.as_ref())
+        .await
+        .context("--demo-room: creating the sale's waiting room")?;
     tracing::info!(
         event = 1,
         sku = demo.sku,
         pool = demo.pool,
         start_ms,
         price = "19.99 EUR",
+        waiting_room = room,
         "demo sale created"
     );
     Ok(())
