@@ -67,25 +67,33 @@ pg_bin() {
 }
 
 # start_private_postgres DIR PORT — a PostgreSQL of its own in DIR (created fresh), on
-# 127.0.0.1:PORT, trust authentication, as the postgres user when run as root; prints its pid.
+# 127.0.0.1:PORT, trust authentication, as the postgres user when run as root; its pid is left
+# in PG_PID (a child of the calling shell, so the caller can wait for it).
+# As root, a DIR the postgres user cannot reach (under /root, say) is replaced by one under
+# /tmp, and the log says so.
 start_private_postgres() {
   local dir="$1" port="$2" bin run=()
   bin="$(pg_bin)"
   rm -rf "$dir" && mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
-    chown -R postgres:postgres "$dir"
     run=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    chown postgres:postgres "$dir"
+    if ! "${run[@]}" test -w "$dir"; then
+      rmdir "$dir"
+      dir="${TMPDIR:-/tmp}/flashgate-postgres-$port"
+      rm -rf "$dir" && mkdir -p "$dir" && chown postgres:postgres "$dir"
+      say "PostgreSQL runs as the postgres user, who cannot reach $1: data in $dir instead" >&2
+    fi
   fi
   "${run[@]}" "$bin/initdb" -U postgres --auth=trust -E UTF8 --no-sync -D "$dir/data" >"$dir/initdb.log" 2>&1 \
     || die "initdb failed (see $dir/initdb.log)"
   "${run[@]}" "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$dir" >"$dir/server.log" 2>&1 &
-  local pid=$!
+  PG_PID=$!
   for _ in $(seq 1 100); do
     psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'select 1' >/dev/null 2>&1 && break
     sleep 0.1
   done
   psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'select 1' >/dev/null 2>&1 \
     || die "postgres did not start (see $dir/server.log)"
-  echo "$pid"
 }

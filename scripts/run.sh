@@ -44,6 +44,10 @@ origin_key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf 'FLASHGATE_ORIGIN_KEY=%s\n' "$origin_key" > "$run_dir/origin.env"
 chmod 600 "$run_dir/origin.env"
 
+# A crowd through wrangler dev is one workerd process with a socket per connection: the default
+# limit of 1,024 open files crashes it under a few thousand actors ("Too many open files").
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -94,9 +98,9 @@ if [ "$redis_ok" = 1 ]; then
   orders_db="${FLASHGATE_ORDERS_DB:-}"
   if [ -z "$orders_db" ]; then
     pg_port="${FLASHGATE_RUN_PG_PORT:-5440}"
-    say "starting a private PostgreSQL on 127.0.0.1:$pg_port (data in $run_dir/postgres)"
-    pg_pid="$(start_private_postgres "$run_dir/postgres" "$pg_port")"
-    pids+=("$pg_pid")
+    say "starting a private PostgreSQL on 127.0.0.1:$pg_port"
+    start_private_postgres "$run_dir/postgres" "$pg_port"
+    pids+=("$PG_PID")
     orders_db="postgres://postgres@127.0.0.1:$pg_port/postgres"
   fi
   sink_listen="${FLASHGATE_SINK_LISTEN:-127.0.0.1:9187}"

@@ -36,7 +36,7 @@ bash scripts/build/spin.sh
 # The suites that take their Redis from TestRedis::start run twice: against a Redis of their own,
 # then against a local Redis Cluster (3 masters) that this script starts and stops. The tests
 # written for the cluster (cluster_*.rs) start clusters of their own in the first pass.
-cluster_suites=(warehouse_api model split_model concurrency order_worker crowd queue_room)
+cluster_suites=(warehouse_api model split_model concurrency order_worker crowd queue_room queue_model)
 log="$(mktemp)"
 cluster_dir="$(mktemp -d)"
 cleanup() {

@@ -108,6 +108,7 @@ fn gate_verdict(c: &mut Criterion) {
         SaleEntry {
             sale: Some(sale),
             fetched_ms: START,
+            refresh_asked_ms: None,
         },
     );
     let session = format!(
@@ -210,6 +211,7 @@ fn queue_poll(c: &mut Criterion) {
         SaleEntry {
             sale: Some(sale),
             fetched_ms,
+            refresh_asked_ms: None,
         },
     );
     let snapshot = RoomSnapshot {

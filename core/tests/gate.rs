@@ -1273,6 +1273,45 @@ fn a_flood_of_made_up_sale_ids_costs_one_directory_call_per_interval() {
 }
 
 #[test]
+fn a_stale_sale_view_is_refreshed_once_while_the_crowd_is_answered_from_it() {
+    let gate = Gate::new(config());
+    let ttl = gate.config().sale_ttl_ms;
+    let mut state = GateState::default();
+    let now = START - 5_000;
+    let mut anon = Shopper::new("x", "203.0.113.8", now);
+    let mut warehouse = Warehouse::selling(10);
+    respond(warehouse.decide(
+        &gate,
+        &mut state,
+        &anon.request("GET", "/api/events/7", b"", now),
+    ));
+    let mut page = |state: &mut GateState, at: i64| {
+        gate.decide(&anon.request("GET", "/api/events/7", b"", at), state)
+    };
+    // Stale: the first request sends the refresh...
+    let stale = now + ttl;
+    let refresh = forward(page(&mut state, stale));
+    assert_eq!(refresh.path, GET_EVENT);
+    // ...and every request while it is out is answered from the last view, with no call.
+    for at in [stale + 1, stale + 10, stale + ttl - 1] {
+        let Verdict::Respond(cached) = page(&mut state, at) else {
+            panic!("a second refresh sent at {at} while the first is out")
+        };
+        assert_eq!(cached.status, 200);
+    }
+    // A refresh that never answers is sent again one sale lifetime later.
+    assert_eq!(forward(page(&mut state, stale + ttl)).path, GET_EVENT);
+    // Answered: fresh again, no call.
+    let fresh = ok(&sale_state(3));
+    let answered = gate.complete(&mut state, &refresh, http(&fresh), stale + ttl + 5);
+    assert_eq!(json(answered).1["remaining"], 3);
+    assert!(matches!(
+        page(&mut state, stale + ttl + 6),
+        Verdict::Respond(_)
+    ));
+}
+
+#[test]
 fn the_directory_is_refreshed_once_while_its_answer_is_out() {
     let gate = Gate::new(config());
     let mut state = GateState::default();

@@ -50,6 +50,15 @@ impl Reply {
         format!("{step} {} {}", self.status, self.code())
     }
 
+    /// A refusal worth trying again (the shop is busy, or a limit): the wait it asks for
+    /// (`retry_after`, else a second); `None` for any other answer.
+    pub fn try_again_after(&self) -> Option<Duration> {
+        matches!(self.status, 429 | 503).then(|| {
+            let seconds = self.body["retry_after"].as_u64().unwrap_or(1).max(1);
+            Duration::from_secs(seconds)
+        })
+    }
+
     /// A string field of the body.
     pub fn text(&self, field: &str) -> anyhow::Result<&str> {
         self.body[field]

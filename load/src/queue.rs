@@ -81,6 +81,8 @@ struct Journey {
     paid: Option<Duration>,
     told_sold_out: Option<Duration>,
     polls: u64,
+    /// Answers `429`/`503` tried again after their `retry_after`.
+    retries: u64,
     /// Each poll's round trip at the edge.
     poll_latencies: Vec<Duration>,
 }
@@ -114,6 +116,7 @@ pub async fn play(
         paid: None,
         told_sold_out: None,
         polls: 0,
+        retries: 0,
         poll_latencies: Vec::new(),
     };
     let session = Session::browser(client, base, member.client_ip.as_deref());
@@ -149,20 +152,34 @@ async fn walk(
     if journey.kind == Kind::Buyer {
         tokio::time::sleep_until((room.opened + buyer_delay(n, room.prequeue)).into()).await;
     }
-    let challenge = session.challenge(room.event).await?;
-    tally.record_step(challenge.latency);
-    if !challenge.ok() {
-        return Ok(challenge.refusal("challenge"));
-    }
-    let answer = Session::solve(&challenge).await?;
-    let joined = join(&session, room.event, &answer).await?;
-    tally.record_step(joined.latency);
-    if !joined.ok() {
-        return Ok(joined.refusal("join"));
-    }
+    // A busy shop (503) or a limit (429) is tried again after the wait it asks for, as a
+    // person at the page would, until the actor's patience runs out.
+    let give_up = room.opened + room.prequeue + room.patience;
+    let joined = loop {
+        let challenge = session.challenge(room.event).await?;
+        tally.record_step(challenge.latency);
+        let answered = if challenge.ok() {
+            let answer = Session::solve(&challenge).await?;
+            let joined = join(&session, room.event, &answer).await?;
+            tally.record_step(joined.latency);
+            if joined.ok() {
+                break joined;
+            }
+            (joined, "join")
+        } else {
+            (challenge, "challenge")
+        };
+        let (refused, step) = answered;
+        match refused.try_again_after() {
+            Some(wait) if Instant::now() + wait < give_up => {
+                journey.retries += 1;
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Ok(refused.refusal(step)),
+        }
+    };
     journey.joined = Some(room.opened.elapsed());
     let place = joined.text("place")?.to_owned();
-    let give_up = Instant::now() + room.prequeue + room.patience;
     let mut seen = joined;
     loop {
         match seen.text("state")? {
@@ -187,13 +204,24 @@ async fn walk(
             }
         };
         tokio::time::sleep(wait).await;
-        seen = poll(&session, room.event, &place).await?;
+        let mut polled = poll(&session, room.event, &place).await?;
         journey.polls += 1;
-        journey.poll_latencies.push(seen.latency);
-        tally.record_step(seen.latency);
-        if !seen.ok() {
-            return Ok(seen.refusal("poll"));
+        journey.poll_latencies.push(polled.latency);
+        tally.record_step(polled.latency);
+        while let Some(wait) = polled.try_again_after() {
+            if Instant::now() + wait >= give_up {
+                return Ok(polled.refusal("poll"));
+            }
+            journey.retries += 1;
+            tokio::time::sleep(wait).await;
+            polled = poll(&session, room.event, &place).await?;
+            journey.polls += 1;
+            tally.record_step(polled.latency);
         }
+        if !polled.ok() {
+            return Ok(polled.refusal("poll"));
+        }
+        seen = polled;
     }
 }
 
@@ -297,6 +325,8 @@ pub struct RoomReport {
     pub sold_out_lag_s: Option<f64>,
     /// Polls sent.
     pub polls: u64,
+    /// Busy (`503`) and limited (`429`) answers tried again after their `retry_after`.
+    pub retries: u64,
     /// A poll's round trip at the edge, median and 99th percentile, ms.
     pub poll_p50_ms: Option<f64>,
     /// See `poll_p50_ms`.
@@ -342,6 +372,7 @@ impl Journeys {
                 _ => None,
             },
             polls: all.iter().map(|j| j.polls).sum(),
+            retries: all.iter().map(|j| j.retries).sum(),
             poll_p50_ms: percentile_ms(&mut poll_latencies, 0.50),
             poll_p99_ms: percentile_ms(&mut poll_latencies, 0.99),
         }
@@ -360,7 +391,7 @@ impl RoomReport {
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99})\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
@@ -370,6 +401,7 @@ impl RoomReport {
             100.0 * self.bot_share_of_units,
             self.told_sold_out,
             self.polls,
+            self.retries,
         )
     }
 

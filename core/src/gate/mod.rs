@@ -318,11 +318,20 @@ impl Gate {
             Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
             None => {}
         }
-        let seen = matches!(state.sales.get(&id), Some(SaleEntry { sale: Some(_), .. }));
-        if !seen {
-            self.listed(state, id, now)?;
+        let ttl = self.config.sale_ttl_ms;
+        match state.sales.get(&id) {
+            // Stale, with its refresh already out: the crowd meanwhile is answered from the
+            // last view (stale-while-revalidate), so a refresh costs one call, not one per
+            // request that arrives while it is in flight.
+            Some(SaleEntry {
+                sale: Some(sale),
+                refresh_asked_ms: Some(asked),
+                ..
+            }) if now.saturating_sub(*asked) < ttl => return Ok(*sale),
+            Some(SaleEntry { sale: Some(_), .. }) => {}
+            _ => self.listed(state, id, now)?,
         }
-        Err(self.forward(
+        let verdict = self.forward(
             state,
             Call::GetEvent {
                 event_id: id,
@@ -330,7 +339,11 @@ impl Gate {
             },
             &EventReq { id },
             now,
-        ))
+        );
+        if let (Verdict::Forward(_), Some(entry)) = (&verdict, state.sales.get_mut(&id)) {
+            entry.refresh_asked_ms = Some(now);
+        }
+        Err(verdict)
     }
 
     /// Goes on if the directory lists `id`; refuses an id a fresh directory does not list;

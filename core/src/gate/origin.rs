@@ -384,6 +384,7 @@ impl Gate {
                         SaleEntry {
                             sale,
                             fetched_ms: now_ms,
+                            refresh_asked_ms: None,
                         },
                     );
                     Ok(match sale {
@@ -400,6 +401,7 @@ impl Gate {
                         SaleEntry {
                             sale: None,
                             fetched_ms: now_ms,
+                            refresh_asked_ms: None,
                         },
                     );
                     Err(Some(status))

@@ -59,6 +59,13 @@ impl RoomRecord {
     }
 }
 
+/// Whether the room's line may be used: it has settings, and its sale is one pool (as the
+/// Redis store has it: the bound is decided in the pool's slot, so a split sale has no line even
+/// if a room was put on it at the store; the service never puts one).
+fn has_line(sale: &Sale, room: &RoomRecord) -> bool {
+    room.rules.is_some() && sale.subpools <= 1
+}
+
 fn no_room(event_id: i64) -> StockError {
     StockError::FailedPrecondition(format!("event {event_id} has no waiting room"))
 }
@@ -75,7 +82,9 @@ impl Inner {
         };
         let ended = record.state.closed || now_ms >= record.state.sale.end_ms;
         match self.rooms.get_mut(&event_id) {
-            Some(room) if room.rules.is_some() => Ok((&record.state.sale, ended, room)),
+            Some(room) if has_line(&record.state.sale, room) => {
+                Ok((&record.state.sale, ended, room))
+            }
             _ => Err(no_room(event_id)),
         }
     }
@@ -170,7 +179,7 @@ impl Rooms for MemoryStore {
         let (sale, remaining) = (&record.state.sale, record.state.remaining);
         let ended = record.state.closed || now_ms >= sale.end_ms;
         let room = match inner.rooms.get_mut(&event_id) {
-            Some(room) if room.rules.is_some() => room,
+            Some(room) if has_line(sale, room) => room,
             _ => return refused(no_room(event_id)),
         };
         let rules = room.rules.expect("checked");
