@@ -256,8 +256,20 @@ async fn buy(
     let path = admitted.body["link"]["path"]
         .as_str()
         .with_context(|| format!("an admitted place without a link: {}", admitted.body))?;
-    let bought = session.send("POST", path, "{}").await?;
+    // A busy answer may hide a buy the warehouse took: the same link again is the same
+    // purchase (its request id is the link's nonce), as the page retries it.
+    let give_up = room.opened + room.prequeue + room.patience;
+    let mut bought = session.send("POST", path, "{}").await?;
     tally.record_step(bought.latency);
+    while let Some(wait) = bought.try_again_after() {
+        if Instant::now() + wait >= give_up {
+            break;
+        }
+        journey.retries += 1;
+        tokio::time::sleep(wait).await;
+        bought = session.send("POST", path, "{}").await?;
+        tally.record_step(bought.latency);
+    }
     if bought.status != 202 {
         if bought.code() == "sold_out" {
             journey.told_sold_out = Some(room.opened.elapsed());
@@ -334,8 +346,9 @@ pub struct RoomReport {
 }
 
 impl Journeys {
-    /// The report over every journey.
-    pub fn report(&self) -> RoomReport {
+    /// The report over every journey; `prequeue`: how long after the line opened the sale
+    /// started (joins before it were drawn).
+    pub fn report(&self, prequeue: Duration) -> RoomReport {
         let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let joined = |k: Kind| {
             all.iter()
@@ -354,7 +367,7 @@ impl Journeys {
             .collect();
         let admitted_buyers: Vec<(f64, f64)> = all
             .iter()
-            .filter(|j| j.kind == Kind::Buyer)
+            .filter(|j| j.kind == Kind::Buyer && j.joined.is_some_and(|at| at < prequeue))
             .filter_map(|j| Some((j.joined?.as_secs_f64(), j.admitted?.as_secs_f64())))
             .collect();
         RoomReport {
