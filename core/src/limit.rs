@@ -165,6 +165,8 @@ pub enum LimitKey<'a> {
     Event(i64),
     /// The SKU under sale: the hot key the warehouse's shard can take only so fast.
     Sku(i64),
+    /// One user's place in one sale's waiting room: how often it may be polled.
+    Place(i64, &'a str),
     /// Everything.
     Global,
 }
@@ -193,6 +195,7 @@ impl fmt::Display for LimitKey<'_> {
             LimitKey::UnknownNetwork => f.write_str("rl:ip:unknown"),
             LimitKey::Event(id) => write!(f, "rl:event:{id}"),
             LimitKey::Sku(id) => write!(f, "rl:sku:{id}"),
+            LimitKey::Place(event, user) => write!(f, "rl:place:{event}:{user}"),
             LimitKey::Global => f.write_str("rl:global"),
         }
     }
@@ -314,6 +317,7 @@ mod tests {
             LimitKey::Ip("203.0.113.9".parse().unwrap())
         );
         assert_eq!(LimitKey::Event(7).to_string(), "rl:event:7");
+        assert_eq!(LimitKey::Place(7, "bob").to_string(), "rl:place:7:bob");
         assert_eq!(LimitKey::Sku(42).to_string(), "rl:sku:42");
         assert_eq!(LimitKey::Global.to_string(), "rl:global");
     }

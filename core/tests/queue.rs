@@ -631,3 +631,44 @@ fn an_edge_that_remembers_nothing_answers_every_poll() {
         assert_eq!(calls, vec![GET_QUEUE], "one snapshot per stateless poll");
     }
 }
+
+/// A place is polled no faster than the page's quickest advised pace: a bot polling every
+/// 100 ms is refused most of its polls with `Retry-After`, a page polling as told never is.
+#[test]
+fn polls_of_one_place_are_paced_like_the_page() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut bot, mut page) = (Shopper::new("bot"), Shopper::new("page"));
+    wh.seat("bot", Ticket::from_raw(1 << 60), 1);
+    wh.seat("page", Ticket::from_raw(1 << 61), 2);
+    let now = START - 30_000;
+    for who in [&mut bot, &mut page] {
+        let (status, joined) = join(&gate, &mut state, &mut wh, who, now);
+        assert_eq!(status, 200, "{joined}");
+    }
+    // Five seconds, in time order: the bot every 100 ms, the page every 500 ms.
+    let (mut answered, mut refused) = (0, 0);
+    for step in 1..=50 {
+        let at = now + step * 100;
+        let (status, view) = poll(&gate, &mut state, &mut wh, &bot, at);
+        match status {
+            200 => answered += 1,
+            429 => {
+                assert_eq!(view["code"], "rate_limited");
+                assert!(view["retry_after"].as_u64().is_some_and(|s| s >= 1));
+                refused += 1;
+            }
+            other => panic!("{other}: {view}"),
+        }
+        if step % 5 == 0 {
+            let (status, view) = poll(&gate, &mut state, &mut wh, &page, at);
+            assert_eq!(status, 200, "the page's pace is never refused: {view}");
+        }
+    }
+    // The burst of 3, then 2 a second.
+    assert!(
+        (11..=13).contains(&answered),
+        "{answered} answered, {refused} refused"
+    );
+}

@@ -445,3 +445,41 @@ pub fn kind<T>(result: flashgate_core::warehouse::store::StoreResult<T>) -> Resu
         flashgate_core::warehouse::store::StoreError::Corrupt(m) => Kind::Corrupt(m),
     })
 }
+
+/// Deletes the keys under `store`'s prefix (a property test's case), so a shared Redis
+/// (`REDIS_URL`) does not fill up with cases.
+pub async fn forget_keys(store: &flashgate_core::warehouse::store::RedisStore) {
+    let mut conn = store.connection();
+    if matches!(
+        conn,
+        flashgate_core::warehouse::store::RedisConnection::Cluster(_)
+    ) {
+        // SCAN reaches one node and DEL one slot: a cluster pass keeps its cases' keys (each
+        // under a prefix of its own) until the test cluster is thrown away.
+        return;
+    }
+    let pattern = format!("{}:*", store.keys().prefix());
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("del");
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}

@@ -302,7 +302,17 @@ impl World {
     /// a second, so a sale created a moment ago may still be unknown to it. A browser of its
     /// own asks, so no scenario's limits are spent.
     pub async fn until_listed(&self, id: i64) {
-        let watcher = self.browser("directory-watcher", "198.18.255.1");
+        self.until_listed_on(self.edge, id).await;
+    }
+
+    /// [`World::until_listed`] on the edge instance at `edge` (another instance of this edge).
+    pub async fn until_listed_on(&self, edge: SocketAddr, id: i64) {
+        let watcher = Browser::new(
+            edge,
+            self.profile.addr_header,
+            "directory-watcher",
+            "198.18.255.1",
+        );
         poll_until(
             "the edge to list the new sale",
             Duration::from_secs(10),

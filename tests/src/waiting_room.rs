@@ -26,6 +26,9 @@ const POOL: i32 = 2;
 /// Admitted-and-pending at most `ADMIT_FACTOR × remaining`.
 const ADMIT_FACTOR: i32 = 1;
 const BUYERS: usize = 6;
+/// How often the scenario polls a place: the edge paces each place's polls at the page's
+/// quickest (2 a second, `FLASHGATE_LIMIT_PLACE`).
+const PLACE_PACE: Duration = Duration::from_millis(600);
 /// Long enough that no admission lapses while the scenario buys.
 const ADMISSION_TTL_MS: i64 = 60_000;
 
@@ -68,7 +71,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     let edges = [world.edge, other];
     let sale = put_room_sale(world, 8_000).await;
     for edge in edges {
-        until_listed(world, edge).await;
+        world.until_listed_on(edge, SALE).await;
     }
 
     // The crowd joins in the pre-queue, half through each instance.
@@ -141,7 +144,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     let admitted = poll_until(
         "the first admissions",
         Duration::from_secs(30),
-        Pace::Every(Duration::from_millis(300)),
+        Pace::Every(PLACE_PACE),
         move || async move {
             let states = round(crowd).await;
             let admitted: Vec<usize> = admitted_in(&states);
@@ -182,7 +185,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     poll_until(
         "both instances to show the same places",
         Duration::from_secs(10),
-        Pace::Every(Duration::from_millis(300)),
+        Pace::Every(PLACE_PACE),
         move || async move {
             let mut same = true;
             let mut by_ticket = Vec::new();
@@ -233,7 +236,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     poll_until(
         "sold out on both instances",
         Duration::from_secs(10),
-        Pace::Every(Duration::from_millis(200)),
+        Pace::Every(PLACE_PACE),
         move || async move {
             for &i in waiting {
                 for edge in 0..2 {
@@ -325,29 +328,6 @@ async fn put_room_sale(world: &World, starts_in_ms: i64) -> Event {
     event
 }
 
-/// Until the instance at `edge` lists the sale (its directory refreshes once a second).
-async fn until_listed(world: &World, edge: SocketAddr) {
-    let watcher = Browser::new(
-        edge,
-        world.profile.addr_header,
-        "room-watcher",
-        "198.19.92.1",
-    );
-    poll_until(
-        "the edge to list the room's sale",
-        Duration::from_secs(10),
-        Pace::Every(Duration::from_millis(200)),
-        || {
-            let watcher = watcher.clone();
-            async move {
-                let r = watcher.get(&format!("/api/events/{SALE}")).await;
-                (r.status() == 200 && r.json["waiting_room"] == true).then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 /// A solved challenge, then `POST …/queue`: the join's answer.
 async fn join(browser: &Browser) -> Value {
     let answer = browser.solve(SALE).await;
@@ -362,7 +342,7 @@ async fn join(browser: &Browser) -> Value {
 async fn round(buyers: &[Buyer]) -> BTreeMap<usize, String> {
     let mut states = BTreeMap::new();
     for (i, buyer) in buyers.iter().enumerate() {
-        let edge = (i + buyer.home + (now_ms() / 300) as usize) % 2;
+        let edge = (i + buyer.home + (now_ms() / 600) as usize) % 2;
         let view = buyer.poll(edge).await;
         states.insert(i, view["state"].as_str().unwrap_or("?").to_owned());
     }

@@ -24,8 +24,7 @@ use flashgate_core::stock::{
     BuyDecision, BuyRequest, Currency, Ledger, LockRequest, PayRequest, Sale, StockError, Win,
 };
 use flashgate_core::warehouse::store::{
-    Audit, MemoryStore, OrderQueue, Orders, RedisConnection, RedisStore, Sales, SeedLocks, Stock,
-    Store, StoreError,
+    Audit, MemoryStore, OrderQueue, Orders, RedisStore, Sales, SeedLocks, Stock, Store, StoreError,
 };
 use flashgate_tests::{blocking_runtime, eur, kind, run_property, TestRedis};
 use proptest::prelude::*;
@@ -580,40 +579,6 @@ fn canonical(mut snapshot: SkuSnapshot) -> SkuSnapshot {
     snapshot
 }
 
-/// Deletes a case's keys, so a shared Redis (`REDIS_URL`) does not fill up with cases.
-async fn forget(store: &RedisStore) {
-    let mut conn = store.connection();
-    if matches!(conn, RedisConnection::Cluster(_)) {
-        // SCAN reaches one node and DEL one slot: a cluster pass keeps its cases' keys (each
-        // under a prefix of its own) until the test cluster is thrown away.
-        return;
-    }
-    let pattern = format!("{}:*", store.keys().prefix());
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .expect("scan");
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await
-                .expect("del");
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-}
-
 async fn run_case(redis: &TestRedis, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // A fresh key prefix per case: cases (and shrink steps) never see each other's keys.
     let mut pair = Pair {
@@ -631,7 +596,7 @@ async fn run_case(redis: &TestRedis, ops: Vec<Op>) -> Result<(), TestCaseError> 
         })?;
     }
     // A failing case keeps its keys for inspection.
-    forget(&pair.redis).await;
+    flashgate_tests::forget_keys(&pair.redis).await;
     Ok(())
 }
 

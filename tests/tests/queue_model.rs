@@ -35,7 +35,7 @@ use flashgate_core::stock::room::{Joined, Moved, Place, PlaceState, Snapshot, MO
 use flashgate_core::stock::{BuyDecision, BuyRequest, Sale, Win};
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{
-    MemoryStore, OrderQueue, Orders, RedisConnection, RedisStore, Rooms, Sales, Stock, Store,
+    MemoryStore, OrderQueue, Orders, RedisStore, Rooms, Sales, Stock, Store,
 };
 use flashgate_tests::{
     blocking_runtime, eur, kind, pay_in_full, run_property, Kind, TestRedis, TEST_QUEUE_SECRET,
@@ -707,39 +707,6 @@ fn announced(wins: &[Win]) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// Deletes a case's keys, so a shared Redis does not fill up (a cluster pass keeps them: SCAN
-/// reaches one node).
-async fn forget(store: &RedisStore) {
-    let mut conn = store.connection();
-    if matches!(conn, RedisConnection::Cluster(_)) {
-        return;
-    }
-    let pattern = format!("{}:*", store.keys().prefix());
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .expect("scan");
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await
-                .expect("del");
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-}
-
 async fn run_case(redis: &TestRedis, setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Whole seconds of the wall clock (the room's keys expire by it), then simulated.
     let base = now_ms() / 1_000 * 1_000;
@@ -789,7 +756,7 @@ async fn run_case(redis: &TestRedis, setup: Setup, ops: Vec<Op>) -> Result<(), T
         })?;
     }
     // A failing case keeps its keys for inspection.
-    forget(&pair.redis).await;
+    flashgate_tests::forget_keys(&pair.redis).await;
     Ok(())
 }
 

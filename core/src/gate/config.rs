@@ -49,6 +49,8 @@ pub mod vars {
     pub const LIMIT_USER: &str = "FLASHGATE_LIMIT_USER";
     /// Quota per sale (challenge, link and buy requests).
     pub const LIMIT_EVENT: &str = "FLASHGATE_LIMIT_EVENT";
+    /// Quota of polls per place in a waiting room (one user in one sale).
+    pub const LIMIT_PLACE: &str = "FLASHGATE_LIMIT_PLACE";
     /// Quota for buys of the SKU under sale (the hot key).
     pub const LIMIT_SKU: &str = "FLASHGATE_LIMIT_SKU";
     /// Quota over everything.
@@ -107,6 +109,10 @@ pub struct Limits {
     pub event: Quota,
     /// Buys of the SKU under sale.
     pub sku: Quota,
+    /// Polls of one place in a waiting room: no faster than the page's quickest advised pace
+    /// (every 500 ms), so a bot polling flat out learns of its admission no sooner than a
+    /// person's page does.
+    pub place: Quota,
     /// Over everything this state sees.
     pub global: Quota,
 }
@@ -119,6 +125,7 @@ impl Default for Limits {
             user: q("5/s burst 10"),
             event: q("2000/s burst 4000"),
             sku: q("1000/s burst 2000"),
+            place: q("2/s burst 3"),
             global: q("5000/s burst 10000"),
         }
     }
@@ -211,6 +218,7 @@ const SETTINGS: &[(&str, Apply)] = &[
     (vars::LIMIT_USER, |c, t| parse(&mut c.limits.user, t)),
     (vars::LIMIT_EVENT, |c, t| parse(&mut c.limits.event, t)),
     (vars::LIMIT_SKU, |c, t| parse(&mut c.limits.sku, t)),
+    (vars::LIMIT_PLACE, |c, t| parse(&mut c.limits.place, t)),
     (vars::LIMIT_GLOBAL, |c, t| parse(&mut c.limits.global, t)),
     (vars::BOT_DENY, bot_deny),
     (vars::BOT_CHALLENGE_AT, |c, t| parse(&mut c.bot.challenge_at, t)),

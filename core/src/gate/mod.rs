@@ -318,7 +318,9 @@ impl Gate {
             Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
             None => {}
         }
-        let ttl = self.config.sale_ttl_ms;
+        // A refresh is out until it answers or the origin timeout passes (under load a request
+        // may be decided seconds after it arrived: its clock is its arrival's).
+        let in_flight = self.config.sale_ttl_ms.max(self.config.origin_timeout_ms);
         match state.sales.get(&id) {
             // Stale, with its refresh already out: the crowd meanwhile is answered from the
             // last view (stale-while-revalidate), so a refresh costs one call, not one per
@@ -327,7 +329,7 @@ impl Gate {
                 sale: Some(sale),
                 refresh_asked_ms: Some(asked),
                 ..
-            }) if now.saturating_sub(*asked) < ttl => return Ok(*sale),
+            }) if now.saturating_sub(*asked) < in_flight => return Ok(*sale),
             Some(SaleEntry { sale: Some(_), .. }) => {}
             _ => self.listed(state, id, now)?,
         }

@@ -170,6 +170,8 @@ impl Gate {
             }
             _ => return Err(refuse(Reason::BadPlace)),
         };
+        let paced = LimitKey::Place(id, &who.user.id);
+        self.limit(state, who.pass, paced, &self.config.limits.place, now)?;
         // Any remembered view will do (a poll needs only the sale's window and terms, which the
         // line's snapshot does not carry): the snapshot is the poll's one origin cost.
         let sale = match state.sales.get(&id) {

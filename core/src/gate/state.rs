@@ -291,8 +291,8 @@ pub struct SaleEntry {
     pub sale: Option<SaleView>,
     /// When it was fetched, unix ms.
     pub fetched_ms: i64,
-    /// When a refresh of this stale entry was sent, unix ms: until it answers (or one sale
-    /// lifetime passes), requests are answered from the entry instead of each sending one.
+    /// When a refresh of this stale entry was sent, unix ms: until it answers (or the origin
+    /// timeout passes), requests are answered from the entry instead of each sending one.
     #[serde(default)]
     pub refresh_asked_ms: Option<i64>,
 }

@@ -24,6 +24,7 @@ fn lookup(extra: &[(&str, &str)]) -> Result<GateConfig, ConfigError> {
 fn every_setting_in_the_table_is_applied() {
     let config = lookup(&[
         (vars::LIMIT_SKU, "7/s burst 9"),
+        (vars::LIMIT_PLACE, "1/s burst 1"),
         (vars::BOT_CHALLENGE_AT, " 40 "),
         (vars::POW_CALM_RATE, "123"),
         (vars::MAX_BODY, "100"),
@@ -34,6 +35,7 @@ fn every_setting_in_the_table_is_applied() {
     ])
     .unwrap();
     assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
+    assert_eq!(config.limits.place, "1/s burst 1".parse().unwrap());
     assert_eq!(config.bot.challenge_at, 40);
     assert_eq!(config.difficulty.calm_rate_per_s, 123);
     assert_eq!(config.max_body, 100);
