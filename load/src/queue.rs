@@ -325,6 +325,13 @@ pub struct RoomReport {
     pub units_bots: u64,
     /// The bots' share of the crowd that got a place.
     pub bot_share_of_crowd: f64,
+    /// Places taken before the start (drawn): buyers.
+    pub drawn_buyers: u64,
+    /// Places taken before the start (drawn): bots.
+    pub drawn_bots: u64,
+    /// The bots' share of the drawn places: what a fair draw gives them of the units the
+    /// drawn places win (a buyer who joined after the start queues behind every drawn place).
+    pub bot_share_of_drawn: f64,
     /// The bots' share of the units won.
     pub bot_share_of_units: f64,
     /// Spearman's rank correlation of admitted buyers' admission order with their join order
@@ -357,6 +364,12 @@ impl Journeys {
         };
         let units = |k: Kind| all.iter().filter(|j| j.kind == k && j.won).count() as u64;
         let (joined_buyers, joined_bots) = (joined(Kind::Buyer), joined(Kind::Bot));
+        let drawn = |k: Kind| {
+            all.iter()
+                .filter(|j| j.kind == k && j.joined.is_some_and(|at| at < prequeue))
+                .count() as u64
+        };
+        let (drawn_buyers, drawn_bots) = (drawn(Kind::Buyer), drawn(Kind::Bot));
         let (units_buyers, units_bots) = (units(Kind::Buyer), units(Kind::Bot));
         let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
         let sold_out_at = all.iter().filter_map(|j| j.paid).max();
@@ -377,6 +390,9 @@ impl Journeys {
             units_buyers,
             units_bots,
             bot_share_of_crowd: share(joined_bots, joined_buyers + joined_bots),
+            drawn_buyers,
+            drawn_bots,
+            bot_share_of_drawn: share(drawn_bots, drawn_buyers + drawn_bots),
             bot_share_of_units: share(units_bots, units_buyers + units_bots),
             admission_vs_join_rho: spearman(&admitted_buyers),
             told_sold_out: all.iter().filter(|j| j.told_sold_out.is_some()).count() as u64,
@@ -404,10 +420,13 @@ impl RoomReport {
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99}); busy or limited answers tried again {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; joined before the start)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
+            self.drawn_buyers,
+            self.drawn_bots,
+            100.0 * self.bot_share_of_drawn,
             self.admitted,
             self.units_buyers,
             self.units_bots,
