@@ -672,3 +672,30 @@ fn polls_of_one_place_are_paced_like_the_page() {
         "{answered} answered, {refused} refused"
     );
 }
+
+/// A line being polled keeps its sale's view at the edge: polls read the view without
+/// refreshing it, so were it forgotten after `sale_memory_ms`, every poll in flight would ask
+/// the warehouse for the sale again.
+#[test]
+fn a_polled_line_keeps_its_sale_view() {
+    let gate = Gate::new(config());
+    let memory = gate.config().sale_memory_ms;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut alice = Shopper::new("alice");
+    wh.seat("alice", Ticket::from_raw(1 << 61), 3);
+    let now = START - 30_000;
+    let (status, joined) = join(&gate, &mut state, &mut wh, &mut alice, now);
+    assert_eq!(status, 200, "{joined}");
+    wh.calls.clear();
+    for step in 1..=((memory + 10_000) / 500) {
+        let (status, view) = poll(&gate, &mut state, &mut wh, &alice, now + step * 500);
+        assert_eq!(status, 200, "{view}");
+    }
+    let sale_reads = wh
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("/flashsale.Admin/"))
+        .count();
+    assert_eq!(sale_reads, 0, "{:?}", wh.calls);
+}

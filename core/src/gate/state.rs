@@ -328,11 +328,15 @@ impl GateState {
     /// `sale_ttl_ms`; call now and then to bound memory.
     pub fn prune(&mut self, now_ms: i64, sale_ttl_ms: i64) {
         self.limits.retain(|_, tat| tat.is_live(now_ms));
-        self.sales
-            .retain(|_, e| now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms);
         self.queues.retain(|_, q| {
             let last = q.asked_ms.unwrap_or(q.fetched_ms).max(q.fetched_ms);
             now_ms.saturating_sub(last) < sale_ttl_ms
+        });
+        // A sale whose line is being polled keeps its view: polls read it without refreshing
+        // it, and a crowd of polls finding it gone would each ask the warehouse for it.
+        let queues = &self.queues;
+        self.sales.retain(|id, e| {
+            now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms || queues.contains_key(id)
         });
         self.claims.retain(|_, c| c.kept_until_ms > now_ms);
     }
