@@ -86,7 +86,8 @@ pub struct Session {
 
 impl Session {
     /// A browser at `base` (`http://host:port`), from `client_ip` when given (sent as
-    /// `CF-Connecting-IP`, which local workerd and the Spin harness pass through).
+    /// `CF-Connecting-IP` for local workerd and `spin-client-addr` for `wasmtime serve`, the
+    /// headers each platform sets itself in production).
     pub fn browser(client: &HttpClient, base: &str, client_ip: Option<&str>) -> Self {
         let mut headers: Vec<(String, String)> = BROWSER
             .iter()
@@ -94,6 +95,8 @@ impl Session {
             .collect();
         if let Some(ip) = client_ip {
             headers.push(("cf-connecting-ip".into(), ip.to_owned()));
+            // What Spin sets (as `ip:port`); `wasmtime serve` passes it through from the client.
+            headers.push(("spin-client-addr".into(), format!("{ip}:443")));
         }
         Self {
             client: client.clone(),
