@@ -483,3 +483,22 @@ pub async fn forget_keys(store: &flashgate_core::warehouse::store::RedisStore) {
         cursor = next;
     }
 }
+
+/// Runs the same call on a pair of stores (any value with `redis` and `memory` fields) and
+/// answers `(redis answer, memory answer)`, each through [`kind`]:
+/// `both!(pair, s => s.put_stock(1, 2))`. The model tests compare the Redis store with the
+/// memory store this way.
+#[macro_export]
+macro_rules! both {
+    ($pair:expr, $s:ident => $call:expr) => {{
+        let redis = {
+            let $s = &$pair.redis;
+            $crate::kind($call.await)
+        };
+        let memory = {
+            let $s = &$pair.memory;
+            $crate::kind($call.await)
+        };
+        (redis, memory)
+    }};
+}

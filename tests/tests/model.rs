@@ -26,7 +26,7 @@ use flashgate_core::stock::{
 use flashgate_core::warehouse::store::{
     Audit, MemoryStore, OrderQueue, Orders, RedisStore, Sales, SeedLocks, Stock, Store, StoreError,
 };
-use flashgate_tests::{blocking_runtime, eur, kind, run_property, TestRedis};
+use flashgate_tests::{blocking_runtime, both, eur, kind, run_property, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -273,22 +273,6 @@ fn sequence() -> impl Strategy<Value = Vec<Op>> {
         ops.extend(more);
         ops
     })
-}
-
-/// Runs the same call on both stores: `both!(pair, s => s.put_stock(1, 2))` is
-/// `(redis answer, memory answer)`, each through [`kind`].
-macro_rules! both {
-    ($pair:expr, $s:ident => $call:expr) => {{
-        let redis = {
-            let $s = &$pair.redis;
-            kind($call.await)
-        };
-        let memory = {
-            let $s = &$pair.memory;
-            kind($call.await)
-        };
-        (redis, memory)
-    }};
 }
 
 /// Sorts wins by what they announce; entry ids differ between the stores by design.

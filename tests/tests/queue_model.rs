@@ -38,7 +38,8 @@ use flashgate_core::warehouse::store::{
     MemoryStore, OrderQueue, Orders, RedisStore, Rooms, Sales, Stock, Store,
 };
 use flashgate_tests::{
-    blocking_runtime, eur, kind, pay_in_full, run_property, Kind, TestRedis, TEST_QUEUE_SECRET,
+    blocking_runtime, both, eur, kind, pay_in_full, run_property, Kind, TestRedis,
+    TEST_QUEUE_SECRET,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -201,21 +202,6 @@ fn case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
             ops.extend(more);
             (setup, ops)
         })
-}
-
-/// Runs the same call on both stores: `(redis answer, memory answer)`, each through [`kind`].
-macro_rules! both {
-    ($pair:expr, $s:ident => $call:expr) => {{
-        let redis = {
-            let $s = &$pair.redis;
-            kind($call.await)
-        };
-        let memory = {
-            let $s = &$pair.memory;
-            kind($call.await)
-        };
-        (redis, memory)
-    }};
 }
 
 /// The two stores, the clock, and what this test knows of the room without asking them.

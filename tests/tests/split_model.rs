@@ -39,7 +39,7 @@ use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::store::{
     Audit, MemoryStore, OrderQueue, Orders, RedisStore, Sales, Stock,
 };
-use flashgate_tests::{blocking_runtime, eur, kind, run_property, Kind, TestRedis};
+use flashgate_tests::{blocking_runtime, both, eur, kind, run_property, Kind, TestRedis};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -260,22 +260,6 @@ fn case() -> impl Strategy<Value = Case> {
                 }
             },
         )
-}
-
-/// Runs the same call on both stores: `both!(pair, s => s.put_stock(1, 2))` is
-/// `(redis answer, memory answer)`, each through [`kind`].
-macro_rules! both {
-    ($pair:expr, $s:ident => $call:expr) => {{
-        let redis = {
-            let $s = &$pair.redis;
-            kind($call.await)
-        };
-        let memory = {
-            let $s = &$pair.memory;
-            kind($call.await)
-        };
-        (redis, memory)
-    }};
 }
 
 /// An order with its number blanked: the numbers differ between the stores by design.
