@@ -15,8 +15,17 @@
 //! the admitted users who have neither bought nor given up number fewer than
 //! `admit_factor × remaining pool` ([`Room::admits`]): a crowd of 100,000 for 100 units moves
 //! ~200 people at a time, and a unit that comes back (a cancellation, an expired order) admits
-//! the next `admit_factor` places. An admission lapses `admission_ttl` after it was given if it
-//! was not used. When the pool is empty and no unpaid order holds units that could come back,
+//! the next `admit_factor` places. An admission lapses `admission_ttl` after it opens if it was
+//! not used.
+//!
+//! **Who buys first** ([`window`]). Admitting more places than there are units keeps the sale
+//! moving when some of the admitted never buy, but it makes the admitted race each other, and
+//! the fastest client — a bot polling as often as it may — would win the race. So the places a
+//! move admits are not all equal: the first `remaining − pending` of them in line order (one
+//! unit is there for each, whatever the admissions before them do) may buy at once, and the rest
+//! are on *standby* for [`Rules::standby_ms`] (a sixth of an admission's life, 5 s by default)
+//! before their admission opens. A standby place buys only what the places before it left: a
+//! unit comes to it for being slow or absent ahead, never for being fast behind. When the pool is empty and no unpaid order holds units that could come back,
 //! every place still waiting is told `sold_out` at once ([`Room::sold_out`]) — nobody waits for
 //! stock that is gone.
 //!
@@ -59,6 +68,13 @@ impl Rules {
     /// The default life of an unused admission: long enough to solve nothing new, mint a link
     /// and buy with it from a slow phone.
     pub const DEFAULT_ADMISSION_TTL_MS: i64 = 30_000;
+
+    /// How long a standby admission waits before it opens ([`window`]): a sixth of an
+    /// admission's life (5 s by default), time enough for the places before it, told by their
+    /// next poll (≤ 0.6 s at the front), to buy.
+    pub fn standby_ms(&self) -> i64 {
+        self.admission_ttl_ms.max(0) / 6
+    }
 }
 
 /// A place's rank in the line: lower goes first. Drawn tickets (pre-queue) sort before arrival
@@ -287,9 +303,41 @@ impl Room {
     }
 }
 
-/// When an admission given at `admitted_ms` lapses if unused.
-pub fn lapses_at(rules: &Rules, admitted_ms: i64) -> i64 {
-    admitted_ms.saturating_add(rules.admission_ttl_ms.max(0))
+/// When an admission that opens at `opens_ms` lapses if unused.
+pub fn lapses_at(rules: &Rules, opens_ms: i64) -> i64 {
+    opens_ms.saturating_add(rules.admission_ttl_ms.max(0))
+}
+
+/// When an admission that lapses at `until_ms` opened (the inverse of [`lapses_at`], so a holder
+/// keeps one time per admission).
+pub fn opens_at(rules: &Rules, until_ms: i64) -> i64 {
+    until_ms.saturating_sub(rules.admission_ttl_ms.max(0))
+}
+
+/// An admission's window: from when its purchase link may be minted, and when it lapses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// When the admission opens (unix ms).
+    pub from_ms: i64,
+    /// When it lapses if unused (unix ms).
+    pub until_ms: i64,
+}
+
+/// The window of the `nth` (0-based, in line order) of the places one move admits at `now_ms`,
+/// to a room whose counts `room` are as the move found them (its lapses and buys applied, none
+/// of its own admissions yet): the first `remaining − pending` open at once, the rest after
+/// [`Rules::standby_ms`]. Each lapses [`lapses_at`] its opening.
+pub fn window(rules: &Rules, room: &Room, nth: u64, now_ms: i64) -> Window {
+    let at_once = room.remaining.saturating_sub(room.pending);
+    let from_ms = if nth < at_once {
+        now_ms
+    } else {
+        now_ms.saturating_add(rules.standby_ms())
+    };
+    Window {
+        from_ms,
+        until_ms: lapses_at(rules, from_ms),
+    }
 }
 
 /// Where a user's place stands, as the holder knows it.
@@ -300,8 +348,11 @@ pub enum Place {
         /// Waiting places with a lower ticket.
         ahead: u64,
     },
-    /// Admitted, until `until_ms`.
+    /// Admitted from `from_ms` (a standby admission before it: still waiting, at the front)
+    /// until `until_ms`.
     Admitted {
+        /// When the admission opens (unix ms).
+        from_ms: i64,
         /// When the admission lapses (unix ms).
         until_ms: i64,
     },
@@ -386,7 +437,10 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
     }
     match facts.place {
         Place::Done => done(QueueState::Ended),
-        Place::Admitted { until_ms } if until_ms > facts.now_ms => QueueView {
+        Place::Admitted { from_ms, until_ms } if from_ms > facts.now_ms && until_ms > from_ms => {
+            standby_view(from_ms - facts.now_ms)
+        }
+        Place::Admitted { until_ms, .. } if until_ms > facts.now_ms => QueueView {
             state: QueueState::Admitted,
             position: 0,
             ahead: 0,
@@ -420,6 +474,20 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
                 admitted_until_ms: None,
             }
         }
+    }
+}
+
+/// What a standby admission (one that opens in `wait_ms`) is told: waiting at the front, to come
+/// back when it opens — it is admitted then if the places before it left a unit.
+pub fn standby_view(wait_ms: i64) -> QueueView {
+    let wait_ms = wait_ms.max(1) as u64;
+    QueueView {
+        state: QueueState::Waiting,
+        position: 1,
+        ahead: 0,
+        eta_s: Some(wait_ms.div_ceil(1_000)),
+        poll_after_ms: wait_ms,
+        admitted_until_ms: None,
     }
 }
 

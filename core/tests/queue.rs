@@ -367,6 +367,55 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
 }
 
 #[test]
+fn a_standby_admission_gets_no_link_before_it_opens() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut bob = Shopper::new("bob");
+    let ticket = Ticket::arrival(3);
+    wh.seat("bob", ticket, 3);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut bob, now);
+    // Admitted beyond the units left: the warehouse opens bob's admission 5 s later.
+    wh.snapshot.admitted = 4;
+    wh.snapshot.admitted_through = ticket.get();
+    wh.snapshot.pending = 4;
+    wh.snapshot.remaining = 2;
+    let opens = now + 5_000;
+    wh.claims.insert(
+        "bob".into(),
+        QueuePlace {
+            state: PlaceState::PlaceAdmitted as i32,
+            ticket: ticket.get(),
+            admitted_from_ms: opens,
+            admitted_until_ms: opens + 30_000,
+            ..Default::default()
+        },
+    );
+    wh.take_calls();
+    // However often it polls (each second, as the pace allows), no link before it opens: it
+    // is told to wait at the front and come back then.
+    for at in (now..opens).step_by(1_000) {
+        let (status, body) = poll(&gate, &mut state, &mut wh, &bob, at);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "waiting", "{body}");
+        assert!(body.get("link").is_none(), "{body}");
+        assert_eq!((&body["position"], &body["ahead"]), (&json!(1), &json!(0)));
+        assert_eq!(body["poll_after_ms"], opens - at);
+    }
+    let (_, open) = poll(&gate, &mut state, &mut wh, &bob, opens);
+    assert_eq!(open["state"], "admitted", "{open}");
+    assert_eq!(open["admitted_until_ms"], opens + 30_000);
+    assert!(open["link"]["path"].as_str().is_some());
+    let calls = wh.take_calls();
+    assert_eq!(
+        calls.iter().filter(|c| **c == CLAIM).count(),
+        1,
+        "one claim, remembered while it waits: {calls:?}"
+    );
+}
+
+#[test]
 fn a_crowd_s_polls_cost_one_snapshot_a_second() {
     let gate = Gate::new(config());
     let mut state = GateState::default();

@@ -16,7 +16,8 @@
 //!   places, the next ones in order, so admitted-and-pending is never above
 //!   `admit_factor × remaining` after a move that admits (admissions given before a buy took the
 //!   last units stay until bought or lapsed: the rules say so), and a unit coming back admits the
-//!   next place;
+//!   next place; of a move's admissions the first `remaining − pending` open at once and the
+//!   rest on standby, [`Rules::standby_ms`] later (`admission::window`);
 //! - once the pool is empty and no order holds units, the move says sold out and every place
 //!   still waiting reads sold out, and a new join gets no place.
 //!
@@ -296,11 +297,11 @@ impl Pair {
         let mut edges = vec![self.opens_ms(), self.sale.start_ms];
         for user in USERS {
             if let Ok(Place {
-                state: PlaceState::Admitted { until_ms },
+                state: PlaceState::Admitted { from_ms, until_ms },
                 ..
             }) = self.memory.claim_room(EVENT, user, self.now).await
             {
-                edges.push(until_ms);
+                edges.extend([from_ms, until_ms]);
             }
         }
         for order_no in self.orders.keys() {
@@ -590,14 +591,23 @@ impl Pair {
             (s.admitted > 0).then(|| self.places[line[s.admitted as usize - 1]]),
             "the last admitted place"
         );
-        let until_ms = self.now + self.rules.admission_ttl_ms;
-        for user in &line[admitted_before as usize..s.admitted as usize] {
+        // The first `remaining − pending` of them open now, the rest on standby.
+        let at_once = s.remaining.saturating_sub(carried);
+        let this_move = &line[admitted_before as usize..s.admitted as usize];
+        for (nth, user) in (0u64..).zip(this_move) {
+            let from_ms = if nth < at_once {
+                self.now
+            } else {
+                self.now + self.rules.standby_ms()
+            };
+            let until_ms = from_ms + self.rules.admission_ttl_ms;
             let place = self.memory.claim_room(EVENT, user, self.now).await;
             prop_assert_eq!(
                 kind(place).map(|p| p.state),
-                Ok(PlaceState::Admitted { until_ms }),
-                "{} admitted by this move",
-                user
+                Ok(PlaceState::Admitted { from_ms, until_ms }),
+                "{} admitted by this move ({} of them open at once)",
+                user,
+                at_once
             );
         }
         self.last = Some(s);
@@ -631,8 +641,8 @@ impl Pair {
             let admitted = self.last.map_or(0, |s| s.admitted);
             let ok = match place.state {
                 PlaceState::Ended => self.ended(),
-                PlaceState::Admitted { until_ms } => {
-                    !self.ended() && rank < admitted && until_ms > now
+                PlaceState::Admitted { from_ms, until_ms } => {
+                    !self.ended() && rank < admitted && until_ms > now && from_ms < until_ms
                 }
                 PlaceState::Lapsed => !self.ended() && rank < admitted,
                 // Sold out: every place still waiting is told so at once.

@@ -298,17 +298,24 @@ async fn lapses<S: Store>(store: S) {
             .expect("join");
         assert!(joined.new);
     }
+    // 1 unit, factor 2: a opens at once, b (beyond the unit) on standby for a sixth of the ttl.
     let moved = store.move_room(23, start + 20).await.expect("move");
     assert_eq!((moved.admitted, moved.snapshot.pending), (2, 2));
-    let a = store.claim_room(23, "a", start + 20).await.expect("claim");
-    assert_eq!(
-        a.state,
-        Stored::Admitted {
-            until_ms: start + 1_020
-        }
-    );
-    // Its deadline passed: lapsed at once, even before a move sweeps it; the move then admits
-    // the next two.
+    let standby = rules.standby_ms();
+    assert_eq!(standby, 166);
+    for (user, from_ms) in [("a", start + 20), ("b", start + 20 + standby)] {
+        let place = store.claim_room(23, user, start + 20).await.expect("claim");
+        assert_eq!(
+            place.state,
+            Stored::Admitted {
+                from_ms,
+                until_ms: from_ms + 1_000
+            },
+            "{user}"
+        );
+    }
+    // a's deadline passed: lapsed at once, even before a move sweeps it; the move then admits
+    // the next place, c, on standby too: b, ahead of it and still pending, has the unit first.
     let a = store
         .claim_room(23, "a", start + 1_020)
         .await
@@ -317,7 +324,7 @@ async fn lapses<S: Store>(store: S) {
     let moved = store.move_room(23, start + 1_020).await.expect("move");
     assert_eq!(
         (moved.lapsed, moved.admitted, moved.snapshot.admitted),
-        (2, 2, 4)
+        (1, 1, 3)
     );
     let c = store
         .claim_room(23, "c", start + 1_030)
@@ -326,15 +333,16 @@ async fn lapses<S: Store>(store: S) {
     assert_eq!(
         c.state,
         Stored::Admitted {
-            until_ms: start + 2_020
+            from_ms: start + 1_020 + standby,
+            until_ms: start + 2_020 + standby
         }
     );
     // A buy by an admitted user spends the admission.
     let buy = BuyRequest {
         event_id: 23,
-        user_id: "c".into(),
+        user_id: "b".into(),
         qty: 1,
-        request_id: "rc".into(),
+        request_id: "rb".into(),
     };
     let decision = store.buy(&buy, start + 1_040).await.expect("buy");
     assert!(
@@ -347,7 +355,7 @@ async fn lapses<S: Store>(store: S) {
     assert!(!moved.snapshot.sold_out, "the order may come back");
     assert_eq!(
         store
-            .claim_room(23, "c", start + 1_060)
+            .claim_room(23, "b", start + 1_060)
             .await
             .expect("claim")
             .state,

@@ -176,20 +176,73 @@ fn an_admission_lasts_its_ttl_and_a_spent_place_is_ended() {
     };
     let until = lapses_at(&rules(2), START + 10);
     assert_eq!(until, START + 30_010);
-    let v = view_of(Place::Admitted { until_ms: until }, room, until - 1);
+    assert_eq!(opens_at(&rules(2), until), START + 10);
+    let admitted = Place::Admitted {
+        from_ms: START + 10,
+        until_ms: until,
+    };
+    let v = view_of(admitted, room, until - 1);
     assert_eq!(
         (v.state, v.admitted_until_ms),
         (QueueState::Admitted, Some(until))
     );
-    assert_eq!(
-        view_of(Place::Admitted { until_ms: until }, room, until).state,
-        QueueState::Ended
-    );
+    assert_eq!(view_of(admitted, room, until).state, QueueState::Ended);
     assert_eq!(view_of(Place::Done, room, START).state, QueueState::Ended);
     assert_eq!(
         view_of(Place::Waiting { ahead: 0 }, room, END).state,
         QueueState::Ended
     );
+}
+
+#[test]
+fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
+    let rules = rules(2);
+    assert_eq!(rules.standby_ms(), 5_000);
+    // 3 units, 1 admission still pending: two new ones may buy at once, the rest wait.
+    let room = Room {
+        remaining: 3,
+        held: 0,
+        pending: 1,
+    };
+    let now = START + 100;
+    let windows: Vec<Window> = (0..5).map(|n| window(&rules, &room, n, now)).collect();
+    for (n, w) in windows.iter().enumerate() {
+        let from = if n < 2 { now } else { now + 5_000 };
+        assert_eq!(
+            *w,
+            Window {
+                from_ms: from,
+                until_ms: from + 30_000
+            },
+            "{n}"
+        );
+    }
+    // Before it opens, a standby place is told to wait at the front and come back then.
+    let standby = Place::Admitted {
+        from_ms: windows[2].from_ms,
+        until_ms: windows[2].until_ms,
+    };
+    let v = view_of(standby, room, now + 1_200);
+    assert_eq!(
+        (v.state, v.position, v.ahead, v.eta_s, v.poll_after_ms),
+        (QueueState::Waiting, 1, 0, Some(4), 3_800)
+    );
+    assert_eq!(
+        view_of(standby, room, now + 5_000).state,
+        QueueState::Admitted
+    );
+    // Factor 1 never admits more than the units left, so nobody waits on standby.
+    let one = Rules {
+        admit_factor: 1,
+        ..rules
+    };
+    let fresh = Room {
+        remaining: 4,
+        ..Room::default()
+    };
+    for n in 0..fresh.admits(&one) {
+        assert_eq!(window(&one, &fresh, n, now).from_ms, now);
+    }
 }
 
 #[test]
@@ -244,7 +297,7 @@ fn the_pre_queue_draw_does_not_follow_the_join_order() {
 struct Line {
     places: BTreeMap<String, Ticket>,
     waiting: BTreeSet<(Ticket, String)>,
-    admitted: BTreeMap<String, i64>,
+    admitted: BTreeMap<String, Window>,
     arrivals: u64,
     room: Room,
     admitted_in_order: Vec<Ticket>,
@@ -280,7 +333,8 @@ impl Line {
         if now_ms < START {
             return;
         }
-        for _ in 0..self.room.admits(rules) {
+        let found = self.room;
+        for nth in 0..self.room.admits(rules) {
             let Some(first) = self.waiting.pop_first() else {
                 break;
             };
@@ -290,14 +344,15 @@ impl Line {
                 self.room
             );
             self.admitted_in_order.push(first.0);
-            self.admitted.insert(first.1, lapses_at(rules, now_ms));
+            self.admitted
+                .insert(first.1, window(rules, &found, nth, now_ms));
             self.room.pending += 1;
         }
     }
 
     fn buy(&mut self, user: &str, qty: u64, now_ms: i64) -> bool {
         match self.admitted.get(user) {
-            Some(&until) if until > now_ms => {}
+            Some(w) if w.from_ms <= now_ms && w.until_ms > now_ms => {}
             _ => return false,
         }
         self.admitted.remove(user);
@@ -312,7 +367,7 @@ impl Line {
         let lapsed: Vec<String> = self
             .admitted
             .iter()
-            .filter(|(_, &until)| until <= now_ms)
+            .filter(|(_, w)| w.until_ms <= now_ms)
             .map(|(user, _)| user.clone())
             .collect();
         for user in lapsed {
@@ -425,6 +480,49 @@ proptest! {
                 prop_assert_eq!(v.state, QueueState::SoldOut);
             }
         }
+    }
+
+    /// The race among the admitted: with k × pool places admitted at the start, standby places
+    /// that try to buy every millisecond (a bot farm) and places that open at once but take up
+    /// to just under the standby wait to buy (people), the units go to the first `pool` places
+    /// of the line all the same — how fast a client is buys it nothing.
+    #[test]
+    fn the_fastest_admitted_client_does_not_win_over_the_line(
+        k in 2..5u32,
+        pool in 1..30u64,
+        extra in 0..60u64,
+        delays in prop::collection::vec(0..5_000i64, 90),
+    ) {
+        let rules = rules(k);
+        let mut line = Line { room: Room { remaining: pool, ..Room::default() }, ..Line::default() };
+        let users: Vec<String> = (0..pool * u64::from(k) + extra).map(|u| format!("u{u}")).collect();
+        for user in &users {
+            line.join(&rules, user, START - 1_000);
+        }
+        line.admit(&rules, START);
+        let mut in_line: Vec<(Ticket, &String)> =
+            users.iter().map(|u| (line.places[u], u)).collect();
+        in_line.sort();
+        let first: BTreeSet<&String> = in_line.iter().take(pool as usize).map(|(_, u)| *u).collect();
+        // Standby places try the moment they open (and every moment before, refused), the
+        // others after their own delay.
+        let mut tries: Vec<(i64, &String)> = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            let Some(w) = line.admitted.get(user).copied() else { continue };
+            if w.from_ms > START {
+                tries.extend([(START, user), (w.from_ms - 1, user), (w.from_ms, user)]);
+            } else {
+                tries.push((START + delays[i % delays.len()], user));
+            }
+        }
+        tries.sort();
+        let mut won = BTreeSet::new();
+        for (t, user) in tries {
+            if line.room.remaining > 0 && line.buy(user, 1, t) {
+                won.insert(user);
+            }
+        }
+        prop_assert_eq!(won, first);
     }
 
     #[test]

@@ -364,8 +364,8 @@ impl Gate {
         let place_state = PlaceState::try_from(place.state).unwrap_or(PlaceState::Unspecified);
         let (claim, kept_until_ms) = match place_state {
             PlaceState::PlaceAdmitted => {
-                let until_ms = place.admitted_until_ms;
-                (Claim::Admitted { until_ms }, until_ms)
+                let (from_ms, until_ms) = (place.admitted_from_ms, place.admitted_until_ms);
+                (Claim::Admitted { from_ms, until_ms }, until_ms)
             }
             PlaceState::PlaceSoldOut => (
                 Claim::SoldOut,
@@ -381,10 +381,15 @@ impl Gate {
         self.claim_response(seat, claim, None, now)
     }
 
-    /// What a claim means for the buyer: admitted with a link minted now, or a final state.
+    /// What a claim means for the buyer: admitted with a link minted now, waiting at the front
+    /// for a standby admission that has not opened yet (no link before it opens: the places
+    /// before it buy first), or a final state.
     fn claim_response(&self, seat: &Seat, claim: Claim, place: Option<&str>, now: i64) -> Response {
         match claim {
-            Claim::Admitted { until_ms } if until_ms > now => {
+            Claim::Admitted { from_ms, until_ms } if from_ms > now && until_ms > from_ms => {
+                answer(&admission::standby_view(from_ms - now), None, place, now)
+            }
+            Claim::Admitted { until_ms, .. } if until_ms > now => {
                 let minted =
                     self.mint_link(&seat.sale, &seat.user_id, seat.link_nonce, until_ms, now);
                 match minted {

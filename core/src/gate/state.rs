@@ -220,8 +220,12 @@ pub struct QueueEntry {
 /// an admitted buyer's polls cost the warehouse one claim, not one each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Claim {
-    /// Admitted until then (unix ms).
+    /// Admitted from `from_ms` (a standby admission: later than when it was given) until
+    /// `until_ms` (unix ms).
     Admitted {
+        /// When the admission opens (0 in a state stored before standby admissions: at once).
+        #[serde(default)]
+        from_ms: i64,
         /// When the admission lapses.
         until_ms: i64,
     },

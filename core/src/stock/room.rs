@@ -26,8 +26,11 @@ pub const ROOM_RETAIN_MS: i64 = 3_600_000;
 pub enum PlaceState {
     /// In line.
     Waiting,
-    /// Admitted: may mint a purchase link until `until_ms`.
+    /// Admitted: may mint a purchase link from `from_ms` (later than now for a standby
+    /// admission, [`crate::admission::window`]) until `until_ms`.
     Admitted {
+        /// When the admission opens (unix ms).
+        from_ms: i64,
         /// When the admission lapses (unix ms).
         until_ms: i64,
     },

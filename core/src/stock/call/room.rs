@@ -16,8 +16,9 @@ pub fn put_room(keys: &Keys, sale: &Sale, rules: Option<&Rules>) -> Call {
             r.prequeue_ms.to_string(),
             r.admit_factor.to_string(),
             r.admission_ttl_ms.to_string(),
+            r.standby_ms().to_string(),
         ],
-        None => [String::new(), "0".into(), "0".into()],
+        None => [String::new(), "0".into(), "0".into(), "0".into()],
     };
     let mut args = args.to_vec();
     args.push(sale.end_ms.saturating_add(ROOM_RETAIN_MS).to_string());
@@ -85,16 +86,19 @@ pub fn claim_room(keys: &Keys, (sku, event): (i64, i64), user: &str, now_ms: i64
     )
 }
 
-/// The reply of a join or a claim: `{state, score, rank, detail, new}`.
+/// The reply of a join or a claim: `{state, score, rank, detail, new, from}`.
 pub fn parse_place(reply: &[String]) -> ReplyResult<Joined> {
     let state = status(reply)?;
-    let [_, score, rank, detail, new] = reply else {
+    let [_, score, rank, detail, new, from] = reply else {
         return Err(malformed(format!("room place reply {reply:?}")));
     };
     let detail = num(detail)?;
     let state = match state {
         "WAITING" => PlaceState::Waiting,
-        "ADMITTED" => PlaceState::Admitted { until_ms: detail },
+        "ADMITTED" => PlaceState::Admitted {
+            from_ms: num(from)?,
+            until_ms: detail,
+        },
         "SOLD_OUT" => PlaceState::SoldOut,
         "ENDED" => PlaceState::Ended,
         "TOO_EARLY" => PlaceState::TooEarly { opens_ms: detail },
@@ -218,28 +222,35 @@ mod tests {
                 assert!(key.contains("{sku:7}"), "{key}");
             }
         }
-        assert_eq!(calls[0].args, strings(&["500", "2", "30000", "3602000"]));
+        assert_eq!(
+            calls[0].args,
+            strings(&["500", "2", "30000", "5000", "3602000"])
+        );
         assert_eq!(calls[1].args[0], "");
         assert_eq!(calls[2].args[2], (1u64 << 52).to_string());
     }
 
     #[test]
     fn a_place_reply_reads_back_its_state_ticket_and_rank() {
-        let joined = parse_place(&strings(&["ADMITTED", "77", "3", "31000", "1"])).unwrap();
+        let joined = parse_place(&strings(&["ADMITTED", "77", "3", "31000", "1", "6000"])).unwrap();
         assert_eq!(
             joined.place.state,
-            PlaceState::Admitted { until_ms: 31_000 }
+            PlaceState::Admitted {
+                from_ms: 6_000,
+                until_ms: 31_000
+            }
         );
         assert_eq!(joined.place.ticket, Some(Ticket::from_score(77)));
         assert_eq!(joined.place.rank, Some(3));
         assert!(joined.new);
-        let early = parse_place(&strings(&["TOO_EARLY", "", "", "500", "0"])).unwrap();
+        let early = parse_place(&strings(&["TOO_EARLY", "", "", "500", "0", "0"])).unwrap();
         assert_eq!(
             early.place,
             Place::without(PlaceState::TooEarly { opens_ms: 500 })
         );
         assert!(!early.new);
-        assert!(parse_place(&strings(&["SOMETHING", "", "", "0", "0"])).is_err());
+        assert!(parse_place(&strings(&["SOMETHING", "", "", "0", "0", "0"])).is_err());
+        assert!(parse_place(&strings(&["WAITING", "", "", "0", "0"])).is_err());
         assert!(parse_place(&strings(&["FAILED_PRECONDITION", "no room"])).is_err());
     }
 

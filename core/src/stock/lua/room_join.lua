@@ -1,7 +1,7 @@
 -- room_join.lua — Queue.JoinQueue: a place in a waiting-room sale's line, once per user and sale.
 --
 -- KEYS[1]  the sale's hash            ({sku:ID}:ev:EID: start end closed)
--- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue arrivals admitted began
+-- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue ttl arrivals admitted began
 --                                      sold_out; see room_move.lua)
 -- KEYS[3]  the line                   ({sku:ID}:room:EID:places: user → score)
 -- KEYS[4]  the pending admissions     ({sku:ID}:room:EID:pending: user → lapse time, ms)
@@ -20,20 +20,21 @@
 -- its pending admission lasts, else LAPSED (bought, or unused past its deadline); else SOLD_OUT
 -- if the last move found the sale sold out; else WAITING.
 --
--- Replies: {state, score, rank, detail, new}: state WAITING ADMITTED SOLD_OUT ENDED TOO_EARLY
--- LAPSED NO_PLACE; score and rank (0-based) "" without a place; detail the admission's deadline
--- (ADMITTED) or when the line opens (TOO_EARLY), else "0"; new "1" when this join made the place.
--- | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
--- Example: start 1000, prequeue 500, now 600, ARGV[3] "77" → {"WAITING","77","0","0","1"};
--- the same again → {"WAITING","77","0","0","0"}; another user at now 1000 (after a move) →
--- {"WAITING","4503599627370496","1","0","1"}; at now 400 → {"TOO_EARLY","","","500","0"}.
+-- Replies: {state, score, rank, detail, new, from}: state WAITING ADMITTED SOLD_OUT ENDED
+-- TOO_EARLY LAPSED NO_PLACE; score and rank (0-based) "" without a place; detail the admission's
+-- deadline (ADMITTED) or when the line opens (TOO_EARLY), else "0"; new "1" when this join made
+-- the place; from when the admission opens (ADMITTED: deadline − ttl, later than now on
+-- standby), else "0". | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
+-- Example: start 1000, prequeue 500, now 600, ARGV[3] "77" → {"WAITING","77","0","0","1","0"};
+-- the same again → {"WAITING","77","0","0","0","0"}; another user at now 1000 (after a move) →
+-- {"WAITING","4503599627370496","1","0","1","0"}; at now 400 → {"TOO_EARLY","","","500","0","0"}.
 assert(#KEYS == 4 and #ARGV == 5, 'room_join.lua: 4 KEYS, 5 ARGV')
 local event, user, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed')
 if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
-local room = redis.call('HMGET', KEYS[2], 'prequeue', 'admitted', 'began', 'sold_out')
+local room = redis.call('HMGET', KEYS[2], 'prequeue', 'admitted', 'began', 'sold_out', 'ttl')
 if not room[1] then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ' has no waiting room'}
 end
@@ -45,14 +46,14 @@ local score = redis.call('ZSCORE', KEYS[3], user)
 local new = '0'
 if not score then
   if ended then
-    return {'ENDED', '', '', '0', '0'}
+    return {'ENDED', '', '', '0', '0', '0'}
   end
   local opens = start - tonumber(room[1])
   if not began and now < opens then
-    return {'TOO_EARLY', '', '', string.format('%d', opens), '0'}
+    return {'TOO_EARLY', '', '', string.format('%d', opens), '0', '0'}
   end
   if sold_out then
-    return {'SOLD_OUT', '', '', '0', '0'}
+    return {'SOLD_OUT', '', '', '0', '0', '0'}
   end
   if not began and now < start then
     score = ARGV[3]
@@ -65,17 +66,19 @@ if not score then
   new = '1'
 end
 local rank = redis.call('ZRANK', KEYS[3], user)
-local state, detail = 'WAITING', '0'
+local state, detail, from = 'WAITING', '0', '0'
 if ended then
   state = 'ENDED'
 elseif rank < admitted then
   local lapse = redis.call('ZSCORE', KEYS[4], user)
   if lapse and tonumber(lapse) > now then
     state, detail = 'ADMITTED', string.format('%d', tonumber(lapse))
+    from = string.format('%d', tonumber(lapse) - tonumber(room[5]))
   else
     state = 'LAPSED'
   end
 elseif sold_out then
   state = 'SOLD_OUT'
 end
-return {state, string.format('%d', tonumber(score)), string.format('%d', rank), detail, new}
+return {state, string.format('%d', tonumber(score)), string.format('%d', rank), detail, new,
+  from}

@@ -2,9 +2,9 @@
 -- the line as it then stands (what every edge instance caches).
 --
 -- KEYS[1]  the sale's hash            ({sku:ID}:ev:EID: start end closed pool seq)
--- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue factor ttl, and the counters
---                                      admitted through began held_from rate_at rate_n rate
---                                      sold_out)
+-- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue factor ttl standby, and the
+--                                      counters admitted through began held_from rate_at
+--                                      rate_n rate sold_out)
 -- KEYS[3]  the line                   ({sku:ID}:room:EID:places: user → score)
 -- KEYS[4]  the pending admissions     ({sku:ID}:room:EID:pending: user → lapse time, ms)
 -- KEYS[5]  units counted per user     ({sku:ID}:ev:EID:users, as buy_batch.lua keeps it)
@@ -17,7 +17,10 @@
 -- pending users the sale's per-user hash counts units for have bought and are forgotten (the
 -- room never changes buy_batch.lua: it reads what the buy wrote, in the same slot); then, from
 -- the start on, the next `admit_factor × remaining − pending` places of the line (at most
--- ARGV[3]) are admitted from the cursor `admitted`, each pending until now + ttl. The admitted
+-- ARGV[3]) are admitted from the cursor `admitted` (admission::window): the first
+-- `remaining − pending` of them (pending as the move found it) open now and are pending until
+-- now + ttl; the rest are on standby, opening at now + standby and pending until then + ttl
+-- (a pending admission keeps only its lapse time; it opened at lapse − ttl). The admitted
 -- places are the first `admitted` of the line: from the start on (`began`) every new place is
 -- an arrival, at the end of the line.
 -- `held` is the units of the sale's orders still QUEUED or PENDING_PAYMENT, read from the
@@ -29,8 +32,9 @@
 -- Replies: {"OK", places, drawn, admitted, through, pending, remaining, held, sold_out (1|0),
 -- rate (thousandths per s), admitted by this move, lapsed by it, found bought by it}
 -- | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
--- Example: pool 1, factor 2, ttl 30000, line ann (score 5) bob (score 9) cy (2^52), move at the
--- start 1000 → {"OK","3","2","2","9","2","1","0","0","0","2","0","0"}; ann buys (users ann 1,
+-- Example: pool 1, factor 2, ttl 30000, standby 5000, line ann (score 5) bob (score 9) cy
+-- (2^52), move at the start 1000 → {"OK","3","2","2","9","2","1","0","0","0","2","0","0"}, ann
+-- pending until 31000 and bob (standby) until 36000; ann buys (users ann 1,
 -- pool 0, order 7-1 QUEUED), move at 1500 → {"OK","3","2","2","9","1","0","1","0","0","0","0",
 -- "1"}: bob stays pending, cy waits; the order is cancelled (pool 1), move at 2000 → admits cy.
 assert(#KEYS == 6 and #ARGV == 5, 'room_move.lua: 6 KEYS, 5 ARGV')
@@ -40,14 +44,14 @@ if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
 local r = redis.call('HMGET', KEYS[2], 'prequeue', 'factor', 'ttl', 'admitted', 'through',
-  'began', 'held_from', 'rate_at', 'rate_n', 'rate')
+  'began', 'held_from', 'rate_at', 'rate_n', 'rate', 'standby')
 if not r[1] then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ' has no waiting room'}
 end
 local start, stop = tonumber(ev[1]), tonumber(ev[2])
 local pool, seq = tonumber(ev[4]), tonumber(ev[5] or '0')
 local ended = ev[3] == '1' or now >= stop
-local factor, ttl = tonumber(r[2]), tonumber(r[3])
+local factor, ttl, standby = tonumber(r[2]), tonumber(r[3]), tonumber(r[11] or '0')
 local admitted, through = tonumber(r[4] or '0'), tonumber(r[5] or '0')
 local began = r[6] == '1'
 local held_from = tonumber(r[7] or '1')
@@ -102,16 +106,19 @@ local sold_out = false
 if not ended and now >= start then
   began = true
   sold_out = pool == 0 and held == 0
-  local free = factor * pool - redis.call('ZCARD', KEYS[4])
+  local pending = redis.call('ZCARD', KEYS[4])
+  local free, at_once = factor * pool - pending, pool - pending
   if free > most then
     free = most
   end
   if free > 0 then
     local next = redis.call('ZRANGE', KEYS[3], admitted, admitted + free - 1, 'WITHSCORES')
     if #next > 0 then
-      local lapse, w = string.format('%d', now + ttl), {}
+      local now_lapse = string.format('%d', now + ttl)
+      local standby_lapse = string.format('%d', now + standby + ttl)
+      local w = {}
       for i = 1, #next, 2 do
-        w[#w + 1] = lapse
+        w[#w + 1] = (i + 1) / 2 <= at_once and now_lapse or standby_lapse
         w[#w + 1] = next[i]
       end
       redis.call('ZADD', KEYS[4], unpack(w))

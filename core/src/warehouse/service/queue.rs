@@ -103,14 +103,14 @@ pub(super) fn no_secret() -> Status {
 }
 
 fn place_msg(place: Place, now: i64) -> QueuePlace {
-    let (state, admitted_until_ms, opens_ms) = match place.state {
-        PlaceState::Waiting => (Wire::PlaceWaiting, 0, 0),
-        PlaceState::Admitted { until_ms } => (Wire::PlaceAdmitted, until_ms, 0),
-        PlaceState::SoldOut => (Wire::PlaceSoldOut, 0, 0),
-        PlaceState::Ended => (Wire::PlaceEnded, 0, 0),
-        PlaceState::TooEarly { opens_ms } => (Wire::PlaceTooEarly, 0, opens_ms),
-        PlaceState::Lapsed => (Wire::PlaceLapsed, 0, 0),
-        PlaceState::NoPlace => (Wire::PlaceNoPlace, 0, 0),
+    let (state, (admitted_from_ms, admitted_until_ms), opens_ms) = match place.state {
+        PlaceState::Waiting => (Wire::PlaceWaiting, (0, 0), 0),
+        PlaceState::Admitted { from_ms, until_ms } => (Wire::PlaceAdmitted, (from_ms, until_ms), 0),
+        PlaceState::SoldOut => (Wire::PlaceSoldOut, (0, 0), 0),
+        PlaceState::Ended => (Wire::PlaceEnded, (0, 0), 0),
+        PlaceState::TooEarly { opens_ms } => (Wire::PlaceTooEarly, (0, 0), opens_ms),
+        PlaceState::Lapsed => (Wire::PlaceLapsed, (0, 0), 0),
+        PlaceState::NoPlace => (Wire::PlaceNoPlace, (0, 0), 0),
     };
     QueuePlace {
         state: state.into(),
@@ -119,6 +119,7 @@ fn place_msg(place: Place, now: i64) -> QueuePlace {
         admitted_until_ms,
         opens_ms,
         server_time_ms: now,
+        admitted_from_ms,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The memory store's waiting rooms: `room_put.lua`, `room_join.lua`, `room_move.lua` and
 //! `room_claim.lua`, step for step, through [`crate::admission`]'s rules ([`join`],
-//! [`Room::admits`], [`Room::sold_out`], [`lapses_at`], [`rate_step`]), each one critical
+//! [`Room::admits`], [`Room::sold_out`], [`window`], [`opens_at`], [`rate_step`]), each one critical
 //! section. The line is kept as the Redis sorted set is: scores ([`Ticket::score`]), ties by
 //! user.
 //!
@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{refused, Inner, MemoryStore};
-use crate::admission::{join, lapses_at, rate_step, Join, JoinFacts, RateMark, Room, Rules};
+use crate::admission::{join, opens_at, rate_step, window, Join, JoinFacts, RateMark, Room, Rules};
 use crate::admission::{Ticket, ARRIVAL_SCORE};
 use crate::stock::room::{Joined, Moved, Place, PlaceState, Snapshot, MOVE_MAX_ADMITS};
 use crate::stock::{Sale, StockError};
@@ -42,8 +42,11 @@ impl RoomRecord {
         let state = if ended {
             PlaceState::Ended
         } else if rank < self.admitted {
-            match self.pending.get(user) {
-                Some(&until_ms) if until_ms > now_ms => PlaceState::Admitted { until_ms },
+            match (self.pending.get(user), self.rules) {
+                (Some(&until_ms), Some(rules)) if until_ms > now_ms => PlaceState::Admitted {
+                    from_ms: opens_at(&rules, until_ms),
+                    until_ms,
+                },
                 _ => PlaceState::Lapsed,
             }
         } else if self.sold_out {
@@ -210,8 +213,9 @@ impl Rooms for MemoryStore {
                 .take(free as usize)
                 .cloned()
                 .collect();
-            for (score, user) in next {
-                room.pending.insert(user, lapses_at(&rules, now_ms));
+            for (nth, (score, user)) in (0..).zip(next) {
+                let opening = window(&rules, &counts, nth, now_ms);
+                room.pending.insert(user, opening.until_ms);
                 room.through = score;
                 room.admitted += 1;
                 admits += 1;
