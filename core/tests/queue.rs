@@ -416,6 +416,44 @@ fn a_standby_admission_gets_no_link_before_it_opens() {
 }
 
 #[test]
+fn an_admission_still_unused_is_told_sold_out_with_the_line() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut bob, mut cy) = (Shopper::new("bob"), Shopper::new("cy"));
+    wh.seat("bob", Ticket::arrival(0), 0);
+    wh.seat("cy", Ticket::arrival(1), 1);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut bob, now);
+    join(&gate, &mut state, &mut wh, &mut cy, now);
+    wh.snapshot.admitted = 1;
+    wh.snapshot.admitted_through = Ticket::arrival(0).get();
+    wh.snapshot.pending = 1;
+    wh.snapshot.remaining = 1;
+    wh.claims.insert(
+        "bob".into(),
+        QueuePlace {
+            state: PlaceState::PlaceAdmitted as i32,
+            ticket: Ticket::arrival(0).get(),
+            admitted_from_ms: now + 5_000,
+            admitted_until_ms: now + 35_000,
+            ..Default::default()
+        },
+    );
+    let (_, standby) = poll(&gate, &mut state, &mut wh, &bob, now);
+    assert_eq!(standby["state"], "waiting", "{standby}");
+    // The unit goes elsewhere and is paid: the next refresh, from cy's poll, says sold out,
+    // and bob, whose admission has not opened yet, is told at once, not when it opens.
+    wh.snapshot.remaining = 0;
+    wh.snapshot.sold_out = true;
+    let (_, waiting) = poll(&gate, &mut state, &mut wh, &cy, now + 1_000);
+    assert_eq!(waiting["state"], "sold_out", "{waiting}");
+    let (_, told) = poll(&gate, &mut state, &mut wh, &bob, now + 1_100);
+    assert_eq!(told["state"], "sold_out", "{told}");
+    assert!(told.get("link").is_none());
+}
+
+#[test]
 fn a_crowd_s_polls_cost_one_snapshot_a_second() {
     let gate = Gate::new(config());
     let mut state = GateState::default();

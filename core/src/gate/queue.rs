@@ -194,7 +194,9 @@ impl Gate {
             link_nonce: claims.link_nonce,
         };
         if let Some(claim) = state.claim(id, &seat.user_id, now) {
-            return Ok(Verdict::Respond(self.claim_answer(&seat, claim, now)));
+            return Ok(Verdict::Respond(
+                self.claim_answer(state, &seat, claim, now),
+            ));
         }
         let snapshot = self.snapshot(state, id, now)?;
         if snapshot.admitted(claims.ticket) {
@@ -333,7 +335,7 @@ impl Gate {
             | PlaceState::PlaceSoldOut
             | PlaceState::PlaceEnded => {
                 let claim = self.learn_claim(state, seat, place, now);
-                self.claim_answer(seat, claim, now)
+                self.claim_answer(state, seat, claim, now)
             }
             // The snapshot ran ahead of the line (or the line opens later): still waiting,
             // at the front.
@@ -377,7 +379,19 @@ impl Gate {
         claim
     }
 
-    fn claim_answer(&self, seat: &Seat, claim: Claim, now: i64) -> Response {
+    /// A claim's answer to a poll. An admission not used by the time the line is sold out (a
+    /// standby one still waiting to open, or one whose buyer was slow) is told so with the
+    /// line, from the instance's copy as the waiting places keep it fresh: a link now would
+    /// only buy a refusal.
+    fn claim_answer(&self, state: &GateState, seat: &Seat, claim: Claim, now: i64) -> Response {
+        let sold_out = state
+            .queues
+            .get(&seat.sale.id)
+            .and_then(|q| q.snapshot)
+            .is_some_and(|s| s.sold_out);
+        if sold_out && matches!(claim, Claim::Admitted { .. }) {
+            return answer(&settled(QueueState::SoldOut), None, None, now);
+        }
         self.claim_response(seat, claim, None, now)
     }
 
