@@ -23,7 +23,7 @@
 //! the fastest client — a bot polling as often as it may — would win the race. So the places a
 //! move admits are not all equal: the first `remaining − pending` of them in line order (one
 //! unit is there for each, whatever the admissions before them do) may buy at once, and the rest
-//! are on *standby* for [`Rules::standby_ms`] (a sixth of an admission's life, 5 s by default)
+//! are on *standby* for [`Rules::standby_ms`] (a third of an admission's life, 10 s by default)
 //! before their admission opens. A standby place buys only what the places before it left: a
 //! unit comes to it for being slow or absent ahead, never for being fast behind. When the pool is empty and no unpaid order holds units that could come back,
 //! every place still waiting is told `sold_out` at once ([`Room::sold_out`]) — nobody waits for
@@ -69,11 +69,13 @@ impl Rules {
     /// and buy with it from a slow phone.
     pub const DEFAULT_ADMISSION_TTL_MS: i64 = 30_000;
 
-    /// How long a standby admission waits before it opens ([`window`]): a sixth of an
-    /// admission's life (5 s by default), time enough for the places before it, told by their
-    /// next poll (≤ 0.6 s at the front), to buy.
+    /// How long a standby admission waits before it opens ([`window`]): a third of an
+    /// admission's life (10 s by default), time enough for the places before it, told by their
+    /// next poll (≤ 0.6 s at the front), to buy even from a slow phone or a congested edge
+    /// (measured: with a 5 s wait, buyers behind a saturated edge left enough units to the
+    /// standby places for the bots among them to win more than their share).
     pub fn standby_ms(&self) -> i64 {
-        self.admission_ttl_ms.max(0) / 6
+        self.admission_ttl_ms.max(0) / 3
     }
 }
 

@@ -298,11 +298,11 @@ async fn lapses<S: Store>(store: S) {
             .expect("join");
         assert!(joined.new);
     }
-    // 1 unit, factor 2: a opens at once, b (beyond the unit) on standby for a sixth of the ttl.
+    // 1 unit, factor 2: a opens at once, b (beyond the unit) on standby for a third of the ttl.
     let moved = store.move_room(23, start + 20).await.expect("move");
     assert_eq!((moved.admitted, moved.snapshot.pending), (2, 2));
     let standby = rules.standby_ms();
-    assert_eq!(standby, 166);
+    assert_eq!(standby, 333);
     for (user, from_ms) in [("a", start + 20), ("b", start + 20 + standby)] {
         let place = store.claim_room(23, user, start + 20).await.expect("claim");
         assert_eq!(

@@ -197,7 +197,7 @@ fn an_admission_lasts_its_ttl_and_a_spent_place_is_ended() {
 #[test]
 fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
     let rules = rules(2);
-    assert_eq!(rules.standby_ms(), 5_000);
+    assert_eq!(rules.standby_ms(), 10_000);
     // 3 units, 1 admission still pending: two new ones may buy at once, the rest wait.
     let room = Room {
         remaining: 3,
@@ -207,7 +207,7 @@ fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
     let now = START + 100;
     let windows: Vec<Window> = (0..5).map(|n| window(&rules, &room, n, now)).collect();
     for (n, w) in windows.iter().enumerate() {
-        let from = if n < 2 { now } else { now + 5_000 };
+        let from = if n < 2 { now } else { now + 10_000 };
         assert_eq!(
             *w,
             Window {
@@ -225,10 +225,10 @@ fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
     let v = view_of(standby, room, now + 1_200);
     assert_eq!(
         (v.state, v.position, v.ahead, v.eta_s, v.poll_after_ms),
-        (QueueState::Waiting, 1, 0, Some(4), 3_800)
+        (QueueState::Waiting, 1, 0, Some(9), 8_800)
     );
     assert_eq!(
-        view_of(standby, room, now + 5_000).state,
+        view_of(standby, room, now + 10_000).state,
         QueueState::Admitted
     );
     // Factor 1 never admits more than the units left, so nobody waits on standby.
@@ -491,7 +491,7 @@ proptest! {
         k in 2..5u32,
         pool in 1..30u64,
         extra in 0..60u64,
-        delays in prop::collection::vec(0..5_000i64, 90),
+        delays in prop::collection::vec(0..10_000i64, 90),
     ) {
         let rules = rules(k);
         let mut line = Line { room: Room { remaining: pool, ..Room::default() }, ..Line::default() };

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# A crowd through a waiting room, on one edge runtime, run several times: the figures
+# BENCHMARKS.md's "A crowd through the waiting room" gives (bots' share of the units against their
+# share of the drawn places, how long after the sell-out the last waiting buyer knew, poll
+# latency, origin calls by method).
+#
+#   scripts/bench/room-crowd.sh worker   the Cloudflare Worker under `wrangler dev` (workerd)
+#   scripts/bench/room-crowd.sh spin     the Spin component (plain build) under `wasmtime serve`
+#
+# Starts its own Redis (scratch), warehouse (release build, a random draw secret) and edge on free
+# ports; each run is a sale of its own (`flashgate-load --put-sale`, a 20 s pre-queue), played by
+# `flashgate-load --waiting-room` as the storefront plays it, with the payment side on the
+# warehouse's internal listener. Settings: BENCH_RUNS (3), BENCH_BUYERS (500), BENCH_BOTS (100),
+# BENCH_UNITS (100), BENCH_PREQUEUE_MS (20000).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/lib.sh
+
+edge="${1:-}"
+case "$edge" in
+  worker | spin) ;;
+  *) die "usage: scripts/bench/room-crowd.sh worker|spin" ;;
+esac
+
+need_rust
+need_cmd redis-server redis-server
+if [ "$edge" = worker ]; then
+  bash scripts/toolchain/worker.sh
+  bash scripts/build/worker.sh
+else
+  wasmtime="$(bash scripts/toolchain/spin.sh | tail -n1)"
+  bash scripts/build/spin.sh plain
+fi
+runs="${BENCH_RUNS:-3}"
+buyers="${BENCH_BUYERS:-500}"
+bots="${BENCH_BOTS:-100}"
+units="${BENCH_UNITS:-100}"
+prequeue="${BENCH_PREQUEUE_MS:-20000}"
+crowd=$((buyers + bots))
+# Every actor holds a connection: more than the default 1,024 open files.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+say "building the warehouse and flashgate-load (release)"
+cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
+cargo build --release -q -p flashgate-load
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+redis_port=$(free_port); grpc_port=$(free_port); origin_port=$(free_port)
+metrics_port=$(free_port); edge_port=$(free_port)
+origin_key="$(hex 32)"
+setsid redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# --durability relaxed: a scratch Redis (nothing on disk), which fsync refuses.
+FLASHGATE_ORIGIN_KEY="$origin_key" FLASHGATE_QUEUE_SECRET="$(hex 32)" setsid \
+  target/release/flashgate-warehouse --store redis --durability relaxed \
+  --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
+  --edge-listen "127.0.0.1:$origin_port" --metrics-listen "127.0.0.1:$metrics_port" \
+  >"$work/warehouse.log" 2>&1 &
+pids+=($!)
+for port in "$grpc_port" "$origin_port" "$metrics_port"; do
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
+
+# Demo mode: the crowd signs in as guests, as the storefront does.
+settings=(
+  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$origin_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
+  "FLASHGATE_USER_TOKEN_KEY" "$(hex 32)"
+  "FLASHGATE_LINK_KEYS" "1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+  "FLASHGATE_DEMO_MODE" "1"
+)
+edge_args=()
+for ((i = 0; i < ${#settings[@]}; i += 2)); do
+  if [ "$edge" = worker ]; then
+    edge_args+=(--var "${settings[i]}:${settings[i + 1]}")
+  else
+    edge_args+=(--env "${settings[i]}=${settings[i + 1]}")
+  fi
+done
+if [ "$edge" = worker ]; then
+  say "starting wrangler dev on 127.0.0.1:$edge_port"
+  PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
+    setsid wrangler dev --ip 127.0.0.1 --port "$edge_port" --inspector-port "$(free_port)" \
+    --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
+    "${edge_args[@]}" >"$work/edge.log" 2>&1 &
+else
+  say "starting wasmtime serve on 127.0.0.1:$edge_port"
+  setsid "$wasmtime" serve -S cli --addr "127.0.0.1:$edge_port" "${edge_args[@]}" \
+    target/spin/flashgate_spin.wasm >"$work/edge.log" 2>&1 &
+fi
+pids+=($!)
+for _ in $(seq 300); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$edge_port/api/ready" 2>/dev/null)" != 000 ] && break
+  sleep 0.2
+done
+
+calls() {
+  curl -s "http://127.0.0.1:$metrics_port/metrics" \
+    | awk -F'[{}]' '/^flashgate_requests_total\{/ { split($2, kv, "method=\""); m = kv[2]; sub(/".*/, "", m); n[m] += $3 }
+        END { for (m in n) printf "%s=%d ", m, n[m] }'
+}
+for ((run = 1; run <= runs; run++)); do
+  event=$((100 + run))
+  say "run $run of $runs: $buyers buyers + $bots bots on $units units, sale $event"
+  before="$(calls)"
+  target/release/flashgate-load --target "http://127.0.0.1:$edge_port" --event "$event" \
+    --put-sale "$((9000 + run)):$units:1" --waiting-room "$prequeue" --patience-s 60 \
+    --buyers "$buyers" --bots "$bots" --client-ips "$crowd" --concurrency "$crowd" \
+    --admin "grpc://127.0.0.1:$grpc_port" --warehouse-metrics "http://127.0.0.1:$metrics_port/metrics" \
+    --label "room-$edge-$run-$$" | tee "$work/run-$run.txt"
+  echo "  warehouse calls before: $before"
+  echo "  warehouse calls after:  $(calls)"
+done
+say "summary ($edge): bots' share of the units against their share of the drawn places"
+for ((run = 1; run <= runs; run++)); do
+  printf 'run %d: ' "$run"
+  awk '/drawn places/ { d = $0; sub(/.*\(/, "", d); sub(/ bots.*/, "", d) }
+       /units won .*bots \(/ { u = $0; sub(/.*units won +/, "", u) }
+       /told sold out/ { t = $0; sub(/.*the last /, "", t); sub(/ after.*/, "", t) }
+       /polls .*p50/ { p = $0; sub(/.*p50 /, "", p); sub(/,.*/, "", p) }
+       END { printf "units %s; drawn %s bots; sold out told %s after; poll p50 %s ms\n", u, d, t, p }' \
+    "$work/run-$run.txt"
+done
