@@ -351,15 +351,39 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
     );
 
     // Both links buy with the place's one idempotency key.
-    let mut buy_id = |path: &str, now: i64| {
+    let buy_id = |state: &mut GateState, path: &str, now: i64| {
         let req = alice.request("POST", path, br#"{"qty":1}"#, now);
-        let Next::Send(call) = Exchange::default().start(&gate, &req, &mut state) else {
+        let Next::Send(call) = Exchange::default().start(&gate, &req, state) else {
             panic!("the buy is forwarded");
         };
         assert_eq!(call.path, "/flashsale.Seckill/Buy");
         BuyReq::decode(&call.body[5..]).unwrap().request_id
     };
-    assert_eq!(buy_id(&link, now + 3_000), buy_id(&relink, now + 3_100));
+    assert_eq!(
+        buy_id(&mut state, &link, now + 3_000),
+        buy_id(&mut state, &relink, now + 3_100)
+    );
+
+    // The pool runs empty (units held by unpaid orders): the same link is still forwarded, as
+    // a buy tried again after a busy answer may be one the warehouse took and only it can
+    // answer with its order; once the line says sold out for good, the edge refuses it.
+    if let Some(sale) = state.sales.get_mut(&7).and_then(|e| e.sale.as_mut()) {
+        sale.remaining = 0;
+        sale.sold_out = true;
+    }
+    assert_eq!(
+        buy_id(&mut state, &link, now + 3_200),
+        buy_id(&mut state, &relink, now + 3_300)
+    );
+    if let Some(line) = state.queues.get_mut(&7).and_then(|q| q.snapshot.as_mut()) {
+        line.sold_out = true;
+    }
+    let req = alice.request("POST", &link, br#"{"qty":1}"#, now + 3_400);
+    let Next::Respond(refused) = Exchange::default().start(&gate, &req, &mut state) else {
+        panic!("sold out for good is answered at the edge");
+    };
+    let (status, body) = json_of(&refused);
+    assert_eq!((status, &body["code"]), (410, &json!("sold_out")), "{body}");
 
     // Once the admission lapses unused, the place is over.
     let (_, lapsed) = poll(&gate, &mut state, &mut wh, &alice, now + 30_000);

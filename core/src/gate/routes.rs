@@ -270,6 +270,25 @@ impl Gate {
             Some(SaleEntry {
                 sale: Some(sale), ..
             }) if sale.sku_id != claims.sku_id => return Err(refuse(Reason::BadLink)),
+            // A waiting-room sale's buys are bounded by its admissions, so an empty pool does
+            // not stop them here: a buy tried again after a busy answer may be one the
+            // warehouse took (its order holds a unit), and only the warehouse can answer it
+            // with that order. Sold out for good (nothing held either, as the line's copy
+            // says) still does.
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) if sale.waiting_room => {
+                let id = claims.event_id;
+                let line = state.queues.get(&id).and_then(|q| q.snapshot);
+                if line.is_some_and(|s| s.sold_out) {
+                    return Err(refuse(Reason::SoldOut));
+                }
+                let pool_may_refill = SaleView {
+                    sold_out: false,
+                    ..*sale
+                };
+                Self::open_sale(&pool_may_refill, now, false)?
+            }
             Some(SaleEntry {
                 sale: Some(sale), ..
             }) => Self::open_sale(sale, now, false)?,
