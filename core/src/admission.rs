@@ -479,8 +479,10 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
     }
 }
 
-/// What a standby admission (one that opens in `wait_ms`) is told: waiting at the front, to come
-/// back when it opens — it is admitted then if the places before it left a unit.
+/// What a standby admission (one that opens in `wait_ms`) is told: waiting at the front, to ask
+/// again within [`STANDBY_POLL_MS`] — it is admitted when it opens if the places before it left
+/// a unit, and told sold out as soon as the line is (a poll only when it opens would leave it
+/// waiting for stock that is gone).
 pub fn standby_view(wait_ms: i64) -> QueueView {
     let wait_ms = wait_ms.max(1) as u64;
     QueueView {
@@ -488,10 +490,13 @@ pub fn standby_view(wait_ms: i64) -> QueueView {
         position: 1,
         ahead: 0,
         eta_s: Some(wait_ms.div_ceil(1_000)),
-        poll_after_ms: wait_ms,
+        poll_after_ms: wait_ms.min(STANDBY_POLL_MS),
         admitted_until_ms: None,
     }
 }
+
+/// The longest advised wait between a standby place's polls.
+pub const STANDBY_POLL_MS: u64 = 1_000;
 
 /// The advised wait before the next poll: half a second near the front, growing with the line
 /// ahead (about 1 ms per place) up to 5 s, never past the start, and spread by up to a fifth by

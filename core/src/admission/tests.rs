@@ -225,7 +225,7 @@ fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
     let v = view_of(standby, room, now + 1_200);
     assert_eq!(
         (v.state, v.position, v.ahead, v.eta_s, v.poll_after_ms),
-        (QueueState::Waiting, 1, 0, Some(9), 8_800)
+        (QueueState::Waiting, 1, 0, Some(9), STANDBY_POLL_MS)
     );
     assert_eq!(
         view_of(standby, room, now + 10_000).state,
