@@ -41,41 +41,16 @@ fi
 duration="${BENCH_DURATION:-10s}"
 threads="${BENCH_THREADS:-2}"
 conns="${BENCH_CONNECTIONS:-32}"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 say "building the warehouse (release) and the bench fixture"
 cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 cargo build --release -q -p flashgate-tests --example worker_bench_fixture
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# grpc_port: the warehouse's internal listener (the fixture's admin calls); origin_port: its edge
-# listener (the edge's FLASHGATE_ORIGIN_URL); edge_port: the edge runtime.
-redis_port=$(free_port); grpc_port=$(free_port); origin_port=$(free_port)
-metrics_port=$(free_port); edge_port=$(free_port)
-origin_key="$(hex 32)"; user_key="$(hex 32)"
+source scripts/bench/stack.sh
+start_scratch_warehouse
+edge_port=$(free_port)
+user_key="$(hex 32)"
 link_keys="1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
-
-setsid redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-# --durability relaxed: a scratch Redis (nothing on disk), which fsync refuses.
-FLASHGATE_ORIGIN_KEY="$origin_key" setsid target/release/flashgate-warehouse --store redis --durability relaxed \
-  --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
-  --edge-listen "127.0.0.1:$origin_port" --metrics-listen "127.0.0.1:$metrics_port" \
-  >"$work/warehouse.log" 2>&1 &
-pids+=($!)
-for port in "$grpc_port" "$origin_port"; do
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
 eval "$(target/release/examples/worker_bench_fixture "127.0.0.1:$grpc_port" "$user_key" "$link_keys")"
 
 # The same settings for either runtime: its own flag spelling is added below.

@@ -44,33 +44,10 @@ say "building the warehouse and flashgate-load (release)"
 cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 cargo build --release -q -p flashgate-load
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-redis_port=$(free_port); grpc_port=$(free_port); origin_port=$(free_port)
-metrics_port=$(free_port); edge_port=$(free_port)
-origin_key="$(hex 32)"
-setsid redis-server "$REDIS_SCRATCH_CONF" --port "$redis_port" >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-# --durability relaxed: a scratch Redis (nothing on disk), which fsync refuses.
-FLASHGATE_ORIGIN_KEY="$origin_key" FLASHGATE_QUEUE_SECRET="$(hex 32)" setsid \
-  target/release/flashgate-warehouse --store redis --durability relaxed \
-  --redis-url "redis://127.0.0.1:$redis_port" --listen "127.0.0.1:$grpc_port" \
-  --edge-listen "127.0.0.1:$origin_port" --metrics-listen "127.0.0.1:$metrics_port" \
-  >"$work/warehouse.log" 2>&1 &
-pids+=($!)
-for port in "$grpc_port" "$origin_port" "$metrics_port"; do
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+source scripts/bench/stack.sh
+# The draw's secret: random per run.
+start_scratch_warehouse FLASHGATE_QUEUE_SECRET="$(hex 32)"
+edge_port=$(free_port)
 
 # Demo mode: the crowd signs in as guests, as the storefront does.
 settings=(

@@ -224,7 +224,7 @@ mod tests {
         }
         assert_eq!(
             calls[0].args,
-            strings(&["500", "2", "30000", "5000", "3602000"])
+            strings(&["500", "2", "30000", "10000", "3602000"])
         );
         assert_eq!(calls[1].args[0], "");
         assert_eq!(calls[2].args[2], (1u64 << 52).to_string());

@@ -32,9 +32,9 @@
 -- Replies: {"OK", places, drawn, admitted, through, pending, remaining, held, sold_out (1|0),
 -- rate (thousandths per s), admitted by this move, lapsed by it, found bought by it}
 -- | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
--- Example: pool 1, factor 2, ttl 30000, standby 5000, line ann (score 5) bob (score 9) cy
+-- Example: pool 1, factor 2, ttl 30000, standby 10000, line ann (score 5) bob (score 9) cy
 -- (2^52), move at the start 1000 → {"OK","3","2","2","9","2","1","0","0","0","2","0","0"}, ann
--- pending until 31000 and bob (standby) until 36000; ann buys (users ann 1,
+-- pending until 31000 and bob (standby) until 41000; ann buys (users ann 1,
 -- pool 0, order 7-1 QUEUED), move at 1500 → {"OK","3","2","2","9","1","0","1","0","0","0","0",
 -- "1"}: bob stays pending, cy waits; the order is cancelled (pool 1), move at 2000 → admits cy.
 assert(#KEYS == 6 and #ARGV == 5, 'room_move.lua: 6 KEYS, 5 ARGV')

@@ -15,7 +15,7 @@
 -- then answer FAILED_PRECONDITION. The counters are never reset: a redefinition keeps the line.
 --
 -- Replies: {"OK"}
--- Example: ARGV "300000" "2" "30000" "5000" "1700003600000" → {"OK"}, HGET room factor → "2";
+-- Example: ARGV "300000" "2" "30000" "10000" "1700003600000" → {"OK"}, HGET room factor → "2";
 -- ARGV "" "0" "0" "0" "1700003600000" → {"OK"}, HGET room factor → nil.
 assert(#KEYS == 3 and #ARGV == 5, 'room_put.lua: 3 KEYS, 5 ARGV')
 if ARGV[1] == '' then
