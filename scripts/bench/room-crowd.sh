@@ -95,7 +95,7 @@ for ((run = 1; run <= runs; run++)); do
     --buyers "$buyers" --bots "$bots" --client-ips "$crowd" --concurrency "$crowd" \
     --admin "grpc://127.0.0.1:$grpc_port" --warehouse-metrics "http://127.0.0.1:$metrics_port/metrics" \
     --label "room-$edge-$run-$$" | tee "$work/run-$run.txt"
-  echo "  warehouse calls before: $before"
+  echo "  warehouse calls before: ${before:-none}"
   echo "  warehouse calls after:  $(calls)"
 done
 say "summary ($edge): bots' share of the units against their share of the drawn places"
