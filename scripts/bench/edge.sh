@@ -21,22 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
-edge="${1:-}"
-case "$edge" in
-  worker | spin) ;;
-  *) die "usage: scripts/bench/edge.sh worker|spin" ;;
-esac
-
+source scripts/bench/stack.sh
 need_rust
 need_cmd wrk wrk
 need_cmd redis-server redis-server
-if [ "$edge" = worker ]; then
-  bash scripts/toolchain/worker.sh
-  bash scripts/build/worker.sh
-else
-  wasmtime="$(bash scripts/toolchain/spin.sh | tail -n1)"
-  bash scripts/build/spin.sh plain
-fi
+prepare_edge "${1:-}"
 
 duration="${BENCH_DURATION:-10s}"
 threads="${BENCH_THREADS:-2}"
@@ -46,38 +35,23 @@ say "building the warehouse (release) and the bench fixture"
 cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 cargo build --release -q -p flashgate-tests --example worker_bench_fixture
 
-source scripts/bench/stack.sh
 start_scratch_warehouse
 edge_port=$(free_port)
 user_key="$(hex 32)"
 link_keys="1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 eval "$(target/release/examples/worker_bench_fixture "127.0.0.1:$grpc_port" "$user_key" "$link_keys")"
 
-# The same settings for either runtime: its own flag spelling is added below.
 lots="1000000/s burst 1000000"
 settings=(
-  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$origin_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
-  "FLASHGATE_USER_TOKEN_KEY" "$user_key" "FLASHGATE_LINK_KEYS" "$link_keys"
-  "FLASHGATE_LIMIT_USER" "$lots" "FLASHGATE_LIMIT_EVENT" "$lots"
-  "FLASHGATE_LIMIT_SKU" "$lots" "FLASHGATE_LIMIT_GLOBAL" "$lots"
+  FLASHGATE_ORIGIN_URL "http://127.0.0.1:$origin_port" FLASHGATE_ORIGIN_KEY "$origin_key"
+  FLASHGATE_USER_TOKEN_KEY "$user_key" FLASHGATE_LINK_KEYS "$link_keys"
+  FLASHGATE_LIMIT_USER "$lots" FLASHGATE_LIMIT_EVENT "$lots"
+  FLASHGATE_LIMIT_SKU "$lots" FLASHGATE_LIMIT_GLOBAL "$lots"
 )
-edge_args=()
-for ((i = 0; i < ${#settings[@]}; i += 2)); do
-  if [ "$edge" = worker ]; then
-    edge_args+=(--var "${settings[i]}:${settings[i + 1]}")
-  else
-    edge_args+=(--env "${settings[i]}=${settings[i + 1]}")
-  fi
-done
 
 source scripts/bench/wrk.sh
 if [ "$edge" = worker ]; then
-  say "starting wrangler dev on 127.0.0.1:$edge_port"
-  PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
-    setsid wrangler dev --ip 127.0.0.1 --port "$edge_port" --inspector-port "$(free_port)" \
-    --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
-    "${edge_args[@]}" >"$work/wrangler.log" 2>&1 &
-  pids+=($!)
+  start_edge "$edge_port" "${settings[@]}"
   for _ in $(seq 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$edge_port/api/ready" 2>/dev/null)" = 404 ] && break
     sleep 0.2
@@ -89,11 +63,8 @@ if [ "$edge" = worker ]; then
     cargo bench -q -p flashgate-core --bench edge 2>&1 | grep -E "^gate|^[a-z].*time:|time:" || true
   fi
 else
-  say "starting wasmtime serve on 127.0.0.1:$edge_port"
   started_ns=$(date +%s%N)
-  setsid "$wasmtime" serve -S cli --addr "127.0.0.1:$edge_port" "${edge_args[@]}" \
-    target/spin/flashgate_spin.wasm >"$work/wasmtime.log" 2>&1 &
-  pids+=($!)
+  start_edge "$edge_port" "${settings[@]}"
   # The first 200: the sale view (the component asks the warehouse for it).
   for _ in $(seq 1000); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'user-agent: Mozilla/5.0 Chrome/141.0' \

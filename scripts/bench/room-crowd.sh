@@ -16,21 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 
-edge="${1:-}"
-case "$edge" in
-  worker | spin) ;;
-  *) die "usage: scripts/bench/room-crowd.sh worker|spin" ;;
-esac
-
+source scripts/bench/stack.sh
 need_rust
 need_cmd redis-server redis-server
-if [ "$edge" = worker ]; then
-  bash scripts/toolchain/worker.sh
-  bash scripts/build/worker.sh
-else
-  wasmtime="$(bash scripts/toolchain/spin.sh | tail -n1)"
-  bash scripts/build/spin.sh plain
-fi
+prepare_edge "${1:-}"
 runs="${BENCH_RUNS:-3}"
 buyers="${BENCH_BUYERS:-500}"
 bots="${BENCH_BOTS:-100}"
@@ -44,38 +33,16 @@ say "building the warehouse and flashgate-load (release)"
 cargo build --release -q -p flashgate-core --features warehouse --bin flashgate-warehouse
 cargo build --release -q -p flashgate-load
 
-source scripts/bench/stack.sh
 # The draw's secret: random per run.
 start_scratch_warehouse FLASHGATE_QUEUE_SECRET="$(hex 32)"
 edge_port=$(free_port)
 
 # Demo mode: the crowd signs in as guests, as the storefront does.
-settings=(
-  "FLASHGATE_ORIGIN_URL" "http://127.0.0.1:$origin_port" "FLASHGATE_ORIGIN_KEY" "$origin_key"
-  "FLASHGATE_USER_TOKEN_KEY" "$(hex 32)"
-  "FLASHGATE_LINK_KEYS" "1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
-  "FLASHGATE_DEMO_MODE" "1"
-)
-edge_args=()
-for ((i = 0; i < ${#settings[@]}; i += 2)); do
-  if [ "$edge" = worker ]; then
-    edge_args+=(--var "${settings[i]}:${settings[i + 1]}")
-  else
-    edge_args+=(--env "${settings[i]}=${settings[i + 1]}")
-  fi
-done
-if [ "$edge" = worker ]; then
-  say "starting wrangler dev on 127.0.0.1:$edge_port"
-  PATH="$PWD/node_modules/.bin:$PATH" WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
-    setsid wrangler dev --ip 127.0.0.1 --port "$edge_port" --inspector-port "$(free_port)" \
-    --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
-    "${edge_args[@]}" >"$work/edge.log" 2>&1 &
-else
-  say "starting wasmtime serve on 127.0.0.1:$edge_port"
-  setsid "$wasmtime" serve -S cli --addr "127.0.0.1:$edge_port" "${edge_args[@]}" \
-    target/spin/flashgate_spin.wasm >"$work/edge.log" 2>&1 &
-fi
-pids+=($!)
+start_edge "$edge_port" \
+  FLASHGATE_ORIGIN_URL "http://127.0.0.1:$origin_port" FLASHGATE_ORIGIN_KEY "$origin_key" \
+  FLASHGATE_USER_TOKEN_KEY "$(hex 32)" \
+  FLASHGATE_LINK_KEYS "1:$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')" \
+  FLASHGATE_DEMO_MODE 1
 for _ in $(seq 300); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$edge_port/api/ready" 2>/dev/null)" != 000 ] && break
   sleep 0.2
