@@ -127,12 +127,7 @@ impl Gate {
             return Err(Verdict::Refuse(Refusal::after(Reason::TooEarly, wait)));
         }
         let solved = self.solved(who, id, &answer)?;
-        let sold_out = state
-            .queues
-            .get(&id)
-            .and_then(|q| q.snapshot)
-            .is_some_and(|s| s.sold_out);
-        if sold_out && now >= sale.start_ms {
+        if state.line_sold_out(id) && now >= sale.start_ms {
             return Err(refuse(Reason::SoldOut));
         }
         let seat = Seat {
@@ -276,7 +271,7 @@ impl Gate {
                 let Some(token) = token() else {
                     return refusal_response(Refusal::new(Reason::BadRequest));
                 };
-                let snapshot = state.queues.get(&sale.id).and_then(|q| q.snapshot);
+                let snapshot = state.line(sale.id);
                 let rank = place.rank.max(0) as u64;
                 let view = match snapshot {
                     Some(s) => waiting_view(
@@ -384,12 +379,7 @@ impl Gate {
     /// line, from the instance's copy as the waiting places keep it fresh: a link now would
     /// only buy a refusal.
     fn claim_answer(&self, state: &GateState, seat: &Seat, claim: Claim, now: i64) -> Response {
-        let sold_out = state
-            .queues
-            .get(&seat.sale.id)
-            .and_then(|q| q.snapshot)
-            .is_some_and(|s| s.sold_out);
-        if sold_out && matches!(claim, Claim::Admitted { .. }) {
+        if state.line_sold_out(seat.sale.id) && matches!(claim, Claim::Admitted { .. }) {
             return answer(&settled(QueueState::SoldOut), None, None, now);
         }
         self.claim_response(seat, claim, None, now)

@@ -278,9 +278,7 @@ impl Gate {
             Some(SaleEntry {
                 sale: Some(sale), ..
             }) if sale.waiting_room => {
-                let id = claims.event_id;
-                let line = state.queues.get(&id).and_then(|q| q.snapshot);
-                if line.is_some_and(|s| s.sold_out) {
+                if state.line_sold_out(claims.event_id) {
                     return Err(refuse(Reason::SoldOut));
                 }
                 let pool_may_refill = SaleView {

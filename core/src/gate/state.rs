@@ -367,6 +367,17 @@ impl GateState {
         self.claims.insert(Self::claim_key(event_id, user), entry);
     }
 
+    /// The instance's copy of sale `event_id`'s line, if it has one.
+    pub fn line(&self, event_id: i64) -> Option<RoomSnapshot> {
+        self.queues.get(&event_id).and_then(|q| q.snapshot)
+    }
+
+    /// Whether the instance's copy of sale `event_id`'s line says sold out (for good: nothing
+    /// left and nothing held).
+    pub fn line_sold_out(&self, event_id: i64) -> bool {
+        self.line(event_id).is_some_and(|s| s.sold_out)
+    }
+
     /// The key of `user`'s claim in sale `event_id`.
     pub fn claim_key(event_id: i64, user: &str) -> String {
         format!("{event_id}/{user}")
