@@ -8,15 +8,22 @@
 //! retired and its orders were purged from Redis: those rows are the shop's archive). Each order
 //! has at most one row by the primary key, so "exactly one row" is "a row".
 //!
-//! What it does not do: repair anything, or read a Redis Cluster.
+//! The seed contract's locks the same way, per lock and SKU: the part Redis holds
+//! (`{sku:ID}:locks`) against its `stock_locks` row — in flight while a step of it is still in
+//! the SKU's change log, wrong when they differ otherwise, a part without a row, or a row
+//! without a part (Redis keeps every part, RELEASED tombstones included).
+//!
+//! One Redis or a Redis Cluster alike: every read names one key (an orderbook, a change log).
+//!
+//! What it does not do: repair anything.
 
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Pool;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use flashgate_core::stock::{event_of_order, record, Keys, Order};
+use flashgate_core::warehouse::store::RedisConnection;
 
 use crate::sink::{self, SinkError};
 
@@ -33,6 +40,12 @@ pub struct Report {
     pub in_flight: Vec<(String, String)>,
     /// Rows of retired sales whose orders were purged from Redis.
     pub archived: usize,
+    /// Seed-contract lock parts in Redis (one per lock and SKU).
+    pub lock_parts: usize,
+    /// Rows in `stock_locks`.
+    pub lock_rows: usize,
+    /// Lock parts whose row matches.
+    pub locks_matched: usize,
     /// What is wrong: order → what.
     pub wrong: Vec<(String, String)>,
 }
@@ -60,6 +73,11 @@ impl std::fmt::Display for Report {
             self.in_flight.len(),
             self.archived,
             self.wrong.len()
+        )?;
+        writeln!(
+            f,
+            "lock parts in Redis {}, rows in PostgreSQL {}, matched {}",
+            self.lock_parts, self.lock_rows, self.locks_matched
         )?;
         for (order, why) in self.in_flight.iter().take(20) {
             writeln!(f, "  in flight {order}: {why}")?;
@@ -98,7 +116,7 @@ fn row_of(order: &Order) -> String {
 /// changes again during the audit (a payment right after creation): on a live system, audit a
 /// second time before acting on a single mismatch.
 pub async fn audit(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &Keys,
     pool: &Pool,
 ) -> Result<Report, SinkError> {
@@ -129,7 +147,28 @@ pub async fn audit(
             }
         }
     }
+    // Lock parts live in the SKU's own shard.
+    let mut parts: Vec<((i64, i64), String)> = Vec::new();
+    for log in logs.iter().filter(|log| log.at.sub == 0) {
+        let sku = log.at.sku;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(i64, String)>) = redis::cmd("HSCAN")
+                .arg(keys.lock_parts(sku))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(redis)
+                .await?;
+            parts.extend(page.into_iter().map(|(oid, part)| ((oid, sku), part)));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
     let mut pending: HashSet<String> = HashSet::new();
+    let mut pending_locks: HashSet<(i64, i64)> = HashSet::new();
     for log in &logs {
         let mut from = "-".to_owned();
         loop {
@@ -139,6 +178,9 @@ pub async fn audit(
             for entry in page.ids {
                 if let Some(no) = entry.get::<String>("o") {
                     pending.insert(no);
+                }
+                if let Some(oid) = entry.get::<i64>("l") {
+                    pending_locks.insert((oid, log.at.sku));
                 }
             }
             match last {
@@ -220,6 +262,37 @@ pub async fn audit(
                 .wrong
                 .push((order_no.clone(), "a row without a win in Redis".into())),
         }
+    }
+    let rows = client
+        .query("SELECT order_id, sku_id, part FROM stock_locks", &[])
+        .await
+        .map_err(crate::db::DbError::from)?;
+    let mut lock_rows: HashMap<(i64, i64), String> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    report.lock_rows = lock_rows.len();
+    for ((oid, sku), part) in parts {
+        report.lock_parts += 1;
+        let name = format!("lock {oid} sku {sku}");
+        match lock_rows.remove(&(oid, sku)) {
+            Some(have) if have == part => report.locks_matched += 1,
+            _ if pending_locks.contains(&(oid, sku)) => report
+                .in_flight
+                .push((name, "a step not yet committed".into())),
+            None => report
+                .wrong
+                .push((name, format!("a part without a row (Redis: {part})"))),
+            Some(have) => report
+                .wrong
+                .push((name, format!("Redis {part:?}, PostgreSQL {have:?}"))),
+        }
+    }
+    for ((oid, sku), have) in lock_rows {
+        report.wrong.push((
+            format!("lock {oid} sku {sku}"),
+            format!("a row without a part in Redis (PostgreSQL: {have})"),
+        ));
     }
     report.wrong.sort();
     report.in_flight.sort();

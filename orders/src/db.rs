@@ -1,12 +1,13 @@
 //! PostgreSQL: the pool, the versioned migrations run at start, and the one write the sink
 //! makes — a batch of changes applied in one transaction.
 //!
-//! A batch is three statements whatever its size (each a multi-row `INSERT … SELECT FROM
+//! A batch is at most five statements whatever its size (each a multi-row `INSERT … SELECT FROM
 //! unnest(arrays)`): the orders upserted, each only when the change is newer than the row's last
 //! applied change (`change_ms`, `change_seq`: the change log's stream id), so a redelivered or
 //! reordered change changes nothing; the changes inserted into `order_events` keyed by
-//! (shard, stream id) `ON CONFLICT DO NOTHING`; and poison entries into `dead_letters` the same
-//! way. Applying the same batch twice leaves the tables as once.
+//! (shard, stream id) `ON CONFLICT DO NOTHING`; the seed-contract locks' rows (`stock_locks`,
+//! one per lock and SKU) and steps (`stock_lock_events`) the same two ways; and poison entries
+//! into `dead_letters`. Applying the same batch twice leaves the tables as once.
 //!
 //! Migrations are SQL files under `orders/migrations/`, numbered, applied in order in one
 //! transaction each under an advisory lock (two sinks starting together apply each once), and
@@ -23,11 +24,17 @@ use tokio_postgres::NoTls;
 
 use flashgate_core::stock::OrderStatus;
 
-use crate::change::{Change, Poison};
+use crate::change::{Change, Entry, LockChange, Poison};
 
 /// Every migration: version, name, SQL. Append only; never edit one that has shipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "orders", include_str!("../migrations/0001_orders.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "orders", include_str!("../migrations/0001_orders.sql")),
+    (
+        2,
+        "stock_locks",
+        include_str!("../migrations/0002_stock_locks.sql"),
+    ),
+];
 
 /// What the sink's database side fails with.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +108,32 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, DbError> {
     Ok(applied)
 }
 
+/// One read of change-log entries, sorted by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Order changes.
+    pub changes: Vec<Change>,
+    /// Seed-contract lock steps.
+    pub locks: Vec<LockChange>,
+    /// Entries that are neither.
+    pub poison: Vec<Poison>,
+}
+
+impl Batch {
+    /// `entries`, sorted by kind (each kind keeps the log's order).
+    pub fn of(entries: &[Entry]) -> Self {
+        let mut batch = Self::default();
+        for entry in entries {
+            match entry {
+                Entry::Change(c) => batch.changes.push(c.clone()),
+                Entry::Lock(l) => batch.locks.push(l.clone()),
+                Entry::Poison(p) => batch.poison.push(p.clone()),
+            }
+        }
+        batch
+    }
+}
+
 /// What one applied batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -108,6 +141,10 @@ pub struct Applied {
     pub rows: u64,
     /// Changes recorded in `order_events` (a redelivered one is not counted again).
     pub events: u64,
+    /// Lock rows (`stock_locks`) inserted or moved forward.
+    pub lock_rows: u64,
+    /// Lock steps recorded in `stock_lock_events`.
+    pub lock_events: u64,
     /// Entries set aside in `dead_letters`.
     pub poison: u64,
 }
@@ -130,13 +167,35 @@ INSERT INTO order_events (shard, change_ms, change_seq, order_no, status, record
 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[])
 ON CONFLICT DO NOTHING";
 
+const UPSERT_LOCKS: &str = "
+INSERT INTO stock_locks (order_id, sku_id, attempt, qty, status, part, shard, change_ms,
+                         change_seq)
+SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[], $6::text[],
+                     $7::text[], $8::int8[], $9::int8[])
+ON CONFLICT (order_id, sku_id) DO UPDATE SET
+    attempt = EXCLUDED.attempt, qty = EXCLUDED.qty, status = EXCLUDED.status,
+    part = EXCLUDED.part, shard = EXCLUDED.shard, change_ms = EXCLUDED.change_ms,
+    change_seq = EXCLUDED.change_seq, updated_at = now()
+WHERE (stock_locks.change_ms, stock_locks.change_seq) < (EXCLUDED.change_ms, EXCLUDED.change_seq)";
+
+const INSERT_LOCK_EVENTS: &str = "
+INSERT INTO stock_lock_events (shard, change_ms, change_seq, order_id, sku_id, status, part)
+SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
+                     $7::text[])
+ON CONFLICT DO NOTHING";
+
 const INSERT_POISON: &str = "
 INSERT INTO dead_letters (shard, change_ms, change_seq, fields, error)
 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[])
 ON CONFLICT DO NOTHING";
 
-/// Applies `changes` and sets `poison` aside, in one transaction.
-pub async fn apply(pool: &Pool, changes: &[Change], poison: &[Poison]) -> Result<Applied, DbError> {
+/// Applies `batch`'s changes and lock steps and sets its poison aside, in one transaction.
+pub async fn apply(pool: &Pool, batch: &Batch) -> Result<Applied, DbError> {
+    let Batch {
+        changes,
+        locks,
+        poison,
+    } = batch;
     let mut client = client(pool).await?;
     let tx = client.transaction().await?;
     let mut applied = Applied::default();
@@ -198,6 +257,47 @@ pub async fn apply(pool: &Pool, changes: &[Change], poison: &[Poison]) -> Result
                     &all(&|c| c.order.order_no.clone()),
                     &all(&|c| c.order.status.as_str().to_owned()),
                     &all(&|c| c.record.clone()),
+                ],
+            )
+            .await?;
+    }
+    if !locks.is_empty() {
+        // One row per (lock, SKU) in a statement: its newest step.
+        let mut newest: HashMap<(i64, i64), &LockChange> = HashMap::new();
+        for l in locks {
+            let slot = newest.entry((l.order_id, l.sku)).or_insert(l);
+            if l.id > slot.id {
+                *slot = l;
+            }
+        }
+        let rows: Vec<&LockChange> = newest.into_values().collect();
+        applied.lock_rows = tx
+            .execute(
+                UPSERT_LOCKS,
+                &[
+                    &rows.iter().map(|l| l.order_id).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.sku).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.part.attempt).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.part.num).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.status.as_str()).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.part.encode()).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.id.ms).collect::<Vec<_>>(),
+                    &rows.iter().map(|l| l.id.seq).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        applied.lock_events = tx
+            .execute(
+                INSERT_LOCK_EVENTS,
+                &[
+                    &locks.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.id.ms).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.id.seq).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.order_id).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.sku).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.status.as_str()).collect::<Vec<_>>(),
+                    &locks.iter().map(|l| l.part.encode()).collect::<Vec<_>>(),
                 ],
             )
             .await?;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flashgate_core::stock::Keys;
+use flashgate_core::warehouse::env;
+use flashgate_core::warehouse::store::{RedisConnection, RedisStoreConfig};
 use flashgate_orders::{audit, db, metrics, sink};
 
 #[derive(Debug, Parser)]
@@ -18,19 +20,23 @@ use flashgate_orders::{audit, db, metrics, sink};
     about = "flashgate's order sink: Redis change logs → PostgreSQL"
 )]
 struct Cli {
-    /// The warehouse's Redis.
+    /// The warehouse's Redis (for a cluster, seed nodes separated by commas).
     #[arg(
         long,
         global = true,
-        env = "FLASHGATE_REDIS_URL",
+        env = env::REDIS_URL,
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// Read a Redis Cluster (implied when `--redis-url` names several nodes), as the
+    /// warehouse's `--redis-cluster`.
+    #[arg(long, global = true, env = env::REDIS_CLUSTER, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    redis_cluster: bool,
     /// Namespace of every Redis key (the warehouse's `--redis-prefix`).
     #[arg(
         long,
         global = true,
-        env = "FLASHGATE_REDIS_PREFIX",
+        env = env::REDIS_PREFIX,
         default_value = "fg"
     )]
     redis_prefix: String,
@@ -94,9 +100,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let keys = Keys::new(cli.redis_prefix.clone());
-    let redis = redis::Client::open(cli.redis_url.as_str())
-        .context("--redis-url")?
-        .get_connection_manager()
+    let mut config = RedisStoreConfig::new(cli.redis_url.clone());
+    config.cluster = cli.redis_cluster;
+    let redis = RedisConnection::open(&config)
         .await
         .with_context(|| format!("--redis-url {}: unreachable", cli.redis_url))?;
     let pool = db::pool(&cli.orders_db, 4)?;
@@ -119,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(
     args: RunArgs,
-    redis: redis::aio::ConnectionManager,
+    redis: RedisConnection,
     pool: deadpool_postgres::Pool,
     keys: Keys,
 ) -> anyhow::Result<()> {

@@ -13,8 +13,12 @@
 //! every [`Options::rescan`] (retired sales included: their last changes still need carrying).
 //! The group is created at `0`, so a sink started late still reads everything logged before it.
 //!
-//! What it does not do: decide anything about orders, change Redis beyond its own group, or talk
-//! to a Redis Cluster (one Redis URL; the change logs of a cluster are per node, left for later).
+//! One Redis or a Redis Cluster, through the warehouse's own [`RedisConnection`]: every command
+//! here names one key (a change log, a directory set) or, for the acknowledgement, one change
+//! log, so each goes to the master serving that key's slot — a cluster's change logs are
+//! spread over its masters with their SKUs, and the sink reads each where it lives.
+//!
+//! What it does not do: decide anything about orders, or change Redis beyond its own group.
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -23,12 +27,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Value};
 use tokio::sync::watch;
 
 use flashgate_core::stock::{Keys, Shard};
+use flashgate_core::warehouse::store::RedisConnection;
 
 use crate::change::{self, Entry, StreamId};
 use crate::db;
@@ -79,9 +83,11 @@ pub enum SinkError {
     Db(#[from] db::DbError),
 }
 
-/// One change log: its shard's label and its key.
+/// One change log: its shard, the shard's label and the log's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Log {
+    /// The shard.
+    pub at: Shard,
     /// `shard_label`.
     pub shard: String,
     /// The stream's key.
@@ -90,7 +96,7 @@ pub struct Log {
 
 /// The order sink.
 pub struct Sink {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     pool: Pool,
     keys: Keys,
     options: Options,
@@ -99,7 +105,7 @@ pub struct Sink {
 }
 
 /// Every change log of `keys`'s directory: each SKU's own shard and its sub-pool shards.
-pub async fn logs(redis: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<Vec<Log>> {
+pub async fn logs(redis: &mut RedisConnection, keys: &Keys) -> redis::RedisResult<Vec<Log>> {
     let skus: Vec<i64> = redis.smembers(keys.skus()).await?;
     let mut logs = Vec::new();
     for sku in skus {
@@ -110,6 +116,7 @@ pub async fn logs(redis: &mut ConnectionManager, keys: &Keys) -> redis::RedisRes
                 .map(|s| Shard::new(sku, s)),
         ) {
             logs.push(Log {
+                at: shard,
                 shard: change::shard_label(shard),
                 key: keys.changes(shard),
             });
@@ -129,8 +136,9 @@ fn text(v: &Value) -> Option<String> {
 }
 
 impl Sink {
-    /// A sink over `redis` (prefix `keys`) and `pool`; the migrations must have run.
-    pub fn new(redis: ConnectionManager, pool: Pool, keys: Keys, options: Options) -> Self {
+    /// A sink over `redis` (one Redis or a Cluster, prefix `keys`) and `pool`; the migrations
+    /// must have run.
+    pub fn new(redis: RedisConnection, pool: Pool, keys: Keys, options: Options) -> Self {
         let pacer = options.max_rows_per_s.map(|rate| {
             // A burst of at most one batch, and of at most one second's rows: the pace holds
             // from the first second on.
@@ -245,17 +253,11 @@ impl Sink {
                 .await
                 .expect("a read is never larger than the burst");
         }
-        let (mut changes, mut poison) = (Vec::new(), Vec::new());
-        for entry in &entries {
-            match entry {
-                Entry::Change(c) => changes.push(c.clone()),
-                Entry::Poison(p) => {
-                    tracing::error!(shard = %p.shard, id = %p.id, error = %p.error, "poison change set aside");
-                    poison.push(p.clone());
-                }
-            }
+        let batch = db::Batch::of(&entries);
+        for p in &batch.poison {
+            tracing::error!(shard = %p.shard, id = %p.id, error = %p.error, "poison change set aside");
         }
-        let applied = db::apply(&self.pool, &changes, &poison).await?;
+        let applied = db::apply(&self.pool, &batch).await?;
         let ids: Vec<String> = entries.iter().map(|e| e.id().to_string()).collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -265,9 +267,11 @@ impl Sink {
             .ignore();
         let mut conn = self.redis.clone();
         pipe.query_async::<()>(&mut conn).await?;
-        self.metrics.changes.inc_by(changes.len() as u64);
-        self.metrics.rows.inc_by(applied.rows);
-        self.metrics.poison.inc_by(poison.len() as u64);
+        self.metrics
+            .changes
+            .inc_by((batch.changes.len() + batch.locks.len()) as u64);
+        self.metrics.rows.inc_by(applied.rows + applied.lock_rows);
+        self.metrics.poison.inc_by(batch.poison.len() as u64);
         self.metrics.batch.observe(entries.len() as f64);
         Ok(entries.len())
     }
@@ -293,7 +297,7 @@ impl Sink {
                 };
                 let fields: Vec<(String, Option<String>)> =
                     id.map.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-                entries.push(change::read(&log.shard, stream_id, &fields));
+                entries.push(change::read(log.at, stream_id, &fields));
             }
         }
         Ok(entries)

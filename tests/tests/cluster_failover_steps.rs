@@ -278,7 +278,16 @@ async fn a_master_killed_between_the_steps_of_a_multi_sku_lock_is_repaired_witho
         .expect("begin");
     assert_eq!(begun[..2], ["BEGUN", "PENDING"]);
     let taken: Vec<String> = store
-        .run_step(&call::lock_take(&keys, sorted[0], 31, 1, 2))
+        .run_step(&call::lock_take(
+            &keys,
+            call::PartStep {
+                sku: sorted[0],
+                oid: 31,
+                attempt: 1,
+                n: 2,
+            },
+            false,
+        ))
         .await
         .expect("take");
     assert_eq!(taken, ["TAKEN"]);

@@ -2,7 +2,8 @@
 //! becomes exactly one row whose final status is Redis's; the same after a poison entry, a
 //! redelivered or reordered change, PostgreSQL restarted mid-drain and the sink `kill -9`ed
 //! mid-drain; and peak shaving: a spike accepted at full speed, drained at the set pace, with
-//! PostgreSQL down during it.
+//! PostgreSQL down during it; the seed contract's locks, per lock and SKU; and a Redis Cluster,
+//! whose change logs are spread over its masters.
 //!
 //! Nothing sleeps to wait: every wait is `eventually` on the audit or on a row count.
 
@@ -12,15 +13,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashgate_core::stock::{BuyDecision, BuyRequest, Keys, OrderStatus, Sale, Shard};
+use flashgate_core::stock::{BuyDecision, BuyRequest, Keys, LockRequest, OrderStatus, Sale, Shard};
 use flashgate_core::warehouse::metrics::Metrics;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{OrderQueue, Orders, RedisStore, Sales, Stock};
+use flashgate_core::warehouse::store::{OrderQueue, Orders, RedisStore, Sales, SeedLocks, Stock};
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
 use flashgate_orders::change::{self, Entry, StreamId};
 use flashgate_orders::{audit, db, sink};
+use flashgate_tests::cluster::TestCluster;
 use flashgate_tests::{
-    eur, eventually, free_port, http1_request, pay_in_full, TestPostgres, TestRedis,
+    eur, eventually, free_port, http1_request, pay_in_full, unique_prefix, TestPostgres, TestRedis,
 };
 use tokio::sync::watch;
 
@@ -101,7 +103,7 @@ async fn create_all(store: &RedisStore) {
 
 async fn pool_for(pg: &TestPostgres) -> deadpool_postgres::Pool {
     let pool = db::pool(&pg.url, 4).expect("pool");
-    assert_eq!(db::migrate(&pool).await.expect("migrate"), vec![1]);
+    assert_eq!(db::migrate(&pool).await.expect("migrate"), vec![1, 2]);
     assert!(
         db::migrate(&pool).await.expect("again").is_empty(),
         "migrations run once"
@@ -109,18 +111,10 @@ async fn pool_for(pg: &TestPostgres) -> deadpool_postgres::Pool {
     pool
 }
 
-async fn redis_conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
-    redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap()
-}
-
-/// Starts an in-process sink; answers it and its stop switch.
+/// Starts an in-process sink on `store`'s Redis (one or a Cluster); answers it and its stop
+/// switch.
 async fn start_sink(
-    redis: &TestRedis,
-    keys: &Keys,
+    store: &RedisStore,
     pool: deadpool_postgres::Pool,
     max_rows_per_s: u32,
 ) -> (Arc<sink::Sink>, watch::Sender<bool>) {
@@ -130,9 +124,9 @@ async fn start_sink(
         ..Default::default()
     };
     let sink = Arc::new(sink::Sink::new(
-        redis_conn(redis).await,
+        store.connection(),
         pool,
-        keys.clone(),
+        store.keys().clone(),
         options,
     ));
     let (stop_tx, stop) = watch::channel(false);
@@ -141,13 +135,13 @@ async fn start_sink(
     (sink, stop_tx)
 }
 
-/// Waits until Redis and PostgreSQL agree, nothing in flight; answers the report.
-async fn agreed(redis: &TestRedis, keys: &Keys, pg: &TestPostgres) -> audit::Report {
+/// Waits until `store`'s Redis and PostgreSQL agree, nothing in flight; answers the report.
+async fn agreed(store: &RedisStore, pg: &TestPostgres) -> audit::Report {
     let pool = db::pool(&pg.url, 1).expect("pool");
-    let mut conn = redis_conn(redis).await;
+    let keys = store.keys().clone();
     eventually("Redis and PostgreSQL agree", PATIENCE, || {
         let (pool, keys) = (pool.clone(), keys.clone());
-        let mut conn = conn.clone();
+        let mut conn = store.connection();
         async move {
             let report = audit::audit(&mut conn, &keys, &pool).await.ok()?;
             assert!(report.is_consistent(), "{report}");
@@ -155,7 +149,9 @@ async fn agreed(redis: &TestRedis, keys: &Keys, pg: &TestPostgres) -> audit::Rep
         }
     })
     .await;
-    audit::audit(&mut conn, keys, &pool).await.unwrap()
+    audit::audit(&mut store.connection(), &keys, &pool)
+        .await
+        .unwrap()
 }
 
 async fn count(pg: &TestPostgres, sql: &str) -> i64 {
@@ -207,7 +203,7 @@ async fn every_win_of_a_crowd_becomes_one_row_with_redis_final_status() {
     let expired = store.expire_due(now_ms() + 61_000, 10_000).await.unwrap();
     assert_eq!(expired.len(), 600);
     // A poison entry among them: set aside, never blocking the rest.
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = store.connection();
     let _: String = redis::cmd("XADD")
         .arg(keys.changes(Shard::from(1)))
         .arg("*")
@@ -220,8 +216,8 @@ async fn every_win_of_a_crowd_becomes_one_row_with_redis_final_status() {
         .unwrap();
 
     let pool = pool_for(&pg).await;
-    let (sink, _stop) = start_sink(&redis, &keys, pool.clone(), 0).await;
-    let report = agreed(&redis, &keys, &pg).await;
+    let (sink, _stop) = start_sink(&store, pool.clone(), 0).await;
+    let report = agreed(&store, &pg).await;
     assert_eq!(
         (report.orders, report.rows, report.matched),
         (800, 800, 800),
@@ -270,13 +266,21 @@ async fn every_win_of_a_crowd_becomes_one_row_with_redis_final_status() {
                 ("o".to_owned(), Some(no.clone())),
                 ("r".to_owned(), Some(record.clone())),
             ];
-            match change::read("1", StreamId { ms: *ms, seq: *seq }, &fields) {
+            match change::read(Shard::from(1), StreamId { ms: *ms, seq: *seq }, &fields) {
                 Entry::Change(c) => c,
-                Entry::Poison(p) => panic!("{p:?}"),
+                other => panic!("{other:?}"),
             }
         })
         .collect();
-    let applied = db::apply(&pool, &again, &[]).await.unwrap();
+    let applied = db::apply(
+        &pool,
+        &db::Batch {
+            changes: again.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (applied.rows, applied.events),
         (0, 0),
@@ -291,11 +295,20 @@ async fn every_win_of_a_crowd_becomes_one_row_with_redis_final_status() {
     stale.order.status = OrderStatus::PendingPayment;
     stale.order.payment = None;
     assert_eq!(
-        db::apply(&pool, &[stale], &[]).await.unwrap().rows,
+        db::apply(
+            &pool,
+            &db::Batch {
+                changes: vec![stale],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .rows,
         0,
         "an older change never overwrites"
     );
-    let report = agreed(&redis, &keys, &pg).await;
+    let report = agreed(&store, &pg).await;
     assert_eq!(report.matched, 800, "{report}");
 }
 
@@ -303,20 +316,19 @@ async fn every_win_of_a_crowd_becomes_one_row_with_redis_final_status() {
 async fn postgres_restarted_mid_drain_loses_and_doubles_nothing() {
     let (redis, mut pg) = (TestRedis::spawn(&[]).await, TestPostgres::start().await);
     let store = redis.store().await;
-    let keys = store.keys().clone();
     store.put_stock(2, 3_000).await.unwrap();
     let sale = running_sale(2, 2, 2_000);
     store.put_sale(&sale).await.unwrap();
     let (won, _) = crowd(&store, &sale, 2_000, 50).await;
     create_all(&store).await;
     let pool = pool_for(&pg).await;
-    let (_sink, _stop) = start_sink(&redis, &keys, pool, 500).await;
+    let (_sink, _stop) = start_sink(&store, pool, 500).await;
     eventually("some rows", PATIENCE, || async {
         (count(&pg, "SELECT count(*) FROM orders").await >= 300).then_some(())
     })
     .await;
     pg.restart().await;
-    let report = agreed(&redis, &keys, &pg).await;
+    let report = agreed(&store, &pg).await;
     assert_eq!(
         (report.orders, report.rows),
         (won.len(), won.len()),
@@ -341,9 +353,12 @@ fn sink_bin() -> std::path::PathBuf {
     bin
 }
 
-fn spawn_sink(redis: &TestRedis, keys: &Keys, pg: &TestPostgres, rate: u32, port: u16) -> Child {
+/// The sink binary on the Redis `redis_args` name (`--redis-url …`, and `--redis-cluster` for a
+/// cluster), paced at `rate` rows/s, serving /metrics and /healthz on `port`.
+fn spawn_sink(redis_args: &[&str], keys: &Keys, pg: &TestPostgres, rate: u32, port: u16) -> Child {
     Command::new(sink_bin())
-        .args(["--redis-url", &redis.url, "--redis-prefix", keys.prefix()])
+        .args(redis_args)
+        .args(["--redis-prefix", keys.prefix()])
         .args([
             "--orders-db",
             &pg.url,
@@ -370,7 +385,7 @@ async fn the_sink_killed_mid_drain_and_restarted_loses_and_doubles_nothing() {
     create_all(&store).await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut first = spawn_sink(&redis, &keys, &pg, 400, port);
+    let mut first = spawn_sink(&["--redis-url", &redis.url], &keys, &pg, 400, port);
     eventually("some rows", PATIENCE, || async {
         let n = tokio_postgres_count(&pg).await;
         (n >= 400).then_some(())
@@ -389,8 +404,8 @@ async fn the_sink_killed_mid_drain_and_restarted_loses_and_doubles_nothing() {
     );
     first.kill().expect("kill -9");
     first.wait().unwrap();
-    let mut second = spawn_sink(&redis, &keys, &pg, 0, port);
-    let report = agreed(&redis, &keys, &pg).await;
+    let mut second = spawn_sink(&["--redis-url", &redis.url], &keys, &pg, 0, port);
+    let report = agreed(&store, &pg).await;
     eventually("/healthz ok once drained", PATIENCE, || async {
         tokio::net::TcpStream::connect(addr).await.ok()?;
         let health = http1_request(addr, "GET", "/healthz", &[], &[]).await;
@@ -427,7 +442,6 @@ async fn tokio_postgres_count(pg: &TestPostgres) -> i64 {
 async fn a_spike_is_accepted_at_full_speed_and_drained_at_the_set_pace() {
     let (redis, mut pg) = (TestRedis::spawn(&[]).await, TestPostgres::start().await);
     let store = redis.store().await;
-    let keys = store.keys().clone();
     let (_worker_stop, worker_rx) = watch::channel(false);
     tokio::spawn(run_order_worker(
         store.clone(),
@@ -439,12 +453,12 @@ async fn a_spike_is_accepted_at_full_speed_and_drained_at_the_set_pace() {
     let sale = running_sale(4, 4, 5_000);
     store.put_sale(&sale).await.unwrap();
     let pool = pool_for(&pg).await;
-    let (_sink, _stop) = start_sink(&redis, &keys, pool, 500).await;
+    let (_sink, _stop) = start_sink(&store, pool, 500).await;
 
     let (won, accept_rate) = crowd(&store, &sale, 5_000, 50).await;
     assert_eq!(won.len(), 5_000);
     let spike_over = Instant::now();
-    agreed(&redis, &keys, &pg).await;
+    agreed(&store, &pg).await;
     let drain = spike_over.elapsed().as_secs_f64();
     let drain_rate = 5_000.0 / drain;
     eprintln!("accept {accept_rate:.0} buys/s, drain {drain_rate:.0} rows/s in {drain:.1} s");
@@ -470,6 +484,151 @@ async fn a_spike_is_accepted_at_full_speed_and_drained_at_the_set_pace() {
         "buys unaffected: {rate_down:.0}/s"
     );
     pg.restart().await;
-    let report = agreed(&redis, &keys, &pg).await;
+    let report = agreed(&store, &pg).await;
     assert_eq!(report.rows, 10_000, "{report}");
+}
+
+/// A Redis Cluster: three SKUs whose change logs live on three different masters, a sale on
+/// each; the sink binary with `--redis-cluster` carries every win of every master into
+/// PostgreSQL with Redis's final status (payments and cancellations included), and the audit
+/// binary, reading the same cluster, finds both agreeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_s_change_logs_on_every_master_become_rows() {
+    let (cluster, pg) = (TestCluster::spawn(3, 0).await, TestPostgres::start().await);
+    let store = cluster.store(&unique_prefix()).await;
+    let keys = store.keys().clone();
+    let skus = cluster
+        .keys_on_distinct_masters(|sku| keys.changes(Shard::from(sku)), 3)
+        .await;
+    let mut won = Vec::new();
+    for (i, &sku) in skus.iter().enumerate() {
+        store.put_stock(sku, 500).await.unwrap();
+        let sale = running_sale(i as i64 + 1, sku, 200);
+        store.put_sale(&sale).await.unwrap();
+        won.extend(crowd(&store, &sale, 300, 20).await.0);
+    }
+    assert_eq!(won.len(), 600, "200 units on each of three masters");
+    create_all(&store).await;
+    for (i, no) in won.iter().enumerate() {
+        let user = store.order(no).await.unwrap().unwrap().user_id;
+        match i % 3 {
+            0 => drop(pay_in_full(&store, no, &user, now_ms()).await.unwrap()),
+            1 => drop(store.cancel(no, &user, now_ms()).await.unwrap()),
+            _ => {}
+        }
+    }
+    pool_for(&pg).await;
+    let seed = cluster.seed();
+    let cluster_args = ["--redis-url", seed.as_str(), "--redis-cluster"];
+    let mut sink = spawn_sink(&cluster_args, &keys, &pg, 0, free_port());
+    let report = agreed(&store, &pg).await;
+    sink.kill().unwrap();
+    sink.wait().unwrap();
+    assert_eq!(
+        (report.orders, report.rows, report.matched),
+        (600, 600, 600),
+        "{report}"
+    );
+    assert_eq!(
+        statuses(&pg).await,
+        BTreeMap::from([
+            ("CANCELLED".into(), 200),
+            ("PAID".into(), 200),
+            ("PENDING_PAYMENT".into(), 200)
+        ])
+    );
+    for sku in &skus {
+        let sql = format!("SELECT count(*) FROM orders WHERE sku_id = {sku}");
+        assert_eq!(count(&pg, &sql).await, 200, "the rows of SKU {sku}");
+    }
+    let audit = Command::new(sink_bin())
+        .args(cluster_args)
+        .args(["--redis-prefix", keys.prefix(), "--orders-db", &pg.url])
+        .args(["audit", "--clean"])
+        .output()
+        .expect("flashgate-orders audit");
+    let printed = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{printed}");
+    assert!(printed.contains("matched 600"), "{printed}");
+}
+
+/// The seed contract's locks reach PostgreSQL per lock and SKU, and `seed_locks` shows each
+/// lock as a whole: finished, released, a lock that failed on a short SKU (ABORTED, every SKU
+/// given back or never taken), the same lock taken again once the stock is there (its next
+/// attempt, LOCKED), and one still held; the audit matches every part with its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_contract_locks_become_rows_per_sku_and_a_status_per_lock() {
+    let (redis, pg) = (TestRedis::spawn(&[]).await, TestPostgres::start().await);
+    let store = redis.store().await;
+    for sku in [11, 12, 13] {
+        store.put_stock(sku, 10).await.unwrap();
+    }
+    let lock = |order_id: i64, sku_nums: &[(i64, i64)]| LockRequest {
+        order_id,
+        order_no: format!("shop-{order_id}"),
+        consignee: "Ann".into(),
+        phone: "555".into(),
+        address: "1 Main St".into(),
+        note: String::new(),
+        sku_nums: sku_nums.iter().copied().collect(),
+    };
+    store.lock(&lock(1, &[(11, 2), (12, 3)])).await.unwrap();
+    store.unlock(1, true).await.unwrap();
+    store.lock(&lock(2, &[(11, 1), (13, 1)])).await.unwrap();
+    store.unlock(2, false).await.unwrap();
+    let short = lock(3, &[(12, 1), (13, 20)]);
+    store.lock(&short).await.expect_err("13 has 10 units");
+    store.lock(&lock(4, &[(11, 1)])).await.unwrap();
+    let aborted = lock(5, &[(11, 1), (12, 50)]);
+    store.lock(&aborted).await.expect_err("12 has 7 units");
+
+    let pool = pool_for(&pg).await;
+    let (_sink, _stop) = start_sink(&store, pool.clone(), 0).await;
+    let report = agreed(&store, &pg).await;
+    assert_eq!(
+        (report.lock_parts, report.lock_rows, report.locks_matched),
+        (9, 9, 9),
+        "{report}"
+    );
+    let seed_locks = || async {
+        pg.client()
+            .await
+            .query(
+                "SELECT order_id, attempt, skus, units, status FROM seed_locks ORDER BY order_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let row: (i64, i64, i64, i64, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get::<_, i64>(3), r.get(4));
+                row
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seed_locks().await,
+        vec![
+            (1, 1, 2, 5, "FINISHED".into()),
+            (2, 1, 2, 2, "RELEASED".into()),
+            (3, 1, 2, 21, "ABORTED".into()),
+            (4, 1, 1, 1, "LOCKED".into()),
+            (5, 1, 2, 51, "ABORTED".into()),
+        ]
+    );
+
+    // The failed lock again once 13 has the stock: its next attempt, LOCKED on both SKUs.
+    store.put_stock(13, 30).await.unwrap();
+    store.lock(&short).await.unwrap();
+    agreed(&store, &pg).await;
+    assert_eq!(seed_locks().await[2], (3, 2, 2, 21, "LOCKED".into()));
+    // Every step is one event: attempt 1 took 12, then its roll-back released 12 and left a
+    // tombstone on 13; attempt 2 took both.
+    let steps = count(
+        &pg,
+        "SELECT count(*) FROM stock_lock_events WHERE order_id = 3",
+    )
+    .await;
+    assert_eq!(steps, 5);
 }

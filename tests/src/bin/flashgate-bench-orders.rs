@@ -122,11 +122,7 @@ async fn main() {
         Metrics::new(),
         stop.clone(),
     ));
-    let conn = redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let conn = store.connection();
     let options = sink::Options {
         batch: args.batch,
         max_rows_per_s: None::<NonZeroU32>,
@@ -176,11 +172,7 @@ async fn main() {
     stop_sink.send(true).ok();
     store.put_sale(&sale(3, 1, wins as i64)).await.unwrap();
     spike(&store, 3, wins, args.clients, None).await;
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let mut conn = store.connection();
     let changes = keys.changes(flashgate_core::stock::Shard::from(1));
     let queued = Instant::now() + Duration::from_secs(600);
     while redis::cmd("XLEN")

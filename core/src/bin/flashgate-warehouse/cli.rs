@@ -94,8 +94,9 @@ pub struct Cli {
     #[arg(long, global = true, env = env::BUY_BATCH, value_enum, default_value_t = Switch::On)]
     pub buy_batch: Switch,
 
-    /// With the Redis store: append every order change (created, paid, cancelled, expired) to
-    /// its shard's change log `{sku:ID}:changes` in the same script, for the order sink
+    /// With the Redis store: append every order change (created, paid, cancelled, expired) and
+    /// every seed-contract lock step (per SKU) to its shard's change log `{sku:ID}:changes` in
+    /// the same script, for the order sink
     /// (`flashgate-orders`) to carry into PostgreSQL (`on`); `off` for a deployment with no sink,
     /// whose logs would otherwise keep one entry per change until a sink drains them.
     #[arg(long, global = true, env = env::ORDER_LOG, value_enum, default_value_t = Switch::On)]

@@ -8,7 +8,7 @@ use super::{
     LOCK_TAKE,
 };
 use crate::stock::lock::{parse_journal, shard, Journal, JournalStatus};
-use crate::stock::{Keys, LockRequest};
+use crate::stock::{Keys, LockRequest, Shard};
 
 /// `lock_read.lua`: a lock's journal.
 pub fn lock_read(keys: &Keys, order_id: i64) -> Call {
@@ -74,27 +74,64 @@ pub fn parse_cas(reply: &[String]) -> ReplyResult<Cas> {
     }
 }
 
-fn part_step(lua: &'static Lua, keys: &Keys, sku: i64, oid: i64, attempt: i64, n: i64) -> Call {
+/// One part step's call on the SKU's stock, parts and change log; with `log`, the script also
+/// logs the part it writes with that status, the one the step carries its lock towards.
+fn part_step(lua: &'static Lua, keys: &Keys, step: PartStep, log: Option<JournalStatus>) -> Call {
+    let PartStep {
+        sku,
+        oid,
+        attempt,
+        n,
+    } = step;
     Call::new(
         lua,
-        vec![keys.stock(sku), keys.lock_parts(sku)],
-        vec![oid.to_string(), attempt.to_string(), n.to_string()],
+        vec![
+            keys.stock(sku),
+            keys.lock_parts(sku),
+            keys.changes(Shard::from(sku)),
+        ],
+        vec![
+            oid.to_string(),
+            attempt.to_string(),
+            n.to_string(),
+            log.map_or("0", JournalStatus::as_str).to_owned(),
+        ],
     )
 }
 
-/// `lock_take.lua`: takes `n` units of `sku` for attempt `attempt` of lock `oid`.
-pub fn lock_take(keys: &Keys, sku: i64, oid: i64, attempt: i64, n: i64) -> Call {
-    part_step(&LOCK_TAKE, keys, sku, oid, attempt, n)
+/// One SKU's step of one attempt of a lock: `n` units of `sku` for lock `oid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartStep {
+    /// The SKU.
+    pub sku: i64,
+    /// The lock's order id.
+    pub oid: i64,
+    /// The journal's attempt.
+    pub attempt: i64,
+    /// Units (the journal's).
+    pub n: i64,
 }
 
-/// `lock_release.lua`: gives the part back, or leaves a tombstone fencing the attempt.
-pub fn lock_release(keys: &Keys, sku: i64, oid: i64, attempt: i64, n: i64) -> Call {
-    part_step(&LOCK_RELEASE, keys, sku, oid, attempt, n)
+/// `lock_take.lua`: takes the step's units for its attempt; with `log`, logged as moving the
+/// lock towards LOCKED.
+pub fn lock_take(keys: &Keys, step: PartStep, log: bool) -> Call {
+    part_step(&LOCK_TAKE, keys, step, log.then_some(JournalStatus::Locked))
 }
 
-/// `lock_finish.lua`: commits the part (locked → sold).
-pub fn lock_finish(keys: &Keys, sku: i64, oid: i64, attempt: i64, n: i64) -> Call {
-    part_step(&LOCK_FINISH, keys, sku, oid, attempt, n)
+/// `lock_release.lua`: gives the part back, or leaves a tombstone fencing the attempt; `log`
+/// is the status the release serves (ABORTED for a roll-back, RELEASED for an unlock).
+pub fn lock_release(keys: &Keys, step: PartStep, log: Option<JournalStatus>) -> Call {
+    part_step(&LOCK_RELEASE, keys, step, log)
+}
+
+/// `lock_finish.lua`: commits the part (locked → sold); with `log`, logged as FINISHED.
+pub fn lock_finish(keys: &Keys, step: PartStep, log: bool) -> Call {
+    part_step(
+        &LOCK_FINISH,
+        keys,
+        step,
+        log.then_some(JournalStatus::Finished),
+    )
 }
 
 /// `lock_register.lua`: enters lock `oid` in its directories before a move to `next_seq`.
@@ -138,9 +175,20 @@ mod tests {
             Ok(None)
         );
         let k = Keys::new("fg");
-        let step = lock_release(&k, 2, 5, 1, 3);
-        assert_eq!(step.keys, vec![k.stock(2), k.lock_parts(2)]);
-        assert_eq!(step.args, strings(&["5", "1", "3"]));
+        let part = PartStep {
+            sku: 2,
+            oid: 5,
+            attempt: 1,
+            n: 3,
+        };
+        let step = lock_release(&k, part, Some(JournalStatus::Aborted));
+        assert_eq!(
+            step.keys,
+            vec![k.stock(2), k.lock_parts(2), k.changes(Shard::from(2))]
+        );
+        assert_eq!(step.args, strings(&["5", "1", "3", "ABORTED"]));
+        assert_eq!(lock_take(&k, part, false).args[3], "0");
+        assert_eq!(lock_finish(&k, part, true).args[3], "FINISHED");
         assert_eq!(lock_register(&k, 5, 1).keys[0], k.locks_open(shard(5)));
     }
 }

@@ -101,11 +101,11 @@ scripts! {
     /// One journal transition, compare-and-set on seq and status.
     LOCK_MOVE = "lock_move", 1 keys, 3 args, acknowledged;
     /// Takes one SKU's units for one attempt (available → locked).
-    LOCK_TAKE = "lock_take", 2 keys, 3 args, acknowledged;
+    LOCK_TAKE = "lock_take", 3 keys, 4 args, acknowledged;
     /// Gives one SKU's units back (locked → available), or fences the SKU against the attempt.
-    LOCK_RELEASE = "lock_release", 2 keys, 3 args, acknowledged;
+    LOCK_RELEASE = "lock_release", 3 keys, 4 args, acknowledged;
     /// Commits one SKU's units (locked → sold).
-    LOCK_FINISH = "lock_finish", 2 keys, 3 args, acknowledged;
+    LOCK_FINISH = "lock_finish", 3 keys, 4 args, acknowledged;
     /// Enters a lock in the open and full directories before a move repair must see.
     LOCK_REGISTER = "lock_register", 2 keys, 2 args, acknowledged;
     /// Drops a settled lock from the open directory.

@@ -2,7 +2,11 @@
 --
 -- KEYS[1]  stock hash of the SKU   ({sku:ID}:stock)
 -- KEYS[2]  the SKU's lock parts    ({sku:ID}:locks)
+-- KEYS[3]  the SKU's change log    ({sku:ID}:changes)
 -- ARGV[1]  order id   ARGV[2] attempt   ARGV[3] units (the journal's; the part's own count moves)
+-- ARGV[4]  "0": do not log; else the lock status this step carries the lock towards
+--          (FINISHED), logged with the part it wrote (`l` order id, `p` part, `s` that status)
+--          for the order sink, in the same atomic step
 --
 -- Only a part LOCKED at this attempt moves; a repeat is a duplicate. Attempt 0 with no part is a
 -- lock made by the former one-script lock.lua (no parts): its units are locked as the journal
@@ -12,7 +16,14 @@
 -- Replies: {"FINISHED"} | {"DUPLICATE"} | {"CONFLICT", part}
 -- Example: part "2:3:LOCKED" of lock 9 on sku 5: finish(9, 2, 3) → {"FINISHED"}, locked -3,
 -- sold +3, part "2:3:FINISHED"; again → {"DUPLICATE"}.
-assert(#KEYS == 2 and #ARGV == 3, 'lock_finish.lua: 2 KEYS, 3 ARGV')
+assert(#KEYS == 3 and #ARGV == 4, 'lock_finish.lua: 3 KEYS, 4 ARGV')
+-- Writes this order's part on the SKU, and logs it when asked.
+local function put_part(part)
+  redis.call('HSET', KEYS[2], ARGV[1], part)
+  if ARGV[4] ~= '0' then
+    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
+  end
+end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local num = tonumber(ARGV[3])
 if part then
@@ -32,5 +43,5 @@ elseif ARGV[2] ~= '0' then
 end
 redis.call('HINCRBY', KEYS[1], 'locked', -num)
 redis.call('HINCRBY', KEYS[1], 'sold', num)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. num .. ':FINISHED')
+put_part(ARGV[2] .. ':' .. num .. ':FINISHED')
 return {'FINISHED'}

@@ -3,7 +3,11 @@
 --
 -- KEYS[1]  stock hash of the SKU   ({sku:ID}:stock)
 -- KEYS[2]  the SKU's lock parts    ({sku:ID}:locks)
+-- KEYS[3]  the SKU's change log    ({sku:ID}:changes)
 -- ARGV[1]  order id   ARGV[2] attempt   ARGV[3] units (the journal's; the part's own count moves)
+-- ARGV[4]  "0": do not log; else the lock status this step carries the lock towards
+--          (ABORTED for a roll-back, RELEASED for an unlock), logged with the part it wrote
+--          (`l` order id, `p` part, `s` that status) for the order sink, in the same atomic step
 --
 -- LOCKED at this attempt: locked → available, the part becomes RELEASED. No part of this
 -- attempt (never taken, or only older attempts' RELEASED parts): a RELEASED tombstone at this
@@ -15,7 +19,14 @@
 -- Example: part "2:3:LOCKED" of lock 9 on sku 5: release(9, 2, 3) → {"RELEASED"}, available +3,
 -- locked -3, part "2:3:RELEASED"; again → {"DUPLICATE"}; release(9, 3, 3) on sku 6 with no part
 -- → {"TOMBSTONE"}, part "3:3:RELEASED".
-assert(#KEYS == 2 and #ARGV == 3, 'lock_release.lua: 2 KEYS, 3 ARGV')
+assert(#KEYS == 3 and #ARGV == 4, 'lock_release.lua: 3 KEYS, 4 ARGV')
+-- Writes this order's part on the SKU, and logs it when asked.
+local function put_part(part)
+  redis.call('HSET', KEYS[2], ARGV[1], part)
+  if ARGV[4] ~= '0' then
+    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
+  end
+end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 local num = tonumber(ARGV[3])
@@ -44,8 +55,8 @@ end
 if state == 'LOCKED' or attempt == 0 then
   redis.call('HINCRBY', KEYS[1], 'locked', -num)
   redis.call('HINCRBY', KEYS[1], 'available', num)
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. num .. ':RELEASED')
+  put_part(ARGV[2] .. ':' .. num .. ':RELEASED')
   return {'RELEASED'}
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':RELEASED')
+put_part(ARGV[2] .. ':' .. ARGV[3] .. ':RELEASED')
 return {'TOMBSTONE'}

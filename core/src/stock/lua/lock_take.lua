@@ -3,7 +3,11 @@
 --
 -- KEYS[1]  stock hash of the SKU   ({sku:ID}:stock)
 -- KEYS[2]  the SKU's lock parts    ({sku:ID}:locks: order id → "attempt:num:STATE")
+-- KEYS[3]  the SKU's change log    ({sku:ID}:changes)
 -- ARGV[1]  order id   ARGV[2] attempt   ARGV[3] units
+-- ARGV[4]  "0": do not log; else the lock status this step carries the lock towards
+--          (LOCKED), logged with the part it wrote (`l` order id, `p` part, `s` that status)
+--          for the order sink, in the same atomic step
 --
 -- Idempotent per (order, attempt), and fenced: a part of this order at this attempt or a newer
 -- one that is not LOCKED here (a repair released it, or left a RELEASED tombstone before this
@@ -14,7 +18,14 @@
 -- Example: sku 5 available 4, no part of lock 9: take(9, 2, 3) → {"TAKEN"}, available 1,
 -- locked +3, part "2:3:LOCKED"; again → {"ALREADY"}; take(9, 1, 3) → {"FENCED","2:3:LOCKED"};
 -- take(8, 1, 2) → {"SHORT","1"}.
-assert(#KEYS == 2 and #ARGV == 3, 'lock_take.lua: 2 KEYS, 3 ARGV')
+assert(#KEYS == 3 and #ARGV == 4, 'lock_take.lua: 3 KEYS, 4 ARGV')
+-- Writes this order's part on the SKU, and logs it when asked.
+local function put_part(part)
+  redis.call('HSET', KEYS[2], ARGV[1], part)
+  if ARGV[4] ~= '0' then
+    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
+  end
+end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 if part then
@@ -42,5 +53,5 @@ if available < num then
 end
 redis.call('HINCRBY', KEYS[1], 'available', -num)
 redis.call('HINCRBY', KEYS[1], 'locked', num)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':LOCKED')
+put_part(ARGV[2] .. ':' .. ARGV[3] .. ':LOCKED')
 return {'TAKEN'}

@@ -76,8 +76,9 @@ pub enum RedisConnection {
 }
 
 impl RedisConnection {
-    /// Connects; fails fast when Redis cannot be reached.
-    pub(super) async fn open(config: &RedisStoreConfig) -> StoreResult<Self> {
+    /// Connects; fails fast when Redis cannot be reached. (The store connects through this; so
+    /// does the order sink, which reads the same Redis or Cluster.)
+    pub async fn open(config: &RedisStoreConfig) -> StoreResult<Self> {
         if config.is_cluster() {
             // Retries ride out a failover: the client refreshes its slot map on MOVED and on
             // connection errors, and retries the command against the new master.

@@ -318,7 +318,13 @@ impl RedisStore {
         wanted: &BTreeMap<i64, i64>,
     ) -> StoreResult<Took> {
         for (&sku, &n) in wanted {
-            let take = call::lock_take(&self.keys, sku, oid, pending.attempt, n);
+            let part = call::PartStep {
+                sku,
+                oid,
+                attempt: pending.attempt,
+                n,
+            };
+            let take = call::lock_take(&self.keys, part, self.order_log);
             let reply: Vec<String> = self.run_step(&take).await?;
             match saga::parse_take(&reply).map_err(|why| self.contradiction(oid, sku, why))? {
                 Take::Taken | Take::Already => crash_point("lock.after_take"),
@@ -353,13 +359,16 @@ impl RedisStore {
 
     /// ABORTING: releases every SKU of the map at the attempt (idempotent), then ABORTED.
     async fn roll_back(&self, oid: i64, aborting: &Journal) -> StoreResult<JournalStatus> {
+        let log = self.order_log.then_some(JournalStatus::Aborted);
         for (sku, n) in sku_nums(aborting)? {
-            self.part_step(
-                call::lock_release(&self.keys, sku, oid, aborting.attempt, n),
-                oid,
+            let part = call::PartStep {
                 sku,
-            )
-            .await?;
+                oid,
+                attempt: aborting.attempt,
+                n,
+            };
+            self.part_step(call::lock_release(&self.keys, part, log), oid, sku)
+                .await?;
         }
         self.conclude(oid, aborting, JournalStatus::Aborted).await
     }
@@ -371,14 +380,21 @@ impl RedisStore {
         moving: &Journal,
         unlocking: bool,
     ) -> StoreResult<JournalStatus> {
-        let step = if moving.status == JournalStatus::Finishing {
-            call::lock_finish
-        } else {
-            call::lock_release
-        };
+        let finishing = moving.status == JournalStatus::Finishing;
         for (i, (sku, n)) in sku_nums(moving)?.into_iter().enumerate() {
-            self.part_step(step(&self.keys, sku, oid, moving.attempt, n), oid, sku)
-                .await?;
+            let part = call::PartStep {
+                sku,
+                oid,
+                attempt: moving.attempt,
+                n,
+            };
+            let step = if finishing {
+                call::lock_finish(&self.keys, part, self.order_log)
+            } else {
+                let log = self.order_log.then_some(JournalStatus::Released);
+                call::lock_release(&self.keys, part, log)
+            };
+            self.part_step(step, oid, sku).await?;
             if unlocking && i == 0 {
                 crash_point("unlock.after_step");
             }

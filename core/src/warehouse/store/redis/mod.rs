@@ -73,8 +73,8 @@ pub struct RedisStore {
     move_lease_ms: i64,
     /// How long a retired sale's keys are kept (see [`RedisStore::with_retention`]).
     retain_closed: Duration,
-    /// Whether the order scripts append each change to their shard's change log for the
-    /// order sink (see [`RedisStore::with_order_log`]).
+    /// Whether the order and lock-step scripts append each change to their shard's change log
+    /// for the order sink (see [`RedisStore::with_order_log`]).
     order_log: bool,
 }
 
@@ -168,8 +168,9 @@ impl RedisStore {
         self
     }
 
-    /// Appends every order change (created, paid, cancelled, expired) to its shard's change log
-    /// in the same script (`true`, the default), for the order sink (`flashgate-orders`) to
+    /// Appends every order change (created, paid, cancelled, expired) and every seed-contract
+    /// lock step (a SKU's part taken, released or finished) to its shard's change log in the
+    /// same script (`true`, the default), for the order sink (`flashgate-orders`) to
     /// carry into PostgreSQL; `false` appends nothing, for a deployment without a sink, whose
     /// logs would otherwise grow by one entry per change (about 150 bytes) until one drains them.
     pub fn with_order_log(mut self, on: bool) -> Self {
