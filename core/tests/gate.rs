@@ -102,6 +102,7 @@ impl Shopper {
                 sec_fetch_site: Some("same-origin"),
                 sec_fetch_mode: Some("cors"),
                 place: None,
+                wait: None,
             },
             client_ip: Some(self.ip.parse().unwrap()),
             platform_bot_score: None,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use flashgate_core::admission::Ticket;
 use flashgate_core::gate::{
     Exchange, Gate, GateConfig, GateState, Headers, NetworkLimit, Next, OriginReply, Request,
-    Response, PLACE_HEADER,
+    Response, HOLD_TICK_MS, PLACE_HEADER, WAIT_HEADER,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
@@ -103,7 +103,19 @@ impl Warehouse {
     /// Runs `req` through an adapter's exchange, answering every call: the client's response.
     fn serve(&mut self, gate: &Gate, state: &mut GateState, req: &Request<'_>) -> Response {
         let mut exchange = Exchange::default();
-        let mut next = exchange.start(gate, req, state);
+        let next = exchange.start(gate, req, state);
+        self.run(gate, state, req, &mut exchange, next)
+    }
+
+    /// Drives `exchange` from `next`, answering every call.
+    fn run(
+        &mut self,
+        gate: &Gate,
+        state: &mut GateState,
+        req: &Request<'_>,
+        exchange: &mut Exchange,
+        mut next: Next,
+    ) -> Response {
         loop {
             let call = match next {
                 Next::Respond(response) => return response,
@@ -129,6 +141,39 @@ impl Warehouse {
                 other => panic!("the test answers no {other}"),
             };
             next = exchange.reply(gate, req, state, &call, http(&reply), req.now_ms);
+        }
+    }
+
+    /// Runs a poll as the Worker adapter does with a held one: the first answer, then, while
+    /// it holds, a tick every [`HOLD_TICK_MS`] (`world` may change the warehouse at each, given
+    /// the time) and the poll decided again whenever the hold wakes, until it releases. Answers
+    /// the response and when it was sent.
+    fn serve_held(
+        &mut self,
+        gate: &Gate,
+        state: &mut GateState,
+        req: &Request<'_>,
+        mut world: impl FnMut(&mut Self, i64),
+    ) -> (Response, i64) {
+        let first = self.serve(gate, state, req);
+        let Some(hold) = first.hold else {
+            return (first, req.now_ms);
+        };
+        let mut req = *req;
+        loop {
+            loop {
+                req.now_ms += HOLD_TICK_MS as i64;
+                world(self, req.now_ms);
+                if hold.wakes(state, req.now_ms) {
+                    break;
+                }
+            }
+            let mut exchange = Exchange::default();
+            let next = exchange.resume(gate, &req, state);
+            let latest = self.run(gate, state, &req, &mut exchange, next);
+            if hold.releases(&latest, req.now_ms) {
+                return (latest, req.now_ms);
+            }
         }
     }
 
@@ -159,6 +204,8 @@ fn http(body: &[u8]) -> OriginReply<'_> {
 struct Shopper {
     token: String,
     place: Option<String>,
+    /// What the poll asks to be held for ([`WAIT_HEADER`]), if anything.
+    wait: Option<String>,
 }
 
 impl Shopper {
@@ -171,6 +218,7 @@ impl Shopper {
         Shopper {
             token: format!("Bearer {}", identity.mint(user, START - 120_000, 3_600_000)),
             place: None,
+            wait: None,
         }
     }
 
@@ -191,6 +239,7 @@ impl Shopper {
                 sec_fetch_site: Some("same-origin"),
                 sec_fetch_mode: Some("cors"),
                 place: self.place.as_deref(),
+                wait: self.wait.as_deref(),
             },
             client_ip: Some("203.0.113.5".parse().unwrap()),
             platform_bot_score: None,
@@ -714,7 +763,9 @@ fn the_place_state_survives_a_round_trip_through_a_store() {
     old.remove("claims");
     let loaded: GateState = serde_json::from_value(Value::Object(old)).unwrap();
     assert!(loaded.queues.is_empty());
+    // The page and flashgate-load send these names.
     assert_eq!(PLACE_HEADER, "x-flashgate-place");
+    assert_eq!(WAIT_HEADER, "x-flashgate-wait-ms");
 }
 
 /// An edge that keeps nothing between requests (the plain Spin build under `wasmtime serve`)
@@ -809,4 +860,102 @@ fn a_polled_line_keeps_its_sale_view() {
         .filter(|c| c.starts_with("/flashsale.Admin/"))
         .count();
     assert_eq!(sale_reads, 0, "{:?}", wh.calls);
+}
+
+#[test]
+fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
+    let gate = Gate::new(config()).holding_polls();
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let now = START + 5_000;
+    let mut ann = Shopper::new("ann");
+    wh.seat("ann", Ticket::arrival(50), 50);
+    join(&gate, &mut state, &mut wh, &mut ann, now);
+    ann.wait = Some("20000".into());
+    wh.take_calls();
+
+    // Sold out 3.1 s into the hold: the answer comes within a refresh and a tick of it, and the
+    // hold cost one GetQueue per refresh, not one per tick (nor a rate limit per decision).
+    let sold_at = now + 3_100;
+    let req = ann.request("GET", "/api/events/7/queue", b"", now);
+    let first = wh.serve(&gate, &mut state, &req);
+    let (status, body) = json_of(&first);
+    assert_eq!((status, body["state"].as_str()), (200, Some("waiting")));
+    assert_eq!(body["poll_after_ms"], 0, "the next poll is held again");
+    assert!(first.hold.is_some());
+    let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
+        if t >= sold_at {
+            wh.snapshot.remaining = 0;
+            wh.snapshot.sold_out = true;
+        }
+    });
+    assert_eq!(json_of(&answer).1["state"], "sold_out");
+    let refresh = gate.config().queue_refresh_ms;
+    assert!(
+        at >= sold_at && at <= sold_at + refresh + HOLD_TICK_MS as i64,
+        "told {} ms after the sell-out",
+        at - sold_at
+    );
+    let snapshots = wh.take_calls();
+    assert!(snapshots.iter().all(|c| *c == GET_QUEUE));
+    assert!(
+        snapshots.len() as i64 <= (at - now) / refresh + 1,
+        "{} snapshots in {} ms",
+        snapshots.len(),
+        at - now
+    );
+
+    // The line moving by a tenth is news too; less is not.
+    let mut wh = Warehouse::new();
+    let mut state = GateState::default();
+    let mut bob = Shopper::new("bob");
+    wh.seat("bob", Ticket::arrival(50), 50);
+    join(&gate, &mut state, &mut wh, &mut bob, now);
+    bob.wait = Some("20000".into());
+    let req = bob.request("GET", "/api/events/7/queue", b"", now);
+    let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
+        wh.snapshot.admitted = match t - now {
+            ..2_000 => 0,
+            2_000..6_000 => 3,
+            _ => 10,
+        };
+    });
+    let body = json_of(&answer).1;
+    assert_eq!(
+        (body["state"].as_str(), body["ahead"].as_u64()),
+        (Some("waiting"), Some(40))
+    );
+    assert!(at >= now + 6_000, "3 places of 50 is no news");
+
+    // Its time up, a hold answers what it has.
+    let mut wh = Warehouse::new();
+    let mut state = GateState::default();
+    let mut cy = Shopper::new("cy");
+    wh.seat("cy", Ticket::arrival(50), 50);
+    join(&gate, &mut state, &mut wh, &mut cy, now);
+    cy.wait = Some("4000".into());
+    let req = cy.request("GET", "/api/events/7/queue", b"", now);
+    let (answer, at) = wh.serve_held(&gate, &mut state, &req, |_, _| {});
+    assert_eq!(json_of(&answer).1["state"], "waiting");
+    assert_eq!(at, now + 4_000);
+}
+
+#[test]
+fn a_gate_that_cannot_hold_answers_a_poll_that_asks_to_wait_at_once() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let now = START + 5_000;
+    let mut ann = Shopper::new("ann");
+    wh.seat("ann", Ticket::arrival(50), 50);
+    join(&gate, &mut state, &mut wh, &mut ann, now);
+    ann.wait = Some("20000".into());
+    let response = wh.serve(
+        &gate,
+        &mut state,
+        &ann.request("GET", "/api/events/7/queue", b"", now),
+    );
+    assert_eq!(response.hold, None);
+    let body = json_of(&response).1;
+    assert!(body["poll_after_ms"].as_u64().unwrap() >= 500, "{body}");
 }

@@ -129,6 +129,10 @@ struct Args {
     /// With `--waiting-room`: how long after the start a buyer keeps waiting.
     #[arg(long, default_value_t = 120)]
     patience_s: u64,
+    /// With `--waiting-room`: how long a buyer's poll asks to be held until its news changes,
+    /// ms, as the storefront asks (0: polls that ask for no hold).
+    #[arg(long, default_value_t = 20_000)]
+    hold_ms: u64,
 }
 
 /// The unit price `--put-sale` sets.
@@ -450,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
                 patience: Duration::from_secs(args.patience_s),
                 payments: grpc_channel(url).await?,
                 price: PUT_SALE_PRICE,
+                hold: (args.hold_ms > 0).then(|| Duration::from_millis(args.hold_ms)),
             }))
         }
     };

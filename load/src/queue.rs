@@ -5,7 +5,8 @@
 //!
 //! Who arrives when: buyers join at a moment of their own in the first four fifths of the
 //! pre-queue window (a fixed spread by buyer number, so runs repeat), and poll as they are told
-//! (`poll_after_ms`). Bots are a farm that does what a scalper would: every bot joins the moment
+//! (`poll_after_ms`), asking, as the page does, for each poll to be held until its news changes
+//! (`x-flashgate-wait-ms`, [`Room::hold`]; an edge that cannot hold answers at once). Bots are a farm that does what a scalper would: every bot joins the moment
 //! the line opens and polls every [`BOT_POLL`], whatever it is told. A fair room gives both the
 //! same chance per person: the report sets the bots' share of the units won beside their share
 //! of the crowd, and the rank correlation of buyers' admission order with their join order (near
@@ -34,6 +35,8 @@ use crate::report::Tally;
 pub const BOT_POLL: Duration = Duration::from_millis(100);
 /// The header the place token travels in.
 const PLACE_HEADER: &str = "x-flashgate-place";
+/// The header a poll asks to be held with.
+const WAIT_HEADER: &str = "x-flashgate-wait-ms";
 
 /// One run's fixed facts.
 pub struct Room {
@@ -49,6 +52,8 @@ pub struct Room {
     pub payments: Channel,
     /// The unit price the payment side confirms.
     pub price: i64,
+    /// How long a buyer's poll asks to be held (`None`: polls that ask for no hold).
+    pub hold: Option<Duration>,
 }
 
 /// Who an actor is.
@@ -83,8 +88,10 @@ struct Journey {
     polls: u64,
     /// Answers `429`/`503` tried again after their `retry_after`.
     retries: u64,
-    /// Each poll's round trip at the edge.
+    /// Each poll's round trip at the edge, of polls that asked for no hold.
     poll_latencies: Vec<Duration>,
+    /// Each poll's round trip, of polls that asked to be held.
+    held_latencies: Vec<Duration>,
 }
 
 /// Every actor's journey, shared while they run.
@@ -118,6 +125,7 @@ pub async fn play(
         polls: 0,
         retries: 0,
         poll_latencies: Vec::new(),
+        held_latencies: Vec::new(),
     };
     let session = Session::browser(client, base, member.client_ip.as_deref());
     let outcome = match walk(room, session, member.n, tally, &mut journey).await {
@@ -204,19 +212,20 @@ async fn walk(
             }
         };
         tokio::time::sleep(wait).await;
-        let mut polled = poll(&session, room.event, &place).await?;
+        // Bots ask for no hold: an answer at once, as often as they dare, is what they want.
+        let hold = room.hold.filter(|_| journey.kind == Kind::Buyer);
+        let mut polled = poll(&session, room.event, &place, hold).await?;
         journey.polls += 1;
-        journey.poll_latencies.push(polled.latency);
-        tally.record_step(polled.latency);
+        journey.record_poll(&polled, hold, tally);
         while let Some(wait) = polled.try_again_after() {
             if Instant::now() + wait >= give_up {
                 return Ok(polled.refusal("poll"));
             }
             journey.retries += 1;
             tokio::time::sleep(wait).await;
-            polled = poll(&session, room.event, &place).await?;
+            polled = poll(&session, room.event, &place, hold).await?;
             journey.polls += 1;
-            tally.record_step(polled.latency);
+            journey.record_poll(&polled, hold, tally);
         }
         if !polled.ok() {
             return Ok(polled.refusal("poll"));
@@ -233,15 +242,33 @@ async fn join(session: &Session, event: i64, answer: &Answer) -> anyhow::Result<
         .await
 }
 
-/// `GET /api/events/{event}/queue` with the place token.
-async fn poll(session: &Session, event: i64, place: &str) -> anyhow::Result<Reply> {
+impl Journey {
+    /// Counts a poll's round trip among the held or the unheld ones.
+    fn record_poll(&mut self, polled: &Reply, hold: Option<Duration>, tally: &Tally) {
+        match hold {
+            Some(_) => self.held_latencies.push(polled.latency),
+            None => {
+                self.poll_latencies.push(polled.latency);
+                tally.record_step(polled.latency);
+            }
+        }
+    }
+}
+
+/// `GET /api/events/{event}/queue` with the place token, asking to be held for `hold`.
+async fn poll(
+    session: &Session,
+    event: i64,
+    place: &str,
+    hold: Option<Duration>,
+) -> anyhow::Result<Reply> {
+    let wait = hold.map(|h| h.as_millis().to_string());
+    let mut headers = vec![(PLACE_HEADER, place)];
+    if let Some(wait) = &wait {
+        headers.push((WAIT_HEADER, wait));
+    }
     session
-        .send_with(
-            "GET",
-            &format!("/api/events/{event}/queue"),
-            "",
-            &[(PLACE_HEADER, place)],
-        )
+        .send_with("GET", &format!("/api/events/{event}/queue"), "", &headers)
         .await
 }
 
@@ -346,10 +373,18 @@ pub struct RoomReport {
     pub polls: u64,
     /// Busy (`503`) and limited (`429`) answers tried again after their `retry_after`.
     pub retries: u64,
-    /// A poll's round trip at the edge, median and 99th percentile, ms.
+    /// A poll's round trip at the edge, median and 99th percentile, ms, of the polls that
+    /// asked for no hold (bots' polls when buyers ask to be held).
     pub poll_p50_ms: Option<f64>,
     /// See `poll_p50_ms`.
     pub poll_p99_ms: Option<f64>,
+    /// Polls that asked to be held.
+    pub held_polls: u64,
+    /// How long a poll that asked to be held took to come back, median and 99th percentile, ms
+    /// (the hold's news, or its time).
+    pub held_p50_ms: Option<f64>,
+    /// See `held_p50_ms`.
+    pub held_p99_ms: Option<f64>,
 }
 
 impl Journeys {
@@ -378,6 +413,10 @@ impl Journeys {
             .iter()
             .flat_map(|j| j.poll_latencies.iter().copied())
             .collect();
+        let mut held_latencies: Vec<Duration> = all
+            .iter()
+            .flat_map(|j| j.held_latencies.iter().copied())
+            .collect();
         let admitted_buyers: Vec<(f64, f64)> = all
             .iter()
             .filter(|j| j.kind == Kind::Buyer && j.joined.is_some_and(|at| at < prequeue))
@@ -404,6 +443,9 @@ impl Journeys {
             retries: all.iter().map(|j| j.retries).sum(),
             poll_p50_ms: percentile_ms(&mut poll_latencies, 0.50),
             poll_p99_ms: percentile_ms(&mut poll_latencies, 0.99),
+            held_polls: held_latencies.len() as u64,
+            held_p50_ms: percentile_ms(&mut held_latencies, 0.50),
+            held_p99_ms: percentile_ms(&mut held_latencies, 0.99),
         }
     }
 }
@@ -419,8 +461,9 @@ impl RoomReport {
             .map_or("n/a".to_owned(), |s| format!("{s:.2} s"));
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
+        let (held50, held99) = (ms(self.held_p50_ms), ms(self.held_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; joined before the start)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (ms: p50 {p50}, p99 {p99}); busy or limited answers tried again {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; joined before the start)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
@@ -433,6 +476,7 @@ impl RoomReport {
             100.0 * self.bot_share_of_units,
             self.told_sold_out,
             self.polls,
+            self.held_polls,
             self.retries,
         )
     }

@@ -36,6 +36,8 @@ pub struct EdgeProfile {
     pub addr_header: &'static str,
     /// It keeps rate limits, the breaker and the sold-out flag between requests.
     pub remembers: bool,
+    /// It holds a waiting-room poll that asks to wait (`gate::Hold`) until its news changes.
+    pub holds_polls: bool,
     /// It serves the storefront page at `/` itself.
     pub serves_page: bool,
     /// The `Retry-After` of a per-network refusal (the platform limiter's window).

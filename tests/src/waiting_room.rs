@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flashgate_core::gate::PLACE_HEADER;
+use flashgate_core::gate::{PLACE_HEADER, WAIT_HEADER};
 use flashgate_core::link::KeyRing;
 use flashgate_core::place::{self, PlaceVerdict};
 use flashgate_core::proto::flashsale::{Event, PutSkuStockReq};
@@ -209,27 +209,55 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     )
     .await;
 
-    // The admitted buy through the link their instance gave, and the payment side pays.
-    for &i in &admitted {
-        let buyer = &buyers[i];
-        let view = buyer.poll(buyer.home).await;
-        assert_eq!(view["state"], "admitted", "{}: {view}", buyer.user);
-        let path = view["link"]["path"]
-            .as_str()
-            .expect("an admitted poll carries a link");
-        let bought = buyer.browsers[buyer.home]
-            .post(path, &json!({ "qty": 1 }))
-            .await;
-        assert_eq!(bought.status(), 202, "{}: {}", buyer.user, bought.json);
-        let order_no = bought.json["order_no"].as_str().unwrap().to_owned();
-        let amount = pending_amount(&buyer.browsers[buyer.home], &order_no).await;
-        world
-            .origin
-            .pay(&order_no, &format!("psp-{}", buyer.user), amount)
-            .await
-            .expect("the payment side pays");
+    // Meanwhile one waiting place polls asking to be held: an edge that holds polls answers it
+    // when its news comes — the sell-out — each poll held (a few polls, not one per half
+    // second); any other edge answers at once, as every poll, and says when to come back.
+    let held_buyer = &buyers[waiting[0]];
+    let holds = world.profile.holds_polls;
+    let held = async {
+        let asked = Instant::now();
+        let mut polls = 0;
+        loop {
+            let reply = held_buyer.browsers[held_buyer.home]
+                .send_with(
+                    "GET",
+                    &format!("/api/events/{SALE}/queue"),
+                    &[(PLACE_HEADER, &held_buyer.place), (WAIT_HEADER, "20000")],
+                    b"",
+                )
+                .await;
+            polls += 1;
+            let still_waiting = reply.status() == 200 && reply.json["state"] == "waiting";
+            if !holds || !still_waiting || asked.elapsed() > Duration::from_secs(30) {
+                return (reply, polls, asked.elapsed(), Instant::now());
+            }
+        }
+    };
+    let pay_all = async {
+        pay_admitted(world, &buyers, &admitted).await;
+        Instant::now()
+    };
+    let ((held_reply, held_polls, held_for, answered_at), paid_at) = tokio::join!(held, pay_all);
+    if holds {
+        assert_eq!(
+            held_reply.json["state"], "sold_out",
+            "{name}: the held poll's answer {} after {held_for:?}",
+            held_reply.json
+        );
+        assert!(
+            held_polls <= 3,
+            "{name}: {held_polls} polls in {held_for:?}: they were not held"
+        );
+        let told = answered_at.saturating_duration_since(paid_at);
+        eprintln!("{name}: a held poll ({held_polls} polls) told sold out {told:?} after the last payment");
+    } else {
+        assert_eq!(held_reply.json["state"], "waiting", "{}", held_reply.json);
+        assert!(
+            held_reply.json["poll_after_ms"].as_u64() >= Some(500),
+            "{name}: an edge that cannot hold says when to come back: {}",
+            held_reply.json
+        );
     }
-    let paid_at = Instant::now();
 
     // Nothing left and nothing pending: every waiting place is told sold out, on both
     // instances, within seconds.
@@ -294,6 +322,30 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
             calls <= allowed,
             "{calls} GetQueue calls in {seconds:.1} s: polls reached the warehouse"
         );
+    }
+}
+
+/// The admitted buy of each of `admitted` through the link their instance gave, and the
+/// payment side pays.
+async fn pay_admitted(world: &World, buyers: &[Buyer], admitted: &[usize]) {
+    for &i in admitted {
+        let buyer = &buyers[i];
+        let view = buyer.poll(buyer.home).await;
+        assert_eq!(view["state"], "admitted", "{}: {view}", buyer.user);
+        let path = view["link"]["path"]
+            .as_str()
+            .expect("an admitted poll carries a link");
+        let bought = buyer.browsers[buyer.home]
+            .post(path, &json!({ "qty": 1 }))
+            .await;
+        assert_eq!(bought.status(), 202, "{}: {}", buyer.user, bought.json);
+        let order_no = bought.json["order_no"].as_str().unwrap().to_owned();
+        let amount = pending_amount(&buyer.browsers[buyer.home], &order_no).await;
+        world
+            .origin
+            .pay(&order_no, &format!("psp-{}", buyer.user), amount)
+            .await
+            .expect("the payment side pays");
     }
 }
 

@@ -33,6 +33,8 @@ fn plain() -> EdgeProfile {
         name: "spin (plain build, wasmtime serve)",
         addr_header: ADDR_HEADER,
         remembers: false,
+        // A Spin instance serves one request: a poll cannot wait for another's news.
+        holds_polls: false,
         // On Spin, spin.toml's static-file component serves web/; wasmtime serves only the
         // component.
         serves_page: false,
@@ -47,6 +49,7 @@ fn key_value() -> EdgeProfile {
         name: "spin (kv build, Node/jco host)",
         addr_header: ADDR_HEADER,
         remembers: true,
+        holds_polls: false,
         serves_page: false,
         network_retry_after_s: 1,
     }

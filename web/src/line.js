@@ -1,13 +1,17 @@
 // flashgate storefront: the waiting room of a sale with `waiting_room` (see the README's
 // "Waiting room" section). The visitor joins the line with a solved puzzle (in the pre-queue
 // before the start, or after it), sees "You are number N — about M s", polls as the edge says
-// (poll_after_ms), and once admitted the page buys by itself with the link the poll hands over.
-// "Sold out" is shown the moment a poll says so. The place token is kept in localStorage, so a
+// (poll_after_ms; each poll asks to be held until its news changes, and an edge that holds it
+// says come back at once), and once admitted the page buys by itself with the link the poll hands
+// over. "Sold out" is shown the moment a poll says so. The place token is kept in localStorage, so a
 // reload keeps the place (for the same session). Loaded before app.js; it uses app.js's api(),
 // state, prepare(), withSession(), showOrder(), refusal() and notice() when called.
 'use strict';
 
 const PLACE_HEADER = 'x-flashgate-place';
+// How long a poll asks the edge to hold it until its news changes (the edge caps it at 20 s).
+const WAIT_HEADER = 'x-flashgate-wait-ms';
+const POLL_HOLD_MS = '20000';
 
 const line = {
   place: null,    // {token, user_id}: this visitor's place in this sale's line
@@ -54,9 +58,11 @@ function lineNotice(code, text) {
   el.notice.dataset.code = code;
 }
 
+// 0 after a held poll: the next one is held again. A floor keeps a broken answer from spinning.
 function schedulePoll(ms) {
   clearTimeout(line.timer);
-  line.timer = setTimeout(pollLine, Math.max(250, Number(ms) || 1000));
+  const wait = Number(ms);
+  line.timer = setTimeout(pollLine, Math.max(50, Number.isFinite(wait) ? wait : 1000));
 }
 
 // The "Join the line" button: a solved puzzle buys a place (one per visitor and sale).
@@ -99,7 +105,8 @@ async function pollLine() {
   const token = line.place.token;
   try {
     const { json } = await withSession(() =>
-      api('GET', `/api/events/${EVENT_ID}/queue`, undefined, true, { [PLACE_HEADER]: token }));
+      api('GET', `/api/events/${EVENT_ID}/queue`, undefined, true,
+        { [PLACE_HEADER]: token, [WAIT_HEADER]: POLL_HOLD_MS }));
     showLine(json);
     if (json.state === 'admitted' && json.link) buyAdmitted(json.link);
     else if (json.state === 'waiting') schedulePoll(json.poll_after_ms);

@@ -55,6 +55,15 @@ impl Exchange {
         Self::next(gate.decide(req, state))
     }
 
+    /// Decides a held poll once more ([`Hold`](super::Hold)) at `req.now_ms`, on what `state`
+    /// holds now, without charging the rate limits and the traffic meter again (the poll was
+    /// charged when it came in).
+    pub fn resume(&mut self, gate: &Gate, req: &Request<'_>, state: &mut GateState) -> Next {
+        self.retries = 0;
+        gate.housekeep(state, req.now_ms);
+        Self::next(gate.decide_again(req, state))
+    }
+
     /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
     /// once more when a refreshed directory, sale view or waiting room asks for it. The core
     /// promises that happens at most three times (the directory, the sale, the room); a fourth

@@ -63,6 +63,7 @@
 
 mod config;
 mod exchange;
+mod hold;
 mod origin;
 mod queue;
 mod request;
@@ -72,12 +73,13 @@ mod state;
 
 pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
+pub use hold::{Hold, HOLD_TICK_MS, MAX_HOLD_MS};
 pub use origin::{
     BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc, Seat,
 };
 pub use request::{
     route, BoundedBody, HeaderValues, Headers, NetworkLimit, Request, Route, DEMO_PREFIX,
-    PLACE_HEADER,
+    PLACE_HEADER, WAIT_HEADER,
 };
 pub use response::{Response, NO_STORE, SALE_CACHE};
 pub use state::{
@@ -142,12 +144,29 @@ enum Pass {
 #[derive(Debug, Clone)]
 pub struct Gate {
     config: GateConfig,
+    holds_polls: bool,
 }
 
 impl Gate {
     /// A gate over `config`.
     pub fn new(config: GateConfig) -> Self {
-        Gate { config }
+        Gate {
+            config,
+            holds_polls: false,
+        }
+    }
+
+    /// A gate for an adapter that holds waiting-room polls that ask for it (see [`Hold`]): their
+    /// answers carry a [`Response::hold`] and tell the client to come back at once (the next
+    /// poll is held again). Without it the wait header is ignored.
+    pub fn holding_polls(mut self) -> Self {
+        self.holds_polls = true;
+        self
+    }
+
+    /// Whether this gate's adapter holds polls ([`Gate::holding_polls`]).
+    pub fn holds_polls(&self) -> bool {
+        self.holds_polls
     }
 
     /// The configuration.

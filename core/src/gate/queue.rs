@@ -10,12 +10,14 @@
 //! ticket at or before the last admitted one), the poll asks `Queue/ClaimAdmission` once; an
 //! `ADMITTED` answer is remembered until it lapses, and answered with a purchase link whose
 //! nonce is the place's, so one place is one purchase. Sold out reaches every poller from the
-//! snapshot at once.
+//! snapshot at once. A poll that asks to wait ([`super::WAIT_HEADER`]) is held by an adapter that
+//! can ([`Hold`]) until that news comes.
 //!
 //! What it deliberately does not do: decide who is admitted (the warehouse does, with the
 //! [`admission`](crate::admission) rules, beside the stock), or mint a link for a waiting-room
 //! sale any other way (`POST …/link` is refused `queue_required` for one).
 
+use super::hold::Hold;
 use super::origin::{Call, Seat};
 use super::response::{ok_json, Response, NO_STORE};
 use super::routes::{LinkBody, Minted};
@@ -202,7 +204,7 @@ impl Gate {
             let call = Call::ClaimAdmission(Box::new(seat));
             return Ok(self.forward(state, call, &message, now));
         }
-        let view = waiting_view(
+        let mut view = waiting_view(
             &sale,
             &seat.user_id,
             snapshot.ahead_of(claims.ticket),
@@ -210,7 +212,21 @@ impl Gate {
             snapshot.admit_rate_per_s(),
             now,
         );
-        Ok(Verdict::Respond(answer(&view, None, None, now)))
+        let hold = self.holds_polls().then(|| Hold {
+            event_id: id,
+            until_ms: now,
+            ahead: view.ahead,
+            line_ms: state.queues.get(&id).map_or(now, |entry| entry.fetched_ms),
+            refresh_ms: self.config.queue_refresh_ms,
+        });
+        let hold = hold.and_then(|hold| hold.asked(who.req.headers.wait, now));
+        if hold.is_some() {
+            // The next poll is held again: come back at once.
+            view.poll_after_ms = 0;
+        }
+        let mut response = answer(&view, None, None, now);
+        response.hold = hold;
+        Ok(Verdict::Respond(response))
     }
 
     /// The sale's cached waiting room: fresh, or refreshed (one call per refresh interval per

@@ -27,25 +27,32 @@ pub struct Headers<'a> {
     pub sec_fetch_mode: Option<&'a str>,
     /// [`PLACE_HEADER`]: a place token, on a waiting-room poll.
     pub place: Option<&'a str>,
+    /// [`WAIT_HEADER`]: how long a waiting-room poll may be held, ms.
+    pub wait: Option<&'a str>,
 }
 
 /// The header a waiting-room poll carries its place token in.
 pub const PLACE_HEADER: &str = "x-flashgate-place";
 
+/// The header a waiting-room poll asks to be held with: at most this many ms, until its news
+/// changes (see [`Hold`](super::Hold)).
+pub const WAIT_HEADER: &str = "x-flashgate-wait-ms";
+
 impl<'a> Headers<'a> {
     /// The names of the headers the gate reads, lower case, in field order.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "authorization",
         "user-agent",
         "accept-language",
         "sec-fetch-site",
         "sec-fetch-mode",
         PLACE_HEADER,
+        WAIT_HEADER,
     ];
 
     /// The headers, each looked up by its lower-case name with `get`.
     pub fn from_lookup(get: impl Fn(&'static str) -> Option<&'a str>) -> Self {
-        let [authorization, user_agent, accept_language, sec_fetch_site, sec_fetch_mode, place] =
+        let [authorization, user_agent, accept_language, sec_fetch_site, sec_fetch_mode, place, wait] =
             Self::NAMES.map(get);
         Headers {
             authorization,
@@ -54,6 +61,7 @@ impl<'a> Headers<'a> {
             sec_fetch_site,
             sec_fetch_mode,
             place,
+            wait,
         }
     }
 }
@@ -61,7 +69,7 @@ impl<'a> Headers<'a> {
 /// The values of [`Headers::NAMES`], copied out of a platform whose header lookup returns owned
 /// strings (workerd's `Headers.get`), so that a borrowed [`Headers`] can be made from them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderValues([Option<String>; 6]);
+pub struct HeaderValues([Option<String>; 7]);
 
 impl HeaderValues {
     /// Reads each header the gate needs with `get`.
@@ -295,6 +303,7 @@ mod tests {
             sec_fetch_site: None,
             sec_fetch_mode: Some("cors"),
             place: None,
+            wait: None,
         };
         assert_eq!(Headers::from_lookup(platform), expected);
         let copies = HeaderValues::read(|name| platform(name).map(str::to_owned));

@@ -6,6 +6,7 @@
 //! byte. What it deliberately does not do: decide which answer to give (the routes and
 //! [`Gate::complete`](super::Gate::complete) do).
 
+use super::hold::Hold;
 use super::state::SaleView;
 use crate::proto::flashsale::{BuyOutcome, BuyReply, Order, OrderStatus};
 use crate::refusal::{Reason, Refusal};
@@ -22,6 +23,9 @@ pub struct Response {
     pub retry_after_s: Option<u64>,
     /// `Cache-Control`.
     pub cache_control: &'static str,
+    /// Set on a waiting place's poll that asked to be held: an adapter that can hold requests
+    /// may decide it again until its news changes (see [`Hold`]). Never sent to the client.
+    pub hold: Option<Hold>,
 }
 
 impl Response {
@@ -52,6 +56,7 @@ impl From<Refusal> for Response {
             body: refusal.to_json(),
             retry_after_s: refusal.retry_after_secs(),
             cache_control: NO_STORE,
+            hold: None,
         }
     }
 }
@@ -62,6 +67,7 @@ pub(super) fn ok_json(status: u16, body: &impl Serialize, cache_control: &'stati
         body: serde_json::to_string(body).expect("plain structs serialise"),
         retry_after_s: None,
         cache_control,
+        hold: None,
     }
 }
 

@@ -24,7 +24,11 @@
 //!   `gate::RoomSnapshot`, `gate::Claim`): in the same `GateState`, so an isolate's polls cost
 //!   the warehouse one `Queue/GetQueue` a second per sale however many buyers poll it; the line
 //!   itself is the warehouse's, shared by every isolate and location. The place token comes in
-//!   the `x-flashgate-place` header, which the core names with the others it reads.
+//!   the `x-flashgate-place` header, which the core names with the others it reads. A poll that
+//!   asks to wait (`x-flashgate-wait-ms`) is held here and decided again each time the
+//!   isolate's copy of the line changes, until its news does (the core's `gate::Hold`): a
+//!   sell-out reaches every held poll within a refresh, and a waiting crowd costs one request
+//!   per place per hold.
 //!
 //! With `FLASHGATE_DEMO_MODE` on, each isolate logs the core's `gate::DEMO_MODE_WARNING` when it
 //! builds its gate, on its first request (a Worker's start hook does not see `env`).
@@ -73,7 +77,8 @@ fn gate(env: &Env) -> Result<Rc<Gate>, String> {
         // Workers have no start hook that sees `env`: this is the isolate's first request.
         worker::console_warn!("flashgate: {}", gate::DEMO_MODE_WARNING);
     }
-    let gate = Rc::new(Gate::new(config));
+    // An isolate serves many requests at once, so a poll that asks to wait can be held.
+    let gate = Rc::new(Gate::new(config).holding_polls());
     GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
     Ok(gate)
 }
@@ -135,17 +140,46 @@ async fn handle(
     }
 
     let mut exchange = Exchange::default();
-    let mut next = with_state(|state| exchange.start(gate, &request, state));
+    let next = with_state(|state| exchange.start(gate, &request, state));
+    let first = run(gate, &request, &mut exchange, next).await;
+    let Some(hold) = first.hold else {
+        return Ok(first);
+    };
+    // A waiting place's poll that asked to be held: decided again on the isolate's copy of the
+    // line each time that changes, until its news does (the core's `Hold`).
+    loop {
+        loop {
+            Delay::from(Duration::from_millis(gate::HOLD_TICK_MS)).await;
+            request.now_ms = js_sys::Date::now() as i64;
+            if with_state(|state| hold.wakes(state, request.now_ms)) {
+                break;
+            }
+        }
+        let next = with_state(|state| exchange.resume(gate, &request, state));
+        let latest = run(gate, &request, &mut exchange, next).await;
+        if hold.releases(&latest, request.now_ms) {
+            return Ok(latest);
+        }
+    }
+}
+
+/// Drives `exchange` from `next` to its response: each forward sent, its reply handed back.
+async fn run(
+    gate: &Gate,
+    request: &gate::Request<'_>,
+    exchange: &mut Exchange,
+    mut next: Next,
+) -> gate::Response {
     loop {
         let call = match next {
-            Next::Respond(response) => return Ok(response),
+            Next::Respond(response) => return response,
             Next::Send(call) => call,
         };
         let reply = send(gate, &call).await;
         let done_ms = js_sys::Date::now() as i64;
         next = with_state(|state| {
             let reply = OriginResponse::reply(reply.as_ref());
-            exchange.reply(gate, &request, state, &call, reply, done_ms)
+            exchange.reply(gate, request, state, &call, reply, done_ms)
         });
     }
 }
