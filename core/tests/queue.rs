@@ -156,9 +156,10 @@ impl Warehouse {
         mut world: impl FnMut(&mut Self, i64),
     ) -> (Response, i64) {
         let first = self.serve(gate, state, req);
-        let Some(hold) = first.hold else {
+        let Some(hold) = first.hold.clone() else {
             return (first, req.now_ms);
         };
+        let hold = hold.enter(state);
         let mut req = *req;
         loop {
             loop {
@@ -171,7 +172,7 @@ impl Warehouse {
             let mut exchange = Exchange::default();
             let next = exchange.resume(gate, &req, state);
             let latest = self.run(gate, state, &req, &mut exchange, next);
-            if hold.releases(&latest, req.now_ms) {
+            if hold.releases(&latest, state, req.now_ms) {
                 return (latest, req.now_ms);
             }
         }

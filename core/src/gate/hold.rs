@@ -18,12 +18,17 @@
 //! ```text
 //! let first = /* the exchange's response */;
 //! let Some(hold) = first.hold else { return first };
+//! let hold = hold.enter(&mut state);
 //! loop {
 //!     loop { sleep(HOLD_TICK_MS); if hold.wakes(&state, now) { break } }
 //!     let latest = /* the exchange again, Exchange::resume, with now */;
-//!     if hold.releases(&latest, now) { return latest }
+//!     if hold.releases(&latest, &state, now) { return latest }
 //! }
 //! ```
+//!
+//! One held poll per place and instance: a newer one releases the older (answered with what it
+//! has), so a client opening many polls of its place holds one and spends the place's poll
+//! pacing on the rest, as a page polling flat out would.
 //!
 //! What it deliberately does not do: hold anything but a waiting place's poll (an admission,
 //! a refusal or a final state is answered at once), or charge the rate limits again (the held
@@ -39,8 +44,13 @@ pub const MAX_HOLD_MS: i64 = 20_000;
 pub const HOLD_TICK_MS: u64 = 250;
 
 /// A waiting place's poll that may be held: what its answer said, and until when to hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
+    /// The place's key ([`GateState::claim_key`]).
+    pub place: String,
+    /// This held poll's number: a newer held poll of the place (in [`GateState::holds`])
+    /// releases it.
+    pub seq: u64,
     /// The sale.
     pub event_id: i64,
     /// Until when the first answer may be held (unix ms).
@@ -65,11 +75,30 @@ impl Hold {
         })
     }
 
-    /// Whether to decide the poll again now: the hold's time is up, or the instance's copy of
-    /// the line is not the one this answer was decided on, or it is due for a refresh (which
-    /// deciding again asks the warehouse for).
+    /// Enters this poll in `state` as its place's held poll, releasing the one held before:
+    /// an adapter calls it once, when it starts holding the poll.
+    pub fn enter(mut self, state: &mut GateState) -> Self {
+        state.hold_seq += 1;
+        self.seq = state.hold_seq;
+        state
+            .holds
+            .insert(self.place.clone(), (self.seq, self.until_ms));
+        self
+    }
+
+    /// Whether a newer held poll of the same place came in since this one.
+    fn superseded(&self, state: &GateState) -> bool {
+        state
+            .holds
+            .get(&self.place)
+            .is_some_and(|&(seq, _)| seq != self.seq)
+    }
+
+    /// Whether to decide the poll again now: the hold's time is up, a newer held poll of the
+    /// place came in, or the instance's copy of the line is not the one this answer was decided
+    /// on, or it is due for a refresh (which deciding again asks the warehouse for).
     pub fn wakes(&self, state: &GateState, now_ms: i64) -> bool {
-        if now_ms >= self.until_ms {
+        if now_ms >= self.until_ms || self.superseded(state) {
             return true;
         }
         match state.queues.get(&self.event_id) {
@@ -81,14 +110,15 @@ impl Hold {
         }
     }
 
-    /// Whether `latest`, the poll decided again at `now_ms`, is the answer to send: the hold's
-    /// time is up, or it is not a waiting place's any more (admitted, sold out, ended, a
-    /// refusal), or the line ahead moved by at least a tenth (one place, near the front).
-    pub fn releases(&self, latest: &Response, now_ms: i64) -> bool {
-        if now_ms >= self.until_ms {
+    /// Whether `latest`, the poll decided again at `now_ms` on `state`, is the answer to send:
+    /// the hold's time is up, a newer held poll of the place came in, or it is not a waiting
+    /// place's any more (admitted, sold out, ended, a refusal), or the line ahead moved by at
+    /// least a tenth (one place, near the front).
+    pub fn releases(&self, latest: &Response, state: &GateState, now_ms: i64) -> bool {
+        if now_ms >= self.until_ms || self.superseded(state) {
             return true;
         }
-        match latest.hold {
+        match &latest.hold {
             Some(now) => self.ahead.saturating_sub(now.ahead) >= (self.ahead / 10).max(1),
             None => true,
         }
@@ -101,57 +131,79 @@ mod tests {
     use crate::gate::state::QueueEntry;
     use crate::refusal::{Reason, Refusal};
 
-    /// A poll answered 100 ahead from a copy fetched at 900, refreshed every second.
-    const POLL: Hold = Hold {
-        event_id: 7,
-        until_ms: 0,
-        ahead: 100,
-        line_ms: 900,
-        refresh_ms: 1_000,
-    };
+    /// Ann's poll answered 100 ahead from a copy fetched at 900, refreshed every second.
+    fn poll() -> Hold {
+        Hold {
+            place: GateState::claim_key(7, "ann"),
+            seq: 0,
+            event_id: 7,
+            until_ms: 0,
+            ahead: 100,
+            line_ms: 900,
+            refresh_ms: 1_000,
+        }
+    }
 
     fn waiting(hold: Option<Hold>) -> Response {
         let mut response: Response = Refusal::new(Reason::Unavailable).into();
         response.status = 200;
-        response.hold = hold;
+        response.hold = hold.map(Box::new);
         response
     }
 
     #[test]
     fn a_wait_is_asked_in_ms_and_capped() {
-        let hold = POLL.asked(Some("15000"), 1_000).unwrap();
+        let hold = poll().asked(Some("15000"), 1_000).unwrap();
         assert_eq!(
             (hold.until_ms, hold.ahead, hold.line_ms),
             (16_000, 100, 900)
         );
         assert_eq!(
-            POLL.asked(Some(" 600000 "), 1_000).unwrap().until_ms,
+            poll().asked(Some(" 600000 "), 1_000).unwrap().until_ms,
             1_000 + MAX_HOLD_MS
         );
         for bad in [None, Some(""), Some("0"), Some("-5"), Some("soon")] {
-            assert_eq!(POLL.asked(bad, 1_000), None, "{bad:?}");
+            assert_eq!(poll().asked(bad, 1_000), None, "{bad:?}");
         }
     }
 
     #[test]
     fn a_held_poll_is_released_by_news_or_by_its_time() {
-        let hold = POLL.asked(Some("10000"), 1_000).unwrap();
-        let moved = |ahead| waiting(Some(Hold { ahead, ..hold }));
-        assert!(!hold.releases(&moved(100), 2_000), "no news");
-        assert!(!hold.releases(&moved(91), 2_000), "less than a tenth");
-        assert!(hold.releases(&moved(90), 2_000), "a tenth of the line");
-        assert!(hold.releases(&moved(100), 11_000), "time is up");
-        assert!(hold.releases(&waiting(None), 2_000), "not waiting any more");
-        let front = Hold { ahead: 3, ..hold };
+        let hold = poll().asked(Some("10000"), 1_000).unwrap();
+        let state = GateState::default();
+        let moved = |ahead| {
+            waiting(Some(Hold {
+                ahead,
+                ..hold.clone()
+            }))
+        };
+        assert!(!hold.releases(&moved(100), &state, 2_000), "no news");
         assert!(
-            front.releases(&moved(2), 2_000),
+            !hold.releases(&moved(91), &state, 2_000),
+            "less than a tenth"
+        );
+        assert!(
+            hold.releases(&moved(90), &state, 2_000),
+            "a tenth of the line"
+        );
+        assert!(hold.releases(&moved(100), &state, 11_000), "time is up");
+        assert!(
+            hold.releases(&waiting(None), &state, 2_000),
+            "not waiting any more"
+        );
+        let front = Hold {
+            ahead: 3,
+            ..hold.clone()
+        };
+        assert!(
+            front.releases(&moved(2), &state, 2_000),
             "near the front one place is news"
         );
     }
 
     #[test]
     fn a_held_poll_wakes_when_the_line_copy_changed_or_is_due() {
-        let hold = POLL.asked(Some("10000"), 1_000).unwrap();
+        let hold = poll().asked(Some("10000"), 1_000).unwrap();
         let mut state = GateState::default();
         assert!(hold.wakes(&state, 1_100), "no copy at all: decide again");
         state.queues.insert(
@@ -166,5 +218,44 @@ mod tests {
         state.queues.get_mut(&7).unwrap().fetched_ms = 1_050;
         assert!(hold.wakes(&state, 1_100), "a new copy");
         assert!(hold.wakes(&state, 11_000), "time is up");
+    }
+
+    #[test]
+    fn a_newer_held_poll_of_the_place_releases_the_older() {
+        let mut state = GateState::default();
+        let first = poll()
+            .asked(Some("10000"), 1_000)
+            .unwrap()
+            .enter(&mut state);
+        state.queues.insert(
+            7,
+            QueueEntry {
+                fetched_ms: 900,
+                ..QueueEntry::default()
+            },
+        );
+        let still = waiting(Some(first.clone()));
+        assert!(!first.wakes(&state, 1_100));
+        assert!(!first.releases(&still, &state, 1_100));
+        let second = poll()
+            .asked(Some("10000"), 1_200)
+            .unwrap()
+            .enter(&mut state);
+        assert!(second.seq > first.seq);
+        assert!(first.wakes(&state, 1_300), "superseded: wake up");
+        assert!(first.releases(&still, &state, 1_300), "and answer");
+        assert!(!second.releases(&waiting(Some(second.clone())), &state, 1_300));
+        let other = Hold {
+            place: GateState::claim_key(7, "bob"),
+            ..poll()
+        };
+        let other = other.asked(Some("10000"), 1_200).unwrap().enter(&mut state);
+        assert!(
+            !second.wakes(&state, 1_300),
+            "another place's poll is not news"
+        );
+        assert!(other.seq > second.seq);
+        state.prune(20_000, 60_000);
+        assert!(state.holds.is_empty(), "holds over are forgotten");
     }
 }

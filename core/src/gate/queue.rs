@@ -213,6 +213,8 @@ impl Gate {
             now,
         );
         let hold = self.holds_polls().then(|| Hold {
+            place: GateState::claim_key(id, &seat.user_id),
+            seq: 0,
             event_id: id,
             until_ms: now,
             ahead: view.ahead,
@@ -225,7 +227,7 @@ impl Gate {
             view.poll_after_ms = 0;
         }
         let mut response = answer(&view, None, None, now);
-        response.hold = hold;
+        response.hold = hold.map(Box::new);
         Ok(Verdict::Respond(response))
     }
 

@@ -25,7 +25,7 @@ pub struct Response {
     pub cache_control: &'static str,
     /// Set on a waiting place's poll that asked to be held: an adapter that can hold requests
     /// may decide it again until its news changes (see [`Hold`]). Never sent to the client.
-    pub hold: Option<Hold>,
+    pub hold: Option<Box<Hold>>,
 }
 
 impl Response {

@@ -325,6 +325,15 @@ pub struct GateState {
     /// Remembered admission claims by [`GateState::claim_key`].
     #[serde(default)]
     pub claims: HashMap<String, ClaimEntry>,
+    /// The latest held poll of each place by [`GateState::claim_key`]: its number
+    /// ([`Hold::seq`](super::Hold::seq)) and until when it holds. A newer held poll of the same
+    /// place releases the older one, so a client holds one poll per place, however many it
+    /// opens. Only an adapter that holds polls fills it, in memory (never stored).
+    #[serde(skip)]
+    pub holds: HashMap<String, (u64, i64)>,
+    /// The last held poll's number.
+    #[serde(skip)]
+    pub hold_seq: u64,
 }
 
 impl GateState {
@@ -343,6 +352,7 @@ impl GateState {
             now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms || queues.contains_key(id)
         });
         self.claims.retain(|_, c| c.kept_until_ms > now_ms);
+        self.holds.retain(|_, &mut (_, until_ms)| until_ms > now_ms);
     }
 
     /// Caches the warehouse's snapshot of `event_id`'s waiting room, fetched at `now_ms`.

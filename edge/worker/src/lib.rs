@@ -142,9 +142,10 @@ async fn handle(
     let mut exchange = Exchange::default();
     let next = with_state(|state| exchange.start(gate, &request, state));
     let first = run(gate, &request, &mut exchange, next).await;
-    let Some(hold) = first.hold else {
+    let Some(hold) = first.hold.clone() else {
         return Ok(first);
     };
+    let hold = with_state(|state| hold.enter(state));
     // A waiting place's poll that asked to be held: decided again on the isolate's copy of the
     // line each time that changes, until its news does (the core's `Hold`).
     loop {
@@ -157,7 +158,7 @@ async fn handle(
         }
         let next = with_state(|state| exchange.resume(gate, &request, state));
         let latest = run(gate, &request, &mut exchange, next).await;
-        if hold.releases(&latest, request.now_ms) {
+        if with_state(|state| hold.releases(&latest, state, request.now_ms)) {
             return Ok(latest);
         }
     }
