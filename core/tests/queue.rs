@@ -906,6 +906,28 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
         at - now
     );
 
+    // The front of the line (nothing ahead: every unit held by an unpaid order) is told too,
+    // as soon as the held units are sold: a sold-out answer is never held.
+    let mut wh = Warehouse::new();
+    let mut state = GateState::default();
+    let mut dee = Shopper::new("dee");
+    wh.seat("dee", Ticket::arrival(1), 1);
+    wh.snapshot.admitted = 1;
+    wh.snapshot.remaining = 0;
+    wh.snapshot.held = 1;
+    join(&gate, &mut state, &mut wh, &mut dee, now);
+    dee.wait = Some("20000".into());
+    let req = dee.request("GET", "/api/events/7/queue", b"", now);
+    let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
+        if t >= sold_at {
+            wh.snapshot.held = 0;
+            wh.snapshot.sold_out = true;
+        }
+    });
+    assert_eq!(json_of(&answer).1["state"], "sold_out");
+    assert_eq!(answer.hold, None);
+    assert!(at <= sold_at + refresh + HOLD_TICK_MS as i64, "told at {at}");
+
     // The line moving by a tenth is news too; less is not.
     let mut wh = Warehouse::new();
     let mut state = GateState::default();

@@ -212,7 +212,9 @@ impl Gate {
             snapshot.admit_rate_per_s(),
             now,
         );
-        let hold = self.holds_polls().then(|| Hold {
+        // Only a waiting place has news to wait for.
+        let waits = view.state == QueueState::Waiting;
+        let hold = (self.holds_polls() && waits).then(|| Hold {
             place: GateState::claim_key(id, &seat.user_id),
             seq: 0,
             event_id: id,
