@@ -926,7 +926,10 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     });
     assert_eq!(json_of(&answer).1["state"], "sold_out");
     assert_eq!(answer.hold, None);
-    assert!(at <= sold_at + refresh + HOLD_TICK_MS as i64, "told at {at}");
+    assert!(
+        at <= sold_at + refresh + HOLD_TICK_MS as i64,
+        "told at {at}"
+    );
 
     // The line moving by a tenth is news too; less is not.
     let mut wh = Warehouse::new();

@@ -81,6 +81,9 @@ struct Journey {
     kind: Kind,
     joined: Option<Duration>,
     admitted: Option<Duration>,
+    /// When the admission lapses, as the edge answered (`admitted_until_ms`, the warehouse's
+    /// clock): its place in the order of admissions, whenever the buyer happened to learn it.
+    admitted_until_ms: Option<i64>,
     won: bool,
     /// When the payment side confirmed its order: the last one is the sell-out.
     paid: Option<Duration>,
@@ -119,6 +122,7 @@ pub async fn play(
         kind,
         joined: None,
         admitted: None,
+        admitted_until_ms: None,
         won: false,
         paid: None,
         told_sold_out: None,
@@ -193,6 +197,7 @@ async fn walk(
         match seen.text("state")? {
             "admitted" => {
                 journey.admitted = Some(room.opened.elapsed());
+                journey.admitted_until_ms = seen.body["admitted_until_ms"].as_i64();
                 return buy(room, &session, &seen, tally, journey).await;
             }
             "sold_out" => {
@@ -361,8 +366,9 @@ pub struct RoomReport {
     pub bot_share_of_drawn: f64,
     /// The bots' share of the units won.
     pub bot_share_of_units: f64,
-    /// Spearman's rank correlation of admitted buyers' admission order with their join order
-    /// (pre-queue joins only; near 0 when joining early buys nothing).
+    /// Spearman's rank correlation of admitted buyers' admission order (by the admission's
+    /// window the edge answered, so places one move admitted tie, whenever each learned it)
+    /// with their join order (pre-queue joins only; near 0 when joining early buys nothing).
     pub admission_vs_join_rho: Option<f64>,
     /// Actors told sold out while waiting (or at the buy).
     pub told_sold_out: u64,
@@ -420,7 +426,13 @@ impl Journeys {
         let admitted_buyers: Vec<(f64, f64)> = all
             .iter()
             .filter(|j| j.kind == Kind::Buyer && j.joined.is_some_and(|at| at < prequeue))
-            .filter_map(|j| Some((j.joined?.as_secs_f64(), j.admitted?.as_secs_f64())))
+            .filter_map(|j| {
+                let order = match j.admitted_until_ms {
+                    Some(until) => until as f64 / 1_000.0,
+                    None => j.admitted?.as_secs_f64(),
+                };
+                Some((j.joined?.as_secs_f64(), order))
+            })
             .collect();
         RoomReport {
             joined_buyers,

@@ -17,13 +17,6 @@
 -- Example: part "2:3:LOCKED" of lock 9 on sku 5: finish(9, 2, 3) → {"FINISHED"}, locked -3,
 -- sold +3, part "2:3:FINISHED"; again → {"DUPLICATE"}.
 assert(#KEYS == 3 and #ARGV == 4, 'lock_finish.lua: 3 KEYS, 4 ARGV')
--- Writes this order's part on the SKU, and logs it when asked.
-local function put_part(part)
-  redis.call('HSET', KEYS[2], ARGV[1], part)
-  if ARGV[4] ~= '0' then
-    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
-  end
-end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local num = tonumber(ARGV[3])
 if part then
@@ -43,5 +36,9 @@ elseif ARGV[2] ~= '0' then
 end
 redis.call('HINCRBY', KEYS[1], 'locked', -num)
 redis.call('HINCRBY', KEYS[1], 'sold', num)
-put_part(ARGV[2] .. ':' .. num .. ':FINISHED')
+local written = ARGV[2] .. ':' .. num .. ':FINISHED'
+redis.call('HSET', KEYS[2], ARGV[1], written)
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', written, 's', ARGV[4])
+end
 return {'FINISHED'}

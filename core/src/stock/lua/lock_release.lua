@@ -20,13 +20,6 @@
 -- locked -3, part "2:3:RELEASED"; again → {"DUPLICATE"}; release(9, 3, 3) on sku 6 with no part
 -- → {"TOMBSTONE"}, part "3:3:RELEASED".
 assert(#KEYS == 3 and #ARGV == 4, 'lock_release.lua: 3 KEYS, 4 ARGV')
--- Writes this order's part on the SKU, and logs it when asked.
-local function put_part(part)
-  redis.call('HSET', KEYS[2], ARGV[1], part)
-  if ARGV[4] ~= '0' then
-    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
-  end
-end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 local num = tonumber(ARGV[3])
@@ -55,8 +48,16 @@ end
 if state == 'LOCKED' or attempt == 0 then
   redis.call('HINCRBY', KEYS[1], 'locked', -num)
   redis.call('HINCRBY', KEYS[1], 'available', num)
-  put_part(ARGV[2] .. ':' .. num .. ':RELEASED')
+  local written = ARGV[2] .. ':' .. num .. ':RELEASED'
+  redis.call('HSET', KEYS[2], ARGV[1], written)
+  if ARGV[4] ~= '0' then
+    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', written, 's', ARGV[4])
+  end
   return {'RELEASED'}
 end
-put_part(ARGV[2] .. ':' .. ARGV[3] .. ':RELEASED')
+local written = ARGV[2] .. ':' .. ARGV[3] .. ':RELEASED'
+redis.call('HSET', KEYS[2], ARGV[1], written)
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', written, 's', ARGV[4])
+end
 return {'TOMBSTONE'}

@@ -19,13 +19,6 @@
 -- locked +3, part "2:3:LOCKED"; again → {"ALREADY"}; take(9, 1, 3) → {"FENCED","2:3:LOCKED"};
 -- take(8, 1, 2) → {"SHORT","1"}.
 assert(#KEYS == 3 and #ARGV == 4, 'lock_take.lua: 3 KEYS, 4 ARGV')
--- Writes this order's part on the SKU, and logs it when asked.
-local function put_part(part)
-  redis.call('HSET', KEYS[2], ARGV[1], part)
-  if ARGV[4] ~= '0' then
-    redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', part, 's', ARGV[4])
-  end
-end
 local part = redis.call('HGET', KEYS[2], ARGV[1])
 local attempt = tonumber(ARGV[2])
 if part then
@@ -53,5 +46,9 @@ if available < num then
 end
 redis.call('HINCRBY', KEYS[1], 'available', -num)
 redis.call('HINCRBY', KEYS[1], 'locked', num)
-put_part(ARGV[2] .. ':' .. ARGV[3] .. ':LOCKED')
+local written = ARGV[2] .. ':' .. ARGV[3] .. ':LOCKED'
+redis.call('HSET', KEYS[2], ARGV[1], written)
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], '*', 'l', ARGV[1], 'p', written, 's', ARGV[4])
+end
 return {'TAKEN'}
