@@ -395,9 +395,12 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
     let (_, again) = poll(&gate, &mut state, &mut wh, &alice, now + 3_000);
     assert_eq!(again["state"], "admitted");
     let relink = again["link"]["path"].as_str().unwrap().to_owned();
+    // No claim again; the copy of the line it reads is refreshed as every poll's is (one call
+    // a refresh interval per instance, shared with the whole line).
+    let calls = wh.take_calls();
     assert!(
-        wh.take_calls().is_empty(),
-        "a remembered claim costs nothing"
+        calls.len() <= 1 && calls.iter().all(|c| *c == GET_QUEUE),
+        "a remembered claim costs no claim: {calls:?}"
     );
 
     // Both links buy with the place's one idempotency key.
@@ -487,6 +490,51 @@ fn a_standby_admission_gets_no_link_before_it_opens() {
         1,
         "one claim, remembered while it waits: {calls:?}"
     );
+}
+
+#[test]
+fn an_open_admission_with_every_unit_held_waits_for_one_to_come_back() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let mut cy = Shopper::new("cy");
+    let ticket = Ticket::arrival(3);
+    wh.seat("cy", ticket, 3);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut cy, now);
+    // Admitted (a standby place whose wait is over), but the places ahead bought every unit
+    // and have not paid yet: nothing is free, something may come back.
+    wh.snapshot.admitted = 4;
+    wh.snapshot.admitted_through = ticket.get();
+    wh.snapshot.remaining = 0;
+    wh.snapshot.held = 2;
+    wh.claims.insert(
+        "cy".into(),
+        QueuePlace {
+            state: PlaceState::PlaceAdmitted as i32,
+            ticket: ticket.get(),
+            admitted_from_ms: now,
+            admitted_until_ms: now + 30_000,
+            ..Default::default()
+        },
+    );
+    let (status, body) = poll(&gate, &mut state, &mut wh, &cy, now + 1_000);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["state"], "waiting",
+        "no link that could only buy SOLD_OUT: {body}"
+    );
+    assert!(body.get("link").is_none(), "{body}");
+    assert_eq!(
+        (&body["position"], &body["poll_after_ms"]),
+        (&json!(1), &json!(1_000))
+    );
+    // An unpaid order expires: its unit is free again, and the next copy of the line shows it.
+    wh.snapshot.remaining = 1;
+    wh.snapshot.held = 1;
+    let (_, back) = poll(&gate, &mut state, &mut wh, &cy, now + 2_000);
+    assert_eq!(back["state"], "admitted", "{back}");
+    assert!(back["link"]["path"].as_str().is_some());
 }
 
 #[test]

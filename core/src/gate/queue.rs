@@ -191,6 +191,11 @@ impl Gate {
             link_nonce: claims.link_nonce,
         };
         if let Some(claim) = state.claim(id, &seat.user_id, now) {
+            if matches!(claim, Claim::Admitted { .. }) {
+                // An admission's answer reads the copy of the line (sold out, a unit free):
+                // keep it fresh, at the same one call a refresh as the waiting places.
+                self.snapshot(state, id, now)?;
+            }
             return Ok(Verdict::Respond(
                 self.claim_answer(state, &seat, claim, now),
             ));
@@ -398,9 +403,21 @@ impl Gate {
     /// standby one still waiting to open, or one whose buyer was slow) is told so with the
     /// line, from the instance's copy as the waiting places keep it fresh: a link now would
     /// only buy a refusal.
+    ///
+    /// An open admission while the copy shows no unit free (every one held by an unpaid order)
+    /// waits at the front instead, polling each second: a link now would buy `SOLD_OUT` (and
+    /// the page would take that for the end), and a unit that comes back shows in the copy
+    /// within a refresh.
     fn claim_answer(&self, state: &GateState, seat: &Seat, claim: Claim, now: i64) -> Response {
-        if state.line_sold_out(seat.sale.id) && matches!(claim, Claim::Admitted { .. }) {
-            return answer(&settled(QueueState::SoldOut), None, None, now);
+        if let Claim::Admitted { from_ms, until_ms } = claim {
+            let line = state.line(seat.sale.id);
+            if line.is_some_and(|l| l.sold_out) {
+                return answer(&settled(QueueState::SoldOut), None, None, now);
+            }
+            let open = from_ms <= now && now < until_ms;
+            if open && line.is_some_and(|l| l.remaining == 0) {
+                return answer(&admission::standby_view(until_ms - now), None, None, now);
+            }
         }
         self.claim_response(seat, claim, None, now)
     }
