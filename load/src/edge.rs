@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Headers a browser sends (the edge scores their absence).
+/// The longest any request may go unanswered (a held poll is held 20 s at most).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 const BROWSER: &[(&str, &str)] = &[
     ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
     ("accept-language", "en-GB,en;q=0.9"),
@@ -140,9 +143,17 @@ impl Session {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_owned())))?;
         let started = Instant::now();
-        let response = self.client.request(request).await?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        // An edge that dropped a request (a restarted workerd) must not hang its actor: no
+        // answer, held polls included, takes this long.
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}"))??;
         Ok(Reply {
             status,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),

@@ -12,6 +12,9 @@
 #
 # The warehouse runs with --durability relaxed: a scratch Redis keeps nothing on disk, which
 # fsync durability refuses.
+#
+# wrangler dev rebuilds and restarts the Worker when a file under core/src or edge/worker/src
+# changes (wrangler.toml's watch_dir): do not edit those while a Worker run is measuring.
 
 prepare_edge() {
   edge="$1"
