@@ -443,24 +443,24 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
     assert_ne!(lapsed["state"], "admitted", "{lapsed}");
 }
 
-#[test]
-fn a_standby_admission_gets_no_link_before_it_opens() {
-    let gate = Gate::new(config());
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
-    let mut bob = Shopper::new("bob");
+/// `user` joins at `now` at the fourth place, and the warehouse admits the first four: `user`'s
+/// admission opens at `opens` and lapses 30 s later. Answers the shopper.
+fn admitted(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    user: &str,
+    opens: i64,
+    now: i64,
+) -> Shopper {
+    let mut who = Shopper::new(user);
     let ticket = Ticket::arrival(3);
-    wh.seat("bob", ticket, 3);
-    let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut bob, now);
-    // Admitted beyond the units left: the warehouse opens bob's admission 5 s later.
+    wh.seat(user, ticket, 3);
+    join(gate, state, wh, &mut who, now);
     wh.snapshot.admitted = 4;
     wh.snapshot.admitted_through = ticket.get();
-    wh.snapshot.pending = 4;
-    wh.snapshot.remaining = 2;
-    let opens = now + 5_000;
     wh.claims.insert(
-        "bob".into(),
+        user.into(),
         QueuePlace {
             state: PlaceState::PlaceAdmitted as i32,
             ticket: ticket.get(),
@@ -469,6 +469,20 @@ fn a_standby_admission_gets_no_link_before_it_opens() {
             ..Default::default()
         },
     );
+    who
+}
+
+#[test]
+fn a_standby_admission_gets_no_link_before_it_opens() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let now = START + 1_000;
+    // Admitted beyond the units left: the warehouse opens bob's admission 5 s later.
+    let opens = now + 5_000;
+    let bob = admitted(&gate, &mut state, &mut wh, "bob", opens, now);
+    wh.snapshot.pending = 4;
+    wh.snapshot.remaining = 2;
     wh.take_calls();
     // However often it polls (each second, as the pace allows), no link before it opens: it
     // is told to wait at the front and come back then.
@@ -497,27 +511,12 @@ fn an_open_admission_with_every_unit_held_waits_for_one_to_come_back() {
     let gate = Gate::new(config());
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
-    let mut cy = Shopper::new("cy");
-    let ticket = Ticket::arrival(3);
-    wh.seat("cy", ticket, 3);
     let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut cy, now);
     // Admitted (a standby place whose wait is over), but the places ahead bought every unit
     // and have not paid yet: nothing is free, something may come back.
-    wh.snapshot.admitted = 4;
-    wh.snapshot.admitted_through = ticket.get();
+    let cy = admitted(&gate, &mut state, &mut wh, "cy", now, now);
     wh.snapshot.remaining = 0;
     wh.snapshot.held = 2;
-    wh.claims.insert(
-        "cy".into(),
-        QueuePlace {
-            state: PlaceState::PlaceAdmitted as i32,
-            ticket: ticket.get(),
-            admitted_from_ms: now,
-            admitted_until_ms: now + 30_000,
-            ..Default::default()
-        },
-    );
     let (status, body) = poll(&gate, &mut state, &mut wh, &cy, now + 1_000);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -911,16 +910,28 @@ fn a_polled_line_keeps_its_sale_view() {
     assert_eq!(sale_reads, 0, "{:?}", wh.calls);
 }
 
+/// A fresh edge and warehouse with `user` joined at `now` on the ticket of arrival `rank`,
+/// polling with `wait` ms asked: the edge's state, the warehouse and the shopper.
+fn held_place(
+    gate: &Gate,
+    user: &str,
+    rank: u64,
+    wait: &str,
+    now: i64,
+) -> (GateState, Warehouse, Shopper) {
+    let (mut state, mut wh) = (GateState::default(), Warehouse::new());
+    let mut who = Shopper::new(user);
+    wh.seat(user, Ticket::arrival(rank), rank as i64);
+    join(gate, &mut state, &mut wh, &mut who, now);
+    who.wait = Some(wait.into());
+    (state, wh, who)
+}
+
 #[test]
 fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     let gate = Gate::new(config()).holding_polls();
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
     let now = START + 5_000;
-    let mut ann = Shopper::new("ann");
-    wh.seat("ann", Ticket::arrival(50), 50);
-    join(&gate, &mut state, &mut wh, &mut ann, now);
-    ann.wait = Some("20000".into());
+    let (mut state, mut wh, ann) = held_place(&gate, "ann", 50, "20000", now);
     wh.take_calls();
 
     // Sold out 3.1 s into the hold: the answer comes within a refresh and a tick of it, and the
@@ -956,15 +967,10 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
 
     // The front of the line (nothing ahead: every unit held by an unpaid order) is told too,
     // as soon as the held units are sold: a sold-out answer is never held.
-    let mut wh = Warehouse::new();
-    let mut state = GateState::default();
-    let mut dee = Shopper::new("dee");
-    wh.seat("dee", Ticket::arrival(1), 1);
+    let (mut state, mut wh, dee) = held_place(&gate, "dee", 1, "20000", now);
     wh.snapshot.admitted = 1;
     wh.snapshot.remaining = 0;
     wh.snapshot.held = 1;
-    join(&gate, &mut state, &mut wh, &mut dee, now);
-    dee.wait = Some("20000".into());
     let req = dee.request("GET", "/api/events/7/queue", b"", now);
     let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
         if t >= sold_at {
@@ -980,12 +986,7 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     );
 
     // The line moving by a tenth is news too; less is not.
-    let mut wh = Warehouse::new();
-    let mut state = GateState::default();
-    let mut bob = Shopper::new("bob");
-    wh.seat("bob", Ticket::arrival(50), 50);
-    join(&gate, &mut state, &mut wh, &mut bob, now);
-    bob.wait = Some("20000".into());
+    let (mut state, mut wh, bob) = held_place(&gate, "bob", 50, "20000", now);
     let req = bob.request("GET", "/api/events/7/queue", b"", now);
     let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
         wh.snapshot.admitted = match t - now {
@@ -1002,12 +1003,7 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     assert!(at >= now + 6_000, "3 places of 50 is no news");
 
     // Its time up, a hold answers what it has.
-    let mut wh = Warehouse::new();
-    let mut state = GateState::default();
-    let mut cy = Shopper::new("cy");
-    wh.seat("cy", Ticket::arrival(50), 50);
-    join(&gate, &mut state, &mut wh, &mut cy, now);
-    cy.wait = Some("4000".into());
+    let (mut state, mut wh, cy) = held_place(&gate, "cy", 50, "4000", now);
     let req = cy.request("GET", "/api/events/7/queue", b"", now);
     let (answer, at) = wh.serve_held(&gate, &mut state, &req, |_, _| {});
     assert_eq!(json_of(&answer).1["state"], "waiting");
@@ -1017,13 +1013,8 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
 #[test]
 fn a_gate_that_cannot_hold_answers_a_poll_that_asks_to_wait_at_once() {
     let gate = Gate::new(config());
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
     let now = START + 5_000;
-    let mut ann = Shopper::new("ann");
-    wh.seat("ann", Ticket::arrival(50), 50);
-    join(&gate, &mut state, &mut wh, &mut ann, now);
-    ann.wait = Some("20000".into());
+    let (mut state, mut wh, ann) = held_place(&gate, "ann", 50, "20000", now);
     let response = wh.serve(
         &gate,
         &mut state,

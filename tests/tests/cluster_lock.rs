@@ -289,6 +289,16 @@ async fn an_unlock_killed_after_its_first_step_is_completed_by_audit_repair() {
 }
 
 /// Runs one of the saga's scripts by hand, as a warehouse that died (or stalled) would have.
+/// Attempt 1 of lock 5's step on `sku`: 2 units.
+fn lock_5_attempt_1(sku: i64) -> call::PartStep {
+    call::PartStep {
+        sku,
+        oid: 5,
+        attempt: 1,
+        n: 2,
+    }
+}
+
 async fn step(store: &RedisStore, call: Call) -> Vec<String> {
     store.run(&call).await.expect("run a lock script")
 }
@@ -337,20 +347,7 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
         begun,
         strings(&["BEGUN", "PENDING", "1", "1", "1:2,2:2,3:2"])
     );
-    let taken = step(
-        &store,
-        call::lock_take(
-            &k,
-            call::PartStep {
-                sku: 1,
-                oid: 5,
-                attempt: 1,
-                n: 2,
-            },
-            false,
-        ),
-    )
-    .await;
+    let taken = step(&store, call::lock_take(&k, lock_5_attempt_1(1), false)).await;
     assert_eq!(taken, strings(&["TAKEN"]));
     assert_eq!(held(&store).await, vec![(3, 2, 0), (5, 0, 0), (5, 0, 0)]);
 
@@ -365,20 +362,7 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
     assert_eq!(held(&store).await, vec![(5, 0, 0); 3]);
 
     // The dead warehouse's take and commit land now: fenced, refused.
-    let late = step(
-        &store,
-        call::lock_take(
-            &k,
-            call::PartStep {
-                sku: 2,
-                oid: 5,
-                attempt: 1,
-                n: 2,
-            },
-            false,
-        ),
-    )
-    .await;
+    let late = step(&store, call::lock_take(&k, lock_5_attempt_1(2), false)).await;
     assert_eq!(late, strings(&["FENCED", "1:2:RELEASED"]));
     let pending = Journal {
         status: JournalStatus::Pending,
@@ -399,20 +383,7 @@ async fn a_step_landing_after_its_attempt_was_rolled_back_changes_nothing() {
     // The client retries: attempt 2 takes every SKU. Attempt 1's compensation landing late
     // does not touch attempt 2's units.
     store.lock(&request(5, 0)).await.expect("the retry locks");
-    let late = step(
-        &store,
-        call::lock_release(
-            &k,
-            call::PartStep {
-                sku: 1,
-                oid: 5,
-                attempt: 1,
-                n: 2,
-            },
-            None,
-        ),
-    )
-    .await;
+    let late = step(&store, call::lock_release(&k, lock_5_attempt_1(1), None)).await;
     assert_eq!(late, strings(&["NEWER", "2:2:LOCKED"]));
     assert_eq!(held(&store).await, vec![(3, 2, 0), (4, 1, 0), (3, 2, 0)]);
     assert_clean(&store).await;
