@@ -47,6 +47,8 @@ fn config() -> GateConfig {
 /// its line's snapshot, each user's place and claim answer, and every call it was sent.
 struct Warehouse {
     waiting_room: bool,
+    /// The sale view's units left (`GetEvent`): its pool.
+    sale_remaining: i32,
     snapshot: QueueSnapshot,
     places: HashMap<String, QueuePlace>,
     claims: HashMap<String, QueuePlace>,
@@ -57,6 +59,7 @@ impl Warehouse {
     fn new() -> Self {
         Warehouse {
             waiting_room: true,
+            sale_remaining: 10,
             snapshot: QueueSnapshot {
                 event_id: 7,
                 remaining: 10,
@@ -84,7 +87,7 @@ impl Warehouse {
                 prequeue_ms: PREQUEUE_MS,
                 ..Default::default()
             }),
-            remaining: 10,
+            remaining: self.sale_remaining,
             ..Default::default()
         }
     }
@@ -1023,4 +1026,45 @@ fn a_gate_that_cannot_hold_answers_a_poll_that_asks_to_wait_at_once() {
     assert_eq!(response.hold, None);
     let body = json_of(&response).1;
     assert!(body["poll_after_ms"].as_u64().unwrap() >= 500, "{body}");
+}
+
+#[test]
+fn a_room_sale_with_units_held_still_hands_out_challenges_for_its_line() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    // The pool is empty, but two units sit in unpaid orders and may come back: the line would
+    // admit the next places then, so a late buyer may still join it.
+    wh.sale_remaining = 0;
+    wh.snapshot.remaining = 0;
+    wh.snapshot.held = 2;
+    let late = Shopper::new("late");
+    let now = START + 5_000;
+    let challenge = |wh: &mut Warehouse, state: &mut GateState, at| {
+        json_of(&wh.serve(
+            &gate,
+            state,
+            &late.request("POST", "/api/events/7/challenge", b"", at),
+        ))
+    };
+    let (status, body) = challenge(&mut wh, &mut state, now);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["challenge"].as_str().is_some());
+    // Nothing held any more: the line says sold out for good, and so does the challenge route,
+    // from the next copy of the line.
+    wh.snapshot.held = 0;
+    wh.snapshot.sold_out = true;
+    let (status, body) = challenge(&mut wh, &mut state, now + 2_000);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("sold_out")),
+        "{body}"
+    );
+    // A sale without a line is sold out with its pool, as before.
+    let mut plain = Warehouse::new();
+    plain.waiting_room = false;
+    plain.sale_remaining = 0;
+    let mut fresh = GateState::default();
+    let (status, _) = challenge(&mut plain, &mut fresh, now);
+    assert_eq!(status, 410);
 }

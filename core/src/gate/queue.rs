@@ -241,7 +241,7 @@ impl Gate {
     /// The sale's cached waiting room: fresh, or refreshed (one call per refresh interval per
     /// instance; while it is out, or the breaker is open, the last snapshot answers, and with
     /// none a poll is asked to come back shortly rather than cost the origin another call).
-    fn snapshot(&self, state: &mut GateState, id: i64, now: i64) -> Step<RoomSnapshot> {
+    pub(super) fn snapshot(&self, state: &mut GateState, id: i64, now: i64) -> Step<RoomSnapshot> {
         let every = self.config.queue_refresh_ms;
         let entry = state.queues.get(&id).copied().unwrap_or_default();
         if let Some(snapshot) = entry.snapshot {

@@ -111,10 +111,21 @@ impl Gate {
     /// `POST /api/events/{id}/challenge`: a proof-of-work challenge, harder under load. It lives
     /// `challenge_ttl_ms` from now, also before the sale opens: the page may solve it during the
     /// countdown, but nothing solved long before the start is spendable at the start.
+    ///
+    /// A waiting-room sale whose pool is empty is not sold out while units held by unpaid orders
+    /// may come back (the line admits the next places then, and a join needs a challenge): the
+    /// instance's copy of the line says when it is, at one `Queue/GetQueue` a refresh.
     pub(super) fn challenge(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
-        let sale = self.open_sale_of(state, who, id, true)?;
+        let quota = &self.config.limits.event;
+        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
+        let mut sale = self.sale(state, id, now, false)?;
+        if sale.waiting_room && sale.sold_out && now >= sale.start_ms && now < sale.end_ms {
+            let line = self.snapshot(state, id, now)?;
+            sale.sold_out = line.sold_out;
+        }
+        Self::open_sale(&sale, now, true)?;
         let load = self
             .config
             .difficulty

@@ -30,6 +30,10 @@ struct Args {
     /// The sink's batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// The live sink's pace during the spike, rows/s (0: as fast as PostgreSQL takes them), as
+    /// an operator shaving the peak would set `--max-rows-per-s`.
+    #[arg(long, default_value_t = 0)]
+    pace: u32,
 }
 
 fn sale(id: i64, sku: i64, pool: i64) -> Sale {
@@ -125,7 +129,7 @@ async fn main() {
     let conn = store.connection();
     let options = sink::Options {
         batch: args.batch,
-        max_rows_per_s: None::<NonZeroU32>,
+        max_rows_per_s: NonZeroU32::new(args.pace),
         ..Default::default()
     };
     let sink = Arc::new(sink::Sink::new(conn, pool.clone(), keys.clone(), options));
@@ -210,8 +214,12 @@ async fn main() {
     store.put_sale(&sale(2, 1, wins as i64)).await.unwrap();
     let sync_accept = spike(&store, 2, wins, args.clients, Some(pool.clone())).await;
 
+    let pace = match args.pace {
+        0 => "unpaced".to_owned(),
+        rows => format!("paced at {rows} rows/s"),
+    };
     println!(
-        "flashgate-bench-orders: {wins} wins, {} clients, sink batch {}",
+        "flashgate-bench-orders: {wins} wins, {} clients, sink batch {}, live sink {pace}",
         args.clients, args.batch
     );
     println!("  with the sink:   accept {accept:.0} buys/s (spike {spike_s:.2} s)");
