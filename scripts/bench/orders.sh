@@ -4,8 +4,8 @@
 # the worker and flashgate-orders' batches carry the rows into PostgreSQL afterwards) against the
 # synchronous way (each Buy inserts its own row in the request path), their ratio, and the sink's
 # drain rate, batch size, maximum lag and time to drain. Arguments go to flashgate-bench-orders
-# (--wins, --clients, --batch, --pace ROWS_PER_S for the live sink). FLASHGATE_BENCH_PROFILE=debug runs
-# the debug build instead.
+# (--wins, --clients, --batch, --pace ROWS_PER_S for the live sink).
+# FLASHGATE_BENCH_PROFILE=debug runs the debug build instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
