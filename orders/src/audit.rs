@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Pool;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, FromRedisValue};
 
 use flashgate_core::stock::{event_of_order, record, Keys, Order};
 use flashgate_core::warehouse::store::RedisConnection;
@@ -107,6 +107,30 @@ fn row_of(order: &Order) -> String {
     )
 }
 
+/// Every field of hash `key` with its value, `HSCAN` a thousand at a time (a field seen twice
+/// while the hash rehashes comes twice).
+async fn hash_scan<K: FromRedisValue, V: FromRedisValue>(
+    redis: &mut RedisConnection,
+    key: &str,
+) -> redis::RedisResult<Vec<(K, V)>> {
+    let mut all = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<(K, V)>) = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(redis)
+            .await?;
+        all.extend(page);
+        if next == 0 {
+            return Ok(all);
+        }
+        cursor = next;
+    }
+}
+
 /// Compares Redis (prefix `keys`) with the `orders` table.
 ///
 /// Read in this order: the orderbooks, then the change logs, then PostgreSQL. A change that made
@@ -125,25 +149,10 @@ pub async fn audit(
     let mut book: Vec<(String, String)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     for log in &logs {
-        // The orderbook of the log's shard: the log key with `orderbook` for `changes`.
-        let key = log.key.trim_end_matches("changes").to_owned() + "orderbook";
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-                .arg(&key)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(redis)
-                .await?;
-            for (order_no, raw) in page {
-                if seen.insert(order_no.clone()) {
-                    book.push((order_no, raw));
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+        let page: Vec<(String, String)> = hash_scan(redis, &keys.orderbook(log.at)).await?;
+        for (order_no, raw) in page {
+            if seen.insert(order_no.clone()) {
+                book.push((order_no, raw));
             }
         }
     }
@@ -151,21 +160,8 @@ pub async fn audit(
     let mut parts: Vec<((i64, i64), String)> = Vec::new();
     for log in logs.iter().filter(|log| log.at.sub == 0) {
         let sku = log.at.sku;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, page): (u64, Vec<(i64, String)>) = redis::cmd("HSCAN")
-                .arg(keys.lock_parts(sku))
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(redis)
-                .await?;
-            parts.extend(page.into_iter().map(|(oid, part)| ((oid, sku), part)));
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let page: Vec<(i64, String)> = hash_scan(redis, &keys.lock_parts(sku)).await?;
+        parts.extend(page.into_iter().map(|(oid, part)| ((oid, sku), part)));
     }
     let mut pending: HashSet<String> = HashSet::new();
     let mut pending_locks: HashSet<(i64, i64)> = HashSet::new();

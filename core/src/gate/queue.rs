@@ -120,9 +120,7 @@ impl Gate {
         let now = who.req.now_ms;
         let answer: LinkBody<'_> =
             serde_json::from_slice(who.req.body).map_err(|_| refuse(Reason::BadRequest))?;
-        let quota = &self.config.limits.event;
-        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
-        let sale = room_sale(self.sale(state, id, now, false)?, now)?;
+        let sale = room_sale(self.sale_of(state, who, id)?, now)?;
         let opens_ms = sale.queue_opens_ms();
         if now < opens_ms {
             let wait = opens_ms.abs_diff(now);

@@ -78,8 +78,15 @@ impl Gate {
         }
     }
 
-    /// The per-sale limit, then the sale (cached or fetched first), open or (for a challenge)
-    /// upcoming.
+    /// The per-sale limit, then the sale (cached or fetched first).
+    pub(super) fn sale_of(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<SaleView> {
+        let now = who.req.now_ms;
+        let quota = &self.config.limits.event;
+        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
+        self.sale(state, id, now, false)
+    }
+
+    /// [`Gate::sale_of`], open or (for a challenge) upcoming.
     fn open_sale_of(
         &self,
         state: &mut GateState,
@@ -87,11 +94,8 @@ impl Gate {
         id: i64,
         allow_upcoming: bool,
     ) -> Step<SaleView> {
-        let now = who.req.now_ms;
-        let quota = &self.config.limits.event;
-        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
-        let sale = self.sale(state, id, now, false)?;
-        Self::open_sale(&sale, now, allow_upcoming)?;
+        let sale = self.sale_of(state, who, id)?;
+        Self::open_sale(&sale, who.req.now_ms, allow_upcoming)?;
         Ok(sale)
     }
 
@@ -118,9 +122,7 @@ impl Gate {
     pub(super) fn challenge(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let (req, user) = (who.req, &who.user);
         let now = req.now_ms;
-        let quota = &self.config.limits.event;
-        self.limit(state, who.pass, LimitKey::Event(id), quota, now)?;
-        let mut sale = self.sale(state, id, now, false)?;
+        let mut sale = self.sale_of(state, who, id)?;
         if sale.waiting_room && sale.sold_out && now >= sale.start_ms && now < sale.end_ms {
             let line = self.snapshot(state, id, now)?;
             sale.sold_out = line.sold_out;
