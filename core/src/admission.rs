@@ -170,6 +170,10 @@ impl Ticket {
 /// The first arrival ticket's [`Ticket::score`]: every drawn score is below it.
 pub const ARRIVAL_SCORE: u64 = 1 << 52;
 
+/// The most users one `Queue/JoinQueueMany` may join: what an edge instance gathers for a
+/// moment is sent in calls of at most this many.
+pub const JOIN_MANY_MAX: usize = 512;
+
 /// How long the window is over which [`rate_step`] measures admissions.
 pub const RATE_WINDOW_MS: i64 = 5_000;
 

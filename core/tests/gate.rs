@@ -189,7 +189,7 @@ fn forward(verdict: Verdict) -> Forward {
 fn json(completion: Completion) -> (u16, Value) {
     match completion {
         Completion::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
-        Completion::Retry => panic!("unexpected retry"),
+        Completion::Retry | Completion::Check => panic!("unexpected {completion:?}"),
     }
 }
 
@@ -233,6 +233,7 @@ impl Warehouse {
             verdict = match gate.complete(state, call, http(&body), req.now_ms) {
                 Completion::Retry => gate.decide_again(req, state),
                 Completion::Respond(response) => Verdict::Respond(response),
+                Completion::Check => panic!("no gathered joins here"),
             };
         }
         panic!("more than two refreshes for one request: {verdict:?}");

@@ -9,16 +9,16 @@ use std::collections::HashMap;
 
 use flashgate_core::admission::Ticket;
 use flashgate_core::gate::{
-    Exchange, Gate, GateConfig, GateState, Headers, NetworkLimit, Next, OriginReply, Request,
-    Response, HOLD_TICK_MS, PLACE_HEADER, WAIT_HEADER,
+    Exchange, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, Next, OriginReply,
+    Request, Response, HOLD_TICK_MS, JOIN_START_LEAD_MS, JOIN_TICK_MS, PLACE_HEADER, WAIT_HEADER,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
 use flashgate_core::link::KeyRing;
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
-    BuyReq, ClaimAdmissionReq, Event, EventList, EventState, JoinQueueReq, PlaceState, QueuePlace,
-    QueueSnapshot,
+    BuyReq, ClaimAdmissionReq, Event, EventList, EventState, JoinQueueManyReq, JoinQueueReq,
+    PlaceState, QueuePlace, QueuePlaces, QueueSnapshot,
 };
 use prost::Message;
 use serde_json::{json, Value};
@@ -110,7 +110,8 @@ impl Warehouse {
         self.run(gate, state, req, &mut exchange, next)
     }
 
-    /// Drives `exchange` from `next`, answering every call.
+    /// Drives `exchange` from `next`, answering every call (a gathered join alone in its
+    /// batch: the clock moves on to each time it waits for).
     fn run(
         &mut self,
         gate: &Gate,
@@ -119,22 +120,43 @@ impl Warehouse {
         exchange: &mut Exchange,
         mut next: Next,
     ) -> Response {
+        let mut now = req.now_ms;
         loop {
             let call = match next {
                 Next::Respond(response) => return response,
                 Next::Send(call) => call,
+                Next::Wait { until_ms } => {
+                    now = now.max(until_ms);
+                    next = exchange.check(gate, state, now);
+                    continue;
+                }
             };
+            let reply = self.answer(&call, now);
+            next = exchange.reply(gate, req, state, &call, http(&reply), now);
+        }
+    }
+
+    /// The warehouse's reply to `call` at `now`, noted in [`Warehouse::calls`].
+    fn answer(&mut self, call: &Forward, now: i64) -> Vec<u8> {
+        {
             self.calls.push(call.path);
             let body = &call.body[5..];
-            let reply = match call.path {
+            match call.path {
                 "/flashsale.Admin/ListEvents" => ok(&EventList {
                     ids: vec![7],
-                    server_time_ms: req.now_ms,
+                    server_time_ms: now,
                 }),
                 "/flashsale.Admin/GetEvent" => ok(&self.sale()),
                 "/flashsale.Queue/JoinQueue" => {
                     let join = JoinQueueReq::decode(body).unwrap();
                     ok(&self.places[&join.user_id])
+                }
+                JOIN_MANY => {
+                    let join = JoinQueueManyReq::decode(body).unwrap();
+                    let places = join.user_ids.iter().map(|u| self.places[u]);
+                    ok(&QueuePlaces {
+                        places: places.collect(),
+                    })
                 }
                 "/flashsale.Queue/GetQueue" => ok(&self.snapshot),
                 "/flashsale.Queue/ClaimAdmission" => {
@@ -142,8 +164,7 @@ impl Warehouse {
                     ok(&self.claims[&claim.user_id])
                 }
                 other => panic!("the test answers no {other}"),
-            };
-            next = exchange.reply(gate, req, state, &call, http(&reply), req.now_ms);
+            }
         }
     }
 
@@ -325,6 +346,7 @@ fn poll(
 }
 
 const JOIN: &str = "/flashsale.Queue/JoinQueue";
+const JOIN_MANY: &str = "/flashsale.Queue/JoinQueueMany";
 const GET_QUEUE: &str = "/flashsale.Queue/GetQueue";
 const CLAIM: &str = "/flashsale.Queue/ClaimAdmission";
 
@@ -1067,4 +1089,289 @@ fn a_room_sale_with_units_held_still_hands_out_challenges_for_its_line() {
     let mut fresh = GateState::default();
     let (status, _) = challenge(&mut plain, &mut fresh, now);
     assert_eq!(status, 410);
+}
+
+/// A join through a gate that gathers joins, started at `now`: its exchange (waiting for its
+/// batch) and its request's body.
+fn gathered_join(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    who: &Shopper,
+    now: i64,
+) -> (Exchange, i64, String) {
+    let body = solved(gate, state, wh, who, now);
+    let req = who.request("POST", "/api/events/7/queue", body.as_bytes(), now);
+    let mut exchange = Exchange::default();
+    let next = exchange.start(gate, &req, state);
+    let Next::Wait { until_ms } = next else {
+        panic!("a gathered join waits for its batch: {next:?}");
+    };
+    (exchange, until_ms, body)
+}
+
+/// Hands the warehouse's reply to `batch` to the exchange that sent it, at `now`.
+fn answer_batch(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    (who, body): (&Shopper, &str),
+    exchange: &mut Exchange,
+    batch: &Forward,
+    now: i64,
+) -> Next {
+    let reply = wh.answer(batch, now);
+    let req = who.request("POST", "/api/events/7/queue", body.as_bytes(), now);
+    exchange.reply(gate, &req, state, batch, http(&reply), now)
+}
+
+fn responded(next: Next) -> (u16, Value) {
+    match next {
+        Next::Respond(response) => json_of(&response),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn gathered_joins_cost_one_call_per_batch_and_each_gets_its_own_place() {
+    let gate = Gate::new(config()).gathering_joins();
+    let batch_ms = config().queue_join_batch_ms;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let users: Vec<String> = (0..30).map(|i| format!("u{i:02}")).collect();
+    let shoppers: Vec<Shopper> = users.iter().map(|u| Shopper::new(u)).collect();
+    for (i, user) in users.iter().enumerate() {
+        wh.seat(user, Ticket::from_raw(1_000 + i as u64), i as i64);
+    }
+
+    // Thirty joins in the pre-queue, 10 ms apart: each waits for the batch, none calls.
+    let opened = START - 30_000;
+    let mut joins = Vec::new();
+    for (i, who) in shoppers.iter().enumerate() {
+        let (exchange, until_ms, body) =
+            gathered_join(&gate, &mut state, &mut wh, who, opened + 10 * i as i64);
+        assert_eq!(
+            until_ms,
+            opened + batch_ms,
+            "due an interval after the first"
+        );
+        joins.push((exchange, body));
+    }
+    assert!(wh.take_calls().is_empty());
+
+    // Due: the first to look sends every join of the sale, in arrival order; the others wait
+    // a tick while it is out (one call in flight per sale).
+    let due = opened + batch_ms;
+    let Next::Send(batch) = joins[0].0.check(&gate, &mut state, due) else {
+        panic!("the first to look sends the batch");
+    };
+    assert_eq!(batch.path, JOIN_MANY);
+    let sent = JoinQueueManyReq::decode(&batch.body[5..]).unwrap();
+    assert_eq!((sent.event_id, &sent.user_ids), (7, &users));
+    for (exchange, _) in &mut joins[1..] {
+        let next = exchange.check(&gate, &mut state, due + 5);
+        assert_eq!(
+            next,
+            Next::Wait {
+                until_ms: due + 5 + JOIN_TICK_MS
+            }
+        );
+    }
+
+    // The reply answers the sender, and every other join from the state: its own place.
+    let (first, rest) = joins.split_first_mut().unwrap();
+    let who = (&shoppers[0], first.1.as_str());
+    let next = answer_batch(
+        &gate,
+        &mut state,
+        &mut wh,
+        who,
+        &mut first.0,
+        &batch,
+        due + 20,
+    );
+    let mut tokens = Vec::new();
+    for (i, next) in std::iter::once(next)
+        .chain(
+            rest.iter_mut()
+                .map(|(e, _)| e.check(&gate, &mut state, due + 70)),
+        )
+        .enumerate()
+    {
+        let (status, answer) = responded(next);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["state"], "waiting");
+        assert_eq!(answer["position"], i + 1, "{}'s own place", users[i]);
+        tokens.push(answer["place"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        wh.take_calls(),
+        vec![JOIN_MANY],
+        "one call for thirty joins"
+    );
+
+    // Each token is its holder's place: a poll with it is answered, another's is refused.
+    let mut u07 = Shopper::new("u07");
+    u07.place = Some(tokens[7].clone());
+    let (status, polled) = poll(&gate, &mut state, &mut wh, &u07, due + 100);
+    assert_eq!(
+        (status, &polled["state"]),
+        (200, &json!("waiting")),
+        "{polled}"
+    );
+    u07.place = Some(tokens[8].clone());
+    let (status, _) = poll(&gate, &mut state, &mut wh, &u07, due + 2_000);
+    assert_eq!(status, 403, "u08's place is not u07's");
+}
+
+#[test]
+fn a_gathered_batch_reaches_the_warehouse_before_the_start_so_its_joins_are_drawn() {
+    let gate = Gate::new(config()).gathering_joins();
+    let batch_ms = config().queue_join_batch_ms;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    wh.seat("ann", Ticket::from_raw(5), 0);
+    wh.seat("bob", Ticket::arrival(0), 1);
+    let ann = Shopper::new("ann");
+    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &ann, START - 600);
+    assert_eq!(
+        until_ms,
+        START - JOIN_START_LEAD_MS,
+        "sent before the start, not after"
+    );
+    // After the start, an arrival: the whole interval.
+    let mut state = GateState::default();
+    let bob = Shopper::new("bob");
+    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &bob, START + 100);
+    assert_eq!(until_ms, START + 100 + batch_ms);
+}
+
+#[test]
+fn a_batch_whose_sender_vanished_is_sent_again_and_a_failed_one_answers_every_join() {
+    let gate = Gate::new(config()).gathering_joins();
+    let batch_ms = config().queue_join_batch_ms;
+    let origin_timeout = config().origin_timeout_ms;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let shoppers: Vec<Shopper> = ["ann", "bob", "cy"].map(Shopper::new).into();
+    for (i, user) in ["ann", "bob", "cy"].iter().enumerate() {
+        wh.seat(user, Ticket::from_raw(10 + i as u64), i as i64);
+    }
+    let opened = START - 10_000;
+    let mut joins: Vec<_> = shoppers
+        .iter()
+        .map(|who| gathered_join(&gate, &mut state, &mut wh, who, opened))
+        .collect();
+    // The same user joining again meanwhile is gathered once.
+    let again = gathered_join(&gate, &mut state, &mut wh, &shoppers[1], opened + 10);
+    joins.push(again);
+    let due = opened + batch_ms;
+    let Next::Send(lost) = joins[0].0.check(&gate, &mut state, due) else {
+        panic!("sent");
+    };
+    assert_eq!(
+        JoinQueueManyReq::decode(&lost.body[5..]).unwrap().user_ids,
+        ["ann", "bob", "cy"]
+    );
+    // Its sender never comes back (a cancelled request). Within the origin timeout the others
+    // wait; past it, the next to look sends the same joins again.
+    let within = due + origin_timeout;
+    assert!(matches!(
+        joins[1].0.check(&gate, &mut state, within),
+        Next::Wait { .. }
+    ));
+    let past = due + origin_timeout + JOIN_TICK_MS + 1;
+    let Next::Send(resent) = joins[1].0.check(&gate, &mut state, past) else {
+        panic!("gathered again and sent");
+    };
+    assert_eq!(
+        JoinQueueManyReq::decode(&resent.body[5..])
+            .unwrap()
+            .user_ids,
+        ["ann", "bob", "cy"]
+    );
+    // The warehouse does not answer it: every join of the batch is told to come back.
+    let body = joins[1].2.clone();
+    let req = shoppers[1].request("POST", "/api/events/7/queue", body.as_bytes(), past);
+    let next = joins[1].0.reply(
+        &gate,
+        &req,
+        &mut state,
+        &resent,
+        OriginReply::Failed,
+        past + 5,
+    );
+    let (status, refused) = responded(next);
+    assert_eq!(
+        (status, &refused["code"]),
+        (503, &json!("unavailable")),
+        "{refused}"
+    );
+    for i in [0, 2, 3] {
+        let (status, _) = responded(joins[i].0.check(&gate, &mut state, past + 10));
+        assert_eq!(status, 503, "join {i}");
+    }
+    assert_eq!(
+        wh.take_calls(),
+        Vec::<&str>::new(),
+        "the test answered none"
+    );
+}
+
+#[test]
+fn a_full_batch_is_sent_at_once_and_the_rest_right_after_it() {
+    use flashgate_core::admission::JOIN_MANY_MAX;
+    let gate = Gate::new(config()).gathering_joins();
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let n = JOIN_MANY_MAX + 3;
+    let users: Vec<String> = (0..n).map(|i| format!("u{i:04}")).collect();
+    for (i, user) in users.iter().enumerate() {
+        wh.seat(user, Ticket::from_raw(1 + i as u64), i as i64);
+    }
+    let opened = START - 50_000;
+    let mut joins = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let who = Shopper::new(user);
+        let (exchange, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &who, opened + 1);
+        if i + 1 == JOIN_MANY_MAX {
+            assert_eq!(until_ms, opened + 1, "the batch is full: due at once");
+        }
+        joins.push((who, exchange));
+    }
+    let now = opened + 2;
+    let Next::Send(full) = joins[0].1.check(&gate, &mut state, now) else {
+        panic!("sent");
+    };
+    let sent = JoinQueueManyReq::decode(&full.body[5..]).unwrap().user_ids;
+    assert_eq!(sent, users[..JOIN_MANY_MAX]);
+    let reply = wh.answer(&full, now);
+    let (who, exchange) = &mut joins[0];
+    let req = who.request("POST", "/api/events/7/queue", b"{}", now);
+    let next = exchange.reply(&gate, &req, &mut state, &full, http(&reply), now);
+    assert_eq!(responded(next).0, 200);
+    // The overflow is due an interval after its batch opened (sooner only if it fills up).
+    let due = opened + 1 + config().queue_join_batch_ms;
+    let last = joins.last_mut().unwrap();
+    let next = last.1.check(&gate, &mut state, now + 1);
+    assert_eq!(next, Next::Wait { until_ms: due });
+    let Next::Send(rest) = last.1.check(&gate, &mut state, due) else {
+        panic!("the rest is due");
+    };
+    let sent = JoinQueueManyReq::decode(&rest.body[5..]).unwrap().user_ids;
+    assert_eq!(sent, users[JOIN_MANY_MAX..]);
+}
+
+#[test]
+fn a_gate_that_does_not_gather_sends_each_join_alone() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    for (i, user) in ["ann", "bob"].iter().enumerate() {
+        wh.seat(user, Ticket::from_raw(1 + i as u64), i as i64);
+        let mut who = Shopper::new(user);
+        let (status, _) = join(&gate, &mut state, &mut wh, &mut who, START - 5_000);
+        assert_eq!(status, 200);
+    }
+    assert_eq!(wh.take_calls(), vec![JOIN, JOIN]);
 }

@@ -3,10 +3,10 @@
 //! joins, the line's moves, claims, lapses, sold out; and the same rules at the store with
 //! simulated time where the wall clock would make a test wait.
 
-use flashgate_core::admission::Ticket;
+use flashgate_core::admission::{Ticket, JOIN_MANY_MAX};
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReq, ClaimAdmissionReq, Event, EventReq, JoinQueueReq, OrderReq, PlaceState,
-    PutSkuStockReq, QueuePlace, QueueReq, QueueSnapshot,
+    BuyOutcome, BuyReq, ClaimAdmissionReq, Event, EventReq, JoinQueueManyReq, JoinQueueReq,
+    OrderReq, PlaceState, PutSkuStockReq, QueuePlace, QueueReq, QueueSnapshot,
 };
 use flashgate_core::stock::room::{PlaceState as Stored, MOVE_MAX_ADMITS};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Sale};
@@ -44,6 +44,7 @@ macro_rules! on_both_stores {
 
 on_both_stores! {
     joins_are_idempotent_and_the_draw_ignores_the_join_order => joins_and_draw;
+    many_joins_in_one_call_are_the_single_joins_in_order => joins_many;
     the_stock_admits_and_a_cancel_admits_the_next_place => admission_follows_the_stock;
     an_unused_admission_lapses_and_admits_the_next => lapses;
     the_room_settings_are_checked => refusals;
@@ -126,6 +127,77 @@ async fn buy(w: &TestWarehouse, event: i64, user: &str) -> String {
 
 fn state(place: &QueuePlace) -> PlaceState {
     place.state()
+}
+
+async fn join_many(
+    w: &TestWarehouse,
+    event: i64,
+    users: &[String],
+) -> Result<Vec<QueuePlace>, tonic::Status> {
+    let req = JoinQueueManyReq {
+        event_id: event,
+        user_ids: users.to_vec(),
+    };
+    Ok(w.queue().join_queue_many(req).await?.into_inner().places)
+}
+
+/// What an edge instance's gathered joins get (`Queue/JoinQueueMany`): each user's place as a
+/// single join gives it, in the request's order, a user named twice included, before and
+/// after the start; and what it refuses, whole.
+async fn joins_many<S: Store>(store: S) {
+    let w = TestWarehouse::start(store).await;
+    let start = now_ms() + 600_000;
+    put(&w, 12, 10, room_sale(22, 12, 5, start, 1_200_000)).await;
+    let users: Vec<String> = (0..40).map(|i| format!("many-{i}")).collect();
+    let mut asked = users.clone();
+    asked.push(users[3].clone());
+    let places = join_many(&w, 22, &asked).await.expect("join many");
+    assert_eq!(places.len(), asked.len(), "a place per user asked");
+    for (user, place) in asked.iter().zip(&places) {
+        assert_eq!(state(place), PlaceState::PlaceWaiting, "{user}: {place:?}");
+        let drawn = Ticket::draw(TEST_QUEUE_SECRET, 22, user);
+        let drawn = Ticket::from_score(drawn.score()).get();
+        assert_eq!(place.ticket, drawn, "{user}: drawn, as a single join is");
+    }
+    assert_eq!(
+        places[3].ticket, places[40].ticket,
+        "named twice: one place"
+    );
+    // The single join agrees, and the line counts each user once.
+    for (user, place) in users.iter().zip(&places).take(5) {
+        assert_eq!(join(&w, 22, user).await.ticket, place.ticket, "{user}");
+    }
+    let snapshot = line(&w, 22).await;
+    assert_eq!((snapshot.places, snapshot.drawn), (40, 40));
+    // After the start, arrivals: numbered in the request's order.
+    put(&w, 13, 10, room_sale(23, 13, 5, now_ms() - 1_000, 0)).await;
+    let late = join_many(&w, 23, &users[..10]).await.expect("join many");
+    let tickets: Vec<u64> = late.iter().map(|p| p.ticket).collect();
+    assert!(
+        tickets.iter().all(|t| !Ticket::from_raw(*t).is_drawn()),
+        "{tickets:?}"
+    );
+    assert!(
+        tickets.windows(2).all(|w| w[0] < w[1]),
+        "in order: {tickets:?}"
+    );
+    let ranks: Vec<i64> = late.iter().map(|p| p.rank).collect();
+    assert_eq!(ranks, (0..10).collect::<Vec<i64>>());
+
+    // Refused whole, before anything joins: no users, too many, a bad id, an unknown sale.
+    let too_many: Vec<String> = (0..=JOIN_MANY_MAX).map(|i| format!("x-{i}")).collect();
+    let mut bad = vec!["ok-1".to_owned(), String::new()];
+    for (users, code) in [
+        (Vec::new(), Code::InvalidArgument),
+        (too_many, Code::InvalidArgument),
+        (std::mem::take(&mut bad), Code::InvalidArgument),
+    ] {
+        let refused = join_many(&w, 22, &users).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+    }
+    assert_eq!(line(&w, 22).await.places, 40, "nothing refused joined");
+    let unknown = join_many(&w, 999, &users[..1]).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
 }
 
 async fn joins_and_draw<S: Store>(store: S) {

@@ -91,6 +91,10 @@ pub mod vars {
     /// How often a waiting room's snapshot (`Queue/GetQueue`) may be refreshed, ms: at most one
     /// call per interval per instance and sale, however many buyers poll.
     pub const QUEUE_REFRESH_MS: &str = "FLASHGATE_QUEUE_REFRESH_MS";
+    /// How long an instance that gathers joins (the Worker) gathers a sale's joins before it
+    /// sends them in one `Queue/JoinQueueMany`, ms: at most one join call per interval per
+    /// instance and sale, however many join.
+    pub const QUEUE_JOIN_BATCH_MS: &str = "FLASHGATE_QUEUE_JOIN_BATCH_MS";
 }
 
 /// What the adapters log, loudly, when [`vars::DEMO_MODE`] is on: once per instance, when they
@@ -184,6 +188,9 @@ pub struct GateConfig {
     /// How old a waiting room's snapshot may be before it is refreshed, and the least time
     /// between two refreshes of one sale's (see [`QueueEntry`](super::QueueEntry)).
     pub queue_refresh_ms: i64,
+    /// How long a gate that gathers joins ([`Gate::gathering_joins`](super::Gate::gathering_joins))
+    /// gathers a sale's joins before sending them together (see [`JoinWait`](super::JoinWait)).
+    pub queue_join_batch_ms: i64,
 }
 
 /// Why the configuration could not be built.
@@ -235,6 +242,7 @@ const SETTINGS: &[(&str, Apply)] = &[
     (vars::SALE_MEMORY_MS, |c, t| duration(&mut c.sale_memory_ms, t)),
     (vars::SALE_DIRECTORY_REFRESH_MS, |c, t| duration(&mut c.directory_refresh_ms, t)),
     (vars::QUEUE_REFRESH_MS, |c, t| duration(&mut c.queue_refresh_ms, t)),
+    (vars::QUEUE_JOIN_BATCH_MS, |c, t| duration(&mut c.queue_join_batch_ms, t)),
 ];
 
 /// An empty proof-of-work ring keeps the default, the link ring.
@@ -336,6 +344,7 @@ impl GateConfig {
             sale_memory_ms: 10_000,
             directory_refresh_ms: 1_000,
             queue_refresh_ms: 1_000,
+            queue_join_batch_ms: 1_000,
         }
     }
 

@@ -6,6 +6,7 @@
 //! state between steps, so an adapter may release its state (a thread-local, a key-value entry)
 //! while the call is in flight.
 
+use super::gather::{Gathered, JoinWait};
 use super::origin::{Completion, Forward, OriginReply};
 use super::request::Request;
 use super::response::Response;
@@ -20,6 +21,12 @@ pub enum Next {
     Respond(Response),
     /// Send this call to the warehouse and hand its reply to [`Exchange::reply`].
     Send(Forward),
+    /// A gathered join (a gate [gathering joins](Gate::gathering_joins) only): wait until
+    /// `until_ms` (unix ms; at once if that has passed), then [`Exchange::check`].
+    Wait {
+        /// When to look again.
+        until_ms: i64,
+    },
 }
 
 /// One request's way through the gate: housekeeping and a decision, then for each forward the
@@ -36,11 +43,18 @@ pub enum Next {
 ///             next = exchange.reply(&gate, &request, &mut state, &call, reply, now_ms);
 ///         }
 ///     }
+///         Next::Wait { until_ms } => {
+///             /* sleep until until_ms */
+///             next = exchange.check(&gate, &mut state, now_ms);
+///         }
+///     }
 /// };
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exchange {
     retries: u8,
+    /// The request's gathered join, while it waits for its batch.
+    join: Option<Box<JoinWait>>,
 }
 
 /// How often one request may be decided again: once for the directory of sale ids, once for
@@ -52,7 +66,7 @@ impl Exchange {
     /// Housekeeps `state` ([`Gate::housekeep`]) and decides `req`.
     pub fn start(&mut self, gate: &Gate, req: &Request<'_>, state: &mut GateState) -> Next {
         gate.housekeep(state, req.now_ms);
-        Self::next(gate.decide(req, state))
+        self.next(gate.decide(req, state))
     }
 
     /// Decides a held poll once more ([`Hold`](super::Hold)) at `req.now_ms`, on what `state`
@@ -61,7 +75,20 @@ impl Exchange {
     pub fn resume(&mut self, gate: &Gate, req: &Request<'_>, state: &mut GateState) -> Next {
         self.retries = 0;
         gate.housekeep(state, req.now_ms);
-        Self::next(gate.decide_again(req, state))
+        self.next(gate.decide_again(req, state))
+    }
+
+    /// Looks at a gathered join again at `now_ms`, after [`Next::Wait`]: its answer, its batch
+    /// to send (this request sends it for every join in it), or another wait.
+    pub fn check(&mut self, gate: &Gate, state: &mut GateState, now_ms: i64) -> Next {
+        let Some(join) = self.join.as_deref() else {
+            // Nothing waits: an adapter's mistake, answered rather than looped on.
+            return Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into());
+        };
+        match gate.join_step(state, join, now_ms) {
+            Gathered::Wait(until_ms) => Next::Wait { until_ms },
+            Gathered::Done(verdict) => self.next(verdict),
+        }
     }
 
     /// Hands the warehouse's `reply` to `call` to the gate ([`Gate::complete`]), deciding `req`
@@ -79,15 +106,26 @@ impl Exchange {
     ) -> Next {
         match gate.complete(state, call, reply, now_ms) {
             Completion::Respond(response) => Next::Respond(response),
+            Completion::Check => self.check(gate, state, now_ms),
             Completion::Retry if self.retries < MAX_RETRIES => {
                 self.retries += 1;
-                Self::next(gate.decide_again(req, state))
+                self.next(gate.decide_again(req, state))
             }
             Completion::Retry => Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into()),
         }
     }
 
-    fn next(verdict: Verdict) -> Next {
+    fn next(&mut self, verdict: Verdict) -> Next {
+        match verdict {
+            Verdict::Wait(join, until_ms) => {
+                self.join = Some(join);
+                return Next::Wait { until_ms };
+            }
+            // The batch a gathered join sends: the join still waits for its answer.
+            Verdict::Forward(call) => return Next::Send(call),
+            Verdict::Respond(_) | Verdict::Refuse(_) => {}
+        }
+        self.join = None;
         match verdict.into_response() {
             Ok(response) => Next::Respond(response),
             Err(call) => Next::Send(call),

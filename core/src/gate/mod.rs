@@ -63,6 +63,7 @@
 
 mod config;
 mod exchange;
+mod gather;
 mod hold;
 mod origin;
 mod queue;
@@ -73,6 +74,7 @@ mod state;
 
 pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
+pub use gather::{JoinWait, JOIN_START_LEAD_MS, JOIN_TICK_MS, MAX_GATHERED, MAX_JOIN_WAIT_MS};
 pub use hold::{Hold, HOLD_TICK_MS, MAX_HOLD_MS};
 pub use origin::{
     BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc, Seat,
@@ -102,15 +104,21 @@ pub enum Verdict {
     Refuse(Refusal),
     /// Call the warehouse, then [`Gate::complete`].
     Forward(Forward),
+    /// A gathered join ([`Gate::gathering_joins`]): wait until the time given (unix ms), then
+    /// look again ([`Exchange::check`] does).
+    Wait(Box<JoinWait>, i64),
 }
 
 impl Verdict {
-    /// The client response, unless the verdict is a forward (returned back as the error).
+    /// The client response, unless the verdict is a forward (returned back as the error). A
+    /// wait, which only a gate gathering joins gives and only [`Exchange`] can keep, is a `503`
+    /// to retry after a second here.
     pub fn into_response(self) -> Result<Response, Forward> {
         match self {
             Verdict::Respond(r) => Ok(r),
             Verdict::Refuse(r) => Ok(r.into()),
             Verdict::Forward(f) => Err(f),
+            Verdict::Wait(..) => Ok(Refusal::after(Reason::Unavailable, 1_000).into()),
         }
     }
 }
@@ -145,6 +153,7 @@ enum Pass {
 pub struct Gate {
     config: GateConfig,
     holds_polls: bool,
+    gathers_joins: bool,
 }
 
 impl Gate {
@@ -153,6 +162,7 @@ impl Gate {
         Gate {
             config,
             holds_polls: false,
+            gathers_joins: false,
         }
     }
 

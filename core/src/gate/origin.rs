@@ -16,7 +16,7 @@ use super::{Gate, Verdict};
 use crate::breaker::{Admission, Outcome};
 use crate::grpc_web::{self, Code, Reply, StatusHeaders};
 use crate::proto::flashsale::{
-    BuyOutcome, BuyReply, EventList, EventState, Order, QueuePlace, QueueSnapshot,
+    BuyOutcome, BuyReply, EventList, EventState, Order, QueuePlace, QueuePlaces, QueueSnapshot,
 };
 use crate::refusal::{Reason, Refusal};
 
@@ -42,6 +42,8 @@ pub enum Rpc {
     ListEvents,
     /// `flashsale.Queue/JoinQueue`: a place in a waiting-room sale's line.
     JoinQueue,
+    /// `flashsale.Queue/JoinQueueMany`: the places of the joins an instance gathered.
+    JoinQueueMany,
     /// `flashsale.Queue/GetQueue`: the sale's line, for the instance's cache.
     GetQueue,
     /// `flashsale.Queue/ClaimAdmission`: an admitted place's right to a purchase link.
@@ -50,7 +52,7 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every method the edge calls.
-    pub const ALL: [Rpc; 9] = [
+    pub const ALL: [Rpc; 10] = [
         Rpc::Buy,
         Rpc::GetOrder,
         Rpc::CancelOrder,
@@ -58,6 +60,7 @@ impl Rpc {
         Rpc::GetEvent,
         Rpc::ListEvents,
         Rpc::JoinQueue,
+        Rpc::JoinQueueMany,
         Rpc::GetQueue,
         Rpc::ClaimAdmission,
     ];
@@ -72,6 +75,7 @@ impl Rpc {
             Rpc::CancelOrder => "/flashsale.Seckill/CancelOrder",
             Rpc::DemoPayOrder => "/flashsale.Seckill/DemoPayOrder",
             Rpc::JoinQueue => "/flashsale.Queue/JoinQueue",
+            Rpc::JoinQueueMany => "/flashsale.Queue/JoinQueueMany",
             Rpc::GetQueue => "/flashsale.Queue/GetQueue",
             Rpc::ClaimAdmission => "/flashsale.Queue/ClaimAdmission",
         }
@@ -104,6 +108,14 @@ pub enum Call {
     DemoPayOrder,
     /// `flashsale.Queue/JoinQueue`: the reply's place is answered with a place token.
     JoinQueue(Box<Seat>),
+    /// `flashsale.Queue/JoinQueueMany`: the reply answers every join of the batch (see
+    /// [`JoinWait`](super::JoinWait)).
+    JoinQueueMany {
+        /// The sale.
+        event_id: i64,
+        /// The users joined, in the request's order.
+        users: Vec<String>,
+    },
     /// `flashsale.Queue/GetQueue`: refreshes the sale's cached waiting room, then the request
     /// is decided again.
     GetQueue {
@@ -138,6 +150,7 @@ impl Call {
             Call::CancelOrder => Rpc::CancelOrder,
             Call::DemoPayOrder => Rpc::DemoPayOrder,
             Call::JoinQueue(_) => Rpc::JoinQueue,
+            Call::JoinQueueMany { .. } => Rpc::JoinQueueMany,
             Call::GetQueue { .. } => Rpc::GetQueue,
             Call::ClaimAdmission(_) => Rpc::ClaimAdmission,
         }
@@ -319,6 +332,9 @@ pub enum Completion {
     /// The directory or a sale view was refreshed: decide the same request again with
     /// [`Gate::decide_again`].
     Retry,
+    /// A batch of gathered joins was answered: look for this request's answer
+    /// ([`Exchange::check`](super::Exchange::check)).
+    Check,
 }
 
 impl Gate {
@@ -424,6 +440,26 @@ impl Gate {
             }
             Call::JoinQueue(seat) => {
                 parse!(QueuePlace).map(|place| self.joined(state, seat, &place, now_ms))
+            }
+            Call::JoinQueueMany { event_id, users } => {
+                let answered = match parse!(QueuePlaces) {
+                    Ok(reply) if reply.places.len() == users.len() => Ok(reply.places),
+                    Ok(_) | Err(None) => Err(None),
+                    Err(Some(status)) => Err(Some(status)),
+                };
+                let (outcome, places) = match answered {
+                    Ok(places) => (Outcome::Success, Ok(places)),
+                    Err(None) => (
+                        Outcome::Failure,
+                        Err(Refusal::after(Reason::Unavailable, 1_000)),
+                    ),
+                    Err(Some(status)) => {
+                        let (outcome, refusal) = status_refusal(&forward.call, status.code);
+                        (outcome, Err(refusal))
+                    }
+                };
+                Self::batch_answered(state, *event_id, users, places, now_ms);
+                return self.settle(state, outcome, now_ms, Completion::Check);
             }
             Call::GetQueue { event_id } => match parse!(QueueSnapshot) {
                 Ok(snapshot) => {
@@ -557,6 +593,10 @@ mod tests {
             Call::CancelOrder,
             Call::DemoPayOrder,
             Call::JoinQueue(Box::new(seat())),
+            Call::JoinQueueMany {
+                event_id: 1,
+                users: vec!["ann".into()],
+            },
             Call::GetQueue { event_id: 1 },
             Call::ClaimAdmission(Box::new(seat())),
         ];

@@ -115,7 +115,7 @@ impl Gate {
     /// `POST /api/events/{id}/queue`: a solved challenge (the body `POST …/link` takes) for a
     /// place in the sale's line, from the pre-queue's opening to the end. Forwarded as
     /// `Queue/JoinQueue` unless the edge already knows the answer (no room, too early, over,
-    /// sold out).
+    /// sold out); gathered with the sale's other joins on a gate that gathers them.
     pub(super) fn join(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let now = who.req.now_ms;
         let answer: LinkBody<'_> =
@@ -139,6 +139,9 @@ impl Gate {
             event_id: id,
             user_id: seat.user_id.clone(),
         };
+        if let Some(gathered) = self.gather(state, seat.clone(), now) {
+            return Ok(gathered);
+        }
         Ok(self.forward(state, Call::JoinQueue(Box::new(seat)), &message, now))
     }
 

@@ -6,6 +6,7 @@
 //! What it deliberately does not do: decide anything, or store itself; [`GateState::prune`]
 //! only drops what no longer constrains a decision.
 
+use super::gather::SaleJoins;
 use crate::admission::{Room, Rules, Ticket};
 use crate::breaker::Breaker;
 use crate::limit::{RateMeter, Tat};
@@ -334,6 +335,10 @@ pub struct GateState {
     /// The last held poll's number.
     #[serde(skip)]
     pub hold_seq: u64,
+    /// Joins gathered by sale, waiting to be sent together or for their answers (see
+    /// [`JoinWait`](super::JoinWait)). Only a gate that gathers joins fills it, in memory.
+    #[serde(skip)]
+    pub(super) joins: HashMap<i64, SaleJoins>,
 }
 
 impl GateState {
@@ -353,6 +358,10 @@ impl GateState {
         });
         self.claims.retain(|_, c| c.kept_until_ms > now_ms);
         self.holds.retain(|_, &mut (_, until_ms)| until_ms > now_ms);
+        self.joins.retain(|_, joins| {
+            joins.prune(now_ms);
+            !joins.is_idle(now_ms)
+        });
     }
 
     /// Caches the warehouse's snapshot of `event_id`'s waiting room, fetched at `now_ms`.

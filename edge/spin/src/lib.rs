@@ -120,6 +120,9 @@ async fn serve(gate: &Gate, req: Request) -> gate::Response {
         let call = match next {
             Next::Respond(response) => break response,
             Next::Send(call) => call,
+            // Only a gate gathering joins waits, and one request per instance has nothing to
+            // gather with: this gate sends each join alone.
+            Next::Wait { .. } => break Refusal::after(Reason::Unavailable, 1_000).into(),
         };
         // Stored before the call: a request that waits on the origin does not hold back the
         // limits and the breaker its own decision updated.

@@ -28,7 +28,10 @@
 //!   asks to wait (`x-flashgate-wait-ms`) is held here and decided again each time the
 //!   isolate's copy of the line changes, until its news does (the core's `gate::Hold`): a
 //!   sell-out reaches every held poll within a refresh, and a waiting crowd costs one request
-//!   per place per hold.
+//!   per place per hold. A sale's joins are gathered the same way (the core's `gate::JoinWait`):
+//!   each waits on its own timer while the isolate gathers the sale's joins for
+//!   `FLASHGATE_QUEUE_JOIN_BATCH_MS`, and whichever finds the batch due sends one
+//!   `Queue/JoinQueueMany` for all of them.
 //!
 //! With `FLASHGATE_DEMO_MODE` on, each isolate logs the core's `gate::DEMO_MODE_WARNING` when it
 //! builds its gate, on its first request (a Worker's start hook does not see `env`).
@@ -43,8 +46,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use flashgate_core::gate::{
-    self, BoundedBody, Exchange, Forward, Gate, GateConfig, GateState, HeaderValues, NetworkLimit,
-    Next, OriginResponse,
+    self, BoundedBody, Call, Exchange, Forward, Gate, GateConfig, GateState, HeaderValues,
+    NetworkLimit, Next, OriginResponse,
 };
 use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
@@ -77,8 +80,9 @@ fn gate(env: &Env) -> Result<Rc<Gate>, String> {
         // Workers have no start hook that sees `env`: this is the isolate's first request.
         worker::console_warn!("flashgate: {}", gate::DEMO_MODE_WARNING);
     }
-    // An isolate serves many requests at once, so a poll that asks to wait can be held.
-    let gate = Rc::new(Gate::new(config).holding_polls());
+    // An isolate serves many requests at once, so a poll that asks to wait can be held, and a
+    // sale's joins can be gathered and sent together.
+    let gate = Rc::new(Gate::new(config).holding_polls().gathering_joins());
     GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
     Ok(gate)
 }
@@ -88,7 +92,7 @@ fn with_state<T>(f: impl FnOnce(&mut GateState) -> T) -> T {
 }
 
 #[event(fetch)]
-async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let gate = match gate(&env) {
         Ok(gate) => gate,
         Err(why) => {
@@ -97,13 +101,14 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
             return respond(Refusal::after(Reason::Unavailable, 5_000).into());
         }
     };
-    respond(handle(&gate, req, &env).await?)
+    respond(handle(&gate, req, &env, &ctx).await?)
 }
 
 async fn handle(
-    gate: &Gate,
+    gate: &Rc<Gate>,
     mut req: worker::Request,
     env: &Env,
+    ctx: &Context,
 ) -> worker::Result<gate::Response> {
     let now_ms = js_sys::Date::now() as i64;
     let method = req.method().to_string();
@@ -141,7 +146,7 @@ async fn handle(
 
     let mut exchange = Exchange::default();
     let next = with_state(|state| exchange.start(gate, &request, state));
-    let first = run(gate, &request, &mut exchange, next).await;
+    let first = run(gate, &request, &mut exchange, next, ctx).await;
     let Some(hold) = first.hold.clone() else {
         return Ok(first);
     };
@@ -157,24 +162,54 @@ async fn handle(
             }
         }
         let next = with_state(|state| exchange.resume(gate, &request, state));
-        let latest = run(gate, &request, &mut exchange, next).await;
+        let latest = run(gate, &request, &mut exchange, next, ctx).await;
         if with_state(|state| hold.releases(&latest, state, request.now_ms)) {
             return Ok(latest);
         }
     }
 }
 
-/// Drives `exchange` from `next` to its response: each forward sent, its reply handed back.
+/// Drives `exchange` from `next` to its response: each forward sent, its reply handed back, and
+/// a gathered join's waits slept (on this request's own timer: its batch's reply reaches it
+/// through the isolate's state, never from another request's context).
 async fn run(
-    gate: &Gate,
+    gate: &Rc<Gate>,
     request: &gate::Request<'_>,
     exchange: &mut Exchange,
     mut next: Next,
+    ctx: &Context,
 ) -> gate::Response {
     loop {
         let call = match next {
             Next::Respond(response) => return response,
+            Next::Send(call) if matches!(call.call, Call::JoinQueueMany { .. }) => {
+                // A batch is every gathered join's, not this request's: sent under `waitUntil`,
+                // so a client that goes away does not take the others' joins with it. Its reply
+                // lands in the isolate's state, where each join (this one too) finds its answer.
+                let gate = Rc::clone(gate);
+                ctx.wait_until(async move {
+                    let reply = send(&gate, &call).await;
+                    let done_ms = js_sys::Date::now() as i64;
+                    with_state(|state| {
+                        let reply = OriginResponse::reply(reply.as_ref());
+                        gate.complete(state, &call, reply, done_ms);
+                    });
+                });
+                let until_ms = js_sys::Date::now() as i64 + gate::JOIN_TICK_MS;
+                next = Next::Wait { until_ms };
+                continue;
+            }
             Next::Send(call) => call,
+            Next::Wait { until_ms } => {
+                let now_ms = js_sys::Date::now() as i64;
+                if until_ms > now_ms {
+                    let wait = (until_ms - now_ms).min(gate::MAX_JOIN_WAIT_MS) as u64;
+                    Delay::from(Duration::from_millis(wait)).await;
+                }
+                let now_ms = js_sys::Date::now() as i64;
+                next = with_state(|state| exchange.check(gate, state, now_ms));
+                continue;
+            }
         };
         let reply = send(gate, &call).await;
         let done_ms = js_sys::Date::now() as i64;

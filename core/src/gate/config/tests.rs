@@ -32,6 +32,7 @@ fn every_setting_in_the_table_is_applied() {
         (vars::SALE_MEMORY_MS, "1"),
         (vars::SALE_DIRECTORY_REFRESH_MS, "250"),
         (vars::QUEUE_REFRESH_MS, "2000"),
+        (vars::QUEUE_JOIN_BATCH_MS, "300"),
     ])
     .unwrap();
     assert_eq!(config.limits.sku, "7/s burst 9".parse().unwrap());
@@ -43,6 +44,7 @@ fn every_setting_in_the_table_is_applied() {
     assert_eq!(config.sale_memory_ms, 1);
     assert_eq!(config.directory_refresh_ms, 250);
     assert_eq!(config.queue_refresh_ms, 2_000);
+    assert_eq!(config.queue_join_batch_ms, 300);
     assert_eq!(config.origin.url("/x"), "https://origin.example.com/x");
     // Untouched settings keep their defaults.
     assert_eq!(config.link_ttl_ms, 60_000);
@@ -59,7 +61,7 @@ fn the_table_names_each_setting_once() {
 }
 
 /// Every duration setting of the table, so a new one cannot escape the rule below.
-const DURATIONS: [&str; 8] = [
+const DURATIONS: [&str; 9] = [
     vars::LINK_TTL_MS,
     vars::CHALLENGE_TTL_MS,
     vars::BREAKER_COOLDOWN_MS,
@@ -68,6 +70,7 @@ const DURATIONS: [&str; 8] = [
     vars::SALE_MEMORY_MS,
     vars::SALE_DIRECTORY_REFRESH_MS,
     vars::QUEUE_REFRESH_MS,
+    vars::QUEUE_JOIN_BATCH_MS,
 ];
 
 #[test]

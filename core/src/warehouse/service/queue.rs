@@ -13,10 +13,10 @@
 use tonic::{Request, Response, Status};
 
 use super::{invalid, positive, status_of, text, WarehouseService};
-use crate::admission::Rules;
+use crate::admission::{Rules, JOIN_MANY_MAX};
 use crate::proto::flashsale::{
-    queue_server::Queue, ClaimAdmissionReq, Event, EventState, JoinQueueReq, PlaceState as Wire,
-    QueuePlace, QueueReq, QueueSnapshot,
+    queue_server::Queue, ClaimAdmissionReq, Event, EventState, JoinQueueManyReq, JoinQueueReq,
+    PlaceState as Wire, QueuePlace, QueuePlaces, QueueReq, QueueSnapshot,
 };
 use crate::stock::room::{Place, PlaceState, Snapshot};
 use crate::warehouse::service::now_ms;
@@ -164,6 +164,53 @@ impl<S: Store> Queue for WarehouseService<S> {
                 self.metrics.room.with_label_values(&["joined"]).inc();
             }
             Ok(place_msg(joined.place, now))
+        })
+        .await
+    }
+
+    async fn join_queue_many(
+        &self,
+        request: Request<JoinQueueManyReq>,
+    ) -> Result<Response<QueuePlaces>, Status> {
+        self.track("JoinQueueMany", async {
+            let req = request.get_ref();
+            let event = positive("event_id", req.event_id)?;
+            if req.user_ids.is_empty() || req.user_ids.len() > JOIN_MANY_MAX {
+                return Err(invalid(
+                    "user_ids",
+                    &format!("must name 1 up to {JOIN_MANY_MAX} users"),
+                ));
+            }
+            let users = req
+                .user_ids
+                .iter()
+                .map(|user| text("user_ids", user, 1, 128))
+                .collect::<Result<Vec<_>, _>>()?;
+            let secret = self.queue_secret.as_deref().ok_or_else(no_secret)?;
+            let now = now_ms();
+            // Each join is the single join's script, idempotent per user, one after the other
+            // in the request's order (arrivals are numbered in it). About a millisecond per 20
+            // users here, once a second per edge instance: the calls saved are the edge's.
+            let mut joined = Vec::with_capacity(users.len());
+            for user in users {
+                joined.push(
+                    self.store
+                        .join_room(event, user, secret, now)
+                        .await
+                        .map_err(status_of)?,
+                );
+            }
+            let new = joined.iter().filter(|j| j.new).count();
+            self.metrics
+                .room
+                .with_label_values(&["joined"])
+                .inc_by(new as u64);
+            Ok(QueuePlaces {
+                places: joined
+                    .into_iter()
+                    .map(|j| place_msg(j.place, now))
+                    .collect(),
+            })
         })
         .await
     }
