@@ -38,6 +38,8 @@ pub struct EdgeProfile {
     pub remembers: bool,
     /// It holds a waiting-room poll that asks to wait (`gate::Hold`) until its news changes.
     pub holds_polls: bool,
+    /// It gathers a sale's joins and sends them together (`gate::JoinWait`).
+    pub gathers_joins: bool,
     /// It serves the storefront page at `/` itself.
     pub serves_page: bool,
     /// The `Retry-After` of a per-network refusal (the platform limiter's window).

@@ -74,9 +74,12 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
         world.until_listed_on(edge, SALE).await;
     }
 
-    // The crowd joins in the pre-queue, half through each instance.
-    let mut buyers = Vec::new();
-    for i in 0..BUYERS {
+    // The crowd joins in the pre-queue at once, half through each instance.
+    let (singles, batches) = (
+        world.origin.requests("JoinQueue").await,
+        world.origin.requests("JoinQueueMany").await,
+    );
+    let joins = (0..BUYERS).map(|i| async move {
         let user = format!("room-buyer-{i}");
         let ip = format!("198.19.{}.1", 10 + i);
         let browsers = edges.map(|edge| Browser::new(edge, world.profile.addr_header, &user, &ip));
@@ -84,17 +87,32 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
         let joined = join(&browsers[home]).await;
         assert_eq!(joined["state"], "waiting", "{user}: {joined}");
         let place = joined["place"].as_str().expect("a place token").to_owned();
-        buyers.push(Buyer {
+        Buyer {
             user,
             home,
             browsers,
             place,
-        });
-    }
+        }
+    });
+    let buyers = futures_util::future::join_all(joins).await;
+    let singles = world.origin.requests("JoinQueue").await - singles;
+    let batches = world.origin.requests("JoinQueueMany").await - batches;
     eprintln!(
-        "{name}: {BUYERS} joined on two instances ({:?})",
+        "{name}: {BUYERS} joined on two instances ({:?}): {singles} JoinQueue, {batches} \
+         JoinQueueMany",
         started.elapsed()
     );
+    if world.profile.gathers_joins {
+        // Each instance gathered its joins: a call or two per instance (a batch may close
+        // while the slower challenges are still being solved), never one per place.
+        assert_eq!(singles, 0, "no single joins from an instance that gathers");
+        assert!(
+            (2..=4).contains(&batches),
+            "{batches} JoinQueueMany for {BUYERS} joins"
+        );
+    } else {
+        assert_eq!((singles, batches), (BUYERS as u64, 0), "one call per join");
+    }
 
     // One place per user: joining again through the other instance, with a new challenge, is
     // the same place in line.

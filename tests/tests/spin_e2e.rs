@@ -35,6 +35,8 @@ fn plain() -> EdgeProfile {
         remembers: false,
         // A Spin instance serves one request: a poll cannot wait for another's news.
         holds_polls: false,
+        // Nor can a join wait for others to gather with.
+        gathers_joins: false,
         // On Spin, spin.toml's static-file component serves web/; wasmtime serves only the
         // component.
         serves_page: false,
@@ -50,6 +52,7 @@ fn key_value() -> EdgeProfile {
         addr_header: ADDR_HEADER,
         remembers: true,
         holds_polls: false,
+        gathers_joins: false,
         serves_page: false,
         network_retry_after_s: 1,
     }

@@ -29,6 +29,7 @@ async fn the_worker_guards_the_warehouse_end_to_end() {
             addr_header: "cf-connecting-ip",
             remembers: true,
             holds_polls: true,
+            gathers_joins: true,
             serves_page: true,
             // The rate-limit binding's period in wrangler.toml.
             network_retry_after_s: 10,
