@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use flashgate_core::admission::Ticket;
 use flashgate_core::gate::{
     Exchange, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, Next, OriginReply,
-    Request, Response, HOLD_TICK_MS, JOIN_START_LEAD_MS, JOIN_TICK_MS, PLACE_HEADER, WAIT_HEADER,
+    Request, Response, HOLD_TICK_MS, JOIN_CLOSE_GATHER_MS, JOIN_START_LEAD_MS, JOIN_TICK_MS,
+    PLACE_HEADER, WAIT_HEADER,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
@@ -1230,19 +1231,36 @@ fn a_gathered_batch_reaches_the_warehouse_before_the_start_so_its_joins_are_draw
     let batch_ms = config().queue_join_batch_ms;
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
-    wh.seat("ann", Ticket::from_raw(5), 0);
-    wh.seat("bob", Ticket::arrival(0), 1);
-    let ann = Shopper::new("ann");
-    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &ann, START - 600);
+    for (i, user) in ["ann", "bob", "cy"].iter().enumerate() {
+        wh.seat(user, Ticket::from_raw(5 + i as u64), i as i64);
+    }
+    let [ann, bob, cy] = ["ann", "bob", "cy"].map(Shopper::new);
+    // Gathered 1.5 s before the start: sent by the lead before it, not an interval later.
+    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &ann, START - 1_500);
     assert_eq!(
         until_ms,
         START - JOIN_START_LEAD_MS,
         "sent before the start, not after"
     );
+    // Closer to the start: gathered briefly, and a batch out does not hold the next one back.
+    let mut state = GateState::default();
+    let (mut first, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &bob, START - 600);
+    assert_eq!(until_ms, START - 600 + JOIN_CLOSE_GATHER_MS);
+    assert!(matches!(
+        first.check(&gate, &mut state, until_ms),
+        Next::Send(_)
+    ));
+    let (mut second, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &cy, START - 450);
+    let Next::Send(next) = second.check(&gate, &mut state, until_ms) else {
+        panic!("sent while bob's batch is out");
+    };
+    assert_eq!(
+        JoinQueueManyReq::decode(&next.body[5..]).unwrap().user_ids,
+        ["cy"]
+    );
     // After the start, an arrival: the whole interval.
     let mut state = GateState::default();
-    let bob = Shopper::new("bob");
-    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &bob, START + 100);
+    let (_, until_ms, _) = gathered_join(&gate, &mut state, &mut wh, &ann, START + 100);
     assert_eq!(until_ms, START + 100 + batch_ms);
 }
 

@@ -38,8 +38,12 @@ pub const JOIN_TICK_MS: i64 = 50;
 pub const MAX_JOIN_WAIT_MS: i64 = 15_000;
 
 /// A batch gathered before a sale's start is sent this long before it at the latest, so that
-/// the warehouse still draws its joins.
-pub const JOIN_START_LEAD_MS: i64 = 250;
+/// it reaches the warehouse in time for its joins to be drawn; joins made closer to the start
+/// are gathered for [`JOIN_CLOSE_GATHER_MS`] only, and their batches do not wait for one another.
+pub const JOIN_START_LEAD_MS: i64 = 1_000;
+
+/// How long joins are gathered within [`JOIN_START_LEAD_MS`] of the start.
+pub const JOIN_CLOSE_GATHER_MS: i64 = 100;
 
 /// How many joins of one sale an instance gathers at most; more are answered `503` until the
 /// batches drain.
@@ -120,8 +124,9 @@ pub(super) struct SaleJoins {
     queued: VecDeque<String>,
     /// When the oldest of `queued` came (unix ms).
     opened_ms: i64,
-    /// The batch out: its users, when it left, and when it had opened.
-    out: Option<(Vec<String>, i64, i64)>,
+    /// The batches out: their users, when each left, and when it had opened. One at a time
+    /// from the start on; before it, batches do not wait for one another.
+    out: Vec<(Vec<String>, i64, i64)>,
     /// Every user queued or out (each is sent once however often they join meanwhile).
     members: HashSet<String>,
     /// Users' answers, and when they came.
@@ -155,15 +160,20 @@ impl SaleJoins {
         }
     }
 
-    /// When the queued batch is due: `batch_ms` after its first join, or at once when full, and
-    /// before the start of a sale that has not started.
+    /// When the queued batch is due: `batch_ms` after its first join, or at once when full; by
+    /// [`JOIN_START_LEAD_MS`] before the start of a sale that has not started, and within
+    /// [`JOIN_CLOSE_GATHER_MS`] of its first join closer to the start than that.
     fn due_ms(&self, batch_ms: i64, start_ms: i64) -> i64 {
+        let opened = self.opened_ms;
         if self.queued.len() >= JOIN_MANY_MAX {
-            return self.opened_ms;
+            return opened;
         }
-        let due = self.opened_ms.saturating_add(batch_ms);
-        if self.opened_ms < start_ms {
-            due.min(start_ms - JOIN_START_LEAD_MS).max(self.opened_ms)
+        let due = opened.saturating_add(batch_ms);
+        let lead_at = start_ms.saturating_sub(JOIN_START_LEAD_MS);
+        if opened < lead_at {
+            due.min(lead_at)
+        } else if opened < start_ms {
+            due.min(opened + JOIN_CLOSE_GATHER_MS)
         } else {
             due
         }
@@ -224,12 +234,14 @@ impl Gate {
             let refusal = Refusal::after(Reason::Unavailable, 1_000);
             return Gathered::Done(Verdict::Refuse(refusal));
         }
-        // A batch out for longer than a call may take lost its sender: gather it again.
+        // A batch out for longer than a call may take lost its reply: gather it again.
         let lost_after = self.config.origin_timeout_ms + JOIN_TICK_MS;
-        if let Some((lost, _, opened)) = joins
+        while let Some(i) = joins
             .out
-            .take_if(|(_, sent_ms, _)| now.saturating_sub(*sent_ms) > lost_after)
+            .iter()
+            .position(|(_, sent_ms, _)| now.saturating_sub(*sent_ms) > lost_after)
         {
+            let (lost, _, opened) = joins.out.remove(i);
             // Due again at once: it was due when it left.
             joins.opened_ms = if joins.queued.is_empty() {
                 opened
@@ -244,18 +256,23 @@ impl Gate {
         if !joins.members.contains(user) {
             joins.enqueue(user, now);
         }
-        if joins.out.is_some() {
-            return Gathered::Wait((now + JOIN_TICK_MS).min(wait.since_ms + MAX_JOIN_WAIT_MS));
-        }
-        let due = joins.due_ms(self.config.queue_join_batch_ms, sale.start_ms);
-        if now < due {
-            return Gathered::Wait(due.min(wait.since_ms + MAX_JOIN_WAIT_MS));
+        // Whoever looks when the queued batch is due sends it, for everyone in it.
+        let until = |at: i64| Gathered::Wait(at.min(wait.since_ms + MAX_JOIN_WAIT_MS));
+        let due = (!joins.queued.is_empty())
+            .then(|| joins.due_ms(self.config.queue_join_batch_ms, sale.start_ms));
+        let may_send = joins.out.is_empty() || now < sale.start_ms;
+        match due {
+            Some(due) if now >= due && may_send => {}
+            Some(due) if joins.out.is_empty() => return until(due),
+            // This join's batch is out (its answer comes with the reply), or the next one
+            // waits for it.
+            _ => return until(now + JOIN_TICK_MS),
         }
         let (n, opened) = (joins.queued.len().min(JOIN_MANY_MAX), joins.opened_ms);
         // What is left (a full batch's overflow) keeps the time its batch opened: it is due an
         // interval after it, or at once when full again.
         let users: Vec<String> = joins.queued.drain(..n).collect();
-        joins.out = Some((users.clone(), now, opened));
+        joins.out.push((users.clone(), now, opened));
         let message = JoinQueueManyReq {
             event_id: sale.id,
             user_ids: users.clone(),
@@ -268,7 +285,7 @@ impl Gate {
         if let Verdict::Refuse(refusal) = verdict {
             // The breaker fails it fast: every join of the batch is told so.
             let joins = state.joins.entry(sale.id).or_default();
-            if let Some((users, _, _)) = joins.out.take() {
+            if let Some((users, _, _)) = joins.out.pop() {
                 joins.answer(&users, std::iter::repeat(Answered::Refused(refusal)), now);
             }
         }
@@ -284,11 +301,9 @@ impl Gate {
         now: i64,
     ) {
         let joins = state.joins.entry(event_id).or_default();
-        // Only the batch out is answered (a late reply of one gathered again is not dropped
-        // either: its places are the warehouse's answers all the same).
-        if joins.out.as_ref().is_some_and(|(out, _, _)| out == users) {
-            joins.out = None;
-        }
+        // A late reply of a batch gathered again is not dropped either: its places are the
+        // warehouse's answers all the same.
+        joins.out.retain(|(out, _, _)| out != users);
         match places {
             Ok(places) => joins.answer(
                 users,

@@ -74,7 +74,10 @@ mod state;
 
 pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
-pub use gather::{JoinWait, JOIN_START_LEAD_MS, JOIN_TICK_MS, MAX_GATHERED, MAX_JOIN_WAIT_MS};
+pub use gather::{
+    JoinWait, JOIN_CLOSE_GATHER_MS, JOIN_START_LEAD_MS, JOIN_TICK_MS, MAX_GATHERED,
+    MAX_JOIN_WAIT_MS,
+};
 pub use hold::{Hold, HOLD_TICK_MS, MAX_HOLD_MS};
 pub use origin::{
     BadOriginUrl, Call, Completion, Forward, OriginReply, OriginResponse, OriginUrl, Rpc, Seat,
