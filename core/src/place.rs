@@ -115,6 +115,21 @@ fn decode(body: &[u8]) -> Option<PlaceClaims> {
     })
 }
 
+/// The ticket `token` says it carries, read without verifying anything: what a client may read
+/// of its own token (whether its place was drawn, [`Ticket::is_drawn`]). Nothing the edge decides
+/// reads a token this way: [`verify`] does.
+pub fn ticket_of(token: &str) -> Option<Ticket> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    let body = bytes.get(..bytes.len().checked_sub(32)?)?;
+    (body.first() == Some(&VERSION)).then_some(())?;
+    decode(body).map(|claims| claims.ticket)
+}
+
 /// Verifies `token` as `user_id`'s place in sale `event_id` at `now_ms`: size and encoding, key
 /// id, MAC, expiry, then the binding, each only if the one before passed.
 pub fn verify(
@@ -181,6 +196,27 @@ mod tests {
         assert_eq!(check("alice", 7, 61_000), PlaceVerdict::Expired);
         assert_eq!(check("bob", 7, 1_000), PlaceVerdict::WrongUser);
         assert_eq!(check("alice", 8, 1_000), PlaceVerdict::WrongEvent);
+    }
+
+    #[test]
+    fn a_client_reads_its_ticket_from_its_token_and_nothing_from_garbage() {
+        for (ticket, drawn) in [
+            (Ticket::arrival(41), false),
+            (Ticket::draw(b"secret", 7, "alice"), true),
+        ] {
+            let token = mint(&ring(), &PlaceClaims { ticket, ..claims() }).unwrap();
+            assert_eq!(ticket_of(&token), Some(ticket));
+            assert_eq!(ticket.is_drawn(), drawn);
+        }
+        let token = mint(&ring(), &claims()).unwrap();
+        for bad in [
+            "",
+            "!!!",
+            &token[..token.len() - 4],
+            &"A".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert_eq!(ticket_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -582,7 +582,7 @@ async fn main() -> anyhow::Result<()> {
         (_, true) => bail!("--scalper plays against an edge: pass an http:// --target"),
         _ => None,
     };
-    let room_report = room.as_ref().map(|room| journeys.report(room.prequeue));
+    let room_report = room.as_ref().map(|_| journeys.report());
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         if let Some(attacks) = &attacks {

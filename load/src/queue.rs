@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use flashgate_core::place;
 use flashgate_core::proto::flashsale::{seckill_client::SeckillClient, PayOrderReq};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -79,7 +80,10 @@ pub struct Member {
 #[derive(Debug, Clone)]
 struct Journey {
     kind: Kind,
+    /// When the join that got the place was sent, after the line opened.
     joined: Option<Duration>,
+    /// Whether the place was drawn (a pre-queue place), as its token's ticket says.
+    drawn: bool,
     admitted: Option<Duration>,
     /// When the admission lapses, as the edge answered (`admitted_until_ms`, the warehouse's
     /// clock): its place in the order of admissions, whenever the buyer happened to learn it.
@@ -121,6 +125,7 @@ pub async fn play(
     let mut journey = Journey {
         kind,
         joined: None,
+        drawn: false,
         admitted: None,
         admitted_until_ms: None,
         won: false,
@@ -172,9 +177,11 @@ async fn walk(
         tally.record_step(challenge.latency);
         let answered = if challenge.ok() {
             let answer = Session::solve(&challenge).await?;
+            let asked = room.opened.elapsed();
             let joined = join(&session, room.event, &answer).await?;
             tally.record_step(joined.latency);
             if joined.ok() {
+                journey.joined = Some(asked);
                 break joined;
             }
             (joined, "join")
@@ -190,8 +197,8 @@ async fn walk(
             _ => return Ok(refused.refusal(step)),
         }
     };
-    journey.joined = Some(room.opened.elapsed());
     let place = joined.text("place")?.to_owned();
+    journey.drawn = place::ticket_of(&place).is_some_and(|t| t.is_drawn());
     let mut seen = joined;
     loop {
         match seen.text("state")? {
@@ -357,9 +364,9 @@ pub struct RoomReport {
     pub units_bots: u64,
     /// The bots' share of the crowd that got a place.
     pub bot_share_of_crowd: f64,
-    /// Places taken before the start (drawn): buyers.
+    /// Places drawn (taken in the pre-queue, as their tokens' tickets say): buyers.
     pub drawn_buyers: u64,
-    /// Places taken before the start (drawn): bots.
+    /// Places drawn: bots.
     pub drawn_bots: u64,
     /// The bots' share of the drawn places: what a fair draw gives them of the units the
     /// drawn places win (a buyer who joined after the start queues behind every drawn place).
@@ -394,9 +401,8 @@ pub struct RoomReport {
 }
 
 impl Journeys {
-    /// The report over every journey; `prequeue`: how long after the line opened the sale
-    /// started (joins before it were drawn).
-    pub fn report(&self, prequeue: Duration) -> RoomReport {
+    /// The report over every journey.
+    pub fn report(&self) -> RoomReport {
         let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let joined = |k: Kind| {
             all.iter()
@@ -405,11 +411,7 @@ impl Journeys {
         };
         let units = |k: Kind| all.iter().filter(|j| j.kind == k && j.won).count() as u64;
         let (joined_buyers, joined_bots) = (joined(Kind::Buyer), joined(Kind::Bot));
-        let drawn = |k: Kind| {
-            all.iter()
-                .filter(|j| j.kind == k && j.joined.is_some_and(|at| at < prequeue))
-                .count() as u64
-        };
+        let drawn = |k: Kind| all.iter().filter(|j| j.kind == k && j.drawn).count() as u64;
         let (drawn_buyers, drawn_bots) = (drawn(Kind::Buyer), drawn(Kind::Bot));
         let (units_buyers, units_bots) = (units(Kind::Buyer), units(Kind::Bot));
         let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
@@ -425,7 +427,7 @@ impl Journeys {
             .collect();
         let admitted_buyers: Vec<(f64, f64)> = all
             .iter()
-            .filter(|j| j.kind == Kind::Buyer && j.joined.is_some_and(|at| at < prequeue))
+            .filter(|j| j.kind == Kind::Buyer && j.drawn)
             .filter_map(|j| {
                 let order = match j.admitted_until_ms {
                     Some(until) => until as f64 / 1_000.0,
@@ -475,7 +477,7 @@ impl RoomReport {
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         let (held50, held99) = (ms(self.held_p50_ms), ms(self.held_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; joined before the start)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; drawn, by their tickets)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,

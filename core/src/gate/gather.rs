@@ -131,16 +131,21 @@ pub(super) struct SaleJoins {
     members: HashSet<String>,
     /// Users' answers, and when they came.
     answers: HashMap<String, (Answered, i64)>,
+    /// When a join came or a batch was answered last (unix ms).
+    touched_ms: i64,
 }
 
 impl SaleJoins {
-    /// Whether there is nothing to keep.
+    /// Whether there is nothing to keep: no join waits and no answer is wanted, or nothing
+    /// happened for longer than any join waits (the joins still gathered have all given up).
     pub(super) fn is_idle(&self, now_ms: i64) -> bool {
-        self.members.is_empty()
-            && self
-                .answers
-                .values()
-                .all(|&(_, at)| now_ms.saturating_sub(at) >= ANSWER_KEEP_MS)
+        let quiet = now_ms.saturating_sub(self.touched_ms);
+        quiet >= MAX_JOIN_WAIT_MS + ANSWER_KEEP_MS
+            || (self.members.is_empty()
+                && self
+                    .answers
+                    .values()
+                    .all(|&(_, at)| now_ms.saturating_sub(at) >= ANSWER_KEEP_MS))
     }
 
     /// Drops answers nobody came for.
@@ -150,6 +155,7 @@ impl SaleJoins {
     }
 
     fn enqueue(&mut self, user: &str, now_ms: i64) {
+        self.touched_ms = now_ms;
         // A new join asks anew: an answer kept from an earlier one is not this one's.
         self.answers.remove(user);
         if self.members.insert(user.to_owned()) {
@@ -180,6 +186,7 @@ impl SaleJoins {
     }
 
     fn answer(&mut self, users: &[String], answers: impl Iterator<Item = Answered>, now: i64) {
+        self.touched_ms = now;
         for (user, answer) in users.iter().zip(answers) {
             self.members.remove(user);
             self.answers.insert(user.clone(), (answer, now));
@@ -312,5 +319,29 @@ impl Gate {
             ),
             Err(refusal) => joins.answer(users, std::iter::repeat(Answered::Refused(refusal)), now),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathered_joins_nobody_waits_for_are_forgotten() {
+        let mut joins = SaleJoins::default();
+        joins.enqueue("ann", 1_000);
+        assert!(
+            !joins.is_idle(1_000 + MAX_JOIN_WAIT_MS),
+            "ann may still wait"
+        );
+        assert!(joins.is_idle(1_000 + MAX_JOIN_WAIT_MS + ANSWER_KEEP_MS));
+        let place = Answered::Refused(Refusal::new(Reason::Unavailable));
+        joins.answer(&["ann".to_owned()], std::iter::once(place), 2_000);
+        assert!(
+            !joins.is_idle(2_000 + ANSWER_KEEP_MS - 1),
+            "the answer is wanted"
+        );
+        joins.prune(2_000 + ANSWER_KEEP_MS);
+        assert!(joins.answers.is_empty() && joins.is_idle(2_000 + ANSWER_KEEP_MS));
     }
 }
