@@ -77,45 +77,12 @@ enum Answered {
     Refused(Refusal),
 }
 
-/// The fields of a `QueuePlace` the join's answer reads (the proto message is not `Eq`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PlaceReply {
-    state: i32,
-    ticket: u64,
-    rank: i64,
-    admitted_until_ms: i64,
-    opens_ms: i64,
-    server_time_ms: i64,
-    admitted_from_ms: i64,
-}
+/// A batch's `QueuePlace` for one user, kept in the (`Eq`) state: prost derives only
+/// `PartialEq` for messages, and this one has no float field, so its equality is total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PlaceReply(QueuePlace);
 
-impl From<&QueuePlace> for PlaceReply {
-    fn from(p: &QueuePlace) -> Self {
-        PlaceReply {
-            state: p.state,
-            ticket: p.ticket,
-            rank: p.rank,
-            admitted_until_ms: p.admitted_until_ms,
-            opens_ms: p.opens_ms,
-            server_time_ms: p.server_time_ms,
-            admitted_from_ms: p.admitted_from_ms,
-        }
-    }
-}
-
-impl From<PlaceReply> for QueuePlace {
-    fn from(p: PlaceReply) -> Self {
-        QueuePlace {
-            state: p.state,
-            ticket: p.ticket,
-            rank: p.rank,
-            admitted_until_ms: p.admitted_until_ms,
-            opens_ms: p.opens_ms,
-            server_time_ms: p.server_time_ms,
-            admitted_from_ms: p.admitted_from_ms,
-        }
-    }
-}
+impl Eq for PlaceReply {}
 
 /// One sale's gathered joins in an instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -230,8 +197,7 @@ impl Gate {
         let joins = state.joins.entry(sale.id).or_default();
         if let Some(&(answer, _)) = joins.answers.get(user) {
             return Gathered::Done(match answer {
-                Answered::Place(place) => {
-                    let place = QueuePlace::from(place);
+                Answered::Place(PlaceReply(place)) => {
                     Verdict::Respond(self.joined(state, &wait.seat, &place, now))
                 }
                 Answered::Refused(refusal) => Verdict::Refuse(refusal),
@@ -314,7 +280,7 @@ impl Gate {
         match places {
             Ok(places) => joins.answer(
                 users,
-                places.iter().map(|p| Answered::Place(PlaceReply::from(p))),
+                places.into_iter().map(|p| Answered::Place(PlaceReply(p))),
                 now,
             ),
             Err(refusal) => joins.answer(users, std::iter::repeat(Answered::Refused(refusal)), now),
