@@ -119,15 +119,8 @@ fn decode(body: &[u8]) -> Option<PlaceClaims> {
 /// of its own token (whether its place was drawn, [`Ticket::is_drawn`]). Nothing the edge decides
 /// reads a token this way: [`verify`] does.
 pub fn ticket_of(token: &str) -> Option<Ticket> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    if token.len() > MAX_TOKEN_LEN {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-    let body = bytes.get(..bytes.len().checked_sub(32)?)?;
-    (body.first() == Some(&VERSION)).then_some(())?;
-    decode(body).map(|claims| claims.ticket)
+    let (body, _) = crate::link::unseal(token, MAX_TOKEN_LEN, VERSION)?;
+    decode(&body).map(|claims| claims.ticket)
 }
 
 /// Verifies `token` as `user_id`'s place in sale `event_id` at `now_ms`: size and encoding, key

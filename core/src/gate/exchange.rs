@@ -116,19 +116,17 @@ impl Exchange {
     }
 
     fn next(&mut self, verdict: Verdict) -> Next {
-        match verdict {
+        let response = match verdict {
             Verdict::Wait(join, until_ms) => {
                 self.join = Some(join);
                 return Next::Wait { until_ms };
             }
-            // The batch a gathered join sends: the join still waits for its answer.
+            // A gathered join's batch among them: the join still waits for its answer.
             Verdict::Forward(call) => return Next::Send(call),
-            Verdict::Respond(_) | Verdict::Refuse(_) => {}
-        }
+            Verdict::Respond(response) => response,
+            Verdict::Refuse(refusal) => refusal.into(),
+        };
         self.join = None;
-        match verdict.into_response() {
-            Ok(response) => Next::Respond(response),
-            Err(call) => Next::Send(call),
-        }
+        Next::Respond(response)
     }
 }

@@ -170,15 +170,21 @@ impl Gate {
         self
     }
 
-    /// A join that passed every check: gathered, or (a gate that does not gather) `None`.
-    pub(super) fn gather(&self, state: &mut GateState, seat: Seat, now: i64) -> Option<Verdict> {
+    /// A join that passed every check: gathered, or (a gate that does not gather) its seat back
+    /// to send alone.
+    pub(super) fn gather(
+        &self,
+        state: &mut GateState,
+        seat: Seat,
+        now: i64,
+    ) -> Result<Verdict, Seat> {
         if !self.gathers_joins {
-            return None;
+            return Err(seat);
         }
         let joins = state.joins.entry(seat.sale.id).or_default();
         if joins.members.len() >= MAX_GATHERED && !joins.members.contains(&seat.user_id) {
             let wait = self.config.queue_join_batch_ms.max(0) as u64;
-            return Some(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)));
+            return Ok(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)));
         }
         joins.enqueue(&seat.user_id, now);
         let due = joins.due_ms(self.config.queue_join_batch_ms, seat.sale.start_ms);
@@ -186,7 +192,7 @@ impl Gate {
             seat,
             since_ms: now,
         };
-        Some(Verdict::Wait(Box::new(wait), due))
+        Ok(Verdict::Wait(Box::new(wait), due))
     }
 
     /// Where a gathered join stands at `now`: its answer, its batch to send (a forward), or a

@@ -442,19 +442,13 @@ impl Gate {
                 parse!(QueuePlace).map(|place| self.joined(state, seat, &place, now_ms))
             }
             Call::JoinQueueMany { event_id, users } => {
-                let answered = match parse!(QueuePlaces) {
-                    Ok(reply) if reply.places.len() == users.len() => Ok(reply.places),
-                    Ok(_) | Err(None) => Err(None),
-                    Err(Some(status)) => Err(Some(status)),
-                };
-                let (outcome, places) = match answered {
-                    Ok(places) => (Outcome::Success, Ok(places)),
-                    Err(None) => (
-                        Outcome::Failure,
-                        Err(Refusal::after(Reason::Unavailable, 1_000)),
-                    ),
-                    Err(Some(status)) => {
-                        let (outcome, refusal) = status_refusal(&forward.call, status.code);
+                let (outcome, places) = match parse!(QueuePlaces) {
+                    Ok(reply) if reply.places.len() == users.len() => {
+                        (Outcome::Success, Ok(reply.places))
+                    }
+                    // A reply that does not answer every join counts as none.
+                    other => {
+                        let (outcome, refusal) = failure(&forward.call, other.err().flatten());
                         (outcome, Err(refusal))
                     }
                 };
@@ -474,12 +468,8 @@ impl Gate {
         };
         let (outcome, response) = match result {
             Ok(response) => (Outcome::Success, response),
-            Err(None) => (
-                Outcome::Failure,
-                Refusal::after(Reason::Unavailable, 1_000).into(),
-            ),
-            Err(Some(status)) => {
-                let (outcome, refusal) = status_refusal(&forward.call, status.code);
+            Err(status) => {
+                let (outcome, refusal) = failure(&forward.call, status);
                 (outcome, refusal.into())
             }
         };
@@ -515,6 +505,15 @@ fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
 
 /// A non-OK gRPC status to `call` as the client's refusal, and whether it counts against the
 /// breaker (a business answer does not; an overloaded or failing origin does).
+/// What a call without a usable answer tells the breaker and the client: its status's refusal,
+/// or, with no reply or none that could be read, a retry after a second.
+fn failure(call: &Call, status: Option<grpc_web::Status>) -> (Outcome, Refusal) {
+    match status {
+        Some(status) => status_refusal(call, status.code),
+        None => (Outcome::Failure, Refusal::after(Reason::Unavailable, 1_000)),
+    }
+}
+
 fn status_refusal(call: &Call, code: Code) -> (Outcome, Refusal) {
     use Code::*;
     let business = |reason| (Outcome::Success, Refusal::new(reason));

@@ -135,13 +135,14 @@ impl Gate {
             user_id: who.user.id.clone(),
             link_nonce: solved.link_nonce(),
         };
+        let seat = match self.gather(state, seat, now) {
+            Ok(gathered) => return Ok(gathered),
+            Err(seat) => seat,
+        };
         let message = JoinQueueReq {
             event_id: id,
             user_id: seat.user_id.clone(),
         };
-        if let Some(gathered) = self.gather(state, seat.clone(), now) {
-            return Ok(gathered);
-        }
         Ok(self.forward(state, Call::JoinQueue(Box::new(seat)), &message, now))
     }
 

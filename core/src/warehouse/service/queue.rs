@@ -143,6 +143,30 @@ fn snapshot_msg(event_id: i64, s: Snapshot, now: i64) -> QueueSnapshot {
     }
 }
 
+impl<S: Store> WarehouseService<S> {
+    /// `users` joined to sale `event`'s line one after the other, each by the single join's
+    /// script (idempotent per user; arrivals are numbered in this order): their places. About a
+    /// millisecond per 20 users here; `JoinQueueMany` calls come once a second per edge instance.
+    async fn join_users(&self, event: i64, users: &[&str]) -> Result<Vec<QueuePlace>, Status> {
+        let secret = self.queue_secret.as_deref().ok_or_else(no_secret)?;
+        let now = now_ms();
+        let (mut places, mut new) = (Vec::with_capacity(users.len()), 0);
+        for user in users {
+            let joined = self
+                .store
+                .join_room(event, user, secret, now)
+                .await
+                .map_err(status_of)?;
+            new += u64::from(joined.new);
+            places.push(place_msg(joined.place, now));
+        }
+        if new > 0 {
+            self.metrics.room.with_label_values(&["joined"]).inc_by(new);
+        }
+        Ok(places)
+    }
+}
+
 #[tonic::async_trait]
 impl<S: Store> Queue for WarehouseService<S> {
     async fn join_queue(
@@ -153,17 +177,8 @@ impl<S: Store> Queue for WarehouseService<S> {
             let req = request.get_ref();
             let event = positive("event_id", req.event_id)?;
             let user = text("user_id", &req.user_id, 1, 128)?;
-            let secret = self.queue_secret.as_deref().ok_or_else(no_secret)?;
-            let now = now_ms();
-            let joined = self
-                .store
-                .join_room(event, user, secret, now)
-                .await
-                .map_err(status_of)?;
-            if joined.new {
-                self.metrics.room.with_label_values(&["joined"]).inc();
-            }
-            Ok(place_msg(joined.place, now))
+            let mut places = self.join_users(event, &[user]).await?;
+            Ok(places.swap_remove(0))
         })
         .await
     }
@@ -186,31 +201,8 @@ impl<S: Store> Queue for WarehouseService<S> {
                 .iter()
                 .map(|user| text("user_ids", user, 1, 128))
                 .collect::<Result<Vec<_>, _>>()?;
-            let secret = self.queue_secret.as_deref().ok_or_else(no_secret)?;
-            let now = now_ms();
-            // Each join is the single join's script, idempotent per user, one after the other
-            // in the request's order (arrivals are numbered in it). About a millisecond per 20
-            // users here, once a second per edge instance: the calls saved are the edge's.
-            let mut joined = Vec::with_capacity(users.len());
-            for user in users {
-                joined.push(
-                    self.store
-                        .join_room(event, user, secret, now)
-                        .await
-                        .map_err(status_of)?,
-                );
-            }
-            let new = joined.iter().filter(|j| j.new).count();
-            self.metrics
-                .room
-                .with_label_values(&["joined"])
-                .inc_by(new as u64);
-            Ok(QueuePlaces {
-                places: joined
-                    .into_iter()
-                    .map(|j| place_msg(j.place, now))
-                    .collect(),
-            })
+            let places = self.join_users(event, &users).await?;
+            Ok(QueuePlaces { places })
         })
         .await
     }
