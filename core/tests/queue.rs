@@ -50,6 +50,11 @@ struct Warehouse {
     waiting_room: bool,
     /// The sale view's units left (`GetEvent`): its pool.
     sale_remaining: i32,
+    /// The line's replies carry the sale's state (a warehouse since they do), or not (one
+    /// before: the edge reads the sale with `GetEvent`).
+    line_carries_sale: bool,
+    /// Sale 7 is gone: every read of it is `NOT_FOUND`.
+    gone: bool,
     snapshot: QueueSnapshot,
     places: HashMap<String, QueuePlace>,
     claims: HashMap<String, QueuePlace>,
@@ -61,6 +66,8 @@ impl Warehouse {
         Warehouse {
             waiting_room: true,
             sale_remaining: 10,
+            line_carries_sale: true,
+            gone: false,
             snapshot: QueueSnapshot {
                 event_id: 7,
                 remaining: 10,
@@ -90,6 +97,14 @@ impl Warehouse {
             }),
             remaining: self.sale_remaining,
             ..Default::default()
+        }
+    }
+
+    /// The line's snapshot as `GetQueue` answers it (and `JoinQueueMany` after its joins).
+    fn line(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            sale: self.line_carries_sale.then(|| self.sale()),
+            ..self.snapshot.clone()
         }
     }
 
@@ -142,6 +157,13 @@ impl Warehouse {
         {
             self.calls.push(call.path);
             let body = &call.body[5..];
+            let read = matches!(
+                call.path,
+                "/flashsale.Admin/GetEvent" | "/flashsale.Queue/GetQueue"
+            );
+            if self.gone && read {
+                return grpc_web::encode_response::<EventState>(None, 5, "event 7 not found");
+            }
             match call.path {
                 "/flashsale.Admin/ListEvents" => ok(&EventList {
                     ids: vec![7],
@@ -157,9 +179,10 @@ impl Warehouse {
                     let places = join.user_ids.iter().map(|u| self.places[u]);
                     ok(&QueuePlaces {
                         places: places.collect(),
+                        line: Some(self.line()),
                     })
                 }
-                "/flashsale.Queue/GetQueue" => ok(&self.snapshot),
+                "/flashsale.Queue/GetQueue" => ok(&self.line()),
                 "/flashsale.Queue/ClaimAdmission" => {
                     let claim = ClaimAdmissionReq::decode(body).unwrap();
                     ok(&self.claims[&claim.user_id])
@@ -934,6 +957,131 @@ fn a_polled_line_keeps_its_sale_view() {
         .filter(|c| c.starts_with("/flashsale.Admin/"))
         .count();
     assert_eq!(sale_reads, 0, "{:?}", wh.calls);
+}
+
+/// Over `seconds` from `from`: `GET /api/events/7` by `bob` (the page's sale view) four times a
+/// second and a poll of `alice`'s place twice (as paced), each answered 200. The calls they
+/// cost.
+fn browse_and_poll(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    (alice, bob): (&Shopper, &Shopper),
+    from: i64,
+    seconds: i64,
+) -> Vec<&'static str> {
+    wh.calls.clear();
+    for step in 0..seconds * 4 {
+        let at = from + step * 250;
+        let page = wh.serve(gate, state, &bob.request("GET", "/api/events/7", b"", at));
+        assert_eq!(page.status, 200, "{}", page.body);
+        if step % 2 == 0 {
+            let (status, view) = poll(gate, state, wh, alice, at + 10);
+            assert_eq!(status, 200, "{view}");
+        }
+    }
+    std::mem::take(&mut wh.calls)
+}
+
+fn count(calls: &[&str], path: &str) -> usize {
+    calls.iter().filter(|c| **c == path).count()
+}
+
+const GET_EVENT: &str = "/flashsale.Admin/GetEvent";
+
+/// A waiting-room sale's view comes with its line's snapshot: the page's sale reads and the
+/// polls of a second cost one `GetQueue` between them, never a `GetEvent`, and what changes in
+/// the sale reaches the page with the line's next refresh.
+#[test]
+fn a_room_sale_s_view_comes_with_its_line_at_no_cost_of_its_own() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config);
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    let (status, joined) = join(&gate, &mut state, &mut wh, &mut alice, now);
+    assert_eq!(status, 200, "{joined}");
+
+    let calls = browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 20);
+    assert_eq!(count(&calls, GET_EVENT), 0, "{calls:?}");
+    let refreshes = count(&calls, GET_QUEUE);
+    assert!((19..=21).contains(&refreshes), "one a second: {calls:?}");
+    assert_eq!(calls.len(), refreshes, "nothing else: {calls:?}");
+
+    // The pool runs dry: the page says so after the line's next refresh.
+    wh.sale_remaining = 0;
+    let at = now + 21_000;
+    let mut told = None;
+    for step in 0..8 {
+        let page = wh.serve(
+            &gate,
+            &mut state,
+            &bob.request("GET", "/api/events/7", b"", at + step * 250),
+        );
+        let (_, body) = json_of(&page);
+        if body["remaining"] == 0 {
+            told = Some(step * 250);
+            break;
+        }
+    }
+    let told = told.expect("the page learns the pool's end with the line");
+    assert!(told <= 1_000, "within a refresh: {told} ms");
+    assert_eq!(count(&wh.calls, GET_EVENT), 0, "{:?}", wh.calls);
+}
+
+/// Against a warehouse whose line's replies carry no sale, the sale view is refreshed on its
+/// own, as before: once per `sale_ttl_ms`.
+#[test]
+fn a_line_without_the_sale_leaves_the_view_to_its_own_refresh() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config);
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    wh.line_carries_sale = false;
+    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    let calls = browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 20);
+    let (reads, refreshes) = (count(&calls, GET_EVENT), count(&calls, GET_QUEUE));
+    assert!((19..=21).contains(&reads), "one a second: {calls:?}");
+    assert!((19..=21).contains(&refreshes), "one a second: {calls:?}");
+}
+
+/// A sale that is gone answers its line's refresh `NOT_FOUND`: the edge forgets the sale as a
+/// `GetEvent` would have it, and its page says so without asking again.
+#[test]
+fn a_line_refresh_that_finds_the_sale_gone_forgets_the_sale() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config);
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 2);
+    wh.gone = true;
+    let at = now + 4_000;
+    let page = wh.serve(
+        &gate,
+        &mut state,
+        &bob.request("GET", "/api/events/7", b"", at),
+    );
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert_eq!(wh.calls, vec![GET_QUEUE]);
+    let again = wh.serve(
+        &gate,
+        &mut state,
+        &bob.request("GET", "/api/events/7", b"", at + 100),
+    );
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert_eq!(wh.calls, vec![GET_QUEUE], "remembered");
 }
 
 /// A fresh edge and warehouse with `user` joined at `now` on the ticket of arrival `rank`,

@@ -169,6 +169,22 @@ async fn joins_many<S: Store>(store: S) {
     }
     let snapshot = line(&w, 22).await;
     assert_eq!((snapshot.places, snapshot.drawn), (40, 40));
+    // The line comes with the sale's state (what GetEvent answers), and the batch's reply
+    // with the line after it: the edge needs neither call beside it.
+    let sale = snapshot.sale.expect("the sale beside the line");
+    let event = sale.event.expect("its definition");
+    assert_eq!((event.id, event.pool, event.waiting_room), (22, 5, true));
+    assert_eq!((sale.remaining, sale.sold_out), (5, false));
+    let req = JoinQueueManyReq {
+        event_id: 22,
+        user_ids: vec!["many-40".into()],
+    };
+    let reply = w.queue().join_queue_many(req).await.expect("join many");
+    let after = reply.into_inner().line.expect("the line after the batch");
+    assert_eq!((after.places, after.drawn), (41, 41), "counting the batch");
+    assert_eq!(after.sale.and_then(|s| s.event).map(|e| e.id), Some(22));
+    let gone = w.queue().get_queue(QueueReq { event_id: 999 }).await;
+    assert_eq!(gone.unwrap_err().code(), Code::NotFound, "no such sale");
     // After the start, arrivals: numbered in the request's order.
     put(&w, 13, 10, room_sale(23, 13, 5, now_ms() - 1_000, 0)).await;
     let late = join_many(&w, 23, &users[..10]).await.expect("join many");
@@ -195,7 +211,7 @@ async fn joins_many<S: Store>(store: S) {
         let refused = join_many(&w, 22, &users).await.unwrap_err();
         assert_eq!(refused.code(), code, "{refused:?}");
     }
-    assert_eq!(line(&w, 22).await.places, 40, "nothing refused joined");
+    assert_eq!(line(&w, 22).await.places, 41, "nothing refused joined");
     let unknown = join_many(&w, 999, &users[..1]).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
 }

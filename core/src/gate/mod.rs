@@ -362,6 +362,16 @@ impl Gate {
                 refresh_asked_ms: Some(asked),
                 ..
             }) if now.saturating_sub(*asked) < in_flight => return Ok(*sale),
+            // A waiting-room sale's view comes with its line's snapshot: the line's refresh (one
+            // call per refresh interval, whichever request asks first) is the view's, and the
+            // view is as fresh as the line.
+            Some(SaleEntry {
+                sale: Some(sale), ..
+            }) if sale.waiting_room && state.queues.get(&id).is_some_and(|q| q.carries_sale) => {
+                let sale = *sale;
+                self.snapshot(state, id, now)?;
+                return Ok(sale);
+            }
             Some(SaleEntry { sale: Some(_), .. }) => {}
             _ => self.listed(state, id, now)?,
         }

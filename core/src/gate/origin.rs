@@ -395,14 +395,7 @@ impl Gate {
             Call::GetEvent { event_id, answer } => match parse!(EventState) {
                 Ok(event) => {
                     let sale = SaleView::from_state(&event);
-                    state.sales.insert(
-                        *event_id,
-                        SaleEntry {
-                            sale,
-                            fetched_ms: now_ms,
-                            refresh_asked_ms: None,
-                        },
-                    );
+                    state.learn_sale(*event_id, sale, now_ms);
                     Ok(match sale {
                         Some(sale) if *answer => sale_response(&sale, now_ms),
                         Some(_) => {
@@ -412,14 +405,7 @@ impl Gate {
                     })
                 }
                 Err(Some(status)) if status.code == Code::NotFound => {
-                    state.sales.insert(
-                        *event_id,
-                        SaleEntry {
-                            sale: None,
-                            fetched_ms: now_ms,
-                            refresh_asked_ms: None,
-                        },
-                    );
+                    state.learn_sale(*event_id, None, now_ms);
                     Err(Some(status))
                 }
                 Err(e) => Err(e),
@@ -444,6 +430,9 @@ impl Gate {
             Call::JoinQueueMany { event_id, users } => {
                 let (outcome, places) = match parse!(QueuePlaces) {
                     Ok(reply) if reply.places.len() == users.len() => {
+                        if let Some(line) = &reply.line {
+                            state.learn_queue(*event_id, line, now_ms);
+                        }
                         (Outcome::Success, Ok(reply.places))
                     }
                     // A reply that does not answer every join counts as none.
@@ -459,6 +448,13 @@ impl Gate {
                 Ok(snapshot) => {
                     state.learn_queue(*event_id, &snapshot, now_ms);
                     return self.settle(state, Outcome::Success, now_ms, Completion::Retry);
+                }
+                // The line's refresh stands in for the sale's (`Gate::sale`): it learns the
+                // sale gone as `GetEvent` would.
+                Err(Some(status)) if status.code == Code::NotFound => {
+                    state.learn_sale(*event_id, None, now_ms);
+                    state.queues.remove(event_id);
+                    Err(Some(status))
                 }
                 Err(e) => Err(e),
             },

@@ -215,6 +215,10 @@ pub struct QueueEntry {
     pub fetched_ms: i64,
     /// When a refresh was last sent, unix ms.
     pub asked_ms: Option<i64>,
+    /// The last snapshot carried the sale's state (warehouses since the line's reply does): the
+    /// line's refresh is the sale view's too, and the view needs no `GetEvent` of its own.
+    #[serde(default)]
+    pub carries_sale: bool,
 }
 
 /// What the warehouse answered to a user's claim of an admission, remembered while it holds so
@@ -366,9 +370,24 @@ impl GateState {
 
     /// Caches the warehouse's snapshot of `event_id`'s waiting room, fetched at `now_ms`.
     pub(super) fn learn_queue(&mut self, event_id: i64, snapshot: &QueueSnapshot, now_ms: i64) {
+        let sale = snapshot.sale.as_ref().and_then(SaleView::from_state);
         let entry = self.queues.entry(event_id).or_default();
         entry.snapshot = Some(RoomSnapshot::from_proto(snapshot));
         entry.fetched_ms = now_ms;
+        entry.carries_sale = sale.is_some();
+        if sale.is_some() {
+            self.learn_sale(event_id, sale, now_ms);
+        }
+    }
+
+    /// Remembers the warehouse's view of sale `event_id` (`None`: there is no such sale).
+    pub(super) fn learn_sale(&mut self, event_id: i64, sale: Option<SaleView>, now_ms: i64) {
+        let entry = SaleEntry {
+            sale,
+            fetched_ms: now_ms,
+            refresh_asked_ms: None,
+        };
+        self.sales.insert(event_id, entry);
     }
 
     /// Remembers `user`'s claim in sale `event_id` until `kept_until_ms`.

@@ -248,6 +248,19 @@ fn sale_of(e: &Event) -> Result<Sale, Status> {
     })
 }
 
+impl<S: Store> WarehouseService<S> {
+    /// `GetEvent`'s answer for sale `id` (its room settings included), `NOT_FOUND` if none.
+    async fn sale_state(&self, id: i64) -> Result<EventState, Status> {
+        match self.store.sale(id).await.map_err(status_of)? {
+            Some(state) => {
+                let room = self.store.room(id).await.map_err(status_of)?;
+                Ok(queue::with_room(event_state(state, now_ms()), room))
+            }
+            None => Err(Status::not_found(format!("event {id} not found"))),
+        }
+    }
+}
+
 fn event_state(state: SaleState, now: i64) -> EventState {
     let status = match state.phase(now) {
         SalePhase::Upcoming => EventStatus::Upcoming,
@@ -452,13 +465,7 @@ impl<S: Store> Admin for WarehouseService<S> {
     async fn get_event(&self, request: Request<EventReq>) -> Result<Response<EventState>, Status> {
         self.track("GetEvent", async {
             let id = positive("id", request.get_ref().id)?;
-            match self.store.sale(id).await.map_err(status_of)? {
-                Some(state) => {
-                    let room = self.store.room(id).await.map_err(status_of)?;
-                    Ok(queue::with_room(event_state(state, now_ms()), room))
-                }
-                None => Err(Status::not_found(format!("event {id} not found"))),
-            }
+            self.sale_state(id).await
         })
         .await
     }

@@ -140,10 +140,24 @@ fn snapshot_msg(event_id: i64, s: Snapshot, now: i64) -> QueueSnapshot {
         sold_out: s.sold_out,
         admit_rate_per_s: s.rate_milli_per_s as f64 / 1_000.0,
         server_time_ms: now,
+        sale: None,
     }
 }
 
 impl<S: Store> WarehouseService<S> {
+    /// `GetQueue`'s answer: sale `event`'s line after one move, with the sale's state beside it
+    /// (`NOT_FOUND` for no such sale), so an edge refreshes both with one call.
+    async fn line(&self, event: i64) -> Result<QueueSnapshot, Status> {
+        let sale = self.sale_state(event).await?;
+        let now = now_ms();
+        let moved = self.store.move_room(event, now).await.map_err(status_of)?;
+        self.metrics.room_moved(&moved);
+        Ok(QueueSnapshot {
+            sale: Some(sale),
+            ..snapshot_msg(event, moved.snapshot, now)
+        })
+    }
+
     /// `users` joined to sale `event`'s line one after the other, each by the single join's
     /// script (idempotent per user; arrivals are numbered in this order): their places. About a
     /// millisecond per 20 users here; `JoinQueueMany` calls come once a second per edge instance.
@@ -202,7 +216,10 @@ impl<S: Store> Queue for WarehouseService<S> {
                 .map(|user| text("user_ids", user, 1, 128))
                 .collect::<Result<Vec<_>, _>>()?;
             let places = self.join_users(event, &users).await?;
-            Ok(QueuePlaces { places })
+            // The line as it stands after them, so the batch's sender need not ask for it; the
+            // joins are made and answered even if this read fails (the sender asks, as before).
+            let line = self.line(event).await.ok();
+            Ok(QueuePlaces { places, line })
         })
         .await
     }
@@ -213,10 +230,7 @@ impl<S: Store> Queue for WarehouseService<S> {
     ) -> Result<Response<QueueSnapshot>, Status> {
         self.track("GetQueue", async {
             let event = positive("event_id", request.get_ref().event_id)?;
-            let now = now_ms();
-            let moved = self.store.move_room(event, now).await.map_err(status_of)?;
-            self.metrics.room_moved(&moved);
-            Ok(snapshot_msg(event, moved.snapshot, now))
+            self.line(event).await
         })
         .await
     }
