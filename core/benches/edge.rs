@@ -230,6 +230,7 @@ fn queue_poll(c: &mut Criterion) {
         snapshot: Some(snapshot),
         fetched_ms,
         asked_ms: Some(fetched_ms),
+        carries_sale: true,
     };
     state.queues.insert(7, entry);
     let token = place::mint(
