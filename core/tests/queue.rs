@@ -886,9 +886,25 @@ fn an_edge_that_remembers_nothing_answers_every_poll() {
         let (status, view) = poll(&gate, &mut GateState::default(), &mut wh, &alice, at);
         assert_eq!(status, 200, "{view}");
         assert_eq!(view["state"], "waiting");
-        let calls = wh.take_calls();
-        assert_eq!(calls, vec![GET_QUEUE], "one snapshot per stateless poll");
+        // The line brings the sale's view: no directory or sale read beside it.
+        let calls = std::mem::take(&mut wh.calls);
+        assert_eq!(calls, vec![GET_QUEUE], "one call per stateless poll");
     }
+    // A warehouse whose line comes without the sale: the sale is read as well.
+    wh.line_carries_sale = false;
+    let (status, view) = poll(
+        &gate,
+        &mut GateState::default(),
+        &mut wh,
+        &alice,
+        START + 2_000,
+    );
+    assert_eq!((status, &view["state"]), (200, &json!("waiting")), "{view}");
+    let calls = std::mem::take(&mut wh.calls);
+    assert_eq!(
+        calls,
+        vec![GET_QUEUE, "/flashsale.Admin/ListEvents", GET_EVENT]
+    );
 }
 
 /// A place is polled no faster than the page's quickest advised pace: a bot polling every

@@ -156,6 +156,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     // From the start the warehouse admits POOL × ADMIT_FACTOR places and no more, counted over
     // both instances at once; an admitted place reads admitted from either, with a link.
     let calls_before = world.origin.requests("GetQueue").await;
+    let reads_before = world.origin.requests("GetEvent").await;
     let watch_started = Instant::now();
     let bound = (POOL * ADMIT_FACTOR) as usize;
     let crowd = &buyers[..];
@@ -329,9 +330,10 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     // instance while the crowd polled every few hundred ms. An edge that keeps nothing between
     // requests (the plain Spin build) asks on every poll; it is held to the bound only.
     let calls = world.origin.requests("GetQueue").await - calls_before;
+    let reads = world.origin.requests("GetEvent").await - reads_before;
     let seconds = watch_started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: waiting room ok ({:?}): {calls} GetQueue calls in {seconds:.1} s over two instances, sold out told {told_in:?} after the last payment",
+        "{name}: waiting room ok ({:?}): {calls} GetQueue and {reads} GetEvent calls in {seconds:.1} s over two instances, sold out told {told_in:?} after the last payment",
         started.elapsed()
     );
     if world.profile.remembers {
@@ -339,6 +341,11 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
         assert!(
             calls <= allowed,
             "{calls} GetQueue calls in {seconds:.1} s: polls reached the warehouse"
+        );
+        // The sale's view came with the line: an instance that has the line reads no sale.
+        assert!(
+            reads <= 2,
+            "{reads} GetEvent calls in {seconds:.1} s beside the line's refreshes"
         );
     }
 }

@@ -171,8 +171,13 @@ impl Gate {
         };
         let paced = LimitKey::Place(id, &who.user.id);
         self.limit(state, who.pass, paced, &self.config.limits.place, now)?;
-        // Any remembered view will do (a poll needs only the sale's window and terms, which the
-        // line's snapshot does not carry): the snapshot is the poll's one origin cost.
+        // Any remembered view will do (a poll needs only the sale's window and terms): the
+        // snapshot is the poll's one origin cost. With none, the line's refresh brings the view
+        // (a valid place token names a room sale), so an edge that keeps nothing between
+        // requests makes one call a poll, not two; `GetEvent` only if the line came without it.
+        if !state.sales.contains_key(&id) && state.line(id).is_none() {
+            self.snapshot(state, id, now)?;
+        }
         let sale = match state.sales.get(&id) {
             Some(SaleEntry {
                 sale: Some(sale), ..
