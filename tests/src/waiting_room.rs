@@ -75,9 +75,10 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     }
 
     // The crowd joins in the pre-queue at once, half through each instance.
-    let (singles, batches) = (
+    let (singles, batches, sale_reads) = (
         world.origin.requests("JoinQueue").await,
         world.origin.requests("JoinQueueMany").await,
+        world.origin.requests("GetEvent").await,
     );
     let joins = (0..BUYERS).map(|i| async move {
         let user = format!("room-buyer-{i}");
@@ -97,9 +98,10 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     let buyers = futures_util::future::join_all(joins).await;
     let singles = world.origin.requests("JoinQueue").await - singles;
     let batches = world.origin.requests("JoinQueueMany").await - batches;
+    let sale_reads = world.origin.requests("GetEvent").await - sale_reads;
     eprintln!(
         "{name}: {BUYERS} joined on two instances ({:?}): {singles} JoinQueue, {batches} \
-         JoinQueueMany",
+         JoinQueueMany, {sale_reads} GetEvent",
         started.elapsed()
     );
     if world.profile.gathers_joins {
