@@ -1557,3 +1557,63 @@ fn a_gate_that_does_not_gather_sends_each_join_alone() {
     }
     assert_eq!(wh.take_calls(), vec![JOIN, JOIN]);
 }
+
+/// Before an isolate has a sale's line, the joins it gathered bring it: while a batch is
+/// gathered or out, the sale's view waits for its answer instead of being read again, for as
+/// long as a batch may take; then the line refreshes the view.
+#[test]
+fn a_batch_of_joins_brings_the_sale_s_view_with_its_line() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config.clone()).gathering_joins();
+    let bound = config.queue_join_batch_ms + config.origin_timeout_ms + JOIN_TICK_MS;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (ann, bob) = (Shopper::new("ann"), Shopper::new("bob"));
+    wh.seat("ann", Ticket::from_raw(10), 0);
+    let t0 = START - 10_000;
+    let (mut exchange, _, body) = gathered_join(&gate, &mut state, &mut wh, &ann, t0);
+    assert_eq!(
+        count(&wh.calls, GET_EVENT),
+        1,
+        "the first read: {:?}",
+        wh.calls
+    );
+    let challenge = |wh: &mut Warehouse, state: &mut GateState, at: i64| {
+        wh.calls.clear();
+        let req = bob.request("POST", "/api/events/7/challenge", b"", at);
+        let issued = wh.serve(&gate, state, &req);
+        assert_eq!(issued.status, 200, "{}", issued.body);
+        std::mem::take(&mut wh.calls)
+    };
+    // The view is stale and the batch still gathered, then out: no read of the sale.
+    assert_eq!(
+        challenge(&mut wh, &mut state, t0 + 1_200),
+        Vec::<&str>::new()
+    );
+    let Next::Send(batch) = exchange.check(&gate, &mut state, t0 + 1_300) else {
+        panic!("the batch is due");
+    };
+    assert_eq!(
+        challenge(&mut wh, &mut state, t0 + 2_500),
+        Vec::<&str>::new()
+    );
+    // Its answer is late past any batch's time: the view is read again.
+    assert_eq!(
+        challenge(&mut wh, &mut state, t0 + bound + 10),
+        vec![GET_EVENT]
+    );
+    // The answer brings the line and the sale: from then on the line's refresh is the view's.
+    let at = t0 + bound + 100;
+    let next = answer_batch(
+        &gate,
+        &mut state,
+        &mut wh,
+        (&ann, &body),
+        &mut exchange,
+        &batch,
+        at,
+    );
+    assert_eq!(responded(next).0, 200);
+    assert_eq!(challenge(&mut wh, &mut state, at + 1_100), vec![GET_QUEUE]);
+}

@@ -115,6 +115,12 @@ impl SaleJoins {
                     .all(|&(_, at)| now_ms.saturating_sub(at) >= ANSWER_KEEP_MS))
     }
 
+    /// Whether joins are gathered or out, so a batch's answer (and the line it carries) will
+    /// come.
+    pub(super) fn brings_line(&self) -> bool {
+        !self.members.is_empty()
+    }
+
     /// Drops answers nobody came for.
     pub(super) fn prune(&mut self, now_ms: i64) {
         self.answers
@@ -193,6 +199,12 @@ impl Gate {
             since_ms: now,
         };
         Ok(Verdict::Wait(Box::new(wait), due))
+    }
+
+    /// How long after a sale's view was read a batch of its joins may take to answer (gathered,
+    /// then sent and replied to): while one is gathered or out, the view waits for it that long.
+    pub(super) fn join_answer_ms(&self) -> i64 {
+        self.config.queue_join_batch_ms + self.config.origin_timeout_ms + JOIN_TICK_MS
     }
 
     /// Where a gathered join stands at `now`: its answer, its batch to send (a forward), or a

@@ -372,6 +372,22 @@ impl Gate {
                 self.snapshot(state, id, now)?;
                 return Ok(sale);
             }
+            // No line yet, but joins of the sale gathered or out: their batch's answer brings
+            // the line and the view with it. Bounded, should that answer not carry them (a
+            // warehouse from before it did) or not come back.
+            Some(SaleEntry {
+                sale: Some(sale),
+                fetched_ms,
+                ..
+            }) if sale.waiting_room
+                && state
+                    .joins
+                    .get(&id)
+                    .is_some_and(|joins| joins.brings_line())
+                && now.saturating_sub(*fetched_ms) < self.join_answer_ms() =>
+            {
+                return Ok(*sale)
+            }
             Some(SaleEntry { sale: Some(_), .. }) => {}
             _ => self.listed(state, id, now)?,
         }
