@@ -1053,6 +1053,8 @@ fn an_exchange_refreshes_the_directory_and_the_sale_then_decides() {
     for _ in 0..3 {
         let next = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
         send(next, GET_EVENT);
+        // (As if each read had failed: the next decision may read again.)
+        state.sale_reads.clear();
     }
     let again = exchange.reply(&gate, &req, &mut state, &listing, http(&list), clock.now());
     let Next::Respond(refused) = again else {
@@ -1312,6 +1314,49 @@ fn a_stale_sale_view_is_refreshed_once_while_the_crowd_is_answered_from_it() {
     assert!(matches!(page(&mut state, again + 6), Verdict::Respond(_)));
 }
 
+/// A sale nobody has read yet, and a crowd arriving at once: one read goes out, and while it is
+/// out the others are asked to come back in a second instead of each sending its own (a cold
+/// cache's stampede). A read that fails lets the next request read again.
+#[test]
+fn the_first_read_of_a_sale_is_sent_once_while_the_crowd_waits() {
+    let gate = Gate::new(config());
+    let in_flight = gate
+        .config()
+        .sale_ttl_ms
+        .max(gate.config().origin_timeout_ms);
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let mut alice = Shopper::new("alice", "203.0.113.5", now);
+    let listing =
+        forward(gate.decide(&alice.request("GET", "/api/events/7", b"", now), &mut state));
+    let list = ok(&EventList {
+        ids: vec![7],
+        server_time_ms: now,
+    });
+    gate.complete(&mut state, &listing, http(&list), now + 1);
+    let mut page = |state: &mut GateState, at: i64| {
+        gate.decide(&alice.request("GET", "/api/events/7", b"", at), state)
+    };
+    let read = forward(page(&mut state, now + 2));
+    assert_eq!(read.path, GET_EVENT);
+    // (Within the directory's freshness: the list vouches for 7 all along.)
+    assert!(in_flight > gate.config().directory_refresh_ms);
+    for at in [now + 3, now + 500, now + 900] {
+        let waiting = page(&mut state, at);
+        let refusal = refused_as(&waiting, 503, "unavailable");
+        assert_eq!(refusal.retry_after_secs(), Some(1), "at {at}");
+    }
+    // Failed: the next request reads again.
+    gate.complete(&mut state, &read, OriginReply::Failed, now + 600);
+    let again = forward(page(&mut state, now + 601));
+    assert_eq!(again.path, GET_EVENT);
+    // Answered: the view answers everyone.
+    let fresh = ok(&sale_state(3));
+    let answered = gate.complete(&mut state, &again, http(&fresh), now + 700);
+    assert_eq!(json(answered).1["remaining"], 3);
+    assert!(matches!(page(&mut state, now + 701), Verdict::Respond(_)));
+}
+
 #[test]
 fn the_directory_is_refreshed_once_while_its_answer_is_out() {
     let gate = Gate::new(config());
@@ -1343,7 +1388,9 @@ fn the_directory_is_refreshed_once_while_its_answer_is_out() {
         &mut state,
     ));
     assert_eq!(view.path, GET_EVENT);
-    let later = now + 1_500;
+    // (That first read is never answered: past its time, it may be sent again.)
+    let in_flight = gate.config().sale_ttl_ms.max(gate.config().origin_timeout_ms);
+    let later = now + 30 + in_flight;
     let verdict = gate.decide(
         &alice.request("GET", "/api/events/9", b"", later),
         &mut state,

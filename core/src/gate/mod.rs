@@ -389,7 +389,14 @@ impl Gate {
                 return Ok(*sale)
             }
             Some(SaleEntry { sale: Some(_), .. }) => {}
-            _ => self.listed(state, id, now)?,
+            _ => {
+                self.listed(state, id, now)?;
+                if let Some(&asked) = state.sale_reads.get(&id) {
+                    if now.saturating_sub(asked) < in_flight {
+                        return Err(Verdict::Refuse(Refusal::after(Reason::Unavailable, 1_000)));
+                    }
+                }
+            }
         }
         let verdict = self.forward(
             state,
@@ -400,8 +407,17 @@ impl Gate {
             &EventReq { id },
             now,
         );
-        if let (Verdict::Forward(_), Some(entry)) = (&verdict, state.sales.get_mut(&id)) {
-            entry.refresh_asked_ms = Some(now);
+        if matches!(verdict, Verdict::Forward(_)) {
+            match state.sales.get_mut(&id) {
+                Some(SaleEntry {
+                    sale: Some(_),
+                    refresh_asked_ms,
+                    ..
+                }) => *refresh_asked_ms = Some(now),
+                _ => {
+                    state.sale_reads.insert(id, now);
+                }
+            }
         }
         Err(verdict)
     }

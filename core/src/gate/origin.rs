@@ -408,7 +408,11 @@ impl Gate {
                     state.learn_sale(*event_id, None, now_ms);
                     Err(Some(status))
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    // Failed: the next request reads again.
+                    state.sale_reads.remove(event_id);
+                    Err(e)
+                }
             },
             Call::ListEvents => match parse!(EventList) {
                 Ok(list) => {

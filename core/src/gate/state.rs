@@ -316,6 +316,11 @@ pub struct GateState {
     pub breaker: Breaker,
     /// Cached sale views by event id.
     pub sales: HashMap<i64, SaleEntry>,
+    /// Reads of sales the instance has no view of, by event id: when each was sent (unix ms).
+    /// While one is out, the crowd arriving for that sale is asked to come back shortly instead
+    /// of each request sending its own read (a cold cache's stampede at a sale's first second).
+    #[serde(default)]
+    pub sale_reads: HashMap<i64, i64>,
     /// The sale ids that exist, for refusing the others without an origin call.
     #[serde(default)]
     pub directory: SaleDirectory,
@@ -360,6 +365,8 @@ impl GateState {
         self.sales.retain(|id, e| {
             now_ms.saturating_sub(e.fetched_ms) < sale_ttl_ms || queues.contains_key(id)
         });
+        self.sale_reads
+            .retain(|_, asked| now_ms.saturating_sub(*asked) < sale_ttl_ms);
         self.claims.retain(|_, c| c.kept_until_ms > now_ms);
         self.holds.retain(|_, &mut (_, until_ms)| until_ms > now_ms);
         self.joins.retain(|_, joins| {
@@ -382,6 +389,7 @@ impl GateState {
 
     /// Remembers the warehouse's view of sale `event_id` (`None`: there is no such sale).
     pub(super) fn learn_sale(&mut self, event_id: i64, sale: Option<SaleView>, now_ms: i64) {
+        self.sale_reads.remove(&event_id);
         let entry = SaleEntry {
             sale,
             fetched_ms: now_ms,
