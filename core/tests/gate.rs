@@ -1389,7 +1389,10 @@ fn the_directory_is_refreshed_once_while_its_answer_is_out() {
     ));
     assert_eq!(view.path, GET_EVENT);
     // (That first read is never answered: past its time, it may be sent again.)
-    let in_flight = gate.config().sale_ttl_ms.max(gate.config().origin_timeout_ms);
+    let in_flight = gate
+        .config()
+        .sale_ttl_ms
+        .max(gate.config().origin_timeout_ms);
     let later = now + 30 + in_flight;
     let verdict = gate.decide(
         &alice.request("GET", "/api/events/9", b"", later),

@@ -164,6 +164,10 @@ impl Warehouse {
             if self.gone && read {
                 return grpc_web::encode_response::<EventState>(None, 5, "event 7 not found");
             }
+            if !self.waiting_room && call.path == GET_QUEUE {
+                let refused = "event 7 has no waiting room";
+                return grpc_web::encode_response::<EventState>(None, 9, refused);
+            }
             match call.path {
                 "/flashsale.Admin/ListEvents" => ok(&EventList {
                     ids: vec![7],
@@ -179,7 +183,7 @@ impl Warehouse {
                     let places = join.user_ids.iter().map(|u| self.places[u]);
                     ok(&QueuePlaces {
                         places: places.collect(),
-                        line: Some(self.line()),
+                        line: self.line_carries_sale.then(|| self.line()),
                     })
                 }
                 "/flashsale.Queue/GetQueue" => ok(&self.line()),
@@ -1098,6 +1102,46 @@ fn a_line_refresh_that_finds_the_sale_gone_forgets_the_sale() {
     );
     assert_eq!(again.status, 404, "{}", again.body);
     assert_eq!(wh.calls, vec![GET_QUEUE], "remembered");
+    // For as long as a view lasts: the sale put again under its id is found by a poll after.
+    wh.gone = false;
+    let (status, view) = poll(&gate, &mut state, &mut wh, &alice, at + 1_200);
+    assert_eq!((status, &view["state"]), (200, &json!("waiting")), "{view}");
+}
+
+/// A sale whose waiting room is turned off (`PutEvent` again, `waiting_room: false`) answers its
+/// line's refresh `FAILED_PRECONDITION`: the edge stops taking the line for the view's carrier,
+/// reads the sale, and its page and polls say there is no line.
+#[test]
+fn a_room_turned_off_is_noticed_by_the_sale_s_next_read() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config);
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
+    wh.seat("alice", Ticket::arrival(0), 0);
+    let now = START + 1_000;
+    join(&gate, &mut state, &mut wh, &mut alice, now);
+    browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 2);
+    wh.waiting_room = false;
+    wh.calls.clear();
+    let at = now + 4_000;
+    let mut pages = Vec::new();
+    for step in 0..3 {
+        let req = bob.request("GET", "/api/events/7", b"", at + step * 10);
+        pages.push(json_of(&wh.serve(&gate, &mut state, &req)));
+        if pages.last().unwrap().1["waiting_room"] == false {
+            break;
+        }
+    }
+    assert_eq!(wh.calls, vec![GET_QUEUE, GET_EVENT], "{pages:?}");
+    assert_eq!(pages.last().unwrap().0, 200, "{pages:?}");
+    let (status, refused) = poll(&gate, &mut state, &mut wh, &alice, at + 600);
+    assert_eq!(
+        (status, &refused["code"]),
+        (409, &json!("no_queue")),
+        "{refused}"
+    );
 }
 
 /// A fresh edge and warehouse with `user` joined at `now` on the ticket of arrival `rank`,
@@ -1616,4 +1660,53 @@ fn a_batch_of_joins_brings_the_sale_s_view_with_its_line() {
     );
     assert_eq!(responded(next).0, 200);
     assert_eq!(challenge(&mut wh, &mut state, at + 1_100), vec![GET_QUEUE]);
+}
+
+/// Against a warehouse whose batches answer without the line, gathered joins vouch for nothing:
+/// the view is read as often as it would be without them.
+#[test]
+fn joins_answered_without_the_line_leave_the_view_to_its_own_reads() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config).gathering_joins();
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    wh.line_carries_sale = false;
+    let (ann, bob, cy) = (Shopper::new("ann"), Shopper::new("bob"), Shopper::new("cy"));
+    wh.seat("ann", Ticket::from_raw(10), 0);
+    wh.seat("bob", Ticket::from_raw(11), 1);
+    let t0 = START - 10_000;
+    let (mut first, _, body) = gathered_join(&gate, &mut state, &mut wh, &ann, t0);
+    let Next::Send(batch) = first.check(&gate, &mut state, t0 + 1_000) else {
+        panic!("the batch is due");
+    };
+    let next = answer_batch(
+        &gate,
+        &mut state,
+        &mut wh,
+        (&ann, &body),
+        &mut first,
+        &batch,
+        t0 + 1_010,
+    );
+    assert_eq!(responded(next).0, 200);
+    // Bob's join is gathered (his challenge read the view again), and a second later the view
+    // is stale: it is read, not left to his batch.
+    let _second = gathered_join(&gate, &mut state, &mut wh, &bob, t0 + 1_100);
+    wh.calls.clear();
+    let req = cy.request("POST", "/api/events/7/challenge", b"", t0 + 2_200);
+    assert_eq!(wh.serve(&gate, &mut state, &req).status, 200);
+    assert_eq!(wh.calls, vec![GET_EVENT]);
+}
+
+/// A key-value build's state stored before the line carried the sale still loads: its lines
+/// carry nothing, so their views are read as before.
+#[test]
+fn a_line_stored_before_it_carried_the_sale_still_loads() {
+    let stored = r#"{"snapshot":null,"fetched_ms":5,"asked_ms":7}"#;
+    let entry: flashgate_core::gate::QueueEntry = serde_json::from_str(stored).unwrap();
+    assert_eq!(
+        (entry.fetched_ms, entry.asked_ms, entry.carries_sale),
+        (5, Some(7), false)
+    );
 }

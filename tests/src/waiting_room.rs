@@ -104,6 +104,13 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
          JoinQueueMany, {sale_reads} GetEvent",
         started.elapsed()
     );
+    if world.profile.remembers {
+        // The sale was read before the crowd came; its joins read nothing again.
+        assert!(
+            sale_reads <= 1,
+            "{sale_reads} GetEvent calls beside the joins"
+        );
+    }
     if world.profile.gathers_joins {
         // Each instance gathered its joins: a call or two per instance (a batch may close
         // while the slower challenges are still being solved), never one per place.

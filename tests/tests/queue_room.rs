@@ -183,8 +183,19 @@ async fn joins_many<S: Store>(store: S) {
     let after = reply.into_inner().line.expect("the line after the batch");
     assert_eq!((after.places, after.drawn), (41, 41), "counting the batch");
     assert_eq!(after.sale.and_then(|s| s.event).map(|e| e.id), Some(22));
-    let gone = w.queue().get_queue(QueueReq { event_id: 999 }).await;
-    assert_eq!(gone.unwrap_err().code(), Code::NotFound, "no such sale");
+    // A sale without a room (one turned off by `PutEvent` again) has no line to carry it: the
+    // edge reads such a sale with `GetEvent` after this refusal.
+    let plain = Event {
+        waiting_room: false,
+        ..room_sale(24, 14, 5, start, 0)
+    };
+    put(&w, 14, 10, plain).await;
+    let none = w.queue().get_queue(QueueReq { event_id: 24 }).await;
+    assert_eq!(
+        none.unwrap_err().code(),
+        Code::FailedPrecondition,
+        "no room"
+    );
     // After the start, arrivals: numbered in the request's order.
     put(&w, 13, 10, room_sale(23, 13, 5, now_ms() - 1_000, 0)).await;
     let late = join_many(&w, 23, &users[..10]).await.expect("join many");

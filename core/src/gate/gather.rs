@@ -100,6 +100,8 @@ pub(super) struct SaleJoins {
     answers: HashMap<String, (Answered, i64)>,
     /// When a join came or a batch was answered last (unix ms).
     touched_ms: i64,
+    /// A batch was answered without the line (a warehouse from before replies carried it).
+    pub(super) lineless: bool,
 }
 
 impl SaleJoins {
@@ -115,10 +117,9 @@ impl SaleJoins {
                     .all(|&(_, at)| now_ms.saturating_sub(at) >= ANSWER_KEEP_MS))
     }
 
-    /// Whether joins are gathered or out, so a batch's answer (and the line it carries) will
-    /// come.
+    /// Whether joins are gathered or out and their batch's answer will carry the line.
     pub(super) fn brings_line(&self) -> bool {
-        !self.members.is_empty()
+        !self.members.is_empty() && !self.lineless
     }
 
     /// Drops answers nobody came for.

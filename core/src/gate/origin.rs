@@ -434,8 +434,11 @@ impl Gate {
             Call::JoinQueueMany { event_id, users } => {
                 let (outcome, places) = match parse!(QueuePlaces) {
                     Ok(reply) if reply.places.len() == users.len() => {
-                        if let Some(line) = &reply.line {
-                            state.learn_queue(*event_id, line, now_ms);
+                        match &reply.line {
+                            Some(line) => state.learn_queue(*event_id, line, now_ms),
+                            // A warehouse from before batches carried the line: gathered
+                            // joins vouch for no view here.
+                            None => state.joins.entry(*event_id).or_default().lineless = true,
                         }
                         (Outcome::Success, Ok(reply.places))
                     }
@@ -460,7 +463,14 @@ impl Gate {
                     state.queues.remove(event_id);
                     Err(Some(status))
                 }
-                Err(e) => Err(e),
+                // Refused otherwise (a room turned off answers `FAILED_PRECONDITION`) or not
+                // answered: the view is read on its own again until a line carries it.
+                Err(e) => {
+                    if let Some(line) = state.queues.get_mut(event_id) {
+                        line.carries_sale = false;
+                    }
+                    Err(e)
+                }
             },
             Call::ClaimAdmission(seat) => {
                 parse!(QueuePlace).map(|place| self.claimed(state, seat, &place, now_ms))

@@ -173,8 +173,9 @@ impl Gate {
         self.limit(state, who.pass, paced, &self.config.limits.place, now)?;
         // Any remembered view will do (a poll needs only the sale's window and terms): the
         // snapshot is the poll's one origin cost. With none, the line's refresh brings the view
-        // (a valid place token names a room sale), so an edge that keeps nothing between
-        // requests makes one call a poll, not two; `GetEvent` only if the line came without it.
+        // (a valid place token was minted for a room sale), so an edge that keeps nothing
+        // between requests makes one call a poll, not three; the sale is read (through the
+        // directory) only if the line came without it or was refused.
         if !state.sales.contains_key(&id) && state.line(id).is_none() {
             self.snapshot(state, id, now)?;
         }
@@ -182,8 +183,15 @@ impl Gate {
             Some(SaleEntry {
                 sale: Some(sale), ..
             }) => *sale,
-            Some(SaleEntry { sale: None, .. }) => return Err(refuse(Reason::UnknownResource)),
-            None => self.sale(state, id, now, false)?,
+            // Gone, for as long as a view lasts (then asked again: a sale may be put anew).
+            Some(SaleEntry {
+                sale: None,
+                fetched_ms,
+                ..
+            }) if now.saturating_sub(*fetched_ms) < self.config.sale_ttl_ms => {
+                return Err(refuse(Reason::UnknownResource))
+            }
+            _ => self.sale(state, id, now, false)?,
         };
         if !sale.waiting_room {
             return Err(refuse(Reason::NoQueue));
