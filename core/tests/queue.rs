@@ -979,67 +979,98 @@ fn a_polled_line_keeps_its_sale_view() {
     assert_eq!(sale_reads, 0, "{:?}", wh.calls);
 }
 
-/// Over `seconds` from `from`: `GET /api/events/7` by `bob` (the page's sale view) four times a
-/// second and a poll of `alice`'s place twice (as paced), each answered 200. The calls they
-/// cost.
-fn browse_and_poll(
-    gate: &Gate,
-    state: &mut GateState,
-    wh: &mut Warehouse,
-    (alice, bob): (&Shopper, &Shopper),
-    from: i64,
-    seconds: i64,
-) -> Vec<&'static str> {
-    wh.calls.clear();
-    for step in 0..seconds * 4 {
-        let at = from + step * 250;
-        let page = wh.serve(gate, state, &bob.request("GET", "/api/events/7", b"", at));
-        assert_eq!(page.status, 200, "{}", page.body);
-        if step % 2 == 0 {
-            let (status, view) = poll(gate, state, wh, alice, at + 10);
-            assert_eq!(status, 200, "{view}");
-        }
-    }
-    std::mem::take(&mut wh.calls)
-}
-
 fn count(calls: &[&str], path: &str) -> usize {
     calls.iter().filter(|c| **c == path).count()
 }
 
 const GET_EVENT: &str = "/flashsale.Admin/GetEvent";
 
+/// Sale 7's line at an edge whose sale views last a second (the default): alice joined a
+/// second after the start, bob to browse the sale's page.
+struct Room {
+    gate: Gate,
+    state: GateState,
+    wh: Warehouse,
+    alice: Shopper,
+    bob: Shopper,
+    /// When alice joined.
+    now: i64,
+}
+
+impl Room {
+    /// `line_carries_sale`: whether the warehouse's line replies carry the sale.
+    fn joined(line_carries_sale: bool) -> Room {
+        let mut config = config();
+        config.sale_ttl_ms = 1_000;
+        let gate = Gate::new(config);
+        let mut state = GateState::default();
+        let mut wh = Warehouse::new();
+        wh.line_carries_sale = line_carries_sale;
+        let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
+        wh.seat("alice", Ticket::arrival(0), 0);
+        let now = START + 1_000;
+        let (status, joined) = join(&gate, &mut state, &mut wh, &mut alice, now);
+        assert_eq!(status, 200, "{joined}");
+        Room {
+            gate,
+            state,
+            wh,
+            alice,
+            bob,
+            now,
+        }
+    }
+
+    /// Over `seconds` from `from`: `GET /api/events/7` by bob (the page's sale view) four times
+    /// a second and a poll of alice's place twice (as paced), each answered 200. The calls they
+    /// cost.
+    fn browse(&mut self, from: i64, seconds: i64) -> Vec<&'static str> {
+        let Room {
+            gate,
+            state,
+            wh,
+            alice,
+            bob,
+            ..
+        } = self;
+        wh.calls.clear();
+        for step in 0..seconds * 4 {
+            let at = from + step * 250;
+            let page = wh.serve(gate, state, &bob.request("GET", "/api/events/7", b"", at));
+            assert_eq!(page.status, 200, "{}", page.body);
+            if step % 2 == 0 {
+                let (status, view) = poll(gate, state, wh, alice, at + 10);
+                assert_eq!(status, 200, "{view}");
+            }
+        }
+        std::mem::take(&mut wh.calls)
+    }
+}
+
 /// A waiting-room sale's view comes with its line's snapshot: the page's sale reads and the
 /// polls of a second cost one `GetQueue` between them, never a `GetEvent`, and what changes in
 /// the sale reaches the page with the line's next refresh.
 #[test]
 fn a_room_sale_s_view_comes_with_its_line_at_no_cost_of_its_own() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config);
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
-    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
-    wh.seat("alice", Ticket::arrival(0), 0);
-    let now = START + 1_000;
-    let (status, joined) = join(&gate, &mut state, &mut wh, &mut alice, now);
-    assert_eq!(status, 200, "{joined}");
+    let mut room = Room::joined(true);
 
-    let calls = browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 20);
+    let calls = room.browse(room.now + 500, 20);
     assert_eq!(count(&calls, GET_EVENT), 0, "{calls:?}");
     let refreshes = count(&calls, GET_QUEUE);
     assert!((19..=21).contains(&refreshes), "one a second: {calls:?}");
     assert_eq!(calls.len(), refreshes, "nothing else: {calls:?}");
 
     // The pool runs dry: the page says so after the line's next refresh.
-    wh.sale_remaining = 0;
-    let at = now + 21_000;
+    room.wh.sale_remaining = 0;
+    let at = room.now + 21_000;
     let mut told = None;
     for step in 0..8 {
-        let page = wh.serve(
-            &gate,
-            &mut state,
-            &bob.request("GET", "/api/events/7", b"", at + step * 250),
+        let page = room.wh.serve(
+            &room.gate,
+            &mut room.state,
+            &room
+                .bob
+                .request("GET", "/api/events/7", b"", at + step * 250),
         );
         let (_, body) = json_of(&page);
         if body["remaining"] == 0 {
@@ -1049,24 +1080,15 @@ fn a_room_sale_s_view_comes_with_its_line_at_no_cost_of_its_own() {
     }
     let told = told.expect("the page learns the pool's end with the line");
     assert!(told <= 1_000, "within a refresh: {told} ms");
-    assert_eq!(count(&wh.calls, GET_EVENT), 0, "{:?}", wh.calls);
+    assert_eq!(count(&room.wh.calls, GET_EVENT), 0, "{:?}", room.wh.calls);
 }
 
 /// Against a warehouse whose line's replies carry no sale, the sale view is refreshed on its
 /// own, as before: once per `sale_ttl_ms`.
 #[test]
 fn a_line_without_the_sale_leaves_the_view_to_its_own_refresh() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config);
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
-    wh.line_carries_sale = false;
-    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
-    wh.seat("alice", Ticket::arrival(0), 0);
-    let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut alice, now);
-    let calls = browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 20);
+    let mut room = Room::joined(false);
+    let calls = room.browse(room.now + 500, 20);
     let (reads, refreshes) = (count(&calls, GET_EVENT), count(&calls, GET_QUEUE));
     assert!((19..=21).contains(&reads), "one a second: {calls:?}");
     assert!((19..=21).contains(&refreshes), "one a second: {calls:?}");
@@ -1076,35 +1098,33 @@ fn a_line_without_the_sale_leaves_the_view_to_its_own_refresh() {
 /// `GetEvent` would have it, and its page says so without asking again.
 #[test]
 fn a_line_refresh_that_finds_the_sale_gone_forgets_the_sale() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config);
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
-    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
-    wh.seat("alice", Ticket::arrival(0), 0);
-    let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut alice, now);
-    browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 2);
-    wh.gone = true;
-    let at = now + 4_000;
-    let page = wh.serve(
-        &gate,
-        &mut state,
-        &bob.request("GET", "/api/events/7", b"", at),
+    let mut room = Room::joined(true);
+    room.browse(room.now + 500, 2);
+    room.wh.gone = true;
+    let at = room.now + 4_000;
+    let page = room.wh.serve(
+        &room.gate,
+        &mut room.state,
+        &room.bob.request("GET", "/api/events/7", b"", at),
     );
     assert_eq!(page.status, 404, "{}", page.body);
-    assert_eq!(wh.calls, vec![GET_QUEUE]);
-    let again = wh.serve(
-        &gate,
-        &mut state,
-        &bob.request("GET", "/api/events/7", b"", at + 100),
+    assert_eq!(room.wh.calls, vec![GET_QUEUE]);
+    let again = room.wh.serve(
+        &room.gate,
+        &mut room.state,
+        &room.bob.request("GET", "/api/events/7", b"", at + 100),
     );
     assert_eq!(again.status, 404, "{}", again.body);
-    assert_eq!(wh.calls, vec![GET_QUEUE], "remembered");
+    assert_eq!(room.wh.calls, vec![GET_QUEUE], "remembered");
     // For as long as a view lasts: the sale put again under its id is found by a poll after.
-    wh.gone = false;
-    let (status, view) = poll(&gate, &mut state, &mut wh, &alice, at + 1_200);
+    room.wh.gone = false;
+    let (status, view) = poll(
+        &room.gate,
+        &mut room.state,
+        &mut room.wh,
+        &room.alice,
+        at + 1_200,
+    );
     assert_eq!((status, &view["state"]), (200, &json!("waiting")), "{view}");
 }
 
@@ -1113,30 +1133,30 @@ fn a_line_refresh_that_finds_the_sale_gone_forgets_the_sale() {
 /// reads the sale, and its page and polls say there is no line.
 #[test]
 fn a_room_turned_off_is_noticed_by_the_sale_s_next_read() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config);
-    let mut state = GateState::default();
-    let mut wh = Warehouse::new();
-    let (mut alice, bob) = (Shopper::new("alice"), Shopper::new("bob"));
-    wh.seat("alice", Ticket::arrival(0), 0);
-    let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut alice, now);
-    browse_and_poll(&gate, &mut state, &mut wh, (&alice, &bob), now + 500, 2);
-    wh.waiting_room = false;
-    wh.calls.clear();
-    let at = now + 4_000;
+    let mut room = Room::joined(true);
+    room.browse(room.now + 500, 2);
+    room.wh.waiting_room = false;
+    room.wh.calls.clear();
+    let at = room.now + 4_000;
     let mut pages = Vec::new();
     for step in 0..3 {
-        let req = bob.request("GET", "/api/events/7", b"", at + step * 10);
-        pages.push(json_of(&wh.serve(&gate, &mut state, &req)));
+        let req = room
+            .bob
+            .request("GET", "/api/events/7", b"", at + step * 10);
+        pages.push(json_of(&room.wh.serve(&room.gate, &mut room.state, &req)));
         if pages.last().unwrap().1["waiting_room"] == false {
             break;
         }
     }
-    assert_eq!(wh.calls, vec![GET_QUEUE, GET_EVENT], "{pages:?}");
+    assert_eq!(room.wh.calls, vec![GET_QUEUE, GET_EVENT], "{pages:?}");
     assert_eq!(pages.last().unwrap().0, 200, "{pages:?}");
-    let (status, refused) = poll(&gate, &mut state, &mut wh, &alice, at + 600);
+    let (status, refused) = poll(
+        &room.gate,
+        &mut room.state,
+        &mut room.wh,
+        &room.alice,
+        at + 600,
+    );
     assert_eq!(
         (status, &refused["code"]),
         (409, &json!("no_queue")),
