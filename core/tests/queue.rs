@@ -1730,3 +1730,47 @@ fn a_line_stored_before_it_carried_the_sale_still_loads() {
         (5, Some(7), false)
     );
 }
+
+/// Before the start, a batch of joins gathered or out brings the line with its answer: a poll
+/// finding the line stale is answered from it rather than sending a refresh beside the batch,
+/// for as long as a batch may take.
+#[test]
+fn before_the_start_a_batch_of_joins_stands_in_for_the_line_s_refresh() {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let gate = Gate::new(config.clone()).gathering_joins();
+    let bound = config.queue_join_batch_ms + config.origin_timeout_ms + JOIN_TICK_MS;
+    let mut state = GateState::default();
+    let mut wh = Warehouse::new();
+    let (mut ann, bob) = (Shopper::new("ann"), Shopper::new("bob"));
+    wh.seat("ann", Ticket::from_raw(10), 0);
+    wh.seat("bob", Ticket::from_raw(11), 1);
+    let t0 = START - 30_000;
+    let (mut first, _, body) = gathered_join(&gate, &mut state, &mut wh, &ann, t0);
+    let Next::Send(batch) = first.check(&gate, &mut state, t0 + 1_000) else {
+        panic!("the batch is due");
+    };
+    let answered = t0 + 1_010;
+    let next = answer_batch(
+        &gate,
+        &mut state,
+        &mut wh,
+        (&ann, &body),
+        &mut first,
+        &batch,
+        answered,
+    );
+    let (status, joined) = responded(next);
+    assert_eq!(status, 200, "{joined}");
+    ann.place = joined["place"].as_str().map(str::to_owned);
+    // Bob's join is gathered; ann's poll finds the line stale: answered from it, no call.
+    let _second = gathered_join(&gate, &mut state, &mut wh, &bob, answered + 500);
+    wh.calls.clear();
+    let (status, view) = poll(&gate, &mut state, &mut wh, &ann, answered + 1_100);
+    assert_eq!((status, &view["state"]), (200, &json!("waiting")), "{view}");
+    assert_eq!(wh.calls, Vec::<&str>::new());
+    // Past a batch's time the line is refreshed all the same.
+    let (status, _) = poll(&gate, &mut state, &mut wh, &ann, answered + bound + 10);
+    assert_eq!(status, 200);
+    assert_eq!(wh.calls, vec![GET_QUEUE]);
+}
