@@ -1622,15 +1622,21 @@ fn a_gate_that_does_not_gather_sends_each_join_alone() {
     assert_eq!(wh.take_calls(), vec![JOIN, JOIN]);
 }
 
+/// A gate that gathers joins, with sale views lasting a second (the default), and how long a
+/// batch may take to answer (gathered, sent, replied to).
+fn gathering_with_fast_views() -> (Gate, i64) {
+    let mut config = config();
+    config.sale_ttl_ms = 1_000;
+    let bound = config.queue_join_batch_ms + config.origin_timeout_ms + JOIN_TICK_MS;
+    (Gate::new(config).gathering_joins(), bound)
+}
+
 /// Before an isolate has a sale's line, the joins it gathered bring it: while a batch is
 /// gathered or out, the sale's view waits for its answer instead of being read again, for as
 /// long as a batch may take; then the line refreshes the view.
 #[test]
 fn a_batch_of_joins_brings_the_sale_s_view_with_its_line() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config.clone()).gathering_joins();
-    let bound = config.queue_join_batch_ms + config.origin_timeout_ms + JOIN_TICK_MS;
+    let (gate, bound) = gathering_with_fast_views();
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
     let (ann, bob) = (Shopper::new("ann"), Shopper::new("bob"));
@@ -1686,9 +1692,7 @@ fn a_batch_of_joins_brings_the_sale_s_view_with_its_line() {
 /// the view is read as often as it would be without them.
 #[test]
 fn joins_answered_without_the_line_leave_the_view_to_its_own_reads() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config).gathering_joins();
+    let (gate, _) = gathering_with_fast_views();
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
     wh.line_carries_sale = false;
@@ -1736,10 +1740,7 @@ fn a_line_stored_before_it_carried_the_sale_still_loads() {
 /// for as long as a batch may take.
 #[test]
 fn before_the_start_a_batch_of_joins_stands_in_for_the_line_s_refresh() {
-    let mut config = config();
-    config.sale_ttl_ms = 1_000;
-    let gate = Gate::new(config.clone()).gathering_joins();
-    let bound = config.queue_join_batch_ms + config.origin_timeout_ms + JOIN_TICK_MS;
+    let (gate, bound) = gathering_with_fast_views();
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
     let (mut ann, bob) = (Shopper::new("ann"), Shopper::new("bob"));

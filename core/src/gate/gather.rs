@@ -202,10 +202,21 @@ impl Gate {
         Ok(Verdict::Wait(Box::new(wait), due))
     }
 
-    /// How long after a sale's view was read a batch of its joins may take to answer (gathered,
-    /// then sent and replied to): while one is gathered or out, the view waits for it that long.
-    pub(super) fn join_answer_ms(&self) -> i64 {
-        self.config.queue_join_batch_ms + self.config.origin_timeout_ms + JOIN_TICK_MS
+    /// Whether a batch of sale `id`'s joins, gathered or out, will bring its line (and the sale
+    /// with it) soon enough to stand in for a read of what was fetched at `fetched_ms`: within a
+    /// batch's time (gathered, then sent and replied to), and only from a warehouse whose batches
+    /// answer with the line.
+    pub(super) fn batch_brings_line(
+        &self,
+        state: &GateState,
+        id: i64,
+        fetched_ms: i64,
+        now: i64,
+    ) -> bool {
+        let batch_ms =
+            self.config.queue_join_batch_ms + self.config.origin_timeout_ms + JOIN_TICK_MS;
+        state.joins.get(&id).is_some_and(SaleJoins::brings_line)
+            && now.saturating_sub(fetched_ms) < batch_ms
     }
 
     /// Where a gathered join stands at `now`: its answer, its batch to send (a forward), or a

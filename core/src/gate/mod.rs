@@ -379,13 +379,7 @@ impl Gate {
                 sale: Some(sale),
                 fetched_ms,
                 ..
-            }) if sale.waiting_room
-                && state
-                    .joins
-                    .get(&id)
-                    .is_some_and(|joins| joins.brings_line())
-                && now.saturating_sub(*fetched_ms) < self.join_answer_ms() =>
-            {
+            }) if sale.waiting_room && self.batch_brings_line(state, id, *fetched_ms, now) => {
                 return Ok(*sale)
             }
             Some(SaleEntry { sale: Some(_), .. }) => {}

@@ -260,7 +260,16 @@ impl Gate {
         let every = self.config.queue_refresh_ms;
         let entry = state.queues.get(&id).copied().unwrap_or_default();
         if let Some(snapshot) = entry.snapshot {
-            if now.saturating_sub(entry.fetched_ms) < every || self.batch_brings(state, id, now) {
+            // Before the start nobody is admitted, so a pre-queue's line need not be fresher
+            // than its batches: a crowd joining costs one call a second, not two.
+            let before_start = state
+                .sales
+                .get(&id)
+                .and_then(|entry| entry.sale)
+                .is_some_and(|sale| now < sale.start_ms);
+            if now.saturating_sub(entry.fetched_ms) < every
+                || (before_start && self.batch_brings_line(state, id, entry.fetched_ms, now))
+            {
                 return Ok(snapshot);
             }
         }
@@ -286,25 +295,6 @@ impl Gate {
         let asked = entry.asked_ms.unwrap_or(now);
         let wait = every.saturating_sub(now.saturating_sub(asked)).max(0) as u64;
         Err(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)))
-    }
-
-    /// Whether, before sale `id`'s start, a batch of its joins gathered or out will bring the
-    /// line soon enough to stand in for a refresh: nobody is admitted before the start, so a
-    /// pre-queue's line need not be fresher than its batches, and a crowd joining costs one call
-    /// a second, not two. Bounded by a batch's time since the line was fetched.
-    fn batch_brings(&self, state: &GateState, id: i64, now: i64) -> bool {
-        let before_start = state
-            .sales
-            .get(&id)
-            .and_then(|entry| entry.sale)
-            .is_some_and(|sale| now < sale.start_ms);
-        let fetched = state.queues.get(&id).map_or(i64::MIN, |q| q.fetched_ms);
-        before_start
-            && state
-                .joins
-                .get(&id)
-                .is_some_and(|joins| joins.brings_line())
-            && now.saturating_sub(fetched) < self.join_answer_ms()
     }
 
     /// The answer to `Queue/JoinQueue`: the place with its token, or why there is none.
