@@ -1631,6 +1631,32 @@ fn gathering_with_fast_views() -> (Gate, i64) {
     (Gate::new(config).gathering_joins(), bound)
 }
 
+/// `who` joins at `t0` through a gathering gate, alone in a batch sent when due (a batch
+/// interval later) and answered 10 ms after: the join's answer.
+fn joined_alone(
+    gate: &Gate,
+    state: &mut GateState,
+    wh: &mut Warehouse,
+    who: &Shopper,
+    t0: i64,
+) -> (u16, Value) {
+    let (mut exchange, _, body) = gathered_join(gate, state, wh, who, t0);
+    let due = t0 + gate.config().queue_join_batch_ms;
+    let Next::Send(batch) = exchange.check(gate, state, due) else {
+        panic!("the batch is due");
+    };
+    let next = answer_batch(
+        gate,
+        state,
+        wh,
+        (who, &body),
+        &mut exchange,
+        &batch,
+        due + 10,
+    );
+    responded(next)
+}
+
 /// Before an isolate has a sale's line, the joins it gathered bring it: while a batch is
 /// gathered or out, the sale's view waits for its answer instead of being read again, for as
 /// long as a batch may take; then the line refreshes the view.
@@ -1700,20 +1726,8 @@ fn joins_answered_without_the_line_leave_the_view_to_its_own_reads() {
     wh.seat("ann", Ticket::from_raw(10), 0);
     wh.seat("bob", Ticket::from_raw(11), 1);
     let t0 = START - 10_000;
-    let (mut first, _, body) = gathered_join(&gate, &mut state, &mut wh, &ann, t0);
-    let Next::Send(batch) = first.check(&gate, &mut state, t0 + 1_000) else {
-        panic!("the batch is due");
-    };
-    let next = answer_batch(
-        &gate,
-        &mut state,
-        &mut wh,
-        (&ann, &body),
-        &mut first,
-        &batch,
-        t0 + 1_010,
-    );
-    assert_eq!(responded(next).0, 200);
+    let (status, _) = joined_alone(&gate, &mut state, &mut wh, &ann, t0);
+    assert_eq!(status, 200);
     // Bob's join is gathered (his challenge read the view again), and a second later the view
     // is stale: it is read, not left to his batch.
     let _second = gathered_join(&gate, &mut state, &mut wh, &bob, t0 + 1_100);
@@ -1747,21 +1761,8 @@ fn before_the_start_a_batch_of_joins_stands_in_for_the_line_s_refresh() {
     wh.seat("ann", Ticket::from_raw(10), 0);
     wh.seat("bob", Ticket::from_raw(11), 1);
     let t0 = START - 30_000;
-    let (mut first, _, body) = gathered_join(&gate, &mut state, &mut wh, &ann, t0);
-    let Next::Send(batch) = first.check(&gate, &mut state, t0 + 1_000) else {
-        panic!("the batch is due");
-    };
+    let (status, joined) = joined_alone(&gate, &mut state, &mut wh, &ann, t0);
     let answered = t0 + 1_010;
-    let next = answer_batch(
-        &gate,
-        &mut state,
-        &mut wh,
-        (&ann, &body),
-        &mut first,
-        &batch,
-        answered,
-    );
-    let (status, joined) = responded(next);
     assert_eq!(status, 200, "{joined}");
     ann.place = joined["place"].as_str().map(str::to_owned);
     // Bob's join is gathered; ann's poll finds the line stale: answered from it, no call.
