@@ -5,8 +5,8 @@
 //! nothing.
 
 use flashgate_core::gate::{
-    Completion, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, OriginReply, Request,
-    Response, Verdict, DEMO_PREFIX,
+    Completion, Exchange, Forward, Gate, GateConfig, GateState, Headers, NetworkLimit, Next,
+    OriginReply, Request, Response, Verdict, BUY_TICK_MS, DEMO_PREFIX,
 };
 use flashgate_core::grpc_web::{self, StatusHeaders};
 use flashgate_core::identity::{Identity, TokenPolicy, UserKeys};
@@ -14,8 +14,8 @@ use flashgate_core::link::KeyRing;
 use flashgate_core::origin_auth;
 use flashgate_core::pow;
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReply, BuyReq, Event, EventList, EventReq, EventState, Order, OrderReq,
-    OrderStatus,
+    buy_result, BuyManyReply, BuyManyReq, BuyOutcome, BuyRefused, BuyReply, BuyReq, BuyResult,
+    Event, EventList, EventReq, EventState, Order, OrderReq, OrderStatus,
 };
 use flashgate_core::refusal::{Reason, Refusal};
 use proptest::prelude::*;
@@ -1694,4 +1694,243 @@ proptest! {
         let span = now - START;
         prop_assert!(warehouse.reads.len() as i64 <= span / every + 1);
     }
+}
+
+const BUY_MANY: &str = "/flashsale.Seckill/BuyMany";
+
+/// A shopper with a link to sale 7, minted at `now`, and the buy to send through it.
+fn linked(gate: &Gate, state: &mut GateState, user: &str, now: i64) -> (Shopper, String) {
+    let mut who = Shopper::new(user, "203.0.113.5", now);
+    let solved = solved_challenge(gate, state, &mut who, now);
+    let path = mint_link(gate, state, &mut who, &solved, now);
+    (who, path)
+}
+
+/// A gathered buy's start: the exchange, and what it does first.
+fn start_buy(
+    gate: &Gate,
+    state: &mut GateState,
+    who: &mut Shopper,
+    path: &str,
+    now: i64,
+) -> (Exchange, Next) {
+    let mut exchange = Exchange::default();
+    let req = who.request("POST", path, b"", now);
+    let next = exchange.start(gate, &req, state);
+    (exchange, next)
+}
+
+/// The buys of a `BuyMany`, in its order.
+fn batch_of(call: &Forward) -> Vec<BuyReq> {
+    assert_eq!(call.path, BUY_MANY);
+    BuyManyReq::decode(&call.body[5..]).unwrap().buys
+}
+
+fn queued(order_no: &str, remaining: i32) -> BuyResult {
+    BuyResult {
+        result: Some(buy_result::Result::Reply(BuyReply {
+            outcome: BuyOutcome::Queued.into(),
+            order_no: order_no.into(),
+            remaining,
+        })),
+    }
+}
+
+fn buy_answer(next: Next) -> (u16, Value) {
+    match next {
+        Next::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn buys_that_come_while_one_is_out_go_together_and_each_gets_its_own_answer() {
+    let gate = Gate::new(config()).gathering_buys();
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let (mut ann, ann_path) = linked(&gate, &mut state, "ann", now);
+    let mut buyers: Vec<(Shopper, String)> = ["bob", "cat"]
+        .iter()
+        .map(|u| linked(&gate, &mut state, u, now))
+        .collect();
+
+    // A lone buy leaves at once, as a batch of one.
+    let (mut ann_x, next) = start_buy(&gate, &mut state, &mut ann, &ann_path, now);
+    assert_eq!(
+        next,
+        Next::Wait { until_ms: now },
+        "no timer before it leaves"
+    );
+    let Next::Send(first) = ann_x.check(&gate, &mut state, now) else {
+        panic!("nothing is out: it is sent");
+    };
+    assert_eq!(
+        batch_of(&first)
+            .iter()
+            .map(|b| &b.user_id[..])
+            .collect::<Vec<_>>(),
+        ["ann"]
+    );
+
+    // Two more while it is out: they wait for it, a tick at a time, and send nothing.
+    let mut waiting = Vec::new();
+    for (who, path) in &mut buyers {
+        let (mut x, next) = start_buy(&gate, &mut state, who, path, now + 2);
+        assert_eq!(next, Next::Wait { until_ms: now + 2 });
+        let next = x.check(&gate, &mut state, now + 2);
+        assert_eq!(
+            next,
+            Next::Wait {
+                until_ms: now + 2 + BUY_TICK_MS
+            }
+        );
+        waiting.push(x);
+    }
+
+    // The reply answers ann with her order.
+    let reply = ok(&BuyManyReply {
+        results: vec![queued("7-ann", 9)],
+    });
+    let again = ann.request("POST", &ann_path, b"", now + 5);
+    let next = ann_x.reply(&gate, &again, &mut state, &first, http(&reply), now + 5);
+    let (status, body) = buy_answer(next);
+    assert_eq!(
+        (status, body["order_no"].as_str()),
+        (202, Some("7-ann")),
+        "{body}"
+    );
+
+    // The next to look sends both the others', in the order they came.
+    let Next::Send(second) = waiting[0].check(&gate, &mut state, now + 2 + BUY_TICK_MS) else {
+        panic!("the sale's call is back: the next batch leaves");
+    };
+    let sent = batch_of(&second);
+    assert_eq!(
+        sent.iter().map(|b| &b.user_id[..]).collect::<Vec<_>>(),
+        ["bob", "cat"]
+    );
+    assert!(sent.iter().all(|b| b.event_id == 7 && b.qty == 1));
+    assert_ne!(
+        sent[0].request_id, sent[1].request_id,
+        "each its own link's"
+    );
+    assert_eq!(
+        waiting[1].check(&gate, &mut state, now + 2 + BUY_TICK_MS),
+        Next::Wait {
+            until_ms: now + 2 + 2 * BUY_TICK_MS
+        },
+        "cat's buy is in the batch out"
+    );
+
+    // bob won; cat's request id had bought another quantity already: refused as the single
+    // buy would be, and only cat's.
+    let reply = ok(&BuyManyReply {
+        results: vec![
+            queued("7-bob", 8),
+            BuyResult {
+                result: Some(buy_result::Result::Refused(BuyRefused {
+                    code: 6,
+                    message: "request id used for qty 2".into(),
+                })),
+            },
+        ],
+    });
+    let (bob, bob_path) = &mut buyers[0];
+    let again = bob.request("POST", bob_path, b"", now + 40);
+    let next = waiting[0].reply(&gate, &again, &mut state, &second, http(&reply), now + 40);
+    let (status, body) = buy_answer(next);
+    assert_eq!(
+        (status, body["order_no"].as_str()),
+        (202, Some("7-bob")),
+        "{body}"
+    );
+    let (status, body) = buy_answer(waiting[1].check(&gate, &mut state, now + 42));
+    assert_eq!((status, body["code"].as_str()), (409, Some("link_used")));
+    assert!(state.breaker.is_closed(), "business answers, not failures");
+}
+
+#[test]
+fn a_batch_of_buys_whose_reply_is_lost_is_sent_again_with_the_same_requests() {
+    let gate = Gate::new(config()).gathering_buys();
+    let lost_after = config().origin_timeout_ms + BUY_TICK_MS;
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let (mut ann, path) = linked(&gate, &mut state, "ann", now);
+    let (mut x, _) = start_buy(&gate, &mut state, &mut ann, &path, now);
+    let Next::Send(first) = x.check(&gate, &mut state, now) else {
+        panic!("sent at once");
+    };
+    // Its reply never comes (the adapter's send under `waitUntil` died with it): ann's buy
+    // waits, then goes again, the same request, so the warehouse answers it with one order.
+    assert_eq!(
+        x.check(&gate, &mut state, now + lost_after),
+        Next::Wait {
+            until_ms: now + lost_after + BUY_TICK_MS
+        }
+    );
+    let Next::Send(again) = x.check(&gate, &mut state, now + lost_after + 1) else {
+        panic!("lost: gathered again and sent");
+    };
+    assert_eq!(batch_of(&again), batch_of(&first));
+
+    // A reply that does not answer every buy counts as none: 503, and a failure for the
+    // breaker (two of them open it, in this configuration).
+    let short = ok(&BuyManyReply { results: vec![] });
+    let req = ann.request("POST", &path, b"", now + lost_after + 5);
+    let next = x.reply(
+        &gate,
+        &req,
+        &mut state,
+        &again,
+        http(&short),
+        now + lost_after + 5,
+    );
+    let (status, body) = buy_answer(next);
+    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
+    assert!(state.breaker.is_closed(), "one failure of the two it takes");
+    let later = now + lost_after + 10;
+    let (mut x, _) = start_buy(&gate, &mut state, &mut ann, &path, later);
+    let Next::Send(third) = x.check(&gate, &mut state, later) else {
+        panic!("ann tries again: sent");
+    };
+    let req = ann.request("POST", &path, b"", later);
+    let garbled = b"\x00\x00\x00\x00\x09abc";
+    buy_answer(x.reply(&gate, &req, &mut state, &third, http(garbled), later + 5));
+    assert!(!state.breaker.is_closed(), "two failed batches open it");
+    // Open: the next buy is failed fast, at the edge.
+    let (mut x, _) = start_buy(&gate, &mut state, &mut ann, &path, later + 10);
+    let (status, _) = buy_answer(x.check(&gate, &mut state, later + 10));
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn a_sold_out_answer_in_a_batch_stops_the_next_buys_at_the_edge() {
+    let gate = Gate::new(config()).gathering_buys();
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let (mut ann, ann_path) = linked(&gate, &mut state, "ann", now);
+    let (mut bob, bob_path) = linked(&gate, &mut state, "bob", now);
+    let (mut x, _) = start_buy(&gate, &mut state, &mut ann, &ann_path, now);
+    let Next::Send(call) = x.check(&gate, &mut state, now) else {
+        panic!("sent at once");
+    };
+    let reply = ok(&BuyManyReply {
+        results: vec![queued("7-ann", 0)],
+    });
+    let req = ann.request("POST", &ann_path, b"", now + 5);
+    let (status, _) = buy_answer(x.reply(&gate, &req, &mut state, &call, http(&reply), now + 5));
+    assert_eq!(status, 202);
+    // The last unit went to ann: bob is told at the edge, and nothing is gathered or sent.
+    let req = bob.request("POST", &bob_path, b"", now + 10);
+    refused_as(&gate.decide(&req, &mut state), 410, "sold_out");
+}
+
+#[test]
+fn a_gate_that_does_not_gather_sends_each_buy_alone() {
+    let gate = Gate::new(config());
+    let mut state = GateState::default();
+    let now = START + 1_000;
+    let (mut ann, path) = linked(&gate, &mut state, "ann", now);
+    let req = ann.request("POST", &path, b"", now);
+    assert_eq!(forward(gate.decide(&req, &mut state)).path, BUY);
 }

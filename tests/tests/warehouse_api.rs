@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use flashgate_core::proto::common::SkuIdReq;
 use flashgate_core::proto::flashsale::{
-    BuyOutcome, BuyReq, Event, EventReq, EventStatus, ListEventsReq, Order, OrderReq, OrderStatus,
-    PayOrderReq, PutSkuStockReq, SkuLedgerReq,
+    buy_result, BuyManyReq, BuyOutcome, BuyReq, Event, EventReq, EventStatus, ListEventsReq, Order,
+    OrderReq, OrderStatus, PayOrderReq, PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::proto::warehouse::{SkuStockLockReq, SkuStockUnlockReq, SkusReq};
-use flashgate_core::stock::MAX_PRICE;
+use flashgate_core::stock::{BUY_MANY_MAX, MAX_PRICE};
 use flashgate_core::warehouse::audit;
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::{now_ms, LISTED_AFTER_END_MS};
@@ -1413,4 +1413,86 @@ async fn list_events_lists_upcoming_running_and_recently_ended_sales() {
         .unwrap()
         .into_inner();
     assert_eq!(list.ids, vec![11, 13]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buy_many_decides_each_entry_as_its_own_buy_in_order() {
+    let (_redis, _store, w) = running_sale(31).await;
+    let mut sk = w.seckill();
+    let entries = vec![
+        buy(1, "ann", 1, "r1"),
+        buy(1, "ann", 1, "r2"),
+        buy(1, "ann", 1, "r3"),   // her third unit: over the limit of 2
+        buy(1, "ann", 2, "r1"),   // r1 bought one unit just before
+        buy(1, "bob", 0, "r1"),   // not a quantity
+        buy(1, "bob", 2, "r1"),   // the pool's last two but one
+        buy(1, "cid", 1, "r1"),   // the last
+        buy(1, "dan", 1, "r1"),   // none left
+        buy(404, "eve", 1, "r1"), // no such sale
+    ];
+    let reply = sk
+        .buy_many(BuyManyReq {
+            buys: entries.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.results.len(), entries.len(), "one result per entry");
+    let outcome = |i: usize| match &reply.results[i].result {
+        Some(buy_result::Result::Reply(r)) => Ok((r.outcome(), r.order_no.clone(), r.remaining)),
+        Some(buy_result::Result::Refused(r)) => Err((r.code, r.message.clone())),
+        None => panic!("entry {i} has no result"),
+    };
+    let won = |i: usize| {
+        let (o, no, remaining) = outcome(i).unwrap_or_else(|e| panic!("entry {i}: {e:?}"));
+        assert_eq!(o, BuyOutcome::Queued, "entry {i}");
+        assert!(!no.is_empty());
+        (no, remaining)
+    };
+    let (ann1, left) = won(0);
+    assert_eq!(left, 4);
+    assert_eq!(won(1).1, 3);
+    assert_eq!(outcome(2).unwrap().0, BuyOutcome::LimitReached);
+    let (code, message) = outcome(3).unwrap_err();
+    assert_eq!(code, Code::AlreadyExists as i32);
+    assert!(message.contains("request_id"), "{message}");
+    let (code, message) = outcome(4).unwrap_err();
+    assert_eq!(code, Code::InvalidArgument as i32);
+    assert!(message.contains("qty"), "{message}");
+    assert_eq!(won(5).1, 1);
+    assert_eq!(won(6).1, 0);
+    assert_eq!(outcome(7).unwrap().0, BuyOutcome::SoldOut);
+    assert_eq!(outcome(8).unwrap().0, BuyOutcome::UnknownEvent);
+    // Five units left the pool for five orders, nothing more.
+    let (total, available, pools, locked, sold) = ledger(&w, 31).await;
+    assert_eq!((total, pools, locked, sold), (10, 0, 5, 0));
+    assert_eq!(available, 5);
+
+    // The same call again (an edge whose reply was lost) is the same decisions: the same orders,
+    // no unit taken twice.
+    let again = sk
+        .buy_many(BuyManyReq { buys: entries })
+        .await
+        .unwrap()
+        .into_inner();
+    match &again.results[0].result {
+        Some(buy_result::Result::Reply(r)) => assert_eq!(r.order_no, ann1),
+        other => panic!("ann's first buy again: {other:?}"),
+    }
+    assert_eq!(ledger(&w, 31).await, (10, 5, 0, 5, 0));
+
+    // The call's own bounds.
+    assert_refused(
+        sk.buy_many(BuyManyReq { buys: vec![] }).await,
+        Code::InvalidArgument,
+        "buys",
+    );
+    let too_many = (0..=BUY_MANY_MAX)
+        .map(|i| buy(1, &format!("u{i}"), 1, "r1"))
+        .collect();
+    assert_refused(
+        sk.buy_many(BuyManyReq { buys: too_many }).await,
+        Code::InvalidArgument,
+        "buys",
+    );
 }

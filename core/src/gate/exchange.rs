@@ -6,7 +6,7 @@
 //! state between steps, so an adapter may release its state (a thread-local, a key-value entry)
 //! while the call is in flight.
 
-use super::gather::{Gathered, JoinWait};
+use super::gather::{Gathered, Waiting};
 use super::origin::{Completion, Forward, OriginReply};
 use super::request::Request;
 use super::response::Response;
@@ -21,8 +21,9 @@ pub enum Next {
     Respond(Response),
     /// Send this call to the warehouse and hand its reply to [`Exchange::reply`].
     Send(Forward),
-    /// A gathered join (a gate [gathering joins](Gate::gathering_joins) only): wait until
-    /// `until_ms` (unix ms; at once if that has passed), then [`Exchange::check`].
+    /// A gathered join or buy (a gate that [gathers joins](Gate::gathering_joins) or
+    /// [buys](Gate::gathering_buys) only): wait until `until_ms` (unix ms; at once if that has
+    /// passed), then [`Exchange::check`].
     Wait {
         /// When to look again.
         until_ms: i64,
@@ -53,8 +54,8 @@ pub enum Next {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exchange {
     retries: u8,
-    /// The request's gathered join, while it waits for its batch.
-    join: Option<Box<JoinWait>>,
+    /// The request's gathered join or buy, while it waits for its batch.
+    waiting: Option<Box<Waiting>>,
 }
 
 /// How often one request may be decided again: once for the directory of sale ids, once for
@@ -78,14 +79,14 @@ impl Exchange {
         self.next(gate.decide_again(req, state))
     }
 
-    /// Looks at a gathered join again at `now_ms`, after [`Next::Wait`]: its answer, its batch
-    /// to send (this request sends it for every join in it), or another wait.
+    /// Looks at a gathered join or buy again at `now_ms`, after [`Next::Wait`]: its answer, its
+    /// batch to send (this request sends it for every request in it), or another wait.
     pub fn check(&mut self, gate: &Gate, state: &mut GateState, now_ms: i64) -> Next {
-        let Some(join) = self.join.as_deref() else {
+        let Some(waiting) = self.waiting.as_deref() else {
             // Nothing waits: an adapter's mistake, answered rather than looped on.
             return Next::Respond(Refusal::after(Reason::Unavailable, 1_000).into());
         };
-        match gate.join_step(state, join, now_ms) {
+        match gate.gathered_step(state, waiting, now_ms) {
             Gathered::Wait(until_ms) => Next::Wait { until_ms },
             Gathered::Done(verdict) => self.next(verdict),
         }
@@ -117,16 +118,16 @@ impl Exchange {
 
     fn next(&mut self, verdict: Verdict) -> Next {
         let response = match verdict {
-            Verdict::Wait(join, until_ms) => {
-                self.join = Some(join);
+            Verdict::Wait(waiting, until_ms) => {
+                self.waiting = Some(waiting);
                 return Next::Wait { until_ms };
             }
-            // A gathered join's batch among them: the join still waits for its answer.
+            // A gathered batch among them: its sender still waits for its own answer.
             Verdict::Forward(call) => return Next::Send(call),
             Verdict::Respond(response) => response,
             Verdict::Refuse(refusal) => refusal.into(),
         };
-        self.join = None;
+        self.waiting = None;
         Next::Respond(response)
     }
 }

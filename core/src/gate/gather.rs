@@ -1,35 +1,55 @@
-//! Gathered joins: an instance that serves many requests at once (a Worker isolate; see
-//! [`Gate::gathering_joins`]) does not send each `POST /api/events/{id}/queue` to the warehouse
-//! as a `Queue/JoinQueue` of its own. It gathers a sale's joins for
+//! Gathered calls: an instance that serves many requests at once (a Worker isolate) sends
+//! several requests' calls to the warehouse as one.
+//!
+//! **Joins** ([`Gate::gathering_joins`]): each `POST /api/events/{id}/queue` is not a
+//! `Queue/JoinQueue` of its own. The instance gathers a sale's joins for
 //! [`GateConfig::queue_join_batch_ms`](super::GateConfig::queue_join_batch_ms) and sends them
 //! in one `Queue/JoinQueueMany` (at most [`JOIN_MANY_MAX`] users a call, one call in flight per
 //! sale), so a crowd joining costs the warehouse about one call per interval per instance
 //! instead of one per place. Each join is answered with its own place token once its batch's
 //! reply is in, exactly as a single join's reply would have answered it.
 //!
+//! **Buys** ([`Gate::gathering_buys`]): a sale's `POST /api/buy/{token}`s go in
+//! `Seckill/BuyMany` calls, one out per sale at a time, each taking every buy that came while
+//! the one before was out (at most [`BUY_MANY_MAX`]; no timer, so a lone buy leaves at once and
+//! a batch grows only as long as the warehouse takes to answer). The warehouse decides each
+//! exactly as the single `Buy` would (its own user, quantity, request id and limit), and its
+//! batch lane decides a call's buys with one script call, so a crowd buying costs one request,
+//! one HTTP/2 exchange and one script call per batch instead of one each per buy. Every buy was
+//! verified (its signed link, the rate limits, the sale's window and sold-out flag) before it
+//! is gathered, so a farm gathers no more buys than it could send singly.
+//!
 //! The adapter's side is [`Next::Wait`](super::Next::Wait): sleep until the time it names, then
-//! [`Exchange::check`](super::Exchange::check). Whichever waiting join of the sale finds its batch
-//! due sends it (the Worker under `waitUntil`, so the client that happened to send it cannot
-//! cancel the others' joins by going away); the others find their answers in the [`GateState`]
-//! when it is back. Nothing depends on one request: a batch whose reply never came back is
-//! gathered again after the origin timeout, and a join that waited [`MAX_JOIN_WAIT_MS`] without
+//! [`Exchange::check`](super::Exchange::check). Whichever waiting request of the sale finds its
+//! batch due sends it (the Worker under `waitUntil`, so the client that happened to send it
+//! cannot cancel the others' requests by going away); the others find their answers in the
+//! [`GateState`] when it is back. Nothing depends on one request: a batch whose reply never came
+//! back is gathered again after the origin timeout (a buy again is the same buy: its request id
+//! is its link's), and a request that waited [`MAX_JOIN_WAIT_MS`] ([`MAX_BUY_WAIT_MS`]) without
 //! an answer is answered `503` with a retry time.
 //!
 //! Fairness: the warehouse decides drawn or arrival by its own clock when the batch arrives, so
-//! a batch gathered before the start is sent by [`JOIN_START_LEAD_MS`] before it, and a join
-//! made in the pre-queue is drawn however the gathering falls.
+//! a batch of joins gathered before the start is sent by [`JOIN_START_LEAD_MS`] before it, and
+//! a join made in the pre-queue is drawn however the gathering falls. A sale's buys leave an
+//! instance in the order they came.
 //!
-//! What it deliberately does not do: decide a place (the warehouse does, per user, as for a
-//! single join), or gather on Spin (one request per instance: nothing to gather with).
+//! What it deliberately does not do: decide a place or a buy (the warehouse does, one by one,
+//! as for single calls), or gather on Spin (one request per instance: nothing to gather with).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::origin::{Call, Seat};
+use super::origin::{observe_buy, status_refusal, Call, Seat};
+use super::response::buy_response;
 use super::state::GateState;
 use super::{Gate, Verdict};
 use crate::admission::JOIN_MANY_MAX;
-use crate::proto::flashsale::{JoinQueueManyReq, QueuePlace};
+use crate::breaker::Outcome;
+use crate::grpc_web::Code;
+use crate::proto::flashsale::{
+    buy_result, BuyManyReq, BuyReply, BuyReq, BuyResult, JoinQueueManyReq, QueuePlace,
+};
 use crate::refusal::{Reason, Refusal};
+use crate::stock::{BUY_MANY_MAX, FIELD_SEP};
 
 /// How often a waiting join looks for its answer while its sale's batch is out.
 pub const JOIN_TICK_MS: i64 = 50;
@@ -48,6 +68,17 @@ pub const JOIN_CLOSE_GATHER_MS: i64 = 100;
 /// How many joins of one sale an instance gathers at most; more are answered `503` until the
 /// batches drain.
 pub const MAX_GATHERED: usize = 20 * JOIN_MANY_MAX;
+
+/// How often a gathered buy looks for its answer, or for its sale's call out to come back so
+/// that it can send the next.
+pub const BUY_TICK_MS: i64 = 20;
+
+/// The longest a buy waits for its batch's answer before it is answered `503` (tried again
+/// with the same link, it finds its order if the warehouse took it).
+pub const MAX_BUY_WAIT_MS: i64 = 10_000;
+
+/// How many buys of one sale an instance gathers at most; more are answered `503`.
+pub const MAX_GATHERED_BUYS: usize = 20 * BUY_MANY_MAX;
 
 /// How long a batch's answers are kept for the joins that wait for them.
 const ANSWER_KEEP_MS: i64 = 5_000;
@@ -84,32 +115,57 @@ struct PlaceReply(QueuePlace);
 
 impl Eq for PlaceReply {}
 
-/// One sale's gathered joins in an instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct SaleJoins {
-    /// Users waiting to be sent, in arrival order.
-    queued: VecDeque<String>,
-    /// When the oldest of `queued` came (unix ms).
-    opened_ms: i64,
-    /// The batches out: their users, when each left, and when it had opened. One at a time
-    /// from the start on; before it, batches do not wait for one another.
-    out: Vec<(Vec<String>, i64, i64)>,
-    /// Every user queued or out (each is sent once however often they join meanwhile).
-    members: HashSet<String>,
-    /// Users' answers, and when they came.
-    answers: HashMap<String, (Answered, i64)>,
-    /// When a join came or a batch was answered last (unix ms).
-    touched_ms: i64,
-    /// A batch was answered without the line (a warehouse from before replies carried it).
-    pub(super) lineless: bool,
+/// What a gathered item is known by: each is sent once however often it is asked for meanwhile,
+/// and its answer is found under this key.
+pub(super) trait Keyed {
+    fn key(&self) -> &str;
 }
 
-impl SaleJoins {
-    /// Whether there is nothing to keep: no join waits and no answer is wanted, or nothing
-    /// happened for longer than any join waits (the joins still gathered have all given up).
-    pub(super) fn is_idle(&self, now_ms: i64) -> bool {
+impl Keyed for String {
+    fn key(&self) -> &str {
+        self
+    }
+}
+
+/// Items of one sale gathered in an instance for calls that carry many (a sale's joins, its
+/// buys): queued in arrival order, sent in batches, and answered by key to the requests that
+/// wait for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Gathering<T, A> {
+    /// Items waiting to be sent, in arrival order.
+    queued: VecDeque<T>,
+    /// When the oldest of `queued` came (unix ms).
+    opened_ms: i64,
+    /// The batches out: their items, when each left, and when it had opened.
+    out: Vec<(Vec<T>, i64, i64)>,
+    /// The keys of every item queued or out.
+    members: HashSet<String>,
+    /// Answers by key, and when they came.
+    answers: HashMap<String, (A, i64)>,
+    /// When an item came or a batch was answered last (unix ms).
+    touched_ms: i64,
+}
+
+impl<T, A> Default for Gathering<T, A> {
+    fn default() -> Self {
+        Gathering {
+            queued: VecDeque::new(),
+            opened_ms: 0,
+            out: Vec::new(),
+            members: HashSet::new(),
+            answers: HashMap::new(),
+            touched_ms: 0,
+        }
+    }
+}
+
+impl<T: Keyed + Clone, A: Clone> Gathering<T, A> {
+    /// Whether there is nothing to keep: nothing waits and no answer is wanted, or nothing
+    /// happened for longer than any request waits (`max_wait_ms`: the ones still gathered have
+    /// all given up).
+    fn is_idle(&self, now_ms: i64, max_wait_ms: i64) -> bool {
         let quiet = now_ms.saturating_sub(self.touched_ms);
-        quiet >= MAX_JOIN_WAIT_MS + ANSWER_KEEP_MS
+        quiet >= max_wait_ms + ANSWER_KEEP_MS
             || (self.members.is_empty()
                 && self
                     .answers
@@ -117,35 +173,195 @@ impl SaleJoins {
                     .all(|&(_, at)| now_ms.saturating_sub(at) >= ANSWER_KEEP_MS))
     }
 
-    /// Whether joins are gathered or out and their batch's answer will carry the line.
-    pub(super) fn brings_line(&self) -> bool {
-        !self.members.is_empty() && !self.lineless
-    }
-
     /// Drops answers nobody came for.
-    pub(super) fn prune(&mut self, now_ms: i64) {
+    fn prune(&mut self, now_ms: i64) {
         self.answers
             .retain(|_, &mut (_, at)| now_ms.saturating_sub(at) < ANSWER_KEEP_MS);
     }
 
-    fn enqueue(&mut self, user: &str, now_ms: i64) {
+    /// Queues `item`, unless an item of its key is queued or out already.
+    fn enqueue(&mut self, item: &T, now_ms: i64) {
         self.touched_ms = now_ms;
-        // A new join asks anew: an answer kept from an earlier one is not this one's.
-        self.answers.remove(user);
-        if self.members.insert(user.to_owned()) {
+        // A new request asks anew: an answer kept from an earlier one is not this one's.
+        self.answers.remove(item.key());
+        if self.members.insert(item.key().to_owned()) {
             if self.queued.is_empty() {
                 self.opened_ms = now_ms;
             }
-            self.queued.push_back(user.to_owned());
+            self.queued.push_back(item.clone());
         }
+    }
+
+    /// The answer for `key`, if its batch's reply is in.
+    fn answer_of(&self, key: &str) -> Option<A> {
+        self.answers.get(key).map(|(answer, _)| answer.clone())
+    }
+
+    /// Queues again the batches out for longer than `lost_after_ms`: their replies are lost.
+    /// Each is due again at once, since it was due when it left.
+    fn requeue_lost(&mut self, now_ms: i64, lost_after_ms: i64) {
+        while let Some(i) = self
+            .out
+            .iter()
+            .position(|(_, sent_ms, _)| now_ms.saturating_sub(*sent_ms) > lost_after_ms)
+        {
+            let (lost, _, opened) = self.out.remove(i);
+            self.opened_ms = if self.queued.is_empty() {
+                opened
+            } else {
+                self.opened_ms.min(opened)
+            };
+            for item in lost.into_iter().rev() {
+                self.queued.push_front(item);
+            }
+        }
+    }
+
+    /// Takes the next batch (at most `max` items) out, sent at `now_ms`. What is left keeps the
+    /// time its batch opened.
+    fn send(&mut self, max: usize, now_ms: i64) -> Vec<T> {
+        let n = self.queued.len().min(max);
+        let items: Vec<T> = self.queued.drain(..n).collect();
+        self.out.push((items.clone(), now_ms, self.opened_ms));
+        items
+    }
+
+    /// Takes back the batch just sent (the breaker failed it fast) and answers it `answer`.
+    fn fail_last(&mut self, answer: A, now_ms: i64) {
+        if let Some((items, _, _)) = self.out.pop() {
+            let keys: Vec<String> = items.iter().map(|i| i.key().to_owned()).collect();
+            self.answered(&keys, std::iter::repeat(answer), now_ms);
+        }
+    }
+
+    /// The reply to the batch of `keys`: an answer per item, in order. A late reply of a batch
+    /// gathered again is not dropped either: its answers are the warehouse's all the same.
+    fn answered(&mut self, keys: &[String], answers: impl Iterator<Item = A>, now_ms: i64) {
+        self.out.retain(|(out, _, _)| {
+            out.len() != keys.len() || out.iter().zip(keys).any(|(item, key)| item.key() != key)
+        });
+        self.touched_ms = now_ms;
+        for (key, answer) in keys.iter().zip(answers) {
+            self.members.remove(key);
+            self.answers.insert(key.clone(), (answer, now_ms));
+        }
+    }
+}
+
+/// A buy gathered with its sale's others: the request to send, and the key its answer is found
+/// under (the user and the request id: a link's nonce is its own, but a key that names the user
+/// keeps one user's answer from ever reaching another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatheredBuy {
+    req: BuyRequestOf,
+    key: String,
+}
+
+/// A `BuyReq` kept in the (`Eq`) state: prost derives only `PartialEq`, and this message has no
+/// float field, so its equality is total.
+#[derive(Debug, Clone, PartialEq)]
+struct BuyRequestOf(BuyReq);
+
+impl Eq for BuyRequestOf {}
+
+impl GatheredBuy {
+    fn new(req: BuyReq) -> Self {
+        let key = format!("{}{}{}", req.user_id, FIELD_SEP, req.request_id);
+        GatheredBuy {
+            req: BuyRequestOf(req),
+            key,
+        }
+    }
+}
+
+impl Keyed for GatheredBuy {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// One request's buy, gathered with the others of its sale (see [`Gate::gathering_buys`]): the
+/// sale, the buy, and when it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyWait {
+    /// The sale.
+    pub event_id: i64,
+    /// The buy.
+    pub buy: GatheredBuy,
+    /// When it came in (unix ms).
+    pub since_ms: i64,
+}
+
+/// A request that waits for the answer of a call it was gathered into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// A waiting-room join ([`Gate::gathering_joins`]).
+    Join(JoinWait),
+    /// A buy ([`Gate::gathering_buys`]).
+    Buy(BuyWait),
+}
+
+/// A buy's answer from a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bought {
+    Reply(BuyAnswer),
+    Refused(Refusal),
+}
+
+/// A batch's `BuyReply` for one buy, kept in the (`Eq`) state (no float field).
+#[derive(Debug, Clone, PartialEq)]
+struct BuyAnswer(BuyReply);
+
+impl Eq for BuyAnswer {}
+
+/// One sale's gathered buys in an instance, by user and request id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct SaleBuys {
+    batches: Gathering<GatheredBuy, Bought>,
+}
+
+impl SaleBuys {
+    /// Whether there is nothing to keep (see [`Gathering::is_idle`]).
+    pub(super) fn is_idle(&self, now_ms: i64) -> bool {
+        self.batches.is_idle(now_ms, MAX_BUY_WAIT_MS)
+    }
+
+    /// Drops answers nobody came for.
+    pub(super) fn prune(&mut self, now_ms: i64) {
+        self.batches.prune(now_ms);
+    }
+}
+
+/// One sale's gathered joins in an instance, by user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct SaleJoins {
+    batches: Gathering<String, Answered>,
+    /// A batch was answered without the line (a warehouse from before replies carried it).
+    pub(super) lineless: bool,
+}
+
+impl SaleJoins {
+    /// Whether there is nothing to keep (see [`Gathering::is_idle`]).
+    pub(super) fn is_idle(&self, now_ms: i64) -> bool {
+        self.batches.is_idle(now_ms, MAX_JOIN_WAIT_MS)
+    }
+
+    /// Whether joins are gathered or out and their batch's answer will carry the line.
+    pub(super) fn brings_line(&self) -> bool {
+        !self.batches.members.is_empty() && !self.lineless
+    }
+
+    /// Drops answers nobody came for.
+    pub(super) fn prune(&mut self, now_ms: i64) {
+        self.batches.prune(now_ms);
     }
 
     /// When the queued batch is due: `batch_ms` after its first join, or at once when full; by
     /// [`JOIN_START_LEAD_MS`] before the start of a sale that has not started, and within
     /// [`JOIN_CLOSE_GATHER_MS`] of its first join closer to the start than that.
     fn due_ms(&self, batch_ms: i64, start_ms: i64) -> i64 {
-        let opened = self.opened_ms;
-        if self.queued.len() >= JOIN_MANY_MAX {
+        let opened = self.batches.opened_ms;
+        if self.batches.queued.len() >= JOIN_MANY_MAX {
             return opened;
         }
         let due = opened.saturating_add(batch_ms);
@@ -158,14 +374,6 @@ impl SaleJoins {
             due
         }
     }
-
-    fn answer(&mut self, users: &[String], answers: impl Iterator<Item = Answered>, now: i64) {
-        self.touched_ms = now;
-        for (user, answer) in users.iter().zip(answers) {
-            self.members.remove(user);
-            self.answers.insert(user.clone(), (answer, now));
-        }
-    }
 }
 
 impl Gate {
@@ -174,6 +382,15 @@ impl Gate {
     /// waiting-room joins go to the warehouse together, in `Queue/JoinQueueMany`.
     pub fn gathering_joins(mut self) -> Self {
         self.gathers_joins = true;
+        self
+    }
+
+    /// A gate for an adapter that serves many requests at once and can keep a buy waiting
+    /// ([`Next::Wait`](super::Next::Wait)): while a sale's buys are out in a `Seckill/BuyMany`,
+    /// the buys that come are gathered and sent together when its reply is in (see
+    /// [`BuyWait`]).
+    pub fn gathering_buys(mut self) -> Self {
+        self.gathers_buys = true;
         self
     }
 
@@ -188,18 +405,19 @@ impl Gate {
         if !self.gathers_joins {
             return Err(seat);
         }
-        let joins = state.joins.entry(seat.sale.id).or_default();
+        let joins = &mut state.joins.entry(seat.sale.id).or_default().batches;
         if joins.members.len() >= MAX_GATHERED && !joins.members.contains(&seat.user_id) {
             let wait = self.config.queue_join_batch_ms.max(0) as u64;
             return Ok(Verdict::Refuse(Refusal::after(Reason::Unavailable, wait)));
         }
         joins.enqueue(&seat.user_id, now);
-        let due = joins.due_ms(self.config.queue_join_batch_ms, seat.sale.start_ms);
+        let due =
+            state.joins[&seat.sale.id].due_ms(self.config.queue_join_batch_ms, seat.sale.start_ms);
         let wait = JoinWait {
             seat,
             since_ms: now,
         };
-        Ok(Verdict::Wait(Box::new(wait), due))
+        Ok(Verdict::Wait(Box::new(Waiting::Join(wait)), due))
     }
 
     /// Whether a batch of sale `id`'s joins, gathered or out, will bring its line (and the sale
@@ -219,13 +437,26 @@ impl Gate {
             && now.saturating_sub(fetched_ms) < batch_ms
     }
 
-    /// Where a gathered join stands at `now`: its answer, its batch to send (a forward), or a
-    /// wait until the time given.
-    pub(super) fn join_step(&self, state: &mut GateState, wait: &JoinWait, now: i64) -> Gathered {
+    /// Where a gathered request stands at `now`: its answer, its batch to send (a forward), or
+    /// a wait until the time given.
+    pub(super) fn gathered_step(
+        &self,
+        state: &mut GateState,
+        waiting: &Waiting,
+        now: i64,
+    ) -> Gathered {
+        match waiting {
+            Waiting::Join(join) => self.join_step(state, join, now),
+            Waiting::Buy(buy) => self.buy_step(state, buy, now),
+        }
+    }
+
+    /// Where a gathered join stands at `now`.
+    fn join_step(&self, state: &mut GateState, wait: &JoinWait, now: i64) -> Gathered {
         let sale = wait.seat.sale;
         let user = wait.seat.user_id.as_str();
         let joins = state.joins.entry(sale.id).or_default();
-        if let Some(&(answer, _)) = joins.answers.get(user) {
+        if let Some(answer) = joins.batches.answer_of(user) {
             return Gathered::Done(match answer {
                 Answered::Place(PlaceReply(place)) => {
                     Verdict::Respond(self.joined(state, &wait.seat, &place, now))
@@ -238,44 +469,27 @@ impl Gate {
             return Gathered::Done(Verdict::Refuse(refusal));
         }
         // A batch out for longer than a call may take lost its reply: gather it again.
-        let lost_after = self.config.origin_timeout_ms + JOIN_TICK_MS;
-        while let Some(i) = joins
-            .out
-            .iter()
-            .position(|(_, sent_ms, _)| now.saturating_sub(*sent_ms) > lost_after)
-        {
-            let (lost, _, opened) = joins.out.remove(i);
-            // Due again at once: it was due when it left.
-            joins.opened_ms = if joins.queued.is_empty() {
-                opened
-            } else {
-                joins.opened_ms.min(opened)
-            };
-            for user in lost.into_iter().rev() {
-                joins.queued.push_front(user);
-            }
-        }
+        joins
+            .batches
+            .requeue_lost(now, self.config.origin_timeout_ms + JOIN_TICK_MS);
         // Its answer was pruned before this join came back for it: gathered again.
-        if !joins.members.contains(user) {
-            joins.enqueue(user, now);
+        if !joins.batches.members.contains(user) {
+            joins.batches.enqueue(&wait.seat.user_id, now);
         }
         // Whoever looks when the queued batch is due sends it, for everyone in it.
         let until = |at: i64| Gathered::Wait(at.min(wait.since_ms + MAX_JOIN_WAIT_MS));
-        let due = (!joins.queued.is_empty())
+        let due = (!joins.batches.queued.is_empty())
             .then(|| joins.due_ms(self.config.queue_join_batch_ms, sale.start_ms));
-        let may_send = joins.out.is_empty() || now < sale.start_ms;
+        let idle = joins.batches.out.is_empty();
+        let may_send = idle || now < sale.start_ms;
         match due {
             Some(due) if now >= due && may_send => {}
-            Some(due) if joins.out.is_empty() => return until(due),
+            Some(due) if idle => return until(due),
             // This join's batch is out (its answer comes with the reply), or the next one
             // waits for it.
             _ => return until(now + JOIN_TICK_MS),
         }
-        let (n, opened) = (joins.queued.len().min(JOIN_MANY_MAX), joins.opened_ms);
-        // What is left (a full batch's overflow) keeps the time its batch opened: it is due an
-        // interval after it, or at once when full again.
-        let users: Vec<String> = joins.queued.drain(..n).collect();
-        joins.out.push((users.clone(), now, opened));
+        let users = joins.batches.send(JOIN_MANY_MAX, now);
         let message = JoinQueueManyReq {
             event_id: sale.id,
             user_ids: users.clone(),
@@ -287,10 +501,8 @@ impl Gate {
         let verdict = self.forward(state, call, &message, now);
         if let Verdict::Refuse(refusal) = verdict {
             // The breaker fails it fast: every join of the batch is told so.
-            let joins = state.joins.entry(sale.id).or_default();
-            if let Some((users, _, _)) = joins.out.pop() {
-                joins.answer(&users, std::iter::repeat(Answered::Refused(refusal)), now);
-            }
+            let joins = &mut state.joins.entry(sale.id).or_default().batches;
+            joins.fail_last(Answered::Refused(refusal), now);
         }
         Gathered::Done(verdict)
     }
@@ -303,18 +515,125 @@ impl Gate {
         places: Result<Vec<QueuePlace>, Refusal>,
         now: i64,
     ) {
-        let joins = state.joins.entry(event_id).or_default();
-        // A late reply of a batch gathered again is not dropped either: its places are the
-        // warehouse's answers all the same.
-        joins.out.retain(|(out, _, _)| out != users);
+        let joins = &mut state.joins.entry(event_id).or_default().batches;
         match places {
-            Ok(places) => joins.answer(
+            Ok(places) => joins.answered(
                 users,
                 places.into_iter().map(|p| Answered::Place(PlaceReply(p))),
                 now,
             ),
-            Err(refusal) => joins.answer(users, std::iter::repeat(Answered::Refused(refusal)), now),
+            Err(refusal) => {
+                joins.answered(users, std::iter::repeat(Answered::Refused(refusal)), now)
+            }
         }
+    }
+
+    /// A buy that passed every check: gathered with its sale's other buys (sent at once if none
+    /// is out), or (a gate that does not gather) its request back to send alone.
+    pub(super) fn gather_buy(
+        &self,
+        state: &mut GateState,
+        event_id: i64,
+        req: BuyReq,
+        now: i64,
+    ) -> Result<Verdict, BuyReq> {
+        if !self.gathers_buys {
+            return Err(req);
+        }
+        let buy = GatheredBuy::new(req);
+        let buys = &mut state.buys.entry(event_id).or_default().batches;
+        if buys.members.len() >= MAX_GATHERED_BUYS && !buys.members.contains(&buy.key) {
+            return Ok(Verdict::Refuse(Refusal::after(Reason::Unavailable, 1_000)));
+        }
+        buys.enqueue(&buy, now);
+        let wait = BuyWait {
+            event_id,
+            buy,
+            since_ms: now,
+        };
+        // Looked at again at once: sent now if nothing of the sale is out.
+        Ok(Verdict::Wait(Box::new(Waiting::Buy(wait)), now))
+    }
+
+    /// Where a gathered buy stands at `now`.
+    fn buy_step(&self, state: &mut GateState, wait: &BuyWait, now: i64) -> Gathered {
+        let event_id = wait.event_id;
+        let buys = &mut state.buys.entry(event_id).or_default().batches;
+        if let Some(answer) = buys.answer_of(&wait.buy.key) {
+            return Gathered::Done(match answer {
+                Bought::Reply(BuyAnswer(reply)) => Verdict::Respond(buy_response(&reply)),
+                Bought::Refused(refusal) => Verdict::Refuse(refusal),
+            });
+        }
+        // Retried with the same link, a buy the warehouse took answers with its order.
+        if now.saturating_sub(wait.since_ms) >= MAX_BUY_WAIT_MS {
+            let refusal = Refusal::after(Reason::Unavailable, 1_000);
+            return Gathered::Done(Verdict::Refuse(refusal));
+        }
+        buys.requeue_lost(now, self.config.origin_timeout_ms + BUY_TICK_MS);
+        if !buys.members.contains(&wait.buy.key) {
+            buys.enqueue(&wait.buy, now);
+        }
+        // One call out per sale: the next takes everything queued meanwhile, when its reply is
+        // in (no timer, so a lone buy leaves at once).
+        if buys.queued.is_empty() || !buys.out.is_empty() {
+            let until = (now + BUY_TICK_MS).min(wait.since_ms + MAX_BUY_WAIT_MS);
+            return Gathered::Wait(until);
+        }
+        let batch = buys.send(BUY_MANY_MAX, now);
+        let message = BuyManyReq {
+            buys: batch.iter().map(|b| b.req.0.clone()).collect(),
+        };
+        let call = Call::BuyMany {
+            event_id,
+            keys: batch.into_iter().map(|b| b.key).collect(),
+        };
+        let verdict = self.forward(state, call, &message, now);
+        if let Verdict::Refuse(refusal) = verdict {
+            let buys = &mut state.buys.entry(event_id).or_default().batches;
+            buys.fail_last(Bought::Refused(refusal), now);
+        }
+        Gathered::Done(verdict)
+    }
+
+    /// The warehouse's reply to a batch of buys: a result per buy, or the refusal of every one.
+    /// Each reply tells the sale's view what it tells after a single buy; the breaker hears of
+    /// a failure when any buy met one (the store unreachable, say), as a single buy's would.
+    pub(super) fn buys_answered(
+        state: &mut GateState,
+        event_id: i64,
+        keys: &[String],
+        results: Result<Vec<BuyResult>, Refusal>,
+        now: i64,
+    ) -> Outcome {
+        let mut outcome = Outcome::Success;
+        let answers: Vec<Bought> = match results {
+            Ok(results) => results
+                .into_iter()
+                .map(|result| match result.result {
+                    Some(buy_result::Result::Reply(reply)) => {
+                        observe_buy(state, event_id, &reply);
+                        Bought::Reply(BuyAnswer(reply))
+                    }
+                    Some(buy_result::Result::Refused(refused)) => {
+                        let code = Code::from_i32(refused.code);
+                        let (this, refusal) = status_refusal(&Call::Buy { event_id }, code);
+                        if this == Outcome::Failure {
+                            outcome = Outcome::Failure;
+                        }
+                        Bought::Refused(refusal)
+                    }
+                    None => {
+                        outcome = Outcome::Failure;
+                        Bought::Refused(Refusal::after(Reason::Unavailable, 1_000))
+                    }
+                })
+                .collect(),
+            Err(refusal) => vec![Bought::Refused(refusal); keys.len()],
+        };
+        let buys = &mut state.buys.entry(event_id).or_default().batches;
+        buys.answered(keys, answers.into_iter(), now);
+        outcome
     }
 }
 
@@ -325,19 +644,47 @@ mod tests {
     #[test]
     fn gathered_joins_nobody_waits_for_are_forgotten() {
         let mut joins = SaleJoins::default();
-        joins.enqueue("ann", 1_000);
+        joins.batches.enqueue(&"ann".to_owned(), 1_000);
         assert!(
             !joins.is_idle(1_000 + MAX_JOIN_WAIT_MS),
             "ann may still wait"
         );
         assert!(joins.is_idle(1_000 + MAX_JOIN_WAIT_MS + ANSWER_KEEP_MS));
         let place = Answered::Refused(Refusal::new(Reason::Unavailable));
-        joins.answer(&["ann".to_owned()], std::iter::once(place), 2_000);
+        let ann = ["ann".to_owned()];
+        joins.batches.answered(&ann, std::iter::once(place), 2_000);
         assert!(
             !joins.is_idle(2_000 + ANSWER_KEEP_MS - 1),
             "the answer is wanted"
         );
         joins.prune(2_000 + ANSWER_KEEP_MS);
-        assert!(joins.answers.is_empty() && joins.is_idle(2_000 + ANSWER_KEEP_MS));
+        assert!(joins.batches.answers.is_empty() && joins.is_idle(2_000 + ANSWER_KEEP_MS));
+    }
+
+    #[test]
+    fn a_gathered_buy_is_known_by_its_user_and_request_together() {
+        let buy = |user: &str, request: &str| {
+            GatheredBuy::new(BuyReq {
+                event_id: 1,
+                user_id: user.into(),
+                qty: 1,
+                request_id: request.into(),
+            })
+        };
+        let mut buys = SaleBuys::default();
+        buys.batches.enqueue(&buy("ann", "link-1"), 1_000);
+        buys.batches.enqueue(&buy("ann", "link-1"), 1_001);
+        buys.batches.enqueue(&buy("bob", "link-1"), 1_002);
+        assert_eq!(buys.batches.queued.len(), 2, "ann's retry is her first buy");
+        let sent = buys.batches.send(BUY_MANY_MAX, 1_003);
+        let keys: Vec<String> = sent.iter().map(|b| b.key.clone()).collect();
+        let refused = Bought::Refused(Refusal::new(Reason::SoldOut));
+        buys.batches
+            .answered(&keys[..1], std::iter::once(refused.clone()), 1_010);
+        assert_eq!(
+            buys.batches.answer_of(&buy("ann", "link-1").key),
+            Some(refused)
+        );
+        assert_eq!(buys.batches.answer_of(&buy("bob", "link-1").key), None);
     }
 }

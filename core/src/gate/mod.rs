@@ -75,8 +75,8 @@ mod state;
 pub use config::{vars, ConfigError, GateConfig, Limits, DEMO_MODE_WARNING};
 pub use exchange::{Exchange, Next};
 pub use gather::{
-    JoinWait, JOIN_CLOSE_GATHER_MS, JOIN_START_LEAD_MS, JOIN_TICK_MS, MAX_GATHERED,
-    MAX_JOIN_WAIT_MS,
+    BuyWait, GatheredBuy, JoinWait, Waiting, BUY_TICK_MS, JOIN_CLOSE_GATHER_MS, JOIN_START_LEAD_MS,
+    JOIN_TICK_MS, MAX_BUY_WAIT_MS, MAX_GATHERED, MAX_GATHERED_BUYS, MAX_JOIN_WAIT_MS,
 };
 pub use hold::{Hold, HOLD_TICK_MS, MAX_HOLD_MS};
 pub use origin::{
@@ -107,14 +107,14 @@ pub enum Verdict {
     Refuse(Refusal),
     /// Call the warehouse, then [`Gate::complete`].
     Forward(Forward),
-    /// A gathered join ([`Gate::gathering_joins`]): wait until the time given (unix ms), then
-    /// look again ([`Exchange::check`] does).
-    Wait(Box<JoinWait>, i64),
+    /// A gathered join or buy ([`Gate::gathering_joins`], [`Gate::gathering_buys`]): wait until
+    /// the time given (unix ms), then look again ([`Exchange::check`] does).
+    Wait(Box<Waiting>, i64),
 }
 
 impl Verdict {
     /// The client response, unless the verdict is a forward (returned back as the error). A
-    /// wait, which only a gate gathering joins gives and only [`Exchange`] can keep, is a `503`
+    /// wait, which only a gate that gathers gives and only [`Exchange`] can keep, is a `503`
     /// to retry after a second here.
     pub fn into_response(self) -> Result<Response, Forward> {
         match self {
@@ -157,6 +157,7 @@ pub struct Gate {
     config: GateConfig,
     holds_polls: bool,
     gathers_joins: bool,
+    gathers_buys: bool,
 }
 
 impl Gate {
@@ -166,6 +167,7 @@ impl Gate {
             config,
             holds_polls: false,
             gathers_joins: false,
+            gathers_buys: false,
         }
     }
 

@@ -16,7 +16,8 @@ use super::{Gate, Verdict};
 use crate::breaker::{Admission, Outcome};
 use crate::grpc_web::{self, Code, Reply, StatusHeaders};
 use crate::proto::flashsale::{
-    BuyOutcome, BuyReply, EventList, EventState, Order, QueuePlace, QueuePlaces, QueueSnapshot,
+    BuyManyReply, BuyOutcome, BuyReply, EventList, EventState, Order, QueuePlace, QueuePlaces,
+    QueueSnapshot,
 };
 use crate::refusal::{Reason, Refusal};
 
@@ -30,6 +31,8 @@ use crate::refusal::{Reason, Refusal};
 pub enum Rpc {
     /// `flashsale.Seckill/Buy`.
     Buy,
+    /// `flashsale.Seckill/BuyMany`: the buys an instance gathered for a sale.
+    BuyMany,
     /// `flashsale.Seckill/GetOrder`.
     GetOrder,
     /// `flashsale.Seckill/CancelOrder`.
@@ -52,8 +55,9 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every method the edge calls.
-    pub const ALL: [Rpc; 10] = [
+    pub const ALL: [Rpc; 11] = [
         Rpc::Buy,
+        Rpc::BuyMany,
         Rpc::GetOrder,
         Rpc::CancelOrder,
         Rpc::DemoPayOrder,
@@ -71,6 +75,7 @@ impl Rpc {
             Rpc::GetEvent => "/flashsale.Admin/GetEvent",
             Rpc::ListEvents => "/flashsale.Admin/ListEvents",
             Rpc::Buy => "/flashsale.Seckill/Buy",
+            Rpc::BuyMany => "/flashsale.Seckill/BuyMany",
             Rpc::GetOrder => "/flashsale.Seckill/GetOrder",
             Rpc::CancelOrder => "/flashsale.Seckill/CancelOrder",
             Rpc::DemoPayOrder => "/flashsale.Seckill/DemoPayOrder",
@@ -99,6 +104,14 @@ pub enum Call {
     Buy {
         /// The sale (for the sold-out flag).
         event_id: i64,
+    },
+    /// `flashsale.Seckill/BuyMany`: the reply answers every buy of the batch (see
+    /// [`BuyWait`](super::BuyWait)).
+    BuyMany {
+        /// The sale.
+        event_id: i64,
+        /// The buys' keys (user and request id), in the request's order.
+        keys: Vec<String>,
     },
     /// `flashsale.Seckill/GetOrder`.
     GetOrder,
@@ -146,6 +159,7 @@ impl Call {
             Call::GetEvent { .. } => Rpc::GetEvent,
             Call::ListEvents => Rpc::ListEvents,
             Call::Buy { .. } => Rpc::Buy,
+            Call::BuyMany { .. } => Rpc::BuyMany,
             Call::GetOrder => Rpc::GetOrder,
             Call::CancelOrder => Rpc::CancelOrder,
             Call::DemoPayOrder => Rpc::DemoPayOrder,
@@ -159,6 +173,17 @@ impl Call {
     /// The gRPC method path.
     pub fn path(&self) -> &'static str {
         self.rpc().path()
+    }
+
+    /// For a call that carries gathered requests (every one's, not the sender's: an adapter
+    /// sends it so that the sender going away cannot cancel it), how soon its sender looks for
+    /// its own answer after sending it.
+    pub fn gathered_tick_ms(&self) -> Option<i64> {
+        match self {
+            Call::JoinQueueMany { .. } => Some(super::JOIN_TICK_MS),
+            Call::BuyMany { .. } => Some(super::BUY_TICK_MS),
+            _ => None,
+        }
     }
 }
 
@@ -332,7 +357,7 @@ pub enum Completion {
     /// The directory or a sale view was refreshed: decide the same request again with
     /// [`Gate::decide_again`].
     Retry,
-    /// A batch of gathered joins was answered: look for this request's answer
+    /// A batch of gathered requests was answered: look for this request's answer
     /// ([`Exchange::check`](super::Exchange::check)).
     Check,
 }
@@ -425,6 +450,20 @@ impl Gate {
                 observe_buy(state, *event_id, &reply);
                 buy_response(&reply)
             }),
+            Call::BuyMany { event_id, keys } => {
+                let outcome = match parse!(BuyManyReply) {
+                    Ok(reply) if reply.results.len() == keys.len() => {
+                        Self::buys_answered(state, *event_id, keys, Ok(reply.results), now_ms)
+                    }
+                    // A reply that does not answer every buy counts as none.
+                    other => {
+                        let (outcome, refusal) = failure(&forward.call, other.err().flatten());
+                        Self::buys_answered(state, *event_id, keys, Err(refusal), now_ms);
+                        outcome
+                    }
+                };
+                return self.settle(state, outcome, now_ms, Completion::Check);
+            }
             Call::GetOrder | Call::CancelOrder | Call::DemoPayOrder => {
                 parse!(Order).map(|order| ok_json(200, &OrderView::from(&order), NO_STORE))
             }
@@ -499,7 +538,7 @@ impl Gate {
 }
 
 /// What a buy's reply says about the sale: units left, and whether it is sold out.
-fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
+pub(super) fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
     if let Some(SaleEntry {
         sale: Some(sale), ..
     }) = state.sales.get_mut(&event_id)
@@ -513,8 +552,6 @@ fn observe_buy(state: &mut GateState, event_id: i64, reply: &BuyReply) {
     }
 }
 
-/// A non-OK gRPC status to `call` as the client's refusal, and whether it counts against the
-/// breaker (a business answer does not; an overloaded or failing origin does).
 /// What a call without a usable answer tells the breaker and the client: its status's refusal,
 /// or, with no reply or none that could be read, a retry after a second.
 fn failure(call: &Call, status: Option<grpc_web::Status>) -> (Outcome, Refusal) {
@@ -524,13 +561,17 @@ fn failure(call: &Call, status: Option<grpc_web::Status>) -> (Outcome, Refusal) 
     }
 }
 
-fn status_refusal(call: &Call, code: Code) -> (Outcome, Refusal) {
+/// A non-OK gRPC status to `call` as the client's refusal, and whether it counts against the
+/// breaker (a business answer does not; an overloaded or failing origin does).
+pub(super) fn status_refusal(call: &Call, code: Code) -> (Outcome, Refusal) {
     use Code::*;
     let business = |reason| (Outcome::Success, Refusal::new(reason));
     match code {
         // A buy's request id (its link's nonce, one per solved challenge) already bought an
         // order of another quantity: that order stands, and this is not a second purchase.
-        AlreadyExists if matches!(call, Call::Buy { .. }) => business(Reason::LinkUsed),
+        AlreadyExists if matches!(call, Call::Buy { .. } | Call::BuyMany { .. }) => {
+            business(Reason::LinkUsed)
+        }
         NotFound | PermissionDenied => business(Reason::UnknownResource),
         FailedPrecondition | AlreadyExists | Aborted => business(Reason::Conflict),
         InvalidArgument | OutOfRange => business(Reason::BadRequest),
@@ -598,6 +639,10 @@ mod tests {
             },
             Call::ListEvents,
             Call::Buy { event_id: 1 },
+            Call::BuyMany {
+                event_id: 1,
+                keys: vec!["ann".into()],
+            },
             Call::GetOrder,
             Call::CancelOrder,
             Call::DemoPayOrder,

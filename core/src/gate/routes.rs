@@ -317,6 +317,10 @@ impl Gate {
             // ALREADY_EXISTS at the warehouse.
             request_id: format!("link-{}", hex(&claims.nonce)),
         };
+        let message = match self.gather_buy(state, claims.event_id, message, now) {
+            Ok(gathered) => return Ok(gathered),
+            Err(alone) => alone,
+        };
         Ok(self.forward(
             state,
             Call::Buy {

@@ -6,7 +6,7 @@
 //! What it deliberately does not do: decide anything, or store itself; [`GateState::prune`]
 //! only drops what no longer constrains a decision.
 
-use super::gather::SaleJoins;
+use super::gather::{SaleBuys, SaleJoins};
 use crate::admission::{Room, Rules, Ticket};
 use crate::breaker::Breaker;
 use crate::limit::{RateMeter, Tat};
@@ -348,6 +348,10 @@ pub struct GateState {
     /// [`JoinWait`](super::JoinWait)). Only a gate that gathers joins fills it, in memory.
     #[serde(skip)]
     pub(super) joins: HashMap<i64, SaleJoins>,
+    /// Buys gathered by sale (see [`BuyWait`](super::BuyWait)). Only a gate that gathers buys
+    /// fills it, in memory.
+    #[serde(skip)]
+    pub(super) buys: HashMap<i64, SaleBuys>,
 }
 
 impl GateState {
@@ -372,6 +376,10 @@ impl GateState {
         self.joins.retain(|_, joins| {
             joins.prune(now_ms);
             !joins.is_idle(now_ms)
+        });
+        self.buys.retain(|_, buys| {
+            buys.prune(now_ms);
+            !buys.is_idle(now_ms)
         });
     }
 

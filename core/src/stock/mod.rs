@@ -103,6 +103,10 @@ impl From<i64> for Shard {
 /// The most sub-pools a sale may be split in.
 pub const MAX_SUBPOOLS: u32 = 64;
 
+/// The most buys one `Seckill/BuyMany` may carry: one lane's batch ([`call::BUY_BATCH_MAX`]),
+/// so the buys an edge instance gathers for a sale are decided by one script call.
+pub const BUY_MANY_MAX: usize = call::BUY_BATCH_MAX;
+
 /// The consumer group the order workers share on every order stream.
 pub const ORDER_GROUP: &str = "order-workers";
 

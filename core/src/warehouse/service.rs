@@ -10,15 +10,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::join_all;
 use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
 use super::store::{Store, StoreError};
 use crate::proto::common::SkuIdReq;
 use crate::proto::flashsale::{
-    admin_server::Admin, seckill_server::Seckill, BuyOutcome, BuyReply, BuyReq, Event, EventList,
-    EventReq, EventState, EventStatus, ListEventsReq, Order as OrderMsg, OrderReq,
-    OrderStatus as OrderStatusMsg, PayOrderReq, PutSkuStockReq, SkuLedger, SkuLedgerReq,
+    admin_server::Admin, buy_result, seckill_server::Seckill, BuyManyReply, BuyManyReq, BuyOutcome,
+    BuyRefused, BuyReply, BuyReq, BuyResult, Event, EventList, EventReq, EventState, EventStatus,
+    ListEventsReq, Order as OrderMsg, OrderReq, OrderStatus as OrderStatusMsg, PayOrderReq,
+    PutSkuStockReq, SkuLedger, SkuLedgerReq,
 };
 use crate::proto::warehouse::{
     warehouse_server::Warehouse, SkuStockLockReq, SkuStockReply, SkuStockUnlockReq, SkusReq,
@@ -26,7 +28,7 @@ use crate::proto::warehouse::{
 };
 use crate::stock::{
     BuyDecision, BuyRequest, Currency, LockRequest, Order, OrderStatus, PayRequest, Sale,
-    SalePhase, SaleState, StockError, MAX_PRICE, MAX_SUBPOOLS,
+    SalePhase, SaleState, StockError, BUY_MANY_MAX, MAX_PRICE, MAX_SUBPOOLS,
 };
 
 pub mod queue;
@@ -86,6 +88,42 @@ impl<S: Store> WarehouseService<S> {
             .await
             .map(order_msg)
             .map_err(status_of)
+    }
+
+    /// One buy's decision, as `Seckill/Buy` answers it (and each entry of `BuyMany`).
+    async fn decide_buy(&self, req: &BuyReq) -> Result<BuyReply, Status> {
+        let buy = BuyRequest {
+            event_id: positive("event_id", req.event_id)?,
+            user_id: text("user_id", &req.user_id, 1, 128)?.to_owned(),
+            qty: positive("qty", req.qty.into())?,
+            request_id: text("request_id", &req.request_id, 1, 128)?.to_owned(),
+        };
+        if req.qty > MAX_BUY_QTY {
+            return Err(invalid("qty", &format!("must be at most {MAX_BUY_QTY}")));
+        }
+        let decision = self.store.buy(&buy, now_ms()).await.map_err(status_of)?;
+        let (outcome, order_no, remaining) = match decision {
+            BuyDecision::Queued {
+                order_no,
+                remaining,
+            } => (BuyOutcome::Queued, order_no, remaining),
+            BuyDecision::SoldOut { remaining } => (BuyOutcome::SoldOut, String::new(), remaining),
+            BuyDecision::LimitReached { remaining } => {
+                (BuyOutcome::LimitReached, String::new(), remaining)
+            }
+            BuyDecision::NotStarted => (BuyOutcome::NotStarted, String::new(), 0),
+            BuyDecision::Ended => (BuyOutcome::Ended, String::new(), 0),
+            BuyDecision::UnknownEvent => (BuyOutcome::UnknownEvent, String::new(), 0),
+        };
+        self.metrics
+            .buy_outcomes
+            .with_label_values(&[outcome.as_str_name()])
+            .inc();
+        Ok(BuyReply {
+            outcome: outcome.into(),
+            order_no,
+            remaining: clamp(remaining),
+        })
     }
 
     /// Runs one RPC body, recording its code and latency.
@@ -514,42 +552,37 @@ impl<S: Store> Admin for WarehouseService<S> {
 #[tonic::async_trait]
 impl<S: Store> Seckill for WarehouseService<S> {
     async fn buy(&self, request: Request<BuyReq>) -> Result<Response<BuyReply>, Status> {
-        self.track("Buy", async {
-            let req = request.get_ref();
-            let buy = BuyRequest {
-                event_id: positive("event_id", req.event_id)?,
-                user_id: text("user_id", &req.user_id, 1, 128)?.to_owned(),
-                qty: positive("qty", req.qty.into())?,
-                request_id: text("request_id", &req.request_id, 1, 128)?.to_owned(),
-            };
-            if req.qty > MAX_BUY_QTY {
-                return Err(invalid("qty", &format!("must be at most {MAX_BUY_QTY}")));
+        self.track("Buy", self.decide_buy(request.get_ref())).await
+    }
+
+    async fn buy_many(
+        &self,
+        request: Request<BuyManyReq>,
+    ) -> Result<Response<BuyManyReply>, Status> {
+        self.track("BuyMany", async {
+            let buys = &request.get_ref().buys;
+            if buys.is_empty() || buys.len() > BUY_MANY_MAX {
+                return Err(invalid(
+                    "buys",
+                    &format!("must hold 1 up to {BUY_MANY_MAX} buys"),
+                ));
             }
-            let decision = self.store.buy(&buy, now_ms()).await.map_err(status_of)?;
-            let (outcome, order_no, remaining) = match decision {
-                BuyDecision::Queued {
-                    order_no,
-                    remaining,
-                } => (BuyOutcome::Queued, order_no, remaining),
-                BuyDecision::SoldOut { remaining } => {
-                    (BuyOutcome::SoldOut, String::new(), remaining)
-                }
-                BuyDecision::LimitReached { remaining } => {
-                    (BuyOutcome::LimitReached, String::new(), remaining)
-                }
-                BuyDecision::NotStarted => (BuyOutcome::NotStarted, String::new(), 0),
-                BuyDecision::Ended => (BuyOutcome::Ended, String::new(), 0),
-                BuyDecision::UnknownEvent => (BuyOutcome::UnknownEvent, String::new(), 0),
-            };
-            self.metrics
-                .buy_outcomes
-                .with_label_values(&[outcome.as_str_name()])
-                .inc();
-            Ok(BuyReply {
-                outcome: outcome.into(),
-                order_no,
-                remaining: clamp(remaining),
-            })
+            // All at once, so the store's lanes decide them together (one script call per
+            // shard, in this order where they share one).
+            let decided = join_all(buys.iter().map(|buy| self.decide_buy(buy))).await;
+            let results = decided
+                .into_iter()
+                .map(|decision| BuyResult {
+                    result: Some(match decision {
+                        Ok(reply) => buy_result::Result::Reply(reply),
+                        Err(status) => buy_result::Result::Refused(BuyRefused {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        }),
+                    }),
+                })
+                .collect();
+            Ok(BuyManyReply { results })
         })
         .await
     }

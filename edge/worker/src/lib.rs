@@ -31,7 +31,9 @@
 //!   per place per hold. A sale's joins are gathered the same way (the core's `gate::JoinWait`):
 //!   each waits on its own timer while the isolate gathers the sale's joins for
 //!   `FLASHGATE_QUEUE_JOIN_BATCH_MS`, and whichever finds the batch due sends one
-//!   `Queue/JoinQueueMany` for all of them.
+//!   `Queue/JoinQueueMany` for all of them. A sale's buys too: while one `Seckill/BuyMany` of
+//!   the sale is out, the buys that come wait, and the next carries them all (the core's
+//!   `gate::BuyWait`).
 //!
 //! With `FLASHGATE_DEMO_MODE` on, each isolate logs the core's `gate::DEMO_MODE_WARNING` when it
 //! builds its gate, on its first request (a Worker's start hook does not see `env`).
@@ -46,8 +48,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use flashgate_core::gate::{
-    self, BoundedBody, Call, Exchange, Forward, Gate, GateConfig, GateState, HeaderValues,
-    NetworkLimit, Next, OriginResponse,
+    self, BoundedBody, Exchange, Forward, Gate, GateConfig, GateState, HeaderValues, NetworkLimit,
+    Next, OriginResponse,
 };
 use flashgate_core::refusal::{Reason, Refusal};
 use futures_util::future::{select, Either};
@@ -82,7 +84,12 @@ fn gate(env: &Env) -> Result<Rc<Gate>, String> {
     }
     // An isolate serves many requests at once, so a poll that asks to wait can be held, and a
     // sale's joins can be gathered and sent together.
-    let gate = Rc::new(Gate::new(config).holding_polls().gathering_joins());
+    let gate = Rc::new(
+        Gate::new(config)
+            .holding_polls()
+            .gathering_joins()
+            .gathering_buys(),
+    );
     GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
     Ok(gate)
 }
@@ -182,10 +189,12 @@ async fn run(
     loop {
         let call = match next {
             Next::Respond(response) => return response,
-            Next::Send(call) if matches!(call.call, Call::JoinQueueMany { .. }) => {
-                // A batch is every gathered join's, not this request's: sent under `waitUntil`,
-                // so a client that goes away does not take the others' joins with it. Its reply
-                // lands in the isolate's state, where each join (this one too) finds its answer.
+            Next::Send(call) if call.call.gathered_tick_ms().is_some() => {
+                // A batch is every gathered request's, not this one's: sent under `waitUntil`,
+                // so a client that goes away does not take the others' joins or buys with it.
+                // Its reply lands in the isolate's state, where each request (this one too)
+                // finds its answer.
+                let tick_ms = call.call.gathered_tick_ms().unwrap_or(gate::JOIN_TICK_MS);
                 let gate = Rc::clone(gate);
                 ctx.wait_until(async move {
                     let reply = send(&gate, &call).await;
@@ -195,7 +204,7 @@ async fn run(
                         gate.complete(state, &call, reply, done_ms);
                     });
                 });
-                let until_ms = js_sys::Date::now() as i64 + gate::JOIN_TICK_MS;
+                let until_ms = js_sys::Date::now() as i64 + tick_ms;
                 next = Next::Wait { until_ms };
                 continue;
             }
