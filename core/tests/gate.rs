@@ -1934,3 +1934,108 @@ fn a_gate_that_does_not_gather_sends_each_buy_alone() {
     let req = ann.request("POST", &path, b"", now);
     assert_eq!(forward(gate.decide(&req, &mut state)).path, BUY);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    /// However a sale's buys, the isolate's timers and the batches' replies interleave, each buy
+    /// goes to the warehouse in exactly one batch, in the order the buys came, at most one
+    /// batch of the sale is out at a time, and every buyer is answered with their own order.
+    #[test]
+    fn gathered_buys_leave_in_arrival_order_one_batch_at_a_time_and_each_gets_its_own(
+        steps in proptest::collection::vec(0u8..3, 1..40),
+    ) {
+        const N: usize = 6;
+        let gate = Gate::new(config()).gathering_buys();
+        let mut state = GateState::default();
+        let mut now = START + 1_000;
+        let mut buyers: Vec<(Shopper, String)> = (0..N)
+            .map(|i| {
+                let ip: &'static str = Box::leak(format!("203.0.113.{}", 10 + i).into_boxed_str());
+                let mut who = Shopper::new(&format!("u{i}"), ip, now);
+                let solved = solved_challenge(&gate, &mut state, &mut who, now);
+                let path = mint_link(&gate, &mut state, &mut who, &solved, now);
+                (who, path)
+            })
+            .collect();
+        let mut waiting: Vec<Option<Exchange>> = vec![None; N];
+        let mut answers: Vec<Option<(u16, Value)>> = vec![None; N];
+        let mut arrived = 0;
+        let mut out: Option<Forward> = None;
+        let mut sent: Vec<String> = Vec::new();
+        // What a waiting buy's exchange does next, as the Worker drives it: a batch it sends
+        // goes out (and it waits on), an answer is kept.
+        let mut follow = |i: usize, next: Next, out: &mut Option<Forward>,
+                          waiting: &mut Vec<Option<Exchange>>,
+                          answers: &mut Vec<Option<(u16, Value)>>| -> Result<(), TestCaseError> {
+            match next {
+                Next::Wait { .. } => {}
+                Next::Send(call) => {
+                    prop_assert!(out.is_none(), "a second batch while one is out");
+                    sent.extend(batch_of(&call).into_iter().map(|b| b.user_id));
+                    *out = Some(call);
+                }
+                Next::Respond(r) => {
+                    answers[i] = Some((r.status, serde_json::from_str(&r.body).unwrap()));
+                    waiting[i] = None;
+                }
+            }
+            Ok(())
+        };
+        let deliver = |state: &mut GateState, out: &mut Option<Forward>, now: i64| {
+            if let Some(call) = out.take() {
+                let results = batch_of(&call)
+                    .iter()
+                    .map(|b| queued(&format!("7-{}", b.user_id), 10))
+                    .collect();
+                let reply = ok(&BuyManyReply { results });
+                assert_eq!(gate.complete(state, &call, http(&reply), now), Completion::Check);
+            }
+        };
+        let finish = steps.len();
+        for (k, step) in steps.into_iter().chain(std::iter::repeat(1)).enumerate() {
+            if k >= finish + 4 * N && arrived == N && answers.iter().all(Option::is_some) {
+                break;
+            }
+            prop_assert!(k < finish + 50 * N, "buys still unanswered: {answers:?}");
+            match step {
+                0 if arrived < N => {
+                    let (who, path) = &mut buyers[arrived];
+                    let (mut x, _) = start_buy(&gate, &mut state, who, path, now);
+                    let next = x.check(&gate, &mut state, now);
+                    waiting[arrived] = Some(x);
+                    follow(arrived, next, &mut out, &mut waiting, &mut answers)?;
+                    arrived += 1;
+                }
+                2 => deliver(&mut state, &mut out, now),
+                _ => {
+                    // After the steps, everyone comes, and replies come back.
+                    if k >= finish {
+                        if arrived < N {
+                            let (who, path) = &mut buyers[arrived];
+                            let (x, _) = start_buy(&gate, &mut state, who, path, now);
+                            waiting[arrived] = Some(x);
+                            arrived += 1;
+                        }
+                        deliver(&mut state, &mut out, now);
+                    }
+                    now += BUY_TICK_MS;
+                    for i in 0..N {
+                        if let Some(mut x) = waiting[i].take() {
+                            let next = x.check(&gate, &mut state, now);
+                            waiting[i] = Some(x);
+                            follow(i, next, &mut out, &mut waiting, &mut answers)?;
+                        }
+                    }
+                }
+            }
+        }
+        let users: Vec<String> = (0..N).map(|i| format!("u{i}")).collect();
+        prop_assert_eq!(&sent, &users, "each once, in arrival order");
+        for (i, answer) in answers.iter().enumerate() {
+            let (status, body) = answer.as_ref().expect("answered");
+            prop_assert_eq!(*status, 202);
+            let order_no = format!("7-u{i}");
+            prop_assert_eq!(body["order_no"].as_str(), Some(order_no.as_str()));
+        }
+    }
+}

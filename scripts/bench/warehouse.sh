@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The warehouse benchmark: Buy decisions/s, p50/p99, warehouse and Redis CPU per Buy at 50
-# clients, one call per buy and batched (--batch off|on|both, --durability relaxed|fsync),
+# clients, one call per buy, batched and gathered (--batch off|on|both, --gather N buys per
+# BuyMany, --durability relaxed|fsync),
 # against the Redis ceiling (redis-benchmark EVALSHA of the same script) and the SQL hot-row
 # baseline (pgbench), all in one run. Arguments go to flashgate-bench-warehouse (--help).
 set -euo pipefail

@@ -54,12 +54,12 @@ run() { # name path token bot
     wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/bench.lua" "http://127.0.0.1:$edge_port" \
     | tee "$work/$1.out" | grep -E "Requests/sec|99%|statuses|RESULT"
 }
-buys_before=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy"/ {s+=$2} END {print s+0}')
+buys_before=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy(Many)?"/ {s+=$2} END {print s+0}')
 run bot "$BUY_PATH" "$BUY_TOKEN" 1
 run soldout "$SOLDOUT_PATH" "$SOLDOUT_TOKEN" 0
-buys_mid=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy"/ {s+=$2} END {print s+0}')
+buys_mid=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy(Many)?"/ {s+=$2} END {print s+0}')
 run buy "$BUY_PATH" "$BUY_TOKEN" 0
-buys_after=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy"/ {s+=$2} END {print s+0}')
+buys_after=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^flashgate_requests_total\{.*method="Buy(Many)?"/ {s+=$2} END {print s+0}')
 
 echo
 printf '%-10s %10s %10s %10s\n' path req/s p50_ms p99_ms
@@ -68,5 +68,5 @@ for name in bot soldout buy; do
   eval "$line"
   printf '%-10s %10s %10s %10s\n' "$name" "$rps" "$p50_ms" "$p99_ms"
 done
-echo "warehouse Buy calls: during bot+soldout $((buys_mid - buys_before)), during buy $((buys_after - buys_mid))"
+echo "warehouse Buy and BuyMany calls: during bot+soldout $((buys_mid - buys_before)), during buy $((buys_after - buys_mid))"
 }

@@ -37,6 +37,7 @@ fn plain() -> EdgeProfile {
         holds_polls: false,
         // Nor can a join wait for others to gather with.
         gathers_joins: false,
+        gathers_buys: false,
         // On Spin, spin.toml's static-file component serves web/; wasmtime serves only the
         // component.
         serves_page: false,
@@ -53,6 +54,7 @@ fn key_value() -> EdgeProfile {
         remembers: true,
         holds_polls: false,
         gathers_joins: false,
+        gathers_buys: false,
         serves_page: false,
         network_retry_after_s: 1,
     }

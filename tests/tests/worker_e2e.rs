@@ -30,6 +30,7 @@ async fn the_worker_guards_the_warehouse_end_to_end() {
             remembers: true,
             holds_polls: true,
             gathers_joins: true,
+            gathers_buys: true,
             serves_page: true,
             // The rate-limit binding's period in wrangler.toml.
             network_retry_after_s: 10,

@@ -9,7 +9,9 @@
 //! It starts its own Redis (AOF, `appendfsync everysec` or `always`: `--durability`) and the
 //! release warehouse binary on the Redis store (order worker off, so the CPU figure is the Buy
 //! path's, unless `--order-worker true` counts its cost too), once per `--batch` mode (`off`: one
-//! script call per buy, `on`: batched), reads the warehouse's CPU time from /proc and Redis's CPU
+//! script call per buy, `on`: batched) and, with `--gather N`, once more batched with each client
+//! sending `Seckill/BuyMany` calls of N buys, as an edge instance that gathers its buys does
+//! (`gathered`), reads the warehouse's CPU time from /proc and Redis's CPU
 //! per buy from `INFO commandstats` (the usec of the EVALSHA calls ÷ the buys decided; with the
 //! order worker on, its `create_order.lua` calls are in that sum).
 //! Run it with `scripts/bench/warehouse.sh`; the README and BENCHMARKS.md say more.
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use flashgate_core::proto::flashsale::{
-    admin_client::AdminClient, seckill_client::SeckillClient, BuyOutcome, BuyReq, Event,
-    PutSkuStockReq, SkuLedgerReq,
+    admin_client::AdminClient, buy_result, seckill_client::SeckillClient, BuyManyReq, BuyOutcome,
+    BuyReq, Event, PutSkuStockReq, SkuLedgerReq,
 };
 use flashgate_core::stock::{call, BuyRequest, Keys, Shard};
 use flashgate_core::warehouse::service::now_ms;
@@ -45,6 +47,11 @@ struct Args {
     /// Which buy paths to measure: `off` (one script call per buy), `on` (batched) or `both`.
     #[arg(long, value_enum, default_value_t = Batch::Both)]
     batch: Batch,
+    /// Buys per `Seckill/BuyMany` in the `gathered` mode, measured beside `batched` (each
+    /// client plays an edge instance that gathered this many buys while its last call was out);
+    /// 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    gather: usize,
     /// Redis's AOF fsync: `relaxed` (`appendfsync everysec`) or `fsync` (`always`).
     #[arg(long, value_enum, default_value_t = Durability::Relaxed)]
     durability: Durability,
@@ -115,6 +122,7 @@ struct LoadResult {
 async fn load(
     addr: &str,
     clients: usize,
+    gather: usize,
     run_for: Duration,
     tag: &str,
 ) -> anyhow::Result<LoadResult> {
@@ -133,21 +141,46 @@ async fn load(
             let (mut queued, mut other, mut errors, mut lat) =
                 (0u64, 0u64, 0u64, Vec::with_capacity(200_000));
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            let mut next = || {
                 i += 1;
-                let req = BuyReq {
+                BuyReq {
                     event_id: EVENT,
                     user_id: format!("{tag}-{c}-{i}"),
                     qty: 1,
                     request_id: "r".into(),
-                };
-                let t = Instant::now();
-                match client.buy(req).await {
-                    Ok(r) if r.get_ref().outcome() == BuyOutcome::Queued => queued += 1,
-                    Ok(_) => other += 1,
-                    Err(_) => errors += 1,
                 }
-                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            };
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if gather == 0 {
+                    match client.buy(next()).await {
+                        Ok(r) if r.get_ref().outcome() == BuyOutcome::Queued => queued += 1,
+                        Ok(_) => other += 1,
+                        Err(_) => errors += 1,
+                    }
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    continue;
+                }
+                let buys = (0..gather).map(|_| next()).collect();
+                match client.buy_many(BuyManyReq { buys }).await {
+                    Ok(reply) => {
+                        for result in &reply.get_ref().results {
+                            match &result.result {
+                                Some(buy_result::Result::Reply(r))
+                                    if r.outcome() == BuyOutcome::Queued =>
+                                {
+                                    queued += 1
+                                }
+                                Some(buy_result::Result::Reply(_)) => other += 1,
+                                _ => errors += 1,
+                            }
+                        }
+                    }
+                    Err(_) => errors += gather as u64,
+                }
+                // Each buy of the call waited as long as the call took.
+                let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                lat.extend(std::iter::repeat_n(us, gather));
             }
             (queued, other, errors, lat)
         });
@@ -314,15 +347,18 @@ async fn main() -> anyhow::Result<()> {
     let mut conn = redis::Client::open(redis.url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    let modes: &[(&str, bool)] = match args.batch {
-        Batch::Off => &[("single", false)],
-        Batch::On => &[("batched", true)],
-        Batch::Both => &[("single", false), ("batched", true)],
+    let mut modes: Vec<(&str, bool, usize)> = match args.batch {
+        Batch::Off => vec![("single", false, 0)],
+        Batch::On => vec![("batched", true, 0)],
+        Batch::Both => vec![("single", false, 0), ("batched", true, 0)],
     };
+    if args.gather > 0 && args.batch != Batch::Off {
+        modes.push(("gathered", true, args.gather));
+    }
     let run_for = Duration::from_secs(args.seconds);
     let mut results = Vec::new();
     let mut queued_total = 0i64;
-    for (round, &(name, batched)) in modes.iter().enumerate() {
+    for (round, &(name, batched, gather)) in modes.iter().enumerate() {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
         eprintln!(
@@ -377,6 +413,7 @@ async fn main() -> anyhow::Result<()> {
         let warm = load(
             &addr,
             args.clients,
+            gather,
             Duration::from_secs(1),
             &format!("warm{round}"),
         )
@@ -387,7 +424,14 @@ async fn main() -> anyhow::Result<()> {
         );
         let stats_before = script_stats(&mut conn).await?;
         let cpu_before = cpu_time(warehouse.0.id())?;
-        let buys = load(&addr, args.clients, run_for, &format!("bench{round}")).await?;
+        let buys = load(
+            &addr,
+            args.clients,
+            gather,
+            run_for,
+            &format!("bench{round}"),
+        )
+        .await?;
         let cpu = cpu_time(warehouse.0.id())?.saturating_sub(cpu_before);
         let stats = script_stats(&mut conn).await?.since(stats_before);
         queued_total += (warm.queued + buys.queued) as i64;
@@ -396,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         drop(warehouse);
-        results.push((name, buys, cpu, stats, ledger));
+        results.push((name, buys, cpu, stats, ledger, gather));
     }
 
     // No oversell: every QUEUED answer left the pool for `locked`, and nothing else moved.
@@ -444,11 +488,16 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut single_rate = None;
     let mut single_cpu = None;
-    for (name, buys, cpu, stats, _) in &results {
+    for (name, buys, cpu, stats, _, gather) in &results {
         let rate = buys.decisions as f64 / buys.elapsed.as_secs_f64();
         let lat = &buys.latencies_us;
         let cpu_per_buy = cpu.as_secs_f64() * 1e6 / buys.decisions.max(1) as f64;
-        println!("  Buy, {name:<8} (gRPC)          : {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
+        let method = if *gather > 0 {
+            format!("BuyMany of {gather}")
+        } else {
+            "Buy".to_owned()
+        };
+        println!("  {name:<8} ({method}, gRPC): {rate:>10.0} decisions/s  p50 {} µs  p99 {} µs  ({} queued, {} refused, {} errors)",
             percentile(lat, 0.50), percentile(lat, 0.99), buys.queued, buys.other, buys.errors);
         println!(
             "    warehouse CPU per Buy        : {cpu_per_buy:>10.1} µs  ({:.2} s CPU over {:.2} s)",
