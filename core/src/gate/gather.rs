@@ -11,13 +11,16 @@
 //!
 //! **Buys** ([`Gate::gathering_buys`]): a sale's `POST /api/buy/{token}`s go in
 //! `Seckill/BuyMany` calls, one out per sale at a time, each taking every buy that came while
-//! the one before was out (at most [`BUY_MANY_MAX`]; no timer, so a lone buy leaves at once and
-//! a batch grows only as long as the warehouse takes to answer). The warehouse decides each
+//! the one before was out (at most [`BUY_MANY_MAX`]; no timer, so a lone buy leaves at once; a
+//! batch grows while the one before is out and until a waiting buy's next look, at most
+//! [`BUY_TICK_MS`] after its reply). The warehouse decides each
 //! exactly as the single `Buy` would (its own user, quantity, request id and limit), and its
 //! batch lane decides a call's buys with one script call, so a crowd buying costs one request,
 //! one HTTP/2 exchange and one script call per batch instead of one each per buy. Every buy was
 //! verified (its signed link, the rate limits, the sale's window and sold-out flag) before it
-//! is gathered, so a farm gathers no more buys than it could send singly.
+//! is gathered, so a farm gathers no more buys than it could send singly; what it can do with
+//! many verified links is queue ahead of later buyers in its isolate, as its single buys would
+//! queue ahead of them in the warehouse's batch lane.
 //!
 //! The adapter's side is [`Next::Wait`](super::Next::Wait): sleep until the time it names, then
 //! [`Exchange::check`](super::Exchange::check). Whichever waiting request of the sale finds its
@@ -83,7 +86,7 @@ pub const MAX_GATHERED_BUYS: usize = 20 * BUY_MANY_MAX;
 /// How long a batch's answers are kept for the joins that wait for them.
 const ANSWER_KEEP_MS: i64 = 5_000;
 
-/// What a gathered join does next ([`Gate::join_step`]).
+/// What a gathered join or buy does next (`Gate::gathered_step`).
 #[derive(Debug)]
 pub(super) enum Gathered {
     /// Its answer, or its batch to send (a forward; the join's answer comes with the reply).
@@ -245,12 +248,20 @@ impl<T: Keyed + Clone, A: Clone> Gathering<T, A> {
             self.members.remove(key);
             self.answers.insert(key.clone(), (answer, now_ms));
         }
+        // Items of a batch gathered again after its reply was taken for lost, answered now
+        // after all: not sent a second time.
+        if !self.queued.is_empty() {
+            let answered: HashSet<&str> = keys.iter().map(String::as_str).collect();
+            self.queued.retain(|item| !answered.contains(item.key()));
+        }
     }
 }
 
 /// A buy gathered with its sale's others: the request to send, and the key its answer is found
-/// under (the user and the request id: a link's nonce is its own, but a key that names the user
-/// keeps one user's answer from ever reaching another).
+/// under: the user, the request id and the quantity (a link's nonce is its own, but a key that
+/// names the user keeps one user's answer from ever reaching another, and one that names the
+/// quantity sends a second quantity through the same link on its own, to be refused as the
+/// single buy would be).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatheredBuy {
     req: BuyRequestOf,
@@ -266,7 +277,10 @@ impl Eq for BuyRequestOf {}
 
 impl GatheredBuy {
     fn new(req: BuyReq) -> Self {
-        let key = format!("{}{}{}", req.user_id, FIELD_SEP, req.request_id);
+        let key = format!(
+            "{}{FIELD_SEP}{}{FIELD_SEP}{}",
+            req.user_id, req.request_id, req.qty
+        );
         GatheredBuy {
             req: BuyRequestOf(req),
             key,
@@ -597,8 +611,9 @@ impl Gate {
     }
 
     /// The warehouse's reply to a batch of buys: a result per buy, or the refusal of every one.
-    /// Each reply tells the sale's view what it tells after a single buy; the breaker hears of
-    /// a failure when any buy met one (the store unreachable, say), as a single buy's would.
+    /// Each reply tells the sale's view what it tells after a single buy. The breaker hears of a
+    /// failure when most of the batch met one (the store unreachable): one sub-pool's shard
+    /// failing, which fails only the buys homed there, does not fail the sale's other buys.
     pub(super) fn buys_answered(
         state: &mut GateState,
         event_id: i64,
@@ -606,7 +621,7 @@ impl Gate {
         results: Result<Vec<BuyResult>, Refusal>,
         now: i64,
     ) -> Outcome {
-        let mut outcome = Outcome::Success;
+        let mut failed = 0;
         let answers: Vec<Bought> = match results {
             Ok(results) => results
                 .into_iter()
@@ -619,17 +634,22 @@ impl Gate {
                         let code = Code::from_i32(refused.code);
                         let (this, refusal) = status_refusal(&Call::Buy { event_id }, code);
                         if this == Outcome::Failure {
-                            outcome = Outcome::Failure;
+                            failed += 1;
                         }
                         Bought::Refused(refusal)
                     }
                     None => {
-                        outcome = Outcome::Failure;
+                        failed += 1;
                         Bought::Refused(Refusal::after(Reason::Unavailable, 1_000))
                     }
                 })
                 .collect(),
             Err(refusal) => vec![Bought::Refused(refusal); keys.len()],
+        };
+        let outcome = if 2 * failed > answers.len() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
         };
         let buys = &mut state.buys.entry(event_id).or_default().batches;
         buys.answered(keys, answers.into_iter(), now);
@@ -676,6 +696,7 @@ mod tests {
         buys.batches.enqueue(&buy("ann", "link-1"), 1_001);
         buys.batches.enqueue(&buy("bob", "link-1"), 1_002);
         assert_eq!(buys.batches.queued.len(), 2, "ann's retry is her first buy");
+
         let sent = buys.batches.send(BUY_MANY_MAX, 1_003);
         let keys: Vec<String> = sent.iter().map(|b| b.key.clone()).collect();
         let refused = Bought::Refused(Refusal::new(Reason::SoldOut));
@@ -686,5 +707,75 @@ mod tests {
             Some(refused)
         );
         assert_eq!(buys.batches.answer_of(&buy("bob", "link-1").key), None);
+    }
+
+    fn buy_of(user: &str, qty: i32) -> GatheredBuy {
+        GatheredBuy::new(BuyReq {
+            event_id: 7,
+            user_id: user.into(),
+            qty,
+            request_id: "link-1".into(),
+        })
+    }
+
+    #[test]
+    fn another_quantity_through_one_link_is_gathered_as_a_buy_of_its_own() {
+        let mut buys = SaleBuys::default();
+        buys.batches.enqueue(&buy_of("ann", 1), 1_000);
+        buys.batches.enqueue(&buy_of("ann", 2), 1_001);
+        let sent = buys.batches.send(BUY_MANY_MAX, 1_002);
+        let qtys: Vec<i32> = sent.iter().map(|b| b.req.0.qty).collect();
+        assert_eq!(
+            qtys,
+            [1, 2],
+            "both reach the warehouse, which refuses the second"
+        );
+    }
+
+    #[test]
+    fn a_late_reply_of_a_batch_taken_for_lost_is_not_sent_again() {
+        let mut buys = SaleBuys::default();
+        buys.batches.enqueue(&buy_of("ann", 1), 1_000);
+        let sent = buys.batches.send(BUY_MANY_MAX, 1_000);
+        buys.batches.requeue_lost(5_000, 3_020);
+        assert_eq!(buys.batches.queued.len(), 1, "taken for lost: queued again");
+        let keys: Vec<String> = sent.iter().map(|b| b.key.clone()).collect();
+        let answer = Bought::Refused(Refusal::new(Reason::SoldOut));
+        buys.batches.answered(&keys, std::iter::once(answer), 5_001);
+        assert!(buys.batches.queued.is_empty(), "answered after all");
+        assert!(buys.batches.answer_of(&keys[0]).is_some());
+    }
+
+    #[test]
+    fn a_batch_fails_the_breaker_only_when_most_of_its_buys_failed() {
+        let mut state = GateState::default();
+        let buyers = [buy_of("ann", 1), buy_of("bob", 1), buy_of("cid", 1)];
+        let keys: Vec<String> = buyers.iter().map(|b| b.key.clone()).collect();
+        let won = || BuyResult {
+            result: Some(buy_result::Result::Reply(BuyReply {
+                outcome: 1,
+                order_no: "7-1".into(),
+                remaining: 5,
+            })),
+        };
+        let unavailable = || BuyResult {
+            result: Some(buy_result::Result::Refused(
+                crate::proto::flashsale::BuyRefused {
+                    code: Code::Unavailable as i32,
+                    message: "stock store unavailable".into(),
+                },
+            )),
+        };
+        // One buy homed on a failing shard: the batch is a success for the breaker.
+        let one = vec![won(), unavailable(), won()];
+        let outcome = Gate::buys_answered(&mut state, 7, &keys, Ok(one), 1_000);
+        assert_eq!(outcome, Outcome::Success);
+        assert!(matches!(
+            state.buys[&7].batches.answer_of(&keys[1]),
+            Some(Bought::Refused(r)) if r.reason == Reason::Unavailable
+        ));
+        let most = vec![unavailable(), unavailable(), won()];
+        let outcome = Gate::buys_answered(&mut state, 7, &keys, Ok(most), 2_000);
+        assert_eq!(outcome, Outcome::Failure);
     }
 }

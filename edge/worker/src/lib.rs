@@ -52,6 +52,7 @@ use flashgate_core::gate::{
     Next, OriginResponse,
 };
 use flashgate_core::refusal::{Reason, Refusal};
+use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::wasm_bindgen::JsCast;
@@ -192,20 +193,26 @@ async fn run(
             Next::Send(call) if call.call.gathered_tick_ms().is_some() => {
                 // A batch is every gathered request's, not this one's: sent under `waitUntil`,
                 // so a client that goes away does not take the others' joins or buys with it.
-                // Its reply lands in the isolate's state, where each request (this one too)
-                // finds its answer.
+                // Its reply lands in the isolate's state, where each request finds its answer:
+                // this one as soon as the reply is in (the task is this request's own, so it may
+                // wake it), the others at their next tick.
                 let tick_ms = call.call.gathered_tick_ms().unwrap_or(gate::JOIN_TICK_MS);
-                let gate = Rc::clone(gate);
+                let longest = gate.config().origin_timeout_ms.max(1) + tick_ms;
+                let (done, replied) = oneshot::channel::<()>();
+                let sender = Rc::clone(gate);
                 ctx.wait_until(async move {
-                    let reply = send(&gate, &call).await;
+                    let reply = send(&sender, &call).await;
                     let done_ms = js_sys::Date::now() as i64;
                     with_state(|state| {
                         let reply = OriginResponse::reply(reply.as_ref());
-                        gate.complete(state, &call, reply, done_ms);
+                        sender.complete(state, &call, reply, done_ms);
                     });
+                    let _ = done.send(());
                 });
-                let until_ms = js_sys::Date::now() as i64 + tick_ms;
-                next = Next::Wait { until_ms };
+                let limit = Delay::from(Duration::from_millis(longest as u64));
+                let _ = select(replied, limit).await;
+                let now_ms = js_sys::Date::now() as i64;
+                next = with_state(|state| exchange.check(gate, state, now_ms));
                 continue;
             }
             Next::Send(call) => call,
