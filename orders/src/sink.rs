@@ -1,6 +1,7 @@
 //! The sink's loop: find every shard's change log, read it through the consumer group
 //! [`SINK_GROUP`], wait for the pacer, apply the batch to PostgreSQL in one transaction, and only
-//! after the commit acknowledge and delete the entries (`XACK` + `XDEL`, one atomic pipeline).
+//! after the commit acknowledge and delete the entries (`stream_ack.lua`, the warehouse's own:
+//! `XACK`, then one head trim below the oldest pending entry instead of an `XDEL` of each).
 //!
 //! Exactly once, here: a change is applied once however often it is delivered. A sink killed
 //! between the commit and the acknowledgement reads the same entries again (its own pending
@@ -31,8 +32,8 @@ use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Value};
 use tokio::sync::watch;
 
-use flashgate_core::stock::{Keys, Shard};
-use flashgate_core::warehouse::store::RedisConnection;
+use flashgate_core::stock::{call, Keys, Shard};
+use flashgate_core::warehouse::store::{self, RedisConnection};
 
 use crate::change::{self, Entry, StreamId};
 use crate::db;
@@ -259,14 +260,8 @@ impl Sink {
         }
         let applied = db::apply(&self.pool, &batch).await?;
         let ids: Vec<String> = entries.iter().map(|e| e.id().to_string()).collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .xack(&log.key, SINK_GROUP, &ids)
-            .ignore()
-            .xdel(&log.key, &ids)
-            .ignore();
-        let mut conn = self.redis.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.acknowledge(&log.key, &ids).await?;
         self.metrics
             .changes
             .inc_by((batch.changes.len() + batch.locks.len()) as u64);
@@ -274,6 +269,17 @@ impl Sink {
         self.metrics.poison.inc_by(batch.poison.len() as u64);
         self.metrics.batch.observe(entries.len() as f64);
         Ok(entries.len())
+    }
+
+    /// `ids` of `key` acknowledged in [`SINK_GROUP`] and deleted, by the warehouse's
+    /// `stream_ack.lua`.
+    async fn acknowledge(&self, key: &str, ids: &[&str]) -> Result<(), SinkError> {
+        let ack = call::stream_ack(key, SINK_GROUP, ids);
+        let mut conn = self.redis.clone();
+        store::invocation(&ack)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn read(&self, log: &Log, from: &str, count: usize) -> Result<Vec<Entry>, SinkError> {

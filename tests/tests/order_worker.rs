@@ -13,12 +13,13 @@ use flashgate_core::proto::flashsale::{
     BuyOutcome, BuyReq, Event, OrderReq, OrderStatus as OrderStatusMsg, PutSkuStockReq,
     SkuLedgerReq,
 };
-use flashgate_core::stock::{BuyDecision, BuyRequest, OrderStatus, Sale, Win};
+use flashgate_core::stock::{call, BuyDecision, BuyRequest, OrderStatus, Sale, Win};
 use flashgate_core::warehouse::metrics::Metrics;
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::now_ms;
 use flashgate_core::warehouse::store::{
-    MemoryStore, OrderQueue, Orders, RedisStore, RedisStoreConfig, Sales, Stock, Store,
+    MemoryStore, OrderQueue, Orders, RedisConnection, RedisStore, RedisStoreConfig, Sales, Stock,
+    Store,
 };
 use flashgate_core::warehouse::worker::{process_wins, run_order_worker, WorkerOptions};
 use flashgate_tests::redis_server::calls_between;
@@ -236,13 +237,16 @@ async fn a_read_batch_costs_one_script_call_per_shard_and_redelivery_creates_not
     assert_eq!(created, 10);
     // The script's first call in this Redis answers NOSCRIPT and is sent again after its load.
     let loads = calls.get("script|load").copied().unwrap_or(0);
+    // Per shard: `create_order.lua` (creates and acknowledges) and `stream_ack.lua` (deletes by
+    // one head trim; its XACK finds nothing left to acknowledge).
     assert_eq!(
         calls.get("evalsha").map(|n| n - loads),
-        Some(2),
+        Some(4),
         "{calls:?}"
     );
-    assert_eq!(calls.get("xack"), Some(&2), "{calls:?}");
-    assert_eq!(calls.get("xdel"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("xack"), Some(&4), "{calls:?}");
+    assert_eq!(calls.get("xtrim"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("xdel"), None, "{calls:?}");
     assert_eq!(
         store
             .reclaim_wins("b", Duration::ZERO, 100)
@@ -599,4 +603,99 @@ async fn reclaim_wins_returns_count_wins_per_sku_instead_of_in_total() {
     a_reclaim_holds_at_most_count_wins(MemoryStore::new()).await;
     let redis = TestRedis::start().await;
     a_reclaim_holds_at_most_count_wins(redis.store().await).await;
+}
+
+/// `stream_ack.lua` on a one-group stream: an entry still pending (another consumer's) stays,
+/// and so does everything after it that is not acknowledged; what is acknowledged goes, by XDEL
+/// above the pending one and by the head trim below it; once the pending one is acknowledged too
+/// the stream is empty, and undelivered entries are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ack_deletes_what_is_acknowledged_and_nothing_pending_or_unread() {
+    let redis = TestRedis::start().await;
+    let store = redis.store().await;
+    let mut conn = store.connection();
+    let stream = format!("{}test-stream", store.keys().prefix());
+    let group = "g";
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .expect("group");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let id: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(&mut conn)
+            .await
+            .expect("xadd");
+        ids.push(id);
+    }
+    // Consumer "a" takes entries 0..2, "b" takes 2..4; 4 and 5 are never delivered.
+    for (consumer, count) in [("a", 2), ("b", 2)] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .expect("read");
+    }
+    let left = |conn: RedisConnection| {
+        let stream = stream.clone();
+        async move {
+            let mut conn = conn;
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .expect("xrange");
+            entries.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        }
+    };
+    let pick = |of: &[usize]| of.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>();
+    let ack = |of: &[usize]| {
+        let of: Vec<&str> = of.iter().map(|&i| ids[i].as_str()).collect();
+        call::stream_ack(&stream, group, &of)
+    };
+
+    // "b" acknowledges entry 3 while "a"'s 0 and 1 are pending: 3 goes, by XDEL.
+    assert_eq!(store.run::<i64>(&ack(&[3])).await.expect("ack 3"), 1);
+    assert_eq!(left(conn.clone()).await, pick(&[0, 1, 2, 4, 5]));
+    // "a" acknowledges 1 (0 still pending): 1 goes; acknowledging it again counts nothing.
+    assert_eq!(store.run::<i64>(&ack(&[1])).await.expect("ack 1"), 1);
+    assert_eq!(store.run::<i64>(&ack(&[1])).await.expect("again"), 0);
+    assert_eq!(left(conn.clone()).await, pick(&[0, 2, 4, 5]));
+    // "a" acknowledges 0: the oldest pending is now 2, everything below it is trimmed.
+    assert_eq!(store.run::<i64>(&ack(&[0])).await.expect("ack 0"), 1);
+    assert_eq!(left(conn.clone()).await, pick(&[2, 4, 5]));
+    // "b" acknowledges 2: nothing is pending, the trim stops after the newest acknowledged id,
+    // so the undelivered 4 and 5 stay for the next read.
+    assert_eq!(store.run::<i64>(&ack(&[2])).await.expect("ack 2"), 1);
+    assert_eq!(left(conn.clone()).await, pick(&[4, 5]));
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg("a")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("read the rest");
+    assert_eq!(store.run::<i64>(&ack(&[5, 4])).await.expect("ack 4, 5"), 2);
+    assert_eq!(left(conn.clone()).await, Vec::<String>::new());
 }

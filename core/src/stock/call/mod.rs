@@ -84,6 +84,9 @@ scripts! {
     /// The order worker: a read batch's wins QUEUED → PENDING_PAYMENT, exactly once, and
     /// acknowledged in the same step.
     CREATE_ORDER = "create_order", 4 keys, 6 args;
+    /// The order worker after `create_order.lua`, and the order sink after its commit: entries
+    /// of a one-group stream acknowledged and deleted (a head trim, XDEL only above a pending one).
+    STREAM_ACK = "stream_ack", 1 keys, 1 args + 1 each;
     /// `Seckill.PayOrder`: the payment side's confirmation, locked → sold.
     PAY = "pay", 4 keys, 6 args, acknowledged;
     /// `Seckill.CancelOrder` and the sweeper's expiry: locked → pool or available.

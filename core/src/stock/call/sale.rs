@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::{malformed, num, num_at, status, Call, ReplyResult};
 use super::{
     BUY_BATCH, CLOSE_EVENT, CREATE_ORDER, LEDGER, PAY, PURGE_ORDERS, PUT_EVENT, PUT_STOCK,
-    PUT_SUBPOOL, RELEASE_ORDER,
+    PUT_SUBPOOL, RELEASE_ORDER, STREAM_ACK,
 };
 use crate::stock::audit::{Counters, SaleSnapshot, SkuSnapshot};
 use crate::stock::{
@@ -161,6 +161,16 @@ pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDec
         "UNKNOWN_EVENT" => BuyDecision::UnknownEvent,
         _ => return None,
     })
+}
+
+/// `stream_ack.lua`: the entries `ids` of `stream` acknowledged in `group` and deleted. `stream`
+/// must be read by that group alone; `ids` must not be empty and only name delivered entries.
+pub fn stream_ack(stream: &str, group: &str, ids: &[&str]) -> Call {
+    debug_assert!(!ids.is_empty(), "stream_ack: no ids");
+    let mut args = Vec::with_capacity(1 + ids.len());
+    args.push(group.to_owned());
+    args.extend(ids.iter().map(|id| (*id).to_owned()));
+    Call::new(&STREAM_ACK, vec![stream.to_owned()], args)
 }
 
 /// The most wins one `create_order.lua` call takes (its reply and `XACK` stay small).

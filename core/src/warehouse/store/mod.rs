@@ -15,7 +15,9 @@ mod redis;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::durability::{self, Durability, Guarantee};
-pub use self::redis::{RedisConnection, RedisStore, RedisStoreConfig, DEFAULT_RETAIN_CLOSED};
+pub use self::redis::{
+    invocation, RedisConnection, RedisStore, RedisStoreConfig, DEFAULT_RETAIN_CLOSED,
+};
 
 use std::future::Future;
 use std::time::Duration;

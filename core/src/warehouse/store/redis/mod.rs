@@ -35,6 +35,7 @@ mod sweep;
 mod transfer;
 
 pub use self::connection::{RedisConnection, RedisStoreConfig};
+pub use self::scripts::invocation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use redis::{FromRedisValue, Script};
+use redis::{FromRedisValue, Script, ScriptInvocation};
 
 use super::{unavailable, RedisStore};
 use crate::stock::call::{self, Call};
@@ -24,6 +24,22 @@ fn registry() -> &'static HashMap<&'static str, Script> {
     })
 }
 
+/// `call` ready to send: its script's EVALSHA (loaded again on `NOSCRIPT`) with its keys and
+/// arguments — for a process that holds a connection but no [`RedisStore`] (the order sink).
+pub fn invocation(call: &Call) -> ScriptInvocation<'static> {
+    let script = registry()
+        .get(call.script.name)
+        .expect("every script is registered");
+    let mut invocation = script.prepare_invoke();
+    for key in &call.keys {
+        invocation.key(key);
+    }
+    for arg in &call.args {
+        invocation.arg(arg);
+    }
+    invocation
+}
+
 impl RedisStore {
     /// Runs one script call and answers its raw reply (scripts load on first use and are cached
     /// by Redis). Under `--durability fsync` on a server with WAITAOF, the reply is held until
@@ -31,18 +47,8 @@ impl RedisStore {
     /// `durability::AofBarrier`); with `appendfsync always`
     /// Redis itself holds the reply until then.
     pub async fn run<T: FromRedisValue>(&self, call: &Call) -> StoreResult<T> {
-        let script = registry()
-            .get(call.script.name)
-            .expect("every script is registered");
-        let mut invocation = script.prepare_invoke();
-        for key in &call.keys {
-            invocation.key(key);
-        }
-        for arg in &call.args {
-            invocation.arg(arg);
-        }
         let mut conn = self.conn.clone();
-        let reply = invocation
+        let reply = invocation(call)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

@@ -1,7 +1,8 @@
 //! The order queue on Redis: every shard's order stream, read (one `XREADGROUP` per stream,
 //! concurrently, no `BLOCK`: streams live in different slots), reclaimed (`XAUTOCLAIM`), and the
-//! orders a read batch announces created once and acknowledged (`XACK` + `XDEL`) by one
-//! `create_order.lua` call per shard, in the same atomic step.
+//! orders a read batch announces created once and acknowledged by one `create_order.lua` call per
+//! shard, in the same atomic step; then the acknowledged entries deleted (`stream_ack.lua`: a head
+//! trim, not an `XDEL` each).
 //!
 //! What it does not do: decide what to do with a win (the order worker does).
 
@@ -116,6 +117,21 @@ impl RedisStore {
                     );
                     let reply: Vec<String> = self.run(&create).await?;
                     let outcomes = call::parse_create_orders(&reply, chunk.len())?;
+                    let acked: Vec<&str> = batch
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| **outcome != Created::NotFound)
+                        .map(|(win, _)| win.1)
+                        .collect();
+                    if !acked.is_empty() {
+                        let stream = self.keys.order_stream(*shard);
+                        let ack = call::stream_ack(&stream, ORDER_GROUP, &acked);
+                        // Deleting is housekeeping: the wins are created and acknowledged, and
+                        // the next batch's head trim takes what this one leaves.
+                        if let Err(e) = self.run::<i64>(&ack).await {
+                            tracing::warn!(error = %e, "acknowledged wins not deleted yet");
+                        }
+                    }
                     Ok::<_, StoreError>(chunk.iter().copied().zip(outcomes).collect::<Vec<_>>())
                 })
         });
@@ -149,14 +165,8 @@ impl RedisStore {
     pub(super) async fn ack(&self, win: &Win) -> StoreResult<()> {
         let (_, shard) = self.shard_of_win(win).await?;
         let stream = self.keys.order_stream(shard);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .xack(&stream, ORDER_GROUP, &[&win.entry_id])
-            .ignore()
-            .xdel(&stream, &[&win.entry_id])
-            .ignore();
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        let ack = call::stream_ack(&stream, ORDER_GROUP, &[&win.entry_id]);
+        self.run::<i64>(&ack).await.map(|_| ())
     }
 
     /// One round over every order stream, each its own `XREADGROUP` (streams live in different
