@@ -252,10 +252,11 @@ mod tests {
             "lock_read",
             "room_move",
             "room_claim",
+            "stream_ack",
         ] {
             assert!(!acknowledged.contains(&quiet), "{quiet}");
         }
-        assert_eq!(acknowledged.len() + 9, ALL.len(), "{acknowledged:?}");
+        assert_eq!(acknowledged.len() + 10, ALL.len(), "{acknowledged:?}");
     }
 
     #[test]

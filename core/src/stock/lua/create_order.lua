@@ -51,7 +51,6 @@ for i, order_no in ipairs(orders) do
   if not raw then
     replies[i] = 'NOT_FOUND'
   else
-    -- event, then sku user qty (kept as they are), status, deadline, then the rest.
     local event, kept, status, rest =
       string.match(raw, '^([^\31]*)(\31[^\31]*\31[^\31]*\31[^\31]*\31)([^\31]*)\31[^\31]*(\31[^\31]*\31[^\31]*\31[^\31]*\31[^\31]*\31[^\31]*)$')
     assert(event, 'order ' .. order_no .. ': not an order record')
@@ -64,7 +63,8 @@ for i, order_no in ipairs(orders) do
         windows[event] = window
       end
       local deadline = string.format('%d', now + window)
-      local record = event .. kept .. 'PENDING_PAYMENT\31' .. deadline .. rest
+      status = 'PENDING_PAYMENT'
+      local record = event .. kept .. status .. '\31' .. deadline .. rest
       records[#records + 1] = order_no
       records[#records + 1] = record
       due[#due + 1] = deadline

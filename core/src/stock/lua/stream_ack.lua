@@ -3,7 +3,8 @@
 -- creation; here it is a no-op), the order sink after its commit.
 --
 -- KEYS[1]  the stream (a shard's order stream or change log)
--- ARGV[1]  the consumer group   ARGV[2..] the entry ids to acknowledge (delivered ones only)
+-- ARGV[1]  the consumer group   ARGV[2] the first entry id to acknowledge (a delivered one),
+--          then one more ARGV per id
 --
 -- Deleting: with nothing pending, every entry up to the group's last delivered one has been
 -- acknowledged, so one `XTRIM MINID` removes them all (about 0.1 µs an entry where XDEL of
@@ -17,7 +18,7 @@
 -- Example: entries 5-0 5-1 5-2 delivered, 5-0 pending elsewhere, ids {5-1, 5-2} → 2; 5-0 stays,
 -- 5-1 and 5-2 deleted by XDEL; then ids {5-0} → 1, nothing pending, trimmed up to the last
 -- delivered (5-2): the stream is empty.
-assert(#KEYS == 1 and #ARGV >= 2, 'stream_ack.lua: 1 KEYS, 1 + n ARGV')
+assert(#KEYS == 1 and #ARGV >= 2 and (#ARGV - 1) % 1 == 0, 'stream_ack.lua: 1 KEYS, 1 + 1n ARGV')
 local ids = { unpack(ARGV, 2) }
 local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 local function parse(id)
