@@ -173,8 +173,11 @@ pub fn stream_ack(stream: &str, group: &str, ids: &[&str]) -> Call {
     Call::new(&STREAM_ACK, vec![stream.to_owned()], args)
 }
 
-/// The most wins one `create_order.lua` call takes (its reply and `XACK` stay small).
-pub const CREATE_BATCH: usize = 256;
+/// The most wins one `create_order.lua` call takes. A call holds Redis's one thread for about
+/// 7 µs a win, and the buys' lane waits behind it: at 256 a call (1.6 ms) the order benchmark
+/// accepted 15.0k and 18.3k buys/s, at 64 (two concurrent calls of a 128-win read) 19.0k and
+/// 19.8k in the same hour (`flashgate-bench-orders --wins 100000`, alternated).
+pub const CREATE_BATCH: usize = 64;
 
 /// `create_order.lua`: the orders the wins of one shard announce, created in one call; with
 /// `ack`, their stream entries acknowledged in the same atomic step. `wins` are

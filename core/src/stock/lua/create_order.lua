@@ -1,5 +1,5 @@
--- create_order.lua — the order worker: turn the wins of one read batch (one shard) into orders
--- awaiting payment, each once, and acknowledge their stream entries in the same atomic step.
+-- create_order.lua — the order worker: turn wins of one shard (up to call::CREATE_BATCH) into
+-- orders awaiting payment, each once, and acknowledge their stream entries in the same atomic step.
 --
 -- KEYS[1]  the shard's orders      ({sku:ID}:orderbook: order number → record, see stock::record)
 -- KEYS[2]  payment deadlines       ({sku:ID}:deadlines: order number → deadline ms)
