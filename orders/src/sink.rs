@@ -260,7 +260,6 @@ impl Sink {
         }
         let applied = db::apply(&self.pool, &batch).await?;
         let ids: Vec<String> = entries.iter().map(|e| e.id().to_string()).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         self.acknowledge(&log.key, &ids).await?;
         self.metrics
             .changes
@@ -273,7 +272,7 @@ impl Sink {
 
     /// `ids` of `key` acknowledged in [`SINK_GROUP`] and deleted, by the warehouse's
     /// `stream_ack.lua`.
-    async fn acknowledge(&self, key: &str, ids: &[&str]) -> Result<(), SinkError> {
+    async fn acknowledge(&self, key: &str, ids: &[String]) -> Result<(), SinkError> {
         let ack = call::stream_ack(key, SINK_GROUP, ids);
         let mut conn = self.redis.clone();
         store::invocation(&ack)

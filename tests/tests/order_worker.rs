@@ -667,10 +667,7 @@ async fn stream_ack_deletes_what_is_acknowledged_and_nothing_pending_or_unread()
         }
     };
     let pick = |of: &[usize]| of.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>();
-    let ack = |of: &[usize]| {
-        let of: Vec<&str> = of.iter().map(|&i| ids[i].as_str()).collect();
-        call::stream_ack(&stream, group, &of)
-    };
+    let ack = |of: &[usize]| call::stream_ack(&stream, group, &pick(of));
 
     // "b" acknowledges entry 3 while "a"'s 0 and 1 are pending: 3 goes, by XDEL.
     assert_eq!(store.run::<i64>(&ack(&[3])).await.expect("ack 3"), 1);

@@ -165,11 +165,11 @@ pub fn parse_buy(outcome: &str, order_no: &str, remaining: i64) -> Option<BuyDec
 
 /// `stream_ack.lua`: the entries `ids` of `stream` acknowledged in `group` and deleted. `stream`
 /// must be read by that group alone; `ids` must not be empty and only name delivered entries.
-pub fn stream_ack(stream: &str, group: &str, ids: &[&str]) -> Call {
+pub fn stream_ack<S: AsRef<str>>(stream: &str, group: &str, ids: &[S]) -> Call {
     debug_assert!(!ids.is_empty(), "stream_ack: no ids");
     let mut args = Vec::with_capacity(1 + ids.len());
     args.push(group.to_owned());
-    args.extend(ids.iter().map(|id| (*id).to_owned()));
+    args.extend(ids.iter().map(|id| id.as_ref().to_owned()));
     Call::new(&STREAM_ACK, vec![stream.to_owned()], args)
 }
 

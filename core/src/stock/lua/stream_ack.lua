@@ -19,8 +19,7 @@
 -- 5-1 and 5-2 deleted by XDEL; then ids {5-0} → 1, nothing pending, trimmed up to the last
 -- delivered (5-2): the stream is empty.
 assert(#KEYS == 1 and #ARGV >= 2 and (#ARGV - 1) % 1 == 0, 'stream_ack.lua: 1 KEYS, 1 + 1n ARGV')
-local ids = { unpack(ARGV, 2) }
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -48,10 +47,10 @@ local floor = pending[2]
 redis.call('XTRIM', KEYS[1], 'MINID', floor)
 local floor_ms, floor_seq = parse(floor)
 local above = {}
-for _, id in ipairs(ids) do
-  local ms, seq = parse(id)
+for i = 2, #ARGV do
+  local ms, seq = parse(ARGV[i])
   if ms > floor_ms or (ms == floor_ms and seq > floor_seq) then
-    above[#above + 1] = id
+    above[#above + 1] = ARGV[i]
   end
 end
 if #above > 0 then
