@@ -220,6 +220,8 @@ fn queue_poll(c: &mut Criterion) {
         drawn: 60_000,
         admitted: 200,
         admitted_through: 1 << 50,
+        opened: 100,
+        opened_through: 1 << 49,
         pending: 200,
         remaining: 100,
         held: 0,

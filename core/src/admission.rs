@@ -16,16 +16,18 @@
 //! `admit_factor × remaining pool` ([`Room::admits`]): a crowd of 100,000 for 100 units moves
 //! ~200 people at a time, and a unit that comes back (a cancellation, an expired order) admits
 //! the next `admit_factor` places. An admission lapses `admission_ttl` after it opens if it was
-//! not used.
+//! not used; one on standby does not lapse (it has not opened).
 //!
-//! **Who buys first** ([`window`]). Admitting more places than there are units keeps the sale
+//! **Who buys first** ([`openings`]). Admitting more places than there are units keeps the line
 //! moving when some of the admitted never buy, but it makes the admitted race each other, and
-//! the fastest client — a bot polling as often as it may — would win the race. So the places a
-//! move admits are not all equal: the first `remaining − pending` of them in line order (one
-//! unit is there for each, whatever the admissions before them do) may buy at once, and the rest
-//! are on *standby* for [`Rules::standby_ms`] (a third of an admission's life, 10 s by default)
-//! before their admission opens. A standby place buys only what the places before it left: a
-//! unit comes to it for being slow or absent ahead, never for being fast behind. When the pool is empty and no unpaid order holds units that could come back,
+//! the fastest client — a bot polling as often as it may — would win the race. So an admission
+//! is not open (its purchase link is not minted) until there is a unit for it: a move opens the
+//! admitted places in line order, only as many as there are units that no open admission is
+//! counted against (`remaining − open`), and the rest wait on *standby* at the front of the line.
+//! Every open admission has a unit whatever the others do, and a unit reaches a standby place
+//! only once every place before it has bought, lapsed or been opened: a unit comes to a place
+//! for being slow or absent ahead, never for being fast behind, however late the places before
+//! it learn of their admission. When the pool is empty and no unpaid order holds units that could come back,
 //! every place still waiting is told `sold_out` at once ([`Room::sold_out`]) — nobody waits for
 //! stock that is gone.
 //!
@@ -68,15 +70,6 @@ impl Rules {
     /// The default life of an unused admission: long enough to solve nothing new, mint a link
     /// and buy with it from a slow phone.
     pub const DEFAULT_ADMISSION_TTL_MS: i64 = 30_000;
-
-    /// How long a standby admission waits before it opens ([`window`]): a third of an
-    /// admission's life (10 s by default), time enough for the places before it, told by their
-    /// next poll (≤ 0.6 s at the front), to buy even from a slow phone or a congested edge
-    /// (measured: with a 5 s wait, buyers behind a saturated edge left enough units to the
-    /// standby places for the bots among them to win more than their share).
-    pub fn standby_ms(&self) -> i64 {
-        self.admission_ttl_ms.max(0) / 3
-    }
 }
 
 /// A place's rank in the line: lower goes first. Drawn tickets (pre-queue) sort before arrival
@@ -178,12 +171,13 @@ pub const JOIN_MANY_MAX: usize = 512;
 pub const RATE_WINDOW_MS: i64 = 5_000;
 
 /// The admission rate a holder publishes for ETAs, as integers so every holder computes the
-/// same figure: the admissions of the last full window of [`RATE_WINDOW_MS`], per second.
+/// same figure: the admissions opened ([`openings`]: the pace at which the line reaches the
+/// places behind) over the last full window of [`RATE_WINDOW_MS`], per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RateMark {
     /// When the current window began (unix ms; 0: not yet, the sale has not started).
     pub at_ms: i64,
-    /// Places admitted when it began.
+    /// Admissions opened when it began.
     pub admitted: u64,
     /// Admissions per second over the last full window, in thousandths.
     pub milli_per_s: u64,
@@ -196,7 +190,7 @@ impl RateMark {
     }
 }
 
-/// The rate after a move at `now_ms` that left `admitted` places admitted in all, for a sale
+/// The rate after a move at `now_ms` that left `admitted` admissions opened in all, for a sale
 /// starting at `start_ms`: the first window begins at the start (so the first admissions count),
 /// and a window of at least [`RATE_WINDOW_MS`] closes at the first move after it.
 pub fn rate_step(mark: RateMark, admitted: u64, start_ms: i64, now_ms: i64) -> RateMark {
@@ -320,30 +314,16 @@ pub fn opens_at(rules: &Rules, until_ms: i64) -> i64 {
     until_ms.saturating_sub(rules.admission_ttl_ms.max(0))
 }
 
-/// An admission's window: from when its purchase link may be minted, and when it lapses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// When the admission opens (unix ms).
-    pub from_ms: i64,
-    /// When it lapses if unused (unix ms).
-    pub until_ms: i64,
-}
-
-/// The window of the `nth` (0-based, in line order) of the places one move admits at `now_ms`,
-/// to a room whose counts `room` are as the move found them (its lapses and buys applied, none
-/// of its own admissions yet): the first `remaining − pending` open at once, the rest after
-/// [`Rules::standby_ms`]. Each lapses [`lapses_at`] its opening.
-pub fn window(rules: &Rules, room: &Room, nth: u64, now_ms: i64) -> Window {
-    let at_once = room.remaining.saturating_sub(room.pending);
-    let from_ms = if nth < at_once {
-        now_ms
-    } else {
-        now_ms.saturating_add(rules.standby_ms())
-    };
-    Window {
-        from_ms,
-        until_ms: lapses_at(rules, from_ms),
-    }
+/// How many of the `standby` admitted places a move opens (the first of them in line order),
+/// in a room with `remaining` units and `open` admissions open and unused: one for each unit no
+/// open admission is counted against. So open admissions never outnumber the units when a move
+/// leaves them, each has a unit whatever the others do, and a standby place opens only when the
+/// units exceed the open admissions before it — it cannot gain a unit by being fast.
+///
+/// One unit is counted per admission: with a per-user limit above one, an open buyer taking
+/// several units takes them from the open places after it in line, never from a standby one.
+pub fn openings(remaining: u64, open: u64, standby: u64) -> u64 {
+    remaining.saturating_sub(open).min(standby)
 }
 
 /// Where a user's place stands, as the holder knows it.
@@ -354,8 +334,8 @@ pub enum Place {
         /// Waiting places with a lower ticket.
         ahead: u64,
     },
-    /// Admitted from `from_ms` (a standby admission before it: still waiting, at the front)
-    /// until `until_ms`.
+    /// Admitted and open from `from_ms` until `until_ms` (a standby admission, not open yet, is
+    /// [`Place::Waiting`] at the front: nothing ahead of it waits).
     Admitted {
         /// When the admission opens (unix ms).
         from_ms: i64,
@@ -443,9 +423,6 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
     }
     match facts.place {
         Place::Done => done(QueueState::Ended),
-        Place::Admitted { from_ms, until_ms } if from_ms > facts.now_ms && until_ms > from_ms => {
-            standby_view(from_ms - facts.now_ms)
-        }
         Place::Admitted { until_ms, .. } if until_ms > facts.now_ms => QueueView {
             state: QueueState::Admitted,
             position: 0,
@@ -483,10 +460,10 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
     }
 }
 
-/// What a standby admission (one that opens in `wait_ms`) is told: waiting at the front, to ask
-/// again within [`STANDBY_POLL_MS`] — it is admitted when it opens if the places before it left
-/// a unit, and told sold out as soon as the line is (a poll only when it opens would leave it
-/// waiting for stock that is gone).
+/// What an admission is told while it cannot buy yet (open, but every unit is held by an unpaid
+/// order or taken by a buyer before it in line; a unit may come back within `wait_ms`): waiting
+/// at the front, to ask again within [`STANDBY_POLL_MS`], so that it learns of a free unit or of
+/// the sell-out within a second.
 pub fn standby_view(wait_ms: i64) -> QueueView {
     let wait_ms = wait_ms.max(1) as u64;
     QueueView {
@@ -499,7 +476,7 @@ pub fn standby_view(wait_ms: i64) -> QueueView {
     }
 }
 
-/// The longest advised wait between a standby place's polls.
+/// The longest advised wait between the polls of an admission that cannot buy yet.
 pub const STANDBY_POLL_MS: u64 = 1_000;
 
 /// The advised wait before the next poll: half a second near the front, growing with the line

@@ -424,6 +424,8 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
     let now = START + 2_000;
     wh.snapshot.admitted = 12;
     wh.snapshot.admitted_through = ticket.get() + 5;
+    wh.snapshot.opened = 12;
+    wh.snapshot.opened_through = ticket.get() + 5;
     wh.snapshot.pending = 12;
     wh.snapshot.admit_rate_per_s = 6.0;
     wh.claims.insert(
@@ -496,14 +498,13 @@ fn a_buyer_joins_in_the_pre_queue_waits_and_is_admitted_with_a_link() {
     assert_ne!(lapsed["state"], "admitted", "{lapsed}");
 }
 
-/// `user` joins at `now` at the fourth place, and the warehouse admits the first four: `user`'s
-/// admission opens at `opens` and lapses 30 s later. Answers the shopper.
+/// `user` joins at `now` at the fourth place, and the warehouse admits and opens the first
+/// four: `user`'s admission opens at `now` and lapses 30 s later. Answers the shopper.
 fn admitted(
     gate: &Gate,
     state: &mut GateState,
     wh: &mut Warehouse,
     user: &str,
-    opens: i64,
     now: i64,
 ) -> Shopper {
     let mut who = Shopper::new(user);
@@ -512,13 +513,15 @@ fn admitted(
     join(gate, state, wh, &mut who, now);
     wh.snapshot.admitted = 4;
     wh.snapshot.admitted_through = ticket.get();
+    wh.snapshot.opened = 4;
+    wh.snapshot.opened_through = ticket.get();
     wh.claims.insert(
         user.into(),
         QueuePlace {
             state: PlaceState::PlaceAdmitted as i32,
             ticket: ticket.get(),
-            admitted_from_ms: opens,
-            admitted_until_ms: opens + 30_000,
+            admitted_from_ms: now,
+            admitted_until_ms: now + 30_000,
             ..Default::default()
         },
     );
@@ -526,36 +529,46 @@ fn admitted(
 }
 
 #[test]
-fn a_standby_admission_gets_no_link_before_it_opens() {
+fn a_standby_admission_gets_no_link_and_costs_no_claim_until_it_opens() {
     let gate = Gate::new(config());
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
     let now = START + 1_000;
-    // Admitted beyond the units left: the warehouse opens bob's admission 5 s later.
-    let opens = now + 5_000;
-    let bob = admitted(&gate, &mut state, &mut wh, "bob", opens, now);
+    // Admitted beyond the units: bob is the fourth place, two of the four admitted are open.
+    let bob = admitted(&gate, &mut state, &mut wh, "bob", now);
+    wh.snapshot.opened = 2;
+    wh.snapshot.opened_through = Ticket::arrival(1).get();
     wh.snapshot.pending = 4;
     wh.snapshot.remaining = 2;
     wh.take_calls();
-    // However often it polls (each second, as the pace allows), no link before it opens: it
-    // is told to wait at the front and come back then.
-    for at in (now..opens).step_by(1_000) {
+    // However often it polls (each second, as the pace allows), no link and no claim while the
+    // line has not opened it: it waits behind the one standby place ahead of it.
+    for at in (now..now + 5_000).step_by(1_000) {
         let (status, body) = poll(&gate, &mut state, &mut wh, &bob, at);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["state"], "waiting", "{body}");
         assert!(body.get("link").is_none(), "{body}");
-        assert_eq!((&body["position"], &body["ahead"]), (&json!(1), &json!(0)));
-        assert_eq!(body["poll_after_ms"], (opens - at).min(1_000));
+        assert_eq!((&body["position"], &body["ahead"]), (&json!(2), &json!(1)));
     }
+    let calls = wh.take_calls();
+    assert!(!calls.contains(&CLAIM), "{calls:?}");
+    // The places ahead bought or lapsed: the next copy of the line has bob opened.
+    let opens = now + 5_000;
+    wh.snapshot.opened = 4;
+    wh.snapshot.opened_through = Ticket::arrival(3).get();
+    wh.claims.get_mut("bob").expect("claimed").admitted_from_ms = opens;
+    wh.claims.get_mut("bob").expect("claimed").admitted_until_ms = opens + 30_000;
     let (_, open) = poll(&gate, &mut state, &mut wh, &bob, opens);
     assert_eq!(open["state"], "admitted", "{open}");
     assert_eq!(open["admitted_until_ms"], opens + 30_000);
     assert!(open["link"]["path"].as_str().is_some());
+    let (_, again) = poll(&gate, &mut state, &mut wh, &bob, opens + 1_000);
+    assert_eq!(again["state"], "admitted", "{again}");
     let calls = wh.take_calls();
     assert_eq!(
         calls.iter().filter(|c| **c == CLAIM).count(),
         1,
-        "one claim, remembered while it waits: {calls:?}"
+        "one claim once it opened, then remembered: {calls:?}"
     );
 }
 
@@ -565,9 +578,9 @@ fn an_open_admission_with_every_unit_held_waits_for_one_to_come_back() {
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
     let now = START + 1_000;
-    // Admitted (a standby place whose wait is over), but the places ahead bought every unit
-    // and have not paid yet: nothing is free, something may come back.
-    let cy = admitted(&gate, &mut state, &mut wh, "cy", now, now);
+    // Open, but a buyer ahead took two units and the rest are held by unpaid orders: nothing
+    // is free, something may come back.
+    let cy = admitted(&gate, &mut state, &mut wh, "cy", now);
     wh.snapshot.remaining = 0;
     wh.snapshot.held = 2;
     let (status, body) = poll(&gate, &mut state, &mut wh, &cy, now + 1_000);
@@ -594,30 +607,16 @@ fn an_admission_still_unused_is_told_sold_out_with_the_line() {
     let gate = Gate::new(config());
     let mut state = GateState::default();
     let mut wh = Warehouse::new();
-    let (mut bob, mut cy) = (Shopper::new("bob"), Shopper::new("cy"));
-    wh.seat("bob", Ticket::arrival(0), 0);
-    wh.seat("cy", Ticket::arrival(1), 1);
     let now = START + 1_000;
-    join(&gate, &mut state, &mut wh, &mut bob, now);
+    let bob = admitted(&gate, &mut state, &mut wh, "bob", now);
+    let mut cy = Shopper::new("cy");
+    wh.seat("cy", Ticket::arrival(4), 4);
     join(&gate, &mut state, &mut wh, &mut cy, now);
-    wh.snapshot.admitted = 1;
-    wh.snapshot.admitted_through = Ticket::arrival(0).get();
-    wh.snapshot.pending = 1;
-    wh.snapshot.remaining = 1;
-    wh.claims.insert(
-        "bob".into(),
-        QueuePlace {
-            state: PlaceState::PlaceAdmitted as i32,
-            ticket: Ticket::arrival(0).get(),
-            admitted_from_ms: now + 5_000,
-            admitted_until_ms: now + 35_000,
-            ..Default::default()
-        },
-    );
-    let (_, standby) = poll(&gate, &mut state, &mut wh, &bob, now);
-    assert_eq!(standby["state"], "waiting", "{standby}");
-    // The unit goes elsewhere and is paid: the next refresh, from cy's poll, says sold out,
-    // and bob, whose admission has not opened yet, is told at once, not when it opens.
+    let (_, open) = poll(&gate, &mut state, &mut wh, &bob, now);
+    assert_eq!(open["state"], "admitted", "{open}");
+    // Bob does not buy; the units go to the places before him and are paid: the next refresh,
+    // from cy's poll, says sold out, and bob's remembered admission is told so at once, not
+    // given a link that could only buy a refusal.
     wh.snapshot.remaining = 0;
     wh.snapshot.sold_out = true;
     let (_, waiting) = poll(&gate, &mut state, &mut wh, &cy, now + 1_000);
@@ -825,6 +824,8 @@ fn a_lapsed_or_spent_place_is_ended_and_remembered() {
     join(&gate, &mut state, &mut wh, &mut alice, now);
     wh.snapshot.admitted = 1;
     wh.snapshot.admitted_through = Ticket::arrival(0).get();
+    wh.snapshot.opened = 1;
+    wh.snapshot.opened_through = Ticket::arrival(0).get();
     wh.claims.insert(
         "alice".into(),
         QueuePlace {
@@ -1223,6 +1224,7 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     // as soon as the held units are sold: a sold-out answer is never held.
     let (mut state, mut wh, dee) = held_place(&gate, "dee", 1, "20000", now);
     wh.snapshot.admitted = 1;
+    wh.snapshot.opened = 1;
     wh.snapshot.remaining = 0;
     wh.snapshot.held = 1;
     let req = dee.request("GET", "/api/events/7/queue", b"", now);
@@ -1243,11 +1245,12 @@ fn a_held_poll_is_answered_when_its_news_comes_at_no_extra_origin_cost() {
     let (mut state, mut wh, bob) = held_place(&gate, "bob", 50, "20000", now);
     let req = bob.request("GET", "/api/events/7/queue", b"", now);
     let (answer, at) = wh.serve_held(&gate, &mut state, &req, |wh, t| {
-        wh.snapshot.admitted = match t - now {
+        wh.snapshot.opened = match t - now {
             ..2_000 => 0,
             2_000..6_000 => 3,
             _ => 10,
         };
+        wh.snapshot.admitted = wh.snapshot.opened;
     });
     let body = json_of(&answer).1;
     assert_eq!(

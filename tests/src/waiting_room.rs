@@ -23,8 +23,9 @@ use crate::wait::{poll_until, Pace};
 const SALE: i64 = 77;
 const SKU: i64 = 7077;
 const POOL: i32 = 2;
-/// Admitted-and-pending at most `ADMIT_FACTOR × remaining`.
-const ADMIT_FACTOR: i32 = 1;
+/// Admitted-and-pending at most `ADMIT_FACTOR × remaining`; of them, only as many as there are
+/// units are open (may mint a link), the rest wait on standby.
+const ADMIT_FACTOR: i32 = 2;
 const BUYERS: usize = 6;
 /// How often the scenario polls a place: the edge paces each place's polls at the page's
 /// quickest (2 a second, `FLASHGATE_LIMIT_PLACE`).
@@ -162,12 +163,15 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
         }
     }
 
-    // From the start the warehouse admits POOL × ADMIT_FACTOR places and no more, counted over
-    // both instances at once; an admitted place reads admitted from either, with a link.
+    // From the start the warehouse admits POOL × ADMIT_FACTOR places, and opens POOL of them
+    // and no more, counted over both instances at once: an open place reads admitted from
+    // either, with a link; the admitted places beyond the units wait on standby, with no link
+    // on either instance however often they poll.
     let calls_before = world.origin.requests("GetQueue").await;
     let reads_before = world.origin.requests("GetEvent").await;
+    let claims_before = world.origin.requests("ClaimAdmission").await;
     let watch_started = Instant::now();
-    let bound = (POOL * ADMIT_FACTOR) as usize;
+    let bound = POOL as usize;
     let crowd = &buyers[..];
     let admitted = poll_until(
         "the first admissions",
@@ -178,7 +182,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
             let admitted: Vec<usize> = admitted_in(&states);
             assert!(
                 admitted.len() <= bound,
-                "more admitted than {ADMIT_FACTOR} × remaining ({POOL}): {states:?}"
+                "more open admissions than units ({POOL}): {states:?}"
             );
             (admitted.len() == bound).then_some(admitted)
         },
@@ -340,6 +344,7 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
     // requests (the plain Spin build) asks on every poll; it is held to the bound only.
     let calls = world.origin.requests("GetQueue").await - calls_before;
     let reads = world.origin.requests("GetEvent").await - reads_before;
+    let claims = world.origin.requests("ClaimAdmission").await - claims_before;
     let seconds = watch_started.elapsed().as_secs_f64();
     eprintln!(
         "{name}: waiting room ok ({:?}): {calls} GetQueue and {reads} GetEvent calls in {seconds:.1} s over two instances, sold out told {told_in:?} after the last payment",
@@ -350,6 +355,12 @@ pub async fn a_line_holds_across_two_edges(world: &World, other: SocketAddr) {
         assert!(
             calls <= allowed,
             "{calls} GetQueue calls in {seconds:.1} s: polls reached the warehouse"
+        );
+        // Only an opened place is claimed, once per instance that serves it: the standby ones
+        // waited on the copy of the line.
+        assert!(
+            claims <= 2 * POOL as u64,
+            "{claims} ClaimAdmission calls for {POOL} open places on two instances"
         );
         // The sale's view came with the line: an instance that has the line reads no sale.
         assert!(

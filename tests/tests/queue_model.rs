@@ -16,8 +16,10 @@
 //!   places, the next ones in order, so admitted-and-pending is never above
 //!   `admit_factor × remaining` after a move that admits (admissions given before a buy took the
 //!   last units stay until bought or lapsed: the rules say so), and a unit coming back admits the
-//!   next place; of a move's admissions the first `remaining − pending` open at once and the
-//!   rest on standby, [`Rules::standby_ms`] later (`admission::window`);
+//!   next place; then the move opens exactly `min(MOVE_MAX_ADMITS, remaining − open, standby)`
+//!   of the admitted places on standby, the next ones in order (`admission::openings`), so the
+//!   open admissions never outnumber the units after a move that opens, and every place
+//!   admitted but not opened is told to wait;
 //! - once the pool is empty and no order holds units, the move says sold out and every place
 //!   still waiting reads sold out, and a new join gets no place.
 //!
@@ -31,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flashgate_core::admission::{Rules, Ticket};
+use flashgate_core::admission::{openings, Rules, Ticket};
 use flashgate_core::stock::room::{Joined, Moved, Place, PlaceState, Snapshot, MOVE_MAX_ADMITS};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Sale, Win};
 use flashgate_core::warehouse::service::now_ms;
@@ -591,23 +593,70 @@ impl Pair {
             (s.admitted > 0).then(|| self.places[line[s.admitted as usize - 1]]),
             "the last admitted place"
         );
-        // The first `remaining − pending` of them open now, the rest on standby.
-        let at_once = s.remaining.saturating_sub(carried);
-        let this_move = &line[admitted_before as usize..s.admitted as usize];
-        for (nth, user) in (0u64..).zip(this_move) {
-            let from_ms = if nth < at_once {
-                self.now
-            } else {
-                self.now + self.rules.standby_ms()
-            };
-            let until_ms = from_ms + self.rules.admission_ttl_ms;
+        // Of the admitted, the first `opened` have opened: this move's openings are the next
+        // standby places in order, one for each unit no open admission is counted against.
+        prop_assert!(
+            s.opened <= s.admitted,
+            "opened beyond the admitted: {:?}",
+            s
+        );
+        prop_assert_eq!(
+            s.opened_through,
+            (s.opened > 0).then(|| self.places[line[s.opened as usize - 1]]),
+            "the last opened place"
+        );
+        let standby = s.admitted - s.opened;
+        let open = s.pending - standby;
+        let open_before = open - moved.opened;
+        let expected = if self.running() {
+            openings(s.remaining, open_before, standby + moved.opened).min(MOVE_MAX_ADMITS)
+        } else {
+            0
+        };
+        prop_assert_eq!(
+            moved.opened,
+            expected,
+            "openings: remaining {}, {} open before, {} on standby after",
+            s.remaining,
+            open_before,
+            standby
+        );
+        if moved.opened > 0 {
+            prop_assert!(
+                open <= s.remaining,
+                "{} open for {} units",
+                open,
+                s.remaining
+            );
+        }
+        let until_ms = self.now + self.rules.admission_ttl_ms;
+        let opened_now = &line[(s.opened - moved.opened) as usize..s.opened as usize];
+        for user in opened_now {
             let place = self.memory.claim_room(EVENT, user, self.now).await;
             prop_assert_eq!(
                 kind(place).map(|p| p.state),
-                Ok(PlaceState::Admitted { from_ms, until_ms }),
-                "{} admitted by this move ({} of them open at once)",
-                user,
-                at_once
+                Ok(PlaceState::Admitted {
+                    from_ms: self.now,
+                    until_ms
+                }),
+                "{} opened by this move",
+                user
+            );
+        }
+        let waits = if self.ended() {
+            PlaceState::Ended
+        } else if s.sold_out {
+            PlaceState::SoldOut
+        } else {
+            PlaceState::Waiting
+        };
+        for user in &line[s.opened as usize..s.admitted as usize] {
+            let place = self.memory.claim_room(EVENT, user, self.now).await;
+            prop_assert_eq!(
+                kind(place).map(|p| p.state),
+                Ok(waits),
+                "{} on standby",
+                user
             );
         }
         self.last = Some(s);
@@ -638,24 +687,25 @@ impl Pair {
             prop_assert_eq!(place.ticket, Some(ticket), "{}'s one place", user);
             let rank = self.rank_of(user).expect("placed");
             prop_assert_eq!(place.rank, Some(rank), "{}'s rank", user);
-            let admitted = self.last.map_or(0, |s| s.admitted);
+            // Only an opened place may be admitted; one on standby waits like the rest.
+            let opened = self.last.map_or(0, |s| s.opened);
             let ok = match place.state {
                 PlaceState::Ended => self.ended(),
                 PlaceState::Admitted { from_ms, until_ms } => {
-                    !self.ended() && rank < admitted && until_ms > now && from_ms < until_ms
+                    !self.ended() && rank < opened && until_ms > now && from_ms < until_ms
                 }
-                PlaceState::Lapsed => !self.ended() && rank < admitted,
+                PlaceState::Lapsed => !self.ended() && rank < opened,
                 // Sold out: every place still waiting is told so at once.
-                PlaceState::SoldOut => !self.ended() && rank >= admitted && self.sold_out_flag(),
-                PlaceState::Waiting => !self.ended() && rank >= admitted && !self.sold_out_flag(),
+                PlaceState::SoldOut => !self.ended() && rank >= opened && self.sold_out_flag(),
+                PlaceState::Waiting => !self.ended() && rank >= opened && !self.sold_out_flag(),
                 PlaceState::TooEarly { .. } | PlaceState::NoPlace => false,
             };
             prop_assert!(
                 ok,
-                "{} (rank {}, {} admitted, sold out {}, ended {}): {:?}",
+                "{} (rank {}, {} opened, sold out {}, ended {}): {:?}",
                 user,
                 rank,
-                admitted,
+                opened,
                 self.sold_out_flag(),
                 self.ended(),
                 place.state

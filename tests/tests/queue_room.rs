@@ -302,6 +302,8 @@ async fn admission_follows_the_stock<S: Store>(store: S) {
     let s = line(&w, 22).await;
     assert_eq!((s.places, s.drawn, s.admitted, s.pending), (5, 0, 2, 2));
     assert_eq!(s.admitted_through, Ticket::arrival(1).get());
+    // Factor 1: nobody beyond the units is admitted, so every admitted place opens at once.
+    assert_eq!((s.opened, s.opened_through), (2, s.admitted_through));
     let admitted = claim(&w, 22, "u0").await;
     assert_eq!(state(&admitted), PlaceState::PlaceAdmitted);
     assert!(admitted.admitted_until_ms > now_ms());
@@ -354,6 +356,7 @@ async fn admission_follows_the_stock<S: Store>(store: S) {
     for line in [
         r#"flashgate_room_total{event="joined"} 5"#,
         r#"flashgate_room_total{event="admitted"} 3"#,
+        r#"flashgate_room_total{event="opened"} 3"#,
         r#"flashgate_room_total{event="bought"} 3"#,
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
@@ -397,24 +400,21 @@ async fn lapses<S: Store>(store: S) {
             .expect("join");
         assert!(joined.new);
     }
-    // 1 unit, factor 2: a opens at once, b (beyond the unit) on standby for a third of the ttl.
+    // 1 unit, factor 2: a and b are admitted, a opens (there is a unit for it) and b waits on
+    // standby: no link, however soon it asks.
     let moved = store.move_room(23, start + 20).await.expect("move");
-    assert_eq!((moved.admitted, moved.snapshot.pending), (2, 2));
-    let standby = rules.standby_ms();
-    assert_eq!(standby, 333);
-    for (user, from_ms) in [("a", start + 20), ("b", start + 20 + standby)] {
+    assert_eq!((moved.admitted, moved.opened), (2, 1));
+    assert_eq!((moved.snapshot.pending, moved.snapshot.opened), (2, 1));
+    let open = Stored::Admitted {
+        from_ms: start + 20,
+        until_ms: start + 1_020,
+    };
+    for (user, state) in [("a", open), ("b", Stored::Waiting)] {
         let place = store.claim_room(23, user, start + 20).await.expect("claim");
-        assert_eq!(
-            place.state,
-            Stored::Admitted {
-                from_ms,
-                until_ms: from_ms + 1_000
-            },
-            "{user}"
-        );
+        assert_eq!(place.state, state, "{user}");
     }
-    // a's deadline passed: lapsed at once, even before a move sweeps it; the move then admits
-    // the next place, c, on standby too: b, ahead of it and still pending, has the unit first.
+    // a's deadline passed: lapsed at once, even before a move sweeps it; the move then opens b,
+    // the next in line, for the unit a left, and admits c on standby behind it.
     let a = store
         .claim_room(23, "a", start + 1_020)
         .await
@@ -422,20 +422,27 @@ async fn lapses<S: Store>(store: S) {
     assert_eq!(a.state, Stored::Lapsed);
     let moved = store.move_room(23, start + 1_020).await.expect("move");
     assert_eq!(
-        (moved.lapsed, moved.admitted, moved.snapshot.admitted),
-        (1, 1, 3)
+        (moved.lapsed, moved.admitted, moved.opened),
+        (1, 1, 1),
+        "{moved:?}"
     );
-    let c = store
-        .claim_room(23, "c", start + 1_030)
-        .await
-        .expect("claim");
-    assert_eq!(
-        c.state,
-        Stored::Admitted {
-            from_ms: start + 1_020 + standby,
-            until_ms: start + 2_020 + standby
-        }
-    );
+    assert_eq!((moved.snapshot.admitted, moved.snapshot.opened), (3, 2));
+    for (user, state) in [
+        (
+            "b",
+            Stored::Admitted {
+                from_ms: start + 1_020,
+                until_ms: start + 2_020,
+            },
+        ),
+        ("c", Stored::Waiting),
+    ] {
+        let place = store
+            .claim_room(23, user, start + 1_030)
+            .await
+            .expect("claim");
+        assert_eq!(place.state, state, "{user}");
+    }
     // A buy by an admitted user spends the admission.
     let buy = BuyRequest {
         event_id: 23,
@@ -448,10 +455,17 @@ async fn lapses<S: Store>(store: S) {
         matches!(decision, BuyDecision::Queued { .. }),
         "{decision:?}"
     );
+    // c, on standby, stays there: no unit for it while b's order holds the one.
     let moved = store.move_room(23, start + 1_050).await.expect("move");
     assert_eq!((moved.bought, moved.snapshot.pending), (1, 1));
+    assert_eq!((moved.opened, moved.snapshot.opened), (0, 2));
     assert_eq!(moved.snapshot.remaining, 0);
     assert!(!moved.snapshot.sold_out, "the order may come back");
+    let c = store
+        .claim_room(23, "c", start + 1_060)
+        .await
+        .expect("claim");
+    assert_eq!(c.state, Stored::Waiting);
     assert_eq!(
         store
             .claim_room(23, "b", start + 1_060)

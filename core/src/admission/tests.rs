@@ -195,54 +195,28 @@ fn an_admission_lasts_its_ttl_and_a_spent_place_is_ended() {
 }
 
 #[test]
-fn the_places_a_move_admits_beyond_the_units_left_wait_on_standby() {
-    let rules = rules(2);
-    assert_eq!(rules.standby_ms(), 10_000);
-    // 3 units, 1 admission still pending: two new ones may buy at once, the rest wait.
+fn a_move_opens_standby_places_only_for_units_no_open_admission_is_counted_against() {
+    // 3 units, 1 admission open, 5 on standby: the next two open, the rest wait.
+    assert_eq!(openings(3, 1, 5), 2);
+    assert_eq!(openings(3, 3, 5), 0);
+    // More open than units (a buyer before them took two): nobody more opens.
+    assert_eq!(openings(1, 3, 5), 0);
+    assert_eq!(openings(10, 0, 4), 4, "no more than are on standby");
+    assert_eq!(openings(0, 0, 4), 0);
+    // A standby place is told to wait at the front: nobody who has not opened is ahead of it.
     let room = Room {
         remaining: 3,
         held: 0,
-        pending: 1,
+        pending: 6,
     };
-    let now = START + 100;
-    let windows: Vec<Window> = (0..5).map(|n| window(&rules, &room, n, now)).collect();
-    for (n, w) in windows.iter().enumerate() {
-        let from = if n < 2 { now } else { now + 10_000 };
-        assert_eq!(
-            *w,
-            Window {
-                from_ms: from,
-                until_ms: from + 30_000
-            },
-            "{n}"
-        );
-    }
-    // Before it opens, a standby place is told to wait at the front and come back then.
-    let standby = Place::Admitted {
-        from_ms: windows[2].from_ms,
-        until_ms: windows[2].until_ms,
-    };
-    let v = view_of(standby, room, now + 1_200);
+    let v = view_of(Place::Waiting { ahead: 0 }, room, START + 100);
+    assert_eq!((v.state, v.position, v.ahead), (QueueState::Waiting, 1, 0));
+    // An open admission that cannot buy yet is told so, and to come back within a second.
+    let v = standby_view(9_000);
     assert_eq!(
-        (v.state, v.position, v.ahead, v.eta_s, v.poll_after_ms),
-        (QueueState::Waiting, 1, 0, Some(9), STANDBY_POLL_MS)
+        (v.state, v.position, v.eta_s, v.poll_after_ms),
+        (QueueState::Waiting, 1, Some(9), STANDBY_POLL_MS)
     );
-    assert_eq!(
-        view_of(standby, room, now + 10_000).state,
-        QueueState::Admitted
-    );
-    // Factor 1 never admits more than the units left, so nobody waits on standby.
-    let one = Rules {
-        admit_factor: 1,
-        ..rules
-    };
-    let fresh = Room {
-        remaining: 4,
-        ..Room::default()
-    };
-    for n in 0..fresh.admits(&one) {
-        assert_eq!(window(&one, &fresh, n, now).from_ms, now);
-    }
 }
 
 #[test]
@@ -292,15 +266,21 @@ fn the_pre_queue_draw_does_not_follow_the_join_order() {
     }
 }
 
-/// What the holder does, kept as a model: places by ticket, the admitted set, the room.
+/// What the holder does, kept as a model: places by ticket, the standby and the open
+/// admissions, the room (`pending` counts both).
 #[derive(Debug, Default)]
 struct Line {
     places: BTreeMap<String, Ticket>,
     waiting: BTreeSet<(Ticket, String)>,
-    admitted: BTreeMap<String, Window>,
+    standby: BTreeSet<(Ticket, String)>,
+    /// Open admissions: user → when it lapses.
+    open: BTreeMap<String, i64>,
     arrivals: u64,
     room: Room,
     admitted_in_order: Vec<Ticket>,
+    opened_in_order: Vec<Ticket>,
+    /// Whether a buyer took more than one unit (one unit is counted per admission).
+    took_several: bool,
 }
 
 impl Line {
@@ -328,13 +308,13 @@ impl Line {
         Some(ticket)
     }
 
-    /// One admit step: as many of the first waiting places as the room admits.
+    /// One move: as many of the first waiting places as the room admits go on standby, then as
+    /// many of the first standby places open as [`openings`] says.
     fn admit(&mut self, rules: &Rules, now_ms: i64) {
         if now_ms < START {
             return;
         }
-        let found = self.room;
-        for nth in 0..self.room.admits(rules) {
+        for _ in 0..self.room.admits(rules) {
             let Some(first) = self.waiting.pop_first() else {
                 break;
             };
@@ -344,36 +324,47 @@ impl Line {
                 self.room
             );
             self.admitted_in_order.push(first.0);
-            self.admitted
-                .insert(first.1, window(rules, &found, nth, now_ms));
+            self.standby.insert(first);
             self.room.pending += 1;
         }
+        let n = openings(
+            self.room.remaining,
+            self.open.len() as u64,
+            self.standby.len() as u64,
+        );
+        for _ in 0..n {
+            let first = self.standby.pop_first().expect("openings ≤ standby");
+            self.opened_in_order.push(first.0);
+            self.open.insert(first.1, lapses_at(rules, now_ms));
+        }
+        assert!(
+            n == 0 || self.open.len() as u64 <= self.room.remaining,
+            "opened beyond the units: {} open, {:?}",
+            self.open.len(),
+            self.room
+        );
     }
 
-    fn buy(&mut self, user: &str, qty: u64, now_ms: i64) -> bool {
-        match self.admitted.get(user) {
-            Some(w) if w.from_ms <= now_ms && w.until_ms > now_ms => {}
-            _ => return false,
+    /// A buy by `user` at `now_ms`: `None` if it may not buy (not open, lapsed), else the
+    /// units it got.
+    fn buy(&mut self, user: &str, qty: u64, now_ms: i64) -> Option<u64> {
+        match self.open.get(user) {
+            Some(&until) if until > now_ms => {}
+            _ => return None,
         }
-        self.admitted.remove(user);
+        self.open.remove(user);
         self.room.pending -= 1;
         let took = qty.min(self.room.remaining);
         self.room.remaining -= took;
         self.room.held += took;
-        true
+        self.took_several |= took > 1;
+        Some(took)
     }
 
     fn lapse(&mut self, now_ms: i64) {
-        let lapsed: Vec<String> = self
-            .admitted
-            .iter()
-            .filter(|(_, w)| w.until_ms <= now_ms)
-            .map(|(user, _)| user.clone())
-            .collect();
-        for user in lapsed {
-            self.admitted.remove(&user);
-            self.room.pending -= 1;
-        }
+        let before = self.open.len();
+        self.open.retain(|_, until| *until > now_ms);
+        self.room.pending -= (before - self.open.len()) as u64;
     }
 
     /// An unpaid order's units come back (cancel, expiry).
@@ -410,9 +401,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever joins, buys, lapses and returns happen: no admission is made beyond
-    /// k × remaining (asserted inside `admit`), admissions follow ticket order (pre-queue draw
-    /// first, then arrivals), a user has one place, and units that come back admit the next
-    /// places at once.
+    /// k × remaining and no admission opens beyond the units (asserted inside `admit`),
+    /// admissions and openings follow ticket order (pre-queue draw first, then arrivals), a
+    /// user has one place, units that come back admit the next places at once, and while
+    /// every buyer takes one unit the open admissions never outnumber the units, so an open
+    /// admission always gets its unit.
     #[test]
     fn admissions_follow_the_line_and_never_exceed_k_times_the_remaining_pool(
         k in 1..4u32,
@@ -439,7 +432,11 @@ proptest! {
                     }
                 }
                 Step::Buy(u, qty) => {
-                    line.buy(&format!("u{}", u % 64), qty, now);
+                    let several = line.took_several;
+                    let took = line.buy(&format!("u{}", u % 64), qty, now);
+                    if qty == 1 && !several {
+                        prop_assert_ne!(took, Some(0), "an open admission has its unit");
+                    }
                 }
                 Step::GiveBack(n) => {
                     let waiting_before = line.waiting.len() as u64;
@@ -463,12 +460,18 @@ proptest! {
                 }
             }
             line.admit(&rules, now);
-            prop_assert!(line.room.pending <= line.admitted.len() as u64);
+            prop_assert_eq!(line.room.pending, (line.open.len() + line.standby.len()) as u64);
+            if !line.took_several {
+                prop_assert!(line.open.len() as u64 <= line.room.remaining, "{:?}", line.room);
+            }
         }
-        // Admission order is ticket order: drawn places before arrivals, each in its order.
-        let mut sorted = line.admitted_in_order.clone();
-        sorted.sort();
-        prop_assert_eq!(&sorted, &line.admitted_in_order);
+        // Admission and opening order are ticket order: drawn places before arrivals, each in
+        // its order.
+        for order in [&line.admitted_in_order, &line.opened_in_order] {
+            let mut sorted = order.clone();
+            sorted.sort();
+            prop_assert_eq!(&sorted, order);
+        }
         // Sold out tells every waiting place at once.
         if line.room.sold_out() {
             for (ticket, user) in &line.waiting {
@@ -482,45 +485,65 @@ proptest! {
         }
     }
 
-    /// The race among the admitted: with k × pool places admitted at the start, standby places
-    /// that try to buy every millisecond (a bot farm) and places that open at once but take up
-    /// to just under the standby wait to buy (people), the units go to the first `pool` places
-    /// of the line all the same — how fast a client is buys it nothing.
+    /// The race among the admitted: k × pool places admitted at the start, bots that try to
+    /// buy the moment after every move (once a second) and people who take anything up to
+    /// well past their admission's life to buy, or never come: the units go to the first
+    /// `pool` places of the line among those that buy within their admission's life — how
+    /// fast a client is buys it nothing, and a place behind gets a unit only when one ahead is
+    /// absent.
     #[test]
     fn the_fastest_admitted_client_does_not_win_over_the_line(
         k in 2..5u32,
         pool in 1..30u64,
         extra in 0..60u64,
-        delays in prop::collection::vec(0..10_000i64, 90),
+        delays in prop::collection::vec(prop_oneof![
+            1 => Just(0i64),
+            3 => 1..30_000i64,
+            1 => 30_000..60_000i64,
+        ], 1..90),
     ) {
         let rules = rules(k);
         let mut line = Line { room: Room { remaining: pool, ..Room::default() }, ..Line::default() };
         let users: Vec<String> = (0..pool * u64::from(k) + extra).map(|u| format!("u{u}")).collect();
+        let delay: BTreeMap<&String, i64> =
+            users.iter().zip(delays.iter().cycle()).map(|(u, d)| (u, *d)).collect();
         for user in &users {
             line.join(&rules, user, START - 1_000);
         }
-        line.admit(&rules, START);
         let mut in_line: Vec<(Ticket, &String)> =
             users.iter().map(|u| (line.places[u], u)).collect();
         in_line.sort();
-        let first: BTreeSet<&String> = in_line.iter().take(pool as usize).map(|(_, u)| *u).collect();
-        // Standby places try the moment they open (and every moment before, refused), the
-        // others after their own delay.
-        let mut tries: Vec<(i64, &String)> = Vec::new();
-        for (i, user) in users.iter().enumerate() {
-            let Some(w) = line.admitted.get(user).copied() else { continue };
-            if w.from_ms > START {
-                tries.extend([(START, user), (w.from_ms - 1, user), (w.from_ms, user)]);
-            } else {
-                tries.push((START + delays[i % delays.len()], user));
-            }
-        }
-        tries.sort();
+        let present = in_line
+            .iter()
+            .filter(|(_, u)| delay[u] < rules.admission_ttl_ms)
+            .map(|(_, u)| *u);
+        let first: BTreeSet<&String> = present.take(pool as usize).collect();
+        // A move a second; between moves, every open user whose time has come buys (a bot
+        // right after the move that opened it, a person after their delay).
+        let mut opened_at: BTreeMap<String, i64> = BTreeMap::new();
         let mut won = BTreeSet::new();
-        for (t, user) in tries {
-            if line.room.remaining > 0 && line.buy(user, 1, t) {
-                won.insert(user);
+        let mut now = START;
+        while line.room.remaining > 0 && (line.open.len() + line.standby.len() + line.waiting.len()) > 0 {
+            line.lapse(now);
+            line.admit(&rules, now);
+            for user in line.open.keys() {
+                opened_at.entry(user.clone()).or_insert(now);
             }
+            let mut tries: Vec<(i64, &String)> = users
+                .iter()
+                .filter_map(|u| {
+                    let at = opened_at.get(u)? + delay[u];
+                    (now..now + 1_000).contains(&at).then_some((at, u))
+                })
+                .collect();
+            tries.sort();
+            for (t, user) in tries {
+                if line.buy(user, 1, t) == Some(1) {
+                    won.insert(user);
+                }
+            }
+            now += 1_000;
+            prop_assert!(now < START + 10_000_000, "the sale moves on");
         }
         prop_assert_eq!(won, first);
     }

@@ -6,8 +6,9 @@
 //! instance's [`RoomSnapshot`] of the sale, refreshed by one `Queue/GetQueue` at most every
 //! [`GateConfig::queue_refresh_ms`](super::GateConfig::queue_refresh_ms) whatever the crowd,
 //! and from the [place token](crate::place) the page shows, which carries the place's ticket: a
-//! waiting buyer costs the warehouse nothing. Once the snapshot shows the place admitted (its
-//! ticket at or before the last admitted one), the poll asks `Queue/ClaimAdmission` once; an
+//! waiting buyer costs the warehouse nothing. Once the snapshot shows the place opened (its
+//! ticket at or before the last opened one: an admission on standby still waits, at the
+//! front), the poll asks `Queue/ClaimAdmission` once; an
 //! `ADMITTED` answer is remembered until it lapses, and answered with a purchase link whose
 //! nonce is the place's, so one place is one purchase. Sold out reaches every poller from the
 //! snapshot at once. A poll that asks to wait ([`super::WAIT_HEADER`]) is held by an adapter that
@@ -148,7 +149,7 @@ impl Gate {
 
     /// `GET /api/events/{id}/queue`: where the place in the place token stands, from the cached
     /// snapshot (refreshed first when stale), a remembered claim, or the warehouse's claim once
-    /// the snapshot shows the place admitted.
+    /// the snapshot shows the place opened.
     pub(super) fn poll(&self, state: &mut GateState, who: &Shopper, id: i64) -> Step<Verdict> {
         let now = who.req.now_ms;
         let token = who
@@ -216,7 +217,7 @@ impl Gate {
             ));
         }
         let snapshot = self.snapshot(state, id, now)?;
-        if snapshot.admitted(claims.ticket) {
+        if snapshot.opened(claims.ticket) {
             let message = ClaimAdmissionReq {
                 event_id: id,
                 user_id: seat.user_id.clone(),
@@ -326,7 +327,7 @@ impl Gate {
                     Some(s) => waiting_view(
                         sale,
                         &seat.user_id,
-                        rank.saturating_sub(s.admitted),
+                        rank.saturating_sub(s.opened),
                         s.room(),
                         s.admit_rate_per_s(),
                         now,
@@ -423,37 +424,30 @@ impl Gate {
         claim
     }
 
-    /// A claim's answer to a poll. An admission not used by the time the line is sold out (a
-    /// standby one still waiting to open, or one whose buyer was slow) is told so with the
-    /// line, from the instance's copy as the waiting places keep it fresh: a link now would
-    /// only buy a refusal.
+    /// A claim's answer to a poll. An admission not used by the time the line is sold out (its
+    /// buyer was slow) is told so with the line, from the instance's copy as the waiting places
+    /// keep it fresh: a link now would only buy a refusal.
     ///
-    /// An open admission while the copy shows no unit free (every one held by an unpaid order)
+    /// An open admission while the copy shows no unit free (a buyer before it took several)
     /// waits at the front instead, polling each second: a link now would buy `SOLD_OUT` (and
     /// the page would take that for the end), and a unit that comes back shows in the copy
     /// within a refresh.
     fn claim_answer(&self, state: &GateState, seat: &Seat, claim: Claim, now: i64) -> Response {
-        if let Claim::Admitted { from_ms, until_ms } = claim {
+        if let Claim::Admitted { until_ms, .. } = claim {
             let line = state.line(seat.sale.id);
             if line.is_some_and(|l| l.sold_out) {
                 return answer(&settled(QueueState::SoldOut), None, None, now);
             }
-            let open = from_ms <= now && now < until_ms;
-            if open && line.is_some_and(|l| l.remaining == 0) {
+            if now < until_ms && line.is_some_and(|l| l.remaining == 0) {
                 return answer(&admission::standby_view(until_ms - now), None, None, now);
             }
         }
         self.claim_response(seat, claim, None, now)
     }
 
-    /// What a claim means for the buyer: admitted with a link minted now, waiting at the front
-    /// for a standby admission that has not opened yet (no link before it opens: the places
-    /// before it buy first), or a final state.
+    /// What a claim means for the buyer: admitted with a link minted now, or a final state.
     fn claim_response(&self, seat: &Seat, claim: Claim, place: Option<&str>, now: i64) -> Response {
         match claim {
-            Claim::Admitted { from_ms, until_ms } if from_ms > now && until_ms > from_ms => {
-                answer(&admission::standby_view(from_ms - now), None, place, now)
-            }
             Claim::Admitted { until_ms, .. } if until_ms > now => {
                 let minted =
                     self.mint_link(&seat.sale, &seat.user_id, seat.link_nonce, until_ms, now);

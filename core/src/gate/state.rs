@@ -141,7 +141,14 @@ pub struct RoomSnapshot {
     pub admitted: u64,
     /// The ticket of the last admitted place (meaningful when `admitted > 0`).
     pub admitted_through: u64,
-    /// Admitted, neither bought nor lapsed.
+    /// Of the admitted, opened so far (may mint a link): a prefix of the line; the admitted
+    /// places after it are on standby ([`crate::admission::openings`]).
+    #[serde(default)]
+    pub opened: u64,
+    /// The ticket of the last opened place (meaningful when `opened > 0`).
+    #[serde(default)]
+    pub opened_through: u64,
+    /// Admitted, neither bought nor lapsed (open or on standby).
     pub pending: u64,
     /// Units in the pool.
     pub remaining: u64,
@@ -163,6 +170,8 @@ impl RoomSnapshot {
             drawn: count(s.drawn),
             admitted: count(s.admitted),
             admitted_through: s.admitted_through,
+            opened: count(s.opened),
+            opened_through: s.opened_through,
             pending: count(s.pending),
             remaining: count(s.remaining),
             held: count(s.held),
@@ -175,18 +184,20 @@ impl RoomSnapshot {
         }
     }
 
-    /// Whether the place with `ticket` has been admitted (it may since have bought or lapsed:
-    /// the warehouse's claim tells).
-    pub fn admitted(&self, ticket: Ticket) -> bool {
-        self.admitted > 0 && ticket.get() <= self.admitted_through
+    /// Whether the place with `ticket` has been opened (it may since have bought or lapsed:
+    /// the warehouse's claim tells). An admitted place on standby has not: it waits at the
+    /// front, and no claim is asked for it.
+    pub fn opened(&self, ticket: Ticket) -> bool {
+        self.opened > 0 && ticket.get() <= self.opened_through
     }
 
-    /// Waiting places ahead of `ticket`'s (an estimate for a drawn place, see
+    /// Places ahead of `ticket`'s that have not opened yet: standby admissions and waiting
+    /// places, each of which opens before it (an estimate for a drawn place, see
     /// [`Ticket::estimated_rank`]).
     pub fn ahead_of(&self, ticket: Ticket) -> u64 {
         ticket
             .estimated_rank(self.drawn)
-            .saturating_sub(self.admitted)
+            .saturating_sub(self.opened)
     }
 
     /// The counts admission is decided on.
@@ -198,7 +209,7 @@ impl RoomSnapshot {
         }
     }
 
-    /// Admissions per second lately.
+    /// Admissions opened per second lately.
     pub fn admit_rate_per_s(&self) -> f64 {
         self.admit_rate_milli as f64 / 1_000.0
     }
@@ -225,10 +236,9 @@ pub struct QueueEntry {
 /// an admitted buyer's polls cost the warehouse one claim, not one each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Claim {
-    /// Admitted from `from_ms` (a standby admission: later than when it was given) until
-    /// `until_ms` (unix ms).
+    /// Admitted and open from `from_ms` until `until_ms` (unix ms).
     Admitted {
-        /// When the admission opens (0 in a state stored before standby admissions: at once).
+        /// When the admission opened (0 in a state stored before it was kept).
         #[serde(default)]
         from_ms: i64,
         /// When the admission lapses.

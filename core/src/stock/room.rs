@@ -26,10 +26,10 @@ pub const ROOM_RETAIN_MS: i64 = 3_600_000;
 pub enum PlaceState {
     /// In line.
     Waiting,
-    /// Admitted: may mint a purchase link from `from_ms` (later than now for a standby
-    /// admission, [`crate::admission::window`]) until `until_ms`.
+    /// Admitted and open: may mint a purchase link until `until_ms` (a standby admission, not
+    /// open yet, is [`PlaceState::Waiting`]; [`crate::admission::openings`]).
     Admitted {
-        /// When the admission opens (unix ms).
+        /// When the admission opened (unix ms).
         from_ms: i64,
         /// When the admission lapses (unix ms).
         until_ms: i64,
@@ -91,7 +91,12 @@ pub struct Snapshot {
     pub admitted: u64,
     /// The ticket of the last admitted place.
     pub through: Option<Ticket>,
-    /// Admitted places neither bought nor lapsed.
+    /// Of the admitted places, opened so far (may mint a link while they last): the first
+    /// `opened` of the line; the admitted places after them are on standby.
+    pub opened: u64,
+    /// The ticket of the last opened place.
+    pub opened_through: Option<Ticket>,
+    /// Admitted places neither bought nor lapsed: the open ones and those on standby.
     pub pending: u64,
     /// Units in the sale's pool.
     pub remaining: u64,
@@ -114,4 +119,6 @@ pub struct Moved {
     pub lapsed: u64,
     /// Admitted users this move found to have bought.
     pub bought: u64,
+    /// Places this move opened.
+    pub opened: u64,
 }

@@ -37,7 +37,8 @@ pub struct Metrics {
     /// `flashgate_stock_units{sku, place}`.
     pub stock: IntGaugeVec,
     /// `flashgate_room_total{event}`: the waiting rooms' places `joined`, places `admitted`,
-    /// admissions `lapsed` unused, admitted users found to have `bought`, admissions `claimed`.
+    /// admissions `opened` (off standby), admissions `lapsed` unused, admitted users found to
+    /// have `bought`, admissions `claimed`.
     pub room: IntCounterVec,
 }
 
@@ -143,6 +144,7 @@ impl Metrics {
     pub fn room_moved(&self, moved: &Moved) {
         for (event, n) in [
             ("admitted", moved.admitted),
+            ("opened", moved.opened),
             ("lapsed", moved.lapsed),
             ("bought", moved.bought),
         ] {

@@ -114,7 +114,7 @@ scripts! {
     /// Drops a settled lock from the open directory.
     LOCK_SETTLE = "lock_settle", 1 keys, 2 args, acknowledged;
     /// `Admin.PutEvent` of a waiting-room sale: the room's settings.
-    ROOM_PUT = "room_put", 3 keys, 5 args, acknowledged;
+    ROOM_PUT = "room_put", 3 keys, 4 args, acknowledged;
     /// `Queue.JoinQueue`: a place in the line, once per user.
     ROOM_JOIN = "room_join", 4 keys, 5 args, acknowledged;
     /// `Queue.GetQueue` and the sweeper: lapses, forgets buyers, admits the next places.

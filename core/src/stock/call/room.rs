@@ -16,9 +16,8 @@ pub fn put_room(keys: &Keys, sale: &Sale, rules: Option<&Rules>) -> Call {
             r.prequeue_ms.to_string(),
             r.admit_factor.to_string(),
             r.admission_ttl_ms.to_string(),
-            r.standby_ms().to_string(),
         ],
-        None => [String::new(), "0".into(), "0".into(), "0".into()],
+        None => [String::new(), "0".into(), "0".into()],
     };
     let mut args = args.to_vec();
     args.push(sale.end_ms.saturating_add(ROOM_RETAIN_MS).to_string());
@@ -149,17 +148,17 @@ pub fn move_room(keys: &Keys, (sku, event): (i64, i64), now_ms: i64) -> Call {
 /// `room_move.lua`'s reply.
 pub fn parse_move(reply: &[String]) -> ReplyResult<Moved> {
     status(reply)?;
-    if reply.len() != 13 {
+    if reply.len() != 16 {
         return Err(malformed(format!("room_move reply {reply:?}")));
     }
     let n: Vec<u64> = reply[1..]
         .iter()
         .map(|s| u64::try_from(num(s)?).map_err(|_| malformed(format!("room_move number {s:?}"))))
         .collect::<ReplyResult<_>>()?;
-    let [places, drawn, admitted, through, pending, remaining, held, sold_out, rate, admits, lapsed, bought] =
+    let [places, drawn, admitted, through, pending, remaining, held, sold_out, rate, admits, lapsed, bought, opened, opened_through, opens] =
         n[..]
     else {
-        unreachable!("12 numbers")
+        unreachable!("15 numbers")
     };
     Ok(Moved {
         snapshot: Snapshot {
@@ -167,6 +166,8 @@ pub fn parse_move(reply: &[String]) -> ReplyResult<Moved> {
             drawn,
             admitted,
             through: (admitted > 0).then(|| Ticket::from_score(through)),
+            opened,
+            opened_through: (opened > 0).then(|| Ticket::from_score(opened_through)),
             pending,
             remaining,
             held,
@@ -176,6 +177,7 @@ pub fn parse_move(reply: &[String]) -> ReplyResult<Moved> {
         admitted: admits,
         lapsed,
         bought,
+        opened: opens,
     })
 }
 
@@ -222,10 +224,7 @@ mod tests {
                 assert!(key.contains("{sku:7}"), "{key}");
             }
         }
-        assert_eq!(
-            calls[0].args,
-            strings(&["500", "2", "30000", "10000", "3602000"])
-        );
+        assert_eq!(calls[0].args, strings(&["500", "2", "30000", "3602000"]));
         assert_eq!(calls[1].args[0], "");
         assert_eq!(calls[2].args[2], (1u64 << 52).to_string());
     }
@@ -257,20 +256,23 @@ mod tests {
     #[test]
     fn a_move_reply_reads_back_the_line() {
         let reply = strings(&[
-            "OK", "3", "2", "2", "9", "1", "0", "1", "0", "250", "0", "0", "1",
+            "OK", "3", "2", "2", "9", "1", "0", "1", "0", "250", "0", "0", "1", "1", "5", "0",
         ]);
         let moved = parse_move(&reply).unwrap();
         assert_eq!(moved.snapshot.places, 3);
         assert_eq!(moved.snapshot.through, Some(Ticket::from_score(9)));
+        assert_eq!(moved.snapshot.opened, 1);
+        assert_eq!(moved.snapshot.opened_through, Some(Ticket::from_score(5)));
         assert_eq!((moved.snapshot.pending, moved.snapshot.held), (1, 1));
         assert!(!moved.snapshot.sold_out);
         assert_eq!(moved.snapshot.rate_milli_per_s, 250);
         assert_eq!((moved.admitted, moved.lapsed, moved.bought), (0, 0, 1));
         let empty = strings(&[
-            "OK", "0", "0", "0", "0", "0", "0", "0", "1", "0", "0", "0", "0",
+            "OK", "0", "0", "0", "0", "0", "0", "0", "1", "0", "0", "0", "0", "0", "0", "0",
         ]);
         let moved = parse_move(&empty).unwrap();
         assert_eq!(moved.snapshot.through, None);
+        assert_eq!(moved.snapshot.opened_through, None);
         assert!(moved.snapshot.sold_out);
         assert!(parse_move(&reply[..5]).is_err());
     }

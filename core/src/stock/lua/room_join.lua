@@ -1,10 +1,10 @@
 -- room_join.lua — Queue.JoinQueue: a place in a waiting-room sale's line, once per user and sale.
 --
 -- KEYS[1]  the sale's hash            ({sku:ID}:ev:EID: start end closed)
--- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue ttl arrivals admitted began
+-- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue ttl arrivals opened began
 --                                      sold_out; see room_move.lua)
 -- KEYS[3]  the line                   ({sku:ID}:room:EID:places: user → score)
--- KEYS[4]  the pending admissions     ({sku:ID}:room:EID:pending: user → lapse time, ms)
+-- KEYS[4]  the open admissions        ({sku:ID}:room:EID:pending: user → lapse time, ms)
 -- ARGV[1]  event id   ARGV[2] user id   ARGV[3] the user's drawn score in this sale
 --          (admission::Ticket::draw under the warehouse's draw secret, .score(): the caller
 --          computes it, the script never sees the secret)
@@ -16,15 +16,15 @@
 -- rule more: once a move found the sale sold out, a new join gets no place (SOLD_OUT). And once
 -- a move at or after the start has run (`began`), every new place is an arrival whatever the
 -- caller's clock says, so the admitted places stay a prefix of the line.
--- A place's state: ENDED after the end; among the first `admitted` of the line ADMITTED while
--- its pending admission lasts, else LAPSED (bought, or unused past its deadline); else SOLD_OUT
--- if the last move found the sale sold out; else WAITING.
+-- A place's state: ENDED after the end; among the first `opened` of the line ADMITTED while its
+-- open admission lasts, else LAPSED (bought, or unused past its deadline); else SOLD_OUT if the
+-- last move found the sale sold out; else WAITING (a standby admission among them: it waits at
+-- the front until a move opens it).
 --
 -- Replies: {state, score, rank, detail, new, from}: state WAITING ADMITTED SOLD_OUT ENDED
 -- TOO_EARLY LAPSED NO_PLACE; score and rank (0-based) "" without a place; detail the admission's
 -- deadline (ADMITTED) or when the line opens (TOO_EARLY), else "0"; new "1" when this join made
--- the place; from when the admission opens (ADMITTED: deadline − ttl, later than now on
--- standby), else "0". | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
+-- the place; from when the admission opened (ADMITTED: deadline − ttl), else "0". | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
 -- Example: start 1000, prequeue 500, now 600, ARGV[3] "77" → {"WAITING","77","0","0","1","0"};
 -- the same again → {"WAITING","77","0","0","0","0"}; another user at now 1000 (after a move) →
 -- {"WAITING","4503599627370496","1","0","1","0"}; at now 400 → {"TOO_EARLY","","","500","0","0"}.
@@ -34,13 +34,13 @@ local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed')
 if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
-local room = redis.call('HMGET', KEYS[2], 'prequeue', 'admitted', 'began', 'sold_out', 'ttl')
+local room = redis.call('HMGET', KEYS[2], 'prequeue', 'opened', 'began', 'sold_out', 'ttl')
 if not room[1] then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ' has no waiting room'}
 end
 local start, stop = tonumber(ev[1]), tonumber(ev[2])
 local ended = ev[3] == '1' or now >= stop
-local admitted = tonumber(room[2] or '0')
+local opened = tonumber(room[2] or '0')
 local began, sold_out = room[3] == '1', room[4] == '1'
 local score = redis.call('ZSCORE', KEYS[3], user)
 local new = '0'
@@ -69,7 +69,7 @@ local rank = redis.call('ZRANK', KEYS[3], user)
 local state, detail, from = 'WAITING', '0', '0'
 if ended then
   state = 'ENDED'
-elseif rank < admitted then
+elseif rank < opened then
   local lapse = redis.call('ZSCORE', KEYS[4], user)
   if lapse and tonumber(lapse) > now then
     state, detail = 'ADMITTED', string.format('%d', tonumber(lapse))

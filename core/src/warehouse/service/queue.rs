@@ -134,6 +134,8 @@ fn snapshot_msg(event_id: i64, s: Snapshot, now: i64) -> QueueSnapshot {
         drawn: count(s.drawn),
         admitted: count(s.admitted),
         admitted_through: s.through.map_or(0, |t| t.get()),
+        opened: count(s.opened),
+        opened_through: s.opened_through.map_or(0, |t| t.get()),
         pending: count(s.pending),
         remaining: count(s.remaining),
         held: count(s.held),

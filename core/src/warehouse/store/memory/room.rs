@@ -1,15 +1,17 @@
 //! The memory store's waiting rooms: `room_put.lua`, `room_join.lua`, `room_move.lua` and
 //! `room_claim.lua`, step for step, through [`crate::admission`]'s rules ([`join`],
-//! [`Room::admits`], [`Room::sold_out`], [`window`], [`opens_at`], [`rate_step`]), each one critical
+//! [`Room::admits`], [`Room::sold_out`], [`openings`], [`lapses_at`], [`opens_at`],
+//! [`rate_step`]), each one critical
 //! section. The line is kept as the Redis sorted set is: scores ([`Ticket::score`]), ties by
-//! user.
+//! user; the admitted and the opened places are two prefixes of it, the open admissions a map.
 //!
 //! What it does not do: anything the scripts do not (it is their oracle).
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::{refused, Inner, MemoryStore};
-use crate::admission::{join, opens_at, rate_step, window, Join, JoinFacts, RateMark, Room, Rules};
+use crate::admission::{join, lapses_at, openings, opens_at, rate_step};
+use crate::admission::{Join, JoinFacts, RateMark, Room, Rules};
 use crate::admission::{Ticket, ARRIVAL_SCORE};
 use crate::stock::room::{Joined, Moved, Place, PlaceState, Snapshot, MOVE_MAX_ADMITS};
 use crate::stock::{Sale, StockError};
@@ -28,8 +30,12 @@ pub(super) struct RoomRecord {
     admitted: u64,
     /// The score of the last admitted place.
     through: u64,
+    /// Of the admitted, opened so far.
+    opened: u64,
+    /// The score of the last opened place.
+    opened_through: u64,
     began: bool,
-    /// User → when the admission lapses.
+    /// Open admissions: user → when the admission lapses.
     pending: HashMap<String, i64>,
     rate: RateMark,
     sold_out: bool,
@@ -41,7 +47,7 @@ impl RoomRecord {
         let rank = self.line.range(..(score, user.to_owned())).count() as u64;
         let state = if ended {
             PlaceState::Ended
-        } else if rank < self.admitted {
+        } else if rank < self.opened {
             match (self.pending.get(user), self.rules) {
                 (Some(&until_ms), Some(rules)) if until_ms > now_ms => PlaceState::Admitted {
                     from_ms: opens_at(&rules, until_ms),
@@ -196,31 +202,41 @@ impl Rooms for MemoryStore {
                 .retain(|user, _| record.counted.get(user).copied().unwrap_or(0) <= 0);
             bought = (before - room.pending.len()) as u64;
         }
+        let standby = room.admitted - room.opened;
         let counts = Room {
             remaining: remaining.max(0) as u64,
             held: held.max(0) as u64,
-            pending: room.pending.len() as u64,
+            pending: room.pending.len() as u64 + standby,
         };
+        let mut opens = 0;
         room.sold_out = false;
         if !ended && now_ms >= sale.start_ms {
             room.began = true;
             room.sold_out = counts.sold_out();
             let free = counts.admits(&rules).min(MOVE_MAX_ADMITS);
+            let next = room.line.iter().skip(room.admitted as usize);
+            if let Some((n, (score, _))) = (1..).zip(next.take(free as usize)).last() {
+                room.through = *score;
+                room.admitted += n;
+                admits = n;
+            }
+            let open = room.pending.len() as u64;
+            let n =
+                openings(counts.remaining, open, room.admitted - room.opened).min(MOVE_MAX_ADMITS);
             let next: Vec<(u64, String)> = room
                 .line
                 .iter()
-                .skip(room.admitted as usize)
-                .take(free as usize)
+                .skip(room.opened as usize)
+                .take(n as usize)
                 .cloned()
                 .collect();
-            for (nth, (score, user)) in (0..).zip(next) {
-                let opening = window(&rules, &counts, nth, now_ms);
-                room.pending.insert(user, opening.until_ms);
-                room.through = score;
-                room.admitted += 1;
-                admits += 1;
+            for (score, user) in next {
+                room.pending.insert(user, lapses_at(&rules, now_ms));
+                room.opened_through = score;
+                room.opened += 1;
+                opens += 1;
             }
-            room.rate = rate_step(room.rate, room.admitted, sale.start_ms, now_ms);
+            room.rate = rate_step(room.rate, room.opened, sale.start_ms, now_ms);
         }
         Ok(Moved {
             snapshot: Snapshot {
@@ -228,7 +244,9 @@ impl Rooms for MemoryStore {
                 drawn: room.line.range(..(ARRIVAL_SCORE, String::new())).count() as u64,
                 admitted: room.admitted,
                 through: (room.admitted > 0).then(|| Ticket::from_score(room.through)),
-                pending: room.pending.len() as u64,
+                opened: room.opened,
+                opened_through: (room.opened > 0).then(|| Ticket::from_score(room.opened_through)),
+                pending: room.pending.len() as u64 + room.admitted - room.opened,
                 remaining: counts.remaining,
                 held: counts.held,
                 sold_out: room.sold_out,
@@ -237,6 +255,7 @@ impl Rooms for MemoryStore {
             admitted: admits,
             lapsed,
             bought,
+            opened: opens,
         })
     }
 
