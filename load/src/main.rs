@@ -133,6 +133,10 @@ struct Args {
     /// ms, as the storefront asks (0: polls that ask for no hold).
     #[arg(long, default_value_t = 20_000)]
     hold_ms: u64,
+    /// With `--waiting-room`: the longest a buyer takes to buy once admitted, ms (each buyer a
+    /// fixed share of it, as people read and click; bots buy at once).
+    #[arg(long, default_value_t = 0)]
+    buyer_think_ms: u64,
 }
 
 /// The unit price `--put-sale` sets.
@@ -455,6 +459,7 @@ async fn main() -> anyhow::Result<()> {
                 payments: grpc_channel(url).await?,
                 price: PUT_SALE_PRICE,
                 hold: (args.hold_ms > 0).then(|| Duration::from_millis(args.hold_ms)),
+                think: Duration::from_millis(args.buyer_think_ms),
             }))
         }
     };

@@ -55,6 +55,9 @@ pub struct Room {
     pub price: i64,
     /// How long a buyer's poll asks to be held (`None`: polls that ask for no hold).
     pub hold: Option<Duration>,
+    /// The longest a buyer takes to buy once admitted (each takes a fixed share of it, as a
+    /// person reads the page and clicks); bots buy at once.
+    pub think: Duration,
 }
 
 /// Who an actor is.
@@ -84,10 +87,10 @@ struct Journey {
     joined: Option<Duration>,
     /// Whether the place was drawn (a pre-queue place), as its token's ticket says.
     drawn: bool,
+    /// The place's ticket, as its token says: its place in the line, which admissions and
+    /// openings follow.
+    ticket: Option<u64>,
     admitted: Option<Duration>,
-    /// When the admission lapses, as the edge answered (`admitted_until_ms`, the warehouse's
-    /// clock): its place in the order of admissions, whenever the buyer happened to learn it.
-    admitted_until_ms: Option<i64>,
     won: bool,
     /// When the payment side confirmed its order: the last one is the sell-out.
     paid: Option<Duration>,
@@ -112,6 +115,15 @@ fn buyer_delay(n: usize, prequeue: Duration) -> Duration {
     prequeue.mul_f64(0.8 * spread as f64 / 10_000.0)
 }
 
+/// How long buyer `n` takes to buy once admitted: a fixed share of `think`, spread evenly over
+/// the crowd and independent of when it joined.
+fn think_time(n: usize, think: Duration) -> Duration {
+    // A second multiplicative hash (Fibonacci's), so the think time does not follow the join
+    // time of `buyer_delay`.
+    let spread = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54;
+    think.mul_f64(spread as f64 / 1_024.0)
+}
+
 /// Plays one actor through the room.
 pub async fn play(
     room: &Room,
@@ -126,8 +138,8 @@ pub async fn play(
         kind,
         joined: None,
         drawn: false,
+        ticket: None,
         admitted: None,
-        admitted_until_ms: None,
         won: false,
         paid: None,
         told_sold_out: None,
@@ -198,13 +210,17 @@ async fn walk(
         }
     };
     let place = joined.text("place")?.to_owned();
-    journey.drawn = place::ticket_of(&place).is_some_and(|t| t.is_drawn());
+    let ticket = place::ticket_of(&place);
+    journey.drawn = ticket.is_some_and(|t| t.is_drawn());
+    journey.ticket = ticket.map(|t| t.get());
     let mut seen = joined;
     loop {
         match seen.text("state")? {
             "admitted" => {
                 journey.admitted = Some(room.opened.elapsed());
-                journey.admitted_until_ms = seen.body["admitted_until_ms"].as_i64();
+                if journey.kind == Kind::Buyer {
+                    tokio::time::sleep(think_time(n, room.think)).await;
+                }
                 return buy(room, &session, &seen, tally, journey).await;
             }
             "sold_out" => {
@@ -373,10 +389,10 @@ pub struct RoomReport {
     pub bot_share_of_drawn: f64,
     /// The bots' share of the units won.
     pub bot_share_of_units: f64,
-    /// Spearman's rank correlation of admitted buyers' admission order (by the admission's
-    /// window the edge answered, so places one move admitted tie, whenever each learned it)
-    /// with their join order (pre-queue joins only; near 0 when joining early buys nothing).
-    pub admission_vs_join_rho: Option<f64>,
+    /// Spearman's rank correlation of drawn buyers' places in the line (their tickets, which
+    /// admissions and openings follow in order) with their join order (near 0 when joining
+    /// early buys nothing).
+    pub line_vs_join_rho: Option<f64>,
     /// Actors told sold out while waiting (or at the buy).
     pub told_sold_out: u64,
     /// From the sell-out (the last winner's payment confirmed: nothing left, nothing held) to
@@ -425,16 +441,10 @@ impl Journeys {
             .iter()
             .flat_map(|j| j.held_latencies.iter().copied())
             .collect();
-        let admitted_buyers: Vec<(f64, f64)> = all
+        let drawn_buyers_order: Vec<(f64, f64)> = all
             .iter()
             .filter(|j| j.kind == Kind::Buyer && j.drawn)
-            .filter_map(|j| {
-                let order = match j.admitted_until_ms {
-                    Some(until) => until as f64 / 1_000.0,
-                    None => j.admitted?.as_secs_f64(),
-                };
-                Some((j.joined?.as_secs_f64(), order))
-            })
+            .filter_map(|j| Some((j.joined?.as_secs_f64(), j.ticket? as f64)))
             .collect();
         RoomReport {
             joined_buyers,
@@ -447,7 +457,7 @@ impl Journeys {
             drawn_bots,
             bot_share_of_drawn: share(drawn_bots, drawn_buyers + drawn_bots),
             bot_share_of_units: share(units_bots, units_buyers + units_bots),
-            admission_vs_join_rho: spearman(&admitted_buyers),
+            line_vs_join_rho: spearman(&drawn_buyers_order),
             told_sold_out: all.iter().filter(|j| j.told_sold_out.is_some()).count() as u64,
             sold_out_lag_s: match (sold_out_at, last_told) {
                 (Some(at), Some(told)) => Some(told.saturating_sub(at).as_secs_f64()),
@@ -468,7 +478,7 @@ impl RoomReport {
     /// The report as table lines.
     pub fn render(&self) -> String {
         let rho = self
-            .admission_vs_join_rho
+            .line_vs_join_rho
             .map_or("n/a".to_owned(), |r| format!("{r:+.3}"));
         let lag = self
             .sold_out_lag_s
@@ -477,7 +487,7 @@ impl RoomReport {
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         let (held50, held99) = (ms(self.held_p50_ms), ms(self.held_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; drawn, by their tickets)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    admission order vs join order (buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; drawn, by their tickets)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    line order vs join order (drawn buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
@@ -550,6 +560,27 @@ fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn think_times_spread_over_the_window_and_do_not_follow_the_joins() {
+        let think = Duration::from_secs(20);
+        let times: Vec<Duration> = (0..1_000).map(|n| think_time(n, think)).collect();
+        assert!(times.iter().all(|t| *t < think));
+        let early = times.iter().filter(|t| **t < think / 2).count();
+        assert!(
+            (400..600).contains(&early),
+            "{early} of 1000 in the first half"
+        );
+        let pairs: Vec<(f64, f64)> = (0..1_000)
+            .map(|n| {
+                let joins = buyer_delay(n, Duration::from_secs(20)).as_secs_f64();
+                (joins, times[n].as_secs_f64())
+            })
+            .collect();
+        let rho = spearman(&pairs).expect("spread");
+        assert!(rho.abs() < 0.1, "think time follows join time: {rho}");
+        assert_eq!(think_time(7, Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn spearman_is_one_for_the_same_order_and_minus_one_reversed() {

@@ -11,7 +11,8 @@
 # ports; each run is a sale of its own (`flashgate-load --put-sale`, a 20 s pre-queue), played by
 # `flashgate-load --waiting-room` as the storefront plays it, with the payment side on the
 # warehouse's internal listener. Settings: BENCH_RUNS (3), BENCH_BUYERS (500), BENCH_BOTS (100),
-# BENCH_UNITS (100), BENCH_PREQUEUE_MS (20000).
+# BENCH_UNITS (100), BENCH_PREQUEUE_MS (20000), BENCH_THINK_MS (0: the longest a buyer takes to buy
+# once admitted; bots buy at once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
@@ -25,6 +26,7 @@ buyers="${BENCH_BUYERS:-500}"
 bots="${BENCH_BOTS:-100}"
 units="${BENCH_UNITS:-100}"
 prequeue="${BENCH_PREQUEUE_MS:-20000}"
+think="${BENCH_THINK_MS:-0}"
 crowd=$((buyers + bots))
 # Every actor holds a connection: more than the default 1,024 open files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -61,7 +63,7 @@ for ((run = 1; run <= runs; run++)); do
     --put-sale "$((9000 + run)):$units:1" --waiting-room "$prequeue" --patience-s 60 \
     --buyers "$buyers" --bots "$bots" --client-ips "$crowd" --concurrency "$crowd" \
     --admin "grpc://127.0.0.1:$grpc_port" --warehouse-metrics "http://127.0.0.1:$metrics_port/metrics" \
-    --label "room-$edge-$run-$$" | tee "$work/run-$run.txt"
+    --buyer-think-ms "$think" --label "room-$edge-$run-$$" | tee "$work/run-$run.txt"
   echo "  warehouse calls before: ${before:-none}"
   echo "  warehouse calls after:  $(calls)"
 done

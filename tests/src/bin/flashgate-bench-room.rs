@@ -8,8 +8,9 @@
 //!   the joins divided likewise;
 //! - the draw: the first move of the line at the start (`room_move.lua`), timed from the
 //!   client (a loopback round trip) and inside Redis (its SLOWLOG's duration of that EVALSHA);
-//! - admit steps: a unit comes back and one move admits the next place — an admitted user buys
-//!   (a move forgets them), the order is cancelled, and the timed move admits exactly one. The
+//! - admit steps: a unit comes back and one move admits the next place — an open admission's
+//!   user buys (a move forgets them), the order is cancelled, and the timed move admits exactly
+//!   one and opens exactly one (the first on standby). The
 //!   median and 90th percentile over `--steps` of them per line, and the ratio of the longest
 //!   line's median to the shortest's, to show a step does not grow with the line.
 //!
@@ -241,13 +242,17 @@ async fn measure(
         };
         let forgot = store.move_room(id, now).await.expect("move");
         assert_eq!(
-            (forgot.bought, forgot.admitted),
-            (1, 0),
+            (forgot.bought, forgot.admitted, forgot.opened),
+            (1, 0, 0),
             "the buyer forgotten"
         );
         store.cancel(&order_no, buyer, now).await.expect("cancel");
         let (moved, rtt, us) = timed_move(store, conn, id, now).await;
-        assert_eq!(moved.admitted, 1, "the unit back admits the next place");
+        assert_eq!(
+            (moved.admitted, moved.opened),
+            (1, 1),
+            "the unit back admits the next place and opens the next standby one"
+        );
         step_rtt.push(rtt);
         step_redis_us.push(us);
     }
