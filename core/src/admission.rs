@@ -23,7 +23,8 @@
 //! the fastest client — a bot polling as often as it may — would win the race. So an admission
 //! is not open (its purchase link is not minted) until there is a unit for it: a move opens the
 //! admitted places in line order, only as many as there are units that no open admission is
-//! counted against (`remaining − open`), and the rest wait on *standby* at the front of the line.
+//! counted against (`remaining − open`, or with a per-user limit above one, enough that each
+//! open buyer finds a unit whatever the others take), and the rest wait on *standby* in line.
 //! Every open admission has a unit whatever the others do, and a unit reaches a standby place
 //! only once every place before it has bought, lapsed or been opened: a unit comes to a place
 //! for being slow or absent ahead, never for being fast behind, however late the places before
@@ -178,7 +179,7 @@ pub struct RateMark {
     /// When the current window began (unix ms; 0: not yet, the sale has not started).
     pub at_ms: i64,
     /// Admissions opened when it began.
-    pub admitted: u64,
+    pub opened: u64,
     /// Admissions per second over the last full window, in thousandths.
     pub milli_per_s: u64,
 }
@@ -190,17 +191,17 @@ impl RateMark {
     }
 }
 
-/// The rate after a move at `now_ms` that left `admitted` admissions opened in all, for a sale
+/// The rate after a move at `now_ms` that left `opened` admissions opened in all, for a sale
 /// starting at `start_ms`: the first window begins at the start (so the first admissions count),
 /// and a window of at least [`RATE_WINDOW_MS`] closes at the first move after it.
-pub fn rate_step(mark: RateMark, admitted: u64, start_ms: i64, now_ms: i64) -> RateMark {
+pub fn rate_step(mark: RateMark, opened: u64, start_ms: i64, now_ms: i64) -> RateMark {
     if now_ms < start_ms {
         return mark;
     }
     let mark = if mark.at_ms == 0 {
         RateMark {
             at_ms: start_ms,
-            admitted: 0,
+            opened: 0,
             milli_per_s: 0,
         }
     } else {
@@ -212,11 +213,8 @@ pub fn rate_step(mark: RateMark, admitted: u64, start_ms: i64, now_ms: i64) -> R
     }
     RateMark {
         at_ms: now_ms,
-        admitted,
-        milli_per_s: admitted
-            .saturating_sub(mark.admitted)
-            .saturating_mul(1_000_000)
-            / elapsed as u64,
+        opened,
+        milli_per_s: opened.saturating_sub(mark.opened).saturating_mul(1_000_000) / elapsed as u64,
     }
 }
 
@@ -315,27 +313,30 @@ pub fn opens_at(rules: &Rules, until_ms: i64) -> i64 {
 }
 
 /// How many of the `standby` admitted places a move opens (the first of them in line order),
-/// in a room with `remaining` units and `open` admissions open and unused: one for each unit no
-/// open admission is counted against. So open admissions never outnumber the units when a move
-/// leaves them, each has a unit whatever the others do, and a standby place opens only when the
-/// units exceed the open admissions before it — it cannot gain a unit by being fast.
-///
-/// One unit is counted per admission: with a per-user limit above one, an open buyer taking
-/// several units takes them from the open places after it in line, never from a standby one.
-pub fn openings(remaining: u64, open: u64, standby: u64) -> u64 {
-    remaining.saturating_sub(open).min(standby)
+/// in a room with `remaining` units and `open` admissions open and unused, where a buyer takes
+/// at most `per_user` units: as many as keep `open` at most `⌈remaining / per_user⌉`. So however
+/// many units the other open buyers take (each at most `per_user`), every open admission still
+/// finds at least one unit, and a standby place opens only when one before it has bought or
+/// lapsed — it cannot gain a unit by being fast. With a `per_user` of 1 (the usual flash sale),
+/// each open admission has its whole purchase; above 1, the open buyers share what is left
+/// beyond each one's first unit in the order they buy.
+pub fn openings(remaining: u64, open: u64, standby: u64, per_user: u64) -> u64 {
+    remaining
+        .div_ceil(per_user.max(1))
+        .saturating_sub(open)
+        .min(standby)
 }
 
 /// Where a user's place stands, as the holder knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
-    /// Still in line, with `ahead` waiting places before it.
+    /// Still in line (or admitted on standby), with `ahead` places before it not opened yet.
     Waiting {
-        /// Waiting places with a lower ticket.
+        /// Places with a lower ticket that have not opened yet.
         ahead: u64,
     },
     /// Admitted and open from `from_ms` until `until_ms` (a standby admission, not open yet, is
-    /// [`Place::Waiting`] at the front: nothing ahead of it waits).
+    /// [`Place::Waiting`], with the places before it that have not opened ahead of it).
     Admitted {
         /// When the admission opens (unix ms).
         from_ms: i64,

@@ -16,10 +16,10 @@
 //!   places, the next ones in order, so admitted-and-pending is never above
 //!   `admit_factor × remaining` after a move that admits (admissions given before a buy took the
 //!   last units stay until bought or lapsed: the rules say so), and a unit coming back admits the
-//!   next place; then the move opens exactly `min(MOVE_MAX_ADMITS, remaining − open, standby)`
-//!   of the admitted places on standby, the next ones in order (`admission::openings`), so the
-//!   open admissions never outnumber the units after a move that opens, and every place
-//!   admitted but not opened is told to wait;
+//!   next place; then the move opens exactly `min(MOVE_MAX_ADMITS, ⌈remaining / limit⌉ − open,
+//!   standby)` of the admitted places on standby, the next ones in order
+//!   (`admission::openings`), so after a move that opens every open buyer finds a unit however
+//!   many the others take, and every place admitted but not opened is told to wait;
 //! - once the pool is empty and no order holds units, the move says sold out and every place
 //!   still waiting reads sold out, and a new join gets no place.
 //!
@@ -608,8 +608,10 @@ impl Pair {
         let standby = s.admitted - s.opened;
         let open = s.pending - standby;
         let open_before = open - moved.opened;
+        let per_user = self.sale.per_user_limit.max(1) as u64;
         let expected = if self.running() {
-            openings(s.remaining, open_before, standby + moved.opened).min(MOVE_MAX_ADMITS)
+            openings(s.remaining, open_before, standby + moved.opened, per_user)
+                .min(MOVE_MAX_ADMITS)
         } else {
             0
         };

@@ -12,7 +12,7 @@ use flashgate_core::stock::room::{PlaceState as Stored, MOVE_MAX_ADMITS};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Sale};
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::Store;
+use flashgate_core::warehouse::store::{Rooms, Sales, Stock, Store};
 use flashgate_tests::{
     eur, eventually, pay_in_full, TestWarehouse, TEST_ORIGIN_KEY, TEST_QUEUE_SECRET,
 };
@@ -554,4 +554,68 @@ async fn refusals<S: Store>(store: S) {
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("--queue-secret"), "{refused:?}");
+}
+
+/// A room an older warehouse moved (no `opened` cursor; every admitted place, standby ones
+/// too, in the pending set with its lapse time) reads as all of its admitted places open: their
+/// claims still answer `ADMITTED`, nothing is counted twice, and nothing opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moved_before_openings_were_kept_reads_as_all_admitted_open() {
+    let redis = flashgate_tests::TestRedis::start().await;
+    let store = redis.store().await;
+    let start = now_ms();
+    let sale = store_sale(24, 14, start);
+    store.put_stock(14, 5).await.expect("stock");
+    store.put_sale(&sale).await.expect("sale");
+    let rules = flashgate_core::admission::Rules {
+        prequeue_ms: 0,
+        admit_factor: 2,
+        admission_ttl_ms: 1_000,
+    };
+    store.put_room(&sale, Some(&rules)).await.expect("room");
+    for user in ["a", "b", "c"] {
+        store
+            .join_room(24, user, TEST_QUEUE_SECRET, start + 10)
+            .await
+            .expect("join");
+    }
+    let moved = store.move_room(24, start + 20).await.expect("move");
+    assert_eq!((moved.admitted, moved.opened), (2, 1));
+    // What the older warehouse left: b pending too (its standby lapse), no cursor of openings.
+    let keys = store.keys();
+    let mut conn = store.connection();
+    let _: () = redis::cmd("HDEL")
+        .arg(keys.room(14, 24))
+        .arg("opened")
+        .arg("opened_through")
+        .query_async(&mut conn)
+        .await
+        .expect("HDEL");
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.room_pending(14, 24))
+        .arg(start + 1_353)
+        .arg("b")
+        .query_async(&mut conn)
+        .await
+        .expect("ZADD");
+    let b = store.claim_room(24, "b", start + 30).await.expect("claim");
+    assert_eq!(
+        b.state,
+        Stored::Admitted {
+            from_ms: start + 353,
+            until_ms: start + 1_353
+        }
+    );
+    let moved = store.move_room(24, start + 40).await.expect("move");
+    assert_eq!(
+        (moved.admitted, moved.opened, moved.lapsed),
+        (0, 0, 0),
+        "{moved:?}"
+    );
+    let s = moved.snapshot;
+    assert_eq!((s.admitted, s.opened, s.pending), (2, 2, 2), "{s:?}");
+    assert_eq!(s.opened_through, s.through);
+    assert_eq!(s.rate_milli_per_s, 0);
+    let c = store.claim_room(24, "c", start + 50).await.expect("claim");
+    assert_eq!(c.state, Stored::Waiting);
 }

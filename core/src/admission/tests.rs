@@ -197,12 +197,17 @@ fn an_admission_lasts_its_ttl_and_a_spent_place_is_ended() {
 #[test]
 fn a_move_opens_standby_places_only_for_units_no_open_admission_is_counted_against() {
     // 3 units, 1 admission open, 5 on standby: the next two open, the rest wait.
-    assert_eq!(openings(3, 1, 5), 2);
-    assert_eq!(openings(3, 3, 5), 0);
-    // More open than units (a buyer before them took two): nobody more opens.
-    assert_eq!(openings(1, 3, 5), 0);
-    assert_eq!(openings(10, 0, 4), 4, "no more than are on standby");
-    assert_eq!(openings(0, 0, 4), 0);
+    assert_eq!(openings(3, 1, 5, 1), 2);
+    assert_eq!(openings(3, 3, 5, 1), 0);
+    assert_eq!(openings(1, 3, 5, 1), 0);
+    assert_eq!(openings(10, 0, 4, 1), 4, "no more than are on standby");
+    assert_eq!(openings(0, 0, 4, 1), 0);
+    // Buyers may take 2: 5 units open 3 places (the third finds at least one unit however
+    // many the first two take), 4 units 2, 1 unit still 1.
+    assert_eq!(openings(5, 0, 9, 2), 3);
+    assert_eq!(openings(4, 0, 9, 2), 2);
+    assert_eq!(openings(1, 0, 9, 2), 1);
+    assert_eq!(openings(5, 3, 9, 2), 0);
     // A standby place is told to wait at the front: nobody who has not opened is ahead of it.
     let room = Room {
         remaining: 3,
@@ -279,8 +284,8 @@ struct Line {
     room: Room,
     admitted_in_order: Vec<Ticket>,
     opened_in_order: Vec<Ticket>,
-    /// Whether a buyer took more than one unit (one unit is counted per admission).
-    took_several: bool,
+    /// The most units one buyer takes.
+    per_user: u64,
 }
 
 impl Line {
@@ -331,6 +336,7 @@ impl Line {
             self.room.remaining,
             self.open.len() as u64,
             self.standby.len() as u64,
+            self.per_user,
         );
         for _ in 0..n {
             let first = self.standby.pop_first().expect("openings ≤ standby");
@@ -338,27 +344,36 @@ impl Line {
             self.open.insert(first.1, lapses_at(rules, now_ms));
         }
         assert!(
-            n == 0 || self.open.len() as u64 <= self.room.remaining,
+            n == 0 || self.each_open_finds_a_unit(),
             "opened beyond the units: {} open, {:?}",
             self.open.len(),
             self.room
         );
     }
 
-    /// A buy by `user` at `now_ms`: `None` if it may not buy (not open, lapsed), else the
-    /// units it got.
+    /// Whether every open admission finds a unit however many the others take first: all but
+    /// one of them taking `per_user` each leaves at least one.
+    fn each_open_finds_a_unit(&self) -> bool {
+        let open = self.open.len() as u64;
+        open == 0 || (open - 1) * self.per_user.max(1) < self.room.remaining
+    }
+
+    /// A buy of `qty` (at most `per_user`) by `user` at `now_ms`: `None` if it may not buy
+    /// (not open, lapsed), else the units it got — all it asked for, or none when fewer are
+    /// left (as `buy_batch.lua` decides: sold out, the link may try a smaller quantity).
     fn buy(&mut self, user: &str, qty: u64, now_ms: i64) -> Option<u64> {
         match self.open.get(user) {
             Some(&until) if until > now_ms => {}
             _ => return None,
         }
+        if qty > self.room.remaining {
+            return Some(0);
+        }
         self.open.remove(user);
         self.room.pending -= 1;
-        let took = qty.min(self.room.remaining);
-        self.room.remaining -= took;
-        self.room.held += took;
-        self.took_several |= took > 1;
-        Some(took)
+        self.room.remaining -= qty;
+        self.room.held += qty;
+        Some(qty)
     }
 
     fn lapse(&mut self, now_ms: i64) {
@@ -403,18 +418,20 @@ proptest! {
     /// Whatever joins, buys, lapses and returns happen: no admission is made beyond
     /// k × remaining and no admission opens beyond the units (asserted inside `admit`),
     /// admissions and openings follow ticket order (pre-queue draw first, then arrivals), a
-    /// user has one place, units that come back admit the next places at once, and while
-    /// every buyer takes one unit the open admissions never outnumber the units, so an open
-    /// admission always gets its unit.
+    /// user has one place, units that come back admit the next places at once, and however
+    /// many units (up to the per-user limit) the open buyers take, every open admission still
+    /// finds one: its one-unit buy never fails.
     #[test]
     fn admissions_follow_the_line_and_never_exceed_k_times_the_remaining_pool(
         k in 1..4u32,
         pool in 1..20u64,
+        per_user in 1..4u64,
         prequeue_joins in 0..40u8,
         steps in steps(),
     ) {
         let rules = rules(k);
-        let mut line = Line { room: Room { remaining: pool, ..Room::default() }, ..Line::default() };
+        let room = Room { remaining: pool, ..Room::default() };
+        let mut line = Line { room, per_user, ..Line::default() };
         for u in 0..prequeue_joins {
             let user = format!("u{u}");
             let t = line.join(&rules, &user, START - 1_000).expect("pre-queue is open");
@@ -432,9 +449,9 @@ proptest! {
                     }
                 }
                 Step::Buy(u, qty) => {
-                    let several = line.took_several;
+                    let qty = (qty - 1) % per_user + 1;
                     let took = line.buy(&format!("u{}", u % 64), qty, now);
-                    if qty == 1 && !several {
+                    if qty == 1 {
                         prop_assert_ne!(took, Some(0), "an open admission has its unit");
                     }
                 }
@@ -461,9 +478,7 @@ proptest! {
             }
             line.admit(&rules, now);
             prop_assert_eq!(line.room.pending, (line.open.len() + line.standby.len()) as u64);
-            if !line.took_several {
-                prop_assert!(line.open.len() as u64 <= line.room.remaining, "{:?}", line.room);
-            }
+            prop_assert!(line.each_open_finds_a_unit(), "{} open, {:?}", line.open.len(), line.room);
         }
         // Admission and opening order are ticket order: drawn places before arrivals, each in
         // its order.
@@ -503,7 +518,8 @@ proptest! {
         ], 1..90),
     ) {
         let rules = rules(k);
-        let mut line = Line { room: Room { remaining: pool, ..Room::default() }, ..Line::default() };
+        let room = Room { remaining: pool, ..Room::default() };
+        let mut line = Line { room, per_user: 1, ..Line::default() };
         let users: Vec<String> = (0..pool * u64::from(k) + extra).map(|u| format!("u{u}")).collect();
         let delay: BTreeMap<&String, i64> =
             users.iter().zip(delays.iter().cycle()).map(|(u, d)| (u, *d)).collect();
@@ -591,16 +607,13 @@ fn the_rate_counts_the_first_admissions_from_the_start_and_then_whole_windows() 
     // 200 admitted at the start: measured once the first window is over.
     let first = rate_step(none, 200, START, START + 10);
     assert_eq!(
-        (first.at_ms, first.admitted, first.milli_per_s),
+        (first.at_ms, first.opened, first.milli_per_s),
         (START, 0, 0)
     );
     let closed = rate_step(first, 200, START, START + RATE_WINDOW_MS);
     assert_eq!(closed.milli_per_s, 40_000);
     assert_eq!(closed.per_s(), 40.0);
-    assert_eq!(
-        (closed.at_ms, closed.admitted),
-        (START + RATE_WINDOW_MS, 200)
-    );
+    assert_eq!((closed.at_ms, closed.opened), (START + RATE_WINDOW_MS, 200));
     // A window still open keeps the last figure.
     assert_eq!(
         rate_step(closed, 300, START, START + RATE_WINDOW_MS + 1),

@@ -428,7 +428,8 @@ impl Gate {
     /// buyer was slow) is told so with the line, from the instance's copy as the waiting places
     /// keep it fresh: a link now would only buy a refusal.
     ///
-    /// An open admission while the copy shows no unit free (a buyer before it took several)
+    /// An open admission while the copy shows no unit free (the pool was lowered, or the copy
+    /// is older than the buys; a move opens no more places than leave each a unit)
     /// waits at the front instead, polling each second: a link now would buy `SOLD_OUT` (and
     /// the page would take that for the end), and a unit that comes back shows in the copy
     /// within a refresh.

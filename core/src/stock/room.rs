@@ -13,8 +13,8 @@
 
 use crate::admission::Ticket;
 
-/// The most places one move of the line admits (so one step costs the same however long the
-/// line is); the next move goes on where it stopped.
+/// The most places one move of the line admits, and the most it opens (so one step costs the
+/// same however long the line is); the next move goes on where it stopped.
 pub const MOVE_MAX_ADMITS: u64 = 1_000;
 
 /// How long a room's keys outlive its sale's end (ms): nothing reads them after the end, and

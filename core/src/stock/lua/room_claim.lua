@@ -24,12 +24,13 @@ local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed')
 if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
-local room = redis.call('HMGET', KEYS[2], 'prequeue', 'opened', 'sold_out', 'ttl')
+local room = redis.call('HMGET', KEYS[2], 'prequeue', 'opened', 'sold_out', 'ttl', 'admitted')
 if not room[1] then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ' has no waiting room'}
 end
 local ended = ev[3] == '1' or now >= tonumber(ev[2])
-local opened, sold_out = tonumber(room[2] or '0'), room[3] == '1'
+-- A room moved before openings were kept: every admitted place was open.
+local opened, sold_out = tonumber(room[2] or room[5] or '0'), room[3] == '1'
 local score = redis.call('ZSCORE', KEYS[3], user)
 if not score then
   return {ended and 'ENDED' or 'NO_PLACE', '', '', '0', '0', '0'}

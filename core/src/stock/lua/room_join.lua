@@ -34,13 +34,15 @@ local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed')
 if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
-local room = redis.call('HMGET', KEYS[2], 'prequeue', 'opened', 'began', 'sold_out', 'ttl')
+local room = redis.call('HMGET', KEYS[2], 'prequeue', 'opened', 'began', 'sold_out', 'ttl',
+  'admitted')
 if not room[1] then
   return {'FAILED_PRECONDITION', 'event ' .. event .. ' has no waiting room'}
 end
 local start, stop = tonumber(ev[1]), tonumber(ev[2])
 local ended = ev[3] == '1' or now >= stop
-local opened = tonumber(room[2] or '0')
+-- A room moved before openings were kept: every admitted place was open.
+local opened = tonumber(room[2] or room[6] or '0')
 local began, sold_out = room[3] == '1', room[4] == '1'
 local score = redis.call('ZSCORE', KEYS[3], user)
 local new = '0'

@@ -1,7 +1,7 @@
 -- room_move.lua — Queue.GetQueue and the sweeper: one move of a waiting-room sale's line, and
 -- the line as it then stands (what every edge instance caches).
 --
--- KEYS[1]  the sale's hash            ({sku:ID}:ev:EID: start end closed pool seq)
+-- KEYS[1]  the sale's hash            ({sku:ID}:ev:EID: start end closed pool seq limit)
 -- KEYS[2]  the room's hash            ({sku:ID}:room:EID: prequeue factor ttl, and the counters
 --                                      admitted opened through opened_through began held_from
 --                                      rate_at rate_n rate sold_out)
@@ -20,8 +20,8 @@
 -- bought and are forgotten (the room never changes buy_batch.lua: it reads what the buy wrote,
 -- in the same slot); then, from the start on, the next `admit_factor × remaining − (open +
 -- standby)` places of the line (at most ARGV[3]) are admitted (the cursor moves; nothing is
--- written per place), and the first `remaining − open` standby places (admission::openings, at
--- most ARGV[3]) open: pending until now + ttl. A standby place has no deadline: it waits at the
+-- written per place), and the first `⌈remaining / per-user limit⌉ − open` standby places
+-- (admission::openings, at most ARGV[3]) open: pending until now + ttl. A standby place has no deadline: it waits at the
 -- front until the units exceed the open admissions before it. From the start on (`began`)
 -- every new place is an arrival, at the end of the line, so both cursors stay prefixes.
 -- `held` is the units of the sale's orders still QUEUED or PENDING_PAYMENT, read from the
@@ -41,7 +41,7 @@
 -- order is cancelled (pool 1), move at 2000 → bob opens (until 32000) and cy is admitted.
 assert(#KEYS == 6 and #ARGV == 5, 'room_move.lua: 6 KEYS, 5 ARGV')
 local event, now, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed', 'pool', 'seq')
+local ev = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed', 'pool', 'seq', 'limit')
 if not ev[1] then
   return {'NOT_FOUND', 'event ' .. event}
 end
@@ -55,7 +55,9 @@ local pool, seq = tonumber(ev[4]), tonumber(ev[5] or '0')
 local ended = ev[3] == '1' or now >= stop
 local factor, ttl = tonumber(r[2]), tonumber(r[3])
 local admitted, through = tonumber(r[4] or '0'), tonumber(r[5] or '0')
-local opened, opened_through = tonumber(r[11] or '0'), tonumber(r[12] or '0')
+-- A room moved before openings were kept had every admitted place in KEYS[4]: all opened.
+local opened = tonumber(r[11] or r[4] or '0')
+local opened_through = tonumber(r[12] or r[5] or '0')
 local began = r[6] == '1'
 local held_from = tonumber(r[7] or '1')
 local rate_at, rate_n, rate = tonumber(r[8] or '0'), tonumber(r[9] or '0'), tonumber(r[10] or '0')
@@ -123,8 +125,10 @@ if not ended and now >= start then
       'WITHSCORES')
     admits, admitted, through = free, admitted + free, tonumber(last[2])
   end
-  -- admission::openings: the first standby places, one for each unit no open admission holds.
-  local n = math.min(pool - open, admitted - opened, most)
+  -- admission::openings: the first standby places, while the open admissions number at most
+  -- ⌈pool / per-user limit⌉ (each open buyer then finds a unit whatever the others take).
+  local limit = math.max(tonumber(ev[6] or '1'), 1)
+  local n = math.min(math.floor((pool + limit - 1) / limit) - open, admitted - opened, most)
   if n > 0 then
     local next = redis.call('ZRANGE', KEYS[3], opened, opened + n - 1, 'WITHSCORES')
     local lapse = string.format('%d', now + ttl)
@@ -141,7 +145,7 @@ if not ended and now >= start then
     rate_at, rate_n = start, 0
   end
   if now - rate_at >= tonumber(ARGV[5]) then
-    rate = math.floor((opened - rate_n) * 1000000 / (now - rate_at))
+    rate = math.max(0, math.floor((opened - rate_n) * 1000000 / (now - rate_at)))
     rate_at, rate_n = now, opened
   end
 end

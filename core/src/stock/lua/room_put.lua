@@ -11,14 +11,15 @@
 --
 -- The settings are the service's validated values (defaults applied). Without a room the
 -- settings go and the line (if any) is left to expire: JoinQueue, GetQueue and ClaimAdmission
--- then answer FAILED_PRECONDITION. The counters are never reset: a redefinition keeps the line.
+-- then answer FAILED_PRECONDITION (and a `standby` setting an older warehouse kept goes too). The
+-- counters are never reset: a redefinition keeps the line.
 --
 -- Replies: {"OK"}
 -- Example: ARGV "300000" "2" "30000" "1700003600000" → {"OK"}, HGET room factor → "2";
 -- ARGV "" "0" "0" "1700003600000" → {"OK"}, HGET room factor → nil.
 assert(#KEYS == 3 and #ARGV == 4, 'room_put.lua: 3 KEYS, 4 ARGV')
 if ARGV[1] == '' then
-  redis.call('HDEL', KEYS[1], 'prequeue', 'factor', 'ttl')
+  redis.call('HDEL', KEYS[1], 'prequeue', 'factor', 'ttl', 'standby')
   return {'OK'}
 end
 redis.call('HSET', KEYS[1], 'prequeue', ARGV[1], 'factor', ARGV[2], 'ttl', ARGV[3])

@@ -221,8 +221,9 @@ impl Rooms for MemoryStore {
                 admits = n;
             }
             let open = room.pending.len() as u64;
-            let n =
-                openings(counts.remaining, open, room.admitted - room.opened).min(MOVE_MAX_ADMITS);
+            let on_standby = room.admitted - room.opened;
+            let per_user = sale.per_user_limit.max(1) as u64;
+            let n = openings(counts.remaining, open, on_standby, per_user).min(MOVE_MAX_ADMITS);
             let next: Vec<(u64, String)> = room
                 .line
                 .iter()
