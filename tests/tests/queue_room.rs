@@ -12,7 +12,7 @@ use flashgate_core::stock::room::{PlaceState as Stored, MOVE_MAX_ADMITS};
 use flashgate_core::stock::{BuyDecision, BuyRequest, Sale};
 use flashgate_core::warehouse::server::ServerOptions;
 use flashgate_core::warehouse::service::now_ms;
-use flashgate_core::warehouse::store::{Rooms, Sales, Stock, Store};
+use flashgate_core::warehouse::store::{Rooms, Store};
 use flashgate_tests::{
     eur, eventually, pay_in_full, TestWarehouse, TEST_ORIGIN_KEY, TEST_QUEUE_SECRET,
 };
@@ -380,12 +380,11 @@ fn store_sale(id: i64, sku: i64, start_ms: i64) -> Sale {
     }
 }
 
-async fn lapses<S: Store>(store: S) {
-    // Simulated time, near the wall clock: the room's keys expire by the wall clock after the
-    // sale's end (a sale of 1970 would be gone at once).
-    let start = now_ms();
-    let sale = store_sale(23, 13, start);
-    store.put_stock(13, 5).await.expect("stock");
+/// [`store_sale`] put at `store` with 5 units of stock and a room (no pre-queue, factor 2, ttl
+/// 1 s).
+async fn put_store_sale<S: Store>(store: &S, id: i64, sku: i64, start_ms: i64) -> Sale {
+    let sale = store_sale(id, sku, start_ms);
+    store.put_stock(sku, 5).await.expect("stock");
     store.put_sale(&sale).await.expect("sale");
     let rules = flashgate_core::admission::Rules {
         prequeue_ms: 0,
@@ -393,6 +392,14 @@ async fn lapses<S: Store>(store: S) {
         admission_ttl_ms: 1_000,
     };
     store.put_room(&sale, Some(&rules)).await.expect("room");
+    sale
+}
+
+async fn lapses<S: Store>(store: S) {
+    // Simulated time, near the wall clock: the room's keys expire by the wall clock after the
+    // sale's end (a sale of 1970 would be gone at once).
+    let start = now_ms();
+    let sale = put_store_sale(&store, 23, 13, start).await;
     for user in ["a", "b", "c", "d"] {
         let joined = store
             .join_room(23, user, TEST_QUEUE_SECRET, start + 10)
@@ -564,15 +571,7 @@ async fn a_room_moved_before_openings_were_kept_reads_as_all_admitted_open() {
     let redis = flashgate_tests::TestRedis::start().await;
     let store = redis.store().await;
     let start = now_ms();
-    let sale = store_sale(24, 14, start);
-    store.put_stock(14, 5).await.expect("stock");
-    store.put_sale(&sale).await.expect("sale");
-    let rules = flashgate_core::admission::Rules {
-        prequeue_ms: 0,
-        admit_factor: 2,
-        admission_ttl_ms: 1_000,
-    };
-    store.put_room(&sale, Some(&rules)).await.expect("room");
+    put_store_sale(&store, 24, 14, start).await;
     for user in ["a", "b", "c"] {
         store
             .join_room(24, user, TEST_QUEUE_SECRET, start + 10)
