@@ -21,9 +21,10 @@
 -- in the same slot); then, from the start on, the next `admit_factor × remaining − (open +
 -- standby)` places of the line (at most ARGV[3]) are admitted (the cursor moves; nothing is
 -- written per place), and the first `⌈remaining / per-user limit⌉ − open` standby places
--- (admission::openings, at most ARGV[3]) open: pending until now + ttl. A standby place has no deadline: it waits at the
--- front until the units exceed the open admissions before it. From the start on (`began`)
--- every new place is an arrival, at the end of the line, so both cursors stay prefixes.
+-- (admission::openings, at most ARGV[3]) open: pending until now + ttl. A standby place has no
+-- deadline: it waits until a move finds a unit for it and every open admission before it. From
+-- the start on (`began`) every new place is an arrival, at the end of the line, so both cursors
+-- stay prefixes.
 -- `held` is the units of the sale's orders still QUEUED or PENDING_PAYMENT, read from the
 -- orderbook from `held_from`, the first order not known final (orders EID-1 … EID-seq: a room
 -- sale has one pool); sold out is remaining 0 and held 0, from the start on. The rate is
