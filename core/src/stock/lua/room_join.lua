@@ -24,7 +24,8 @@
 -- Replies: {state, score, rank, detail, new, from}: state WAITING ADMITTED SOLD_OUT ENDED
 -- TOO_EARLY LAPSED NO_PLACE; score and rank (0-based) "" without a place; detail the admission's
 -- deadline (ADMITTED) or when the line opens (TOO_EARLY), else "0"; new "1" when this join made
--- the place; from when the admission opened (ADMITTED: deadline − ttl), else "0". | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
+-- the place; from when the admission opened (ADMITTED: deadline − ttl), else "0".
+-- | {"NOT_FOUND", what} | {"FAILED_PRECONDITION", why}
 -- Example: start 1000, prequeue 500, now 600, ARGV[3] "77" → {"WAITING","77","0","0","1","0"};
 -- the same again → {"WAITING","77","0","0","0","0"}; another user at now 1000 (after a move) →
 -- {"WAITING","4503599627370496","1","0","1","0"}; at now 400 → {"TOO_EARLY","","","500","0","0"}.
