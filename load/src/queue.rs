@@ -389,6 +389,12 @@ pub struct RoomReport {
     pub bot_share_of_drawn: f64,
     /// The bots' share of the units won.
     pub bot_share_of_units: f64,
+    /// Bots among the line's first places, as many as there were units won: what the draw
+    /// alone gives the bots when the units go to the front of the line.
+    pub front_bots: u64,
+    /// Units won by places behind the line's first ones (a place ahead gave up or was too slow
+    /// for its admission): 0 when the front bought everything.
+    pub won_behind_front: u64,
     /// Spearman's rank correlation of drawn buyers' places in the line (their tickets, which
     /// admissions and openings follow in order) with their join order (near 0 when joining
     /// early buys nothing).
@@ -446,7 +452,14 @@ impl Journeys {
             .filter(|j| j.kind == Kind::Buyer && j.drawn)
             .filter_map(|j| Some((j.joined?.as_secs_f64(), j.ticket? as f64)))
             .collect();
+        let places: Vec<(u64, Kind, bool)> = all
+            .iter()
+            .filter_map(|j| Some((j.ticket?, j.kind, j.won)))
+            .collect();
+        let (front_bots, won_behind_front) = front_of_line(places, units_buyers + units_bots);
         RoomReport {
+            front_bots,
+            won_behind_front,
             joined_buyers,
             joined_bots,
             admitted: all.iter().filter(|j| j.admitted.is_some()).count() as u64,
@@ -487,7 +500,7 @@ impl RoomReport {
         let (p50, p99) = (ms(self.poll_p50_ms), ms(self.poll_p99_ms));
         let (held50, held99) = (ms(self.held_p50_ms), ms(self.held_p99_ms));
         format!(
-            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; drawn, by their tickets)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    line order vs join order (drawn buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
+            "  waiting room\n    places          {} buyers, {} bots ({:.1} % bots)\n    drawn places    {} buyers, {} bots ({:.1} % bots; drawn, by their tickets)\n    admitted        {}\n    units won       {} buyers, {} bots ({:.1} % bots)\n    line's front    {} bots among its first {} places; units won behind them {}\n    line order vs join order (drawn buyers, Spearman)  {rho}\n    told sold out   {} (the last {lag} after the sell-out)\n    polls           {}   (not held, ms: p50 {p50}, p99 {p99}; {} asked to be held, back after ms: p50 {held50}, p99 {held99}); busy or limited answers tried again {}\n",
             self.joined_buyers,
             self.joined_bots,
             100.0 * self.bot_share_of_crowd,
@@ -498,6 +511,9 @@ impl RoomReport {
             self.units_buyers,
             self.units_bots,
             100.0 * self.bot_share_of_units,
+            self.front_bots,
+            self.units_buyers + self.units_bots,
+            self.won_behind_front,
             self.told_sold_out,
             self.polls,
             self.held_polls,
@@ -509,6 +525,17 @@ impl RoomReport {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// Of `places` (ticket, who, whether it won), sorted into the line: the bots among the first `n`,
+/// and the places after them that won.
+fn front_of_line(mut places: Vec<(u64, Kind, bool)>, n: u64) -> (u64, u64) {
+    places.sort_unstable_by_key(|p| p.0);
+    let n = (n as usize).min(places.len());
+    let (front, behind) = places.split_at(n);
+    let bots = front.iter().filter(|p| p.1 == Kind::Bot).count() as u64;
+    let won = behind.iter().filter(|p| p.2).count() as u64;
+    (bots, won)
 }
 
 /// The `p` quantile of `latencies` in ms (sorts them), `None` when there are none.
@@ -560,6 +587,21 @@ fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_front_of_the_line_is_its_lowest_tickets() {
+        let places = vec![
+            (30, Kind::Bot, false),
+            (10, Kind::Buyer, true),
+            (20, Kind::Bot, true),
+            (40, Kind::Buyer, true),
+            (50, Kind::Bot, false),
+        ];
+        // Three units won: the first three tickets hold two bots, and ticket 40 won behind them.
+        assert_eq!(front_of_line(places.clone(), 3), (2, 1));
+        assert_eq!(front_of_line(places.clone(), 0), (0, 3));
+        assert_eq!(front_of_line(places, 9), (3, 0));
+    }
 
     #[test]
     fn think_times_spread_over_the_window_and_do_not_follow_the_joins() {

@@ -72,9 +72,10 @@ for ((run = 1; run <= runs; run++)); do
   printf 'run %d: ' "$run"
   awk '/drawn places/ { d = $0; sub(/.*\(/, "", d); sub(/ bots.*/, "", d) }
        /units won .*bots \(/ { u = $0; sub(/.*units won +/, "", u) }
+       /line.s front/ { f = $0; sub(/.*line.s front +/, "", f) }
        /told sold out/ { t = $0; sub(/.*the last /, "", t); sub(/ after.*/, "", t) }
        /polls .*p50/ { p = $0; sub(/.*not held, ms: p50 /, "", p); sub(/,.*/, "", p)
                        h = $0; sub(/.*back after ms: p50 /, "", h); sub(/,.*/, "", h) }
-       END { printf "units %s; drawn %s bots; sold out told %s after; unheld poll p50 %s ms, held poll back after p50 %s ms\n", u, d, t, p, h }' \
+       END { printf "units %s; drawn %s bots; front: %s; sold out told %s after; unheld poll p50 %s ms, held poll back after p50 %s ms\n", u, d, f, t, p, h }' \
     "$work/run-$run.txt"
 done
