@@ -218,8 +218,6 @@ fn queue_poll(c: &mut Criterion) {
     let snapshot = RoomSnapshot {
         places: 100_000,
         drawn: 60_000,
-        admitted: 200,
-        admitted_through: 1 << 50,
         opened: 100,
         opened_through: 1 << 49,
         pending: 200,

@@ -463,22 +463,22 @@ pub fn view(facts: &ViewFacts<'_>) -> QueueView {
 
 /// What an admission is told while it cannot buy yet (open, but every unit is held by an unpaid
 /// order or taken by a buyer before it in line; a unit may come back within `wait_ms`): waiting
-/// at the front, to ask again within [`STANDBY_POLL_MS`], so that it learns of a free unit or of
+/// at the front, to ask again within [`FRONT_POLL_MS`], so that it learns of a free unit or of
 /// the sell-out within a second.
-pub fn standby_view(wait_ms: i64) -> QueueView {
+pub fn front_view(wait_ms: i64) -> QueueView {
     let wait_ms = wait_ms.max(1) as u64;
     QueueView {
         state: QueueState::Waiting,
         position: 1,
         ahead: 0,
         eta_s: Some(wait_ms.div_ceil(1_000)),
-        poll_after_ms: wait_ms.min(STANDBY_POLL_MS),
+        poll_after_ms: wait_ms.min(FRONT_POLL_MS),
         admitted_until_ms: None,
     }
 }
 
 /// The longest advised wait between the polls of an admission that cannot buy yet.
-pub const STANDBY_POLL_MS: u64 = 1_000;
+pub const FRONT_POLL_MS: u64 = 1_000;
 
 /// The advised wait before the next poll: half a second near the front, growing with the line
 /// ahead (about 1 ms per place) up to 5 s, never past the start, and spread by up to a fifth by

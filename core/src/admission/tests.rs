@@ -217,10 +217,10 @@ fn a_move_opens_standby_places_only_for_units_no_open_admission_is_counted_again
     let v = view_of(Place::Waiting { ahead: 0 }, room, START + 100);
     assert_eq!((v.state, v.position, v.ahead), (QueueState::Waiting, 1, 0));
     // An open admission that cannot buy yet is told so, and to come back within a second.
-    let v = standby_view(9_000);
+    let v = front_view(9_000);
     assert_eq!(
         (v.state, v.position, v.eta_s, v.poll_after_ms),
-        (QueueState::Waiting, 1, Some(9), STANDBY_POLL_MS)
+        (QueueState::Waiting, 1, Some(9), FRONT_POLL_MS)
     );
 }
 

@@ -411,8 +411,8 @@ impl Gate {
         let place_state = PlaceState::try_from(place.state).unwrap_or(PlaceState::Unspecified);
         let (claim, kept_until_ms) = match place_state {
             PlaceState::PlaceAdmitted => {
-                let (from_ms, until_ms) = (place.admitted_from_ms, place.admitted_until_ms);
-                (Claim::Admitted { from_ms, until_ms }, until_ms)
+                let until_ms = place.admitted_until_ms;
+                (Claim::Admitted { until_ms }, until_ms)
             }
             PlaceState::PlaceSoldOut => (
                 Claim::SoldOut,
@@ -434,13 +434,13 @@ impl Gate {
     /// the page would take that for the end), and a unit that comes back shows in the copy
     /// within a refresh.
     fn claim_answer(&self, state: &GateState, seat: &Seat, claim: Claim, now: i64) -> Response {
-        if let Claim::Admitted { until_ms, .. } = claim {
+        if let Claim::Admitted { until_ms } = claim {
             let line = state.line(seat.sale.id);
             if line.is_some_and(|l| l.sold_out) {
                 return answer(&settled(QueueState::SoldOut), None, None, now);
             }
             if now < until_ms && line.is_some_and(|l| l.remaining == 0) {
-                return answer(&admission::standby_view(until_ms - now), None, None, now);
+                return answer(&admission::front_view(until_ms - now), None, None, now);
             }
         }
         self.claim_response(seat, claim, None, now)
@@ -449,7 +449,7 @@ impl Gate {
     /// What a claim means for the buyer: admitted with a link minted now, or a final state.
     fn claim_response(&self, seat: &Seat, claim: Claim, place: Option<&str>, now: i64) -> Response {
         match claim {
-            Claim::Admitted { until_ms, .. } if until_ms > now => {
+            Claim::Admitted { until_ms } if until_ms > now => {
                 let minted =
                     self.mint_link(&seat.sale, &seat.user_id, seat.link_nonce, until_ms, now);
                 match minted {

@@ -137,12 +137,9 @@ pub struct RoomSnapshot {
     pub places: u64,
     /// Of which drawn in the pre-queue.
     pub drawn: u64,
-    /// Places admitted so far: a prefix of the line.
-    pub admitted: u64,
-    /// The ticket of the last admitted place (meaningful when `admitted > 0`).
-    pub admitted_through: u64,
-    /// Of the admitted, opened so far (may mint a link): a prefix of the line; the admitted
-    /// places after it are on standby ([`crate::admission::openings`]).
+    /// Places opened so far (may mint a link): a prefix of the line; the places admitted after
+    /// it wait on standby ([`crate::admission::openings`]), which the edge need not tell apart
+    /// from waiting ones.
     #[serde(default)]
     pub opened: u64,
     /// The ticket of the last opened place (meaningful when `opened > 0`).
@@ -168,8 +165,6 @@ impl RoomSnapshot {
         RoomSnapshot {
             places: count(s.places),
             drawn: count(s.drawn),
-            admitted: count(s.admitted),
-            admitted_through: s.admitted_through,
             opened: count(s.opened),
             opened_through: s.opened_through,
             pending: count(s.pending),
@@ -236,11 +231,8 @@ pub struct QueueEntry {
 /// an admitted buyer's polls cost the warehouse one claim, not one each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Claim {
-    /// Admitted and open from `from_ms` until `until_ms` (unix ms).
+    /// Admitted and open until `until_ms` (unix ms).
     Admitted {
-        /// When the admission opened (0 in a state stored before it was kept).
-        #[serde(default)]
-        from_ms: i64,
         /// When the admission lapses.
         until_ms: i64,
     },
